@@ -1,0 +1,83 @@
+/**
+ * Canonical encoding: RFC 8949 §4.2.1 core deterministic CBOR.
+ *
+ * Decoding accepts only the canonical encoding of its own value: it decodes with
+ * cborg in strict mode (shortest integer and length headers), refuses
+ * indefinite lengths, undefined, NaN, infinities, big integers, tags and
+ * duplicate map keys, then re-encodes the value and compares the bytes. That
+ * closes every remaining freedom (key order, float width) in one rule, so one
+ * value has exactly one byte string and a signature covers exactly one value.
+ */
+import { decode, encode, rfc8949EncodeOptions } from "cborg";
+import type { DecodeOptions, EncodeOptions } from "cborg/interface";
+import { CimeshError, DuplicateKeyError, MalformedEncodingError, NonCanonicalError, OversizeError } from "./errors.ts";
+
+/** Largest input decodeCanonical accepts unless the caller passes a smaller limit. */
+export const maxCanonicalBytes = 1024 * 1024;
+
+const encodeOptions: EncodeOptions = { ...rfc8949EncodeOptions, float64: false };
+
+const decodeOptions: DecodeOptions = {
+  strict: true,
+  allowIndefinite: false,
+  allowUndefined: false,
+  allowInfinity: false,
+  allowNaN: false,
+  allowBigInt: false,
+  useMaps: false,
+  rejectDuplicateMapKeys: true,
+  tags: {},
+};
+
+/** Values that have a canonical encoding: what the message bodies are made of. */
+export type CanonicalValue =
+  | null
+  | boolean
+  | number
+  | string
+  | Uint8Array
+  | readonly CanonicalValue[]
+  | { readonly [key: string]: CanonicalValue };
+
+/** Encodes a value as deterministic CBOR. Throws MalformedEncodingError for values CBOR cannot carry. */
+export function encodeCanonical(value: unknown, what = "value"): Uint8Array {
+  try {
+    return encode(value, encodeOptions);
+  } catch (error) {
+    throw new MalformedEncodingError(what, `could not encode: ${(error as Error).message}`);
+  }
+}
+
+export function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+/**
+ * Decodes bytes that must be the canonical encoding of one value.
+ * Throws only CimeshErrors: OversizeError, DuplicateKeyError, MalformedEncodingError, NonCanonicalError.
+ */
+export function decodeCanonical(bytes: Uint8Array, what = "value", maxBytes = maxCanonicalBytes): unknown {
+  if (!(bytes instanceof Uint8Array)) {
+    throw new MalformedEncodingError(what, `got ${typeof bytes} instead of bytes`);
+  }
+  if (bytes.length > maxBytes) throw new OversizeError(what, bytes.length, maxBytes);
+  let value: unknown;
+  try {
+    value = decode(bytes, decodeOptions);
+  } catch (error) {
+    if (error instanceof CimeshError) throw error;
+    const message = error instanceof Error ? error.message : String(error);
+    if (message.includes("repeat map key")) throw new DuplicateKeyError(what, message);
+    throw new MalformedEncodingError(what, message);
+  }
+  let again: Uint8Array;
+  try {
+    again = encode(value, encodeOptions);
+  } catch {
+    throw new NonCanonicalError(what);
+  }
+  if (!bytesEqual(again, bytes)) throw new NonCanonicalError(what);
+  return value;
+}

@@ -1,0 +1,330 @@
+/**
+ * Message bodies owned by jobs/ (DESIGN.md, Messages): the job itself, its
+ * announcement, and everything a master and a worker say about it. Every
+ * string, array, map and number has a named limit, units in the name.
+ */
+
+import { z } from "zod";
+import {
+  availabilitySchema,
+  capabilitySpecDomain,
+  platformNameSchema,
+  specUuidSchema,
+  stepSchema,
+  workerAdvertDomain,
+} from "../capabilities/index.ts";
+import {
+  boundedBytes,
+  createDomainRegistry,
+  type DomainRegistry,
+  defineDomain,
+  idSchema,
+  maxNameChars,
+  projectIdSchema,
+  publicKeySchema,
+  reasonSchema,
+  signedHeaderShape,
+  timestampMsSchema,
+} from "../crypto/index.ts";
+
+const minuteMs = 60 * 1000;
+const hourMs = 60 * minuteMs;
+const dayMs = 24 * hourMs;
+
+export const maxStepsPerJob = 64;
+export const maxEnvVars = 64;
+export const maxEnvNameChars = 128;
+export const maxEnvValueChars = 4096;
+export const maxJobTimeoutMs = dayMs;
+export const maxJobCpus = 256;
+export const maxJobMemoryBytes = 2 ** 40;
+export const maxJobDiskBytes = 2 ** 44;
+export const maxJobProcesses = 65_536;
+export const maxOutputsPerJob = 64;
+export const maxOutputPathChars = 256;
+/** A content id as text (CIDv1, multibase base32): long enough for sha-256 and the codecs we use. */
+export const maxDigestChars = 128;
+export const maxReplicas = 16;
+export const maxShards = 256;
+export const maxPriority = 1000;
+export const maxAttemptsPerJob = 64;
+export const maxRequiredSpecs = 16;
+export const maxAnnouncementRounds = 1000;
+export const maxEligiblePool = 10_000_000;
+export const maxWantedRuns = maxReplicas * maxShards;
+export const maxAttemptNumber = maxAttemptsPerJob * maxShards * maxReplicas;
+export const maxLogChunkBytes = 64 * 1024;
+export const maxLogOffsetBytes = 2 ** 40;
+export const maxSummaryChars = 4096;
+export const maxExitCode = 255;
+export const maxDurationMs = maxJobTimeoutMs * 2;
+export const maxCachedInputBytes = 2 ** 53 - 1;
+export const maxRunningJobs = 256;
+export const maxReportRefChars = 256;
+
+export const maxAnnouncementBytes = 64 * 1024;
+export const maxBidBytes = 2 * 1024;
+export const maxAwardBytes = 2 * 1024;
+export const maxRejectBytes = 4 * 1024;
+export const maxLeaseRenewBytes = 2 * 1024;
+export const maxLogChunkEnvelopeBytes = maxLogChunkBytes + 4 * 1024;
+export const maxResultBytes = 16 * 1024;
+export const maxVerdictBytes = 8 * 1024;
+export const maxCancelBytes = 4 * 1024;
+export const maxReportBytes = 16 * 1024;
+
+export const maxAnnouncementLifetimeMs = hourMs;
+export const maxBidLifetimeMs = 5 * minuteMs;
+export const maxAwardLifetimeMs = 10 * minuteMs;
+export const maxLeaseRenewLifetimeMs = 10 * minuteMs;
+export const maxLogChunkLifetimeMs = dayMs;
+export const maxResultLifetimeMs = 7 * dayMs;
+export const maxVerdictLifetimeMs = 30 * dayMs;
+export const maxCancelLifetimeMs = 7 * dayMs;
+export const maxReportLifetimeMs = 30 * dayMs;
+
+/** A content id as text: multibase base32 CIDv1 ('b' then lowercase base32). */
+export const digestSchema = z
+  .string()
+  .min(8)
+  .max(maxDigestChars)
+  .regex(/^b[a-z2-7]+$/, "expected a content id: 'b' then lowercase base32 (CIDv1)");
+
+/** A path inside the job's work folder: relative, no '..' segment, no empty segment. */
+export const relativePathSchema = z
+  .string()
+  .min(1)
+  .max(maxOutputPathChars)
+  .refine(
+    (path) =>
+      !path.startsWith("/") &&
+      !path.includes("\\") &&
+      !path.includes("\0") &&
+      path.split("/").every((part) => part !== "" && part !== ".."),
+    "expected a relative path inside the work folder, with no '..' or empty segment",
+  );
+
+export const envNameSchema = z
+  .string()
+  .regex(
+    /^[A-Za-z_][A-Za-z0-9_]{0,127}$/,
+    "expected an environment variable name: a letter or '_', then letters, digits or '_'",
+  );
+
+export const resourcesSchema = z.strictObject({
+  cpus: z.number().int().min(1).max(maxJobCpus),
+  memoryBytes: z.number().int().min(1).max(maxJobMemoryBytes),
+  diskBytes: z.number().int().min(0).max(maxJobDiskBytes),
+  processes: z.number().int().min(1).max(maxJobProcesses),
+});
+
+export const jobSpecSchema = z
+  .strictObject({
+    name: z.string().min(1).max(maxNameChars),
+    steps: z.array(stepSchema).min(1).max(maxStepsPerJob),
+    env: z
+      .record(envNameSchema, z.string().max(maxEnvValueChars))
+      .refine((env) => Object.keys(env).length <= maxEnvVars, `expected at most ${maxEnvVars} variables`),
+    timeoutMs: z.number().int().min(1).max(maxJobTimeoutMs),
+    resources: resourcesSchema,
+    network: z.boolean(),
+    outputs: z.array(relativePathSchema).max(maxOutputsPerJob),
+    inputsDigest: digestSchema.nullable(),
+    requiredSpecs: z.array(specUuidSchema).max(maxRequiredSpecs),
+    os: platformNameSchema.nullable(),
+    replicas: z.number().int().min(1).max(maxReplicas),
+    quorum: z.number().int().min(1).max(maxReplicas),
+    shards: z.number().int().min(1).max(maxShards),
+    priority: z.number().int().min(0).max(maxPriority),
+    maxAttempts: z.number().int().min(1).max(maxAttemptsPerJob),
+    deadlineMs: timestampMsSchema,
+  })
+  .refine((job) => job.quorum <= job.replicas, { path: ["quorum"], message: "expected at most replicas" });
+
+const jobRef = {
+  project: projectIdSchema,
+  jobId: idSchema,
+};
+
+const attemptSchema = z.number().int().min(0).max(maxAttemptNumber);
+const shardSchema = z
+  .number()
+  .int()
+  .min(0)
+  .max(maxShards - 1);
+const roundSchema = z.number().int().min(0).max(maxAnnouncementRounds);
+
+export const jobAnnouncementSchema = z.strictObject({
+  ...signedHeaderShape,
+  ...jobRef,
+  job: jobSpecSchema,
+  /** 0 for the first announcement, +1 for each re-announcement. */
+  round: roundSchema,
+  /** Probability with which each eligible worker should bid (DESIGN.md, Claiming work without a bid storm). */
+  bidProbability: z.number().gt(0).max(1),
+  wantedRuns: z.number().int().min(1).max(maxWantedRuns),
+  eligiblePoolEstimate: z.number().int().min(0).max(maxEligiblePool),
+});
+
+export const bidSchema = z.strictObject({
+  ...signedHeaderShape,
+  ...jobRef,
+  round: roundSchema,
+  availability: availabilitySchema,
+  runningJobs: z.number().int().min(0).max(maxRunningJobs),
+  freeSlots: z.number().int().min(0).max(maxRunningJobs),
+  cachedInputBytes: z.number().int().min(0).max(maxCachedInputBytes),
+});
+
+export const awardSchema = z.strictObject({
+  ...signedHeaderShape,
+  ...jobRef,
+  worker: publicKeySchema,
+  attempt: attemptSchema,
+  shard: shardSchema,
+  leaseExpiresAtMs: timestampMsSchema,
+});
+
+export const rejectSchema = z.strictObject({
+  ...signedHeaderShape,
+  ...jobRef,
+  worker: publicKeySchema,
+  round: roundSchema,
+  reason: reasonSchema,
+});
+
+export const leaseRenewSchema = z.strictObject({
+  ...signedHeaderShape,
+  ...jobRef,
+  worker: publicKeySchema,
+  attempt: attemptSchema,
+  /** Per mille of the job done, as the worker guesses it; 0 when unknown. */
+  progressPermille: z.number().int().min(0).max(1000),
+  leaseExpiresAtMs: timestampMsSchema,
+});
+
+export const logChunkSchema = z.strictObject({
+  ...signedHeaderShape,
+  ...jobRef,
+  attempt: attemptSchema,
+  stream: z.enum(["stdout", "stderr"]),
+  offset: z.number().int().min(0).max(maxLogOffsetBytes),
+  data: boundedBytes(maxLogChunkBytes, "log bytes"),
+});
+
+export const outcomeSchema = z.enum(["succeeded", "failed", "timed-out", "killed", "refused"]);
+
+const resultFields = {
+  exitCode: z.number().int().min(-maxExitCode).max(maxExitCode).nullable(),
+  outcome: outcomeSchema,
+  outputsDigest: digestSchema.nullable(),
+  logDigest: digestSchema.nullable(),
+  summary: z.string().max(maxSummaryChars),
+  durationMs: z.number().int().min(0).max(maxDurationMs),
+};
+
+export const resultSchema = z.strictObject({
+  ...signedHeaderShape,
+  ...jobRef,
+  attempt: attemptSchema,
+  shard: shardSchema,
+  ...resultFields,
+});
+
+export const verdictSchema = z.strictObject({
+  ...signedHeaderShape,
+  ...jobRef,
+  outcome: z.enum(["passed", "failed"]),
+  /** Per shard, the result digest the quorum agreed on; null where none was reached. */
+  acceptedDigests: z.array(digestSchema.nullable()).min(1).max(maxShards),
+  agreeingWorkers: z.array(publicKeySchema).max(maxReplicas * 4),
+  reason: reasonSchema,
+});
+
+export const cancelSchema = z.strictObject({
+  ...signedHeaderShape,
+  ...jobRef,
+  reason: reasonSchema,
+});
+
+/** A push-only build: a worker ran a project's job on its own initiative (a scheduled or local run) and reports it. */
+export const reportSchema = z.strictObject({
+  ...signedHeaderShape,
+  project: projectIdSchema,
+  ref: z.string().min(1).max(maxReportRefChars),
+  specUuids: z.array(specUuidSchema).max(maxRequiredSpecs),
+  ...resultFields,
+});
+
+export type JobSpec = z.infer<typeof jobSpecSchema>;
+export type Resources = z.infer<typeof resourcesSchema>;
+export type JobAnnouncement = z.infer<typeof jobAnnouncementSchema>;
+export type Bid = z.infer<typeof bidSchema>;
+export type Award = z.infer<typeof awardSchema>;
+export type Reject = z.infer<typeof rejectSchema>;
+export type LeaseRenew = z.infer<typeof leaseRenewSchema>;
+export type LogChunk = z.infer<typeof logChunkSchema>;
+export type Outcome = z.infer<typeof outcomeSchema>;
+export type Result = z.infer<typeof resultSchema>;
+export type Verdict = z.infer<typeof verdictSchema>;
+export type Cancel = z.infer<typeof cancelSchema>;
+export type Report = z.infer<typeof reportSchema>;
+
+export const jobAnnouncementDomain = defineDomain("cimesh/job-announcement/v1", jobAnnouncementSchema, {
+  maxBytes: maxAnnouncementBytes,
+  maxLifetimeMs: maxAnnouncementLifetimeMs,
+});
+export const bidDomain = defineDomain("cimesh/bid/v1", bidSchema, {
+  maxBytes: maxBidBytes,
+  maxLifetimeMs: maxBidLifetimeMs,
+});
+export const awardDomain = defineDomain("cimesh/award/v1", awardSchema, {
+  maxBytes: maxAwardBytes,
+  maxLifetimeMs: maxAwardLifetimeMs,
+});
+export const rejectDomain = defineDomain("cimesh/reject/v1", rejectSchema, {
+  maxBytes: maxRejectBytes,
+  maxLifetimeMs: maxAwardLifetimeMs,
+});
+export const leaseRenewDomain = defineDomain("cimesh/lease-renew/v1", leaseRenewSchema, {
+  maxBytes: maxLeaseRenewBytes,
+  maxLifetimeMs: maxLeaseRenewLifetimeMs,
+});
+export const logChunkDomain = defineDomain("cimesh/log-chunk/v1", logChunkSchema, {
+  maxBytes: maxLogChunkEnvelopeBytes,
+  maxLifetimeMs: maxLogChunkLifetimeMs,
+});
+export const resultDomain = defineDomain("cimesh/result/v1", resultSchema, {
+  maxBytes: maxResultBytes,
+  maxLifetimeMs: maxResultLifetimeMs,
+});
+export const verdictDomain = defineDomain("cimesh/verdict/v1", verdictSchema, {
+  maxBytes: maxVerdictBytes,
+  maxLifetimeMs: maxVerdictLifetimeMs,
+});
+export const cancelDomain = defineDomain("cimesh/cancel/v1", cancelSchema, {
+  maxBytes: maxCancelBytes,
+  maxLifetimeMs: maxCancelLifetimeMs,
+});
+export const reportDomain = defineDomain("cimesh/report/v1", reportSchema, {
+  maxBytes: maxReportBytes,
+  maxLifetimeMs: maxReportLifetimeMs,
+});
+
+/** Every single-signed message type of the protocol; keysets are multi-signed and verified apart (crypto/keyset.ts). */
+export const messageDomains = {
+  capabilitySpec: capabilitySpecDomain,
+  workerAdvert: workerAdvertDomain,
+  jobAnnouncement: jobAnnouncementDomain,
+  bid: bidDomain,
+  award: awardDomain,
+  reject: rejectDomain,
+  leaseRenew: leaseRenewDomain,
+  logChunk: logChunkDomain,
+  result: resultDomain,
+  verdict: verdictDomain,
+  cancel: cancelDomain,
+  report: reportDomain,
+} as const;
+
+export const messageRegistry: DomainRegistry = createDomainRegistry(Object.values(messageDomains));
