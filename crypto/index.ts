@@ -5,7 +5,15 @@
  * Time comes in as `nowMs`, seeds come in as bytes, and every failure is a
  * CimeshError subclass naming the field and what was expected.
  */
-export { bytesEqual, type CanonicalValue, decodeCanonical, encodeCanonical, maxCanonicalBytes } from "./encoding.ts";
+export {
+  bytesEqual,
+  type CanonicalValue,
+  canonicalEncodeOptions,
+  decodeCanonical,
+  encodeCanonical,
+  maxCanonicalBytes,
+  rfc8949ReferenceEncodeOptions,
+} from "./encoding.ts";
 export {
   checkTime,
   compareBytes,

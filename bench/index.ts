@@ -1,0 +1,33 @@
+/**
+ * `npm run bench`: every benchmark of the project, in one run, on this machine.
+ * Figures are medians of repeated samples; the JSON lands in bench/out/.
+ * Pass suite names to run only some: `npm run bench -- crypto`.
+ */
+import { mkdirSync, writeFileSync } from "node:fs";
+import { arch, cpus, platform } from "node:os";
+import { benchCrypto } from "./crypto.ts";
+
+const suites: Record<string, () => unknown> = {
+  crypto: benchCrypto,
+};
+
+const wanted = process.argv.slice(2).filter((arg) => !arg.startsWith("-"));
+const unknown = wanted.filter((name) => !(name in suites));
+if (unknown.length > 0) {
+  console.error(`unknown suite ${unknown.join(", ")}: expected one of ${Object.keys(suites).join(", ")}`);
+  process.exit(2);
+}
+console.log(
+  `cimesh bench: node ${process.version}, ${platform()}/${arch()}, ${cpus().length} cpus (${cpus()[0]?.model ?? "?"})`,
+);
+const results: Record<string, unknown> = {};
+for (const [name, run] of Object.entries(suites)) {
+  if (wanted.length > 0 && !wanted.includes(name)) continue;
+  console.log(`\n== ${name}`);
+  results[name] = await run();
+}
+mkdirSync(new URL("./out/", import.meta.url), { recursive: true });
+writeFileSync(
+  new URL("./out/latest.json", import.meta.url),
+  `${JSON.stringify({ node: process.version, results }, null, 2)}\n`,
+);
