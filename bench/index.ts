@@ -6,9 +6,11 @@
 import { mkdirSync, writeFileSync } from "node:fs";
 import { arch, cpus, platform } from "node:os";
 import { benchCrypto } from "./crypto.ts";
+import { benchScheduling } from "./scheduling.ts";
 
 const suites: Record<string, () => unknown> = {
   crypto: benchCrypto,
+  scheduling: benchScheduling,
 };
 
 const wanted = process.argv.slice(2).filter((arg) => !arg.startsWith("-"));

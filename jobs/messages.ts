@@ -69,7 +69,11 @@ export const maxRejectBytes = 4 * 1024;
 export const maxLeaseRenewBytes = 2 * 1024;
 export const maxLogChunkEnvelopeBytes = maxLogChunkBytes + 4 * 1024;
 export const maxResultBytes = 16 * 1024;
-export const maxVerdictBytes = 8 * 1024;
+/**
+ * A verdict names one accepted digest per shard: maxShards digests of up to maxDigestChars
+ * (about 33 KiB), plus the agreeing workers' keys and the reason, must fit.
+ */
+export const maxVerdictBytes = 64 * 1024;
 export const maxCancelBytes = 4 * 1024;
 export const maxReportBytes = 16 * 1024;
 
@@ -123,8 +127,16 @@ export const jobSpecSchema = z
     name: z.string().min(1).max(maxNameChars),
     steps: z.array(stepSchema).min(1).max(maxStepsPerJob),
     env: z
-      .record(envNameSchema, z.string().max(maxEnvValueChars))
-      .refine((env) => Object.keys(env).length <= maxEnvVars, `expected at most ${maxEnvVars} variables`),
+      // zod's record drops a key named __proto__ without an issue: refuse it rather than sign a smaller env than given.
+      .custom<unknown>(
+        (env) => typeof env !== "object" || env === null || !Object.hasOwn(env, "__proto__"),
+        "expected no environment variable named __proto__",
+      )
+      .pipe(
+        z
+          .record(envNameSchema, z.string().max(maxEnvValueChars))
+          .refine((env) => Object.keys(env).length <= maxEnvVars, `expected at most ${maxEnvVars} variables`),
+      ),
     timeoutMs: z.number().int().min(1).max(maxJobTimeoutMs),
     resources: resourcesSchema,
     network: z.boolean(),

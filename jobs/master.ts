@@ -1,0 +1,849 @@
+/**
+ * The master: one per project on a master node. A state machine with no I/O
+ * (DESIGN.md, Rule 1): `stepMaster(state, input, nowMs, rng)` returns the next
+ * state and the effects to carry out.
+ *
+ * House rules of this file:
+ * - Inputs arrive verified: the shell opened the envelope (crypto/), checked
+ *   the signer against trust and the replay ledger. Signers are hex keys.
+ * - Every message may come late, twice or out of order; handling is
+ *   idempotent by (job, attempt, worker). A message about a job or attempt in
+ *   another state than it expects is dropped with a log effect, never an error.
+ * - The state is plain data (JSON-safe), updated in place for speed: the
+ *   caller hands it over and uses the returned one.
+ * - Every table has a bound, every wait a time: see MasterConfig.
+ *
+ * A job's life: submit → announce (round 0) with a bid probability chosen so
+ * that the expected number of bids is a small constant whatever the pool size
+ * → bids collect for bidWindowMs → the best bids get awards with leases, the
+ * others rejects → too few bids: re-announce with a higher probability →
+ * results grouped per shard by their digest → quorum reached on every shard:
+ * verdict. Lost leases, refusals and disagreement make new attempts, up to
+ * the job's bound; the deadline and cancel end a job at any time.
+ */
+import { isEligible, type WorkerAdvert } from "../capabilities/index.ts";
+import { maxReasonChars } from "../crypto/index.ts";
+import { resultDigest } from "./digest.ts";
+import type { Effect, OutboundMessage, Rng, StepOutput } from "./effects.ts";
+import { keyOf } from "./effects.ts";
+import {
+  type Bid,
+  type JobSpec,
+  type LeaseRenew,
+  maxAnnouncementLifetimeMs,
+  maxAnnouncementRounds,
+  maxAwardLifetimeMs,
+  maxCancelLifetimeMs,
+  maxEligiblePool,
+  maxVerdictLifetimeMs,
+  maxWantedRuns,
+  type Outcome,
+  type Result,
+} from "./messages.ts";
+import { peekTimer, popTimer, pushTimer, type TimerEntry } from "./timers.ts";
+
+export interface MasterConfig {
+  readonly project: string;
+  /** How long bids collect after an announcement before awards go out. Default 250 ms. */
+  readonly bidWindowMs: number;
+  /** Lease an award carries; a worker renews it well before it lapses. Default 60 s. */
+  readonly leaseMs: number;
+  /** Lifetime of an announcement: a worker holds it as a candidate this long. Default 10 min. */
+  readonly announcementTtlMs: number;
+  /** Expected bids per wanted run that the bid probability aims at. Default 3. */
+  readonly targetBidsPerRun: number;
+  /** Factor on the bid probability when a round drew too few bids. Default 4. */
+  readonly reannounceGrowth: number;
+  /** Once the bid probability is 1, how long until the next re-announcement. Default 30 s. */
+  readonly reannounceIntervalMs: number;
+  /** BOINC adaptive replication: consecutive agreeing results before a worker may be trusted alone. Default 10. */
+  readonly trustAloneAfterValid: number;
+  /** Jobs kept, open or ended; the oldest ended ones go first. Default 100,000. */
+  readonly maxJobs: number;
+  /** Bids held in one job's bid window. Default 64. */
+  readonly maxBidsPerWindow: number;
+  /** Workers known from adverts, for the eligible-pool estimate. Default 100,000. */
+  readonly maxKnownWorkers: number;
+  /** Workers with a reputation record. Default 100,000. */
+  readonly maxReputations: number;
+}
+
+export const defaultMasterConfig: Omit<MasterConfig, "project"> = {
+  bidWindowMs: 250,
+  leaseMs: 60_000,
+  announcementTtlMs: 10 * 60_000,
+  targetBidsPerRun: 3,
+  reannounceGrowth: 4,
+  reannounceIntervalMs: 30_000,
+  trustAloneAfterValid: 10,
+  maxJobs: 100_000,
+  maxBidsPerWindow: 64,
+  maxKnownWorkers: 100_000,
+  maxReputations: 100_000,
+};
+
+/** What the master keeps of a worker's advert: enough to count the eligible pool. */
+export interface KnownWorker {
+  readonly dimensions: WorkerAdvert["dimensions"];
+  readonly specs: WorkerAdvert["specs"];
+  readonly availability: WorkerAdvert["availability"];
+  readonly freeSlots: number;
+  readonly expiresAtMs: number;
+}
+
+export type JobStatus = "open" | "passed" | "failed" | "cancelled";
+export type AttemptState = "running" | "reported" | "lost" | "refused" | "cancelled";
+
+export interface AttemptRecord {
+  readonly attempt: number;
+  readonly shard: number;
+  readonly worker: string;
+  readonly awardedAtMs: number;
+  leaseExpiresAtMs: number;
+  state: AttemptState;
+  digest: string | null;
+  outcome: Outcome | null;
+  exitCode: number | null;
+  outputsDigest: string | null;
+  logDigest: string | null;
+  summary: string;
+}
+
+export interface ShardRecord {
+  /** The digest a quorum agreed on; null while undecided or when the shard failed. */
+  decidedDigest: string | null;
+  decidedOutcome: Outcome | null;
+  /** Why the shard cannot be decided; empty while it still can. */
+  failure: string;
+  /** Runs awarded for this shard, lost ones included: bounded by the job's maxAttempts. */
+  runsAwarded: number;
+  /** A worker with a long record of agreeing results runs this shard alone (adaptive replication). */
+  trustedAlone: string | null;
+}
+
+export interface PendingBid {
+  readonly worker: string;
+  readonly round: number;
+  readonly eager: boolean;
+  readonly runningJobs: number;
+  readonly cachedInputBytes: number;
+  readonly receivedAtMs: number;
+}
+
+export interface JobRecord {
+  readonly jobId: string;
+  readonly spec: JobSpec;
+  readonly submittedAtMs: number;
+  status: JobStatus;
+  reason: string;
+  endedAtMs: number | null;
+  round: number;
+  bidProbability: number;
+  eligibleEstimate: number;
+  lastAnnouncedAtMs: number;
+  /** When the current bid window closes; null when none is open. */
+  windowEndsAtMs: number | null;
+  /** When to announce again if runs are still wanted; null when no runs are wanted. */
+  reannounceAtMs: number | null;
+  bids: PendingBid[];
+  attempts: AttemptRecord[];
+  shards: ShardRecord[];
+  /** Bids received over the job's life, for the bid-storm figures. */
+  bidsReceived: number;
+  announcements: number;
+}
+
+export interface Reputation {
+  /** BOINC's consecutive valid results: reset to 0 by one disagreeing result. */
+  consecutiveValid: number;
+  validTotal: number;
+  invalidTotal: number;
+}
+
+export interface MasterState {
+  readonly config: MasterConfig;
+  seq: number;
+  jobs: Record<string, JobRecord>;
+  /** Ids of jobs in submission order, for eviction of the oldest ended ones. */
+  jobOrder: string[];
+  workers: Record<string, KnownWorker>;
+  reputation: Record<string, Reputation>;
+  timers: TimerEntry[];
+  /** The wake-up last asked of the shell, so a step only asks again when it changed. */
+  timerAtMs: number | null;
+  /** Bumped when the known workers change, to invalidate cached pool estimates. */
+  workersVersion: number;
+  poolCache: Record<string, [version: number, eligible: number]>;
+}
+
+export type MasterInput =
+  | { readonly kind: "submit"; readonly jobId: string; readonly job: JobSpec }
+  | { readonly kind: "bid"; readonly signer: string; readonly bid: Bid }
+  | { readonly kind: "lease-renew"; readonly signer: string; readonly renew: LeaseRenew }
+  | { readonly kind: "result"; readonly signer: string; readonly result: Result }
+  | { readonly kind: "advert"; readonly signer: string; readonly advert: WorkerAdvert }
+  | { readonly kind: "cancel"; readonly jobId: string; readonly reason: string }
+  | { readonly kind: "tick" };
+
+export function createMaster(config: Partial<MasterConfig> & { project: string }): MasterState {
+  return {
+    config: { ...defaultMasterConfig, ...config },
+    seq: 0,
+    jobs: {},
+    jobOrder: [],
+    workers: {},
+    reputation: {},
+    timers: [],
+    timerAtMs: null,
+    workersVersion: 0,
+    poolCache: {},
+  };
+}
+
+/** Thrown for inputs a caller must not make (a job id submitted twice): those are bugs or user errors, not network noise. */
+export class MasterInputError extends Error {
+  readonly code = "ERR_MASTER_INPUT";
+}
+
+class Step {
+  readonly effects: Effect[] = [];
+  readonly state: MasterState;
+  readonly nowMs: number;
+  readonly rng: Rng;
+  constructor(state: MasterState, nowMs: number, rng: Rng) {
+    this.state = state;
+    this.nowMs = nowMs;
+    this.rng = rng;
+  }
+
+  log(event: string, fields: Record<string, string | number | boolean | null>): void {
+    this.effects.push({ type: "log", event, fields });
+  }
+
+  header(lifetimeMs: number) {
+    return { issuedAtMs: this.nowMs, expiresAtMs: this.nowMs + lifetimeMs, seq: this.state.seq++ };
+  }
+
+  send(to: string, message: OutboundMessage): void {
+    this.effects.push({ type: "send", to, message });
+  }
+
+  publish(message: OutboundMessage): void {
+    this.effects.push({ type: "publish", topic: this.state.config.project, message });
+  }
+}
+
+function runBound(spec: JobSpec): number {
+  return Math.max(spec.maxAttempts, spec.replicas);
+}
+
+/** Runs a shard still needs beyond those in flight (see the file comment for the rule). */
+function runsNeeded(job: JobRecord, shard: number): number {
+  const record = job.shards[shard] as ShardRecord;
+  if (job.status !== "open" || record.decidedDigest !== null || record.failure !== "") return 0;
+  let live = 0;
+  let reported = 0;
+  const counts = new Map<string, number>();
+  for (const attempt of job.attempts) {
+    if (attempt.shard !== shard) continue;
+    if (attempt.state === "running") live++;
+    else if (attempt.state === "reported" && attempt.digest !== null) {
+      reported++;
+      counts.set(attempt.digest, (counts.get(attempt.digest) ?? 0) + 1);
+    }
+  }
+  if (record.trustedAlone !== null) return live + reported === 0 ? 1 : 0;
+  let best = 0;
+  for (const count of counts.values()) best = Math.max(best, count);
+  const wanted = Math.max(job.spec.replicas - reported - live, job.spec.quorum - best - live, 0);
+  return Math.min(wanted, runBound(job.spec) - record.runsAwarded);
+}
+
+function totalRunsNeeded(job: JobRecord): number {
+  let total = 0;
+  for (let shard = 0; shard < job.shards.length; shard++) total += runsNeeded(job, shard);
+  return total;
+}
+
+function requirementKey(spec: JobSpec): string {
+  return JSON.stringify([
+    spec.requiredSpecs,
+    spec.os,
+    spec.resources.cpus,
+    spec.resources.memoryBytes,
+    spec.resources.diskBytes,
+  ]);
+}
+
+/** How many known workers could run this job now: the pool the bid probability is scaled to. */
+function eligiblePool(state: MasterState, spec: JobSpec, nowMs: number): number {
+  const key = requirementKey(spec);
+  const cached = state.poolCache[key];
+  if (cached !== undefined && cached[0] === state.workersVersion) return cached[1];
+  let eligible = 0;
+  for (const worker of Object.values(state.workers)) {
+    if (worker.expiresAtMs < nowMs || worker.availability === "paused" || worker.availability === "offline") continue;
+    if (worker.freeSlots > 0 && isEligible(spec, worker)) eligible++;
+  }
+  state.poolCache[key] = [state.workersVersion, eligible];
+  return Math.min(eligible, maxEligiblePool);
+}
+
+function schedule(state: MasterState, atMs: number, jobId: string): void {
+  pushTimer(state.timers, atMs, jobId);
+}
+
+function announce(step: Step, job: JobRecord): void {
+  const { state, nowMs } = step;
+  const wanted = Math.max(1, Math.min(totalRunsNeeded(job), maxWantedRuns));
+  job.eligibleEstimate = eligiblePool(state, job.spec, nowMs);
+  const base =
+    job.eligibleEstimate === 0 ? 1 : Math.min(1, (state.config.targetBidsPerRun * wanted) / job.eligibleEstimate);
+  // A re-announcement never lowers the probability: it exists because the last one drew too few bids.
+  job.bidProbability =
+    job.announcements === 0 ? base : Math.min(1, Math.max(base, job.bidProbability * state.config.reannounceGrowth));
+  job.round = Math.min(job.announcements, maxAnnouncementRounds);
+  job.announcements++;
+  job.lastAnnouncedAtMs = nowMs;
+  job.windowEndsAtMs = nowMs + state.config.bidWindowMs;
+  job.reannounceAtMs = null;
+  schedule(state, job.windowEndsAtMs, job.jobId);
+  step.publish({
+    domain: "jobAnnouncement",
+    body: {
+      ...step.header(Math.min(state.config.announcementTtlMs, maxAnnouncementLifetimeMs)),
+      project: state.config.project,
+      jobId: job.jobId,
+      job: job.spec,
+      round: job.round,
+      bidProbability: job.bidProbability,
+      wantedRuns: wanted,
+      eligiblePoolEstimate: job.eligibleEstimate,
+    },
+  });
+}
+
+function reputationOf(state: MasterState, worker: string): Reputation {
+  return state.reputation[worker] ?? { consecutiveValid: 0, validTotal: 0, invalidTotal: 0 };
+}
+
+function setReputation(state: MasterState, worker: string, reputation: Reputation): void {
+  if (!(worker in state.reputation)) {
+    const keys = Object.keys(state.reputation);
+    if (keys.length >= state.config.maxReputations) delete state.reputation[keys[0] as string];
+  }
+  state.reputation[worker] = reputation;
+}
+
+/** Best first: holds the inputs, then lower load, then higher reputation, then eager over reluctant, then first come. */
+function compareBids(state: MasterState, a: PendingBid, b: PendingBid): number {
+  return (
+    b.cachedInputBytes - a.cachedInputBytes ||
+    a.runningJobs - b.runningJobs ||
+    reputationOf(state, b.worker).consecutiveValid - reputationOf(state, a.worker).consecutiveValid ||
+    Number(b.eager) - Number(a.eager) ||
+    a.receivedAtMs - b.receivedAtMs ||
+    (a.worker < b.worker ? -1 : a.worker > b.worker ? 1 : 0)
+  );
+}
+
+function workerUsedOnShard(job: JobRecord, worker: string, shard: number): boolean {
+  return job.attempts.some((attempt) => attempt.worker === worker && attempt.shard === shard);
+}
+
+function workerHasLiveAttempt(job: JobRecord, worker: string): boolean {
+  return job.attempts.some((attempt) => attempt.worker === worker && attempt.state === "running");
+}
+
+function award(step: Step, job: JobRecord, bid: PendingBid, shard: number): void {
+  const { state, nowMs } = step;
+  const attempt: AttemptRecord = {
+    attempt: job.attempts.length,
+    shard,
+    worker: bid.worker,
+    awardedAtMs: nowMs,
+    leaseExpiresAtMs: nowMs + state.config.leaseMs,
+    state: "running",
+    digest: null,
+    outcome: null,
+    exitCode: null,
+    outputsDigest: null,
+    logDigest: null,
+    summary: "",
+  };
+  job.attempts.push(attempt);
+  (job.shards[shard] as ShardRecord).runsAwarded++;
+  schedule(state, attempt.leaseExpiresAtMs, job.jobId);
+  step.send(bid.worker, {
+    domain: "award",
+    body: {
+      ...step.header(maxAwardLifetimeMs),
+      project: state.config.project,
+      jobId: job.jobId,
+      worker: keyOf(bid.worker),
+      attempt: attempt.attempt,
+      shard,
+      leaseExpiresAtMs: attempt.leaseExpiresAtMs,
+    },
+  });
+}
+
+function reject(step: Step, jobId: string, worker: string, round: number, reason: string): void {
+  step.send(worker, {
+    domain: "reject",
+    body: {
+      ...step.header(maxAwardLifetimeMs),
+      project: step.state.config.project,
+      jobId,
+      worker: keyOf(worker),
+      round,
+      reason,
+    },
+  });
+}
+
+/** Closes the bid window: awards the best bids to the runs each shard needs, rejects the rest, re-announces if short. */
+function closeWindow(step: Step, job: JobRecord): void {
+  const { state, nowMs, rng } = step;
+  job.windowEndsAtMs = null;
+  const bids = job.bids.sort((a, b) => compareBids(state, a, b));
+  job.bids = [];
+  const used = new Set<string>();
+  for (let shard = 0; shard < job.shards.length; shard++) {
+    let needed = runsNeeded(job, shard);
+    const record = job.shards[shard] as ShardRecord;
+    for (const bid of bids) {
+      if (needed <= 0) break;
+      if (used.has(bid.worker) || workerUsedOnShard(job, bid.worker, shard) || workerHasLiveAttempt(job, bid.worker))
+        continue;
+      if (record.runsAwarded === 0 && job.spec.replicas > 1) {
+        // BOINC adaptive replication: a worker with CV consecutive valid results runs alone with probability 1 - 1/CV.
+        const cv = reputationOf(state, bid.worker).consecutiveValid;
+        if (cv >= state.config.trustAloneAfterValid && rng() < 1 - 1 / cv) {
+          record.trustedAlone = bid.worker;
+          needed = 1;
+          step.log("trusted-alone", { jobId: job.jobId, shard, worker: bid.worker, consecutiveValid: cv });
+        }
+      }
+      used.add(bid.worker);
+      award(step, job, bid, shard);
+      needed--;
+      if (record.trustedAlone !== null) break;
+    }
+  }
+  for (const bid of bids)
+    if (!used.has(bid.worker))
+      reject(
+        step,
+        job.jobId,
+        bid.worker,
+        bid.round,
+        "not chosen: other bids were better or the runs were already awarded",
+      );
+  planNext(step, job);
+}
+
+/** After anything that changes what a job needs: end it, or make sure runs still wanted get announced. */
+function planNext(step: Step, job: JobRecord): void {
+  const { state, nowMs } = step;
+  if (job.status !== "open") return;
+  evaluate(step, job);
+  if (job.status !== "open") return;
+  const needed = totalRunsNeeded(job);
+  if (needed === 0 || job.windowEndsAtMs !== null) {
+    if (needed === 0) job.reannounceAtMs = null;
+    return;
+  }
+  if (job.reannounceAtMs !== null && job.reannounceAtMs > nowMs) return;
+  if (
+    job.announcements === 0 ||
+    job.bidProbability < 1 ||
+    job.lastAnnouncedAtMs + state.config.reannounceIntervalMs <= nowMs
+  ) {
+    announce(step, job);
+  } else {
+    job.reannounceAtMs = job.lastAnnouncedAtMs + state.config.reannounceIntervalMs;
+    schedule(state, job.reannounceAtMs, job.jobId);
+  }
+}
+
+function digestCounts(job: JobRecord, shard: number): Map<string, AttemptRecord[]> {
+  const groups = new Map<string, AttemptRecord[]>();
+  for (const attempt of job.attempts) {
+    if (attempt.shard !== shard || attempt.state !== "reported" || attempt.digest === null) continue;
+    const group = groups.get(attempt.digest);
+    if (group === undefined) groups.set(attempt.digest, [attempt]);
+    else group.push(attempt);
+  }
+  return groups;
+}
+
+/** Decides shards that reached quorum, fails shards that can no longer, and ends the job when every shard is settled. */
+function evaluate(step: Step, job: JobRecord): void {
+  const { state } = step;
+  for (let shard = 0; shard < job.shards.length; shard++) {
+    const record = job.shards[shard] as ShardRecord;
+    if (record.decidedDigest !== null || record.failure !== "") continue;
+    const groups = digestCounts(job, shard);
+    const quorum = record.trustedAlone !== null ? 1 : job.spec.quorum;
+    let winner: AttemptRecord[] | undefined;
+    for (const group of groups.values()) if (group.length >= quorum) winner = group;
+    if (winner !== undefined) {
+      const first = winner[0] as AttemptRecord;
+      record.decidedDigest = first.digest;
+      record.decidedOutcome = first.outcome;
+      if (record.trustedAlone === null) {
+        for (const group of groups.values()) {
+          const agreed = group === winner;
+          for (const attempt of group) {
+            const reputation = reputationOf(state, attempt.worker);
+            setReputation(
+              state,
+              attempt.worker,
+              agreed
+                ? {
+                    ...reputation,
+                    consecutiveValid: reputation.consecutiveValid + 1,
+                    validTotal: reputation.validTotal + 1,
+                  }
+                : { ...reputation, consecutiveValid: 0, invalidTotal: reputation.invalidTotal + 1 },
+            );
+            if (!agreed)
+              step.log("result-disagreed", {
+                jobId: job.jobId,
+                shard,
+                worker: attempt.worker,
+                attempt: attempt.attempt,
+              });
+          }
+        }
+      }
+      // Replicas still running for a decided shard are not needed any more.
+      for (const attempt of job.attempts)
+        if (attempt.shard === shard && attempt.state === "running")
+          cancelAttempt(step, job, attempt, "shard already decided");
+      continue;
+    }
+    const live = job.attempts.some((attempt) => attempt.shard === shard && attempt.state === "running");
+    if (!live && runsNeeded(job, shard) === 0) {
+      const digests = [...groups.entries()]
+        .map(([digest, group]) => `${digest.slice(0, 12)}…×${group.length}`)
+        .join(", ");
+      record.failure =
+        groups.size === 0
+          ? `no result after ${record.runsAwarded} runs (the bound): every run was lost or refused`
+          : `no ${quorum} agreeing results after ${record.runsAwarded} runs (the bound); digests ${digests}`;
+    }
+  }
+  const failed = job.shards.findIndex((record) => record.failure !== "");
+  if (failed >= 0) {
+    end(step, job, "failed", `shard ${failed}: ${(job.shards[failed] as ShardRecord).failure}`);
+    return;
+  }
+  if (job.shards.every((record) => record.decidedDigest !== null)) {
+    const bad = job.shards.findIndex((record) => record.decidedOutcome !== "succeeded");
+    if (bad < 0) end(step, job, "passed", "every shard succeeded with quorum");
+    else
+      end(step, job, "failed", `shard ${bad}: the agreed result is ${(job.shards[bad] as ShardRecord).decidedOutcome}`);
+  }
+}
+
+function cancelAttempt(step: Step, job: JobRecord, attempt: AttemptRecord, reason: string): void {
+  attempt.state = "cancelled";
+  step.send(attempt.worker, {
+    domain: "cancel",
+    body: { ...step.header(maxCancelLifetimeMs), project: step.state.config.project, jobId: job.jobId, reason },
+  });
+}
+
+function end(step: Step, job: JobRecord, status: Exclude<JobStatus, "open">, reason: string): void {
+  const { state, nowMs } = step;
+  job.status = status;
+  job.reason = reason.slice(0, maxReasonChars);
+  job.endedAtMs = nowMs;
+  job.windowEndsAtMs = null;
+  job.reannounceAtMs = null;
+  for (const bid of job.bids) reject(step, job.jobId, bid.worker, bid.round, `job ${status}`);
+  job.bids = [];
+  for (const attempt of job.attempts)
+    if (attempt.state === "running") cancelAttempt(step, job, attempt, `job ${status}: ${job.reason}`);
+  if (status === "cancelled") {
+    step.publish({
+      domain: "cancel",
+      body: {
+        ...step.header(maxCancelLifetimeMs),
+        project: state.config.project,
+        jobId: job.jobId,
+        reason: job.reason,
+      },
+    });
+  } else {
+    const agreeing = new Set<string>();
+    for (let shard = 0; shard < job.shards.length; shard++) {
+      const digest = (job.shards[shard] as ShardRecord).decidedDigest;
+      for (const attempt of job.attempts)
+        if (attempt.shard === shard && digest !== null && attempt.digest === digest) agreeing.add(attempt.worker);
+    }
+    step.publish({
+      domain: "verdict",
+      body: {
+        ...step.header(maxVerdictLifetimeMs),
+        project: state.config.project,
+        jobId: job.jobId,
+        outcome: status === "passed" ? "passed" : "failed",
+        acceptedDigests: job.shards.map((record) => record.decidedDigest),
+        agreeingWorkers: [...agreeing].slice(0, job.spec.replicas * 4).map(keyOf),
+        reason: job.reason,
+      },
+    });
+  }
+  step.log("job-ended", { jobId: job.jobId, status, reason: job.reason });
+}
+
+function evictEndedJobs(state: MasterState): boolean {
+  while (state.jobOrder.length >= state.config.maxJobs) {
+    const index = state.jobOrder.findIndex((id) => state.jobs[id]?.status !== "open");
+    if (index < 0) return false;
+    const [id] = state.jobOrder.splice(index, 1);
+    delete state.jobs[id as string];
+  }
+  return true;
+}
+
+function onSubmit(step: Step, jobId: string, spec: JobSpec): void {
+  const { state, nowMs } = step;
+  if (jobId in state.jobs) throw new MasterInputError(`jobId: expected a new job id, got ${jobId}, already submitted`);
+  if (!evictEndedJobs(state))
+    throw new MasterInputError(`jobs: expected fewer than ${state.config.maxJobs} open jobs, the master is full`);
+  const job: JobRecord = {
+    jobId,
+    spec,
+    submittedAtMs: nowMs,
+    status: "open",
+    reason: "",
+    endedAtMs: null,
+    round: 0,
+    bidProbability: 1,
+    eligibleEstimate: 0,
+    lastAnnouncedAtMs: nowMs,
+    windowEndsAtMs: null,
+    reannounceAtMs: null,
+    bids: [],
+    attempts: [],
+    shards: Array.from({ length: spec.shards }, () => ({
+      decidedDigest: null,
+      decidedOutcome: null,
+      failure: "",
+      runsAwarded: 0,
+      trustedAlone: null,
+    })),
+    bidsReceived: 0,
+    announcements: 0,
+  };
+  state.jobs[jobId] = job;
+  state.jobOrder.push(jobId);
+  schedule(state, spec.deadlineMs, jobId);
+  if (spec.deadlineMs <= nowMs) {
+    end(step, job, "failed", `deadline ${spec.deadlineMs} had passed at submission`);
+    return;
+  }
+  planNext(step, job);
+}
+
+function onBid(step: Step, worker: string, bid: Bid): void {
+  const { state, nowMs } = step;
+  const job = state.jobs[bid.jobId];
+  if (bid.project !== state.config.project)
+    return step.log("bid-ignored", { reason: "other project", worker, jobId: bid.jobId });
+  if (job === undefined) return reject(step, bid.jobId, worker, bid.round, "unknown job");
+  job.bidsReceived++;
+  if (job.status !== "open") return reject(step, job.jobId, worker, bid.round, `job ${job.status}`);
+  if (bid.availability === "paused" || bid.availability === "offline")
+    return reject(step, job.jobId, worker, bid.round, `worker ${bid.availability}`);
+  if (job.bids.some((pending) => pending.worker === worker)) return; // a duplicate: the first one stands
+  if (workerHasLiveAttempt(job, worker))
+    return reject(step, job.jobId, worker, bid.round, "already running an attempt of this job");
+  if (totalRunsNeeded(job) === 0) return reject(step, job.jobId, worker, bid.round, "no run wanted now");
+  if (job.bids.length >= state.config.maxBidsPerWindow)
+    return reject(step, job.jobId, worker, bid.round, "bid window full");
+  job.bids.push({
+    worker,
+    round: bid.round,
+    eager: bid.availability === "eager",
+    runningJobs: bid.runningJobs,
+    cachedInputBytes: bid.cachedInputBytes,
+    receivedAtMs: nowMs,
+  });
+  if (job.windowEndsAtMs === null) {
+    // A late bid (after its round's window) opens a short window of its own rather than wait for a re-announcement.
+    job.windowEndsAtMs = nowMs + state.config.bidWindowMs;
+    schedule(state, job.windowEndsAtMs, job.jobId);
+  }
+}
+
+function findAttempt(job: JobRecord | undefined, attempt: number, worker: string): AttemptRecord | undefined {
+  const record = job?.attempts[attempt];
+  return record !== undefined && record.worker === worker ? record : undefined;
+}
+
+function onLeaseRenew(step: Step, worker: string, renew: LeaseRenew): void {
+  const { state, nowMs } = step;
+  const job = state.jobs[renew.jobId];
+  const attempt = findAttempt(job, renew.attempt, worker);
+  if (job === undefined || attempt === undefined)
+    return step.log("renew-ignored", { reason: "unknown attempt", worker, jobId: renew.jobId });
+  if (attempt.state !== "running") {
+    // The worker thinks it still runs what we gave up on: tell it to stop.
+    step.send(worker, {
+      domain: "cancel",
+      body: {
+        ...step.header(maxCancelLifetimeMs),
+        project: state.config.project,
+        jobId: job.jobId,
+        reason: `attempt ${attempt.attempt} is ${attempt.state}`,
+      },
+    });
+    return;
+  }
+  attempt.leaseExpiresAtMs = Math.max(attempt.leaseExpiresAtMs, nowMs + state.config.leaseMs);
+  schedule(state, attempt.leaseExpiresAtMs, job.jobId);
+  step.send(worker, {
+    domain: "leaseRenew",
+    body: {
+      ...step.header(maxAwardLifetimeMs),
+      project: state.config.project,
+      jobId: job.jobId,
+      worker: keyOf(worker),
+      attempt: attempt.attempt,
+      progressPermille: renew.progressPermille,
+      leaseExpiresAtMs: attempt.leaseExpiresAtMs,
+    },
+  });
+}
+
+function onResult(step: Step, worker: string, result: Result): void {
+  const job = step.state.jobs[result.jobId];
+  const attempt = findAttempt(job, result.attempt, worker);
+  if (job === undefined || attempt === undefined || attempt.shard !== result.shard) {
+    return step.log("result-ignored", {
+      reason: "unknown attempt",
+      worker,
+      jobId: result.jobId,
+      attempt: result.attempt,
+    });
+  }
+  if (attempt.state !== "running") {
+    // Late (the lease lapsed, the shard was decided) or a duplicate: counted once or not at all, never twice.
+    return step.log("result-ignored", {
+      reason: `attempt ${attempt.state}`,
+      worker,
+      jobId: job.jobId,
+      attempt: attempt.attempt,
+    });
+  }
+  attempt.outcome = result.outcome;
+  attempt.exitCode = result.exitCode;
+  attempt.outputsDigest = result.outputsDigest;
+  attempt.logDigest = result.logDigest;
+  attempt.summary = result.summary;
+  if (result.outcome === "refused") {
+    attempt.state = "refused";
+    const record = job.shards[attempt.shard] as ShardRecord;
+    if (record.trustedAlone === worker) record.trustedAlone = null;
+  } else {
+    attempt.state = "reported";
+    attempt.digest = resultDigest(result);
+  }
+  planNext(step, job);
+}
+
+function onAdvert(step: Step, worker: string, advert: WorkerAdvert): void {
+  const { state } = step;
+  if (!advert.projects.includes(state.config.project)) return;
+  if (!(worker in state.workers)) {
+    const keys = Object.keys(state.workers);
+    if (keys.length >= state.config.maxKnownWorkers) delete state.workers[keys[0] as string];
+  }
+  state.workers[worker] = {
+    dimensions: advert.dimensions,
+    specs: advert.specs,
+    availability: advert.availability,
+    freeSlots: advert.freeSlots,
+    expiresAtMs: advert.expiresAtMs,
+  };
+  state.workersVersion++;
+}
+
+function onTimer(step: Step, job: JobRecord): void {
+  const { nowMs } = step;
+  if (job.status !== "open") return;
+  if (job.spec.deadlineMs <= nowMs) {
+    end(step, job, "failed", `deadline passed at ${job.spec.deadlineMs} before every shard reached quorum`);
+    return;
+  }
+  for (const attempt of job.attempts) {
+    if (attempt.state === "running" && attempt.leaseExpiresAtMs <= nowMs) {
+      attempt.state = "lost";
+      const record = job.shards[attempt.shard] as ShardRecord;
+      if (record.trustedAlone === attempt.worker) record.trustedAlone = null;
+      step.log("lease-lapsed", { jobId: job.jobId, attempt: attempt.attempt, worker: attempt.worker });
+    }
+  }
+  if (job.windowEndsAtMs !== null && job.windowEndsAtMs <= nowMs) closeWindow(step, job);
+  else planNext(step, job);
+}
+
+function onTick(step: Step): void {
+  const { state, nowMs } = step;
+  const due = new Set<string>();
+  while ((peekTimer(state.timers) ?? Number.POSITIVE_INFINITY) <= nowMs) {
+    const entry = popTimer(state.timers) as TimerEntry;
+    due.add(entry[1]);
+  }
+  for (const jobId of due) {
+    const job = state.jobs[jobId];
+    if (job !== undefined) onTimer(step, job);
+  }
+}
+
+/** The master's transition function. Throws MasterInputError only for caller mistakes (a duplicate submit). */
+export function stepMaster(state: MasterState, input: MasterInput, nowMs: number, rng: Rng): StepOutput<MasterState> {
+  const step = new Step(state, nowMs, rng);
+  switch (input.kind) {
+    case "submit":
+      onSubmit(step, input.jobId, input.job);
+      break;
+    case "bid":
+      onBid(step, input.signer, input.bid);
+      break;
+    case "lease-renew":
+      onLeaseRenew(step, input.signer, input.renew);
+      break;
+    case "result":
+      onResult(step, input.signer, input.result);
+      break;
+    case "advert":
+      onAdvert(step, input.signer, input.advert);
+      break;
+    case "cancel": {
+      const job = state.jobs[input.jobId];
+      if (job === undefined) throw new MasterInputError(`jobId: expected a submitted job, got ${input.jobId}`);
+      if (job.status === "open") end(step, job, "cancelled", input.reason || "cancelled by the project");
+      break;
+    }
+    case "tick":
+      onTick(step);
+      break;
+  }
+  const next = peekTimer(state.timers);
+  if (next !== null && next !== state.timerAtMs) {
+    state.timerAtMs = next;
+    step.effects.push({ type: "set-timer", atMs: next });
+  }
+  return { state, effects: step.effects };
+}
+
+/** What the master knows about a job, for `cimesh status` and `explain`. */
+export function jobView(state: MasterState, jobId: string): JobRecord | undefined {
+  return state.jobs[jobId];
+}

@@ -1,0 +1,606 @@
+/**
+ * The worker: the volunteer's side of a job. A state machine with no I/O
+ * (DESIGN.md, Rule 1): `stepWorker(state, input, nowMs, rng)` returns the next
+ * state and the effects to carry out.
+ *
+ * House rules of this file:
+ * - Inputs arrive verified: the shell opened the envelope, checked the
+ *   announcer against the project's keyset and the replay ledger. This machine
+ *   still refuses any project the volunteer did not pin (it has no share).
+ * - Work is pulled: the worker bids, the master awards. A bid holds a slot
+ *   until it is answered or pendingBidMs passes, so a worker never wins more
+ *   runs than it has slots.
+ * - Availability: eager bids at once; reluctant only on a re-announcement
+ *   (round >= 1: nobody eager took the job); paused never bids but finishes
+ *   what runs; offline has left (what runs is killed). Rules (time windows in
+ *   the volunteer's local time, a load-average ceiling) turn eager or
+ *   reluctant into paused while they do not hold; the shell feeds the facts.
+ * - Fair share (BOINC's resource share): when several projects want a slot,
+ *   the project with the least decayed usage per unit of share wins.
+ * - The state is plain data, updated in place; every table has a bound.
+ */
+import { type Dimensions, isEligible, type WorkerAdvert } from "../capabilities/index.ts";
+import type { Effect, OutboundMessage, Rng, StepOutput } from "./effects.ts";
+import { keyOf } from "./effects.ts";
+import {
+  type Award,
+  type Cancel,
+  type JobAnnouncement,
+  type JobSpec,
+  type LeaseRenew,
+  maxBidLifetimeMs,
+  maxLeaseRenewLifetimeMs,
+  maxResultLifetimeMs,
+  maxRunningJobs,
+  type Outcome,
+  type Reject,
+  type Verdict,
+} from "./messages.ts";
+
+export type Availability = "eager" | "reluctant" | "paused" | "offline";
+
+/** A span of local time, in minutes after midnight; end before start wraps past midnight. Days 0 (Sunday) to 6; empty means every day. */
+export interface AvailabilityWindow {
+  readonly days: readonly number[];
+  readonly startMinute: number;
+  readonly endMinute: number;
+}
+
+export interface AvailabilityRules {
+  /** Bid only inside one of these; empty means at any time. */
+  readonly windows: readonly AvailabilityWindow[];
+  /** Bid only while the 1-minute load average is at or below this; null means no ceiling. */
+  readonly maxLoadAverage: number | null;
+}
+
+export interface WorkerConfig {
+  /** Runs at once. Default 1. */
+  readonly slots: number;
+  /** Pinned projects and their share weights: a project absent here is never served. */
+  readonly shares: Readonly<Record<string, number>>;
+  readonly dimensions: Dimensions;
+  readonly specs: WorkerAdvert["specs"];
+  /** Whether the volunteer lets jobs that ask for the network have it. Default false. */
+  readonly allowNetwork: boolean;
+  readonly rules: AvailabilityRules;
+  /** How long an unanswered bid holds its slot. Default 5 s. */
+  readonly pendingBidMs: number;
+  /** How often a running job's lease is renewed. Default 20 s (a third of the master's default lease). */
+  readonly renewIntervalMs: number;
+  /** Half-life of the usage that fair share compares. Default 1 day. */
+  readonly usageHalfLifeMs: number;
+  /** Announcements held while waiting for a slot. Default 1,024. */
+  readonly maxCandidates: number;
+  /** Announcement rounds remembered, so a duplicate is not drawn for twice. Default 4,096. */
+  readonly maxSeenRounds: number;
+  /** Bids last this long. Default 60 s. */
+  readonly bidLifetimeMs: number;
+}
+
+export const defaultWorkerConfig: Omit<WorkerConfig, "shares" | "dimensions" | "specs"> = {
+  slots: 1,
+  allowNetwork: false,
+  rules: { windows: [], maxLoadAverage: null },
+  pendingBidMs: 5_000,
+  renewIntervalMs: 20_000,
+  usageHalfLifeMs: 24 * 60 * 60 * 1000,
+  maxCandidates: 1024,
+  maxSeenRounds: 4096,
+  bidLifetimeMs: 60_000,
+};
+
+export interface Candidate {
+  readonly project: string;
+  readonly jobId: string;
+  readonly master: string;
+  readonly round: number;
+  readonly job: JobSpec;
+  readonly expiresAtMs: number;
+  readonly receivedAtMs: number;
+}
+
+export interface PendingBid {
+  readonly project: string;
+  readonly jobId: string;
+  readonly master: string;
+  readonly round: number;
+  readonly job: JobSpec;
+  readonly sentAtMs: number;
+}
+
+export interface RunRecord {
+  readonly runId: string;
+  readonly project: string;
+  readonly jobId: string;
+  readonly master: string;
+  readonly attempt: number;
+  readonly shard: number;
+  readonly startedAtMs: number;
+  leaseExpiresAtMs: number;
+  lastRenewAtMs: number;
+}
+
+export interface Usage {
+  /** Slot time used, decayed to `atMs`. */
+  decayedMs: number;
+  atMs: number;
+}
+
+export interface WorkerFacts {
+  /** Minutes after local midnight, 0..1439. */
+  readonly localMinuteOfDay: number;
+  /** 0 (Sunday) to 6, local. */
+  readonly localDayOfWeek: number;
+  readonly loadAverage: number;
+}
+
+export interface WorkerState {
+  readonly config: WorkerConfig;
+  /** The worker's own key, hex: awards name it. */
+  readonly self: string;
+  seq: number;
+  availability: Availability;
+  facts: WorkerFacts | null;
+  candidates: Record<string, Candidate>;
+  candidateOrder: string[];
+  seenRounds: Record<string, true>;
+  seenOrder: string[];
+  pending: Record<string, PendingBid>;
+  running: Record<string, RunRecord>;
+  usage: Record<string, Usage>;
+  timerAtMs: number | null;
+}
+
+export interface ExecutionReport {
+  readonly runId: string;
+  readonly outcome: Outcome;
+  readonly exitCode: number | null;
+  readonly outputsDigest: string | null;
+  readonly logDigest: string | null;
+  readonly summary: string;
+  readonly durationMs: number;
+}
+
+export type WorkerInput =
+  | { readonly kind: "announcement"; readonly signer: string; readonly announcement: JobAnnouncement }
+  | { readonly kind: "award"; readonly signer: string; readonly award: Award }
+  | { readonly kind: "reject"; readonly signer: string; readonly reject: Reject }
+  | { readonly kind: "lease-renew"; readonly signer: string; readonly renew: LeaseRenew }
+  | { readonly kind: "cancel"; readonly signer: string; readonly cancel: Cancel }
+  | { readonly kind: "verdict"; readonly signer: string; readonly verdict: Verdict }
+  | { readonly kind: "execution-finished"; readonly report: ExecutionReport }
+  | { readonly kind: "set-availability"; readonly availability: Availability }
+  | { readonly kind: "facts"; readonly facts: WorkerFacts }
+  | { readonly kind: "tick" };
+
+export function createWorker(
+  self: string,
+  config: Partial<WorkerConfig> & Pick<WorkerConfig, "shares" | "dimensions" | "specs">,
+  availability: Availability = "eager",
+): WorkerState {
+  const full = { ...defaultWorkerConfig, ...config };
+  if (!Number.isInteger(full.slots) || full.slots < 1 || full.slots > maxRunningJobs) {
+    throw new RangeError(`slots: expected 1..${maxRunningJobs}, got ${full.slots}`);
+  }
+  for (const [project, share] of Object.entries(full.shares)) {
+    if (!(share > 0) || !Number.isFinite(share))
+      throw new RangeError(`shares.${project}: expected a positive weight, got ${share}`);
+  }
+  return {
+    config: full,
+    self,
+    seq: 0,
+    availability,
+    facts: null,
+    candidates: {},
+    candidateOrder: [],
+    seenRounds: {},
+    seenOrder: [],
+    pending: {},
+    running: {},
+    usage: {},
+    timerAtMs: null,
+  };
+}
+
+function jobKey(project: string, jobId: string): string {
+  return `${project}/${jobId}`;
+}
+
+/** Availability after the volunteer's rules: outside a window, or above the load ceiling, eager and reluctant act paused. */
+export function effectiveAvailability(state: WorkerState): Availability {
+  const { availability, facts } = state;
+  if (availability === "paused" || availability === "offline") return availability;
+  const { windows, maxLoadAverage } = state.config.rules;
+  if (facts === null) return windows.length === 0 && maxLoadAverage === null ? availability : "paused";
+  if (maxLoadAverage !== null && facts.loadAverage > maxLoadAverage) return "paused";
+  if (windows.length === 0) return availability;
+  const minute = facts.localMinuteOfDay;
+  const inside = windows.some((window) => {
+    if (window.days.length > 0 && !window.days.includes(facts.localDayOfWeek)) return false;
+    return window.startMinute <= window.endMinute
+      ? minute >= window.startMinute && minute < window.endMinute
+      : minute >= window.startMinute || minute < window.endMinute;
+  });
+  return inside ? availability : "paused";
+}
+
+class Step {
+  readonly effects: Effect[] = [];
+  readonly state: WorkerState;
+  readonly nowMs: number;
+  readonly rng: Rng;
+  constructor(state: WorkerState, nowMs: number, rng: Rng) {
+    this.state = state;
+    this.nowMs = nowMs;
+    this.rng = rng;
+  }
+
+  log(event: string, fields: Record<string, string | number | boolean | null>): void {
+    this.effects.push({ type: "log", event, fields });
+  }
+
+  header(lifetimeMs: number) {
+    return { issuedAtMs: this.nowMs, expiresAtMs: this.nowMs + lifetimeMs, seq: this.state.seq++ };
+  }
+
+  send(to: string, message: OutboundMessage): void {
+    this.effects.push({ type: "send", to, message });
+  }
+}
+
+function decayedUsage(state: WorkerState, project: string, nowMs: number): number {
+  const usage = state.usage[project];
+  if (usage === undefined) return 0;
+  return usage.decayedMs * 2 ** (-(nowMs - usage.atMs) / state.config.usageHalfLifeMs);
+}
+
+function addUsage(state: WorkerState, project: string, slotMs: number, nowMs: number): void {
+  if (!(project in state.config.shares)) return;
+  state.usage[project] = { decayedMs: decayedUsage(state, project, nowMs) + slotMs, atMs: nowMs };
+}
+
+function freeSlots(state: WorkerState): number {
+  return state.config.slots - Object.keys(state.running).length - Object.keys(state.pending).length;
+}
+
+function dropCandidate(state: WorkerState, key: string): void {
+  if (!(key in state.candidates)) return;
+  delete state.candidates[key];
+  const index = state.candidateOrder.indexOf(key);
+  if (index >= 0) state.candidateOrder.splice(index, 1);
+}
+
+function addCandidate(state: WorkerState, key: string, candidate: Candidate): void {
+  dropCandidate(state, key);
+  while (state.candidateOrder.length >= state.config.maxCandidates) {
+    const oldest = state.candidateOrder.shift();
+    if (oldest !== undefined) delete state.candidates[oldest];
+  }
+  state.candidates[key] = candidate;
+  state.candidateOrder.push(key);
+}
+
+function remember(state: WorkerState, roundKey: string): boolean {
+  if (state.seenRounds[roundKey] === true) return false;
+  while (state.seenOrder.length >= state.config.maxSeenRounds) {
+    const oldest = state.seenOrder.shift();
+    if (oldest !== undefined) delete state.seenRounds[oldest];
+  }
+  state.seenRounds[roundKey] = true;
+  state.seenOrder.push(roundKey);
+  return true;
+}
+
+/** Whether this worker could run the job at all: pinned project, capabilities, network permission. */
+export function canServe(state: WorkerState, project: string, job: JobSpec): boolean {
+  if (!(project in state.config.shares)) return false;
+  if (job.network && !state.config.allowNetwork) return false;
+  return isEligible(job, { dimensions: state.config.dimensions, specs: state.config.specs });
+}
+
+/** Bids on the best candidates while slots are free: least decayed usage per share first, then priority, then age. */
+function bidWhileFree(step: Step): void {
+  const { state, nowMs } = step;
+  const availability = effectiveAvailability(state);
+  if (availability !== "eager" && availability !== "reluctant") return;
+  while (freeSlots(state) > 0) {
+    let best: Candidate | undefined;
+    let bestKey = "";
+    let bestScore = Number.POSITIVE_INFINITY;
+    for (const key of state.candidateOrder) {
+      const candidate = state.candidates[key] as Candidate;
+      if (candidate.expiresAtMs < nowMs) continue;
+      if (availability === "reluctant" && candidate.round < 1) continue;
+      if (key in state.pending) continue;
+      if (
+        Object.values(state.running).some((run) => run.project === candidate.project && run.jobId === candidate.jobId)
+      )
+        continue;
+      const score = decayedUsage(state, candidate.project, nowMs) / (state.config.shares[candidate.project] as number);
+      if (
+        best === undefined ||
+        score < bestScore ||
+        (score === bestScore &&
+          (candidate.job.priority > best.job.priority ||
+            (candidate.job.priority === best.job.priority && candidate.receivedAtMs < best.receivedAtMs)))
+      ) {
+        best = candidate;
+        bestKey = key;
+        bestScore = score;
+      }
+    }
+    if (best === undefined) return;
+    dropCandidate(state, bestKey);
+    state.pending[bestKey] = {
+      project: best.project,
+      jobId: best.jobId,
+      master: best.master,
+      round: best.round,
+      job: best.job,
+      sentAtMs: nowMs,
+    };
+    step.send(best.master, {
+      domain: "bid",
+      body: {
+        ...step.header(Math.min(state.config.bidLifetimeMs, maxBidLifetimeMs)),
+        project: best.project,
+        jobId: best.jobId,
+        round: best.round,
+        availability,
+        runningJobs: Object.keys(state.running).length,
+        freeSlots: Math.max(0, freeSlots(state) - 1),
+        cachedInputBytes: 0,
+      },
+    });
+  }
+}
+
+function onAnnouncement(step: Step, master: string, announcement: JobAnnouncement): void {
+  const { state, nowMs, rng } = step;
+  const { project, jobId, round } = announcement;
+  if (!canServe(state, project, announcement.job)) return;
+  if (!remember(state, `${jobKey(project, jobId)}#${round}`)) return;
+  const key = jobKey(project, jobId);
+  // Each eligible worker bids with the announced probability, so the expected number of bids stays flat as the mesh grows.
+  if (rng() >= announcement.bidProbability) return;
+  addCandidate(state, key, {
+    project,
+    jobId,
+    master,
+    round,
+    job: announcement.job,
+    expiresAtMs: announcement.expiresAtMs,
+    receivedAtMs: nowMs,
+  });
+}
+
+function runIdOf(project: string, jobId: string, attempt: number): string {
+  return `${project}/${jobId}/${attempt}`;
+}
+
+function refuse(step: Step, award: Award, master: string, reason: string): void {
+  step.send(master, {
+    domain: "result",
+    body: {
+      ...step.header(maxResultLifetimeMs),
+      project: award.project,
+      jobId: award.jobId,
+      attempt: award.attempt,
+      shard: award.shard,
+      exitCode: null,
+      outcome: "refused",
+      outputsDigest: null,
+      logDigest: null,
+      summary: reason,
+      durationMs: 0,
+    },
+  });
+}
+
+function onAward(step: Step, master: string, award: Award): void {
+  const { state, nowMs } = step;
+  const key = jobKey(award.project, award.jobId);
+  const pending = state.pending[key];
+  if (Buffer.compare(award.worker, keyOf(state.self)) !== 0)
+    return step.log("award-ignored", { reason: "not for this worker", jobId: award.jobId });
+  const runId = runIdOf(award.project, award.jobId, award.attempt);
+  if (runId in state.running) return; // a duplicate award
+  const held = pending?.master === master ? pending : undefined;
+  if (held !== undefined) delete state.pending[key];
+  const candidate = state.candidates[key];
+  const spec = held?.job ?? (candidate?.master === master ? candidate.job : undefined);
+  if (spec === undefined) return refuse(step, award, master, "the worker no longer holds this job's announcement");
+  const availability = effectiveAvailability(state);
+  if (held === undefined && candidate !== undefined) dropCandidate(state, key);
+  if (held === undefined && (freeSlots(state) <= 0 || (availability !== "eager" && availability !== "reluctant"))) {
+    return refuse(
+      step,
+      award,
+      master,
+      `award came after the bid lapsed and the worker is ${freeSlots(state) <= 0 ? "full" : availability}`,
+    );
+  }
+  state.running[runId] = {
+    runId,
+    project: award.project,
+    jobId: award.jobId,
+    master,
+    attempt: award.attempt,
+    shard: award.shard,
+    startedAtMs: nowMs,
+    leaseExpiresAtMs: award.leaseExpiresAtMs,
+    lastRenewAtMs: nowMs,
+  };
+  step.effects.push({
+    type: "start-execution",
+    run: {
+      runId,
+      project: award.project,
+      jobId: award.jobId,
+      attempt: award.attempt,
+      shard: award.shard,
+      job: spec,
+      env: {
+        CIMESH_PROJECT: award.project,
+        CIMESH_JOB_ID: award.jobId,
+        CIMESH_ATTEMPT: String(award.attempt),
+        CIMESH_SHARD_INDEX: String(award.shard),
+        CIMESH_TOTAL_SHARDS: String(spec.shards),
+      },
+    },
+  });
+}
+
+function onReject(step: Step, master: string, reject: Reject): void {
+  const key = jobKey(reject.project, reject.jobId);
+  const pending = step.state.pending[key];
+  if (pending !== undefined && pending.master === master) delete step.state.pending[key];
+}
+
+function onLeaseRenew(step: Step, master: string, renew: LeaseRenew): void {
+  const run = step.state.running[runIdOf(renew.project, renew.jobId, renew.attempt)];
+  if (run !== undefined && run.master === master)
+    run.leaseExpiresAtMs = Math.max(run.leaseExpiresAtMs, renew.leaseExpiresAtMs);
+}
+
+function kill(step: Step, run: RunRecord, reason: string): void {
+  delete step.state.running[run.runId];
+  addUsage(step.state, run.project, step.nowMs - run.startedAtMs, step.nowMs);
+  step.effects.push({ type: "kill-execution", runId: run.runId, reason });
+}
+
+function forgetJob(state: WorkerState, project: string, jobId: string): void {
+  const key = jobKey(project, jobId);
+  dropCandidate(state, key);
+}
+
+function onCancel(step: Step, master: string, cancel: Cancel): void {
+  const { state } = step;
+  forgetJob(state, cancel.project, cancel.jobId);
+  for (const run of Object.values(state.running)) {
+    if (run.project === cancel.project && run.jobId === cancel.jobId && run.master === master)
+      kill(step, run, `cancelled: ${cancel.reason}`);
+  }
+}
+
+function onFinished(step: Step, report: ExecutionReport): void {
+  const { state, nowMs } = step;
+  const run = state.running[report.runId];
+  if (run === undefined)
+    return step.log("finish-ignored", { reason: "not running (killed or unknown)", runId: report.runId });
+  delete state.running[report.runId];
+  addUsage(state, run.project, nowMs - run.startedAtMs, nowMs);
+  step.send(run.master, {
+    domain: "result",
+    body: {
+      ...step.header(maxResultLifetimeMs),
+      project: run.project,
+      jobId: run.jobId,
+      attempt: run.attempt,
+      shard: run.shard,
+      exitCode: report.exitCode,
+      outcome: report.outcome,
+      outputsDigest: report.outputsDigest,
+      logDigest: report.logDigest,
+      summary: report.summary,
+      durationMs: report.durationMs,
+    },
+  });
+}
+
+function onTick(step: Step): void {
+  const { state, nowMs } = step;
+  for (const run of Object.values(state.running)) {
+    if (run.leaseExpiresAtMs <= nowMs) {
+      kill(step, run, "lease lost: the master did not renew it in time");
+      continue;
+    }
+    if (run.lastRenewAtMs + state.config.renewIntervalMs <= nowMs) {
+      run.lastRenewAtMs = nowMs;
+      step.send(run.master, {
+        domain: "leaseRenew",
+        body: {
+          ...step.header(maxLeaseRenewLifetimeMs),
+          project: run.project,
+          jobId: run.jobId,
+          worker: keyOf(state.self),
+          attempt: run.attempt,
+          progressPermille: 0,
+          leaseExpiresAtMs: run.leaseExpiresAtMs,
+        },
+      });
+    }
+  }
+  for (const [key, pending] of Object.entries(state.pending)) {
+    if (pending.sentAtMs + state.config.pendingBidMs <= nowMs) delete state.pending[key];
+  }
+}
+
+function nextWake(state: WorkerState): number | null {
+  let next = Number.POSITIVE_INFINITY;
+  for (const run of Object.values(state.running)) {
+    next = Math.min(next, run.leaseExpiresAtMs, run.lastRenewAtMs + state.config.renewIntervalMs);
+  }
+  for (const pending of Object.values(state.pending))
+    next = Math.min(next, pending.sentAtMs + state.config.pendingBidMs);
+  return Number.isFinite(next) ? next : null;
+}
+
+/** The worker's transition function. */
+export function stepWorker(state: WorkerState, input: WorkerInput, nowMs: number, rng: Rng): StepOutput<WorkerState> {
+  const step = new Step(state, nowMs, rng);
+  switch (input.kind) {
+    case "announcement":
+      onAnnouncement(step, input.signer, input.announcement);
+      break;
+    case "award":
+      onAward(step, input.signer, input.award);
+      break;
+    case "reject":
+      onReject(step, input.signer, input.reject);
+      break;
+    case "lease-renew":
+      onLeaseRenew(step, input.signer, input.renew);
+      break;
+    case "cancel":
+      onCancel(step, input.signer, input.cancel);
+      break;
+    case "verdict":
+      forgetJob(state, input.verdict.project, input.verdict.jobId);
+      break;
+    case "execution-finished":
+      onFinished(step, input.report);
+      break;
+    case "set-availability":
+      state.availability = input.availability;
+      if (input.availability === "offline")
+        for (const run of Object.values(state.running)) kill(step, run, "the worker went offline");
+      break;
+    case "facts":
+      state.facts = input.facts;
+      break;
+    case "tick":
+      onTick(step);
+      break;
+  }
+  bidWhileFree(step);
+  const next = nextWake(state);
+  if (next !== null && next !== state.timerAtMs) {
+    state.timerAtMs = next;
+    step.effects.push({ type: "set-timer", atMs: next });
+  }
+  return { state, effects: step.effects };
+}
+
+/** The worker's advert body fields (the shell adds the header and signs). */
+export function advertOf(state: WorkerState): Omit<WorkerAdvert, "issuedAtMs" | "expiresAtMs" | "seq"> {
+  return {
+    projects: Object.keys(state.config.shares).slice(0, 64),
+    specs: state.config.specs,
+    dimensions: state.config.dimensions,
+    availability: effectiveAvailability(state),
+    freeSlots: Math.max(0, freeSlots(state)),
+    totalSlots: state.config.slots,
+  };
+}
