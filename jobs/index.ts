@@ -11,6 +11,7 @@ export {
   type AttemptState,
   createMaster,
   defaultMasterConfig,
+  explainJob,
   type JobRecord,
   type JobStatus,
   jobView,

@@ -21,7 +21,7 @@
  * verdict. Lost leases, refusals and disagreement make new attempts, up to
  * the job's bound; the deadline and cancel end a job at any time.
  */
-import { isEligible, type WorkerAdvert } from "../capabilities/index.ts";
+import { explainPoolText, isEligible, type WorkerAdvert } from "../capabilities/index.ts";
 import { maxReasonChars } from "../crypto/index.ts";
 import { resultDigest } from "./digest.ts";
 import type { Effect, OutboundMessage, Rng, StepOutput } from "./effects.ts";
@@ -846,4 +846,37 @@ export function stepMaster(state: MasterState, input: MasterInput, nowMs: number
 /** What the master knows about a job, for `cimesh status` and `explain`. */
 export function jobView(state: MasterState, jobId: string): JobRecord | undefined {
   return state.jobs[jobId];
+}
+
+/**
+ * Why a job is where it is, in words: "no worker picked up my job" must be
+ * answerable, never a silent wait. Counts the known workers (from adverts)
+ * that fail each requirement, most blocking first.
+ */
+export function explainJob(state: MasterState, jobId: string, nowMs: number): string {
+  const job = state.jobs[jobId];
+  if (job === undefined) return `no job ${jobId} on this master`;
+  const lines = [`job ${jobId}: ${job.status}${job.reason === "" ? "" : ` (${job.reason})`}`];
+  const live = job.attempts.filter((attempt) => attempt.state === "running").length;
+  lines.push(
+    `announced ${job.announcements} time(s), last bid probability ${job.bidProbability.toFixed(4)}, ${job.bidsReceived} bid(s) received, ${job.attempts.length} run(s) awarded, ${live} running`,
+  );
+  job.shards.forEach((record, shard) => {
+    const state =
+      record.decidedDigest !== null
+        ? `decided (${record.decidedOutcome})`
+        : record.failure !== ""
+          ? `failed: ${record.failure}`
+          : "undecided";
+    lines.push(`shard ${shard}: ${state}, ${record.runsAwarded} of at most ${runBound(job.spec)} runs awarded`);
+  });
+  const workers = Object.values(state.workers).filter((worker) => worker.expiresAtMs >= nowMs);
+  lines.push(explainPoolText(job.spec, workers));
+  const unavailable = workers.filter(
+    (worker) => worker.availability === "paused" || worker.availability === "offline",
+  ).length;
+  const full = workers.filter((worker) => worker.freeSlots === 0).length;
+  if (unavailable > 0 || full > 0)
+    lines.push(`of the known workers, ${unavailable} are paused or offline and ${full} have no free slot`);
+  return lines.join("\n");
 }
