@@ -50,8 +50,49 @@ export type CanonicalValue =
   | readonly CanonicalValue[]
   | { readonly [key: string]: CanonicalValue };
 
-/** Encodes a value as deterministic CBOR. Throws MalformedEncodingError for values CBOR cannot carry. */
+/**
+ * Refuses values whose encoding would not decode back to themselves: a lone
+ * UTF-16 surrogate (the encoder would write U+FFFD), text opening with U+FEFF
+ * (the decoder's UTF-8 reader drops a leading byte-order mark), undefined,
+ * NaN and infinities (refused when decoding), keys of a Map. Signing such a
+ * value would make an envelope no peer can open, or one that says less than
+ * its signer meant.
+ */
+function checkEncodable(value: unknown, path: string): void {
+  switch (typeof value) {
+    case "string":
+      if (!value.isWellFormed()) throw new MalformedEncodingError(path, "got text with a lone UTF-16 surrogate");
+      if (value.charCodeAt(0) === 0xfeff)
+        throw new MalformedEncodingError(path, "got text starting with U+FEFF, which UTF-8 readers drop");
+      return;
+    case "number":
+      if (!Number.isFinite(value)) throw new MalformedEncodingError(path, `got ${value}`);
+      return;
+    case "boolean":
+      return;
+    case "object": {
+      if (value === null || value instanceof Uint8Array) return;
+      if (Array.isArray(value)) {
+        for (let i = 0; i < value.length; i++) checkEncodable(value[i], `${path}[${i}]`);
+        return;
+      }
+      if (Object.getPrototypeOf(value) !== Object.prototype && Object.getPrototypeOf(value) !== null) {
+        throw new MalformedEncodingError(path, "got an object that is not plain data");
+      }
+      for (const key of Object.keys(value)) {
+        checkEncodable(key, `${path}.${key}`);
+        checkEncodable((value as Record<string, unknown>)[key], `${path}.${key}`);
+      }
+      return;
+    }
+    default:
+      throw new MalformedEncodingError(path, `got ${typeof value}`);
+  }
+}
+
+/** Encodes a value as deterministic CBOR. Throws MalformedEncodingError for values that would not decode back to themselves. */
 export function encodeCanonical(value: unknown, what = "value"): Uint8Array {
+  checkEncodable(value, what);
   try {
     return encode(value, encodeOptions);
   } catch (error) {

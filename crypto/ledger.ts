@@ -91,9 +91,31 @@ function shiftWindow(bitmap: Uint32Array, shift: number): void {
   }
 }
 
+/**
+ * One live iterator per ledger, kept across calls, yields its least recently seen signer.
+ * A fresh `signers.entries()` per eviction would walk from the start of the map's
+ * table over every entry deleted since its last compaction (up to maxSigners of
+ * them), so each new signer would cost time in proportion to maxSigners. A Map
+ * iterator skips entries deleted after it was made and visits entries added after
+ * it (ECMA-262, CreateMapIterator); makeRoom deletes every entry it is given, so
+ * nothing live stands before the iterator and its next entry is the oldest left.
+ */
+const evictionCursors = new WeakMap<ReplayLedger, Iterator<[string, SignerWindow]>>();
+
+function oldestSigner(ledger: ReplayLedger): [string, SignerWindow] | undefined {
+  let cursor = evictionCursors.get(ledger);
+  let next = cursor?.next();
+  if (cursor === undefined || next === undefined || next.done === true) {
+    cursor = ledger.signers.entries();
+    evictionCursors.set(ledger, cursor);
+    next = cursor.next();
+  }
+  return next.done === true ? undefined : next.value;
+}
+
 function makeRoom(ledger: ReplayLedger, nowMs: number): void {
   while (ledger.signers.size >= ledger.limits.maxSigners) {
-    const oldest = ledger.signers.entries().next().value;
+    const oldest = oldestSigner(ledger);
     if (oldest === undefined) return;
     const [key, window] = oldest;
     ledger.signers.delete(key);
