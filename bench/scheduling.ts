@@ -71,7 +71,6 @@ function seal(message: OutboundMessage, sender: Identity): Uint8Array {
 
 /** Bids per second into one master: `bidsPerJob` workers bid on each of `jobs` open jobs. */
 function bidThroughput(verify: boolean, jobs: number, bidsPerJob: number): Rate {
-  const masterId = identity(0);
   const workers = Array.from({ length: bidsPerJob }, (_, i) => identity(i + 1));
   const project = "b".padEnd(53, "a");
   const bids: { signer: string; body: Bid; bytes: Uint8Array }[] = [];

@@ -173,6 +173,8 @@ export interface MasterState {
   timerAtMs: number | null;
   /** Bumped when the known workers change, to invalidate cached pool estimates. */
   workersVersion: number;
+  /** How many entries `workers` holds, so an advert checks the bound without listing every known worker. */
+  knownWorkerCount: number;
   poolCache: Record<string, [version: number, eligible: number]>;
 }
 
@@ -196,6 +198,7 @@ export function createMaster(config: Partial<MasterConfig> & { project: string }
     timers: [],
     timerAtMs: null,
     workersVersion: 0,
+    knownWorkerCount: 0,
     poolCache: {},
   };
 }
@@ -285,8 +288,10 @@ function eligiblePool(state: MasterState, spec: JobSpec, nowMs: number): number 
     if (worker.expiresAtMs < nowMs || worker.availability === "paused" || worker.availability === "offline") continue;
     if (worker.freeSlots > 0 && isEligible(spec, worker)) eligible++;
   }
-  state.poolCache[key] = [state.workersVersion, eligible];
-  return Math.min(eligible, maxEligiblePool);
+  // Cached as capped: a cache hit must not hand the announcement an estimate its schema refuses.
+  const capped = Math.min(eligible, maxEligiblePool);
+  state.poolCache[key] = [state.workersVersion, capped];
+  return capped;
 }
 
 function schedule(state: MasterState, atMs: number, jobId: string): void {
@@ -404,7 +409,11 @@ function reject(step: Step, jobId: string, worker: string, round: number, reason
 
 /** Closes the bid window: awards the best bids to the runs each shard needs, rejects the rest, re-announces if short. */
 function closeWindow(step: Step, job: JobRecord): void {
-  const { state, nowMs, rng } = step;
+  const { state, rng } = step;
+  // Leases that just lapsed may leave a shard undecidable: end the job (rejecting the bids) rather than award runs
+  // that the evaluation after the awards would cancel in the same step.
+  evaluate(step, job);
+  if (job.status !== "open") return;
   job.windowEndsAtMs = null;
   const bids = job.bids.sort((a, b) => compareBids(state, a, b));
   job.bids = [];
@@ -548,18 +557,30 @@ function evaluate(step: Step, job: JobRecord): void {
   }
 }
 
+/** Cuts text to a reason's limit without splitting a surrogate pair: a lone half would not survive UTF-8. */
+function clipReason(text: string): string {
+  if (text.length <= maxReasonChars) return text;
+  const cut = text.slice(0, maxReasonChars);
+  return /[\uD800-\uDBFF]$/.test(cut) ? cut.slice(0, -1) : cut;
+}
+
 function cancelAttempt(step: Step, job: JobRecord, attempt: AttemptRecord, reason: string): void {
   attempt.state = "cancelled";
   step.send(attempt.worker, {
     domain: "cancel",
-    body: { ...step.header(maxCancelLifetimeMs), project: step.state.config.project, jobId: job.jobId, reason },
+    body: {
+      ...step.header(maxCancelLifetimeMs),
+      project: step.state.config.project,
+      jobId: job.jobId,
+      reason: clipReason(reason),
+    },
   });
 }
 
 function end(step: Step, job: JobRecord, status: Exclude<JobStatus, "open">, reason: string): void {
   const { state, nowMs } = step;
   job.status = status;
-  job.reason = reason.slice(0, maxReasonChars);
+  job.reason = clipReason(reason);
   job.endedAtMs = nowMs;
   job.windowEndsAtMs = null;
   job.reannounceAtMs = null;
@@ -653,19 +674,36 @@ function onSubmit(step: Step, jobId: string, spec: JobSpec): void {
 function onBid(step: Step, worker: string, bid: Bid): void {
   const { state, nowMs } = step;
   const job = state.jobs[bid.jobId];
-  if (bid.project !== state.config.project)
-    return step.log("bid-ignored", { reason: "other project", worker, jobId: bid.jobId });
-  if (job === undefined) return reject(step, bid.jobId, worker, bid.round, "unknown job");
+  if (bid.project !== state.config.project) {
+    step.log("bid-ignored", { reason: "other project", worker, jobId: bid.jobId });
+    return;
+  }
+  if (job === undefined) {
+    reject(step, bid.jobId, worker, bid.round, "unknown job");
+    return;
+  }
   job.bidsReceived++;
-  if (job.status !== "open") return reject(step, job.jobId, worker, bid.round, `job ${job.status}`);
-  if (bid.availability === "paused" || bid.availability === "offline")
-    return reject(step, job.jobId, worker, bid.round, `worker ${bid.availability}`);
+  if (job.status !== "open") {
+    reject(step, job.jobId, worker, bid.round, `job ${job.status}`);
+    return;
+  }
+  if (bid.availability === "paused" || bid.availability === "offline") {
+    reject(step, job.jobId, worker, bid.round, `worker ${bid.availability}`);
+    return;
+  }
   if (job.bids.some((pending) => pending.worker === worker)) return; // a duplicate: the first one stands
-  if (workerHasLiveAttempt(job, worker))
-    return reject(step, job.jobId, worker, bid.round, "already running an attempt of this job");
-  if (totalRunsNeeded(job) === 0) return reject(step, job.jobId, worker, bid.round, "no run wanted now");
-  if (job.bids.length >= state.config.maxBidsPerWindow)
-    return reject(step, job.jobId, worker, bid.round, "bid window full");
+  if (workerHasLiveAttempt(job, worker)) {
+    reject(step, job.jobId, worker, bid.round, "already running an attempt of this job");
+    return;
+  }
+  if (totalRunsNeeded(job) === 0) {
+    reject(step, job.jobId, worker, bid.round, "no run wanted now");
+    return;
+  }
+  if (job.bids.length >= state.config.maxBidsPerWindow) {
+    reject(step, job.jobId, worker, bid.round, "bid window full");
+    return;
+  }
   job.bids.push({
     worker,
     round: bid.round,
@@ -690,8 +728,10 @@ function onLeaseRenew(step: Step, worker: string, renew: LeaseRenew): void {
   const { state, nowMs } = step;
   const job = state.jobs[renew.jobId];
   const attempt = findAttempt(job, renew.attempt, worker);
-  if (job === undefined || attempt === undefined)
-    return step.log("renew-ignored", { reason: "unknown attempt", worker, jobId: renew.jobId });
+  if (job === undefined || attempt === undefined) {
+    step.log("renew-ignored", { reason: "unknown attempt", worker, jobId: renew.jobId });
+    return;
+  }
   if (attempt.state !== "running") {
     // The worker thinks it still runs what we gave up on: tell it to stop.
     step.send(worker, {
@@ -725,21 +765,23 @@ function onResult(step: Step, worker: string, result: Result): void {
   const job = step.state.jobs[result.jobId];
   const attempt = findAttempt(job, result.attempt, worker);
   if (job === undefined || attempt === undefined || attempt.shard !== result.shard) {
-    return step.log("result-ignored", {
+    step.log("result-ignored", {
       reason: "unknown attempt",
       worker,
       jobId: result.jobId,
       attempt: result.attempt,
     });
+    return;
   }
   if (attempt.state !== "running") {
     // Late (the lease lapsed, the shard was decided) or a duplicate: counted once or not at all, never twice.
-    return step.log("result-ignored", {
+    step.log("result-ignored", {
       reason: `attempt ${attempt.state}`,
       worker,
       jobId: job.jobId,
       attempt: attempt.attempt,
     });
+    return;
   }
   attempt.outcome = result.outcome;
   attempt.exitCode = result.exitCode;
@@ -761,8 +803,10 @@ function onAdvert(step: Step, worker: string, advert: WorkerAdvert): void {
   const { state } = step;
   if (!advert.projects.includes(state.config.project)) return;
   if (!(worker in state.workers)) {
-    const keys = Object.keys(state.workers);
-    if (keys.length >= state.config.maxKnownWorkers) delete state.workers[keys[0] as string];
+    // Listing the known workers on every new advert made a growing mesh cost the master O(n²): list them only to evict.
+    if (state.knownWorkerCount >= state.config.maxKnownWorkers)
+      delete state.workers[Object.keys(state.workers)[0] as string];
+    else state.knownWorkerCount++;
   }
   state.workers[worker] = {
     dimensions: advert.dimensions,
@@ -795,6 +839,9 @@ function onTimer(step: Step, job: JobRecord): void {
 
 function onTick(step: Step): void {
   const { state, nowMs } = step;
+  // A wake-up at or before now has fired: forget it, or a later timer at that same instant (a submit whose deadline
+  // already passed) would not be asked for again and would hide every timer behind it from the shell.
+  if (state.timerAtMs !== null && state.timerAtMs <= nowMs) state.timerAtMs = null;
   const due = new Set<string>();
   while ((peekTimer(state.timers) ?? Number.POSITIVE_INFINITY) <= nowMs) {
     const entry = popTimer(state.timers) as TimerEntry;

@@ -65,7 +65,7 @@ export interface WorkerConfig {
   readonly rules: AvailabilityRules;
   /** How long an unanswered bid holds its slot. Default 5 s. */
   readonly pendingBidMs: number;
-  /** How often a running job's lease is renewed. Default 20 s (a third of the master's default lease). */
+  /** How often a running job's lease is renewed; sooner under a shorter lease (renewDueAtMs). Default 20 s (a third of the master's default lease). */
   readonly renewIntervalMs: number;
   /** Half-life of the usage that fair share compares. Default 1 day. */
   readonly usageHalfLifeMs: number;
@@ -117,6 +117,8 @@ export interface RunRecord {
   readonly shard: number;
   readonly startedAtMs: number;
   leaseExpiresAtMs: number;
+  /** How long a lease the master granted with the award: renewals come at a third of it, whatever renewIntervalMs says. */
+  readonly leaseGrantedMs: number;
   lastRenewAtMs: number;
 }
 
@@ -349,7 +351,8 @@ function bidWhileFree(step: Step): void {
         round: best.round,
         availability,
         runningJobs: Object.keys(state.running).length,
-        freeSlots: Math.max(0, freeSlots(state) - 1),
+        // The slot this bid holds is already counted out (it is in `pending`).
+        freeSlots: Math.max(0, freeSlots(state)),
         cachedInputBytes: 0,
       },
     });
@@ -402,24 +405,30 @@ function onAward(step: Step, master: string, award: Award): void {
   const { state, nowMs } = step;
   const key = jobKey(award.project, award.jobId);
   const pending = state.pending[key];
-  if (Buffer.compare(award.worker, keyOf(state.self)) !== 0)
-    return step.log("award-ignored", { reason: "not for this worker", jobId: award.jobId });
+  if (Buffer.compare(award.worker, keyOf(state.self)) !== 0) {
+    step.log("award-ignored", { reason: "not for this worker", jobId: award.jobId });
+    return;
+  }
   const runId = runIdOf(award.project, award.jobId, award.attempt);
   if (runId in state.running) return; // a duplicate award
   const held = pending?.master === master ? pending : undefined;
   if (held !== undefined) delete state.pending[key];
   const candidate = state.candidates[key];
   const spec = held?.job ?? (candidate?.master === master ? candidate.job : undefined);
-  if (spec === undefined) return refuse(step, award, master, "the worker no longer holds this job's announcement");
+  if (spec === undefined) {
+    refuse(step, award, master, "the worker no longer holds this job's announcement");
+    return;
+  }
   const availability = effectiveAvailability(state);
   if (held === undefined && candidate !== undefined) dropCandidate(state, key);
-  if (held === undefined && (freeSlots(state) <= 0 || (availability !== "eager" && availability !== "reluctant"))) {
-    return refuse(
-      step,
-      award,
-      master,
-      `award came after the bid lapsed and the worker is ${freeSlots(state) <= 0 ? "full" : availability}`,
-    );
+  // Paused or offline since the bid went out: an award is something new, and those states take nothing new.
+  if (availability !== "eager" && availability !== "reluctant") {
+    refuse(step, award, master, `the worker is ${availability} since it bid`);
+    return;
+  }
+  if (held === undefined && freeSlots(state) <= 0) {
+    refuse(step, award, master, "award came after the bid lapsed and the worker is full");
+    return;
   }
   state.running[runId] = {
     runId,
@@ -430,6 +439,7 @@ function onAward(step: Step, master: string, award: Award): void {
     shard: award.shard,
     startedAtMs: nowMs,
     leaseExpiresAtMs: award.leaseExpiresAtMs,
+    leaseGrantedMs: Math.max(0, award.leaseExpiresAtMs - nowMs),
     lastRenewAtMs: nowMs,
   };
   step.effects.push({
@@ -487,8 +497,10 @@ function onCancel(step: Step, master: string, cancel: Cancel): void {
 function onFinished(step: Step, report: ExecutionReport): void {
   const { state, nowMs } = step;
   const run = state.running[report.runId];
-  if (run === undefined)
-    return step.log("finish-ignored", { reason: "not running (killed or unknown)", runId: report.runId });
+  if (run === undefined) {
+    step.log("finish-ignored", { reason: "not running (killed or unknown)", runId: report.runId });
+    return;
+  }
   delete state.running[report.runId];
   addUsage(state, run.project, nowMs - run.startedAtMs, nowMs);
   step.send(run.master, {
@@ -516,7 +528,7 @@ function onTick(step: Step): void {
       kill(step, run, "lease lost: the master did not renew it in time");
       continue;
     }
-    if (run.lastRenewAtMs + state.config.renewIntervalMs <= nowMs) {
+    if (renewDueAtMs(state, run) <= nowMs) {
       run.lastRenewAtMs = nowMs;
       step.send(run.master, {
         domain: "leaseRenew",
@@ -537,10 +549,18 @@ function onTick(step: Step): void {
   }
 }
 
+/**
+ * When a run's lease is next renewed: every renewIntervalMs, or every third of the lease the master granted if
+ * that is shorter. A fixed interval alone lost every run under a master whose lease is shorter than the interval.
+ */
+function renewDueAtMs(state: WorkerState, run: RunRecord): number {
+  return run.lastRenewAtMs + Math.max(1, Math.min(state.config.renewIntervalMs, Math.floor(run.leaseGrantedMs / 3)));
+}
+
 function nextWake(state: WorkerState): number | null {
   let next = Number.POSITIVE_INFINITY;
   for (const run of Object.values(state.running)) {
-    next = Math.min(next, run.leaseExpiresAtMs, run.lastRenewAtMs + state.config.renewIntervalMs);
+    next = Math.min(next, run.leaseExpiresAtMs, renewDueAtMs(state, run));
   }
   for (const pending of Object.values(state.pending))
     next = Math.min(next, pending.sentAtMs + state.config.pendingBidMs);

@@ -220,28 +220,37 @@ export class Loop {
     if (this.masters.has(to)) {
       switch (message.domain) {
         case "bid":
-          return this.toMaster(to, { kind: "bid", signer: from, bid: message.body });
+          this.toMaster(to, { kind: "bid", signer: from, bid: message.body });
+          return;
         case "leaseRenew":
-          return this.toMaster(to, { kind: "lease-renew", signer: from, renew: message.body });
+          this.toMaster(to, { kind: "lease-renew", signer: from, renew: message.body });
+          return;
         case "result":
-          return this.toMaster(to, { kind: "result", signer: from, result: message.body });
+          this.toMaster(to, { kind: "result", signer: from, result: message.body });
+          return;
         default:
           return;
       }
     }
     switch (message.domain) {
       case "jobAnnouncement":
-        return this.toWorker(to, { kind: "announcement", signer: from, announcement: message.body });
+        this.toWorker(to, { kind: "announcement", signer: from, announcement: message.body });
+        return;
       case "award":
-        return this.toWorker(to, { kind: "award", signer: from, award: message.body });
+        this.toWorker(to, { kind: "award", signer: from, award: message.body });
+        return;
       case "reject":
-        return this.toWorker(to, { kind: "reject", signer: from, reject: message.body });
+        this.toWorker(to, { kind: "reject", signer: from, reject: message.body });
+        return;
       case "leaseRenew":
-        return this.toWorker(to, { kind: "lease-renew", signer: from, renew: message.body });
+        this.toWorker(to, { kind: "lease-renew", signer: from, renew: message.body });
+        return;
       case "cancel":
-        return this.toWorker(to, { kind: "cancel", signer: from, cancel: message.body });
+        this.toWorker(to, { kind: "cancel", signer: from, cancel: message.body });
+        return;
       case "verdict":
-        return this.toWorker(to, { kind: "verdict", signer: from, verdict: message.body });
+        this.toWorker(to, { kind: "verdict", signer: from, verdict: message.body });
+        return;
       default:
         return;
     }
