@@ -1,0 +1,879 @@
+/**
+ * Scenario tests for the scheduling core (DESIGN.md: Jobs; Claiming work
+ * without a bid storm; Availability and fairness on a worker): the real
+ * master and worker state machines exchange their effects in the in-test
+ * message loop (test/loop.ts) on a virtual clock. Every figure asserted here
+ * is virtual time or a count, never wall-clock time.
+ */
+import { fc, testProp } from "@fast-check/ava";
+import test from "ava";
+import { explainPool, explainPoolText, explainUnmet, matchJob } from "../capabilities/index.ts";
+import { anchorFromGenesis, identityFromSeed } from "../crypto/index.ts";
+import {
+  type Bid,
+  type Cancel,
+  canServe,
+  type ExecutionReport,
+  type ExecutionRequest,
+  explainJob,
+  type JobRecord,
+  type JobSpec,
+  type Result,
+  resultDigest,
+  type Verdict,
+} from "../jobs/index.ts";
+import { type Behaviour, honest, Loop, liar } from "./loop.ts";
+
+const gib = 2 ** 30;
+const secondMs = 1000;
+const minuteMs = 60 * secondMs;
+const hourMs = 60 * minuteMs;
+
+function projectOf(seedByte: number): string {
+  return anchorFromGenesis([identityFromSeed(new Uint8Array(32).fill(seedByte)).publicKey], 1).project;
+}
+
+const project = projectOf(9);
+const dimensions = {
+  os: "linux",
+  arch: "x64",
+  cores: 4,
+  memoryBytes: 8 * gib,
+  diskBytes: 100 * gib,
+  tools: [],
+  labels: [],
+};
+
+function jobSpec(deadlineMs: number, overrides: Partial<JobSpec> = {}): JobSpec {
+  return {
+    name: "test",
+    steps: [{ name: "check", run: "npm test" }],
+    env: {},
+    timeoutMs: 10 * minuteMs,
+    resources: { cpus: 1, memoryBytes: gib, diskBytes: 0, processes: 64 },
+    network: false,
+    outputs: [],
+    inputsDigest: null,
+    requiredSpecs: [],
+    os: "linux",
+    replicas: 1,
+    quorum: 1,
+    shards: 1,
+    priority: 0,
+    maxAttempts: 4,
+    deadlineMs,
+    ...overrides,
+  };
+}
+
+type Report = Omit<ExecutionReport, "runId">;
+
+/** What an honest run reports; honest ignores its arguments. */
+const honestReport = honest({} as ExecutionRequest, "") as Report;
+const honestDigest = resultDigest(honestReport);
+const liarDigest = resultDigest(liar({} as ExecutionRequest, "") as Report);
+
+function addWorkers(loop: Loop, count: number, behaviour: Behaviour = honest, options: { slots?: number } = {}) {
+  const keys: string[] = [];
+  for (let i = 0; i < count; i++)
+    keys.push(loop.addWorker({ shares: { [project]: 1 }, dimensions, specs: [], ...options }, behaviour));
+  return keys;
+}
+
+function jobOf(loop: Loop, master: string, jobId: string): JobRecord {
+  const job = loop.master(master).state.jobs[jobId];
+  if (job === undefined) throw new Error(`master has no job ${jobId}`);
+  return job;
+}
+
+/** Runs the loop in steps of `stepMs` until `done` holds or `limitMs` passes; the loop is always bounded. */
+function runUntil(loop: Loop, done: () => boolean, limitMs: number, stepMs = 5 * secondMs): void {
+  while (!done() && loop.nowMs < limitMs) loop.run(Math.min(limitMs, loop.nowMs + stepMs));
+}
+
+function verdictsOf(loop: Loop, jobId: string): Verdict[] {
+  const verdicts: Verdict[] = [];
+  for (const { effect } of loop.log)
+    if (effect.type === "publish" && effect.message.domain === "verdict" && effect.message.body.jobId === jobId)
+      verdicts.push(effect.message.body);
+  return verdicts;
+}
+
+function bidsSent(loop: Loop): { atMs: number; worker: string; bid: Bid }[] {
+  const bids: { atMs: number; worker: string; bid: Bid }[] = [];
+  for (const { atMs, node, effect } of loop.log)
+    if (effect.type === "send" && effect.message.domain === "bid")
+      bids.push({ atMs, worker: node, bid: effect.message.body });
+  return bids;
+}
+
+function startsOf(loop: Loop): { atMs: number; worker: string; run: ExecutionRequest }[] {
+  const starts: { atMs: number; worker: string; run: ExecutionRequest }[] = [];
+  for (const { atMs, node, effect } of loop.log)
+    if (effect.type === "start-execution") starts.push({ atMs, worker: node, run: effect.run });
+  return starts;
+}
+
+function killsOf(loop: Loop): { atMs: number; worker: string; runId: string; reason: string }[] {
+  const kills: { atMs: number; worker: string; runId: string; reason: string }[] = [];
+  for (const { atMs, node, effect } of loop.log)
+    if (effect.type === "kill-execution")
+      kills.push({ atMs, worker: node, runId: effect.runId, reason: effect.reason });
+  return kills;
+}
+
+function cancelsSentTo(loop: Loop, jobId: string): { atMs: number; to: string; cancel: Cancel }[] {
+  const cancels: { atMs: number; to: string; cancel: Cancel }[] = [];
+  for (const { atMs, effect } of loop.log)
+    if (effect.type === "send" && effect.message.domain === "cancel" && effect.message.body.jobId === jobId)
+      cancels.push({ atMs, to: effect.to, cancel: effect.message.body });
+  return cancels;
+}
+
+/** A result as the worker of a lost attempt would send it, for injecting late. */
+function lateResult(loop: Loop, jobId: string, attempt: number): Result {
+  return {
+    issuedAtMs: loop.nowMs,
+    expiresAtMs: loop.nowMs + hourMs,
+    seq: 1_000_000,
+    project,
+    jobId,
+    attempt,
+    shard: 0,
+    exitCode: honestReport.exitCode,
+    outcome: honestReport.outcome,
+    outputsDigest: honestReport.outputsDigest,
+    logDigest: null,
+    summary: "finished after all",
+    durationMs: 90 * secondMs,
+  };
+}
+
+test("happy path: replicas 2 quorum 2 on three signing workers passes with one verdict and credits both runs", (t) => {
+  const loop = new Loop({ sign: true, seed: 1 });
+  const master = loop.addMaster({ project });
+  const workers = addWorkers(loop, 3);
+  loop.advertiseAll();
+  const start = loop.nowMs;
+  loop.toMaster(master, { kind: "submit", jobId: "job-1", job: jobSpec(start + hourMs, { replicas: 2, quorum: 2 }) });
+  loop.run(start + 10 * minuteMs);
+
+  const job = jobOf(loop, master, "job-1");
+  t.is(job.status, "passed", job.reason);
+  t.is(job.attempts.length, 2);
+  t.deepEqual(
+    job.attempts.map((attempt) => attempt.state),
+    ["reported", "reported"],
+  );
+  const awarded = job.attempts.map((attempt) => attempt.worker);
+  t.is(new Set(awarded).size, 2, "two different workers ran the two replicas");
+  t.is(job.shards[0]?.decidedDigest, honestDigest);
+
+  const verdicts = verdictsOf(loop, "job-1");
+  t.is(verdicts.length, 1);
+  t.is(verdicts[0]?.outcome, "passed");
+  t.deepEqual(verdicts[0]?.acceptedDigests, [honestDigest]);
+  t.deepEqual(verdicts[0]?.agreeingWorkers.map((key) => Buffer.from(key).toString("hex")).sort(), [...awarded].sort());
+
+  const reputation = loop.master(master).state.reputation;
+  for (const worker of awarded) {
+    t.is(reputation[worker]?.consecutiveValid, 1);
+    t.is(reputation[worker]?.invalidTotal, 0);
+  }
+  const idle = workers.filter((worker) => !awarded.includes(worker));
+  t.is(idle.length, 1);
+  t.is(reputation[idle[0] as string], undefined, "the worker not awarded earned nothing");
+});
+
+test("a worker that vanishes mid-job loses its lease; the job is re-awarded, completes once, and the late result does not count", (t) => {
+  const leaseMs = 60 * secondMs;
+  const loop = new Loop({ seed: 2 });
+  const master = loop.addMaster({ project, leaseMs });
+  let vanished: string | null = null;
+  // The first worker to start a run vanishes with it: it neither finishes, nor renews, nor hears anything again.
+  const vanishOnce: Behaviour = (run, worker) => {
+    if (vanished !== null) return honest(run, worker);
+    vanished = worker;
+    loop.worker(worker).vanished = true;
+    return null;
+  };
+  addWorkers(loop, 3, vanishOnce);
+  loop.advertiseAll();
+  const start = loop.nowMs;
+  loop.toMaster(master, { kind: "submit", jobId: "job-v", job: jobSpec(start + hourMs) });
+  loop.run(start + 5 * secondMs);
+
+  const job = jobOf(loop, master, "job-v");
+  t.is(job.attempts.length, 1);
+  const first = job.attempts[0];
+  if (first === undefined || vanished === null) return t.fail("the first run was not awarded");
+  const lost: string = vanished;
+  t.is(first.worker, lost);
+
+  // Just after the lease lapses, before the new run can finish: a late result from the lost attempt arrives.
+  loop.run(first.awardedAtMs + leaseMs + 100);
+  t.is(first.state, "lost");
+  t.is(job.status, "open");
+  loop.toMaster(master, { kind: "result", signer: lost, result: lateResult(loop, "job-v", first.attempt) });
+  t.is(first.state, "lost", "a result for a lost attempt is not taken");
+  t.is(job.status, "open", "the late result did not decide the job");
+
+  loop.run(start + 10 * minuteMs);
+  t.is(job.status, "passed", job.reason);
+  t.is(job.attempts.length, 2);
+  const second = job.attempts[1];
+  t.not(second?.worker, lost, "re-awarded to another worker");
+  t.true((second?.awardedAtMs ?? 0) >= first.awardedAtMs + leaseMs, "re-awarded only once the lease lapsed");
+  t.is(second?.state, "reported");
+
+  // And again after the verdict.
+  loop.toMaster(master, { kind: "result", signer: lost, result: lateResult(loop, "job-v", first.attempt) });
+  loop.run(loop.nowMs + minuteMs);
+  t.is(first.state, "lost");
+  t.is(first.digest, null);
+  t.is(verdictsOf(loop, "job-v").length, 1, "one verdict, whatever arrives late");
+  t.is(job.status, "passed");
+  const reputation = loop.master(master).state.reputation;
+  t.is(reputation[lost], undefined, "the vanished worker's reputation is untouched");
+  t.is(reputation[second?.worker as string]?.consecutiveValid, 1);
+  t.is(reputation[second?.worker as string]?.validTotal, 1);
+});
+
+test("a worker renews whatever lease it holds in time, even one shorter than its renew interval", (t) => {
+  const loop = new Loop({ seed: 18 });
+  const leaseMs = 9 * secondMs;
+  const master = loop.addMaster({ project, leaseMs });
+  const long: Behaviour = (run, worker) => ({ ...(honest(run, worker) as Report), durationMs: 2 * minuteMs });
+  const workers = addWorkers(loop, 3, long);
+  t.true(leaseMs < (loop.worker(workers[0] as string).state.config.renewIntervalMs ?? 0));
+  loop.advertiseAll();
+  const start = loop.nowMs;
+  loop.toMaster(master, { kind: "submit", jobId: "long", job: jobSpec(start + hourMs) });
+  loop.run(start + 10 * minuteMs);
+
+  const job = jobOf(loop, master, "long");
+  t.is(job.status, "passed", job.reason);
+  t.is(job.attempts.length, 1, "the one run kept its lease for two minutes");
+  t.deepEqual(killsOf(loop), []);
+});
+
+test("a liar among replicas forces a third run; the honest digest wins and only the liar is marked invalid", (t) => {
+  const loop = new Loop({ seed: 3 });
+  const master = loop.addMaster({ project });
+  // Only the liar and one honest worker exist at first, so both get the two replicas.
+  const [cheat] = addWorkers(loop, 1, liar);
+  const [honestA] = addWorkers(loop, 1, honest);
+  if (cheat === undefined || honestA === undefined) return t.fail();
+  const start = loop.nowMs;
+  loop.toMaster(master, { kind: "submit", jobId: "job-l", job: jobSpec(start + hourMs, { replicas: 2, quorum: 2 }) });
+  loop.run(start + 5 * secondMs);
+  const job = jobOf(loop, master, "job-l");
+  t.is(job.attempts.length, 2);
+  t.is(job.status, "open", "two disagreeing results are no quorum");
+  t.deepEqual(job.attempts.map((attempt) => attempt.digest).sort(), [honestDigest, liarDigest].sort());
+
+  const [honestB] = addWorkers(loop, 1, honest);
+  if (honestB === undefined) return t.fail();
+  loop.run(start + 10 * minuteMs);
+  t.is(job.status, "passed", job.reason);
+  t.is(job.attempts.length, 3, "a third run settled it");
+  t.is(job.attempts[2]?.worker, honestB);
+  t.is(job.shards[0]?.decidedDigest, honestDigest);
+  t.is(job.shards[0]?.decidedDigest, resultDigest(honestReport));
+  const verdicts = verdictsOf(loop, "job-l");
+  t.is(verdicts.length, 1);
+  t.deepEqual(verdicts[0]?.acceptedDigests, [honestDigest]);
+
+  const reputation = loop.master(master).state.reputation;
+  t.like(reputation[cheat], { consecutiveValid: 0, validTotal: 0, invalidTotal: 1 });
+  for (const worker of [honestA, honestB]) {
+    t.is(reputation[worker]?.invalidTotal, 0);
+    t.is(reputation[worker]?.consecutiveValid, 1);
+  }
+});
+
+test("reluctant workers bid only on a re-announcement: never in round 0, and never on a job an eager worker bid for", (t) => {
+  const loop = new Loop({ seed: 4 });
+  const master = loop.addMaster({ project });
+  const eager = addWorkers(loop, 3);
+  const reluctant: string[] = [];
+  for (let i = 0; i < 3; i++)
+    reluctant.push(loop.addWorker({ shares: { [project]: 1 }, dimensions, specs: [] }, honest, "reluctant"));
+  loop.advertiseAll();
+  const start = loop.nowMs;
+  const jobs = 40;
+  for (let i = 0; i < jobs; i++)
+    loop.at(start + i * 5 * secondMs, () =>
+      loop.toMaster(master, { kind: "submit", jobId: `mix-${i}`, job: jobSpec(start + hourMs) }),
+    );
+  loop.run(start + jobs * 5 * secondMs + 5 * minuteMs);
+
+  for (let i = 0; i < jobs; i++) t.is(jobOf(loop, master, `mix-${i}`).status, "passed");
+  const bids = bidsSent(loop);
+  const fromReluctant = bids.filter((entry) => reluctant.includes(entry.worker));
+  const fromEager = bids.filter((entry) => eager.includes(entry.worker));
+  t.true(
+    fromEager.some((entry) => entry.bid.round === 0),
+    "eager workers bid in round 0",
+  );
+  t.deepEqual(
+    fromReluctant.filter((entry) => entry.bid.round === 0),
+    [],
+    "no reluctant bid for round 0",
+  );
+  for (const entry of fromReluctant) {
+    t.is(entry.bid.availability, "reluctant");
+    t.false(
+      fromEager.some((other) => other.bid.jobId === entry.bid.jobId && other.bid.round === 0),
+      `${entry.bid.jobId}: a reluctant worker bid although an eager one had`,
+    );
+  }
+  t.log(`reluctant bids: ${fromReluctant.length} of ${bids.length}`);
+});
+
+test("with only reluctant workers a job is done after a re-announcement", (t) => {
+  const loop = new Loop({ seed: 5 });
+  const master = loop.addMaster({ project });
+  const reluctant: string[] = [];
+  for (let i = 0; i < 3; i++)
+    reluctant.push(loop.addWorker({ shares: { [project]: 1 }, dimensions, specs: [] }, honest, "reluctant"));
+  loop.advertiseAll();
+  const start = loop.nowMs;
+  loop.toMaster(master, { kind: "submit", jobId: "job-r", job: jobSpec(start + hourMs) });
+  loop.run(start + 10 * secondMs);
+  const job = jobOf(loop, master, "job-r");
+  t.is(job.status, "open");
+  t.is(job.bidsReceived, 0, "nobody bids on round 0");
+
+  loop.run(start + 5 * minuteMs);
+  t.is(job.status, "passed", job.reason);
+  t.true(job.announcements >= 2);
+  const bids = bidsSent(loop);
+  t.true(bids.length > 0);
+  for (const entry of bids) {
+    t.true(reluctant.includes(entry.worker));
+    t.true(entry.bid.round >= 1);
+  }
+  t.is(verdictsOf(loop, "job-r").length, 1);
+});
+
+test("a paused worker finishes what runs and takes nothing new until it is eager again", (t) => {
+  const loop = new Loop({ seed: 6 });
+  const master = loop.addMaster({ project });
+  const slow: Behaviour = (run, worker) => ({ ...(honest(run, worker) as Report), durationMs: 20 * secondMs });
+  const [worker] = addWorkers(loop, 1, slow, { slots: 2 });
+  if (worker === undefined) return t.fail();
+  loop.advertiseAll();
+  const start = loop.nowMs;
+  loop.toMaster(master, { kind: "submit", jobId: "before", job: jobSpec(start + hourMs) });
+  loop.run(start + 5 * secondMs);
+  t.is(jobOf(loop, master, "before").attempts[0]?.state, "running");
+  t.is(bidsSent(loop)[0]?.bid.freeSlots, 1, "the bid counts the slot it holds once");
+
+  const pausedAtMs = loop.nowMs;
+  loop.toWorker(worker, { kind: "set-availability", availability: "paused" });
+  // The worker still has a free slot, but a paused worker takes nothing new.
+  loop.toMaster(master, { kind: "submit", jobId: "after", job: jobSpec(start + hourMs) });
+  loop.run(start + 3 * minuteMs);
+
+  t.is(jobOf(loop, master, "before").status, "passed", "what ran was finished");
+  t.deepEqual(
+    killsOf(loop).filter((kill) => kill.worker === worker),
+    [],
+    "nothing was killed",
+  );
+  const after = jobOf(loop, master, "after");
+  t.is(after.status, "open");
+  t.is(after.attempts.length, 0);
+  t.true(after.announcements >= 2, "the job was announced (and re-announced) while the worker was paused");
+  t.deepEqual(
+    bidsSent(loop).filter((entry) => entry.atMs >= pausedAtMs),
+    [],
+    "no bid while paused",
+  );
+  t.deepEqual(
+    startsOf(loop).filter((entry) => entry.atMs >= pausedAtMs),
+    [],
+    "no run started while paused",
+  );
+
+  const resumedAtMs = loop.nowMs;
+  loop.toWorker(worker, { kind: "set-availability", availability: "eager" });
+  loop.run(resumedAtMs + 2 * minuteMs);
+  t.is(after.status, "passed", after.reason);
+  t.is(after.attempts[0]?.worker, worker);
+  t.true((after.attempts[0]?.awardedAtMs ?? 0) >= resumedAtMs);
+});
+
+for (const availability of ["paused", "offline"] as const) {
+  test(`a worker ${availability} between its bid and the award refuses the award instead of starting the run`, (t) => {
+    const loop = new Loop({ seed: 17 });
+    const master = loop.addMaster({ project });
+    const [worker] = addWorkers(loop, 1);
+    if (worker === undefined) return t.fail();
+    loop.advertiseAll();
+    const start = loop.nowMs;
+    loop.toMaster(master, { kind: "submit", jobId: "raced", job: jobSpec(start + hourMs) });
+    // The bid goes out at +10 ms; the bid window closes at +250 ms; the award lands at +260 ms.
+    loop.run(start + 100);
+    t.is(bidsSent(loop).length, 1, "the worker bid while eager");
+    loop.toWorker(worker, { kind: "set-availability", availability });
+    loop.run(start + 5 * secondMs);
+
+    const job = jobOf(loop, master, "raced");
+    t.is(job.attempts.length, 1, "the award went out");
+    t.deepEqual(startsOf(loop), [], `a ${availability} worker starts nothing new`);
+    t.deepEqual(loop.worker(worker).state.running, {});
+    t.is(job.attempts[0]?.state, "refused");
+    t.regex(job.attempts[0]?.summary ?? "", new RegExp(availability));
+    t.is(job.status, "open");
+
+    // Another worker takes the job; the refusal cost one run of the bound, nothing more.
+    const [other] = addWorkers(loop, 1);
+    loop.run(start + 5 * minuteMs);
+    t.is(job.status, "passed", job.reason);
+    t.is(job.attempts.at(-1)?.worker, other);
+  });
+}
+
+test("fair share: one slot, two projects with shares 1 and 3 get slot time within 10% of 1:3", (t) => {
+  const projectA = projectOf(21);
+  const projectB = projectOf(22);
+  const loop = new Loop({ seed: 7 });
+  const masterA = loop.addMaster({ project: projectA });
+  const masterB = loop.addMaster({ project: projectB });
+  const durationMs = 1000;
+  const fixed: Behaviour = (run, worker) => ({ ...(honest(run, worker) as Report), durationMs });
+  const worker = loop.addWorker({ shares: { [projectA]: 1, [projectB]: 3 }, dimensions, specs: [], slots: 1 }, fixed);
+  loop.advertiseAll();
+  const start = loop.nowMs;
+  // Each backlog must outlast the measurement: 1,000 runs at 1:3 take 750 of project B's jobs.
+  const perProject = 800;
+  for (let i = 0; i < perProject; i++) {
+    loop.toMaster(masterA, { kind: "submit", jobId: `a-${i}`, job: jobSpec(start + 24 * hourMs) });
+    loop.toMaster(masterB, { kind: "submit", jobId: `b-${i}`, job: jobSpec(start + 24 * hourMs) });
+  }
+  const target = 1000;
+  const passed = (master: string) =>
+    Object.values(loop.master(master).state.jobs).filter((job) => job.status === "passed").length;
+  runUntil(loop, () => passed(masterA) + passed(masterB) >= target, start + 6 * hourMs, 20 * secondMs);
+  const doneA = passed(masterA);
+  const doneB = passed(masterB);
+  t.true(doneA + doneB >= target, `only ${doneA + doneB} jobs done`);
+  t.true(doneA < perProject && doneB < perProject, "both backlogs lasted the whole measurement");
+
+  // Slot time per project: from each run's start-execution to the worker's result, over the first 1,000 runs to end.
+  const started = new Map<string, number>();
+  const runs: { project: string; endMs: number; slotMs: number }[] = [];
+  for (const { atMs, node, effect } of loop.log) {
+    if (node !== worker) continue;
+    if (effect.type === "start-execution")
+      started.set(`${effect.run.project}/${effect.run.jobId}/${effect.run.attempt}`, atMs);
+    else if (effect.type === "send" && effect.message.domain === "result") {
+      const body = effect.message.body;
+      const startedAtMs = started.get(`${body.project}/${body.jobId}/${body.attempt}`);
+      if (startedAtMs !== undefined) runs.push({ project: body.project, endMs: atMs, slotMs: atMs - startedAtMs });
+    }
+  }
+  runs.sort((a, b) => a.endMs - b.endMs);
+  const measured = runs.slice(0, target);
+  t.is(measured.length, target);
+  const slotA = measured.filter((run) => run.project === projectA).reduce((sum, run) => sum + run.slotMs, 0);
+  const slotB = measured.filter((run) => run.project === projectB).reduce((sum, run) => sum + run.slotMs, 0);
+  const ratio = slotA / slotB;
+  t.log(
+    `slot time over ${target} runs: project A (share 1) ${slotA} ms, project B (share 3) ${slotB} ms, ratio 1:${(slotB / slotA).toFixed(3)}`,
+  );
+  t.true(slotA > 0 && slotB > 0);
+  t.true(Math.abs(ratio - 1 / 3) <= 0.1 / 3, `slot-time ratio ${ratio.toFixed(4)} is not within 10% of 1:3`);
+});
+
+test("bid suppression: 10,000 eligible eager workers send a small constant number of bids per job", (t) => {
+  const loop = new Loop({ seed: 1, latencyMs: 20 });
+  const master = loop.addMaster({ project });
+  const pool = 10_000;
+  addWorkers(loop, pool);
+  loop.advertiseAll();
+  const start = loop.nowMs;
+  const jobs = 400;
+  const spacingMs = 5 * secondMs;
+  for (let i = 0; i < jobs; i++)
+    loop.at(start + i * spacingMs, () =>
+      loop.toMaster(master, { kind: "submit", jobId: `storm-${i}`, job: jobSpec(start + 24 * hourMs) }),
+    );
+  // Every announcement and verdict is one delivery per worker: well past the loop's default event cap.
+  const maxEvents = 50_000_000;
+  t.true(loop.run(start + jobs * spacingMs + 5 * minuteMs, maxEvents) < maxEvents, "the loop ran to its time bound");
+
+  let bids = 0;
+  for (let i = 0; i < jobs; i++) {
+    const job = jobOf(loop, master, `storm-${i}`);
+    t.is(job.eligibleEstimate, pool);
+    t.true(job.attempts.length >= 1, `storm-${i} was never awarded`);
+    t.is(job.status, "passed");
+    bids += job.bidsReceived;
+  }
+  const mean = bids / jobs;
+  // Round 0 aims at 3 bids; it draws none with probability e^-3, and the re-announcement then aims at 12: about 3.6.
+  t.log(`mean bids per job with ${pool} eligible workers: ${mean.toFixed(3)} over ${jobs} jobs (expected about 3.6)`);
+  t.true(mean <= 4, `mean bids per job ${mean}`);
+});
+
+test("bid suppression: with 10 eligible workers under 10% of jobs need a re-announcement", (t) => {
+  const loop = new Loop({ seed: 9 });
+  const master = loop.addMaster({ project });
+  const fast: Behaviour = (run, worker) => ({ ...(honest(run, worker) as Report), durationMs: 500 });
+  addWorkers(loop, 10, fast);
+  loop.advertiseAll();
+  const start = loop.nowMs;
+  const jobs = 500;
+  const spacingMs = 5 * secondMs;
+  for (let i = 0; i < jobs; i++)
+    loop.at(start + i * spacingMs, () =>
+      loop.toMaster(master, { kind: "submit", jobId: `small-${i}`, job: jobSpec(start + 24 * hourMs) }),
+    );
+  loop.run(start + jobs * spacingMs + 5 * minuteMs);
+
+  let reannounced = 0;
+  let bids = 0;
+  for (let i = 0; i < jobs; i++) {
+    const job = jobOf(loop, master, `small-${i}`);
+    t.is(job.status, "passed");
+    if (job.announcements > 1) reannounced++;
+    bids += job.bidsReceived;
+  }
+  const rate = reannounced / jobs;
+  t.log(
+    `re-announcement rate with 10 eligible workers: ${(rate * 100).toFixed(1)}% (${reannounced} of ${jobs} jobs); mean bids per job ${(bids / jobs).toFixed(3)}`,
+  );
+  t.true(rate < 0.1, `re-announcement rate ${rate}`);
+});
+
+test("sharding: four shards run with their index in the environment and end in one verdict of four digests", (t) => {
+  const loop = new Loop({ seed: 10 });
+  const master = loop.addMaster({ project });
+  addWorkers(loop, 5);
+  loop.advertiseAll();
+  const start = loop.nowMs;
+  loop.toMaster(master, { kind: "submit", jobId: "sharded", job: jobSpec(start + hourMs, { shards: 4 }) });
+  loop.run(start + 10 * minuteMs);
+
+  const job = jobOf(loop, master, "sharded");
+  t.is(job.status, "passed", job.reason);
+  const runs = startsOf(loop).filter((entry) => entry.run.jobId === "sharded");
+  t.is(runs.length, 4);
+  t.deepEqual(runs.map((entry) => entry.run.env.CIMESH_SHARD_INDEX).sort(), ["0", "1", "2", "3"]);
+  for (const entry of runs) {
+    t.is(entry.run.env.CIMESH_TOTAL_SHARDS, "4");
+    t.is(entry.run.env.CIMESH_SHARD_INDEX, String(entry.run.shard));
+  }
+  const verdicts = verdictsOf(loop, "sharded");
+  t.is(verdicts.length, 1);
+  t.is(verdicts[0]?.outcome, "passed");
+  t.deepEqual(verdicts[0]?.acceptedDigests, [honestDigest, honestDigest, honestDigest, honestDigest]);
+});
+
+test("sharding: a failing shard fails the job's one verdict, naming the shard", (t) => {
+  const loop = new Loop({ seed: 11 });
+  const master = loop.addMaster({ project });
+  const shardTwoFails: Behaviour = (run, worker) =>
+    run.shard === 2
+      ? {
+          ...(honest(run, worker) as Report),
+          outcome: "failed",
+          exitCode: 1,
+          outputsDigest: null,
+          summary: "2 failing",
+        }
+      : honest(run, worker);
+  addWorkers(loop, 5, shardTwoFails);
+  loop.advertiseAll();
+  const start = loop.nowMs;
+  loop.toMaster(master, { kind: "submit", jobId: "sharded", job: jobSpec(start + hourMs, { shards: 4 }) });
+  loop.run(start + 10 * minuteMs);
+
+  const job = jobOf(loop, master, "sharded");
+  t.is(job.status, "failed");
+  t.regex(job.reason, /shard 2\b/);
+  const verdicts = verdictsOf(loop, "sharded");
+  t.is(verdicts.length, 1);
+  t.is(verdicts[0]?.outcome, "failed");
+  t.regex(verdicts[0]?.reason ?? "", /shard 2\b/);
+  const failedDigest = resultDigest({ outcome: "failed", exitCode: 1, outputsDigest: null });
+  t.deepEqual(verdicts[0]?.acceptedDigests, [honestDigest, honestDigest, failedDigest, honestDigest]);
+});
+
+test("deadline: a job whose workers never finish fails at its deadline and its running attempts are cancelled", (t) => {
+  const loop = new Loop({ seed: 12 });
+  const master = loop.addMaster({ project });
+  const never: Behaviour = () => null;
+  addWorkers(loop, 3, never);
+  loop.advertiseAll();
+  const start = loop.nowMs;
+  const deadlineMs = start + 5 * minuteMs;
+  loop.toMaster(master, {
+    kind: "submit",
+    jobId: "late",
+    job: jobSpec(deadlineMs, { replicas: 2, quorum: 2 }),
+  });
+  loop.run(deadlineMs - secondMs);
+  const job = jobOf(loop, master, "late");
+  t.is(job.status, "open");
+  const running = job.attempts.filter((attempt) => attempt.state === "running");
+  t.is(running.length, 2, "the leases were renewed while the runs hung");
+
+  loop.run(deadlineMs + 2 * minuteMs);
+  t.is(job.status, "failed");
+  t.regex(job.reason, /deadline/);
+  t.is(job.endedAtMs, deadlineMs);
+  const verdicts = verdictsOf(loop, "late");
+  t.is(verdicts.length, 1);
+  t.is(verdicts[0]?.outcome, "failed");
+  const cancels = cancelsSentTo(loop, "late");
+  const kills = killsOf(loop);
+  for (const attempt of running) {
+    t.is(attempt.state, "cancelled");
+    t.true(
+      cancels.some((cancel) => cancel.to === attempt.worker && /deadline/.test(cancel.cancel.reason)),
+      "the worker was told why",
+    );
+    t.true(
+      kills.some((kill) => kill.worker === attempt.worker && kill.runId.includes("/late/")),
+      "the worker killed its run",
+    );
+  }
+});
+
+test("cancel: a cancelled job ends cancelled, with no verdict, and its running workers kill their runs", (t) => {
+  const loop = new Loop({ seed: 13 });
+  const master = loop.addMaster({ project });
+  addWorkers(loop, 3, () => null);
+  loop.advertiseAll();
+  const start = loop.nowMs;
+  loop.toMaster(master, { kind: "submit", jobId: "doomed", job: jobSpec(start + hourMs, { replicas: 2, quorum: 2 }) });
+  loop.run(start + 30 * secondMs);
+  const job = jobOf(loop, master, "doomed");
+  const running = job.attempts.filter((attempt) => attempt.state === "running").map((attempt) => attempt.worker);
+  t.is(running.length, 2);
+
+  const cancelledAtMs = loop.nowMs;
+  loop.toMaster(master, { kind: "cancel", jobId: "doomed", reason: "superseded by a newer commit" });
+  loop.run(cancelledAtMs + 2 * minuteMs);
+  t.is(job.status, "cancelled");
+  t.regex(job.reason, /superseded/);
+  t.deepEqual(verdictsOf(loop, "doomed"), [], "a cancelled job has no verdict");
+  const published = loop.log.filter(
+    ({ effect }) =>
+      effect.type === "publish" && effect.message.domain === "cancel" && effect.message.body.jobId === "doomed",
+  );
+  t.is(published.length, 1);
+  const kills = killsOf(loop);
+  for (const worker of running) {
+    const killed = kills.filter((kill) => kill.worker === worker && kill.runId.includes("/doomed/"));
+    t.is(killed.length, 1, "the run was killed, once");
+    t.regex(killed[0]?.reason ?? "", /cancel/);
+    t.true((killed[0]?.atMs ?? 0) >= cancelledAtMs);
+  }
+  t.deepEqual(loop.worker(running[0] as string).state.running, {});
+});
+
+test("retry bound: workers that always refuse make the job fail after maxAttempts runs, naming the bound", (t) => {
+  const loop = new Loop({ seed: 14 });
+  const master = loop.addMaster({ project });
+  const refuses: Behaviour = (run, worker) => ({
+    ...(honest(run, worker) as Report),
+    outcome: "refused",
+    exitCode: null,
+    outputsDigest: null,
+    summary: "no sandbox",
+    durationMs: 0,
+  });
+  addWorkers(loop, 6, refuses);
+  loop.advertiseAll();
+  const start = loop.nowMs;
+  const maxAttempts = 3;
+  loop.toMaster(master, { kind: "submit", jobId: "refused", job: jobSpec(start + hourMs, { maxAttempts }) });
+  loop.run(start + 30 * minuteMs);
+
+  const job = jobOf(loop, master, "refused");
+  t.is(job.status, "failed");
+  t.regex(job.reason, /the bound/);
+  t.regex(job.reason, new RegExp(`${maxAttempts} runs`));
+  t.is(job.attempts.length, maxAttempts);
+  t.is(job.shards[0]?.runsAwarded, maxAttempts);
+  t.true(job.attempts.every((attempt) => attempt.state === "refused"));
+  t.is(new Set(job.attempts.map((attempt) => attempt.worker)).size, maxAttempts, "never the same worker twice");
+  const awards = loop.log.filter(
+    ({ effect }) =>
+      effect.type === "send" && effect.message.domain === "award" && effect.message.body.jobId === "refused",
+  );
+  t.is(awards.length, maxAttempts, "the master never awarded more runs than the bound");
+  t.is(verdictsOf(loop, "refused").length, 1);
+});
+
+test("retry bound: workers that always vanish make each shard fail after maxAttempts lost leases", (t) => {
+  const loop = new Loop({ seed: 15 });
+  const master = loop.addMaster({ project, leaseMs: 30 * secondMs });
+  const vanishes: Behaviour = (_run, worker) => {
+    loop.worker(worker).vanished = true;
+    return null;
+  };
+  addWorkers(loop, 12, vanishes);
+  loop.advertiseAll();
+  const start = loop.nowMs;
+  const maxAttempts = 2;
+  loop.toMaster(master, {
+    kind: "submit",
+    jobId: "gone",
+    job: jobSpec(start + hourMs, { maxAttempts, shards: 2 }),
+  });
+  loop.run(start + 30 * minuteMs);
+
+  const job = jobOf(loop, master, "gone");
+  t.is(job.status, "failed");
+  t.regex(job.reason, /the bound/);
+  t.true(job.attempts.every((attempt) => attempt.state === "lost"));
+  for (let shard = 0; shard < 2; shard++) {
+    const runs = job.attempts.filter((attempt) => attempt.shard === shard).length;
+    t.true(runs <= maxAttempts, `shard ${shard} had ${runs} runs`);
+    t.is(job.shards[shard]?.runsAwarded, runs);
+  }
+  t.is(verdictsOf(loop, "gone").length, 1);
+});
+
+test("explain: a job nobody can serve gets no bid, and explain names the spec and the cpus that block it", (t) => {
+  const missingSpec = "5a1c3e9f-2b4d-4c8e-9f10-1234567890ab";
+  const loop = new Loop({ seed: 16 });
+  const master = loop.addMaster({ project });
+  const workers = [
+    loop.addWorker({ shares: { [project]: 1 }, dimensions: { ...dimensions, cores: 16 }, specs: [] }),
+    loop.addWorker({ shares: { [project]: 1 }, dimensions: { ...dimensions, cores: 16 }, specs: [] }),
+    loop.addWorker({ shares: { [project]: 1 }, dimensions: { ...dimensions, cores: 4 }, specs: [] }),
+  ];
+  loop.advertiseAll();
+  const start = loop.nowMs;
+  const spec = jobSpec(start + hourMs, {
+    requiredSpecs: [missingSpec],
+    resources: { cpus: 8, memoryBytes: gib, diskBytes: 0, processes: 64 },
+  });
+
+  const small = { dimensions: { ...dimensions, cores: 4 }, specs: [] };
+  const unmet = matchJob(spec, small);
+  t.deepEqual(
+    unmet.map((u) => u.requirement),
+    [`spec ${missingSpec}`, "cores"],
+  );
+  const lines = explainUnmet(unmet);
+  t.true(lines.includes(missingSpec));
+  t.regex(lines, /cores: expected at least 8, got 4/);
+
+  const capabilities = workers.map((key) => {
+    const { dimensions: dims, specs } = loop.worker(key).state.config;
+    return { dimensions: dims, specs };
+  });
+  const pool = explainPool(spec, capabilities);
+  t.is(pool.eligible, 0);
+  t.is(pool.byRequirement[0]?.requirement, `spec ${missingSpec}`, "the spec blocks every worker, the cpus one");
+  const text = explainPoolText(spec, capabilities);
+  t.log(text);
+  t.regex(text, /^0 of 3 known workers are eligible; 3 lack spec /);
+  t.true(text.indexOf(missingSpec) < text.indexOf("job needs 8"), "the most blocking requirement comes first");
+  t.regex(text, /1 has 4 cores, job needs 8/);
+
+  for (const key of workers) t.false(canServe(loop.worker(key).state, project, spec));
+  loop.toMaster(master, { kind: "submit", jobId: "blocked", job: spec });
+  loop.run(start + 5 * minuteMs);
+  const job = jobOf(loop, master, "blocked");
+  t.is(job.status, "open", "nothing settles the job: it waits");
+  t.is(job.bidsReceived, 0);
+  t.is(job.attempts.length, 0);
+  t.is(job.eligibleEstimate, 0);
+  t.true(job.announcements >= 2, "re-announcing does not help");
+  t.deepEqual(bidsSent(loop), []);
+  t.regex(explainJob(loop.master(master).state, "blocked", loop.nowMs), new RegExp(`lack spec ${missingSpec}`));
+});
+
+const arbBehaviour = fc.constantFrom("honest", "liar", "refuses", "vanishes", "hangs", "fails");
+
+/** The most runs a worker had going at once, from its start-execution, result and kill effects in the loop's log. */
+function peakConcurrentRuns(loop: Loop, worker: string): number {
+  const live = new Set<string>();
+  let peak = 0;
+  for (const { node, effect } of loop.log) {
+    if (node !== worker) continue;
+    if (effect.type === "start-execution") live.add(effect.run.runId);
+    else if (effect.type === "kill-execution") live.delete(effect.runId);
+    else if (effect.type === "send" && effect.message.domain === "result") {
+      const { project: p, jobId, attempt } = effect.message.body;
+      live.delete(`${p}/${jobId}/${attempt}`);
+    }
+    peak = Math.max(peak, live.size);
+  }
+  return peak;
+}
+
+testProp(
+  "whatever the workers do, each job ends once, with one verdict, within its run bound per shard and the slots",
+  [
+    fc.integer({ min: 1, max: 1_000_000 }),
+    fc.array(fc.tuple(arbBehaviour, fc.integer({ min: 1, max: 2 })), { minLength: 1, maxLength: 7 }),
+    fc.integer({ min: 1, max: 3 }),
+    fc.integer({ min: 1, max: 3 }),
+    fc.integer({ min: 1, max: 2 }),
+    fc.integer({ min: 1, max: 4 }),
+    fc.integer({ min: 1, max: 3 }),
+  ],
+  (t, seed, kinds, replicas, quorumWish, shards, maxAttempts, jobs) => {
+    const quorum = Math.min(quorumWish, replicas);
+    const loop = new Loop({ seed, latencyMs: 1 + (seed % 50) });
+    const master = loop.addMaster({ project, leaseMs: 30 * secondMs, reannounceIntervalMs: 10 * secondMs });
+    const behaviours: Record<string, Behaviour> = {
+      honest,
+      liar,
+      refuses: (run, worker) => ({ ...(honest(run, worker) as Report), outcome: "refused", exitCode: null }),
+      vanishes: (_run, worker) => {
+        loop.worker(worker).vanished = true;
+        return null;
+      },
+      hangs: () => null,
+      fails: (run, worker) => ({ ...(honest(run, worker) as Report), outcome: "failed", exitCode: 2 }),
+    };
+    const workers = kinds.map(([kind, slots]) => ({
+      key: addWorkers(loop, 1, behaviours[kind], { slots })[0] as string,
+      slots,
+    }));
+    loop.advertiseAll();
+    const start = loop.nowMs;
+    const deadlineMs = start + 15 * minuteMs;
+    const spec = jobSpec(deadlineMs, { replicas, quorum, shards, maxAttempts });
+    for (let i = 0; i < jobs; i++) loop.toMaster(master, { kind: "submit", jobId: `any-${i}`, job: spec });
+    loop.run(deadlineMs + minuteMs);
+
+    const bound = Math.max(maxAttempts, replicas);
+    for (let i = 0; i < jobs; i++) {
+      const job = jobOf(loop, master, `any-${i}`);
+      t.not(job.status, "open", "the deadline ends every job");
+      t.is(verdictsOf(loop, job.jobId).length, 1);
+      for (let shard = 0; shard < shards; shard++) {
+        const runs = job.attempts.filter((attempt) => attempt.shard === shard);
+        t.true(runs.length <= bound, `shard ${shard}: ${runs.length} runs, bound ${bound}`);
+        t.is(job.shards[shard]?.runsAwarded, runs.length);
+        t.is(new Set(runs.map((attempt) => attempt.worker)).size, runs.length, "a worker runs a shard at most once");
+        const decided = job.shards[shard]?.decidedDigest ?? null;
+        if (decided !== null && job.shards[shard]?.trustedAlone === null) {
+          const agreeing = runs.filter((attempt) => attempt.state === "reported" && attempt.digest === decided);
+          t.true(agreeing.length >= quorum, `shard ${shard} decided with ${agreeing.length} < ${quorum} agreeing`);
+        }
+      }
+      if (job.status === "passed")
+        t.true(job.shards.every((record) => record.decidedDigest !== null && record.decidedOutcome === "succeeded"));
+      t.false(
+        job.attempts.some((attempt) => attempt.state === "running"),
+        "no attempt is left running once the job ended",
+      );
+    }
+    for (const { key, slots } of workers)
+      t.true(peakConcurrentRuns(loop, key) <= slots, "a worker never runs more at once than it has slots");
+  },
+  { numRuns: 40 },
+);
