@@ -696,6 +696,12 @@ function onBid(step: Step, worker: string, bid: Bid): void {
     reject(step, job.jobId, worker, bid.round, "already running an attempt of this job");
     return;
   }
+  const known = state.workers[worker];
+  if (known !== undefined && known.expiresAtMs >= nowMs && !isEligible(job.spec, known)) {
+    // The worker's own advert says it cannot run this job: a bid from it is a bug or a lie, and either way not a run.
+    reject(step, job.jobId, worker, bid.round, "not eligible: its advert does not meet the job's requirements");
+    return;
+  }
   if (totalRunsNeeded(job) === 0) {
     reject(step, job.jobId, worker, bid.round, "no run wanted now");
     return;

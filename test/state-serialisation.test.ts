@@ -1,0 +1,106 @@
+import test from "ava";
+import { anchorFromGenesis, identityFromSeed } from "../crypto/index.ts";
+import type { JobSpec, MasterState, WorkerState } from "../jobs/index.ts";
+import { honest, Loop } from "./loop.ts";
+
+const project = anchorFromGenesis([identityFromSeed(new Uint8Array(32).fill(6)).publicKey], 1).project;
+const dimensions = {
+  os: "linux",
+  arch: "x64",
+  cores: 4,
+  memoryBytes: 8 * 2 ** 30,
+  diskBytes: 2 ** 36,
+  tools: [],
+  labels: [],
+};
+
+function spec(deadlineMs: number, overrides: Partial<JobSpec> = {}): JobSpec {
+  return {
+    name: "tests",
+    steps: [{ name: "test", run: "make test" }],
+    env: {},
+    timeoutMs: 600_000,
+    resources: { cpus: 1, memoryBytes: 2 ** 30, diskBytes: 0, processes: 64 },
+    network: false,
+    outputs: [],
+    inputsDigest: null,
+    requiredSpecs: [],
+    os: "linux",
+    replicas: 2,
+    quorum: 2,
+    shards: 2,
+    priority: 0,
+    maxAttempts: 4,
+    deadlineMs,
+    ...overrides,
+  };
+}
+
+const roundTrip = <T>(value: T): T => JSON.parse(JSON.stringify(value)) as T;
+
+test("master and worker states survive JSON mid-job, as a store would keep them, and the jobs still finish", (t) => {
+  const loop = new Loop({ seed: 21 });
+  const master = loop.addMaster({ project });
+  const workers = Array.from({ length: 4 }, () =>
+    loop.addWorker({ shares: { [project]: 1 }, dimensions, specs: [] }, (run, worker) => ({
+      ...(honest(run, worker) as NonNullable<ReturnType<typeof honest>>),
+      durationMs: 30_000,
+    })),
+  );
+  loop.advertiseAll();
+  loop.toMaster(master, { kind: "submit", jobId: "a", job: spec(loop.nowMs + 3_600_000) });
+  loop.toMaster(master, { kind: "submit", jobId: "b", job: spec(loop.nowMs + 3_600_000, { shards: 1 }) });
+  loop.run(loop.nowMs + 10_000);
+  const before = loop.master(master).state;
+  t.true(Object.values(before.jobs).some((job) => job.attempts.some((attempt) => attempt.state === "running")));
+  loop.master(master).state = roundTrip<MasterState>(before);
+  t.deepEqual(loop.master(master).state, before);
+  for (const key of workers) loop.worker(key).state = roundTrip<WorkerState>(loop.worker(key).state);
+  loop.run(loop.nowMs + 600_000);
+  const after = loop.master(master).state;
+  t.is(after.jobs.a?.status, "passed");
+  t.is(after.jobs.b?.status, "passed");
+});
+
+test("a bid from a worker whose own advert misses the job's requirements is rejected", (t) => {
+  const loop = new Loop({ seed: 22 });
+  const master = loop.addMaster({ project });
+  const small = loop.addWorker(
+    { shares: { [project]: 1 }, dimensions: { ...dimensions, cores: 1 }, specs: [] },
+    honest,
+  );
+  loop.advertiseAll();
+  loop.toMaster(master, {
+    kind: "submit",
+    jobId: "wide",
+    job: spec(loop.nowMs + 3_600_000, {
+      replicas: 1,
+      quorum: 1,
+      shards: 1,
+      resources: { cpus: 4, memoryBytes: 2 ** 20, diskBytes: 0, processes: 8 },
+    }),
+  });
+  loop.toMaster(master, {
+    kind: "bid",
+    signer: small,
+    bid: {
+      issuedAtMs: loop.nowMs,
+      expiresAtMs: loop.nowMs + 60_000,
+      seq: 0,
+      project,
+      jobId: "wide",
+      round: 0,
+      availability: "eager",
+      runningJobs: 0,
+      freeSlots: 1,
+      cachedInputBytes: 0,
+    },
+  });
+  const rejects = loop.log.filter((entry) => entry.effect.type === "send" && entry.effect.message.domain === "reject");
+  t.is(rejects.length, 1);
+  const reject = rejects[0]?.effect;
+  t.true(
+    reject?.type === "send" && reject.message.domain === "reject" && /not eligible/.test(reject.message.body.reason),
+  );
+  t.is(loop.master(master).state.jobs.wide?.bids.length, 0);
+});
