@@ -55,3 +55,28 @@ export function hexOf(key: Uint8Array): string {
 export function keyOf(hex: string): Uint8Array {
   return new Uint8Array(Buffer.from(hex, "hex"));
 }
+
+/** What one step of either machine accumulates: its effects, and the header (time, lifetime, next seq) of what it signs. */
+export class StepContext<S extends { seq: number }> {
+  readonly effects: Effect[] = [];
+  readonly state: S;
+  readonly nowMs: number;
+  readonly rng: Rng;
+  constructor(state: S, nowMs: number, rng: Rng) {
+    this.state = state;
+    this.nowMs = nowMs;
+    this.rng = rng;
+  }
+
+  log(event: string, fields: Record<string, string | number | boolean | null>): void {
+    this.effects.push({ type: "log", event, fields });
+  }
+
+  header(lifetimeMs: number) {
+    return { issuedAtMs: this.nowMs, expiresAtMs: this.nowMs + lifetimeMs, seq: this.state.seq++ };
+  }
+
+  send(to: string, message: OutboundMessage): void {
+    this.effects.push({ type: "send", to, message });
+  }
+}

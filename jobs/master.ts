@@ -24,8 +24,8 @@
 import { explainPoolText, isEligible, type WorkerAdvert } from "../capabilities/index.ts";
 import { maxReasonChars } from "../crypto/index.ts";
 import { resultDigest } from "./digest.ts";
-import type { Effect, OutboundMessage, Rng, StepOutput } from "./effects.ts";
-import { keyOf } from "./effects.ts";
+import type { OutboundMessage, Rng, StepOutput } from "./effects.ts";
+import { keyOf, StepContext } from "./effects.ts";
 import {
   type Bid,
   type JobSpec,
@@ -208,29 +208,7 @@ export class MasterInputError extends Error {
   readonly code = "ERR_MASTER_INPUT";
 }
 
-class Step {
-  readonly effects: Effect[] = [];
-  readonly state: MasterState;
-  readonly nowMs: number;
-  readonly rng: Rng;
-  constructor(state: MasterState, nowMs: number, rng: Rng) {
-    this.state = state;
-    this.nowMs = nowMs;
-    this.rng = rng;
-  }
-
-  log(event: string, fields: Record<string, string | number | boolean | null>): void {
-    this.effects.push({ type: "log", event, fields });
-  }
-
-  header(lifetimeMs: number) {
-    return { issuedAtMs: this.nowMs, expiresAtMs: this.nowMs + lifetimeMs, seq: this.state.seq++ };
-  }
-
-  send(to: string, message: OutboundMessage): void {
-    this.effects.push({ type: "send", to, message });
-  }
-
+class Step extends StepContext<MasterState> {
   publish(message: OutboundMessage): void {
     this.effects.push({ type: "publish", topic: this.state.config.project, message });
   }

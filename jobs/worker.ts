@@ -20,8 +20,8 @@
  * - The state is plain data, updated in place; every table has a bound.
  */
 import { type Dimensions, isEligible, type WorkerAdvert } from "../capabilities/index.ts";
-import type { Effect, OutboundMessage, Rng, StepOutput } from "./effects.ts";
-import { keyOf } from "./effects.ts";
+import type { Rng, StepOutput } from "./effects.ts";
+import { keyOf, StepContext } from "./effects.ts";
 import {
   type Award,
   type Cancel,
@@ -227,29 +227,7 @@ export function effectiveAvailability(state: WorkerState): Availability {
   return inside ? availability : "paused";
 }
 
-class Step {
-  readonly effects: Effect[] = [];
-  readonly state: WorkerState;
-  readonly nowMs: number;
-  readonly rng: Rng;
-  constructor(state: WorkerState, nowMs: number, rng: Rng) {
-    this.state = state;
-    this.nowMs = nowMs;
-    this.rng = rng;
-  }
-
-  log(event: string, fields: Record<string, string | number | boolean | null>): void {
-    this.effects.push({ type: "log", event, fields });
-  }
-
-  header(lifetimeMs: number) {
-    return { issuedAtMs: this.nowMs, expiresAtMs: this.nowMs + lifetimeMs, seq: this.state.seq++ };
-  }
-
-  send(to: string, message: OutboundMessage): void {
-    this.effects.push({ type: "send", to, message });
-  }
-}
+class Step extends StepContext<WorkerState> {}
 
 function decayedUsage(state: WorkerState, project: string, nowMs: number): number {
   const usage = state.usage[project];
