@@ -91,6 +91,9 @@ export interface KnownWorker {
   readonly expiresAtMs: number;
 }
 
+/** Distinct job requirement sets whose eligible-pool count is cached. */
+export const maxPoolCacheEntries = 1024;
+
 export type JobStatus = "open" | "passed" | "failed" | "cancelled";
 export type AttemptState = "running" | "reported" | "lost" | "refused" | "cancelled";
 
@@ -168,6 +171,8 @@ export interface MasterState {
   jobOrder: string[];
   workers: Record<string, KnownWorker>;
   reputation: Record<string, Reputation>;
+  /** How many entries `reputation` holds. */
+  reputationCount: number;
   timers: TimerEntry[];
   /** The wake-up last asked of the shell, so a step only asks again when it changed. */
   timerAtMs: number | null;
@@ -195,6 +200,7 @@ export function createMaster(config: Partial<MasterConfig> & { project: string }
     jobOrder: [],
     workers: {},
     reputation: {},
+    reputationCount: 0,
     timers: [],
     timerAtMs: null,
     workersVersion: 0,
@@ -268,6 +274,8 @@ function eligiblePool(state: MasterState, spec: JobSpec, nowMs: number): number 
   }
   // Cached as capped: a cache hit must not hand the announcement an estimate its schema refuses.
   const capped = Math.min(eligible, maxEligiblePool);
+  // Entries of older worker versions are dead weight: drop them all when the table is full.
+  if (cached === undefined && Object.keys(state.poolCache).length >= maxPoolCacheEntries) state.poolCache = {};
   state.poolCache[key] = [state.workersVersion, capped];
   return capped;
 }
@@ -312,8 +320,10 @@ function reputationOf(state: MasterState, worker: string): Reputation {
 
 function setReputation(state: MasterState, worker: string, reputation: Reputation): void {
   if (!(worker in state.reputation)) {
-    const keys = Object.keys(state.reputation);
-    if (keys.length >= state.config.maxReputations) delete state.reputation[keys[0] as string];
+    // As with adverts: count, and list the records only when one must go.
+    if (state.reputationCount >= state.config.maxReputations)
+      delete state.reputation[Object.keys(state.reputation)[0] as string];
+    else state.reputationCount++;
   }
   state.reputation[worker] = reputation;
 }
@@ -550,6 +560,7 @@ function cancelAttempt(step: Step, job: JobRecord, attempt: AttemptRecord, reaso
       ...step.header(maxCancelLifetimeMs),
       project: step.state.config.project,
       jobId: job.jobId,
+      attempt: attempt.attempt,
       reason: clipReason(reason),
     },
   });
@@ -573,6 +584,7 @@ function end(step: Step, job: JobRecord, status: Exclude<JobStatus, "open">, rea
         ...step.header(maxCancelLifetimeMs),
         project: state.config.project,
         jobId: job.jobId,
+        attempt: null,
         reason: job.reason,
       },
     });
@@ -724,6 +736,7 @@ function onLeaseRenew(step: Step, worker: string, renew: LeaseRenew): void {
         ...step.header(maxCancelLifetimeMs),
         project: state.config.project,
         jobId: job.jobId,
+        attempt: attempt.attempt,
         reason: `attempt ${attempt.attempt} is ${attempt.state}`,
       },
     });

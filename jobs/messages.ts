@@ -49,7 +49,8 @@ export const maxShards = 256;
 export const maxPriority = 1000;
 export const maxAttemptsPerJob = 64;
 export const maxRequiredSpecs = 16;
-export const maxAnnouncementRounds = 1000;
+/** Re-announcements of one job: at the 30 s default interval, about a year. */
+export const maxAnnouncementRounds = 1_000_000;
 export const maxEligiblePool = 10_000_000;
 export const maxWantedRuns = maxReplicas * maxShards;
 export const maxAttemptNumber = maxAttemptsPerJob * maxShards * maxReplicas;
@@ -256,6 +257,8 @@ export const verdictSchema = z.strictObject({
 export const cancelSchema = z.strictObject({
   ...signedHeaderShape,
   ...jobRef,
+  /** The one attempt to stop (sent directly to its worker); null stops the whole job (gossiped). */
+  attempt: attemptSchema.nullable(),
   reason: reasonSchema,
 });
 

@@ -235,6 +235,13 @@ function decayedUsage(state: WorkerState, project: string, nowMs: number): numbe
   return usage.decayedMs * 2 ** (-(nowMs - usage.atMs) / state.config.usageHalfLifeMs);
 }
 
+/** Decayed usage plus the slot time of runs still going: with several slots, the runs in flight count too. */
+function projectLoad(state: WorkerState, project: string, nowMs: number): number {
+  let load = decayedUsage(state, project, nowMs);
+  for (const run of Object.values(state.running)) if (run.project === project) load += nowMs - run.startedAtMs;
+  return load;
+}
+
 function addUsage(state: WorkerState, project: string, slotMs: number, nowMs: number): void {
   if (!(project in state.config.shares)) return;
   state.usage[project] = { decayedMs: decayedUsage(state, project, nowMs) + slotMs, atMs: nowMs };
@@ -297,7 +304,7 @@ function bidWhileFree(step: Step): void {
         Object.values(state.running).some((run) => run.project === candidate.project && run.jobId === candidate.jobId)
       )
         continue;
-      const score = decayedUsage(state, candidate.project, nowMs) / (state.config.shares[candidate.project] as number);
+      const score = projectLoad(state, candidate.project, nowMs) / (state.config.shares[candidate.project] as number);
       if (
         best === undefined ||
         score < bestScore ||
@@ -465,10 +472,12 @@ function forgetJob(state: WorkerState, project: string, jobId: string): void {
 
 function onCancel(step: Step, master: string, cancel: Cancel): void {
   const { state } = step;
-  forgetJob(state, cancel.project, cancel.jobId);
+  if (cancel.attempt === null) forgetJob(state, cancel.project, cancel.jobId);
   for (const run of Object.values(state.running)) {
-    if (run.project === cancel.project && run.jobId === cancel.jobId && run.master === master)
-      kill(step, run, `cancelled: ${cancel.reason}`);
+    if (run.project !== cancel.project || run.jobId !== cancel.jobId || run.master !== master) continue;
+    // A cancel naming another attempt (a late answer about a lost one) must not stop this run.
+    if (cancel.attempt !== null && cancel.attempt !== run.attempt) continue;
+    kill(step, run, `cancelled: ${cancel.reason}`);
   }
 }
 
@@ -548,6 +557,8 @@ function nextWake(state: WorkerState): number | null {
 /** The worker's transition function. */
 export function stepWorker(state: WorkerState, input: WorkerInput, nowMs: number, rng: Rng): StepOutput<WorkerState> {
   const step = new Step(state, nowMs, rng);
+  // A wake-up at or before now has fired: forget it, so one asked for at that same instant is not taken as asked already.
+  if (state.timerAtMs !== null && state.timerAtMs <= nowMs) state.timerAtMs = null;
   switch (input.kind) {
     case "announcement":
       onAnnouncement(step, input.signer, input.announcement);

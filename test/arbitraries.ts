@@ -758,7 +758,12 @@ export const arbVerdict: fc.Arbitrary<Verdict> = withHeader(
 /** Cancel bodies. */
 export const arbCancel: fc.Arbitrary<Cancel> = withHeader(
   messageDomains.cancel,
-  record({ project: arbProjectId, jobId: arbId, reason: arbText(maxReasonChars) }),
+  record({
+    project: arbProjectId,
+    jobId: arbId,
+    attempt: fc.option(fc.integer({ min: 0, max: maxAttemptNumber }), { nil: null }),
+    reason: arbText(maxReasonChars),
+  }),
 );
 
 /** Report bodies (at most about 14 KiB of maxReportBytes' 16). */

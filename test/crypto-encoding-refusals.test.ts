@@ -35,6 +35,7 @@ test("sealing a cancel whose reason opens with U+FEFF is refused, not sealed int
     seq: 0,
     project: `b${"a".repeat(52)}`,
     jobId: "j",
+    attempt: null,
     reason: "\ufeffstop",
   };
   t.throws(() => sealEnvelope(cancelDomain, body, signer), { instanceOf: MalformedEncodingError });

@@ -298,7 +298,7 @@ const validResult = sealEnvelope(
   },
   worker,
 );
-const validCancel = sealEnvelope(cancelDomain, { ...header, reason: "superseded" }, root);
+const validCancel = sealEnvelope(cancelDomain, { ...header, attempt: null, reason: "superseded" }, root);
 const keysetBody: KeysetBody = {
   project,
   rootVersion: 1,

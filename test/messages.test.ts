@@ -614,6 +614,7 @@ const worstCases: readonly WorstCase[] = [
   worstCase("cancel", messageDomains.cancel, {
     ...header(messageDomains.cancel),
     project,
+    attempt: maxAttemptNumber,
     jobId: longestId,
     reason: wide(maxReasonChars),
   }),

@@ -1,0 +1,98 @@
+import test from "ava";
+import { anchorFromGenesis, identityFromSeed } from "../crypto/index.ts";
+import { type Cancel, createWorker, hexOf, type JobSpec, stepWorker, type WorkerState } from "../jobs/index.ts";
+import { seededRng } from "./loop.ts";
+
+const project = anchorFromGenesis([identityFromSeed(new Uint8Array(32).fill(8)).publicKey], 1).project;
+const master = "aa".repeat(32);
+const self = hexOf(identityFromSeed(new Uint8Array(32).fill(9)).publicKey);
+const nowMs = 1_800_000_000_000;
+const job: JobSpec = {
+  name: "t",
+  steps: [{ name: "s", run: "true" }],
+  env: {},
+  timeoutMs: 60_000,
+  resources: { cpus: 1, memoryBytes: 2 ** 20, diskBytes: 0, processes: 8 },
+  network: false,
+  outputs: [],
+  inputsDigest: null,
+  requiredSpecs: [],
+  os: null,
+  replicas: 1,
+  quorum: 1,
+  shards: 2,
+  priority: 0,
+  maxAttempts: 3,
+  deadlineMs: nowMs + 3_600_000,
+};
+
+function running(): WorkerState {
+  const rng = seededRng(1);
+  let state = createWorker(self, {
+    shares: { [project]: 1 },
+    dimensions: { os: "linux", arch: "x64", cores: 2, memoryBytes: 2 ** 32, diskBytes: 2 ** 32, tools: [], labels: [] },
+    specs: [],
+  });
+  const header = { issuedAtMs: nowMs, expiresAtMs: nowMs + 60_000, seq: 0 };
+  state = stepWorker(
+    state,
+    {
+      kind: "announcement",
+      signer: master,
+      announcement: {
+        ...header,
+        project,
+        jobId: "j",
+        job,
+        round: 0,
+        bidProbability: 1,
+        wantedRuns: 2,
+        eligiblePoolEstimate: 1,
+      },
+    },
+    nowMs,
+    rng,
+  ).state;
+  const award = {
+    ...header,
+    project,
+    jobId: "j",
+    worker: identityFromSeed(new Uint8Array(32).fill(9)).publicKey,
+    attempt: 5,
+    shard: 1,
+    leaseExpiresAtMs: nowMs + 60_000,
+  };
+  const out = stepWorker(state, { kind: "award", signer: master, award }, nowMs, rng);
+  if (!out.effects.some((effect) => effect.type === "start-execution"))
+    throw new Error("the award did not start a run");
+  return out.state;
+}
+
+function cancel(attempt: number | null): Cancel {
+  return { issuedAtMs: nowMs, expiresAtMs: nowMs + 60_000, seq: 9, project, jobId: "j", attempt, reason: "test" };
+}
+
+test("a cancel naming another attempt of the job leaves this run alone; one naming it, or the whole job, kills it", (t) => {
+  const rng = seededRng(2);
+  const other = stepWorker(running(), { kind: "cancel", signer: master, cancel: cancel(3) }, nowMs + 1, rng);
+  t.false(other.effects.some((effect) => effect.type === "kill-execution"));
+  t.is(Object.keys(other.state.running).length, 1);
+  for (const attempt of [5, null]) {
+    const out = stepWorker(running(), { kind: "cancel", signer: master, cancel: cancel(attempt) }, nowMs + 1, rng);
+    t.true(
+      out.effects.some((effect) => effect.type === "kill-execution"),
+      `attempt ${attempt}`,
+    );
+    t.is(Object.keys(out.state.running).length, 0);
+  }
+  const stranger = stepWorker(
+    running(),
+    { kind: "cancel", signer: "bb".repeat(32), cancel: cancel(null) },
+    nowMs + 1,
+    rng,
+  );
+  t.false(
+    stranger.effects.some((effect) => effect.type === "kill-execution"),
+    "only the master that awarded the run may stop it",
+  );
+});
