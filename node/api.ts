@@ -1,0 +1,67 @@
+/**
+ * What a running node offers its control API (node/control.ts) and so the CLI:
+ * the shape both sides agree on. JSON in and out; keys are hex strings.
+ */
+import type { Availability, JobSpec } from "../jobs/index.ts";
+
+export interface JobSummary {
+  readonly project: string;
+  readonly jobId: string;
+  readonly name: string;
+  readonly status: "open" | "passed" | "failed" | "cancelled";
+  readonly reason: string;
+  readonly submittedAtMs: number;
+  readonly endedAtMs: number | null;
+  readonly runsAwarded: number;
+  readonly runsLive: number;
+}
+
+export interface AttemptSummary {
+  readonly attempt: number;
+  readonly shard: number;
+  readonly worker: string;
+  readonly state: string;
+  readonly outcome: string | null;
+  readonly exitCode: number | null;
+  readonly outputsDigest: string | null;
+  readonly logDigest: string | null;
+  readonly summary: string;
+}
+
+export interface JobDetail extends JobSummary {
+  readonly spec: JobSpec;
+  readonly attempts: readonly AttemptSummary[];
+  readonly acceptedDigests: readonly (string | null)[];
+}
+
+export interface LogLine {
+  readonly attempt: number;
+  readonly stream: "stdout" | "stderr";
+  readonly offset: number;
+  readonly text: string;
+}
+
+export interface NodeStatus {
+  readonly peerId: string;
+  readonly publicKey: string;
+  readonly addresses: readonly string[];
+  readonly roles: { readonly master: readonly string[]; readonly worker: boolean };
+  readonly availability: Availability | null;
+  readonly running: number;
+  readonly slots: number;
+  readonly peers: number;
+  readonly trusted: readonly { project: string; share: number; keysetVersion: string | null }[];
+}
+
+export interface NodeApi {
+  status(): Promise<NodeStatus>;
+  /** Stores the job, then announces it; resolves once stored (the acknowledgement). */
+  submit(project: string, jobId: string, spec: JobSpec): Promise<JobSummary>;
+  jobs(): Promise<readonly JobSummary[]>;
+  job(jobId: string): Promise<JobDetail | null>;
+  /** Log text of every attempt received so far, from `sinceOffset` per attempt and stream. */
+  logs(jobId: string): Promise<readonly LogLine[]>;
+  explain(jobId: string): Promise<string>;
+  cancel(jobId: string, reason: string): Promise<JobSummary>;
+  setAvailability(availability: Availability): Promise<NodeStatus>;
+}
