@@ -143,7 +143,12 @@ export async function openStore(path: string): Promise<Store> {
       const chunks: StoredLogChunk[] = [];
       for await (const [key, data] of logs.iterator({ gt: `${jobId}/`, lt: `${jobId}/\xff` })) {
         const [, attempt, stream, offset] = key.split("/");
-        chunks.push({ attempt: Number(attempt), stream: stream as "stdout" | "stderr", offset: Number(offset), data: new Uint8Array(data) });
+        chunks.push({
+          attempt: Number(attempt),
+          stream: stream as "stdout" | "stderr",
+          offset: Number(offset),
+          data: new Uint8Array(data),
+        });
       }
       return chunks;
     },

@@ -1,0 +1,466 @@
+/**
+ * The node's config file, `<dataDir>/config.yaml`: where it listens, whom it
+ * asks first, how its worker behaves, which projects it trusts (and with what
+ * share), and which projects it announces jobs for. Validated with errors that
+ * name the line and the field, as job files are (node/yamlfile.ts).
+ *
+ * In memory the config is a NodeConfig: availability windows in minutes after
+ * midnight and days as numbers (what jobs/worker.ts wants); in the file they
+ * are "HH:MM" and day names. `saveConfig` writes the file back atomically and
+ * keeps the comments of every part it did not change.
+ */
+
+import { mkdir, open, readFile, rename, unlink } from "node:fs/promises";
+import { join } from "node:path";
+import { isDeepStrictEqual } from "node:util";
+import { Document, isMap, isScalar, parseDocument, visit } from "yaml";
+import { z } from "zod";
+import {
+  availabilitySchema,
+  labelSchema,
+  maxLabels,
+  maxSlots,
+  toolNameSchema,
+  versionTextSchema,
+} from "../capabilities/index.ts";
+import { CimeshError, maxRootKeys, projectIdOf, projectIdSchema } from "../crypto/index.ts";
+import type { Availability, AvailabilityRules } from "../jobs/index.ts";
+import { FileFieldError, parseSizeBytes, readYaml, validateYaml } from "./yamlfile.ts";
+
+export const configFileName = "config.yaml";
+export const configFileMode = 0o644;
+export const maxConfigFileBytes = 256 * 1024;
+export const maxListenAddresses = 32;
+export const maxBootstrapAddresses = 64;
+export const maxAddressChars = 1024;
+export const maxTrustedProjects = 64;
+export const maxMasterProjects = 64;
+export const maxAvailabilityWindows = 32;
+export const maxShare = 1_000_000;
+export const maxApiPort = 65_535;
+export const maxLoadAverageCeiling = 10_000;
+export const maxToolOverrides = 128;
+/** A root key in the config: an ed25519 public key as 64 lowercase hex characters. */
+export const rootKeyHexChars = 64;
+
+export const defaultListenAddresses = ["/ip4/0.0.0.0/tcp/0"];
+export const defaultApiPort = 0;
+
+/** A project this node trusts: its first roots and threshold (which its id is made from) and its share of this worker. */
+export interface TrustEntry {
+  project: string;
+  /** Root public keys, hex. */
+  roots: string[];
+  threshold: number;
+  share: number;
+}
+
+/** What the volunteer says about this machine where detection is wrong or too generous; null = detect. */
+export interface DimensionOverrides {
+  cores: number | null;
+  memoryBytes: number | null;
+  diskBytes: number | null;
+  tools: { name: string; version: string }[];
+}
+
+export interface WorkerSettings {
+  slots: number;
+  allowNetwork: boolean;
+  /** The availability the worker starts in. */
+  availability: Availability;
+  rules: { windows: { days: number[]; startMinute: number; endMinute: number }[]; maxLoadAverage: number | null };
+  dimensions: DimensionOverrides;
+  labels: string[];
+}
+
+export interface NodeConfig {
+  /** libp2p multiaddrs to listen on (`--listen` replaces them). */
+  listen: string[];
+  /** libp2p multiaddrs of peers to meet first (`--bootstrap` adds to them). */
+  bootstrap: string[];
+  /** Find peers on the local network by mDNS. */
+  mdns: boolean;
+  /** Port of the control API on 127.0.0.1; 0 = any free port (written to `<dataDir>/api.port`). */
+  apiPort: number;
+  worker: WorkerSettings;
+  trust: TrustEntry[];
+  /** Projects this node announces jobs for (it holds an announcer key in their keyset). */
+  masters: string[];
+}
+
+/** Anything wrong with the config other than one field (the file cannot be read or written). */
+export class ConfigFileError extends CimeshError {
+  constructor(path: string, expected: string) {
+    super("ERR_CONFIG_FILE", `${path}: expected ${expected}`);
+  }
+}
+
+const dayNames = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"] as const;
+
+const fullDayNames = ["sunday", "monday", "tuesday", "wednesday", "thursday", "friday", "saturday"];
+
+function dayNumber(value: unknown): number | null {
+  if (typeof value === "number") return Number.isInteger(value) && value >= 0 && value <= 6 ? value : null;
+  if (typeof value !== "string") return null;
+  const name = value.trim().toLowerCase();
+  const index = Math.max(dayNames.indexOf(name as (typeof dayNames)[number]), fullDayNames.indexOf(name));
+  return index >= 0 ? index : null;
+}
+
+const daySchema = z
+  .custom<number | string>(
+    (value) => dayNumber(value) !== null,
+    "expected a day: sun, mon, tue, wed, thu, fri or sat (or 0 to 6, 0 = Sunday)",
+  )
+  .transform((value) => dayNumber(value) as number);
+
+const timeOfDaySchema = z
+  .string()
+  .regex(/^([01]\d|2[0-3]):[0-5]\d$/, 'expected a time of day as "HH:MM" in quotes, such as "18:30"')
+  .transform((text) => Number(text.slice(0, 2)) * 60 + Number(text.slice(3, 5)));
+
+const addressSchema = z
+  .string()
+  .max(maxAddressChars)
+  .regex(/^\/\S+$/, "expected a libp2p multiaddr such as /ip4/0.0.0.0/tcp/4001");
+
+const rootKeyHexSchema = z
+  .string()
+  .regex(/^[0-9a-fA-F]{64}$/, `expected a root public key as ${rootKeyHexChars} hex characters`)
+  .transform((hex) => hex.toLowerCase());
+
+const sizeSchema = z
+  .custom<number | string>(
+    (value) =>
+      (typeof value === "number" && Number.isSafeInteger(value) && value >= 0) ||
+      (typeof value === "string" && parseSizeBytes(value) !== null),
+    "expected a size such as 8GiB, or a whole number of bytes",
+  )
+  .transform((value) => (typeof value === "number" ? value : (parseSizeBytes(value) as number)));
+
+export function hexToBytes(hex: string): Uint8Array {
+  return new Uint8Array(Buffer.from(hex, "hex"));
+}
+
+export const trustEntrySchema = z
+  .strictObject({
+    project: projectIdSchema,
+    roots: z.array(rootKeyHexSchema).min(1).max(maxRootKeys),
+    threshold: z.number().int().min(1).max(maxRootKeys).default(1),
+    share: z.number().gt(0, "expected a share above 0").max(maxShare).default(1),
+  })
+  .superRefine((entry, ctx) => {
+    if (entry.threshold > entry.roots.length) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["threshold"],
+        message: `expected at most the ${entry.roots.length} roots listed`,
+      });
+      return;
+    }
+    if (new Set(entry.roots).size !== entry.roots.length) {
+      ctx.addIssue({ code: "custom", path: ["roots"], message: "expected distinct root keys" });
+      return;
+    }
+    const made = projectIdOf(entry.roots.map(hexToBytes), entry.threshold);
+    if (made !== entry.project) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["roots"],
+        message: `expected the roots and threshold project ${entry.project} was made from; these make ${made}: copy the \`cimesh trust add\` line the project published`,
+      });
+    }
+  });
+
+const windowSchema = z.strictObject({
+  days: z.array(daySchema).max(7).default([]),
+  start: timeOfDaySchema,
+  end: timeOfDaySchema,
+});
+
+const workerSchema = z.strictObject({
+  slots: z.number().int().min(1).max(maxSlots).default(1),
+  allowNetwork: z.boolean().default(false),
+  availability: availabilitySchema.default("eager"),
+  rules: z
+    .strictObject({
+      windows: z
+        .array(windowSchema)
+        .max(maxAvailabilityWindows)
+        .default([])
+        .transform((windows) =>
+          windows.map((window) => ({ days: window.days, startMinute: window.start, endMinute: window.end })),
+        ),
+      maxLoadAverage: z.number().gt(0).max(maxLoadAverageCeiling).nullable().default(null),
+    })
+    .prefault({}),
+  dimensions: z
+    .strictObject({
+      cores: z.number().int().min(1).max(4096).nullable().default(null),
+      memory: sizeSchema.nullable().default(null),
+      disk: sizeSchema.nullable().default(null),
+      tools: z
+        .array(z.strictObject({ name: toolNameSchema, version: versionTextSchema }))
+        .max(maxToolOverrides)
+        .default([]),
+    })
+    .prefault({})
+    .transform((dimensions) => ({
+      cores: dimensions.cores,
+      memoryBytes: dimensions.memory,
+      diskBytes: dimensions.disk,
+      tools: dimensions.tools,
+    })),
+  labels: z.array(labelSchema).max(maxLabels).default([]),
+});
+
+export const nodeConfigSchema = z
+  .preprocess(
+    (value) => (value === null || value === undefined ? {} : value),
+    z.strictObject({
+      listen: z.array(addressSchema).max(maxListenAddresses).default(defaultListenAddresses),
+      bootstrap: z.array(addressSchema).max(maxBootstrapAddresses).default([]),
+      mdns: z.boolean().default(true),
+      apiPort: z.number().int().min(0).max(maxApiPort).default(defaultApiPort),
+      worker: workerSchema.prefault({}),
+      trust: z.array(trustEntrySchema).max(maxTrustedProjects).default([]),
+      masters: z.array(projectIdSchema).max(maxMasterProjects).default([]),
+    }),
+  )
+  .superRefine((config, ctx) => {
+    const seen = new Set<string>();
+    config.trust.forEach((entry, index) => {
+      if (seen.has(entry.project))
+        ctx.addIssue({ code: "custom", path: ["trust", index, "project"], message: "expected each project once" });
+      seen.add(entry.project);
+    });
+    config.masters.forEach((project, index) => {
+      if (!seen.has(project)) {
+        ctx.addIssue({
+          code: "custom",
+          path: ["masters", index],
+          message: "expected a project also listed under trust (a master checks its own keysets like everyone)",
+        });
+      }
+    });
+  }) satisfies z.ZodType<NodeConfig, unknown>;
+
+/** The worker's availability rules as jobs/worker.ts takes them. */
+export function availabilityRulesOf(config: NodeConfig): AvailabilityRules {
+  return config.worker.rules;
+}
+
+/** The config a node runs with when its file says nothing. */
+export function defaultConfig(): NodeConfig {
+  return nodeConfigSchema.parse({});
+}
+
+/** Parses config text; `fileName` is what errors name (the file's path). */
+export function parseConfig(text: string, fileName: string): NodeConfig {
+  const sizeBytes = Buffer.byteLength(text, "utf8");
+  if (sizeBytes > maxConfigFileBytes) {
+    throw new FileFieldError(fileName, [
+      { line: 1, field: "(file)", expected: `expected at most ${maxConfigFileBytes} bytes, got ${sizeBytes}` },
+    ]);
+  }
+  return validateYaml(readYaml(text, fileName), nodeConfigSchema);
+}
+
+export function configPath(dataDir: string): string {
+  return join(dataDir, configFileName);
+}
+
+async function readIfPresent(path: string): Promise<string | null> {
+  try {
+    return await readFile(path, "utf8");
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === "ENOENT") return null;
+    throw new ConfigFileError(path, `a readable file (${(error as Error).message})`);
+  }
+}
+
+/** The node's config: `<dataDir>/config.yaml`, or the defaults when there is no such file. */
+export async function loadConfig(dataDir: string): Promise<NodeConfig> {
+  const path = configPath(dataDir);
+  const text = await readIfPresent(path);
+  return text === null ? defaultConfig() : parseConfig(text, path);
+}
+
+function minuteText(minute: number): string {
+  return `${String(Math.floor(minute / 60)).padStart(2, "0")}:${String(minute % 60).padStart(2, "0")}`;
+}
+
+/** The config as its file spells it: day names, "HH:MM", sizes in bytes. */
+export function configFileForm(config: NodeConfig): Record<string, unknown> {
+  const { worker } = config;
+  return {
+    listen: config.listen,
+    bootstrap: config.bootstrap,
+    mdns: config.mdns,
+    apiPort: config.apiPort,
+    worker: {
+      slots: worker.slots,
+      allowNetwork: worker.allowNetwork,
+      availability: worker.availability,
+      rules: {
+        windows: worker.rules.windows.map((window) => ({
+          days: window.days.map((day) => dayNames[day] ?? day),
+          start: minuteText(window.startMinute),
+          end: minuteText(window.endMinute),
+        })),
+        maxLoadAverage: worker.rules.maxLoadAverage,
+      },
+      dimensions: {
+        cores: worker.dimensions.cores,
+        memory: worker.dimensions.memoryBytes,
+        disk: worker.dimensions.diskBytes,
+        tools: worker.dimensions.tools,
+      },
+      labels: worker.labels,
+    },
+    trust: config.trust.map((entry) => ({ ...entry })),
+    masters: config.masters,
+  };
+}
+
+/** The file `cimesh init` writes: every setting at its default, each explained. */
+export const configTemplate = `# cimesh node config. Edit it, or use \`cimesh trust add|remove\`; restart the node to apply.
+# Sizes: 8GiB, 512MiB or bytes. Times of day: "HH:MM" in quotes. Days: sun mon tue wed thu fri sat.
+
+# libp2p addresses to listen on (--listen replaces them), e.g. /ip4/0.0.0.0/tcp/4001
+listen: [/ip4/0.0.0.0/tcp/0]
+# Peers to meet first (--bootstrap adds to them), e.g. /ip4/192.0.2.1/tcp/4001/p2p/12D3KooW...
+bootstrap: []
+# Find peers on the local network.
+mdns: true
+# Port of the control API on 127.0.0.1 (0 = any free port; the CLI finds it in api.port).
+apiPort: 0
+
+# What this node does as a worker (cimesh start --worker).
+worker:
+  # Jobs run at once.
+  slots: 1
+  # Let jobs that ask for the network have it.
+  allowNetwork: false
+  # eager | reluctant | paused | offline; change it live with \`cimesh availability\`.
+  availability: eager
+  rules:
+    # Take work only inside these windows (none = any time), e.g.
+    #   - { days: [mon, tue, wed, thu, fri], start: "18:00", end: "08:00" }
+    windows: []
+    # Take no work while the 1-minute load average is above this (null = no ceiling).
+    maxLoadAverage: null
+  # What to tell masters about this machine, where detection is wrong (null = detect).
+  dimensions:
+    cores: null
+    memory: null
+    disk: null
+    tools: []
+  # Labels capability specs may require, e.g. [gpu, fast-disk].
+  labels: []
+
+# Projects this node trusts, each with its share of the worker: \`cimesh trust add\`.
+trust: []
+
+# Projects this node announces jobs for (cimesh project init adds them).
+masters: []
+`;
+
+/**
+ * Puts `value` into `document` at `path`, touching only what differs, so the
+ * comments on everything else stay.
+ */
+function mergeInto(document: Document, path: readonly (string | number)[], value: unknown): void {
+  const current = path.length === 0 ? document.toJS() : document.getIn(path, false);
+  const plain =
+    current !== null && typeof current === "object" && "toJSON" in (current as object)
+      ? (current as { toJSON(): unknown }).toJSON()
+      : current;
+  if (isDeepStrictEqual(plain, value)) return;
+  const node = path.length === 0 ? document.contents : document.getIn(path, true);
+  if (isMap(node) && value !== null && typeof value === "object" && !Array.isArray(value)) {
+    const entries = value as Record<string, unknown>;
+    for (const item of [...node.items]) {
+      const key = (item.key as { value?: unknown } | null)?.value;
+      if (typeof key === "string" && !(key in entries)) node.delete(key);
+    }
+    for (const [key, sub] of Object.entries(entries)) mergeInto(document, [...path, key], sub);
+    return;
+  }
+  const created = document.createNode(value);
+  visit(created, {
+    Seq(_, seq) {
+      if (seq.items.every((item) => isScalar(item))) seq.flow = true;
+    },
+    Scalar(_, scalar) {
+      if (typeof scalar.value === "string" && /^\d\d:\d\d$/.test(scalar.value)) scalar.type = "QUOTE_DOUBLE";
+    },
+  });
+  if (path.length === 0) document.contents = created as never;
+  else document.setIn(path, created);
+}
+
+/** The text of the config file for `config`, keeping what `previous` (the file's current text) says the same way. */
+export function renderConfig(config: NodeConfig, previous: string | null): string {
+  const fileForm = configFileForm(config);
+  let base = previous ?? configTemplate;
+  let oldConfig: NodeConfig;
+  try {
+    oldConfig = parseConfig(base, configFileName);
+  } catch {
+    base = configTemplate;
+    oldConfig = defaultConfig();
+  }
+  const document = parseDocument(base);
+  if (!isMap(document.contents)) return plainConfig(config);
+  for (const [key, value] of Object.entries(fileForm)) {
+    const field = key as keyof NodeConfig;
+    const present = document.has(key);
+    // Same meaning, however the file spells it: leave the file's words alone.
+    if (present && isDeepStrictEqual(oldConfig[field], config[field])) continue;
+    if (!present && isDeepStrictEqual(defaultConfig()[field], config[field])) continue;
+    mergeInto(document, [key], value);
+  }
+  const text = document.toString({ lineWidth: 0 });
+  try {
+    if (isDeepStrictEqual(parseConfig(text, configFileName), config)) return text;
+  } catch {
+    // fall through to a plain rendering
+  }
+  return plainConfig(config);
+}
+
+function plainConfig(config: NodeConfig): string {
+  const document = new Document(configFileForm(config));
+  return `# cimesh node config (rewritten by cimesh)\n${document.toString({ lineWidth: 0 })}`;
+}
+
+/** Writes `<dataDir>/config.yaml` through a temporary file and a rename, so a crash never leaves half a config. */
+export async function saveConfig(dataDir: string, config: NodeConfig): Promise<void> {
+  const path = configPath(dataDir);
+  const checked = nodeConfigSchema.safeParse(configFileForm(config));
+  if (!checked.success) {
+    throw new ConfigFileError(path, `a valid config to write: ${checked.error.issues[0]?.message ?? "invalid"}`);
+  }
+  await mkdir(dataDir, { recursive: true, mode: 0o700 });
+  const text = renderConfig(config, await readIfPresent(path));
+  await writeFileAtomic(path, text, configFileMode);
+}
+
+/** Writes `data` to `path` through a temporary file in the same folder, synced, then renamed over it. */
+export async function writeFileAtomic(path: string, data: string | Uint8Array, mode: number): Promise<void> {
+  const temporary = `${path}.${process.pid}.${Date.now()}.tmp`;
+  const handle = await open(temporary, "wx", mode);
+  try {
+    await handle.writeFile(data);
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+  try {
+    await rename(temporary, path);
+  } catch (error) {
+    await unlink(temporary).catch(() => undefined);
+    throw error;
+  }
+}

@@ -1,0 +1,519 @@
+/**
+ * The control API (issue 4, item 4): a running node's NodeApi as JSON over
+ * HTTP on 127.0.0.1, for the CLI (and later the dashboard).
+ *
+ * - Bound to 127.0.0.1 only. Every request carries `Authorization: Bearer
+ *   <token>`, the token being 32 random bytes (hex) the server writes to
+ *   `<dataDir>/api.token` (mode 0600) when it starts: whoever can read the
+ *   node's data folder may drive it, nobody else. Without it: 401, and nothing
+ *   is read or changed.
+ * - The port (0 in the config = any free one) goes to `<dataDir>/api.port`
+ *   once the server listens; both files go when it closes.
+ * - JSON in and out; keys and digests as hex or text, never bytes. Errors are
+ *   `{ "error": { "code", "message" } }` with a status that fits: 400 bad
+ *   input, 401 no token, 404 no such route or job, 405 wrong method, 413 body
+ *   too large, 500 a fault of the node.
+ *
+ * Routes: GET /v1/status, GET /v1/jobs, POST /v1/jobs {project, jobId?, spec},
+ * GET /v1/jobs/:id, GET /v1/jobs/:id/logs, GET /v1/jobs/:id/explain,
+ * POST /v1/jobs/:id/cancel {reason?}, POST /v1/availability {availability}.
+ */
+import { randomBytes, timingSafeEqual } from "node:crypto";
+import { readFileSync } from "node:fs";
+import { mkdir, readFile, unlink } from "node:fs/promises";
+import { createServer, type IncomingMessage, request, type ServerResponse } from "node:http";
+import type { AddressInfo } from "node:net";
+import { join } from "node:path";
+import { z } from "zod";
+import { availabilitySchema } from "../capabilities/index.ts";
+import { CimeshError, idSchema, projectIdSchema, reasonSchema, schemaErrorFrom } from "../crypto/index.ts";
+import { type Availability, type JobSpec, jobSpecSchema } from "../jobs/index.ts";
+import type { JobDetail, JobSummary, LogLine, NodeApi, NodeStatus } from "./api.ts";
+import { writeFileAtomic } from "./config.ts";
+
+export const controlHost = "127.0.0.1";
+export const tokenFileName = "api.token";
+export const portFileName = "api.port";
+export const tokenFileMode = 0o600;
+export const controlTokenBytes = 32;
+/** Largest request body: a job spec fits many times over (an announcement is at most 64 KiB). */
+export const maxControlBodyBytes = 256 * 1024;
+/** Past this much of an oversize body, the connection is cut instead of drained. */
+export const maxDiscardedBodyBytes = 4 * maxControlBodyBytes;
+/** Largest response the client reads: the logs of a job's every attempt. */
+export const maxControlResponseBytes = 256 * 1024 * 1024;
+/** A request whose headers and body take longer than this is dropped by the server. */
+export const controlRequestTimeoutMs = 30_000;
+/** The client gives up on a node that takes longer than this to answer. */
+export const controlClientTimeoutMs = 30_000;
+/** Reason given for a cancel that names none. */
+export const defaultCancelReason = "cancelled by the operator";
+
+/** A failure of one request, as the server answers it. */
+export class ControlError extends CimeshError {
+  readonly status: number;
+  constructor(status: number, code: string, message: string) {
+    super(code, message);
+    this.status = status;
+  }
+}
+
+/** The control server cannot start (its port is taken, its data folder cannot be written). */
+export class ControlStartError extends CimeshError {
+  constructor(message: string) {
+    super("ERR_CONTROL_START", message);
+  }
+}
+
+/** No node answers for this data folder. */
+export class NoNodeRunningError extends CimeshError {
+  constructor(dataDir: string, detail = "") {
+    super(
+      "ERR_NO_NODE",
+      `no node is running in ${dataDir}${detail === "" ? "" : ` (${detail})`}: start one with \`cimesh start\``,
+    );
+  }
+}
+
+/** The node answered a request with an error. */
+export class ControlRequestError extends CimeshError {
+  readonly status: number;
+  constructor(status: number, code: string, message: string) {
+    super(code, message);
+    this.status = status;
+  }
+}
+
+/** The node took too long to answer. */
+export class ControlTimeoutError extends CimeshError {
+  constructor(port: number, timeoutMs: number) {
+    super(
+      "ERR_CONTROL_TIMEOUT",
+      `the node at ${controlHost}:${port} did not answer within ${timeoutMs} ms: expected an answer; look at the node's log, or restart it`,
+    );
+  }
+}
+
+const submitBodySchema = z.strictObject({
+  project: projectIdSchema,
+  jobId: idSchema.nullable().optional(),
+  spec: jobSpecSchema,
+});
+const cancelBodySchema = z.strictObject({ reason: reasonSchema.optional() });
+const availabilityBodySchema = z.strictObject({ availability: availabilitySchema });
+
+function toJson(value: unknown): string {
+  return JSON.stringify(value, (_key, item) => (item instanceof Uint8Array ? Buffer.from(item).toString("hex") : item));
+}
+
+function send(res: ServerResponse, status: number, value: unknown, headers: Record<string, string> = {}): void {
+  const body = toJson(value);
+  res.writeHead(status, {
+    "content-type": "application/json; charset=utf-8",
+    "content-length": String(Buffer.byteLength(body)),
+    "cache-control": "no-store",
+    ...headers,
+  });
+  res.end(body);
+}
+
+function sendError(res: ServerResponse, error: ControlError, headers: Record<string, string> = {}): void {
+  send(res, error.status, { error: { code: error.code, message: error.message } }, headers);
+}
+
+/** Reads a body of at most maxControlBodyBytes; an oversize one is drained (or cut off) and refused with 413. */
+function readBody(req: IncomingMessage): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const declared = Number(req.headers["content-length"] ?? "0");
+    if (declared > maxDiscardedBodyBytes) {
+      reject(tooLarge(declared));
+      return;
+    }
+    const chunks: Buffer[] = [];
+    let received = 0;
+    req.on("data", (chunk: Buffer) => {
+      received += chunk.length;
+      if (received <= maxControlBodyBytes) chunks.push(chunk);
+      else if (received > maxDiscardedBodyBytes) {
+        reject(tooLarge(received));
+        req.destroy();
+      }
+    });
+    req.on("end", () => (received > maxControlBodyBytes ? reject(tooLarge(received)) : resolve(Buffer.concat(chunks))));
+    req.on("error", reject);
+  });
+}
+
+/** Drains a body nobody will read, so the answer reaches the client; past maxDiscardedBodyBytes the connection is cut. */
+function discard(req: IncomingMessage): void {
+  let received = 0;
+  req.on("data", (chunk: Buffer) => {
+    received += chunk.length;
+    if (received > maxDiscardedBodyBytes) req.destroy();
+  });
+}
+
+function tooLarge(sizeBytes: number): ControlError {
+  return new ControlError(
+    413,
+    "ERR_BODY_TOO_LARGE",
+    `request body: expected at most ${maxControlBodyBytes} bytes, got ${sizeBytes} or more`,
+  );
+}
+
+async function readJson<T>(req: IncomingMessage, schema: z.ZodType<T>): Promise<T> {
+  const body = await readBody(req);
+  let value: unknown;
+  try {
+    value = body.length === 0 ? {} : JSON.parse(body.toString("utf8"));
+  } catch (error) {
+    throw new ControlError(400, "ERR_BAD_JSON", `request body: expected JSON, ${(error as Error).message}`);
+  }
+  const result = schema.safeParse(value);
+  if (!result.success) {
+    const problem = schemaErrorFrom("body", result.error);
+    throw new ControlError(400, problem.code, problem.message);
+  }
+  return result.data;
+}
+
+function jobIdOf(raw: string): string {
+  let id: string;
+  try {
+    id = decodeURIComponent(raw);
+  } catch {
+    id = raw;
+  }
+  if (!idSchema.safeParse(id).success) {
+    throw new ControlError(
+      400,
+      "ERR_BAD_JOB_ID",
+      `job id: expected letters, digits, '.', '_' or '-' (at most 64), got ${JSON.stringify(id.slice(0, 80))}`,
+    );
+  }
+  return id;
+}
+
+/** An error a NodeApi threw, as an HTTP answer: its own status if it has one, 400 for bad input, else 500. */
+function controlErrorOf(error: unknown): ControlError {
+  if (error instanceof ControlError) return error;
+  if (error instanceof CimeshError) {
+    const status = (error as { status?: unknown }).status;
+    return new ControlError(
+      typeof status === "number" && status >= 400 && status <= 599 ? status : 400,
+      error.code,
+      error.message,
+    );
+  }
+  return new ControlError(
+    500,
+    "ERR_INTERNAL",
+    `the node failed: ${error instanceof Error ? error.message : String(error)}; see the node's log`,
+  );
+}
+
+function newJobId(): string {
+  return `job-${randomBytes(6).toString("hex")}`;
+}
+
+type Route = (req: IncomingMessage, params: string[]) => Promise<[number, unknown]>;
+
+function routesOf(api: NodeApi): { pattern: RegExp; methods: Record<string, Route> }[] {
+  return [
+    { pattern: /^\/v1\/status$/, methods: { GET: async () => [200, await api.status()] } },
+    {
+      pattern: /^\/v1\/jobs$/,
+      methods: {
+        GET: async () => [200, await api.jobs()],
+        POST: async (req) => {
+          const body = await readJson(req, submitBodySchema);
+          return [201, await api.submit(body.project, body.jobId ?? newJobId(), body.spec)];
+        },
+      },
+    },
+    {
+      pattern: /^\/v1\/jobs\/([^/]+)$/,
+      methods: {
+        GET: async (_req, [id]) => {
+          const jobId = jobIdOf(id as string);
+          const job = await api.job(jobId);
+          if (job === null) throw new ControlError(404, "ERR_NO_SUCH_JOB", `job ${jobId}: no such job on this node`);
+          return [200, job];
+        },
+      },
+    },
+    {
+      pattern: /^\/v1\/jobs\/([^/]+)\/logs$/,
+      methods: { GET: async (_req, [id]) => [200, await api.logs(jobIdOf(id as string))] },
+    },
+    {
+      pattern: /^\/v1\/jobs\/([^/]+)\/explain$/,
+      methods: { GET: async (_req, [id]) => [200, { explanation: await api.explain(jobIdOf(id as string)) }] },
+    },
+    {
+      pattern: /^\/v1\/jobs\/([^/]+)\/cancel$/,
+      methods: {
+        POST: async (req, [id]) => {
+          const jobId = jobIdOf(id as string);
+          const body = await readJson(req, cancelBodySchema);
+          return [200, await api.cancel(jobId, body.reason ?? defaultCancelReason)];
+        },
+      },
+    },
+    {
+      pattern: /^\/v1\/availability$/,
+      methods: {
+        POST: async (req) => {
+          const body = await readJson(req, availabilityBodySchema);
+          return [200, await api.setAvailability(body.availability)];
+        },
+      },
+    },
+  ];
+}
+
+function authorized(req: IncomingMessage, token: Buffer): boolean {
+  const header = req.headers.authorization;
+  const match = typeof header === "string" ? /^Bearer\s+(\S+)\s*$/i.exec(header) : null;
+  if (match === null) return false;
+  const given = Buffer.from(match[1] as string, "utf8");
+  return given.length === token.length && timingSafeEqual(given, token);
+}
+
+export interface ControlServer {
+  readonly port: number;
+  close(): Promise<void>;
+}
+
+/**
+ * Serves `api` on 127.0.0.1:`port` (0 = any), writes a fresh token to
+ * `<dataDir>/api.token` and the port to `<dataDir>/api.port`.
+ */
+export async function startControlServer(api: NodeApi, dataDir: string, port: number): Promise<ControlServer> {
+  if (!Number.isInteger(port) || port < 0 || port > 65_535)
+    throw new ControlStartError(`apiPort: expected 0 (any) to 65535, got ${port}`);
+  const tokenText = randomBytes(controlTokenBytes).toString("hex");
+  const token = Buffer.from(tokenText, "utf8");
+  const tokenPath = join(dataDir, tokenFileName);
+  const portPath = join(dataDir, portFileName);
+  await mkdir(dataDir, { recursive: true, mode: 0o700 });
+  await writeFileAtomic(tokenPath, tokenText, tokenFileMode);
+
+  const routes = routesOf(api);
+  const server = createServer((req, res) => {
+    void (async () => {
+      try {
+        if (!authorized(req, token)) {
+          discard(req);
+          throw new ControlError(
+            401,
+            "ERR_UNAUTHORIZED",
+            `expected the header \`Authorization: Bearer <token>\` with the token in ${tokenPath} (the cimesh CLI sends it for you)`,
+          );
+        }
+        const path = new URL(req.url ?? "/", `http://${controlHost}`).pathname;
+        const route = routes.find((candidate) => candidate.pattern.test(path));
+        if (route === undefined) {
+          discard(req);
+          throw new ControlError(
+            404,
+            "ERR_NO_SUCH_ROUTE",
+            `${req.method} ${path}: no such route; the routes are under /v1/`,
+          );
+        }
+        const handler = route.methods[req.method ?? ""];
+        if (handler === undefined) {
+          discard(req);
+          const allowed = Object.keys(route.methods).join(", ");
+          const error = new ControlError(405, "ERR_METHOD", `${req.method} ${path}: expected ${allowed}`);
+          sendError(res, error, { allow: allowed });
+          return;
+        }
+        const params = (route.pattern.exec(path) ?? []).slice(1);
+        const [status, value] = await handler(req, params);
+        send(res, status, value);
+      } catch (error) {
+        const failure = controlErrorOf(error);
+        if (res.headersSent) {
+          res.destroy();
+          return;
+        }
+        sendError(res, failure, failure.status === 413 || failure.status === 401 ? { connection: "close" } : {});
+      }
+    })();
+  });
+  server.requestTimeout = controlRequestTimeoutMs;
+  server.headersTimeout = Math.min(controlRequestTimeoutMs, 20_000);
+
+  try {
+    await new Promise<void>((resolve, reject) => {
+      server.once("error", reject);
+      server.listen(port, controlHost, () => {
+        server.off("error", reject);
+        resolve();
+      });
+    });
+  } catch (error) {
+    await unlink(tokenPath).catch(() => undefined);
+    const code = (error as NodeJS.ErrnoException).code;
+    throw new ControlStartError(
+      code === "EADDRINUSE"
+        ? `control API port ${port} on ${controlHost} is in use: expected a free port; set apiPort in ${join(dataDir, "config.yaml")} to another, or to 0 for any`
+        : `control API on ${controlHost}:${port}: ${(error as Error).message}`,
+    );
+  }
+  const bound = (server.address() as AddressInfo).port;
+  await writeFileAtomic(portPath, `${bound}\n`, tokenFileMode);
+
+  let closed: Promise<void> | null = null;
+  return {
+    port: bound,
+    close() {
+      closed ??= (async () => {
+        await new Promise<void>((resolve) => {
+          server.close(() => resolve());
+          server.closeAllConnections();
+        });
+        // Remove the files only while they are still ours: another node may have started in the folder since.
+        if ((await readFile(portPath, "utf8").catch(() => "")).trim() === String(bound))
+          await unlink(portPath).catch(() => undefined);
+        if ((await readFile(tokenPath, "utf8").catch(() => "")) === tokenText)
+          await unlink(tokenPath).catch(() => undefined);
+      })();
+      return closed;
+    },
+  };
+}
+
+/** The control API of the node running in a data folder, as a NodeApi. */
+export interface ControlClient extends NodeApi {
+  readonly port: number;
+}
+
+export interface ControlClientOptions {
+  /** How long one request may take. Default controlClientTimeoutMs. */
+  readonly timeoutMs?: number;
+}
+
+function readRunFile(path: string): string | null {
+  try {
+    return readFileSync(path, "utf8").trim();
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Connects to the node running in `dataDir` (reads its api.port and
+ * api.token). Throws NoNodeRunningError when there is none; a request to a
+ * node that has gone (the files are stale) throws it too.
+ */
+export function connectControl(dataDir: string, options: ControlClientOptions = {}): ControlClient {
+  const portText = readRunFile(join(dataDir, portFileName));
+  const tokenText = readRunFile(join(dataDir, tokenFileName));
+  if (portText === null || tokenText === null) throw new NoNodeRunningError(dataDir);
+  const port = Number(portText);
+  if (!Number.isInteger(port) || port < 1 || port > 65_535)
+    throw new NoNodeRunningError(dataDir, `${portFileName} holds no port`);
+  const timeoutMs = options.timeoutMs ?? controlClientTimeoutMs;
+
+  const call = <T>(method: "GET" | "POST", path: string, body?: unknown): Promise<{ status: number; value: T }> =>
+    new Promise((resolve, reject) => {
+      const payload = body === undefined ? undefined : Buffer.from(toJson(body), "utf8");
+      const req = request(
+        {
+          host: controlHost,
+          port,
+          path,
+          method,
+          agent: false,
+          headers: {
+            authorization: `Bearer ${tokenText}`,
+            accept: "application/json",
+            ...(payload === undefined
+              ? {}
+              : { "content-type": "application/json", "content-length": String(payload.length) }),
+          },
+        },
+        (res) => {
+          const chunks: Buffer[] = [];
+          let received = 0;
+          res.on("data", (chunk: Buffer) => {
+            received += chunk.length;
+            if (received > maxControlResponseBytes) {
+              req.destroy(
+                new ControlRequestError(
+                  502,
+                  "ERR_RESPONSE_TOO_LARGE",
+                  `answer from the node: expected at most ${maxControlResponseBytes} bytes`,
+                ),
+              );
+              return;
+            }
+            chunks.push(chunk);
+          });
+          res.on("end", () => {
+            let value: unknown;
+            try {
+              value = JSON.parse(Buffer.concat(chunks).toString("utf8"));
+            } catch {
+              reject(
+                new ControlRequestError(
+                  res.statusCode ?? 502,
+                  "ERR_BAD_RESPONSE",
+                  `answer from the node at ${controlHost}:${port}: expected JSON; is another program on that port?`,
+                ),
+              );
+              return;
+            }
+            const status = res.statusCode ?? 0;
+            if (status >= 200 && status < 300) {
+              resolve({ status, value: value as T });
+              return;
+            }
+            const error = (value as { error?: { code?: unknown; message?: unknown } } | null)?.error;
+            reject(
+              new ControlRequestError(
+                status,
+                typeof error?.code === "string" ? error.code : "ERR_NODE",
+                typeof error?.message === "string" ? error.message : `the node answered ${status}`,
+              ),
+            );
+          });
+          res.on("error", reject);
+        },
+      );
+      req.setTimeout(timeoutMs, () => req.destroy(new ControlTimeoutError(port, timeoutMs)));
+      req.on("error", (error: NodeJS.ErrnoException) => {
+        if (error.code === "ECONNREFUSED" || error.code === "ECONNRESET")
+          reject(new NoNodeRunningError(dataDir, `nothing answers on ${controlHost}:${port}`));
+        else reject(error);
+      });
+      req.end(payload);
+    });
+
+  const jobPath = (jobId: string, suffix = "") => `/v1/jobs/${encodeURIComponent(jobId)}${suffix}`;
+  return {
+    port,
+    status: async () => (await call<NodeStatus>("GET", "/v1/status")).value,
+    jobs: async () => (await call<JobSummary[]>("GET", "/v1/jobs")).value,
+    async submit(project: string, jobId: string, spec: JobSpec) {
+      return (await call<JobSummary>("POST", "/v1/jobs", { project, jobId: jobId === "" ? null : jobId, spec })).value;
+    },
+    async job(jobId: string) {
+      try {
+        return (await call<JobDetail>("GET", jobPath(jobId))).value;
+      } catch (error) {
+        if (error instanceof ControlRequestError && error.code === "ERR_NO_SUCH_JOB") return null;
+        throw error;
+      }
+    },
+    logs: async (jobId: string) => (await call<LogLine[]>("GET", jobPath(jobId, "/logs"))).value,
+    explain: async (jobId: string) =>
+      (await call<{ explanation: string }>("GET", jobPath(jobId, "/explain"))).value.explanation,
+    cancel: async (jobId: string, reason: string) =>
+      (await call<JobSummary>("POST", jobPath(jobId, "/cancel"), { reason })).value,
+    setAvailability: async (availability: Availability) =>
+      (await call<NodeStatus>("POST", "/v1/availability", { availability })).value,
+  };
+}

@@ -1,0 +1,353 @@
+/**
+ * The libp2p host of a node: TCP (or in-process memory) transport, noise,
+ * yamux, identify, ping, gossipsub for the project topics, the Kademlia DHT
+ * for records and providers, and the direct protocol for what goes to one
+ * peer. It knows nothing of the protocol: it moves signed bytes and asks the
+ * runtime's validators what to make of them.
+ *
+ * Choices, measured or required:
+ * - Our payloads are signed envelopes already, so gossipsub runs StrictNoSign
+ *   and a message id that is the sha-256 of the envelope: a second signature
+ *   per message would double the verify cost, and a seqno-based id would let
+ *   a replayed envelope through as a new message.
+ * - Topic validators answer Reject for forgeries, which counts against the
+ *   sender in gossipsub's peer score (invalid message deliveries, P4).
+ * - Every peer on 127.0.0.1 shares one IP, so tests set the IP-colocation
+ *   weight to 0; production keeps gossipsub's default.
+ * - Our DHT is private to cimesh (its own protocol id), so peers' private
+ *   addresses are kept: volunteer meshes are often on one LAN.
+ */
+import { createHash } from "node:crypto";
+import { noise } from "@chainsafe/libp2p-noise";
+import { yamux } from "@chainsafe/libp2p-yamux";
+import { type GossipSub, gossipsub, StrictNoSign } from "@libp2p/gossipsub";
+import { createTopicScoreParams, type PeerScore } from "@libp2p/gossipsub/score";
+import { identify } from "@libp2p/identify";
+import type { Connection, PeerId, Stream } from "@libp2p/interface";
+import { type KadDHT, kadDHT, passthroughMapper } from "@libp2p/kad-dht";
+import { mdns } from "@libp2p/mdns";
+import { memory } from "@libp2p/memory";
+import { peerIdFromString } from "@libp2p/peer-id";
+import { ping } from "@libp2p/ping";
+import { tcp } from "@libp2p/tcp";
+import { multiaddr } from "@multiformats/multiaddr";
+import * as lp from "it-length-prefixed";
+import { pipe } from "it-pipe";
+import { createLibp2p } from "libp2p";
+import { CID } from "multiformats/cid";
+import * as raw from "multiformats/codecs/raw";
+import { create as createDigest } from "multiformats/hashes/digest";
+import { CimeshError, type Identity, maxEnvelopeBytes } from "../crypto/index.ts";
+import { peerIdOf, toLibp2pPrivateKey } from "./identity.ts";
+
+export const directProtocol = "/cimesh/direct/1.0.0";
+export const dhtProtocol = "/cimesh/kad/1.0.0";
+/** One direct frame holds one envelope; a little room for the length prefix. */
+export const maxFrameBytes = maxEnvelopeBytes + 16;
+/** A gossip message is one envelope. */
+export const maxGossipMessageBytes = maxEnvelopeBytes;
+/** The whole life of a direct stream, open to close, either side. */
+export const streamTimeoutMs = 10_000;
+/** How long a send may spend finding and dialling its peer. */
+export const dialTimeoutMs = 10_000;
+/** How often a node with no connection to a bootstrap peer dials it again. */
+export const bootstrapRetryMs = 5_000;
+/** How many direct streams one peer may have open to us at once. */
+export const maxInboundDirectStreams = 64;
+/** How long a DHT query may run. */
+export const dhtQueryTimeoutMs = 15_000;
+/** How many providers a lookup collects before it stops. */
+export const maxProvidersPerLookup = 64;
+/** Connections a node keeps at most. */
+export const maxConnections = 300;
+/** The DHT record namespace of cimesh: keys are /cimesh/<kind>/<id>. */
+export const dhtNamespace = "cimesh";
+
+/** What the runtime's validator decided about a gossip message. */
+export type GossipVerdict = "accept" | "reject" | "ignore";
+export type GossipHandler = (bytes: Uint8Array, fromPeerId: string) => GossipVerdict | Promise<GossipVerdict>;
+export type DirectHandler = (bytes: Uint8Array, fromPeerId: string) => void | Promise<void>;
+
+/** Checks a DHT record before this node stores or believes it: throws to refuse. */
+export type RecordValidator = (key: string, value: Uint8Array) => void | Promise<void>;
+/** Among several records for one key, the index of the one to believe. */
+export type RecordSelector = (key: string, values: readonly Uint8Array[]) => number;
+
+export interface HostOptions {
+  readonly identity: Identity;
+  /** Multiaddrs to listen on; `/memory/<name>` selects the in-process transport. Default /ip4/127.0.0.1/tcp/0. */
+  readonly listen: readonly string[];
+  /** Multiaddrs (with /p2p/ id) of peers to join through; dialled again while unconnected. */
+  readonly bootstrap: readonly string[];
+  /** gossipsub's IP-colocation score weight; 0 in tests (every peer is 127.0.0.1), gossipsub's default otherwise. */
+  readonly ipColocationWeight?: number;
+  /** Multicast DNS discovery of peers on the LAN. Default false. */
+  readonly mdns?: boolean;
+  /** libp2p's connection monitor pings every connection; off in big in-process meshes, where it is most idle CPU. Default true. */
+  readonly connectionMonitor?: boolean;
+  /** Validation of DHT records under /cimesh/<kind>/: per kind. A kind with no validator is refused. */
+  readonly recordValidators?: Readonly<Record<string, RecordValidator>>;
+  readonly recordSelectors?: Readonly<Record<string, RecordSelector>>;
+}
+
+export interface Host {
+  readonly peerId: string;
+  multiaddrs(): string[];
+  peerCount(): number;
+  /** Joins a topic; every message on it, including our own, goes through the handler, whose verdict gossipsub acts on. */
+  subscribe(topic: string, handler: GossipHandler): void;
+  publish(topic: string, bytes: Uint8Array): Promise<void>;
+  /** Sends one envelope to the peer whose ed25519 public key (hex) is given, dialling it if needed. */
+  send(toPublicKeyHex: string, bytes: Uint8Array): Promise<void>;
+  onDirect(handler: DirectHandler): void;
+  /** gossipsub's score of a peer, as this node sees it. */
+  scoreOf(peerId: string): number;
+  /** Scores of every peer gossipsub knows. */
+  scores(): Record<string, number>;
+  putRecord(kind: string, id: string, value: Uint8Array): Promise<void>;
+  getRecord(kind: string, id: string): Promise<Uint8Array | null>;
+  /** Announces in the DHT that this node provides `name` (a capability spec uuid, say). */
+  provide(name: string): Promise<void>;
+  findProviders(name: string): Promise<string[]>;
+  stop(): Promise<void>;
+}
+
+export class HostError extends CimeshError {
+  constructor(message: string) {
+    super("ERR_HOST", message);
+  }
+}
+
+/** The ed25519 public key (hex) inside a peer id: cimesh's node key is its libp2p identity. */
+export function publicKeyHexOf(peerId: string): string {
+  const key = peerIdFromString(peerId).publicKey;
+  if (key === undefined || key.type !== "Ed25519")
+    throw new HostError(`peer id: expected an Ed25519 peer id, got ${peerId}`);
+  return Buffer.from(key.raw).toString("hex");
+}
+
+export function peerIdOfPublicKeyHex(publicKeyHex: string): PeerId {
+  if (!/^[0-9a-f]{64}$/.test(publicKeyHex))
+    throw new HostError(`public key: expected 64 hex characters, got ${publicKeyHex.slice(0, 80)}`);
+  return peerIdOf(new Uint8Array(Buffer.from(publicKeyHex, "hex")));
+}
+
+/** The DHT key of something named by a string (a spec uuid): a raw CID of its sha-256, as provider records need. */
+export function providerCidOf(name: string): CID {
+  const hash = createHash("sha256").update(`cimesh:${name}`).digest();
+  return CID.createV1(raw.code, createDigest(0x12, new Uint8Array(hash)));
+}
+
+function recordKey(kind: string, id: string): Uint8Array {
+  if (!/^[a-z][a-z0-9-]{0,31}$/.test(kind)) throw new HostError(`record kind: expected [a-z][a-z0-9-]*, got ${kind}`);
+  return new TextEncoder().encode(`/${dhtNamespace}/${kind}/${id}`);
+}
+
+function kindOf(key: Uint8Array): [string, string] {
+  const text = new TextDecoder().decode(key);
+  const [, namespace, kind, ...rest] = text.split("/");
+  if (namespace !== dhtNamespace || kind === undefined || rest.length === 0)
+    throw new HostError(`record key: expected /${dhtNamespace}/<kind>/<id>, got ${text.slice(0, 200)}`);
+  return [kind, rest.join("/")];
+}
+
+export async function createHost(options: HostOptions): Promise<Host> {
+  const listen = options.listen.length > 0 ? [...options.listen] : ["/ip4/127.0.0.1/tcp/0"];
+  const usesMemory = listen.some((address) => address.startsWith("/memory/"));
+  const validators = options.recordValidators ?? {};
+  const selectors = options.recordSelectors ?? {};
+  const libp2p = await createLibp2p({
+    privateKey: toLibp2pPrivateKey(options.identity),
+    addresses: { listen },
+    transports: usesMemory ? [memory()] : [tcp()],
+    connectionEncrypters: [noise()],
+    streamMuxers: [yamux()],
+    connectionManager: { maxConnections, dialTimeout: dialTimeoutMs },
+    connectionMonitor: { enabled: options.connectionMonitor ?? true },
+    peerDiscovery: options.mdns === true ? [mdns()] : [],
+    services: {
+      identify: identify(),
+      ping: ping(),
+      dht: kadDHT({
+        protocol: dhtProtocol,
+        clientMode: false,
+        peerInfoMapper: passthroughMapper,
+        validators: {
+          [dhtNamespace]: async (key, record) => {
+            const [kind, id] = kindOf(key);
+            const validate = validators[kind];
+            if (validate === undefined) throw new HostError(`record kind ${kind}: this node accepts no such record`);
+            await validate(id, record);
+          },
+        },
+        selectors: {
+          [dhtNamespace]: (key, records) => {
+            const [kind, id] = kindOf(key);
+            const select = selectors[kind];
+            return select === undefined ? 0 : select(id, records);
+          },
+        },
+      }),
+      pubsub: gossipsub({
+        globalSignaturePolicy: StrictNoSign,
+        msgIdFn: (message) => new Uint8Array(createHash("sha256").update(message.data).digest()),
+        fastMsgIdFn: (message) =>
+          createHash("sha256")
+            .update(message.data ?? new Uint8Array())
+            .digest("base64"),
+        maxInboundDataLength: maxGossipMessageBytes + 4096,
+        allowPublishToZeroTopicPeers: true,
+        emitSelf: false,
+        scoreParams:
+          options.ipColocationWeight === undefined ? {} : { IPColocationFactorWeight: options.ipColocationWeight },
+      }),
+    },
+  });
+  // The service's public type omits the score, which the class has: scores are what the rogue-node tests read.
+  const pubsub = libp2p.services.pubsub as GossipSub & { score: PeerScore; getScore(peerId: string): number };
+  const dht = libp2p.services.dht as KadDHT;
+  const topicHandlers = new Map<string, GossipHandler>();
+  let directHandler: DirectHandler = () => undefined;
+
+  await libp2p.handle(
+    directProtocol,
+    async (stream: Stream, connection: Connection) => {
+      const from = connection.remotePeer.toString();
+      const timeout = setTimeout(
+        () => stream.abort(new HostError(`direct stream: expected it to end within ${streamTimeoutMs} ms`)),
+        streamTimeoutMs,
+      );
+      try {
+        await pipe(
+          stream,
+          (source) => lp.decode(source, { maxDataLength: maxFrameBytes }),
+          async (frames) => {
+            for await (const frame of frames) await directHandler(frame.subarray(), from);
+          },
+        );
+        await stream.close();
+      } catch (error) {
+        stream.abort(error instanceof Error ? error : new Error(String(error)));
+      } finally {
+        clearTimeout(timeout);
+      }
+    },
+    { maxInboundStreams: maxInboundDirectStreams },
+  );
+
+  const bootstrap = options.bootstrap.map((address) => multiaddr(address));
+  const dialBootstrap = async () => {
+    for (const address of bootstrap) {
+      const id = address.getComponents().find((component) => component.name === "p2p")?.value;
+      if (id !== undefined && libp2p.getConnections(peerIdFromString(id)).length > 0) continue;
+      await libp2p.dial(address, { signal: AbortSignal.timeout(dialTimeoutMs) }).catch(() => undefined);
+    }
+  };
+  await dialBootstrap();
+  const bootstrapTimer = bootstrap.length > 0 ? setInterval(() => void dialBootstrap(), bootstrapRetryMs) : null;
+
+  return {
+    peerId: libp2p.peerId.toString(),
+    multiaddrs: () => libp2p.getMultiaddrs().map((address) => address.toString()),
+    peerCount: () => libp2p.getPeers().length,
+    subscribe(topic, handler) {
+      if (topicHandlers.has(topic)) throw new HostError(`topic ${topic}: already subscribed`);
+      topicHandlers.set(topic, handler);
+      // Without topic score parameters gossipsub ignores invalid deliveries on the topic: set them so forgers pay.
+      pubsub.score.params.topics[topic] = createTopicScoreParams({
+        topicWeight: 1,
+        timeInMeshWeight: 0.01,
+        timeInMeshQuantum: 1000,
+        timeInMeshCap: 3600,
+        firstMessageDeliveriesWeight: 1,
+        firstMessageDeliveriesDecay: 0.9,
+        firstMessageDeliveriesCap: 100,
+        meshMessageDeliveriesWeight: 0,
+        meshFailurePenaltyWeight: 0,
+        invalidMessageDeliveriesWeight: -100,
+        invalidMessageDeliveriesDecay: 0.9,
+      });
+      pubsub.topicValidators.set(topic, async (peer, message) => {
+        const verdict = await handler(message.data, peer.toString());
+        return verdict as never;
+      });
+      pubsub.subscribe(topic);
+    },
+    async publish(topic, bytes) {
+      if (bytes.length > maxGossipMessageBytes)
+        throw new HostError(`gossip message: expected at most ${maxGossipMessageBytes} bytes, got ${bytes.length}`);
+      // gossipsub does not hand our own messages to our validator: a node that is master and worker hears itself here.
+      const own = topicHandlers.get(topic);
+      if (own !== undefined) void Promise.resolve(own(bytes, libp2p.peerId.toString())).catch(() => undefined);
+      await pubsub.publish(topic, bytes);
+    },
+    async send(toPublicKeyHex, bytes) {
+      if (bytes.length > maxFrameBytes)
+        throw new HostError(`direct frame: expected at most ${maxFrameBytes} bytes, got ${bytes.length}`);
+      const peer = peerIdOfPublicKeyHex(toPublicKeyHex);
+      const signal = AbortSignal.timeout(streamTimeoutMs);
+      const stream = await libp2p.dialProtocol(peer, directProtocol, { signal });
+      try {
+        if (!stream.send(lp.encode.single(bytes))) await stream.onDrain({ signal });
+        await stream.close({ signal });
+      } catch (error) {
+        stream.abort(error instanceof Error ? error : new Error(String(error)));
+        throw error;
+      }
+    },
+    onDirect(handler) {
+      directHandler = handler;
+    },
+    scoreOf: (peerId) => pubsub.getScore(peerId),
+    scores() {
+      const out: Record<string, number> = {};
+      for (const peer of pubsub.getPeers()) out[peer.toString()] = pubsub.getScore(peer.toString());
+      return out;
+    },
+    async putRecord(kind, id, value) {
+      const validate = validators[kind];
+      if (validate === undefined) throw new HostError(`record kind ${kind}: this node accepts no such record`);
+      await validate(id, value); // publish nothing this node would itself refuse
+      const signal = AbortSignal.timeout(dhtQueryTimeoutMs);
+      for await (const _event of dht.put(recordKey(kind, id), value, { signal })) {
+        // draining the query is what runs it
+      }
+    },
+    async getRecord(kind, id) {
+      const signal = AbortSignal.timeout(dhtQueryTimeoutMs);
+      try {
+        for await (const event of dht.get(recordKey(kind, id), { signal })) {
+          if (event.name === "VALUE") return event.value;
+        }
+      } catch (error) {
+        if ((error as Error).name === "NotFoundError" || signal.aborted) return null;
+        throw error;
+      }
+      return null;
+    },
+    async provide(name) {
+      const signal = AbortSignal.timeout(dhtQueryTimeoutMs);
+      for await (const _event of dht.provide(providerCidOf(name), { signal })) {
+        // draining the query is what runs it
+      }
+    },
+    async findProviders(name) {
+      const signal = AbortSignal.timeout(dhtQueryTimeoutMs);
+      const found = new Set<string>();
+      try {
+        for await (const event of dht.findProviders(providerCidOf(name), { signal })) {
+          if (event.name !== "PROVIDER") continue;
+          for (const provider of event.providers) found.add(provider.id.toString());
+          if (found.size >= maxProvidersPerLookup) break;
+        }
+      } catch (error) {
+        if (!signal.aborted) throw error;
+      }
+      return [...found];
+    },
+    async stop() {
+      if (bootstrapTimer !== null) clearInterval(bootstrapTimer);
+      await libp2p.stop();
+    },
+  };
+}

@@ -1,0 +1,666 @@
+/**
+ * The mesh node: carries out what the state machines of jobs/ decide
+ * (DESIGN.md, Rule 2: no protocol decision here). It wires the libp2p host,
+ * the store, the sandboxed executor and the control API around one worker
+ * machine and one master machine per project this node announces for.
+ *
+ * House rules of this file:
+ * - Every input to a machine goes through one queue, so steps never
+ *   interleave; a step's new state is stored before its effects go out, so a
+ *   crash never leaves peers knowing more than the store.
+ * - Everything that arrives is verified first (crypto/: envelope, keyset
+ *   trust, replay ledger); gossip validators answer Reject for forgeries and
+ *   Ignore for what is merely stale, so gossipsub's scores punish forgers.
+ * - The node signs what the machines emit with its own key and a node-wide
+ *   sequence number from the store (one signer, one sequence, whatever the
+ *   role).
+ */
+import { randomBytes } from "node:crypto";
+import { mkdir, statfs } from "node:fs/promises";
+import { arch, cpus, platform, totalmem } from "node:os";
+import { join } from "node:path";
+import type { WorkerAdvert } from "../capabilities/index.ts";
+import {
+  acceptKeyset,
+  CimeshError,
+  checkAnnouncer,
+  type Identity,
+  KeysetRollbackError,
+  keysetDomain,
+  openAnyEnvelope,
+  openMultiEnvelope,
+  type ProjectTrust,
+  type ReplayLedger,
+  recordSeq,
+  sealEnvelope,
+  trustFromAnchor,
+  type Verified,
+} from "../crypto/index.ts";
+import {
+  type Availability,
+  advertOf,
+  createMaster,
+  createWorker,
+  type Effect,
+  explainJob,
+  hexOf,
+  type JobRecord,
+  type JobSpec,
+  type MasterInput,
+  type MasterState,
+  messageDomains,
+  messageRegistry,
+  type OutboundMessage,
+  type Rng,
+  stepMaster,
+  stepWorker,
+  type WorkerInput,
+  type WorkerState,
+} from "../jobs/index.ts";
+import type { JobDetail, JobSummary, LogLine, NodeApi, NodeStatus } from "./api.ts";
+import { loadConfig, type NodeConfig } from "./config.ts";
+import { createExecutor, type Executor } from "./executor.ts";
+import { createHost, type Host, publicKeyHexOf } from "./host.ts";
+import { loadIdentity } from "./identity.ts";
+import { loadProjectKeyset } from "./projects.ts";
+import { openStore, type Store } from "./store.ts";
+
+/** How often a master re-publishes its project's keyset on the topic, so late joiners learn it. */
+export const keysetRepublishMs = Number(process.env.CIMESH_KEYSET_REPUBLISH_MS ?? 10_000);
+/** How often a worker re-advertises itself on its projects' topics. */
+export const advertRepublishMs = Number(process.env.CIMESH_ADVERT_REPUBLISH_MS ?? 15_000);
+/** How long an advert claims to be valid. */
+export const advertLifetimeMs = 5 * 60_000;
+/** A corrupted outputs digest, for the fault-injection option: a worker that lies. */
+export const corruptOutputsDigest = "bafkreicorruptedoutputsbyfaultinjectionaaaaaaaaaaaaaaaaaaaa";
+
+export interface StartOptions {
+  readonly dataDir: string;
+  readonly worker: boolean;
+  readonly master: boolean;
+  readonly listen: readonly string[];
+  readonly bootstrap: readonly string[];
+  readonly allowUnsandboxed: boolean;
+  /** Fault injection for tests: every result this worker reports carries a wrong outputs digest. */
+  readonly faultInjectCorruptResults: boolean;
+}
+
+export interface RunningNode extends NodeApi {
+  readonly peerId: string;
+  addresses(): string[];
+  stop(): Promise<void>;
+}
+
+export class NodeStartError extends CimeshError {
+  constructor(message: string) {
+    super("ERR_NODE_START", message);
+  }
+}
+
+export class NodeRequestError extends CimeshError {
+  readonly status: number;
+  constructor(status: number, message: string) {
+    super("ERR_NODE_REQUEST", message);
+    this.status = status;
+  }
+}
+
+function osRng(): Rng {
+  return () => randomBytes(6).readUIntBE(0, 6) / 2 ** 48;
+}
+
+async function detectDimensions(dataDir: string, config: NodeConfig): Promise<WorkerAdvert["dimensions"]> {
+  const disk = await statfs(dataDir);
+  return {
+    os: platform(),
+    arch: arch(),
+    cores: Math.max(1, cpus().length),
+    memoryBytes: totalmem(),
+    diskBytes: Number(disk.bavail) * Number(disk.bsize),
+    tools: [],
+    labels: config.worker.labels,
+  };
+}
+
+/** A serial queue: machine steps and the writes that follow them never interleave. */
+function serial() {
+  let tail: Promise<unknown> = Promise.resolve();
+  return <T>(task: () => Promise<T>): Promise<T> => {
+    const run = tail.then(task, task);
+    tail = run.catch(() => undefined);
+    return run;
+  };
+}
+
+export async function startNode(options: StartOptions): Promise<RunningNode> {
+  const keyPath = join(options.dataDir, "node.key");
+  let identity: Identity;
+  try {
+    identity = await loadIdentity(keyPath);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === "ENOENT") {
+      throw new NodeStartError(`${keyPath} does not exist: run \`cimesh init --data-dir ${options.dataDir}\` first`);
+    }
+    throw error;
+  }
+  const config = await loadConfig(options.dataDir);
+  const self = hexOf(identity.publicKey);
+  const store = await openStore(join(options.dataDir, "store"));
+  const ledgerState: { ledger: ReplayLedger } = { ledger: await store.loadLedger() };
+  const rng = osRng();
+  const queue = serial();
+  const log = (event: string, fields: Record<string, unknown> = {}) =>
+    process.stderr.write(`${JSON.stringify({ t: Date.now(), node: self.slice(0, 8), event, ...fields })}\n`);
+
+  // Trust: the pinned projects and, for the projects this node announces for, its own keysets.
+  const trust = new Map<string, ProjectTrust>();
+  const shares: Record<string, number> = {};
+  for (const entry of config.trust) {
+    const roots = entry.roots.map((hex) => new Uint8Array(Buffer.from(hex, "hex")));
+    trust.set(entry.project, trustFromAnchor({ project: entry.project, roots, threshold: entry.threshold }));
+    shares[entry.project] = entry.share;
+  }
+  const acceptInto = (project: string, bytes: Uint8Array): boolean => {
+    const current = trust.get(project);
+    if (current === undefined) return false;
+    try {
+      trust.set(project, acceptKeyset(current, bytes, Date.now()));
+      return true;
+    } catch (error) {
+      if (!(error instanceof KeysetRollbackError)) log("keyset-refused", { project, error: String(error) });
+      return false;
+    }
+  };
+  const masterProjects = options.master ? config.masters : [];
+  for (const project of [...trust.keys()]) {
+    const stored = await store.loadKeyset(project);
+    if (stored !== undefined) acceptInto(project, stored);
+  }
+  const ownKeysets = new Map<string, Uint8Array>();
+  for (const project of masterProjects) {
+    const bytes = await loadProjectKeyset(options.dataDir, project);
+    if (bytes === null)
+      throw new NodeStartError(`no keyset for project ${project} in ${options.dataDir}: run \`cimesh project init\``);
+    if (!trust.has(project))
+      throw new NodeStartError(`project ${project} is a master project but not in trust: run \`cimesh trust add\``);
+    if (acceptInto(project, bytes)) await store.saveKeyset(project, bytes);
+    ownKeysets.set(project, bytes);
+  }
+
+  // Machines.
+  const masters = new Map<string, MasterState>();
+  for (const project of masterProjects)
+    masters.set(project, (await store.loadMaster(project)) ?? createMaster({ project }));
+  let worker: WorkerState | null = null;
+  let sandboxProblem = "";
+  let executor: Executor | null = null;
+  if (options.worker) {
+    await mkdir(join(options.dataDir, "work"), { recursive: true, mode: 0o700 });
+    executor = createExecutor({
+      workRoot: join(options.dataDir, "work"),
+      allowUnsandboxed: options.allowUnsandboxed,
+      allowNetwork: config.worker.allowNetwork,
+      onWarning: (message: string) => log("executor-warning", { message }),
+    });
+    const probe = await executor.probe();
+    if (!probe.ok && !options.allowUnsandboxed) {
+      sandboxProblem = `no sandbox: ${probe.reason}; this worker takes no job (install bubblewrap, or run with --allow-unsandboxed)`;
+      log("sandbox-unavailable", { reason: probe.reason });
+    }
+    const stored = await store.loadWorker();
+    worker = createWorker(
+      self,
+      {
+        shares,
+        dimensions: await detectDimensions(options.dataDir, config),
+        specs: [],
+        slots: config.worker.slots,
+        allowNetwork: config.worker.allowNetwork,
+        rules: config.worker.rules,
+      },
+      sandboxProblem === "" ? config.worker.availability : "paused",
+    );
+    // Runs died with the last process (their masters re-award them after the lease); fair-share usage carries over.
+    if (stored !== undefined) {
+      worker.usage = stored.usage;
+      worker.seq = stored.seq;
+    }
+  }
+
+  const host: Host = await createHost({
+    identity,
+    listen: options.listen.length > 0 ? [...options.listen] : config.listen,
+    bootstrap: [...options.bootstrap, ...config.bootstrap],
+    ipColocationWeight: process.env.CIMESH_TEST_MESH === "1" ? 0 : undefined,
+  });
+
+  const timers = new Map<string, NodeJS.Timeout>();
+  const runs = new Map<string, { master: string; project: string; jobId: string; attempt: number }>();
+  let stopping = false;
+
+  const seal = async (message: OutboundMessage): Promise<Uint8Array> => {
+    const body = { ...message.body, seq: await store.nextSeq() };
+    return sealEnvelope(messageDomains[message.domain] as never, body as never, identity);
+  };
+
+  const carryOut = async (role: string, effects: readonly Effect[]): Promise<void> => {
+    for (const effect of effects) {
+      switch (effect.type) {
+        case "publish":
+          await host
+            .publish(effect.topic, await seal(effect.message))
+            .catch((error: unknown) => log("publish-failed", { error: String(error) }));
+          break;
+        case "send": {
+          const bytes = await seal(effect.message);
+          if (effect.to === self) {
+            void deliverDirect(bytes, self);
+            break;
+          }
+          host
+            .send(effect.to, bytes)
+            .catch((error: unknown) => log("send-failed", { to: effect.to.slice(0, 8), error: String(error) }));
+          break;
+        }
+        case "set-timer": {
+          clearTimeout(timers.get(role));
+          if (stopping) break;
+          const delayMs = Math.max(0, Math.min(effect.atMs - Date.now(), 2 ** 31 - 1));
+          timers.set(
+            role,
+            setTimeout(() => void tick(role), delayMs),
+          );
+          break;
+        }
+        case "start-execution":
+          startRun(effect.run);
+          break;
+        case "kill-execution":
+          executor?.kill(effect.runId, effect.reason);
+          break;
+        case "log":
+          log(effect.event, effect.fields);
+          break;
+      }
+    }
+  };
+
+  const toMaster = (project: string, input: MasterInput) =>
+    queue(async () => {
+      const state = masters.get(project);
+      if (state === undefined) return;
+      const { state: next, effects } = stepMaster(state, input, Date.now(), rng);
+      masters.set(project, next);
+      await store.saveMaster(next);
+      await carryOut(`master/${project}`, effects);
+    });
+
+  const toWorker = (input: WorkerInput) =>
+    queue(async () => {
+      if (worker === null) return;
+      const { state: next, effects } = stepWorker(worker, input, Date.now(), rng);
+      worker = next;
+      await store.saveWorker(next);
+      await carryOut("worker", effects);
+    });
+
+  const tick = (role: string) =>
+    role === "worker" ? toWorker({ kind: "tick" }) : toMaster(role.slice("master/".length), { kind: "tick" });
+
+  const startRun = (run: Parameters<Executor["run"]>[0]) => {
+    if (executor === null) return;
+    const exec = executor;
+    const info = worker?.running[run.runId];
+    if (info === undefined) return;
+    runs.set(run.runId, { master: info.master, project: run.project, jobId: run.jobId, attempt: run.attempt });
+    const logQueue = serial();
+    void exec
+      .run(run, {
+        onLog: (chunk) => {
+          void logQueue(async () => {
+            const body = {
+              issuedAtMs: Date.now(),
+              expiresAtMs: Date.now() + 60 * 60_000,
+              seq: 0,
+              project: run.project,
+              jobId: run.jobId,
+              attempt: run.attempt,
+              stream: chunk.stream,
+              offset: chunk.offset,
+              data: chunk.data,
+            };
+            const bytes = await seal({ domain: "logChunk", body } as unknown as OutboundMessage);
+            await host.send(info.master, bytes).catch(() => undefined);
+          });
+        },
+      })
+      .then(async (report) => {
+        await logQueue(async () => undefined);
+        runs.delete(run.runId);
+        const reported = options.faultInjectCorruptResults
+          ? { ...report, outputsDigest: corruptOutputsDigest }
+          : report;
+        await toWorker({ kind: "execution-finished", report: reported });
+      })
+      .catch((error: unknown) => {
+        runs.delete(run.runId);
+        log("execution-error", { runId: run.runId, error: String(error) });
+        return toWorker({
+          kind: "execution-finished",
+          report: {
+            runId: run.runId,
+            outcome: "refused",
+            exitCode: null,
+            outputsDigest: null,
+            logDigest: null,
+            summary: String(error).slice(0, 1000),
+            durationMs: 0,
+          },
+        });
+      });
+  };
+
+  /** Records the message's sequence number; false for a replay (or one too old or forgotten to judge). */
+  const fresh = (verified: Verified<{ issuedAtMs: number; expiresAtMs: number; seq: number }>): boolean => {
+    const outcome = recordSeq(
+      ledgerState.ledger,
+      verified.signer,
+      verified.body.seq,
+      verified.body.expiresAtMs,
+      Date.now(),
+    );
+    ledgerState.ledger = outcome.ledger;
+    if (outcome.verdict !== "fresh") return false;
+    const window = ledgerState.ledger.signers.get(Buffer.from(verified.signer).toString("latin1"));
+    if (window !== undefined) void store.saveLedgerEntry(verified.signer, window, ledgerState.ledger.floorExpiresAtMs);
+    return true;
+  };
+
+  type Verdict = "accept" | "reject" | "ignore";
+  const stale = (error: unknown): boolean =>
+    error instanceof CimeshError &&
+    ["ERR_EXPIRED", "ERR_NOT_YET_VALID", "ERR_KEYSET_EXPIRED", "ERR_REPLAY"].includes(error.code);
+
+  /** The gossip validator of a project topic: verifies, checks trust and replay, then hands the message to a machine. */
+  const onGossip = async (project: string, bytes: Uint8Array): Promise<Verdict> => {
+    let verified: Verified<{ issuedAtMs: number; expiresAtMs: number; seq: number; project?: string }>;
+    try {
+      verified = openAnyEnvelope(messageRegistry, bytes, Date.now()) as typeof verified;
+    } catch (error) {
+      if (
+        error instanceof CimeshError &&
+        error.code === "ERR_SCHEMA" &&
+        (error as { field?: string }).field === "envelope"
+      ) {
+        return onKeyset(project, bytes);
+      }
+      return stale(error) ? "ignore" : "reject";
+    }
+    if (verified.body.project !== project) return "reject";
+    const projectTrust = trust.get(project);
+    const domain = verified.domain;
+    if (domain === messageDomains.workerAdvert.tag) {
+      if (!fresh(verified)) return "ignore";
+      if (masters.has(project))
+        void toMaster(project, { kind: "advert", signer: hexOf(verified.signer), advert: verified.body as never });
+      return "accept";
+    }
+    if (
+      domain !== messageDomains.jobAnnouncement.tag &&
+      domain !== messageDomains.verdict.tag &&
+      domain !== messageDomains.cancel.tag
+    ) {
+      return "reject"; // direct-only messages have no business on a topic
+    }
+    if (projectTrust === undefined || projectTrust.keyset === null) return "ignore"; // cannot judge yet
+    try {
+      checkAnnouncer(projectTrust, verified.signer, Date.now());
+    } catch (error) {
+      return stale(error) ? "ignore" : "reject";
+    }
+    if (!fresh(verified)) return "ignore";
+    const signer = hexOf(verified.signer);
+    if (domain === messageDomains.jobAnnouncement.tag)
+      void toWorker({ kind: "announcement", signer, announcement: verified.body as never });
+    else if (domain === messageDomains.verdict.tag)
+      void toWorker({ kind: "verdict", signer, verdict: verified.body as never });
+    else void toWorker({ kind: "cancel", signer, cancel: verified.body as never });
+    return "accept";
+  };
+
+  const onKeyset = async (project: string, bytes: Uint8Array): Promise<Verdict> => {
+    const current = trust.get(project);
+    if (current === undefined) return "ignore";
+    try {
+      const { body } = openMultiEnvelope(keysetDomain, bytes);
+      if (body.project !== project) return "reject";
+      trust.set(project, acceptKeyset(current, bytes, Date.now()));
+      await store.saveKeyset(project, bytes);
+      return "accept";
+    } catch (error) {
+      if (error instanceof KeysetRollbackError || stale(error)) return "ignore";
+      return "reject";
+    }
+  };
+
+  /** A direct message: the signer must be the authenticated peer that sent it. */
+  const deliverDirect = async (bytes: Uint8Array, fromKeyHex: string): Promise<void> => {
+    let verified: Verified<{
+      issuedAtMs: number;
+      expiresAtMs: number;
+      seq: number;
+      project: string;
+      worker?: Uint8Array;
+    }>;
+    try {
+      verified = openAnyEnvelope(messageRegistry, bytes, Date.now()) as typeof verified;
+    } catch (error) {
+      log("direct-refused", { from: fromKeyHex.slice(0, 8), error: String(error) });
+      return;
+    }
+    const signer = hexOf(verified.signer);
+    if (signer !== fromKeyHex) {
+      log("direct-refused", { from: fromKeyHex.slice(0, 8), error: "signer is not the sending peer" });
+      return;
+    }
+    if (!fresh(verified)) return;
+    const { domain, body } = verified;
+    const project = body.project;
+    const fromWorkerSide =
+      domain === messageDomains.bid.tag ||
+      domain === messageDomains.result.tag ||
+      domain === messageDomains.logChunk.tag ||
+      (domain === messageDomains.leaseRenew.tag && body.worker !== undefined && hexOf(body.worker) === signer);
+    if (fromWorkerSide) {
+      if (!masters.has(project)) return;
+      if (domain === messageDomains.bid.tag) void toMaster(project, { kind: "bid", signer, bid: body as never });
+      else if (domain === messageDomains.result.tag)
+        void toMaster(project, { kind: "result", signer, result: body as never });
+      else if (domain === messageDomains.leaseRenew.tag)
+        void toMaster(project, { kind: "lease-renew", signer, renew: body as never });
+      else void onLogChunk(signer, body as never);
+      return;
+    }
+    const projectTrust = trust.get(project);
+    if (projectTrust === undefined) return;
+    try {
+      checkAnnouncer(projectTrust, verified.signer, Date.now());
+    } catch (error) {
+      log("direct-refused", { from: signer.slice(0, 8), error: String(error) });
+      return;
+    }
+    if (domain === messageDomains.award.tag) void toWorker({ kind: "award", signer, award: body as never });
+    else if (domain === messageDomains.reject.tag) void toWorker({ kind: "reject", signer, reject: body as never });
+    else if (domain === messageDomains.leaseRenew.tag)
+      void toWorker({ kind: "lease-renew", signer, renew: body as never });
+    else if (domain === messageDomains.cancel.tag) void toWorker({ kind: "cancel", signer, cancel: body as never });
+  };
+
+  const onLogChunk = async (
+    signer: string,
+    chunk: {
+      project: string;
+      jobId: string;
+      attempt: number;
+      stream: "stdout" | "stderr";
+      offset: number;
+      data: Uint8Array;
+    },
+  ) => {
+    const job = masters.get(chunk.project)?.jobs[chunk.jobId];
+    const attempt = job?.attempts[chunk.attempt];
+    if (attempt === undefined || attempt.worker !== signer) return; // only the worker the attempt was awarded to writes its log
+    await store.putLogChunk(chunk.jobId, chunk);
+  };
+
+  host.onDirect((bytes, fromPeerId) => deliverDirect(bytes, publicKeyHexOf(fromPeerId)));
+  const topics = new Set<string>([...trust.keys()]);
+  for (const project of topics) host.subscribe(project, (bytes) => onGossip(project, bytes));
+
+  const publishKeysets = async () => {
+    for (const [project, bytes] of ownKeysets) await host.publish(project, bytes).catch(() => undefined);
+  };
+  const advertise = async () => {
+    if (worker === null) return;
+    const body = { ...advertOf(worker), issuedAtMs: Date.now(), expiresAtMs: Date.now() + advertLifetimeMs, seq: 0 };
+    for (const project of Object.keys(shares)) {
+      const bytes = await seal({ domain: "workerAdvert", body } as unknown as OutboundMessage);
+      await host.publish(project, bytes).catch(() => undefined);
+    }
+  };
+  const keysetTimer = setInterval(() => void publishKeysets(), keysetRepublishMs);
+  const advertTimer = setInterval(() => void advertise(), advertRepublishMs);
+  void publishKeysets();
+  void advertise();
+  // Wake every master and the worker once: timers do not survive a restart, the state does.
+  for (const project of masters.keys()) void toMaster(project, { kind: "tick" });
+  if (worker !== null) void toWorker({ kind: "tick" });
+  log("started", {
+    peerId: host.peerId,
+    addresses: host.multiaddrs(),
+    masters: [...masters.keys()],
+    worker: worker !== null,
+  });
+
+  const summary = (project: string, job: JobRecord): JobSummary => ({
+    project,
+    jobId: job.jobId,
+    name: job.spec.name,
+    status: job.status,
+    reason: job.reason,
+    submittedAtMs: job.submittedAtMs,
+    endedAtMs: job.endedAtMs,
+    runsAwarded: job.attempts.length,
+    runsLive: job.attempts.filter((attempt) => attempt.state === "running").length,
+  });
+  const findJob = (jobId: string): [string, JobRecord] | null => {
+    for (const [project, state] of masters) {
+      const job = state.jobs[jobId];
+      if (job !== undefined) return [project, job];
+    }
+    return null;
+  };
+
+  const status = async (): Promise<NodeStatus> => ({
+    peerId: host.peerId,
+    publicKey: self,
+    addresses: host.multiaddrs(),
+    roles: { master: [...masters.keys()], worker: worker !== null },
+    availability: worker?.availability ?? null,
+    running: worker === null ? 0 : Object.keys(worker.running).length,
+    slots: worker?.config.slots ?? 0,
+    peers: host.peerCount(),
+    trusted: [...trust.entries()].map(([project, entry]) => ({
+      project,
+      share: shares[project] ?? 0,
+      keysetVersion: entry.keyset === null ? null : `${entry.keyset.rootVersion}.${entry.keyset.version}`,
+    })),
+  });
+
+  return {
+    peerId: host.peerId,
+    addresses: () => host.multiaddrs(),
+    status,
+    async submit(project: string, jobId: string, spec: JobSpec) {
+      if (!masters.has(project))
+        throw new NodeRequestError(
+          400,
+          `project: expected one this node is master for (${[...masters.keys()].join(", ") || "none: start with --master"}), got ${project}`,
+        );
+      const id = jobId === "" ? `job-${randomBytes(6).toString("hex")}` : jobId;
+      if (findJob(id) !== null)
+        throw new NodeRequestError(409, `jobId: expected a new id, ${id} was already submitted`);
+      await toMaster(project, { kind: "submit", jobId: id, job: spec });
+      const job = masters.get(project)?.jobs[id];
+      if (job === undefined) throw new NodeRequestError(500, `job ${id} was not stored`);
+      return summary(project, job);
+    },
+    async jobs() {
+      return [...masters.entries()].flatMap(([project, state]) =>
+        Object.values(state.jobs).map((job) => summary(project, job)),
+      );
+    },
+    async job(jobId: string): Promise<JobDetail | null> {
+      const found = findJob(jobId);
+      if (found === null) return null;
+      const [project, job] = found;
+      return {
+        ...summary(project, job),
+        spec: job.spec,
+        attempts: job.attempts.map((attempt) => ({
+          attempt: attempt.attempt,
+          shard: attempt.shard,
+          worker: attempt.worker,
+          state: attempt.state,
+          outcome: attempt.outcome,
+          exitCode: attempt.exitCode,
+          outputsDigest: attempt.outputsDigest,
+          logDigest: attempt.logDigest,
+          summary: attempt.summary,
+        })),
+        acceptedDigests: job.shards.map((shard) => shard.decidedDigest),
+      };
+    },
+    async logs(jobId: string): Promise<LogLine[]> {
+      const chunks = await store.logChunks(jobId);
+      return chunks.map((chunk) => ({
+        attempt: chunk.attempt,
+        stream: chunk.stream,
+        offset: chunk.offset,
+        text: Buffer.from(chunk.data).toString("utf8"),
+      }));
+    },
+    async explain(jobId: string) {
+      const found = findJob(jobId);
+      if (found === null) throw new NodeRequestError(404, `job ${jobId}: no such job on this node`);
+      const state = masters.get(found[0]) as MasterState;
+      return explainJob(state, jobId, Date.now());
+    },
+    async cancel(jobId: string, reason: string) {
+      const found = findJob(jobId);
+      if (found === null) throw new NodeRequestError(404, `job ${jobId}: no such job on this node`);
+      await toMaster(found[0], { kind: "cancel", jobId, reason });
+      return summary(found[0], masters.get(found[0])?.jobs[jobId] as JobRecord);
+    },
+    async setAvailability(availability: Availability) {
+      if (worker === null)
+        throw new NodeRequestError(400, "availability: this node is not a worker (start it with --worker)");
+      if (sandboxProblem !== "" && availability !== "paused" && availability !== "offline") {
+        throw new NodeRequestError(409, sandboxProblem);
+      }
+      await toWorker({ kind: "set-availability", availability });
+      void advertise();
+      return status();
+    },
+    async stop() {
+      stopping = true;
+      clearInterval(keysetTimer);
+      clearInterval(advertTimer);
+      for (const timer of timers.values()) clearTimeout(timer);
+      for (const runId of runs.keys()) executor?.kill(runId, "the node is stopping");
+      await queue(async () => undefined);
+      await host.stop();
+      await store.close();
+    },
+  };
+}
