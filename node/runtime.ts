@@ -67,6 +67,8 @@ import { openStore, type Store } from "./store.ts";
 
 /** How often a master re-publishes its project's keyset on the topic, so late joiners learn it. */
 export const keysetRepublishMs = Number(process.env.CIMESH_KEYSET_REPUBLISH_MS ?? 10_000);
+/** How often a node with every keyset it needs looks in the DHT for a newer one (one it lacks: every keysetRepublishMs). */
+export const keysetRefreshMs = 5 * 60_000;
 /** How often a worker re-advertises itself on its projects' topics. */
 export const advertRepublishMs = Number(process.env.CIMESH_ADVERT_REPUBLISH_MS ?? 15_000);
 /** How long an advert claims to be valid. */
@@ -120,6 +122,32 @@ async function detectDimensions(dataDir: string, config: NodeConfig): Promise<Wo
     tools: [],
     labels: config.worker.labels,
   };
+}
+
+/** A DHT keyset record must be a keyset of the project it is stored under, signed as it claims (the chain is checked on use). */
+function validateKeysetRecord(project: string, value: Uint8Array): void {
+  const { body } = openMultiEnvelope(keysetDomain, value);
+  if (body.project !== project)
+    throw new NodeStartError(`keyset record: expected project ${project}, got ${body.project}`);
+}
+
+/** Of several keyset records, the newest: highest (rootVersion, version). */
+function selectKeysetRecord(_project: string, values: readonly Uint8Array[]): number {
+  let best = 0;
+  let bestOrder = [-1, -1];
+  values.forEach((value, index) => {
+    try {
+      const { body } = openMultiEnvelope(keysetDomain, value);
+      const order = [body.rootVersion, body.version] as const;
+      if (order[0] > (bestOrder[0] as number) || (order[0] === bestOrder[0] && order[1] > (bestOrder[1] as number))) {
+        best = index;
+        bestOrder = [...order];
+      }
+    } catch {
+      // an invalid record is never the best
+    }
+  });
+  return best;
 }
 
 /** A serial queue: machine steps and the writes that follow them never interleave. */
@@ -232,6 +260,9 @@ export async function startNode(options: StartOptions): Promise<RunningNode> {
     listen: options.listen.length > 0 ? [...options.listen] : config.listen,
     bootstrap: [...options.bootstrap, ...config.bootstrap],
     ipColocationWeight: process.env.CIMESH_TEST_MESH === "1" ? 0 : undefined,
+    mdns: config.mdns && process.env.CIMESH_TEST_MESH !== "1",
+    recordValidators: { keyset: validateKeysetRecord },
+    recordSelectors: { keyset: selectKeysetRecord },
   });
 
   const timers = new Map<string, NodeJS.Timeout>();
@@ -381,8 +412,20 @@ export async function startNode(options: StartOptions): Promise<RunningNode> {
     error instanceof CimeshError &&
     ["ERR_EXPIRED", "ERR_NOT_YET_VALID", "ERR_KEYSET_EXPIRED", "ERR_REPLAY"].includes(error.code);
 
+  /** A validator's verdict, with why, for the log: a refused message is always explained. */
+  type Judged = { verdict: Verdict; why: string };
+  const accept: Judged = { verdict: "accept", why: "" };
+  const judged = (verdict: Verdict, why: string): Judged => ({ verdict, why });
+
   /** The gossip validator of a project topic: verifies, checks trust and replay, then hands the message to a machine. */
-  const onGossip = async (project: string, bytes: Uint8Array): Promise<Verdict> => {
+  const onGossip = async (project: string, bytes: Uint8Array, fromPeerId: string): Promise<Verdict> => {
+    const { verdict, why } = await judgeGossip(project, bytes);
+    if (verdict !== "accept" && why !== "")
+      log(`gossip-${verdict}`, { project: project.slice(0, 12), from: fromPeerId, why });
+    return verdict;
+  };
+
+  const judgeGossip = async (project: string, bytes: Uint8Array): Promise<Judged> => {
     let verified: Verified<{ issuedAtMs: number; expiresAtMs: number; seq: number; project?: string }>;
     try {
       verified = openAnyEnvelope(messageRegistry, bytes, Date.now()) as typeof verified;
@@ -391,55 +434,60 @@ export async function startNode(options: StartOptions): Promise<RunningNode> {
         error instanceof CimeshError &&
         error.code === "ERR_SCHEMA" &&
         (error as { field?: string }).field === "envelope"
-      ) {
-        return onKeyset(project, bytes);
-      }
-      return stale(error) ? "ignore" : "reject";
+      )
+        return onKeyset(project, bytes); // a keyset: the one multi-signature envelope on a topic
+      return judged(stale(error) ? "ignore" : "reject", String(error));
     }
-    if (verified.body.project !== project) return "reject";
-    const projectTrust = trust.get(project);
     const domain = verified.domain;
+    const projectTrust = trust.get(project);
     if (domain === messageDomains.workerAdvert.tag) {
-      if (!fresh(verified)) return "ignore";
+      const projects = (verified.body as unknown as WorkerAdvert).projects;
+      if (!projects.includes(project))
+        return judged("reject", `advert.projects: expected it to name ${project}, the topic it came on`);
+      if (!fresh(verified)) return judged("ignore", "a replayed or stale advert");
       if (masters.has(project))
         void toMaster(project, { kind: "advert", signer: hexOf(verified.signer), advert: verified.body as never });
-      return "accept";
+      return accept;
     }
     if (
       domain !== messageDomains.jobAnnouncement.tag &&
       domain !== messageDomains.verdict.tag &&
       domain !== messageDomains.cancel.tag
     ) {
-      return "reject"; // direct-only messages have no business on a topic
+      return judged("reject", `${domain} is a direct message and has no business on a topic`);
     }
-    if (projectTrust === undefined || projectTrust.keyset === null) return "ignore"; // cannot judge yet
+    if (verified.body.project !== project)
+      return judged("reject", `project: expected ${project}, got ${String(verified.body.project)}`);
+    if (projectTrust === undefined || projectTrust.keyset === null)
+      return judged("ignore", "no keyset of the project yet: cannot judge its announcer");
     try {
       checkAnnouncer(projectTrust, verified.signer, Date.now());
     } catch (error) {
-      return stale(error) ? "ignore" : "reject";
+      return judged(stale(error) ? "ignore" : "reject", String(error));
     }
-    if (!fresh(verified)) return "ignore";
+    if (!fresh(verified)) return judged("ignore", `a replayed or stale ${domain}`);
     const signer = hexOf(verified.signer);
     if (domain === messageDomains.jobAnnouncement.tag)
       void toWorker({ kind: "announcement", signer, announcement: verified.body as never });
     else if (domain === messageDomains.verdict.tag)
       void toWorker({ kind: "verdict", signer, verdict: verified.body as never });
     else void toWorker({ kind: "cancel", signer, cancel: verified.body as never });
-    return "accept";
+    return accept;
   };
 
-  const onKeyset = async (project: string, bytes: Uint8Array): Promise<Verdict> => {
+  const onKeyset = async (project: string, bytes: Uint8Array): Promise<Judged> => {
     const current = trust.get(project);
-    if (current === undefined) return "ignore";
+    if (current === undefined) return judged("ignore", "a keyset of a project this node does not trust");
     try {
       const { body } = openMultiEnvelope(keysetDomain, bytes);
-      if (body.project !== project) return "reject";
+      if (body.project !== project) return judged("reject", `keyset.project: expected ${project}, got ${body.project}`);
       trust.set(project, acceptKeyset(current, bytes, Date.now()));
       await store.saveKeyset(project, bytes);
-      return "accept";
+      log("keyset-accepted", { project: project.slice(0, 12), version: body.version });
+      return accept;
     } catch (error) {
-      if (error instanceof KeysetRollbackError || stale(error)) return "ignore";
-      return "reject";
+      if (error instanceof KeysetRollbackError) return judged("ignore", "");
+      return judged(stale(error) ? "ignore" : "reject", String(error));
     }
   };
 
@@ -515,11 +563,28 @@ export async function startNode(options: StartOptions): Promise<RunningNode> {
 
   host.onDirect((bytes, fromPeerId) => deliverDirect(bytes, publicKeyHexOf(fromPeerId)));
   const topics = new Set<string>([...trust.keys()]);
-  for (const project of topics) host.subscribe(project, (bytes) => onGossip(project, bytes));
+  for (const project of topics) host.subscribe(project, (bytes, fromPeerId) => onGossip(project, bytes, fromPeerId));
 
+  // Keysets travel as DHT records (found by anyone, any time) and on the topic (fast, for rotations and revocations).
+  // The same keyset bytes have the same gossip message id, so the topic carries each version once.
   const publishKeysets = async () => {
-    for (const [project, bytes] of ownKeysets) await host.publish(project, bytes).catch(() => undefined);
+    for (const [project, bytes] of ownKeysets) {
+      await host
+        .putRecord("keyset", project, bytes)
+        .catch((error: unknown) => log("dht-put-failed", { project: project.slice(0, 12), error: String(error) }));
+      await host.publish(project, bytes).catch(() => undefined);
+    }
   };
+  const fetchKeysets = async () => {
+    for (const [project, entry] of trust) {
+      if (ownKeysets.has(project)) continue;
+      if (entry.keyset !== null && Date.now() - lastKeysetFetchMs < keysetRefreshMs) continue;
+      const bytes = await host.getRecord("keyset", project).catch(() => null);
+      if (bytes !== null) await onKeyset(project, bytes);
+    }
+    if ([...trust.values()].every((entry) => entry.keyset !== null)) lastKeysetFetchMs = Date.now();
+  };
+  let lastKeysetFetchMs = 0;
   const advertise = async () => {
     if (worker === null) return;
     const body = { ...advertOf(worker), issuedAtMs: Date.now(), expiresAtMs: Date.now() + advertLifetimeMs, seq: 0 };
@@ -528,7 +593,11 @@ export async function startNode(options: StartOptions): Promise<RunningNode> {
       await host.publish(project, bytes).catch(() => undefined);
     }
   };
-  const keysetTimer = setInterval(() => void publishKeysets(), keysetRepublishMs);
+  const keysetTimer = setInterval(() => {
+    void publishKeysets();
+    void fetchKeysets();
+    void fetchKeysets();
+  }, keysetRepublishMs);
   const advertTimer = setInterval(() => void advertise(), advertRepublishMs);
   void publishKeysets();
   void advertise();
