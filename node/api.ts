@@ -50,6 +50,8 @@ export interface NodeStatus {
   readonly running: number;
   readonly slots: number;
   readonly peers: number;
+  /** gossipsub's score of each peer as this node sees it: a forger's falls below zero. */
+  readonly peerScores: Readonly<Record<string, number>>;
   readonly trusted: readonly { project: string; share: number; keysetVersion: string | null }[];
 }
 

@@ -24,7 +24,7 @@ import {
   versionTextSchema,
 } from "../capabilities/index.ts";
 import { CimeshError, maxRootKeys, projectIdOf, projectIdSchema } from "../crypto/index.ts";
-import type { Availability, AvailabilityRules } from "../jobs/index.ts";
+import { type Availability, type AvailabilityRules, defaultMasterConfig, defaultWorkerConfig } from "../jobs/index.ts";
 import { FileFieldError, parseSizeBytes, readYaml, validateYaml } from "./yamlfile.ts";
 
 export const configFileName = "config.yaml";
@@ -73,6 +73,25 @@ export interface WorkerSettings {
   labels: string[];
 }
 
+/** Protocol timings. The defaults suit a real mesh; tests and small LAN meshes may shorten them. */
+export interface TimingSettings {
+  /** Lease an award carries (master). */
+  leaseMs: number;
+  /** How long bids collect before awards go out (master). */
+  bidWindowMs: number;
+  /** Once the bid probability is 1, how long until the next re-announcement (master). */
+  reannounceIntervalMs: number;
+  /** How often a running job's lease is renewed (worker); well under leaseMs. */
+  renewIntervalMs: number;
+  /** How often a worker re-advertises itself on its projects' topics. */
+  advertRepublishMs: number;
+  /** How often a master re-puts its keysets in the DHT, and a node lacking one looks for it. */
+  keysetRepublishMs: number;
+}
+
+export const minTimingMs = 100;
+export const maxTimingMs = 24 * 60 * 60 * 1000;
+
 export interface NodeConfig {
   /** libp2p multiaddrs to listen on (`--listen` replaces them). */
   listen: string[];
@@ -86,6 +105,7 @@ export interface NodeConfig {
   trust: TrustEntry[];
   /** Projects this node announces jobs for (it holds an announcer key in their keyset). */
   masters: string[];
+  timing: TimingSettings;
 }
 
 /** Anything wrong with the config other than one field (the file cannot be read or written). */
@@ -214,6 +234,28 @@ const workerSchema = z.strictObject({
   labels: z.array(labelSchema).max(maxLabels).default([]),
 });
 
+const timingMsSchema = (defaultMs: number) =>
+  z
+    .number()
+    .int()
+    .min(minTimingMs, `expected at least ${minTimingMs} ms`)
+    .max(maxTimingMs, `expected at most ${maxTimingMs} ms (a day)`)
+    .default(defaultMs);
+
+const timingSchema = z
+  .strictObject({
+    leaseMs: timingMsSchema(defaultMasterConfig.leaseMs),
+    bidWindowMs: timingMsSchema(defaultMasterConfig.bidWindowMs),
+    reannounceIntervalMs: timingMsSchema(defaultMasterConfig.reannounceIntervalMs),
+    renewIntervalMs: timingMsSchema(defaultWorkerConfig.renewIntervalMs),
+    advertRepublishMs: timingMsSchema(15_000),
+    keysetRepublishMs: timingMsSchema(10_000),
+  })
+  .refine((timing) => timing.renewIntervalMs < timing.leaseMs, {
+    path: ["renewIntervalMs"],
+    message: "expected less than leaseMs, so a lease is renewed before it lapses",
+  });
+
 export const nodeConfigSchema = z
   .preprocess(
     (value) => (value === null || value === undefined ? {} : value),
@@ -225,6 +267,7 @@ export const nodeConfigSchema = z
       worker: workerSchema.prefault({}),
       trust: z.array(trustEntrySchema).max(maxTrustedProjects).default([]),
       masters: z.array(projectIdSchema).max(maxMasterProjects).default([]),
+      timing: timingSchema.prefault({}),
     }),
   )
   .superRefine((config, ctx) => {
@@ -320,6 +363,7 @@ export function configFileForm(config: NodeConfig): Record<string, unknown> {
     },
     trust: config.trust.map((entry) => ({ ...entry })),
     masters: config.masters,
+    timing: { ...config.timing },
   };
 }
 
@@ -364,6 +408,15 @@ trust: []
 
 # Projects this node announces jobs for (cimesh project init adds them).
 masters: []
+
+# Protocol timings in milliseconds. The defaults suit a real mesh; shorten them only for tests or a small LAN.
+timing:
+  leaseMs: 60000 # lease an award carries (master)
+  bidWindowMs: 250 # bids collect this long before awards go out (master)
+  reannounceIntervalMs: 30000 # re-announcement of a job that still wants runs (master)
+  renewIntervalMs: 20000 # lease renewal of a running job (worker); less than leaseMs
+  advertRepublishMs: 15000 # worker adverts on its projects' topics
+  keysetRepublishMs: 10000 # keysets into the DHT (master); looked for by nodes lacking one
 `;
 
 /**

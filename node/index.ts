@@ -91,6 +91,22 @@ export {
   stdioDrainMs,
 } from "./executor.ts";
 export {
+  bootstrapRetryMs,
+  createHost,
+  dhtProtocol,
+  directProtocol,
+  type GossipVerdict,
+  type Host,
+  HostError,
+  type HostOptions,
+  maxFrameBytes,
+  maxGossipMessageBytes,
+  peerIdOfPublicKeyHex,
+  providerCidOf,
+  publicKeyHexOf,
+  streamTimeoutMs,
+} from "./host.ts";
+export {
   decodeIdentityFile,
   encodeIdentityFile,
   generateIdentity,
@@ -156,6 +172,15 @@ export {
   UnknownProjectError,
 } from "./projects.ts";
 export {
+  corruptOutputsDigest,
+  maxSendAttempts,
+  NodeRequestError,
+  NodeStartError,
+  type RunningNode,
+  type StartOptions,
+  startNode,
+} from "./runtime.ts";
+export {
   describeValue,
   type FieldPath,
   FileFieldError,
@@ -171,3 +196,4 @@ export {
   type YamlFile,
   YamlSyntaxError,
 } from "./yamlfile.ts";
+export type { AttemptSummary, JobDetail, JobSummary, LogLine, NodeApi, NodeStatus } from "./api.ts";

@@ -65,12 +65,12 @@ import { loadIdentity } from "./identity.ts";
 import { loadProjectKeyset } from "./projects.ts";
 import { openStore, type Store } from "./store.ts";
 
-/** How often a master re-publishes its project's keyset on the topic, so late joiners learn it. */
-export const keysetRepublishMs = Number(process.env.CIMESH_KEYSET_REPUBLISH_MS ?? 10_000);
-/** How often a node with every keyset it needs looks in the DHT for a newer one (one it lacks: every keysetRepublishMs). */
+/** How often a node with every keyset it needs looks in the DHT for a newer one (one it lacks: every timing.keysetRepublishMs). */
 export const keysetRefreshMs = 5 * 60_000;
-/** How often a worker re-advertises itself on its projects' topics. */
-export const advertRepublishMs = Number(process.env.CIMESH_ADVERT_REPUBLISH_MS ?? 15_000);
+/** Tries of one direct message before it is given up (the protocol's leases and re-announcements cover the rest). */
+export const maxSendAttempts = 5;
+/** Wait before the second try of a direct message; doubled for each try after. */
+export const sendRetryBaseMs = 500;
 /** How long an advert claims to be valid. */
 export const advertLifetimeMs = 5 * 60_000;
 /** A corrupted outputs digest, for the fault-injection option: a worker that lies. */
@@ -150,6 +150,12 @@ function selectKeysetRecord(_project: string, values: readonly Uint8Array[]): nu
   return best;
 }
 
+/** The config file's timings win over those a stored master was created with. */
+function withTiming(state: MasterState, config: NodeConfig): MasterState {
+  const { leaseMs, bidWindowMs, reannounceIntervalMs } = config.timing;
+  return { ...state, config: { ...state.config, leaseMs, bidWindowMs, reannounceIntervalMs } };
+}
+
 /** A serial queue: machine steps and the writes that follow them never interleave. */
 function serial() {
   let tail: Promise<unknown> = Promise.resolve();
@@ -218,7 +224,7 @@ export async function startNode(options: StartOptions): Promise<RunningNode> {
   // Machines.
   const masters = new Map<string, MasterState>();
   for (const project of masterProjects)
-    masters.set(project, (await store.loadMaster(project)) ?? createMaster({ project }));
+    masters.set(project, withTiming((await store.loadMaster(project)) ?? createMaster({ project }), config));
   let worker: WorkerState | null = null;
   let sandboxProblem = "";
   let executor: Executor | null = null;
@@ -245,6 +251,7 @@ export async function startNode(options: StartOptions): Promise<RunningNode> {
         slots: config.worker.slots,
         allowNetwork: config.worker.allowNetwork,
         rules: config.worker.rules,
+        renewIntervalMs: config.timing.renewIntervalMs,
       },
       sandboxProblem === "" ? config.worker.availability : "paused",
     );
@@ -274,6 +281,25 @@ export async function startNode(options: StartOptions): Promise<RunningNode> {
     return sealEnvelope(messageDomains[message.domain] as never, body as never, identity);
   };
 
+  /**
+   * A direct message to a peer that is restarting or briefly unreachable is tried again, a bounded number of
+   * times: the receiver's replay ledger makes a second delivery of the same bytes harmless.
+   */
+  const sendWithRetry = async (to: string, bytes: Uint8Array): Promise<void> => {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await host.send(to, bytes);
+        return;
+      } catch (error) {
+        if (attempt >= maxSendAttempts || stopping) {
+          log("send-failed", { to: to.slice(0, 8), attempts: attempt, error: String(error) });
+          return;
+        }
+        await new Promise((resolve) => setTimeout(resolve, sendRetryBaseMs * 2 ** (attempt - 1)));
+      }
+    }
+  };
+
   const carryOut = async (role: string, effects: readonly Effect[]): Promise<void> => {
     for (const effect of effects) {
       switch (effect.type) {
@@ -284,13 +310,13 @@ export async function startNode(options: StartOptions): Promise<RunningNode> {
           break;
         case "send": {
           const bytes = await seal(effect.message);
+          if (effect.message.domain === "bid")
+            log("bid", { to: effect.to.slice(0, 8), jobId: (effect.message.body as { jobId?: string }).jobId });
           if (effect.to === self) {
             void deliverDirect(bytes, self);
             break;
           }
-          host
-            .send(effect.to, bytes)
-            .catch((error: unknown) => log("send-failed", { to: effect.to.slice(0, 8), error: String(error) }));
+          void sendWithRetry(effect.to, bytes);
           break;
         }
         case "set-timer": {
@@ -344,6 +370,7 @@ export async function startNode(options: StartOptions): Promise<RunningNode> {
     const info = worker?.running[run.runId];
     if (info === undefined) return;
     runs.set(run.runId, { master: info.master, project: run.project, jobId: run.jobId, attempt: run.attempt });
+    log("execution-started", { project: run.project.slice(0, 12), jobId: run.jobId, attempt: run.attempt });
     const logQueue = serial();
     void exec
       .run(run, {
@@ -597,8 +624,8 @@ export async function startNode(options: StartOptions): Promise<RunningNode> {
     void publishKeysets();
     void fetchKeysets();
     void fetchKeysets();
-  }, keysetRepublishMs);
-  const advertTimer = setInterval(() => void advertise(), advertRepublishMs);
+  }, config.timing.keysetRepublishMs);
+  const advertTimer = setInterval(() => void advertise(), config.timing.advertRepublishMs);
   void publishKeysets();
   void advertise();
   // Wake every master and the worker once: timers do not survive a restart, the state does.
@@ -639,6 +666,7 @@ export async function startNode(options: StartOptions): Promise<RunningNode> {
     running: worker === null ? 0 : Object.keys(worker.running).length,
     slots: worker?.config.slots ?? 0,
     peers: host.peerCount(),
+    peerScores: host.scores(),
     trusted: [...trust.entries()].map(([project, entry]) => ({
       project,
       share: shares[project] ?? 0,

@@ -241,6 +241,7 @@ function fakeNode() {
     running: 0,
     slots: 2,
     peers: 3,
+    peerScores: {},
     trusted: [],
   };
   const summary = (job: JobDetail): JobSummary => {

@@ -49,6 +49,7 @@ function fakeNode() {
     running: 0,
     slots: 1,
     peers: 0,
+    peerScores: {},
     trusted: [{ project, share: 1, keysetVersion: "1.1" }],
   });
   const summaryOf = (job: JobDetail): JobSummary => {
