@@ -24,6 +24,8 @@ export interface AttemptSummary {
   readonly outcome: string | null;
   readonly exitCode: number | null;
   readonly outputsDigest: string | null;
+  /** What replicas compare: the digest of outcome, exit code and outputs digest. */
+  readonly resultDigest: string | null;
   readonly logDigest: string | null;
   readonly summary: string;
 }

@@ -712,6 +712,7 @@ export async function startNode(options: StartOptions): Promise<RunningNode> {
           outcome: attempt.outcome,
           exitCode: attempt.exitCode,
           outputsDigest: attempt.outputsDigest,
+          resultDigest: attempt.digest,
           logDigest: attempt.logDigest,
           summary: attempt.summary,
         })),

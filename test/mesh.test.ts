@@ -285,10 +285,10 @@ test.serial(
       const detail = await ended(master, "replicated-1");
       t.is(detail.status, "passed", detail.reason);
       t.is(detail.attempts.length, 3, "a third run was needed");
-      const honestDigests = detail.attempts.filter((a) => a.worker !== liarKey).map((a) => a.outputsDigest);
+      const honestDigests = detail.attempts.filter((a) => a.worker !== liarKey).map((a) => a.resultDigest);
       t.is(new Set(honestDigests).size, 1, "the honest workers agree");
       t.is(detail.acceptedDigests[0], honestDigests[0] as string, "the honest digest won");
-      t.not(detail.attempts.find((a) => a.worker === liarKey)?.outputsDigest, detail.acceptedDigests[0]);
+      t.not(detail.attempts.find((a) => a.worker === liarKey)?.resultDigest, detail.acceptedDigests[0]);
     } finally {
       await mesh.stopAll();
     }
