@@ -88,6 +88,8 @@ export interface HostOptions {
   /** Validation of DHT records under /cimesh/<kind>/: per kind. A kind with no validator is refused. */
   readonly recordValidators?: Readonly<Record<string, RecordValidator>>;
   readonly recordSelectors?: Readonly<Record<string, RecordSelector>>;
+  /** Told of every inbound direct stream refused (oversize frame, time limit, broken framing). */
+  readonly onRefusedStream?: (fromPeerId: string, why: string) => void;
 }
 
 export interface Host {
@@ -227,6 +229,7 @@ export async function createHost(options: HostOptions): Promise<Host> {
         );
         await stream.close();
       } catch (error) {
+        options.onRefusedStream?.(from, String(error));
         stream.abort(error instanceof Error ? error : new Error(String(error)));
       } finally {
         clearTimeout(timeout);

@@ -3,6 +3,7 @@
  * come) the libp2p host, store, executor, control API and CLI.
  */
 
+export type { AttemptSummary, JobDetail, JobSummary, LogLine, NodeApi, NodeStatus } from "./api.ts";
 export {
   availabilityRulesOf,
   ConfigFileError,
@@ -196,4 +197,3 @@ export {
   type YamlFile,
   YamlSyntaxError,
 } from "./yamlfile.ts";
-export type { AttemptSummary, JobDetail, JobSummary, LogLine, NodeApi, NodeStatus } from "./api.ts";

@@ -269,6 +269,7 @@ export async function startNode(options: StartOptions): Promise<RunningNode> {
     ipColocationWeight: process.env.CIMESH_TEST_MESH === "1" ? 0 : undefined,
     mdns: config.mdns && process.env.CIMESH_TEST_MESH !== "1",
     recordValidators: { keyset: validateKeysetRecord },
+    onRefusedStream: (from, why) => log("direct-refused", { from, why }),
     recordSelectors: { keyset: selectKeysetRecord },
   });
 

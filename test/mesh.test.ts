@@ -5,9 +5,19 @@
  * processes on a 2-core machine.
  */
 import { spawn } from "node:child_process";
+import { existsSync } from "node:fs";
+import { readFile, writeFile } from "node:fs/promises";
+import { type AddressInfo, createServer } from "node:net";
+import { join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { noise } from "@chainsafe/libp2p-noise";
+import { yamux } from "@chainsafe/libp2p-yamux";
+import { tcp } from "@libp2p/tcp";
+import { multiaddr } from "@multiformats/multiaddr";
 import test from "ava";
-import type { JobDetail } from "../node/index.ts";
+import * as lp from "it-length-prefixed";
+import { createLibp2p } from "libp2p";
+import { directProtocol, type JobDetail, maxFrameBytes } from "../node/index.ts";
 import { cli, cliOk, Mesh, type NodeProcess, until, writeJob } from "./mesh-harness.ts";
 
 const roguePath = fileURLToPath(new URL("./fixtures/rogue.ts", import.meta.url));
@@ -289,6 +299,127 @@ test.serial(
       t.is(new Set(honestDigests).size, 1, "the honest workers agree");
       t.is(detail.acceptedDigests[0], honestDigests[0] as string, "the honest digest won");
       t.not(detail.attempts.find((a) => a.worker === liarKey)?.resultDigest, detail.acceptedDigests[0]);
+    } finally {
+      await mesh.stopAll();
+    }
+  },
+);
+
+test.serial(
+  "hostile jobs fail in the sandbox (key file, writes outside, network, fork bomb, memory); the worker keeps running and stays available",
+  async (t) => {
+    const mesh = await Mesh.create();
+    let connections = 0;
+    const server = createServer((socket) => {
+      connections += 1;
+      socket.end();
+    });
+    await new Promise<void>((done) => server.listen(0, "127.0.0.1", done));
+    try {
+      const { project, master, workers } = await projectWithWorkers(mesh, 1);
+      const worker = workers[0] as NodeProcess;
+      const port = (server.address() as AddressInfo).port;
+      const escapee = join(mesh.root, "escaped");
+      const hostile: Record<string, Record<string, unknown>> = {
+        "read-key": { steps: [`cat ${join(worker.dataDir, "node.key")} > k && base64 k`] },
+        "write-outside": { steps: [`echo x > ${escapee}`] },
+        network: { steps: [`bash -c 'exec 3<>/dev/tcp/127.0.0.1/${port}' && echo connected`] },
+        "fork-bomb": {
+          steps: ["bomb() { bomb | bomb & }; bomb; sleep 1000"],
+          timeout: "5s",
+          resources: { processes: 32, memory: "256MiB" },
+        },
+        memory: {
+          steps: ["head -c 134217728 /dev/zero | tail -n 1 > /dev/null"],
+          resources: { memory: "64MiB", processes: 64 },
+        },
+      };
+      for (const [name, fields] of Object.entries(hostile)) {
+        await cliOk(master.dataDir, [
+          "submit",
+          await writeJob(mesh, name, project, { id: name, timeout: "1m", ...fields }),
+        ]);
+      }
+      for (const name of Object.keys(hostile)) {
+        const detail = await ended(master, name);
+        t.is(detail.status, "failed", `${name} failed`);
+        t.not(detail.attempts[0]?.outcome, "succeeded");
+      }
+      const logs = await Promise.all(Object.keys(hostile).map((name) => cliOk(master.dataDir, ["logs", name])));
+      const key = await readFile(join(worker.dataDir, "node.key"));
+      t.false(logs.join("\n").includes(key.toString("base64").slice(0, 20)), "no log carries the worker's key");
+      t.false(logs.join("\n").includes("connected"));
+      t.is(connections, 0, "no connection reached the host");
+      t.false(existsSync(escapee), "nothing appeared outside the job's folder");
+
+      // The worker is still up, eager, and takes the next job.
+      t.is(worker.process.exitCode, null);
+      const status = await worker.control.status();
+      t.is(status.availability, "eager");
+      t.is(status.running, 0);
+      await cliOk(master.dataDir, ["submit", await writeJob(mesh, "after", project, { id: "after", steps: ["true"] })]);
+      t.is((await ended(master, "after")).status, "passed");
+    } finally {
+      server.close();
+      await mesh.stopAll();
+    }
+  },
+);
+
+test.serial(
+  "bad input: a malformed job file, an unknown project, a bad token, an oversize frame: clear errors, and nothing stored is lost",
+  async (t) => {
+    const mesh = await Mesh.create();
+    try {
+      const { project, master } = await projectWithWorkers(mesh, 1);
+      await cliOk(master.dataDir, ["submit", await writeJob(mesh, "kept", project, { id: "kept", steps: ["true"] })]);
+      t.is((await ended(master, "kept")).status, "passed");
+
+      const malformed = join(mesh.root, "malformed.yaml");
+      await writeFile(malformed, `project: ${project}\nname: broken\nsteps:\n  - echo fine\ntimeout: soon\n`);
+      const bad = await cli(master.dataDir, ["submit", malformed]);
+      t.not(bad.code, 0);
+      t.regex(bad.stderr, /malformed\.yaml:5: timeout: expected a duration/);
+      t.regex(bad.stderr, /timeout/);
+
+      const stranger = await writeJob(mesh, "stranger", `b${"a".repeat(52)}`, { steps: ["true"] });
+      const unknown = await cli(master.dataDir, ["submit", stranger]);
+      t.not(unknown.code, 0);
+      t.regex(unknown.stderr, /project: expected one this node is master for/);
+
+      const port = (await readFile(join(master.dataDir, "api.port"), "utf8")).trim();
+      const response = await fetch(`http://127.0.0.1:${port}/v1/jobs`, { headers: { authorization: "Bearer wrong" } });
+      t.is(response.status, 401);
+      t.regex(await response.text(), /token/);
+
+      // A frame one byte over the limit, on the direct protocol: the master refuses the stream.
+      const dialer = await createLibp2p({
+        addresses: { listen: ["/ip4/127.0.0.1/tcp/0"] },
+        transports: [tcp()],
+        connectionEncrypters: [noise()],
+        streamMuxers: [yamux()],
+      });
+      try {
+        const stream = await dialer.dialProtocol(multiaddr(master.address), directProtocol, {
+          signal: AbortSignal.timeout(10_000),
+        });
+        stream.send(lp.encode.single(new Uint8Array(maxFrameBytes + 1)));
+        await stream.close().catch(() => undefined);
+        await until("the master to refuse the oversize frame", () =>
+          master.events.some((event) => event.event === "direct-refused" && event.from === dialer.peerId.toString()),
+        );
+        t.pass();
+      } finally {
+        await dialer.stop();
+      }
+
+      const jobs = await master.control.jobs();
+      t.deepEqual(
+        jobs.map((job) => [job.jobId, job.status]),
+        [["kept", "passed"]],
+        "what was stored is still there, and nothing else",
+      );
+      t.is(master.process.exitCode, null);
     } finally {
       await mesh.stopAll();
     }
