@@ -19,7 +19,7 @@
  *   the project with the least decayed usage per unit of share wins.
  * - The state is plain data, updated in place; every table has a bound.
  */
-import { type Dimensions, isEligible, type WorkerAdvert } from "../capabilities/index.ts";
+import { type Dimensions, isEligible, maxSpecsPerAdvert, type WorkerAdvert } from "../capabilities/index.ts";
 import type { Rng, StepOutput } from "./effects.ts";
 import { keyOf, StepContext } from "./effects.ts";
 import {
@@ -137,7 +137,8 @@ export interface WorkerFacts {
 }
 
 export interface WorkerState {
-  readonly config: WorkerConfig;
+  /** Replaced whole, never edited in place: only the spec claims change after creation. */
+  config: WorkerConfig;
   /** The worker's own key, hex: awards name it. */
   readonly self: string;
   seq: number;
@@ -173,6 +174,8 @@ export type WorkerInput =
   | { readonly kind: "execution-finished"; readonly report: ExecutionReport }
   | { readonly kind: "set-availability"; readonly availability: Availability }
   | { readonly kind: "facts"; readonly facts: WorkerFacts }
+  /** The outcome of the capability spec self-checks the node ran: the claims adverts and bids rest on. */
+  | { readonly kind: "specs"; readonly specs: WorkerAdvert["specs"] }
   | { readonly kind: "tick" };
 
 export function createWorker(
@@ -588,6 +591,11 @@ export function stepWorker(state: WorkerState, input: WorkerInput, nowMs: number
       break;
     case "facts":
       state.facts = input.facts;
+      break;
+    case "specs":
+      if (input.specs.length > maxSpecsPerAdvert)
+        throw new RangeError(`specs: expected at most ${maxSpecsPerAdvert} claims, got ${input.specs.length}`);
+      state.config = { ...state.config, specs: [...input.specs] };
       break;
     case "tick":
       onTick(step);

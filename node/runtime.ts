@@ -17,9 +17,15 @@
  */
 import { randomBytes } from "node:crypto";
 import { mkdir, statfs } from "node:fs/promises";
-import { arch, cpus, platform, totalmem } from "node:os";
+import { arch, cpus, loadavg, platform, totalmem } from "node:os";
 import { join } from "node:path";
-import type { WorkerAdvert } from "../capabilities/index.ts";
+import {
+  type CapabilitySpec,
+  capabilitySpecDomain,
+  checkSpec,
+  explainUnmet,
+  type WorkerAdvert,
+} from "../capabilities/index.ts";
 import {
   acceptKeyset,
   CimeshError,
@@ -28,6 +34,7 @@ import {
   KeysetRollbackError,
   keysetDomain,
   openAnyEnvelope,
+  openEnvelope,
   openMultiEnvelope,
   type ProjectTrust,
   type ReplayLedger,
@@ -62,11 +69,18 @@ import { loadConfig, type NodeConfig } from "./config.ts";
 import { createExecutor, type Executor } from "./executor.ts";
 import { createHost, type Host, publicKeyHexOf } from "./host.ts";
 import { loadIdentity } from "./identity.ts";
-import { loadProjectKeyset } from "./projects.ts";
+import { parseJobFile } from "./jobfile.ts";
+import { loadProjectKeyset, loadPublishedSpecs } from "./projects.ts";
 import { openStore, type Store } from "./store.ts";
 
 /** How often a node with every keyset it needs looks in the DHT for a newer one (one it lacks: every timing.keysetRepublishMs). */
 export const keysetRefreshMs = 5 * 60_000;
+/** Capability specs a worker checks at most; each is a self-check run in the sandbox. */
+export const maxCheckedSpecs = 64;
+/** After a spec was not found in the DHT, how long before it is looked for again. */
+export const specMissRetryMs = 30_000;
+/** How often a worker hands its machine the local time and load average, the facts its availability rules read. */
+export const factsIntervalMs = 30_000;
 /** Tries of one direct message before it is given up (the protocol's leases and re-announcements cover the rest). */
 export const maxSendAttempts = 5;
 /** Wait before the second try of a direct message; doubled for each try after. */
@@ -113,13 +127,15 @@ function osRng(): Rng {
 
 async function detectDimensions(dataDir: string, config: NodeConfig): Promise<WorkerAdvert["dimensions"]> {
   const disk = await statfs(dataDir);
+  const overrides = config.worker.dimensions;
   return {
     os: platform(),
     arch: arch(),
-    cores: Math.max(1, cpus().length),
-    memoryBytes: totalmem(),
-    diskBytes: Number(disk.bavail) * Number(disk.bsize),
-    tools: [],
+    cores: overrides.cores ?? Math.max(1, cpus().length),
+    memoryBytes: overrides.memoryBytes ?? totalmem(),
+    diskBytes: overrides.diskBytes ?? Number(disk.bavail) * Number(disk.bsize),
+    // Tools are what the volunteer declares; a spec's self-check is what proves them.
+    tools: overrides.tools,
     labels: config.worker.labels,
   };
 }
@@ -129,6 +145,12 @@ function validateKeysetRecord(project: string, value: Uint8Array): void {
   const { body } = openMultiEnvelope(keysetDomain, value);
   if (body.project !== project)
     throw new NodeStartError(`keyset record: expected project ${project}, got ${body.project}`);
+}
+
+/** A DHT spec record must be a valid, unexpired capability spec under its own uuid (whose spec it is, the worker checks on use). */
+function validateSpecRecord(uuid: string, value: Uint8Array): void {
+  const { body } = openEnvelope(capabilitySpecDomain, value, Date.now());
+  if (body.uuid !== uuid) throw new NodeStartError(`spec record: expected uuid ${uuid}, got ${body.uuid}`);
 }
 
 /** Of several keyset records, the newest: highest (rootVersion, version). */
@@ -268,7 +290,7 @@ export async function startNode(options: StartOptions): Promise<RunningNode> {
     bootstrap: [...options.bootstrap, ...config.bootstrap],
     ipColocationWeight: process.env.CIMESH_TEST_MESH === "1" ? 0 : undefined,
     mdns: config.mdns && process.env.CIMESH_TEST_MESH !== "1",
-    recordValidators: { keyset: validateKeysetRecord },
+    recordValidators: { keyset: validateKeysetRecord, spec: validateSpecRecord },
     onRefusedStream: (from, why) => log("direct-refused", { from, why }),
     recordSelectors: { keyset: selectKeysetRecord },
   });
@@ -495,12 +517,90 @@ export async function startNode(options: StartOptions): Promise<RunningNode> {
     }
     if (!fresh(verified)) return judged("ignore", `a replayed or stale ${domain}`);
     const signer = hexOf(verified.signer);
-    if (domain === messageDomains.jobAnnouncement.tag)
+    if (domain === messageDomains.jobAnnouncement.tag) {
+      const announcement = verified.body as unknown as { job: { requiredSpecs: readonly string[] } };
+      void ensureSpecs(project, announcement.job.requiredSpecs);
       void toWorker({ kind: "announcement", signer, announcement: verified.body as never });
-    else if (domain === messageDomains.verdict.tag)
+    } else if (domain === messageDomains.verdict.tag)
       void toWorker({ kind: "verdict", signer, verdict: verified.body as never });
     else void toWorker({ kind: "cancel", signer, cancel: verified.body as never });
     return accept;
+  };
+
+  // Capability specs a job requires: found in the DHT, checked as the project's own (signed by its announcer),
+  // then proven by running the spec's self-check in the sandbox. The outcome is what adverts and bids claim.
+  const specClaims = new Map<string, WorkerAdvert["specs"][number]>();
+  const specsInFlight = new Set<string>();
+  const specMisses = new Map<string, number>();
+  const ensureSpecs = async (project: string, uuids: readonly string[]) => {
+    if (worker === null || executor === null || sandboxProblem !== "") return;
+    for (const uuid of uuids) {
+      if (specClaims.has(uuid) || specsInFlight.has(uuid)) continue;
+      if (Date.now() - (specMisses.get(uuid) ?? Number.NEGATIVE_INFINITY) < specMissRetryMs) continue;
+      if (specClaims.size + specsInFlight.size >= maxCheckedSpecs) {
+        log("spec-skipped", { uuid, why: `already checking ${maxCheckedSpecs} specs` });
+        return;
+      }
+      specsInFlight.add(uuid);
+      try {
+        const claim = await checkOneSpec(project, uuid);
+        if (claim === null) {
+          specMisses.set(uuid, Date.now());
+          continue;
+        }
+        specClaims.set(uuid, claim);
+        await toWorker({ kind: "specs", specs: [...specClaims.values()] });
+        void advertise();
+        if (claim.passed)
+          void host.provide(uuid).catch((error: unknown) => log("dht-provide-failed", { uuid, error: String(error) }));
+      } finally {
+        specsInFlight.delete(uuid);
+      }
+    }
+  };
+  const checkOneSpec = async (project: string, uuid: string): Promise<WorkerAdvert["specs"][number] | null> => {
+    const bytes = await host.getRecord("spec", uuid).catch(() => null);
+    const exec = executor;
+    if (bytes === null || worker === null || exec === null) {
+      log("spec-not-found", { uuid });
+      return null;
+    }
+    let spec: CapabilitySpec;
+    try {
+      const opened = openEnvelope(capabilitySpecDomain, bytes, Date.now());
+      const projectTrust = trust.get(project);
+      if (projectTrust === undefined) return null;
+      checkAnnouncer(projectTrust, opened.signer, Date.now());
+      spec = opened.body;
+    } catch (error) {
+      log("spec-refused", { uuid, why: String(error) });
+      return null;
+    }
+    const checkedAtMs = Date.now();
+    const unmet = checkSpec(spec.requirements, worker.config.dimensions);
+    if (unmet.length > 0) {
+      log("spec-unmet", { uuid, why: explainUnmet(unmet) });
+      return { uuid, version: spec.version, passed: false, checkedAtMs };
+    }
+    const { spec: job } = parseJobFile(
+      JSON.stringify({
+        project,
+        name: `self-check of ${spec.name}`,
+        steps: spec.selfCheck.steps,
+        timeoutMs: spec.selfCheck.timeoutMs,
+      }),
+      `self-check of spec ${uuid}`,
+      checkedAtMs,
+    );
+    const report = await exec
+      .run(
+        { runId: `spec/${uuid}/${checkedAtMs}`, project, jobId: `spec-${uuid}`, attempt: 0, shard: 0, job, env: {} },
+        { onLog: () => undefined },
+      )
+      .catch((error: unknown) => ({ outcome: "refused", summary: String(error) }));
+    const passed = report.outcome === "succeeded";
+    log("spec-checked", { uuid, version: spec.version, passed, summary: report.summary });
+    return { uuid, version: spec.version, passed, checkedAtMs };
   };
 
   const onKeyset = async (project: string, bytes: Uint8Array): Promise<Judged> => {
@@ -603,6 +703,17 @@ export async function startNode(options: StartOptions): Promise<RunningNode> {
       await host.publish(project, bytes).catch(() => undefined);
     }
   };
+  const publishSpecs = async () => {
+    if (masters.size === 0) return;
+    for (const bytes of await loadPublishedSpecs(options.dataDir)) {
+      try {
+        const { body } = openEnvelope(capabilitySpecDomain, bytes, Date.now());
+        await host.putRecord("spec", body.uuid, bytes);
+      } catch (error) {
+        log("spec-publish-failed", { error: String(error) });
+      }
+    }
+  };
   const fetchKeysets = async () => {
     for (const [project, entry] of trust) {
       if (ownKeysets.has(project)) continue;
@@ -623,10 +734,25 @@ export async function startNode(options: StartOptions): Promise<RunningNode> {
   };
   const keysetTimer = setInterval(() => {
     void publishKeysets();
+    void publishSpecs();
     void fetchKeysets();
     void fetchKeysets();
   }, config.timing.keysetRepublishMs);
   const advertTimer = setInterval(() => void advertise(), config.timing.advertRepublishMs);
+  const sendFacts = () => {
+    if (worker === null) return;
+    const now = new Date();
+    void toWorker({
+      kind: "facts",
+      facts: {
+        localMinuteOfDay: now.getHours() * 60 + now.getMinutes(),
+        localDayOfWeek: now.getDay(),
+        loadAverage: loadavg()[0] ?? 0,
+      },
+    });
+  };
+  const factsTimer = setInterval(sendFacts, factsIntervalMs);
+  sendFacts();
   void publishKeysets();
   void advertise();
   // Wake every master and the worker once: timers do not survive a restart, the state does.
@@ -733,7 +859,16 @@ export async function startNode(options: StartOptions): Promise<RunningNode> {
       const found = findJob(jobId);
       if (found === null) throw new NodeRequestError(404, `job ${jobId}: no such job on this node`);
       const state = masters.get(found[0]) as MasterState;
-      return explainJob(state, jobId, Date.now());
+      const text = explainJob(state, jobId, Date.now());
+      const specs = found[1].spec.requiredSpecs;
+      if (found[1].status !== "open" || specs.length === 0) return text;
+      const lines = await Promise.all(
+        specs.map(async (uuid) => {
+          const providers = await host.findProviders(uuid).catch(() => []);
+          return `spec ${uuid}: ${providers.length} worker(s) provide it in the DHT`;
+        }),
+      );
+      return [text, ...lines].join("\n");
     },
     async cancel(jobId: string, reason: string) {
       const found = findJob(jobId);
@@ -755,6 +890,7 @@ export async function startNode(options: StartOptions): Promise<RunningNode> {
       stopping = true;
       clearInterval(keysetTimer);
       clearInterval(advertTimer);
+      clearInterval(factsTimer);
       for (const timer of timers.values()) clearTimeout(timer);
       for (const runId of runs.keys()) executor?.kill(runId, "the node is stopping");
       await queue(async () => undefined);

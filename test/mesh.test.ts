@@ -17,6 +17,7 @@ import { multiaddr } from "@multiformats/multiaddr";
 import test from "ava";
 import * as lp from "it-length-prefixed";
 import { createLibp2p } from "libp2p";
+import { parseDocument } from "yaml";
 import { directProtocol, type JobDetail, maxFrameBytes } from "../node/index.ts";
 import { cli, cliOk, Mesh, type NodeProcess, until, writeJob } from "./mesh-harness.ts";
 
@@ -420,6 +421,83 @@ test.serial(
         "what was stored is still there, and nothing else",
       );
       t.is(master.process.exitCode, null);
+    } finally {
+      await mesh.stopAll();
+    }
+  },
+);
+
+test.serial(
+  "capability specs: the master puts its spec in the DHT; workers fetch it, check it is the project's, run its self-check, and only the one that meets it gets the job",
+  async (t) => {
+    const mesh = await Mesh.create();
+    try {
+      const masterDir = await mesh.initNode("master");
+      const { project, trustArgs } = await mesh.initProject(masterDir);
+      const uuid = "5a1c3e9f-2b4d-4c8e-9f10-1234567890ab";
+      const specFile = join(mesh.root, "spec.yaml");
+      await writeFile(
+        specFile,
+        `uuid: ${uuid}\nname: fast linux\nversion: 1\nrequirements:\n  os: [linux]\n  labels: [fast]\nselfCheck:\n  steps: [test -d /usr]\n  timeout: 1m\n`,
+      );
+      await cliOk(masterDir, ["spec", "publish", specFile]);
+      const master = await mesh.start("master", masterDir, ["--master"]);
+      const workers: NodeProcess[] = [];
+      for (const [index, labels] of [[], ["fast"]].entries()) {
+        const dir = await mesh.initNode(`worker${index}`);
+        await cliOk(dir, trustArgs);
+        const config = join(dir, "config.yaml");
+        const document = parseDocument(await readFile(config, "utf8"));
+        document.setIn(["worker", "labels"], labels);
+        await writeFile(config, document.toString());
+        workers.push(await mesh.start(`worker${index}`, dir, ["--worker", "--bootstrap", master.address]));
+      }
+      const fastKey = (await workers[1]?.control.status())?.publicKey;
+      const jobFile = await writeJob(mesh, "needs-spec", project, {
+        id: "needs-spec",
+        steps: ["echo fast"],
+        requiredSpecs: [uuid],
+        timeout: "1m",
+      });
+      await cliOk(master.dataDir, ["submit", jobFile]);
+      const detail = await ended(master, "needs-spec");
+      t.is(detail.status, "passed");
+      t.deepEqual(
+        detail.attempts.map((attempt) => attempt.worker),
+        [fastKey],
+        "the run went to the worker that meets the spec",
+      );
+      const checked = (worker: NodeProcess) => worker.events.find((event) => event.event === "spec-checked");
+      t.is(checked(workers[1] as NodeProcess)?.passed, true, "the fast worker ran the self-check, and it passed");
+      t.truthy(
+        workers[0]?.events.find((event) => event.event === "spec-unmet" && /label/.test(String(event.why))),
+        "the other worker found it lacks the label",
+      );
+      await cliOk(master.dataDir, [
+        "submit",
+        await writeJob(mesh, "waits", project, {
+          id: "waits",
+          steps: ["sleep 30"],
+          requiredSpecs: [uuid],
+          timeout: "1m",
+        }),
+      ]);
+      await cliOk(master.dataDir, [
+        "submit",
+        await writeJob(mesh, "waits-too", project, {
+          id: "waits-too",
+          steps: ["true"],
+          requiredSpecs: [uuid],
+          timeout: "1m",
+        }),
+      ]);
+      const explained = await until("explain to count the spec's providers", async () => {
+        const text = await master.control.explain("waits-too");
+        return /spec 5a1c3e9f-2b4d-4c8e-9f10-1234567890ab: 1 worker\(s\) provide it in the DHT/.test(text)
+          ? text
+          : null;
+      });
+      t.regex(explained, /open/);
     } finally {
       await mesh.stopAll();
     }
