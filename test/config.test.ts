@@ -229,6 +229,9 @@ trust:
     threshold: 1
     share: 2.5
 masters: [${project}]
+timing:
+  leaseMs: 9000
+  renewIntervalMs: 3000
 `;
   const config = parseConfig(text, "config.yaml");
   t.deepEqual(config, {
@@ -252,6 +255,14 @@ masters: [${project}]
     },
     trust: [{ project, roots: [rootHex], threshold: 1, share: 2.5 }],
     masters: [project],
+    timing: {
+      leaseMs: 9000,
+      bidWindowMs: 250,
+      reannounceIntervalMs: 30_000,
+      renewIntervalMs: 3000,
+      advertRepublishMs: 15_000,
+      keysetRepublishMs: 10_000,
+    },
   });
 });
 
@@ -365,4 +376,12 @@ test("the README's config, job and spec examples are valid", async (t) => {
   t.is(parsed.spec.shards, 4);
   t.is(parsed.spec.steps[2]?.name, "npm run lint");
   t.is(parseSpecFile(spec, "README spec", nowMs).requirements.minDiskBytes, 10 * 2 ** 30);
+});
+
+test("timing: a renewal interval not under the lease is refused, naming the field", (t) => {
+  const error = t.throws(() => parseConfig("timing:\n  leaseMs: 1000\n  renewIntervalMs: 2000\n", "config.yaml"));
+  t.regex(error?.message ?? "", /timing\.renewIntervalMs/);
+  t.regex(error?.message ?? "", /less than leaseMs/);
+  const tooShort = t.throws(() => parseConfig("timing:\n  leaseMs: 5\n", "config.yaml"));
+  t.regex(tooShort?.message ?? "", /config\.yaml:2.*timing\.leaseMs.*at least 100/s);
 });

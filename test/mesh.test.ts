@@ -147,8 +147,8 @@ test.serial(
       );
 
       // Now a trusting worker joins, and a rogue publishes forgeries on the project topic.
-      const trusting = await mesh.start("trusting", trustingDir, ["--worker", "--bootstrap", master.address]);
       await cliOk(master.dataDir, ["cancel", "wanted-1"]);
+      const trusting = await mesh.start("trusting", trustingDir, ["--worker", "--bootstrap", master.address]);
       const honest = [master, trusting];
       const rogue = spawn(
         process.execPath,
@@ -317,7 +317,7 @@ test.serial(
     });
     await new Promise<void>((done) => server.listen(0, "127.0.0.1", done));
     try {
-      const { project, master, workers } = await projectWithWorkers(mesh, 1);
+      const { project, master, workers } = await projectWithWorkers(mesh, 2);
       const worker = workers[0] as NodeProcess;
       const port = (server.address() as AddressInfo).port;
       const escapee = join(mesh.root, "escaped");
@@ -353,13 +353,17 @@ test.serial(
       t.is(connections, 0, "no connection reached the host");
       t.false(existsSync(escapee), "nothing appeared outside the job's folder");
 
-      // The worker is still up, eager, and takes the next job.
-      t.is(worker.process.exitCode, null);
-      const status = await worker.control.status();
-      t.is(status.availability, "eager");
-      t.is(status.running, 0);
-      await cliOk(master.dataDir, ["submit", await writeJob(mesh, "after", project, { id: "after", steps: ["true"] })]);
-      t.is((await ended(master, "after")).status, "passed");
+      // Both workers are still up, eager, and take the next jobs.
+      for (const each of workers) {
+        t.is(each.process.exitCode, null);
+        const status = await each.control.status();
+        t.is(status.availability, "eager");
+        t.is(status.running, 0);
+      }
+      for (const id of ["after-1", "after-2"])
+        await cliOk(master.dataDir, ["submit", await writeJob(mesh, id, project, { id, steps: ["true"] })]);
+      t.is((await ended(master, "after-1")).status, "passed");
+      t.is((await ended(master, "after-2")).status, "passed");
     } finally {
       server.close();
       await mesh.stopAll();
