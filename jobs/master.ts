@@ -838,7 +838,9 @@ function onTick(step: Step): void {
   const { state, nowMs } = step;
   // A wake-up at or before now has fired: forget it, or a later timer at that same instant (a submit whose deadline
   // already passed) would not be asked for again and would hide every timer behind it from the shell.
-  if (state.timerAtMs !== null && state.timerAtMs <= nowMs) state.timerAtMs = null;
+  // Any tick consumes the wake-up asked for, even one that comes early (a shell's timer may fire a millisecond
+  // before its time): the wake-up is asked for again below, so an early tick can never leave the machine asleep.
+  state.timerAtMs = null;
   const due = new Set<string>();
   while ((peekTimer(state.timers) ?? Number.POSITIVE_INFINITY) <= nowMs) {
     const entry = popTimer(state.timers) as TimerEntry;

@@ -562,6 +562,8 @@ export function stepWorker(state: WorkerState, input: WorkerInput, nowMs: number
   const step = new Step(state, nowMs, rng);
   // A wake-up at or before now has fired: forget it, so one asked for at that same instant is not taken as asked already.
   if (state.timerAtMs !== null && state.timerAtMs <= nowMs) state.timerAtMs = null;
+  // Any tick consumes the wake-up asked for, even an early one: it is asked for again at the end of the step.
+  if (input.kind === "tick") state.timerAtMs = null;
   switch (input.kind) {
     case "announcement":
       onAnnouncement(step, input.signer, input.announcement);

@@ -345,11 +345,15 @@ export async function startNode(options: StartOptions): Promise<RunningNode> {
         case "set-timer": {
           clearTimeout(timers.get(role));
           if (stopping) break;
-          const delayMs = Math.max(0, Math.min(effect.atMs - Date.now(), 2 ** 31 - 1));
-          timers.set(
-            role,
-            setTimeout(() => void tick(role), delayMs),
-          );
+          // Node's timers may fire a millisecond early: wait until the machine's clock says the time has come.
+          const arm = () => {
+            const delayMs = Math.max(0, Math.min(effect.atMs - Date.now(), 2 ** 31 - 1));
+            timers.set(
+              role,
+              setTimeout(() => (Date.now() < effect.atMs ? arm() : void tick(role)), delayMs),
+            );
+          };
+          arm();
           break;
         }
         case "start-execution":

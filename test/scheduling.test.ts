@@ -13,6 +13,7 @@ import {
   type Bid,
   type Cancel,
   canServe,
+  createMaster,
   type ExecutionReport,
   type ExecutionRequest,
   explainJob,
@@ -20,9 +21,10 @@ import {
   type JobSpec,
   type Result,
   resultDigest,
+  stepMaster,
   type Verdict,
 } from "../jobs/index.ts";
-import { type Behaviour, honest, Loop, liar } from "./loop.ts";
+import { type Behaviour, honest, Loop, liar, seededRng } from "./loop.ts";
 
 const gib = 2 ** 30;
 const secondMs = 1000;
@@ -877,3 +879,20 @@ testProp(
   },
   { numRuns: 40 },
 );
+
+test("a tick that comes a millisecond before the wake-up asked for still leaves a wake-up asked for (the master never sleeps for good)", (t) => {
+  const project = "b".padEnd(53, "a");
+  const start = 1_800_000_000_000;
+  let state = createMaster({ project });
+  const rng = seededRng(7);
+  const submitted = stepMaster(state, { kind: "submit", jobId: "early", job: jobSpec(start + hourMs) }, start, rng);
+  state = submitted.state;
+  const wake = submitted.effects.find((effect) => effect.type === "set-timer");
+  if (wake?.type !== "set-timer") return t.fail("expected a set-timer after a submit");
+  const early = stepMaster(state, { kind: "tick" }, wake.atMs - 1, rng);
+  state = early.state;
+  const again = early.effects.find((effect) => effect.type === "set-timer");
+  t.is(again?.type === "set-timer" ? again.atMs : null, wake.atMs, "the early tick asks for the same wake-up again");
+  const onTime = stepMaster(state, { kind: "tick" }, wake.atMs, rng);
+  t.true(onTime.effects.length > 0, "and the tick on time does the work");
+});
