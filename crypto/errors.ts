@@ -154,3 +154,37 @@ export class AnnouncerNotAuthorizedError extends CimeshError {
     );
   }
 }
+
+/** Text that is not a CID at all: not a multibase string the decoder knows, or bytes that are no CID. */
+export class MalformedCidError extends CimeshError {
+  constructor(what: string, got: string) {
+    super("ERR_MALFORMED_CID", `${what}: expected a CIDv1 in base32 (b...), got ${got}`);
+  }
+}
+
+/** A well-formed CID of a version, hash or codec the content-addressed store does not take. */
+export class UnsupportedCidError extends CimeshError {
+  constructor(what: string, expected: string, got: string) {
+    super("ERR_UNSUPPORTED_CID", `${what}: expected ${expected}, got ${got}`);
+  }
+}
+
+/** Bytes that do not hash to the CID they were fetched, stored or read under. */
+export class BlobMismatchError extends CimeshError {
+  readonly expected: string;
+  readonly actual: string;
+  constructor(expected: string, actual: string) {
+    super("ERR_BLOB_MISMATCH", `blob: expected bytes that hash to ${expected}, got bytes that hash to ${actual}`);
+    this.expected = expected;
+    this.actual = actual;
+  }
+}
+
+/** A tree manifest that breaks one of its rules; the message names the field. */
+export class TreeManifestError extends CimeshError {
+  readonly field: string;
+  constructor(field: string, detail: string) {
+    super("ERR_TREE_MANIFEST", `${field}: ${detail}`);
+    this.field = field;
+  }
+}

@@ -29,6 +29,7 @@ import {
   type JobSpec,
   type LeaseRenew,
   maxBidLifetimeMs,
+  maxCachedInputBytes,
   maxLeaseRenewLifetimeMs,
   maxResultLifetimeMs,
   maxRunningJobs,
@@ -97,6 +98,8 @@ export interface Candidate {
   readonly job: JobSpec;
   readonly expiresAtMs: number;
   readonly receivedAtMs: number;
+  /** Bytes of the job's inputs held when the announcement came. */
+  readonly cachedInputBytes?: number;
 }
 
 export interface PendingBid {
@@ -165,7 +168,13 @@ export interface ExecutionReport {
 }
 
 export type WorkerInput =
-  | { readonly kind: "announcement"; readonly signer: string; readonly announcement: JobAnnouncement }
+  | {
+      readonly kind: "announcement";
+      readonly signer: string;
+      readonly announcement: JobAnnouncement;
+      /** Bytes of the job's inputs this node already holds (a fact of its store): the bid reports it. Default 0. */
+      readonly cachedInputBytes?: number;
+    }
   | { readonly kind: "award"; readonly signer: string; readonly award: Award }
   | { readonly kind: "reject"; readonly signer: string; readonly reject: Reject }
   | { readonly kind: "lease-renew"; readonly signer: string; readonly renew: LeaseRenew }
@@ -341,13 +350,13 @@ function bidWhileFree(step: Step): void {
         runningJobs: Object.keys(state.running).length,
         // The slot this bid holds is already counted out (it is in `pending`).
         freeSlots: Math.max(0, freeSlots(state)),
-        cachedInputBytes: 0,
+        cachedInputBytes: Math.min(best.cachedInputBytes ?? 0, maxCachedInputBytes),
       },
     });
   }
 }
 
-function onAnnouncement(step: Step, master: string, announcement: JobAnnouncement): void {
+function onAnnouncement(step: Step, master: string, announcement: JobAnnouncement, cachedInputBytes: number): void {
   const { state, nowMs, rng } = step;
   const { project, jobId, round } = announcement;
   if (!canServe(state, project, announcement.job)) return;
@@ -363,6 +372,7 @@ function onAnnouncement(step: Step, master: string, announcement: JobAnnouncemen
     job: announcement.job,
     expiresAtMs: announcement.expiresAtMs,
     receivedAtMs: nowMs,
+    cachedInputBytes,
   });
 }
 
@@ -566,7 +576,7 @@ export function stepWorker(state: WorkerState, input: WorkerInput, nowMs: number
   if (input.kind === "tick") state.timerAtMs = null;
   switch (input.kind) {
     case "announcement":
-      onAnnouncement(step, input.signer, input.announcement);
+      onAnnouncement(step, input.signer, input.announcement, input.cachedInputBytes ?? 0);
       break;
     case "award":
       onAward(step, input.signer, input.award);

@@ -57,6 +57,20 @@ export interface NodeStatus {
   readonly trusted: readonly { project: string; share: number; keysetVersion: string | null }[];
 }
 
+/** A tree fetch the node runs for the CLI (`cimesh fetch`, `cimesh result --download`). */
+export interface FetchStatus {
+  readonly id: string;
+  readonly root: string;
+  readonly destination: string;
+  readonly state: "fetching" | "done" | "failed";
+  readonly doneBytes: number;
+  readonly totalBytes: number;
+  /** Bytes that came over the network; the rest the node held already. */
+  readonly fetchedBytes: number;
+  readonly files: number;
+  readonly error: string;
+}
+
 export interface NodeApi {
   status(): Promise<NodeStatus>;
   /** Stores the job, then announces it; resolves once stored (the acknowledgement). */
@@ -68,4 +82,7 @@ export interface NodeApi {
   explain(jobId: string): Promise<string>;
   cancel(jobId: string, reason: string): Promise<JobSummary>;
   setAvailability(availability: Availability): Promise<NodeStatus>;
+  /** Starts fetching the tree `root` into `destination` (an absolute path, absent or an empty folder). */
+  startFetch(root: string, destination: string, providers: readonly string[]): Promise<FetchStatus>;
+  fetchStatus(id: string): Promise<FetchStatus | null>;
 }

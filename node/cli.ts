@@ -12,10 +12,12 @@
 import { randomBytes } from "node:crypto";
 import { access, mkdir, mkdtemp, readFile, rm, stat } from "node:fs/promises";
 import { homedir, tmpdir } from "node:os";
-import { join } from "node:path";
+import { dirname, join, resolve } from "node:path";
+import cliProgress from "cli-progress";
 import { Argument, Command, InvalidArgumentError } from "commander";
 import { CimeshError, keysetDomain, openMultiEnvelope } from "../crypto/index.ts";
-import type { JobDetail, JobSummary, LogLine, NodeApi, NodeStatus } from "./api.ts";
+import type { FetchStatus, JobDetail, JobSummary, LogLine, NodeApi, NodeStatus } from "./api.ts";
+import { openBlobStore, packTree } from "./blobs.ts";
 import {
   configPath,
   configTemplate,
@@ -50,6 +52,8 @@ export const defaultDataDir = process.env.CIMESH_HOME ?? join(homedir(), ".cimes
 export const keyFileName = "node.key";
 /** How often `submit --wait` and `logs --follow` ask the node. */
 export const pollIntervalMs = 500;
+/** Packs and fetches show a progress bar once they have run this long. */
+export const progressAfterMs = 1_000;
 /** `submit --wait` and `logs --follow` stop this long after the job's deadline, whatever the node says. */
 export const waitPastDeadlineMs = 60_000;
 /** How long `start` gives the node to stop on SIGINT/SIGTERM before it exits anyway. */
@@ -85,6 +89,13 @@ export class NodeAlreadyRunningError extends CimeshError {
       "ERR_NODE_RUNNING",
       `a node is already running in ${dataDir} (control API on port ${port}): expected none; stop it first (Ctrl-C or kill its process)`,
     );
+  }
+}
+
+/** A fetch that could not be done, or a download of a job that has nothing to download. */
+export class TransferError extends CimeshError {
+  constructor(message: string) {
+    super("ERR_TRANSFER", message);
   }
 }
 
@@ -713,13 +724,66 @@ program
     const text = await readInputFile(path, maxJobFileBytes, "a job file");
     const parsed = parseJobFile(text, path, Date.now()); // a bad file fails here, before any node is asked
     const api = client();
-    const summary = await api.submit(parsed.project, parsed.jobId ?? "", parsed.spec);
+    let spec = parsed.spec;
+    if (parsed.inputsFolder !== null) {
+      // The master serves the inputs from its blob store, which this command shares (blobs are files named by CID).
+      const folder = resolve(dirname(path), parsed.inputsFolder);
+      const store = await openBlobStore(join(dataDirOf(), "blobs"));
+      const progress = progressBar(`packing ${parsed.inputsFolder}`);
+      const packed = await packTree(folder, store, { onProgress: progress.update }).finally(progress.stop);
+      out(`packed ${packed.files} file(s), ${packed.bytes} bytes of ${folder}: ${packed.root}`);
+      spec = { ...spec, inputsDigest: packed.root };
+    }
+    const summary = await api.submit(parsed.project, parsed.jobId ?? "", spec);
     if (options.json === true) out(JSON.stringify(summary));
     else out(`submitted ${summary.jobId} (project ${summary.project}): ${summary.status}`);
     if (options.wait !== true) return;
     const passed = await waitForJob(api, summary.jobId, parsed.spec.deadlineMs + waitPastDeadlineMs);
     process.exitCode = passed ? 0 : 1;
   });
+
+/** Shows a progress bar on stderr once a long task has run for a second; `update` and `stop` are safe to call early. */
+function progressBar(label: string): { update: (done: number, total: number) => void; stop: () => void } {
+  const startedMs = Date.now();
+  let bar: cliProgress.SingleBar | null = null;
+  return {
+    update(done, total) {
+      if (bar === null) {
+        if (Date.now() - startedMs < progressAfterMs || !process.stderr.isTTY) return;
+        bar = new cliProgress.SingleBar(
+          { format: `${label} [{bar}] {percentage}% {value}/{total} bytes`, stream: process.stderr },
+          cliProgress.Presets.shades_classic,
+        );
+        bar.start(total, done);
+      }
+      bar.setTotal(total);
+      bar.update(done);
+    },
+    stop() {
+      bar?.stop();
+    },
+  };
+}
+
+async function fetchInto(api: NodeApi, cid: string, folder: string, providers: readonly string[]): Promise<void> {
+  let status: FetchStatus | null = await api.startFetch(cid, folder, providers);
+  const progress = progressBar(`fetching ${cid.slice(0, 12)}…`);
+  try {
+    while (status !== null && status.state === "fetching") {
+      await sleep(pollIntervalMs);
+      status = await api.fetchStatus(status.id);
+      if (status !== null) progress.update(status.doneBytes, status.totalBytes);
+    }
+  } finally {
+    progress.stop();
+  }
+  if (status === null)
+    throw new TransferError(`fetch of ${cid}: the node forgot it (did it restart?); run the command again`);
+  if (status.state === "failed") throw new TransferError(`fetch of ${cid} failed: ${status.error}`);
+  out(
+    `fetched ${cid} into ${folder}: ${status.files} file(s), ${status.totalBytes} bytes (${status.fetchedBytes} over the network)`,
+  );
+}
 
 async function waitForJob(api: NodeApi, jobId: string, giveUpAtMs: number): Promise<boolean> {
   let shown = "";
@@ -821,8 +885,24 @@ program
   .description("show a job's outcome: status, the accepted result digest per shard, every attempt")
   .argument("<job>", "the job id")
   .option("--json", "print JSON")
-  .action(async (jobId: string, options: { json?: boolean }) => {
-    const job = await jobOrThrow(client(), jobId);
+  .option("--download <folder>", "fetch the accepted outputs into this folder (absent or empty)")
+  .action(async (jobId: string, options: { json?: boolean; download?: string }) => {
+    const api = client();
+    const job = await jobOrThrow(api, jobId);
+    if (options.download !== undefined) {
+      const decided = job.attempts.find(
+        (attempt) => attempt.resultDigest !== null && attempt.resultDigest === job.acceptedDigests[attempt.shard],
+      );
+      if (decided === undefined || decided.outputsDigest === null)
+        throw new TransferError(
+          `job ${jobId}: expected an accepted result with outputs to download, but it has none yet`,
+        );
+      const holders = job.attempts
+        .filter((attempt) => attempt.resultDigest === decided.resultDigest)
+        .map((attempt) => attempt.worker);
+      await fetchInto(api, decided.outputsDigest, resolve(options.download), holders);
+      return;
+    }
     if (options.json === true) {
       out(JSON.stringify(job, null, 2));
       return;
@@ -838,6 +918,16 @@ program
       if (attempt.outputsDigest !== null) out(`    outputs ${attempt.outputsDigest}`);
       if (attempt.logDigest !== null) out(`    log     ${attempt.logDigest}`);
     }
+  });
+
+program
+  .command("fetch")
+  .description("fetch a tree (a job's inputs or outputs) by its CID from the mesh into a folder, verifying every blob")
+  .argument("<cid>", "the tree's root CID")
+  .argument("<folder>", "where to put it: absent, or an empty folder")
+  .option("--from <peer...>", "peers to ask first (PeerId or public key); the DHT's providers are asked too")
+  .action(async (cid: string, folder: string, options: { from?: string[] }) => {
+    await fetchInto(client(), cid, resolve(folder), options.from ?? []);
   });
 
 program

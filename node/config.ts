@@ -45,6 +45,7 @@ export const rootKeyHexChars = 64;
 
 export const defaultListenAddresses = ["/ip4/0.0.0.0/tcp/0"];
 export const defaultApiPort = 0;
+export const defaultCacheQuotaBytes = 10 * 1024 ** 3;
 
 /** A project this node trusts: its first roots and threshold (which its id is made from) and its share of this worker. */
 export interface TrustEntry {
@@ -65,6 +66,8 @@ export interface DimensionOverrides {
 
 export interface WorkerSettings {
   slots: number;
+  /** Bytes the worker's blob cache (job inputs and outputs) may hold; least recently used blobs go first. */
+  cacheQuota: number;
   allowNetwork: boolean;
   /** The availability the worker starts in. */
   availability: Availability;
@@ -200,6 +203,7 @@ const windowSchema = z.strictObject({
 
 const workerSchema = z.strictObject({
   slots: z.number().int().min(1).max(maxSlots).default(1),
+  cacheQuota: sizeSchema.default(defaultCacheQuotaBytes),
   allowNetwork: z.boolean().default(false),
   availability: availabilitySchema.default("eager"),
   rules: z
@@ -343,6 +347,7 @@ export function configFileForm(config: NodeConfig): Record<string, unknown> {
     apiPort: config.apiPort,
     worker: {
       slots: worker.slots,
+      cacheQuota: worker.cacheQuota,
       allowNetwork: worker.allowNetwork,
       availability: worker.availability,
       rules: {
@@ -402,6 +407,8 @@ worker:
     tools: []
   # Labels capability specs may require, e.g. [gpu, fast-disk].
   labels: []
+  # Space for job inputs and outputs kept between jobs; the least recently used go first.
+  cacheQuota: 10GiB
 
 # Projects this node trusts, each with its share of the worker: \`cimesh trust add\`.
 trust: []

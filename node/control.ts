@@ -16,7 +16,8 @@
  *
  * Routes: GET /v1/status, GET /v1/jobs, POST /v1/jobs {project, jobId?, spec},
  * GET /v1/jobs/:id, GET /v1/jobs/:id/logs, GET /v1/jobs/:id/explain,
- * POST /v1/jobs/:id/cancel {reason?}, POST /v1/availability {availability}.
+ * POST /v1/jobs/:id/cancel {reason?}, POST /v1/availability {availability},
+ * POST /v1/fetches {root, destination, providers?}, GET /v1/fetches/:id.
  */
 import { randomBytes, timingSafeEqual } from "node:crypto";
 import { readFileSync } from "node:fs";
@@ -26,9 +27,17 @@ import type { AddressInfo } from "node:net";
 import { join } from "node:path";
 import { z } from "zod";
 import { availabilitySchema } from "../capabilities/index.ts";
-import { CimeshError, idSchema, projectIdSchema, reasonSchema, schemaErrorFrom } from "../crypto/index.ts";
+import {
+  CimeshError,
+  idSchema,
+  maxCidChars,
+  parseTreeCid,
+  projectIdSchema,
+  reasonSchema,
+  schemaErrorFrom,
+} from "../crypto/index.ts";
 import { type Availability, type JobSpec, jobSpecSchema } from "../jobs/index.ts";
-import type { JobDetail, JobSummary, LogLine, NodeApi, NodeStatus } from "./api.ts";
+import type { FetchStatus, JobDetail, JobSummary, LogLine, NodeApi, NodeStatus } from "./api.ts";
 import { writeFileAtomic } from "./config.ts";
 
 export const controlHost = "127.0.0.1";
@@ -101,6 +110,13 @@ const submitBodySchema = z.strictObject({
 });
 const cancelBodySchema = z.strictObject({ reason: reasonSchema.optional() });
 const availabilityBodySchema = z.strictObject({ availability: availabilitySchema });
+/** Peers a fetch may be told to ask first. */
+export const maxFetchProviderHints = 16;
+const fetchBodySchema = z.strictObject({
+  root: z.string().min(1).max(maxCidChars),
+  destination: z.string().min(1).max(4096),
+  providers: z.array(z.string().min(1).max(128)).max(maxFetchProviderHints).default([]),
+});
 
 function toJson(value: unknown): string {
   return JSON.stringify(value, (_key, item) => (item instanceof Uint8Array ? Buffer.from(item).toString("hex") : item));
@@ -257,6 +273,27 @@ function routesOf(api: NodeApi): { pattern: RegExp; methods: Record<string, Rout
           const jobId = jobIdOf(id as string);
           const body = await readJson(req, cancelBodySchema);
           return [200, await api.cancel(jobId, body.reason ?? defaultCancelReason)];
+        },
+      },
+    },
+    {
+      pattern: /^\/v1\/fetches$/,
+      methods: {
+        POST: async (req) => {
+          const body = await readJson(req, fetchBodySchema);
+          const { cid } = parseTreeCid(body.root, "root");
+          return [202, await api.startFetch(cid, body.destination, body.providers)];
+        },
+      },
+    },
+    {
+      pattern: /^\/v1\/fetches\/([a-z0-9-]{1,64})$/,
+      methods: {
+        GET: async (_req, [id]) => {
+          const status = await api.fetchStatus(id as string);
+          if (status === null)
+            throw new ControlError(404, "ERR_NO_SUCH_FETCH", `fetch ${id}: no such fetch on this node`);
+          return [200, status];
         },
       },
     },
@@ -515,5 +552,15 @@ export function connectControl(dataDir: string, options: ControlClientOptions = 
       (await call<JobSummary>("POST", jobPath(jobId, "/cancel"), { reason })).value,
     setAvailability: async (availability: Availability) =>
       (await call<NodeStatus>("POST", "/v1/availability", { availability })).value,
+    startFetch: async (root: string, destination: string, providers: readonly string[]) =>
+      (await call<FetchStatus>("POST", "/v1/fetches", { root, destination, providers })).value,
+    async fetchStatus(id: string) {
+      try {
+        return (await call<FetchStatus>("GET", `/v1/fetches/${encodeURIComponent(id)}`)).value;
+      } catch (error) {
+        if (error instanceof ControlRequestError && error.code === "ERR_NO_SUCH_FETCH") return null;
+        throw error;
+      }
+    },
   };
 }

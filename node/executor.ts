@@ -14,7 +14,8 @@
  */
 import { spawn } from "node:child_process";
 import { createHash, type Hash } from "node:crypto";
-import { resolve } from "node:path";
+import { lchown, readdir } from "node:fs/promises";
+import { join, resolve } from "node:path";
 import { CimeshError } from "../crypto/index.ts";
 import {
   type ExecutionReport,
@@ -25,6 +26,7 @@ import {
   maxSummaryChars,
   type Outcome,
 } from "../jobs/index.ts";
+import { type BlobStore, packOutputs } from "./blobs.ts";
 import { OutputRefusedError, outputsDigest, rawSha256Cid } from "./outputs.ts";
 import {
   defaultBwrapPath,
@@ -34,10 +36,13 @@ import {
   makeRunFolders,
   probeSandbox,
   removeRunFolders,
+  runsAsRoot,
   type SandboxProbe,
   type SpawnPlan,
   sandboxEnv,
+  sandboxGid,
   sandboxPlan,
+  sandboxUid,
   sandboxWorkPath,
   unsandboxedPlan,
 } from "./sandbox.ts";
@@ -125,6 +130,13 @@ export interface ExecutorOptions {
   readonly bwrapPath?: string;
   /** Told about every run without a sandbox, and about an onLog that throws. Default: printed on stderr. */
   readonly onWarning?: (message: string) => void;
+  /**
+   * Where a run's declared outputs are packed as a content-addressed tree
+   * (node/blobs.ts's packOutputs): the outputs digest is then the tree's root
+   * CID, and its blobs stay in this store to be served. Without it, the
+   * outputs are only hashed (node/outputs.ts's interim digest).
+   */
+  readonly blobStore?: BlobStore;
 }
 
 export interface LogChunk {
@@ -136,6 +148,11 @@ export interface LogChunk {
 
 export interface RunHooks {
   onLog(chunk: LogChunk): void;
+  /**
+   * Fills the run's work folder before the first step (the job's inputs, unpacked). What it writes is handed to
+   * the job's uid; if it throws, the run ends refused with its message.
+   */
+  prepare?(workFolder: string): Promise<void>;
 }
 
 export interface Executor {
@@ -152,6 +169,13 @@ export interface Executor {
   kill(runId: string, reason: string): boolean;
 }
 
+/** Gives what `prepare` wrote to the job's uid, so a build can write beside its sources. */
+async function handOver(folder: string): Promise<void> {
+  for (const entry of await readdir(folder, { recursive: true, withFileTypes: true })) {
+    await lchown(join(entry.parentPath, entry.name), sandboxUid, sandboxGid);
+  }
+}
+
 interface RunHandle {
   killReason: string | null;
   stop: (() => void) | null;
@@ -165,6 +189,7 @@ interface Settings {
   readonly maxLogBytesPerStream: number;
   readonly bwrapPath: string;
   readonly warn: (message: string) => void;
+  readonly blobStore: BlobStore | null;
 }
 
 function settingsOf(options: ExecutorOptions): Settings {
@@ -188,6 +213,7 @@ function settingsOf(options: ExecutorOptions): Settings {
     maxLogBytesPerStream: perStream,
     bwrapPath: options.bwrapPath ?? defaultBwrapPath,
     warn: onWarning ?? ((message) => process.stderr.write(`cimesh executor WARNING: ${message}\n`)),
+    blobStore: options.blobStore ?? null,
   };
 }
 
@@ -374,6 +400,14 @@ export function createExecutor(options: ExecutorOptions): Executor {
     const steps = job.steps.map((step) => step.run);
     const folders = await makeRunFolders(settings.workRoot);
     try {
+      if (hooks.prepare !== undefined) {
+        try {
+          await hooks.prepare(folders.work);
+          if (runsAsRoot()) await handOver(folders.work);
+        } catch (error) {
+          return report("refused", { summary: `refused: the job's inputs could not be made ready: ${String(error)}` });
+        }
+      }
       let plan: SpawnPlan;
       if (sandbox.ok) {
         const bwrap = await locateExecutable(settings.bwrapPath);
@@ -438,9 +472,14 @@ export function createExecutor(options: ExecutorOptions): Executor {
       // Outputs only of a job that ended on its own: a killed one left them half-written.
       let digest: string | null = null;
       try {
-        digest = await outputsDigest(folders.work, job.outputs);
+        const store = settings.blobStore;
+        if (store === null) digest = await outputsDigest(folders.work, job.outputs);
+        else if (job.outputs.length > 0) digest = await packOutputs(folders.work, job.outputs, store);
       } catch (error) {
-        if (!(error instanceof OutputRefusedError)) throw error;
+        // With a store, a tree past its limits (or a full store) fails the run as a refused output does.
+        const refused =
+          error instanceof OutputRefusedError || (settings.blobStore !== null && error instanceof CimeshError);
+        if (!refused) throw error;
         outcome = "failed";
         summary = `${summary}; ${error.message}`;
       }

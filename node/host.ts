@@ -67,6 +67,17 @@ export const dhtNamespace = "cimesh";
 export type GossipVerdict = "accept" | "reject" | "ignore";
 export type GossipHandler = (bytes: Uint8Array, fromPeerId: string) => GossipVerdict | Promise<GossipVerdict>;
 export type DirectHandler = (bytes: Uint8Array, fromPeerId: string) => void | Promise<void>;
+/** Answers one request frame with one response frame (the blob protocol, say). */
+export type RequestHandler = (request: Uint8Array, fromPeerId: string) => Promise<Uint8Array>;
+
+export interface RequestProtocolOptions {
+  readonly maxRequestBytes: number;
+  readonly maxResponseBytes: number;
+  /** Streams of this protocol one peer may have open to us at once. */
+  readonly maxInboundStreams: number;
+  /** The whole life of one request stream. */
+  readonly timeoutMs: number;
+}
 
 /** Checks a DHT record before this node stores or believes it: throws to refuse. */
 export type RecordValidator = (key: string, value: Uint8Array) => void | Promise<void>;
@@ -102,6 +113,12 @@ export interface Host {
   /** Sends one envelope to the peer whose ed25519 public key (hex) is given, dialling it if needed. */
   send(toPublicKeyHex: string, bytes: Uint8Array): Promise<void>;
   onDirect(handler: DirectHandler): void;
+  /** Serves a request/response protocol: one frame in, one frame out, per stream. */
+  handleRequests(protocol: string, options: RequestProtocolOptions, handler: RequestHandler): Promise<void>;
+  /** One request to a peer (by PeerId) on a request/response protocol; dials it if needed. */
+  request(peerId: string, protocol: string, bytes: Uint8Array, options: RequestProtocolOptions): Promise<Uint8Array>;
+  /** Closes every connection to a peer (one that misbehaved). */
+  hangUp(peerId: string): Promise<void>;
   /** gossipsub's score of a peer, as this node sees it. */
   scoreOf(peerId: string): number;
   /** Scores of every peer gossipsub knows. */
@@ -151,6 +168,12 @@ function kindOf(key: Uint8Array): [string, string] {
   if (namespace !== dhtNamespace || kind === undefined || rest.length === 0)
     throw new HostError(`record key: expected /${dhtNamespace}/<kind>/<id>, got ${text.slice(0, 200)}`);
   return [kind, rest.join("/")];
+}
+
+/** The first length-prefixed frame of a stream, at most maxBytes long. */
+async function firstFrame(stream: Stream, maxBytes: number): Promise<Uint8Array> {
+  for await (const frame of lp.decode(stream, { maxDataLength: maxBytes })) return frame.subarray();
+  throw new HostError("stream: expected a frame, the stream ended first");
 }
 
 export async function createHost(options: HostOptions): Promise<Host> {
@@ -300,6 +323,61 @@ export async function createHost(options: HostOptions): Promise<Host> {
     },
     onDirect(handler) {
       directHandler = handler;
+    },
+    async handleRequests(protocol, limits, handler) {
+      await libp2p.handle(
+        protocol,
+        async (stream: Stream, connection: Connection) => {
+          const from = connection.remotePeer.toString();
+          const signal = AbortSignal.timeout(limits.timeoutMs);
+          const onAbort = () =>
+            stream.abort(new HostError(`${protocol}: expected the request to end within ${limits.timeoutMs} ms`));
+          signal.addEventListener("abort", onAbort);
+          try {
+            const request = await firstFrame(stream, limits.maxRequestBytes);
+            const response = await handler(request, from);
+            if (response.length > limits.maxResponseBytes)
+              throw new HostError(
+                `${protocol}: a response of ${response.length} bytes is over ${limits.maxResponseBytes}`,
+              );
+            if (!stream.send(lp.encode.single(response))) await stream.onDrain({ signal });
+            await stream.close({ signal });
+          } catch (error) {
+            options.onRefusedStream?.(from, `${protocol}: ${String(error)}`);
+            stream.abort(error instanceof Error ? error : new Error(String(error)));
+          } finally {
+            signal.removeEventListener("abort", onAbort);
+          }
+        },
+        { maxInboundStreams: limits.maxInboundStreams },
+      );
+    },
+    async request(peerId, protocol, bytes, limits) {
+      if (bytes.length > limits.maxRequestBytes)
+        throw new HostError(
+          `${protocol} request: expected at most ${limits.maxRequestBytes} bytes, got ${bytes.length}`,
+        );
+      const signal = AbortSignal.timeout(limits.timeoutMs);
+      const stream = await libp2p.dialProtocol(peerIdFromString(peerId), protocol, { signal });
+      const onAbort = () =>
+        stream.abort(new HostError(`${protocol}: expected an answer within ${limits.timeoutMs} ms`));
+      signal.addEventListener("abort", onAbort);
+      try {
+        // Listen before closing our side: close() ends our writing only, the answer still comes.
+        const answer = firstFrame(stream, limits.maxResponseBytes);
+        answer.catch(() => undefined);
+        if (!stream.send(lp.encode.single(bytes))) await stream.onDrain({ signal });
+        await stream.close({ signal });
+        return await answer;
+      } catch (error) {
+        stream.abort(error instanceof Error ? error : new Error(String(error)));
+        throw error;
+      } finally {
+        signal.removeEventListener("abort", onAbort);
+      }
+    },
+    async hangUp(peerId) {
+      await libp2p.hangUp(peerIdFromString(peerId)).catch(() => undefined);
     },
     scoreOf: (peerId) => pubsub.getScore(peerId),
     scores() {

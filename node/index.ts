@@ -5,6 +5,32 @@
 
 export type { AttemptSummary, JobDetail, JobSummary, LogLine, NodeApi, NodeStatus } from "./api.ts";
 export {
+  BlobQuotaError,
+  type BlobStore,
+  BlobStoreOptionError,
+  type BlobStoreOptions,
+  blobsDirName,
+  blobTempDirName,
+  evictionHeadroomPercent,
+  executableFileMode,
+  MissingBlobError,
+  maxListedMissingBlobs,
+  openBlobStore,
+  type PackOptions,
+  type PackResult,
+  packOutputs,
+  packTree,
+  plainFileMode,
+  staleBlobTempFileAgeMs,
+  type TreeBlobs,
+  TreeLinkError,
+  TreePackError,
+  TreeUnpackError,
+  treeBlobs,
+  type UnpackResult,
+  unpackTree,
+} from "./blobs.ts";
+export {
   availabilityRulesOf,
   ConfigFileError,
   configFileForm,

@@ -106,6 +106,7 @@ const jobFileSchema = mappingOf({
   network: z.unknown().optional(),
   outputs: z.unknown().optional(),
   inputsDigest: z.unknown().optional(),
+  inputs: z.string().min(1).max(4096, "expected a folder path of at most 4096 characters").optional(),
   requiredSpecs: z.unknown().optional(),
   os: z.unknown().optional(),
   replicas: z.unknown().optional(),
@@ -187,6 +188,8 @@ export interface ParsedJobFile {
   /** The id the file asks for, or null: the node makes one. */
   readonly jobId: string | null;
   readonly spec: JobSpec;
+  /** The folder `inputs:` names, as written (relative to the job file's folder); `cimesh submit` packs it. */
+  readonly inputsFolder: string | null;
 }
 
 /**
@@ -199,6 +202,7 @@ export function parseJobFile(text: string, fileName: string, nowMs: number): Par
   const shape = validateYaml(file, jobFileSchema);
   eitherOf(file, [], "timeout", "timeoutMs");
   eitherOf(file, [], "deadline", "deadlineMs");
+  eitherOf(file, [], "inputs", "inputsDigest");
   eitherOf(file, ["resources"], "memory", "memoryBytes");
   eitherOf(file, ["resources"], "disk", "diskBytes");
   const resources = shape.resources ?? {};
@@ -242,7 +246,7 @@ export function parseJobFile(text: string, fileName: string, nowMs: number): Par
       `expected a deadline in the future, got ${new Date(result.data.deadlineMs).toISOString()}`,
     );
   }
-  return { project: shape.project, jobId: shape.id ?? null, spec: result.data };
+  return { project: shape.project, jobId: shape.id ?? null, spec: result.data, inputsFolder: shape.inputs ?? null };
 }
 
 const specFileSchema = mappingOf({

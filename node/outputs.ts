@@ -64,13 +64,30 @@ async function hashFile(path: string): Promise<string> {
   return hash.digest("hex");
 }
 
+/** How resolveInside reads absolute link targets and reports a link that leads out. */
+export interface ResolveOptions {
+  /**
+   * The absolute paths at which `root` appears to whoever made the links: an
+   * absolute target under one of them is a path inside root. Default: the
+   * sandbox's work folder (/work), as a job saw its folder.
+   */
+  readonly absoluteRoots?: readonly string[];
+  /** What root is called in messages. Default: "the work folder". */
+  readonly folderName?: string;
+  /** The error for a link out of root (or too many links). Default: OutputRefusedError. */
+  readonly refuse?: (rel: string, expected: string) => Error;
+}
+
 /**
  * The host path of `rel` with every symlink in it resolved inside `root`, or
- * null when it does not exist. Throws OutputRefusedError for a link out of it.
+ * null when it does not exist. Throws OutputRefusedError (or options.refuse's
+ * error) for a link out of it.
  */
-export async function resolveInside(root: string, rel: string): Promise<string | null> {
-  const leadsOut = () =>
-    new OutputRefusedError(rel, "a path inside the work folder, got a symlink that leads out of it");
+export async function resolveInside(root: string, rel: string, options: ResolveOptions = {}): Promise<string | null> {
+  const refuse = options.refuse ?? ((path: string, expected: string) => new OutputRefusedError(path, expected));
+  const absoluteRoots = options.absoluteRoots ?? [sandboxWorkPath];
+  const folderName = options.folderName ?? "the work folder";
+  const leadsOut = () => refuse(rel, `a path inside ${folderName}, got a symlink that leads out of it`);
   const partsOf = (path: string) => path.split("/").filter((part) => part !== "" && part !== ".");
   let pending = partsOf(rel);
   let resolved: string[] = [];
@@ -92,12 +109,13 @@ export async function resolveInside(root: string, rel: string): Promise<string |
     }
     if (info.isSymbolicLink()) {
       hops += 1;
-      if (hops > maxSymlinkHops) throw new OutputRefusedError(rel, `at most ${maxSymlinkHops} symlinks to follow`);
+      if (hops > maxSymlinkHops) throw refuse(rel, `at most ${maxSymlinkHops} symlinks to follow`);
       const target = await readlink(candidate);
       if (target.startsWith("/")) {
-        if (target !== sandboxWorkPath && !target.startsWith(`${sandboxWorkPath}/`)) throw leadsOut();
+        const base = absoluteRoots.find((prefix) => target === prefix || target.startsWith(`${prefix}/`));
+        if (base === undefined) throw leadsOut();
         resolved = [];
-        pending = [...partsOf(target.slice(sandboxWorkPath.length)), ...pending];
+        pending = [...partsOf(target.slice(base.length)), ...pending];
       } else {
         pending = [...partsOf(target), ...pending];
       }

@@ -16,9 +16,9 @@
  *   role).
  */
 import { randomBytes } from "node:crypto";
-import { mkdir, statfs } from "node:fs/promises";
+import { mkdir, readdir, statfs } from "node:fs/promises";
 import { arch, cpus, loadavg, platform, totalmem } from "node:os";
-import { join } from "node:path";
+import { isAbsolute, join } from "node:path";
 import {
   type CapabilitySpec,
   capabilitySpecDomain,
@@ -64,10 +64,12 @@ import {
   type WorkerInput,
   type WorkerState,
 } from "../jobs/index.ts";
-import type { JobDetail, JobSummary, LogLine, NodeApi, NodeStatus } from "./api.ts";
+import type { FetchStatus, JobDetail, JobSummary, LogLine, NodeApi, NodeStatus } from "./api.ts";
+import { type BlobStore, openBlobStore, treeBlobs, unpackTree } from "./blobs.ts";
 import { loadConfig, type NodeConfig } from "./config.ts";
 import { createExecutor, type Executor } from "./executor.ts";
-import { createHost, type Host, publicKeyHexOf } from "./host.ts";
+import { fetchTree, PeerBans, serveBlobs } from "./fetch.ts";
+import { createHost, type Host, peerIdOfPublicKeyHex, publicKeyHexOf } from "./host.ts";
 import { loadIdentity } from "./identity.ts";
 import { parseJobFile } from "./jobfile.ts";
 import { loadProjectKeyset, loadPublishedSpecs } from "./projects.ts";
@@ -81,6 +83,8 @@ export const maxCheckedSpecs = 64;
 export const specMissRetryMs = 30_000;
 /** How often a worker hands its machine the local time and load average, the facts its availability rules read. */
 export const factsIntervalMs = 30_000;
+/** Fetches the node remembers for the CLI to ask about; the oldest is forgotten first. */
+export const maxFetchRecords = 64;
 /** Tries of one direct message before it is given up (the protocol's leases and re-announcements cover the rest). */
 export const maxSendAttempts = 5;
 /** Wait before the second try of a direct message; doubled for each try after. */
@@ -203,6 +207,11 @@ export async function startNode(options: StartOptions): Promise<RunningNode> {
   const self = hexOf(identity.publicKey);
   const store = await openStore(join(options.dataDir, "store"));
   const ledgerState: { ledger: ReplayLedger } = { ledger: await store.loadLedger() };
+  // Job inputs and outputs by content; a worker's is a cache with a quota, a master's keeps what it was given.
+  const blobs: BlobStore = await openBlobStore(join(options.dataDir, "blobs"), {
+    quotaBytes: options.worker && !options.master ? config.worker.cacheQuota : null,
+  });
+  const bans = new PeerBans();
   const rng = osRng();
   const queue = serial();
   const log = (event: string, fields: Record<string, unknown> = {}) =>
@@ -256,6 +265,7 @@ export async function startNode(options: StartOptions): Promise<RunningNode> {
       workRoot: join(options.dataDir, "work"),
       allowUnsandboxed: options.allowUnsandboxed,
       allowNetwork: config.worker.allowNetwork,
+      blobStore: blobs,
       onWarning: (message: string) => log("executor-warning", { message }),
     });
     const probe = await executor.probe();
@@ -295,6 +305,52 @@ export async function startNode(options: StartOptions): Promise<RunningNode> {
     recordSelectors: { keyset: selectKeysetRecord },
   });
 
+  await serveBlobs(host, blobs);
+
+  /** Fetches a tree from the peers given (PeerIds or public keys) and the DHT's providers of it, verifying every blob. */
+  const fetchFrom = async (
+    root: string,
+    hints: readonly string[],
+    onProgress?: (done: number, total: number) => void,
+    pin?: (cids: readonly string[]) => () => void,
+  ) => {
+    const fromDht = await host.findProviders(root).catch(() => [] as string[]);
+    const providers = [
+      ...hints.map((hint) => (/^[0-9a-f]{64}$/.test(hint) ? peerIdOfPublicKeyHex(hint).toString() : hint)),
+      ...fromDht,
+    ].filter((peerId) => peerId !== host.peerId);
+    return fetchTree(host, blobs, root, providers, {
+      bans,
+      onProgress,
+      pin,
+      onDropped: (peerId, why) => log("blob-peer-dropped", { peerId, why }),
+    });
+  };
+  /** Runs' pins on their input blobs: released when the run ends, so a running job's inputs are never evicted. */
+  const inputPins = new Map<string, () => void>();
+  const prepareInputs = async (runId: string, root: string, master: string, folder: string) => {
+    const releases: (() => void)[] = [blobs.pin([root])];
+    inputPins.set(runId, () => {
+      for (const release of releases) release();
+    });
+    const report = await fetchFrom(root, [master], undefined, (cids) => {
+      const release = blobs.pin(cids);
+      releases.push(release);
+      return release;
+    });
+    const unpacked = await unpackTree(root, blobs, folder);
+    log("inputs-ready", {
+      runId,
+      root,
+      fetchedBlobs: report.fetchedBlobs,
+      fetchedBytes: report.fetchedBytes,
+      totalBytes: report.totalBytes,
+      files: unpacked.files,
+    });
+    void host.provide(root).catch(() => undefined);
+  };
+
+  const fetches = new Map<string, FetchStatus>();
   const timers = new Map<string, NodeJS.Timeout>();
   const runs = new Map<string, { master: string; project: string; jobId: string; attempt: number }>();
   let stopping = false;
@@ -399,8 +455,10 @@ export async function startNode(options: StartOptions): Promise<RunningNode> {
     runs.set(run.runId, { master: info.master, project: run.project, jobId: run.jobId, attempt: run.attempt });
     log("execution-started", { project: run.project.slice(0, 12), jobId: run.jobId, attempt: run.attempt });
     const logQueue = serial();
+    const root = run.job.inputsDigest;
     void exec
       .run(run, {
+        prepare: root === null ? undefined : (folder) => prepareInputs(run.runId, root, info.master, folder),
         onLog: (chunk) => {
           void logQueue(async () => {
             const body = {
@@ -422,6 +480,10 @@ export async function startNode(options: StartOptions): Promise<RunningNode> {
       .then(async (report) => {
         await logQueue(async () => undefined);
         runs.delete(run.runId);
+        inputPins.get(run.runId)?.();
+        inputPins.delete(run.runId);
+        if (report.outputsDigest !== null && (await blobs.has(report.outputsDigest)))
+          void host.provide(report.outputsDigest).catch(() => undefined);
         const reported = options.faultInjectCorruptResults
           ? { ...report, outputsDigest: corruptOutputsDigest }
           : report;
@@ -429,6 +491,8 @@ export async function startNode(options: StartOptions): Promise<RunningNode> {
       })
       .catch((error: unknown) => {
         runs.delete(run.runId);
+        inputPins.get(run.runId)?.();
+        inputPins.delete(run.runId);
         log("execution-error", { runId: run.runId, error: String(error) });
         return toWorker({
           kind: "execution-finished",
@@ -522,9 +586,16 @@ export async function startNode(options: StartOptions): Promise<RunningNode> {
     if (!fresh(verified)) return judged("ignore", `a replayed or stale ${domain}`);
     const signer = hexOf(verified.signer);
     if (domain === messageDomains.jobAnnouncement.tag) {
-      const announcement = verified.body as unknown as { job: { requiredSpecs: readonly string[] } };
+      const announcement = verified.body as unknown as {
+        job: { requiredSpecs: readonly string[]; inputsDigest: string | null };
+      };
       void ensureSpecs(project, announcement.job.requiredSpecs);
-      void toWorker({ kind: "announcement", signer, announcement: verified.body as never });
+      const root = announcement.job.inputsDigest;
+      const cachedInputBytes =
+        root !== null && worker !== null && (await blobs.has(root).catch(() => false))
+          ? (await treeBlobs(root, blobs).catch(() => ({ heldBytes: 0 }))).heldBytes
+          : 0;
+      void toWorker({ kind: "announcement", signer, announcement: verified.body as never, cachedInputBytes });
     } else if (domain === messageDomains.verdict.tag)
       void toWorker({ kind: "verdict", signer, verdict: verified.body as never });
     else void toWorker({ kind: "cancel", signer, cancel: verified.body as never });
@@ -818,6 +889,14 @@ export async function startNode(options: StartOptions): Promise<RunningNode> {
       const id = jobId === "" ? `job-${randomBytes(6).toString("hex")}` : jobId;
       if (findJob(id) !== null)
         throw new NodeRequestError(409, `jobId: expected a new id, ${id} was already submitted`);
+      if (spec.inputsDigest !== null) {
+        if (!(await blobs.has(spec.inputsDigest)))
+          throw new NodeRequestError(
+            400,
+            `inputsDigest: expected the tree ${spec.inputsDigest} in this node's blob store (cimesh submit packs a job's inputs folder there)`,
+          );
+        void host.provide(spec.inputsDigest).catch(() => undefined);
+      }
       await toMaster(project, { kind: "submit", jobId: id, job: spec });
       const job = masters.get(project)?.jobs[id];
       if (job === undefined) throw new NodeRequestError(500, `job ${id} was not stored`);
@@ -889,6 +968,53 @@ export async function startNode(options: StartOptions): Promise<RunningNode> {
       await toWorker({ kind: "set-availability", availability });
       void advertise();
       return status();
+    },
+    async startFetch(root: string, destination: string, providers: readonly string[]) {
+      if (!isAbsolute(destination))
+        throw new NodeRequestError(400, `destination: expected an absolute path, got ${destination}`);
+      const existing = await readdir(destination).catch((error: NodeJS.ErrnoException) =>
+        error.code === "ENOENT" ? [] : Promise.reject(error),
+      );
+      if (existing.length > 0)
+        throw new NodeRequestError(409, `destination: expected an absent or empty folder, ${destination} holds files`);
+      const id = `fetch-${randomBytes(6).toString("hex")}`;
+      const record: { -readonly [K in keyof FetchStatus]: FetchStatus[K] } = {
+        id,
+        root,
+        destination,
+        state: "fetching",
+        doneBytes: 0,
+        totalBytes: 0,
+        fetchedBytes: 0,
+        files: 0,
+        error: "",
+      };
+      fetches.set(id, record);
+      while (fetches.size > maxFetchRecords) fetches.delete(fetches.keys().next().value as string);
+      void (async () => {
+        const release = blobs.pin([root]);
+        try {
+          const report = await fetchFrom(root, providers, (done, total) => {
+            record.doneBytes = done;
+            record.totalBytes = total;
+          });
+          record.fetchedBytes = report.fetchedBytes;
+          const unpacked = await unpackTree(root, blobs, destination);
+          record.files = unpacked.files;
+          record.doneBytes = record.totalBytes;
+          record.state = "done";
+        } catch (error) {
+          record.error = String(error);
+          record.state = "failed";
+        } finally {
+          release();
+        }
+      })();
+      return { ...record };
+    },
+    async fetchStatus(id: string) {
+      const record = fetches.get(id);
+      return record === undefined ? null : { ...record };
     },
     async stop() {
       stopping = true;

@@ -249,6 +249,10 @@ function fakeNode() {
     return rest;
   };
   const api: NodeApi = {
+    startFetch: async () => {
+      throw new Error("fetch is not part of this fake node");
+    },
+    fetchStatus: async () => null,
     status: async () => status,
     async submit(project, jobId, spec) {
       calls.push(`submit ${project} ${jobId}`);

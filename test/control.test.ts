@@ -11,7 +11,7 @@ import { join } from "node:path";
 import test from "ava";
 import { CimeshError } from "../crypto/index.ts";
 import type { Availability, JobSpec } from "../jobs/index.ts";
-import type { JobDetail, JobSummary, LogLine, NodeApi, NodeStatus } from "../node/api.ts";
+import type { FetchStatus, JobDetail, JobSummary, LogLine, NodeApi, NodeStatus } from "../node/api.ts";
 import {
   ControlRequestError,
   connectControl,
@@ -56,7 +56,24 @@ function fakeNode() {
     const { spec: _spec, attempts: _attempts, acceptedDigests: _digests, ...summary } = job;
     return summary;
   };
+  const fetches = new Map<string, FetchStatus>();
   const api: NodeApi = {
+    async startFetch(root, destination, providers) {
+      const status: FetchStatus = {
+        id: "fetch-1",
+        root,
+        destination,
+        state: "fetching",
+        doneBytes: 0,
+        totalBytes: 0,
+        fetchedBytes: 0,
+        files: providers.length,
+        error: "",
+      };
+      fetches.set(status.id, status);
+      return status;
+    },
+    fetchStatus: async (id) => fetches.get(id) ?? null,
     status: async () => status(),
     async submit(projectId, jobId, jobSpec) {
       if (projectId !== project) throw new UnknownProjectRequest(projectId);
@@ -301,6 +318,21 @@ test("the client reads port and token from the data folder and speaks NodeApi", 
     const error = await t.throwsAsync(client.submit(project, "bad id!", spec), { instanceOf: ControlRequestError });
     t.is(error.status, 400);
     t.is(fake.jobs.size, 1);
+  });
+});
+
+test("fetches: the client starts one and asks after it; a root that is no tree CID is refused naming the field", async (t) => {
+  await withServer(async ({ dir }) => {
+    const client = connectControl(dir, { timeoutMs: 10_000 });
+    const root = "bafyreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy";
+    const started = await client.startFetch(root, "/tmp/somewhere", ["12D3KooWpeer"]);
+    t.is(started.state, "fetching");
+    t.is((await client.fetchStatus(started.id))?.root, root);
+    t.is(await client.fetchStatus("fetch-none"), null);
+    const dagPb = "QmYwAPJzv5CZsnA625s3Xf2nemtYgPpHdWEz79ojWnPbdG";
+    const error = await t.throwsAsync(client.startFetch(dagPb, "/tmp/x", []), { instanceOf: ControlRequestError });
+    t.is(error.status, 400);
+    t.regex(error.message, /root/);
   });
 });
 

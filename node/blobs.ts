@@ -1,0 +1,940 @@
+/**
+ * The content-addressed blob store and trees on disk (issue 5).
+ *
+ * A blob store is a folder of files named by their CID:
+ *   <root>/blobs/<two characters of the cid>/<cid>   one blob (a chunk or a manifest)
+ *   <root>/tmp/                                      blobs being written
+ * The two characters are the next-to-last of the cid (as IPFS's flatfs), so
+ * no folder grows past a few hundred files per thousand blobs. A blob is
+ * written to tmp and renamed into place, so a reader never sees half a blob
+ * and several processes (a node and the CLI) can share one store: the folder
+ * is the truth about which blobs are present. A blob is verified against its
+ * CID whenever it is read; one that does not match (a torn write after a
+ * crash, a disk error, a tampered file) is deleted and reads as absent. No
+ * fsync: a crash costs at most a blob that is fetched again.
+ *
+ * With a quota, the store evicts the least recently used blobs that are not
+ * pinned. The use time is the file's mtime, set on put and get, so the order
+ * survives restarts and is shared by the processes using the store; each
+ * process also keeps it in memory with the sizes, so usedBytes() is cheap.
+ * Pins live in memory and protect blobs only from this process's evictions.
+ *
+ * Trees: packTree and packOutputs cut a folder's files into chunks of
+ * treeChunkBytes, put every chunk and the manifest (crypto/tree.ts), and
+ * return the manifest's CID; unpackTree writes a tree into a folder, every
+ * chunk verified, and never outside that folder.
+ */
+import { randomBytes } from "node:crypto";
+import {
+  type FileHandle,
+  lstat,
+  mkdir,
+  open,
+  readdir,
+  readFile,
+  realpath,
+  rename,
+  rm,
+  stat,
+  utimes,
+  writeFile,
+} from "node:fs/promises";
+import { dirname, isAbsolute, join, posix, relative, resolve } from "node:path";
+import ignore, { type Ignore } from "ignore";
+import {
+  BlobMismatchError,
+  CimeshError,
+  chunkCountOf,
+  chunkSizeOf,
+  cidOfBlob,
+  cidOfManifest,
+  decodeManifest,
+  encodeManifest,
+  manifestChunks,
+  maxTreeBytes,
+  maxTreeDepthLevels,
+  maxTreeEntries,
+  OversizeError,
+  parseTreeCid,
+  type TreeFile,
+  type TreeManifest,
+  treeChunkBytes,
+  treePathProblem,
+  UnsupportedCidError,
+  verifyBlob,
+} from "../crypto/index.ts";
+import { maxOutputDepth, maxOutputFilesPerRun, OutputRefusedError, resolveInside } from "./outputs.ts";
+
+/** Folder of the blobs inside a store's root. */
+export const blobsDirName = "blobs";
+/** Folder of blobs being written inside a store's root. */
+export const blobTempDirName = "tmp";
+/** A temporary file older than this when a store opens was left by a crash and is removed. */
+export const staleBlobTempFileAgeMs = 60 * 60 * 1000;
+/**
+ * An eviction frees this share of the quota beyond what is needed, so that a
+ * full store evicts (and rescans its folder) once per so many bytes put
+ * rather than on every put.
+ */
+export const evictionHeadroomPercent = 5;
+/** Missing CIDs a MissingBlobError carries (its count says how many there are in all). */
+export const maxListedMissingBlobs = 100;
+/** Mode of an unpacked executable file. */
+export const executableFileMode = 0o755;
+/** Mode of an unpacked other file. */
+export const plainFileMode = 0o644;
+
+/** Putting a blob would need more room than the quota leaves once every unpinned blob is evicted. */
+export class BlobQuotaError extends CimeshError {
+  constructor(quotaBytes: number, pinnedBytes: number, sizeBytes: number, cid: string) {
+    super(
+      "ERR_BLOB_QUOTA",
+      `blob store: expected room for blob ${cid} (${sizeBytes} bytes) within the quota of ${quotaBytes} bytes, ` +
+        `but pinned blobs hold ${pinnedBytes} bytes and are never evicted; release pins or raise the quota`,
+    );
+  }
+}
+
+/** A tree whose manifest or chunks are not all in the store. */
+export class MissingBlobError extends CimeshError {
+  /** The first missing CIDs (at most maxListedMissingBlobs). */
+  readonly missing: readonly string[];
+  readonly missingCount: number;
+  constructor(root: string, missing: readonly string[]) {
+    super(
+      "ERR_MISSING_BLOB",
+      `tree ${root}: expected every blob in the store, ${missing.length} missing (first ${missing[0] ?? "?"})`,
+    );
+    this.missing = missing.slice(0, maxListedMissingBlobs);
+    this.missingCount = missing.length;
+  }
+}
+
+/** A symlink in a folder being packed that leads out of it, nowhere, or round in a loop. */
+export class TreeLinkError extends CimeshError {
+  readonly path: string;
+  constructor(path: string, expected: string) {
+    super("ERR_TREE_LINK", `${JSON.stringify(path)}: expected ${expected}`);
+    this.path = path;
+  }
+}
+
+/** A folder that cannot be packed: a special file, a name that is not UTF-8, a limit passed. */
+export class TreePackError extends CimeshError {
+  readonly path: string;
+  constructor(path: string, expected: string) {
+    super("ERR_TREE_PACK", `${JSON.stringify(path)}: expected ${expected}`);
+    this.path = path;
+  }
+}
+
+/** A tree that cannot be written into its destination. */
+export class TreeUnpackError extends CimeshError {
+  readonly path: string;
+  constructor(path: string, expected: string) {
+    super("ERR_TREE_UNPACK", `${JSON.stringify(path)}: expected ${expected}`);
+    this.path = path;
+  }
+}
+
+/** A blob store option it cannot work with. */
+export class BlobStoreOptionError extends CimeshError {
+  constructor(option: string, expected: string, got: unknown) {
+    super("ERR_BLOB_STORE_OPTION", `blob store option ${option}: expected ${expected}, got ${String(got)}`);
+  }
+}
+
+export interface BlobStoreOptions {
+  /** Bytes the store may hold; null (default) for no limit. */
+  readonly quotaBytes?: number | null;
+}
+
+export interface BlobStore {
+  /** The store's folder (absolute). */
+  readonly root: string;
+  /** Whether a file for the blob is present (not read, not verified: get verifies). */
+  has(cid: string): Promise<boolean>;
+  /** The blob's bytes, verified against the cid; null when absent, or corrupt (the file is then deleted). Counts as a use. */
+  get(cid: string): Promise<Uint8Array | null>;
+  /**
+   * Stores bytes and returns their CID: a raw-codec CID (a chunk, at most
+   * treeChunkBytes), or, with expectedCid, that CID of either kind once the
+   * bytes are verified against it (BlobMismatchError) and, for a manifest,
+   * decoded (TreeManifestError). Written atomically; counts as a use; evicts
+   * when over the quota (BlobQuotaError when pinned blobs leave no room).
+   */
+  put(bytes: Uint8Array, expectedCid?: string): Promise<string>;
+  /** Stores an encoded manifest (checked by decodeManifest) under its dag-cbor CID; as put otherwise. */
+  putManifest(bytes: Uint8Array, expectedCid?: string): Promise<string>;
+  /** Size of the blob's file, or null when absent. */
+  sizeOf(cid: string): Promise<number | null>;
+  /** Protects blobs (present or to come) from eviction until the returned function is called. Pins count. */
+  pin(cids: Iterable<string>): () => void;
+  /** Bytes of the blobs this process knows to be in the store. */
+  usedBytes(): number;
+  readonly quotaBytes: number | null;
+  /**
+   * Rescans the folder, then, when over the quota, removes the least recently
+   * used unpinned blobs until under it (with evictionHeadroomPercent to
+   * spare). Returns the bytes freed. Called by put.
+   */
+  evict(): Promise<number>;
+  /** Where the blob's file is (present or not): for a reader that streams it. Not verified. */
+  pathOf(cid: string): string;
+}
+
+interface Held {
+  sizeBytes: number;
+  usedMs: number;
+}
+
+function errnoOf(error: unknown): string | undefined {
+  return (error as NodeJS.ErrnoException | null)?.code;
+}
+
+const isMissing = (error: unknown) => errnoOf(error) === "ENOENT" || errnoOf(error) === "ENOTDIR";
+
+function shardOf(cid: string): string {
+  return cid.slice(-3, -1);
+}
+
+function asBytes(buffer: Buffer): Uint8Array {
+  return new Uint8Array(buffer.buffer, buffer.byteOffset, buffer.byteLength);
+}
+
+class DiskBlobStore implements BlobStore {
+  readonly root: string;
+  readonly quotaBytes: number | null;
+  private readonly held = new Map<string, Held>();
+  private readonly pins = new Map<string, number>();
+  private used = 0;
+  private pinnedHeld = 0;
+  private clock = 0;
+  private queue: Promise<unknown> = Promise.resolve();
+
+  constructor(root: string, quotaBytes: number | null) {
+    this.root = root;
+    this.quotaBytes = quotaBytes;
+  }
+
+  pathOf(cid: string): string {
+    const { cid: canonical } = parseTreeCid(cid);
+    return join(this.root, blobsDirName, shardOf(canonical), canonical);
+  }
+
+  private fileOf(canonical: string): string {
+    return join(this.root, blobsDirName, shardOf(canonical), canonical);
+  }
+
+  /** A use time later than every one before: wall-clock milliseconds, so it compares with other processes' mtimes. */
+  private tick(): number {
+    this.clock = Math.max(Date.now(), this.clock + 1);
+    return this.clock;
+  }
+
+  private note(cid: string, sizeBytes: number, usedMs: number): void {
+    this.forget(cid);
+    this.held.set(cid, { sizeBytes, usedMs });
+    this.used += sizeBytes;
+    if (this.pins.has(cid)) this.pinnedHeld += sizeBytes;
+  }
+
+  private forget(cid: string): void {
+    const old = this.held.get(cid);
+    if (old === undefined) return;
+    this.held.delete(cid);
+    this.used -= old.sizeBytes;
+    if (this.pins.has(cid)) this.pinnedHeld -= old.sizeBytes;
+  }
+
+  /** Runs fn after every earlier locked section of this store: puts and evictions do not interleave. */
+  private locked<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.queue.then(fn, fn);
+    this.queue = run.catch(() => undefined);
+    return run;
+  }
+
+  private async touch(path: string, usedMs: number): Promise<void> {
+    try {
+      await utimes(path, usedMs / 1000, usedMs / 1000);
+    } catch (error) {
+      if (!isMissing(error)) throw error;
+    }
+  }
+
+  async has(cid: string): Promise<boolean> {
+    return (await this.sizeOf(cid)) !== null;
+  }
+
+  async sizeOf(cid: string): Promise<number | null> {
+    const { cid: canonical } = parseTreeCid(cid);
+    try {
+      const info = await stat(this.fileOf(canonical));
+      if (!info.isFile()) return null;
+      if (this.held.get(canonical)?.sizeBytes !== info.size) this.note(canonical, info.size, info.mtimeMs);
+      return info.size;
+    } catch (error) {
+      if (!isMissing(error)) throw error;
+      this.forget(canonical);
+      return null;
+    }
+  }
+
+  async get(cid: string): Promise<Uint8Array | null> {
+    const { cid: canonical } = parseTreeCid(cid);
+    const path = this.fileOf(canonical);
+    let bytes: Uint8Array;
+    try {
+      bytes = asBytes(await readFile(path));
+    } catch (error) {
+      if (!isMissing(error) && errnoOf(error) !== "EISDIR") throw error;
+      this.forget(canonical);
+      return null;
+    }
+    try {
+      verifyBlob(canonical, bytes);
+    } catch (error) {
+      if (!(error instanceof BlobMismatchError)) throw error;
+      await rm(path, { force: true });
+      this.forget(canonical);
+      return null;
+    }
+    const usedMs = this.tick();
+    this.note(canonical, bytes.length, usedMs);
+    await this.touch(path, usedMs);
+    return bytes;
+  }
+
+  async put(bytes: Uint8Array, expectedCid?: string): Promise<string> {
+    if (!(bytes instanceof Uint8Array)) throw new BlobStoreOptionError("put(bytes)", "bytes", typeof bytes);
+    if (expectedCid === undefined) {
+      if (bytes.length > treeChunkBytes) throw new OversizeError("blob", bytes.length, treeChunkBytes);
+      return this.store(bytes, cidOfBlob(bytes));
+    }
+    const { cid, kind } = parseTreeCid(expectedCid, "expectedCid");
+    if (kind === "manifest") return this.putManifest(bytes, cid);
+    if (bytes.length > treeChunkBytes) throw new OversizeError(`blob ${cid}`, bytes.length, treeChunkBytes);
+    verifyBlob(cid, bytes);
+    return this.store(bytes, cid);
+  }
+
+  async putManifest(bytes: Uint8Array, expectedCid?: string): Promise<string> {
+    if (!(bytes instanceof Uint8Array)) throw new BlobStoreOptionError("putManifest(bytes)", "bytes", typeof bytes);
+    const cid = cidOfManifest(bytes);
+    if (expectedCid !== undefined) {
+      const expected = parseTreeCid(expectedCid, "expectedCid");
+      if (expected.kind !== "manifest") {
+        throw new UnsupportedCidError("expectedCid", "a manifest CID (codec dag-cbor, 0x71)", expected.cid);
+      }
+      if (expected.cid !== cid) throw new BlobMismatchError(expected.cid, cid);
+    }
+    decodeManifest(bytes);
+    return this.store(bytes, cid);
+  }
+
+  /** Throws BlobQuotaError when, with every unpinned blob evicted, this blob would still not fit. */
+  private checkRoom(cid: string, sizeBytes: number): void {
+    if (this.quotaBytes === null) return;
+    const counted = this.pins.has(cid) && this.held.has(cid);
+    const needed = this.pinnedHeld + (counted ? 0 : sizeBytes);
+    if (needed > this.quotaBytes) throw new BlobQuotaError(this.quotaBytes, this.pinnedHeld, sizeBytes, cid);
+  }
+
+  private async store(bytes: Uint8Array, cid: string): Promise<string> {
+    const path = this.fileOf(cid);
+    this.checkRoom(cid, bytes.length);
+    let temp: string | null = null;
+    try {
+      const present = await this.sizeOf(cid);
+      if (present !== bytes.length) {
+        temp = join(this.root, blobTempDirName, `${cid}.${process.pid}.${randomBytes(6).toString("hex")}`);
+        await writeFile(temp, bytes, { flag: "wx", mode: 0o644 });
+      }
+      await this.locked(async () => {
+        this.checkRoom(cid, bytes.length);
+        if (temp !== null) {
+          await mkdir(dirname(path), { recursive: true });
+          await rename(temp, path);
+          temp = null;
+        }
+        const usedMs = this.tick();
+        this.note(cid, bytes.length, usedMs);
+        await this.touch(path, usedMs);
+        if (this.quotaBytes !== null && this.used > this.quotaBytes) await this.evictLocked(new Set([cid]));
+      });
+    } finally {
+      if (temp !== null) await rm(temp, { force: true });
+    }
+    return cid;
+  }
+
+  pin(cids: Iterable<string>): () => void {
+    const pinned = [...cids].map((cid) => parseTreeCid(cid).cid);
+    for (const cid of pinned) {
+      const count = this.pins.get(cid) ?? 0;
+      this.pins.set(cid, count + 1);
+      if (count === 0) this.pinnedHeld += this.held.get(cid)?.sizeBytes ?? 0;
+    }
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      for (const cid of pinned) {
+        const count = this.pins.get(cid) ?? 0;
+        if (count <= 1) {
+          this.pins.delete(cid);
+          this.pinnedHeld -= this.held.get(cid)?.sizeBytes ?? 0;
+        } else {
+          this.pins.set(cid, count - 1);
+        }
+      }
+    };
+  }
+
+  usedBytes(): number {
+    return this.used;
+  }
+
+  evict(): Promise<number> {
+    return this.locked(async () => {
+      await this.rescan();
+      return this.evictLocked(new Set());
+    });
+  }
+
+  private async evictLocked(protectedCids: ReadonlySet<string>): Promise<number> {
+    const quota = this.quotaBytes;
+    if (quota === null || this.used <= quota) return 0;
+    // Another process may have added or removed blobs: count what is there before choosing.
+    await this.rescan();
+    if (this.used <= quota) return 0;
+    const target = quota - Math.floor((quota * evictionHeadroomPercent) / 100);
+    const candidates = [...this.held.entries()]
+      .filter(([cid]) => !this.pins.has(cid) && !protectedCids.has(cid))
+      .sort(([cidA, a], [cidB, b]) => a.usedMs - b.usedMs || (cidA < cidB ? -1 : cidA > cidB ? 1 : 0));
+    let freed = 0;
+    for (const [cid, held] of candidates) {
+      if (this.used <= target) break;
+      await rm(this.fileOf(cid), { force: true });
+      this.forget(cid);
+      freed += held.sizeBytes;
+    }
+    return freed;
+  }
+
+  /** Brings the in-memory index in line with the folder: blobs other processes added or removed. */
+  async rescan(): Promise<void> {
+    const present = new Set<string>();
+    const blobsDir = join(this.root, blobsDirName);
+    for (const shard of await readdir(blobsDir)) {
+      let names: string[];
+      try {
+        names = await readdir(join(blobsDir, shard));
+      } catch (error) {
+        if (isMissing(error)) continue;
+        throw error;
+      }
+      for (const name of names) {
+        let canonical: string;
+        try {
+          canonical = parseTreeCid(name).cid;
+        } catch {
+          continue;
+        }
+        if (canonical !== name || shardOf(name) !== shard) continue;
+        present.add(name);
+        if (this.held.has(name)) continue;
+        try {
+          const info = await stat(join(blobsDir, shard, name));
+          if (info.isFile()) this.note(name, info.size, info.mtimeMs);
+        } catch (error) {
+          if (!isMissing(error)) throw error;
+          present.delete(name);
+        }
+      }
+    }
+    for (const cid of [...this.held.keys()]) if (!present.has(cid)) this.forget(cid);
+  }
+
+  async removeStaleTemps(nowMs: number): Promise<void> {
+    const tempDir = join(this.root, blobTempDirName);
+    for (const name of await readdir(tempDir)) {
+      try {
+        const info = await stat(join(tempDir, name));
+        if (nowMs - info.mtimeMs > staleBlobTempFileAgeMs) await rm(join(tempDir, name), { force: true });
+      } catch (error) {
+        if (!isMissing(error)) throw error;
+      }
+    }
+  }
+}
+
+/**
+ * Opens (creating it if need be) the blob store in `root`: indexes the blobs
+ * present, removes temporary files a crash left, and evicts when the folder
+ * holds more than the quota.
+ */
+export async function openBlobStore(root: string, options: BlobStoreOptions = {}): Promise<BlobStore> {
+  if (typeof root !== "string" || root === "") throw new BlobStoreOptionError("root", "a folder path", root);
+  const quota = options.quotaBytes ?? null;
+  if (quota !== null && (!Number.isSafeInteger(quota) || quota < 0)) {
+    throw new BlobStoreOptionError("quotaBytes", "null or a non-negative integer", quota);
+  }
+  const folder = resolve(root);
+  await mkdir(join(folder, blobsDirName), { recursive: true });
+  await mkdir(join(folder, blobTempDirName), { recursive: true });
+  const store = new DiskBlobStore(folder, quota);
+  await store.removeStaleTemps(Date.now());
+  await store.rescan();
+  if (quota !== null && store.usedBytes() > quota) await store.evict();
+  return store;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Trees
+
+interface CollectedFile {
+  readonly rel: string;
+  /** Host path of the bytes: the file itself, or the target of a symlink to it. */
+  readonly real: string;
+  readonly sizeBytes: number;
+  readonly executable: boolean;
+}
+
+interface Collected {
+  readonly files: Map<string, CollectedFile>;
+  readonly dirs: Set<string>;
+  totalBytes: number;
+}
+
+type Refuse = (rel: string, expected: string) => Error;
+
+function addFile(collected: Collected, file: CollectedFile, refuse: Refuse): void {
+  if (collected.files.size + collected.dirs.size + 1 > maxTreeEntries) {
+    throw refuse(file.rel, `at most ${maxTreeEntries} files and folders in one tree`);
+  }
+  if (collected.totalBytes + file.sizeBytes > maxTreeBytes) {
+    throw refuse(file.rel, `at most ${maxTreeBytes} bytes of files in one tree`);
+  }
+  collected.totalBytes += file.sizeBytes;
+  collected.files.set(file.rel, file);
+}
+
+function addDir(collected: Collected, rel: string, refuse: Refuse): void {
+  if (collected.dirs.has(rel)) return;
+  if (collected.files.size + collected.dirs.size + 1 > maxTreeEntries) {
+    throw refuse(rel, `at most ${maxTreeEntries} files and folders in one tree`);
+  }
+  collected.dirs.add(rel);
+}
+
+const utf8 = new TextDecoder("utf-8", { fatal: true });
+
+async function namesOf(folder: string, rel: string, refuse: Refuse): Promise<string[]> {
+  const names: string[] = [];
+  for (const raw of await readdir(folder, { encoding: "buffer" })) {
+    try {
+      names.push(utf8.decode(raw));
+    } catch {
+      throw refuse(rel === "" ? "." : rel, `file names in UTF-8, got ${JSON.stringify(raw.toString("latin1"))}`);
+    }
+  }
+  return names.sort();
+}
+
+async function readFully(handle: FileHandle, buffer: Buffer, position: number): Promise<number> {
+  let done = 0;
+  while (done < buffer.length) {
+    const { bytesRead } = await handle.read(buffer, done, buffer.length - done, position + done);
+    if (bytesRead === 0) break;
+    done += bytesRead;
+  }
+  return done;
+}
+
+/** Puts every chunk of the collected files and their manifest; returns the manifest's CID. */
+async function storeTree(
+  collected: Collected,
+  store: BlobStore,
+  refuse: Refuse,
+  onProgress?: (doneBytes: number, totalBytes: number) => void,
+): Promise<string> {
+  const releases: (() => void)[] = [];
+  const totalBytes = collected.totalBytes;
+  let doneBytes = 0;
+  onProgress?.(0, totalBytes);
+  try {
+    const files: TreeFile[] = [];
+    for (const file of collected.files.values()) {
+      const chunks: string[] = [];
+      const count = chunkCountOf(file.sizeBytes);
+      if (count > 0) {
+        const handle = await open(file.real, "r");
+        try {
+          for (let index = 0; index < count; index++) {
+            const buffer = Buffer.allocUnsafe(chunkSizeOf(file.sizeBytes, index));
+            const read = await readFully(handle, buffer, index * treeChunkBytes);
+            if (read !== buffer.length) throw refuse(file.rel, "a file that does not change while it is packed");
+            const cid = await store.put(asBytes(buffer));
+            // Held until the manifest is stored: a later chunk of the same tree must not evict this one.
+            releases.push(store.pin([cid]));
+            chunks.push(cid);
+            doneBytes += buffer.length;
+            onProgress?.(doneBytes, totalBytes);
+          }
+          if ((await handle.stat()).size !== file.sizeBytes) {
+            throw refuse(file.rel, "a file that does not change while it is packed");
+          }
+        } finally {
+          await handle.close();
+        }
+      }
+      files.push({ path: file.rel, sizeBytes: file.sizeBytes, executable: file.executable, chunks });
+    }
+    const manifest: TreeManifest = { version: 1, chunkBytes: treeChunkBytes, files, dirs: [...collected.dirs] };
+    return await store.putManifest(encodeManifest(manifest));
+  } finally {
+    for (const release of releases) release();
+  }
+}
+
+export interface PackOptions {
+  /** Skip what the tree's .gitignore files exclude (the `ignore` package, git's rules). Default true. `.git` is always skipped. */
+  readonly respectGitignore?: boolean;
+  /** Called as bytes are packed, first with 0. */
+  readonly onProgress?: (doneBytes: number, totalBytes: number) => void;
+}
+
+export interface PackResult {
+  /** The manifest's CID: names the whole tree. */
+  readonly root: string;
+  readonly files: number;
+  /** Bytes of all files. */
+  readonly bytes: number;
+}
+
+interface IgnoreLevel {
+  /** The folder of the .gitignore, relative to the tree ("" at its top). */
+  readonly base: string;
+  readonly rules: Ignore;
+}
+
+/** Git's answer: the last rule that matches, from the top .gitignore to the deepest, decides. */
+function isIgnored(levels: readonly IgnoreLevel[], rel: string, isDir: boolean): boolean {
+  let ignored = false;
+  for (const { base, rules } of levels) {
+    const sub = base === "" ? rel : rel.slice(base.length + 1);
+    const result = rules.test(isDir ? `${sub}/` : sub);
+    if (result.ignored) ignored = true;
+    else if (result.unignored) ignored = false;
+  }
+  return ignored;
+}
+
+/**
+ * Packs a folder into the store: every file cut into chunks, every folder
+ * (empty ones too) listed, the manifest stored; returns its CID.
+ *
+ * Skips `.git` always and, unless respectGitignore is false, what the
+ * .gitignore files of the tree exclude (each applies to its own folder and
+ * below, deeper files overriding, as git does; a symlink is matched as a
+ * file, as git stores it). A manifest has no symlinks: a link whose target
+ * stays inside the folder is packed as a copy of its target (a file's bytes,
+ * or a folder's contents), one that leads out of the folder, nowhere, or
+ * round in a loop is refused with TreeLinkError. Any x bit makes a file
+ * executable. Sockets, fifos and devices are refused, as are names that are
+ * not UTF-8 and trees past the limits of crypto/tree.ts (TreePackError).
+ */
+export async function packTree(folder: string, store: BlobStore, options: PackOptions = {}): Promise<PackResult> {
+  const respectGitignore = options.respectGitignore ?? true;
+  const given = resolve(folder);
+  const rootReal = await realpath(given);
+  const info = await stat(rootReal);
+  if (!info.isDirectory()) throw new TreePackError(folder, "a folder to pack");
+  const collected: Collected = { files: new Map(), dirs: new Set(), totalBytes: 0 };
+  const refuse: Refuse = (rel, expected) => new TreePackError(rel, expected);
+  const refuseLink: Refuse = (rel, expected) => new TreeLinkError(rel, expected);
+  const absoluteRoots = [...new Set([rootReal, given])];
+  // Real paths of the folders being walked, from the top down: a link back to one of them is a loop.
+  const walking = new Set<string>();
+
+  const walk = async (relDir: string, realDir: string, levels: readonly IgnoreLevel[]): Promise<void> => {
+    walking.add(realDir);
+    let here = levels;
+    if (respectGitignore) {
+      const gitignore = join(realDir, ".gitignore");
+      const found = await lstat(gitignore).catch((error: unknown) => {
+        if (isMissing(error)) return null;
+        throw error;
+      });
+      if (found?.isFile()) {
+        const rules = ignore({ ignorecase: false }).add(await readFile(gitignore, "utf8"));
+        here = [...levels, { base: relDir, rules }];
+      }
+    }
+    for (const name of await namesOf(realDir, relDir, refuse)) {
+      if (name === ".git") continue;
+      const rel = relDir === "" ? name : `${relDir}/${name}`;
+      const problem = treePathProblem(rel);
+      if (problem !== null) throw new TreePackError(rel, problem);
+      let real = join(realDir, name);
+      let entry = await lstat(real);
+      if (entry.isSymbolicLink()) {
+        if (respectGitignore && isIgnored(here, rel, false)) continue;
+        // Packed as a copy of its target, which must be inside the folder (resolved as outputs are, one part at a time).
+        const target = await resolveInside(rootReal, rel, {
+          absoluteRoots,
+          folderName: "the folder",
+          refuse: refuseLink,
+        });
+        if (target === null) {
+          throw new TreeLinkError(rel, "a symlink to a file or folder inside the folder, got one that leads nowhere");
+        }
+        real = target;
+        entry = await lstat(real);
+      } else if (respectGitignore && isIgnored(here, rel, entry.isDirectory())) {
+        continue;
+      }
+      if (entry.isDirectory()) {
+        if (walking.has(real)) {
+          throw new TreeLinkError(rel, "a symlink that does not lead back to a folder that contains it (a loop)");
+        }
+        if (rel.split("/").length >= maxTreeDepthLevels) {
+          throw new TreePackError(rel, `folders at most ${maxTreeDepthLevels} levels deep`);
+        }
+        addDir(collected, rel, refuse);
+        await walk(rel, real, here);
+      } else if (entry.isFile()) {
+        addFile(collected, { rel, real, sizeBytes: entry.size, executable: (entry.mode & 0o111) !== 0 }, refuse);
+      } else {
+        throw new TreePackError(rel, `a regular file, folder or symlink, got a ${specialKind(entry)}`);
+      }
+    }
+    walking.delete(realDir);
+  };
+
+  await walk("", rootReal, []);
+  const root = await storeTree(collected, store, refuse, options.onProgress);
+  return { root, files: collected.files.size, bytes: collected.totalBytes };
+}
+
+function specialKind(info: Awaited<ReturnType<typeof lstat>>): string {
+  if (info.isSocket()) return "socket";
+  if (info.isFIFO()) return "fifo";
+  if (info.isCharacterDevice()) return "character device";
+  if (info.isBlockDevice()) return "block device";
+  return "special file";
+}
+
+/**
+ * Packs a run's declared outputs as a tree; returns its root CID. Paths are
+ * relative to the work folder, as the job declared them; a folder stands for
+ * everything under it, and the folders leading to a declared output are
+ * listed as folders of the tree. Symlinks are resolved as node/outputs.ts
+ * does (as the job saw them: an absolute target is a path in the sandbox,
+ * /work), followed while they stay in the work folder and packed as copies;
+ * one leading out is refused with OutputRefusedError, as is a special file.
+ * A declared output that does not exist (or a link leading nowhere inside)
+ * is simply absent from the tree, so a run whose outputs are all missing has
+ * the CID of the empty tree.
+ */
+export async function packOutputs(workDir: string, declared: readonly string[], store: BlobStore): Promise<string> {
+  const root = await realpath(workDir);
+  const collected: Collected = { files: new Map(), dirs: new Set(), totalBytes: 0 };
+  const refuse: Refuse = (rel, expected) => new OutputRefusedError(rel, expected);
+
+  const add = async (rel: string, depth: number): Promise<void> => {
+    if (collected.files.has(rel) || collected.dirs.has(rel)) return;
+    const real = rel === "" ? root : await resolveInside(root, rel);
+    if (real === null) return;
+    const info = await lstat(real);
+    if (info.isFile()) {
+      if (collected.files.size >= maxOutputFilesPerRun) {
+        throw refuse(rel, `at most ${maxOutputFilesPerRun} files in all outputs`);
+      }
+      addParents(rel);
+      addFile(collected, { rel, real, sizeBytes: info.size, executable: (info.mode & 0o111) !== 0 }, refuse);
+    } else if (info.isDirectory()) {
+      if (depth >= maxOutputDepth) {
+        throw refuse(rel, `at most ${maxOutputDepth} folders deep (a symlink cycle?)`);
+      }
+      if (rel !== "") {
+        addParents(rel);
+        addDir(collected, rel, refuse);
+      }
+      for (const name of await namesOf(real, rel, refuse)) {
+        const child = rel === "" ? name : `${rel}/${name}`;
+        const problem = treePathProblem(child);
+        if (problem !== null) throw refuse(child, problem);
+        await add(child, depth + 1);
+      }
+    } else {
+      throw refuse(rel, `a regular file or a folder, got a ${specialKind(info)}`);
+    }
+  };
+  const addParents = (rel: string) => {
+    const parts = rel.split("/");
+    for (let i = 1; i < parts.length; i++) addDir(collected, parts.slice(0, i).join("/"), refuse);
+  };
+
+  for (const output of declared) {
+    const normal = posix.normalize(output).replace(/\/+$/, "");
+    if (normal === ".." || normal.startsWith("../") || posix.isAbsolute(output) || normal === "") {
+      throw refuse(output, "a relative path inside the work folder");
+    }
+    const rel = normal === "." ? "" : normal;
+    if (rel !== "") {
+      const problem = treePathProblem(rel);
+      if (problem !== null) throw refuse(output, problem);
+    }
+    await add(rel, 0);
+  }
+  return storeTree(collected, store, refuse);
+}
+
+export interface TreeBlobs {
+  readonly manifest: TreeManifest;
+  /** The distinct chunk CIDs of the tree, in manifest order. */
+  readonly chunks: string[];
+  /** Those of them not in the store. */
+  readonly missing: string[];
+  /** Bytes of the distinct chunks the store holds. */
+  readonly heldBytes: number;
+  /** Bytes of all distinct chunks: what fetching the whole tree into an empty store moves (the manifest aside). */
+  readonly totalBytes: number;
+}
+
+async function loadManifest(root: string, store: BlobStore): Promise<{ cid: string; manifest: TreeManifest }> {
+  const { cid, kind } = parseTreeCid(root, "root");
+  if (kind !== "manifest") throw new UnsupportedCidError("root", "a tree manifest CID (codec dag-cbor, 0x71)", cid);
+  const bytes = await store.get(cid);
+  if (bytes === null) throw new MissingBlobError(cid, [cid]);
+  return { cid, manifest: decodeManifest(bytes) };
+}
+
+/** Sizes of the distinct chunks of a manifest. */
+function chunkSizes(manifest: TreeManifest): Map<string, number> {
+  const sizes = new Map<string, number>();
+  for (const file of manifest.files) {
+    file.chunks.forEach((cid, index) => {
+      if (!sizes.has(cid)) sizes.set(cid, chunkSizeOf(file.sizeBytes, index, manifest.chunkBytes));
+    });
+  }
+  return sizes;
+}
+
+/**
+ * For a tree whose manifest is in the store (else MissingBlobError): the
+ * chunks it needs, those missing, and the bytes held of it (what a bid reports).
+ */
+export async function treeBlobs(root: string, store: BlobStore): Promise<TreeBlobs> {
+  const { manifest } = await loadManifest(root, store);
+  const sizes = chunkSizes(manifest);
+  const chunks = manifestChunks(manifest);
+  const missing: string[] = [];
+  let heldBytes = 0;
+  let totalBytes = 0;
+  for (const cid of chunks) {
+    const size = sizes.get(cid) ?? 0;
+    totalBytes += size;
+    if (await store.has(cid)) heldBytes += size;
+    else missing.push(cid);
+  }
+  return { manifest, chunks, missing, heldBytes, totalBytes };
+}
+
+export interface UnpackResult {
+  readonly files: number;
+  readonly bytes: number;
+}
+
+/** Checks (again: the manifest was checked) that `rel` lands inside `top`, and returns where. */
+function inside(top: string, rel: string): string {
+  const target = resolve(top, ...rel.split("/"));
+  const back = relative(top, target);
+  if (back === "" || back === ".." || back.startsWith("../") || isAbsolute(back)) {
+    throw new TreeUnpackError(rel, "a path inside the destination");
+  }
+  return target;
+}
+
+/**
+ * Writes the tree `root` into `destination` (created if missing): every
+ * folder (empty ones too), every file with mode 0o755 if executable else
+ * 0o644, every chunk verified against its CID and its size. Needs every blob
+ * in the store first (MissingBlobError, naming how many are missing and the
+ * first). Never writes outside destination: each path is checked again, an
+ * existing symlink on the way is refused rather than followed, and files are
+ * written to a new temporary name then renamed into place. Files already in
+ * destination at a path of the tree are replaced.
+ */
+export async function unpackTree(root: string, store: BlobStore, destination: string): Promise<UnpackResult> {
+  const { cid, manifest } = await loadManifest(root, store);
+  const chunks = manifestChunks(manifest);
+  const release = store.pin([cid, ...chunks]);
+  try {
+    const missing: string[] = [];
+    for (const chunk of chunks) if (!(await store.has(chunk))) missing.push(chunk);
+    if (missing.length > 0) throw new MissingBlobError(cid, missing);
+
+    await mkdir(destination, { recursive: true });
+    const top = await realpath(destination);
+    // Folders sort before what they contain (a prefix sorts first), so parents are made first.
+    for (const dir of manifest.dirs) {
+      const target = inside(top, dir);
+      try {
+        await mkdir(target);
+      } catch (error) {
+        if (errnoOf(error) !== "EEXIST") throw error;
+        const existing = await lstat(target);
+        if (!existing.isDirectory())
+          throw new TreeUnpackError(dir, "a folder, or nothing, at this path of the destination");
+      }
+    }
+    let bytes = 0;
+    let counter = 0;
+    for (const [index, file] of manifest.files.entries()) {
+      const target = inside(top, file.path);
+      const temp = `${target}.cimesh-unpack-${process.pid}-${counter++}`;
+      const handle = await open(temp, "wx", file.executable ? executableFileMode : plainFileMode);
+      try {
+        try {
+          for (const [c, chunk] of file.chunks.entries()) {
+            const data = await store.get(chunk);
+            if (data === null) throw new MissingBlobError(cid, [chunk]);
+            const expected = chunkSizeOf(file.sizeBytes, c, manifest.chunkBytes);
+            if (data.length !== expected) {
+              throw new TreeUnpackError(
+                file.path,
+                `chunk ${c} (files[${index}].chunks[${c}], ${chunk}) of ${expected} bytes, got ${data.length}`,
+              );
+            }
+            let written = 0;
+            while (written < data.length) {
+              const { bytesWritten } = await handle.write(data, written, data.length - written);
+              written += bytesWritten;
+            }
+          }
+          // open's mode passes through the umask; the tree's modes do not.
+          await handle.chmod(file.executable ? executableFileMode : plainFileMode);
+        } finally {
+          await handle.close();
+        }
+        const existing = await lstat(target).catch((error: unknown) => {
+          if (isMissing(error)) return null;
+          throw error;
+        });
+        if (existing?.isDirectory())
+          throw new TreeUnpackError(file.path, "a file, or nothing, at this path of the destination");
+        await rename(temp, target);
+      } catch (error) {
+        await rm(temp, { force: true });
+        throw error;
+      }
+      bytes += file.sizeBytes;
+    }
+    return { files: manifest.files.length, bytes };
+  } finally {
+    release();
+  }
+}
