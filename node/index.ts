@@ -3,7 +3,7 @@
  * come) the libp2p host, store, executor, control API and CLI.
  */
 
-export type { AttemptSummary, JobDetail, JobSummary, LogLine, NodeApi, NodeStatus } from "./api.ts";
+export type { AttemptSummary, FetchStatus, JobDetail, JobSummary, LogLine, NodeApi, NodeStatus } from "./api.ts";
 export {
   BlobQuotaError,
   type BlobStore,
@@ -117,6 +117,18 @@ export {
   sandboxWorkPath,
   stdioDrainMs,
 } from "./executor.ts";
+export {
+  blobProtocol,
+  blobProtocolOptions,
+  FetchError,
+  type FetchOptions,
+  type FetchReport,
+  fetchTree,
+  maxConcurrentBlobFetches,
+  misbehaviourBanMs,
+  PeerBans,
+  serveBlobs,
+} from "./fetch.ts";
 export {
   bootstrapRetryMs,
   createHost,
