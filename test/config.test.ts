@@ -241,6 +241,7 @@ timing:
     apiPort: 7700,
     worker: {
       slots: 2,
+      cacheQuota: 10 * 1024 ** 3,
       allowNetwork: true,
       availability: "reluctant",
       rules: {
