@@ -17,7 +17,7 @@ import cliProgress from "cli-progress";
 import { Argument, Command, InvalidArgumentError } from "commander";
 import { CimeshError, keysetDomain, openMultiEnvelope } from "../crypto/index.ts";
 import type { FetchStatus, JobDetail, JobSummary, LogLine, NodeApi, NodeStatus } from "./api.ts";
-import { openBlobStore, packTree } from "./blobs.ts";
+import { openBlobStore, packTree, unpackTree } from "./blobs.ts";
 import {
   configPath,
   configTemplate,
@@ -975,10 +975,16 @@ program
       throw new CliOptionError("--shard", `below the job's shards (${parsed.spec.shards})`, options.shard);
     const { createExecutor } = await import("./executor.ts");
     const workRoot = await mkdtemp(join(tmpdir(), "cimesh-run-"));
+    // The node's blob store: it holds what `inputs:` packs here, and on a worker the trees the mesh sent it.
+    const store = await openBlobStore(join(dataDirOf(), "blobs"));
+    let inputsRoot = parsed.spec.inputsDigest;
+    if (parsed.inputsFolder !== null)
+      inputsRoot = (await packTree(resolve(dirname(path), parsed.inputsFolder), store)).root;
     const executor = createExecutor({
       workRoot,
       allowUnsandboxed: options.allowUnsandboxed === true,
       allowNetwork: options.allowNetwork === true,
+      blobStore: store,
     });
     const runId = `local-${randomBytes(6).toString("hex")}`;
     const jobId = parsed.jobId ?? "local";
@@ -1004,6 +1010,16 @@ program
           },
         },
         {
+          prepare:
+            inputsRoot === null
+              ? undefined
+              : async (folder) => {
+                  await unpackTree(inputsRoot as string, store, folder).catch((error: unknown) => {
+                    throw new TransferError(
+                      `inputs ${inputsRoot}: ${String(error)}; \`cimesh fetch ${inputsRoot} <folder>\` brings a tree from the mesh`,
+                    );
+                  });
+                },
           onLog: (chunk) => {
             (chunk.stream === "stdout" ? process.stdout : process.stderr).write(chunk.data);
           },
