@@ -17,7 +17,11 @@
  * pinned. The use time is the file's mtime, set on put and get, so the order
  * survives restarts and is shared by the processes using the store; each
  * process also keeps it in memory with the sizes, so usedBytes() is cheap.
- * Pins live in memory and protect blobs only from this process's evictions.
+ * So that a put in one process counts what other processes put, every put
+ * appends "<cid> <size>" to <root>/added.log and reads what others appended
+ * since it last looked (a few bytes, not a rescan of the folder); an
+ * eviction rescans the folder itself before it chooses. Pins live in memory
+ * and protect blobs only from this process's evictions.
  *
  * Trees: packTree and packOutputs cut a folder's files into chunks of
  * treeChunkBytes, put every chunk and the manifest (crypto/tree.ts), and
@@ -26,6 +30,7 @@
  */
 import { randomBytes } from "node:crypto";
 import {
+  appendFile,
   type FileHandle,
   lstat,
   mkdir,
@@ -36,6 +41,7 @@ import {
   rename,
   rm,
   stat,
+  truncate,
   utimes,
   writeFile,
 } from "node:fs/promises";
@@ -52,7 +58,6 @@ import {
   encodeManifest,
   manifestChunks,
   maxTreeBytes,
-  maxTreeDepthLevels,
   maxTreeEntries,
   OversizeError,
   parseTreeCid,
@@ -77,6 +82,10 @@ export const staleBlobTempFileAgeMs = 60 * 60 * 1000;
  * rather than on every put.
  */
 export const evictionHeadroomPercent = 5;
+/** File, in a store's root, to which every put appends the blob it added: how stores sharing a folder count each other's puts. */
+export const blobJournalFileName = "added.log";
+/** A journal larger than this is emptied, by a store that has read it all or has just opened (and rescanned the folder). */
+export const maxBlobJournalBytes = 4 * 1024 * 1024;
 /** Missing CIDs a MissingBlobError carries (its count says how many there are in all). */
 export const maxListedMissingBlobs = 100;
 /** Mode of an unpacked executable file. */
@@ -211,6 +220,7 @@ class DiskBlobStore implements BlobStore {
   private pinnedHeld = 0;
   private clock = 0;
   private queue: Promise<unknown> = Promise.resolve();
+  private journalOffset = 0;
 
   constructor(root: string, quotaBytes: number | null) {
     this.root = root;
@@ -360,6 +370,8 @@ class DiskBlobStore implements BlobStore {
         const usedMs = this.tick();
         this.note(cid, bytes.length, usedMs);
         await this.touch(path, usedMs);
+        await appendFile(this.journalPath(), `${cid} ${bytes.length}\n`);
+        await this.readJournal();
         if (this.quotaBytes !== null && this.used > this.quotaBytes) await this.evictLocked(new Set([cid]));
       });
     } finally {
@@ -398,15 +410,15 @@ class DiskBlobStore implements BlobStore {
   evict(): Promise<number> {
     return this.locked(async () => {
       await this.rescan();
-      return this.evictLocked(new Set());
+      return this.evictLocked(new Set(), true);
     });
   }
 
-  private async evictLocked(protectedCids: ReadonlySet<string>): Promise<number> {
+  private async evictLocked(protectedCids: ReadonlySet<string>, rescanned = false): Promise<number> {
     const quota = this.quotaBytes;
     if (quota === null || this.used <= quota) return 0;
     // Another process may have added or removed blobs: count what is there before choosing.
-    await this.rescan();
+    if (!rescanned) await this.rescan();
     if (this.used <= quota) return 0;
     const target = quota - Math.floor((quota * evictionHeadroomPercent) / 100);
     const candidates = [...this.held.entries()]
@@ -420,6 +432,67 @@ class DiskBlobStore implements BlobStore {
       freed += held.sizeBytes;
     }
     return freed;
+  }
+
+  private journalPath(): string {
+    return join(this.root, blobJournalFileName);
+  }
+
+  /** Counts the blobs other stores on this folder added since the last look (an eviction then checks the folder itself). */
+  private async readJournal(): Promise<void> {
+    let handle: FileHandle;
+    try {
+      handle = await open(this.journalPath(), "r+");
+    } catch (error) {
+      if (isMissing(error)) return;
+      throw error;
+    }
+    try {
+      const { size } = await handle.stat();
+      // Emptied by a store that opened: read it again from the start (noting a blob twice changes nothing).
+      if (size < this.journalOffset) this.journalOffset = 0;
+      if (size === this.journalOffset) return;
+      const buffer = Buffer.alloc(size - this.journalOffset);
+      const read = await readFully(handle, buffer, this.journalOffset);
+      // Only whole lines: another store may be halfway through appending one.
+      const end = buffer.subarray(0, read).lastIndexOf(0x0a);
+      if (end < 0) return;
+      const nowMs = this.tick();
+      for (const line of buffer.subarray(0, end).toString("utf8").split("\n")) {
+        const [cid, sizeText] = line.split(" ");
+        const sizeBytes = Number(sizeText);
+        if (cid === undefined || this.held.has(cid) || !Number.isSafeInteger(sizeBytes) || sizeBytes < 0) continue;
+        try {
+          if (parseTreeCid(cid).cid !== cid) continue;
+        } catch {
+          continue;
+        }
+        this.note(cid, sizeBytes, nowMs);
+      }
+      this.journalOffset += end + 1;
+      // Kept short: a line another store appends between this read and the truncation is only counted at its next rescan.
+      if (this.journalOffset > maxBlobJournalBytes) {
+        await handle.truncate(0);
+        this.journalOffset = 0;
+      }
+    } finally {
+      await handle.close();
+    }
+  }
+
+  /** At open, after a rescan: what the journal says so far is known; a long journal is emptied. */
+  async startJournal(): Promise<void> {
+    try {
+      const { size } = await stat(this.journalPath());
+      if (size > maxBlobJournalBytes) {
+        await truncate(this.journalPath(), 0);
+        this.journalOffset = 0;
+      } else {
+        this.journalOffset = size;
+      }
+    } catch (error) {
+      if (!isMissing(error)) throw error;
+    }
   }
 
   /** Brings the in-memory index in line with the folder: blobs other processes added or removed. */
@@ -485,6 +558,7 @@ export async function openBlobStore(root: string, options: BlobStoreOptions = {}
   await mkdir(join(folder, blobTempDirName), { recursive: true });
   const store = new DiskBlobStore(folder, quota);
   await store.removeStaleTemps(Date.now());
+  await store.startJournal();
   await store.rescan();
   if (quota !== null && store.usedBytes() > quota) await store.evict();
   return store;
@@ -575,10 +649,11 @@ async function storeTree(
             const buffer = Buffer.allocUnsafe(chunkSizeOf(file.sizeBytes, index));
             const read = await readFully(handle, buffer, index * treeChunkBytes);
             if (read !== buffer.length) throw refuse(file.rel, "a file that does not change while it is packed");
-            const cid = await store.put(asBytes(buffer));
-            // Held until the manifest is stored: a later chunk of the same tree must not evict this one.
-            releases.push(store.pin([cid]));
-            chunks.push(cid);
+            const bytes = asBytes(buffer);
+            // Pinned before it is put, and until the manifest is stored: no other chunk of the tree (nor another
+            // put of this process) may evict it meanwhile. Costs a second hash; put hashes too.
+            releases.push(store.pin([cidOfBlob(bytes)]));
+            chunks.push(await store.put(bytes));
             doneBytes += buffer.length;
             onProgress?.(doneBytes, totalBytes);
           }
@@ -696,11 +771,9 @@ export async function packTree(folder: string, store: BlobStore, options: PackOp
         continue;
       }
       if (entry.isDirectory()) {
+        // Depth is bounded by treePathProblem above (maxTreeDepthLevels), a loop of links here.
         if (walking.has(real)) {
           throw new TreeLinkError(rel, "a symlink that does not lead back to a folder that contains it (a loop)");
-        }
-        if (rel.split("/").length >= maxTreeDepthLevels) {
-          throw new TreePackError(rel, `folders at most ${maxTreeDepthLevels} levels deep`);
         }
         addDir(collected, rel, refuse);
         await walk(rel, real, here);
@@ -812,6 +885,18 @@ async function loadManifest(root: string, store: BlobStore): Promise<{ cid: stri
   return { cid, manifest: decodeManifest(bytes) };
 }
 
+/** Files checked at once for presence. */
+export const presenceCheckBatchSize = 64;
+
+/** store.has for each cid, a batch at a time. */
+async function presence(store: BlobStore, cids: readonly string[]): Promise<boolean[]> {
+  const present: boolean[] = [];
+  for (let at = 0; at < cids.length; at += presenceCheckBatchSize) {
+    present.push(...(await Promise.all(cids.slice(at, at + presenceCheckBatchSize).map((cid) => store.has(cid)))));
+  }
+  return present;
+}
+
 /** Sizes of the distinct chunks of a manifest. */
 function chunkSizes(manifest: TreeManifest): Map<string, number> {
   const sizes = new Map<string, number>();
@@ -831,15 +916,16 @@ export async function treeBlobs(root: string, store: BlobStore): Promise<TreeBlo
   const { manifest } = await loadManifest(root, store);
   const sizes = chunkSizes(manifest);
   const chunks = manifestChunks(manifest);
+  const present = await presence(store, chunks);
   const missing: string[] = [];
   let heldBytes = 0;
   let totalBytes = 0;
-  for (const cid of chunks) {
+  chunks.forEach((cid, index) => {
     const size = sizes.get(cid) ?? 0;
     totalBytes += size;
-    if (await store.has(cid)) heldBytes += size;
+    if (present[index]) heldBytes += size;
     else missing.push(cid);
-  }
+  });
   return { manifest, chunks, missing, heldBytes, totalBytes };
 }
 
@@ -873,8 +959,8 @@ export async function unpackTree(root: string, store: BlobStore, destination: st
   const chunks = manifestChunks(manifest);
   const release = store.pin([cid, ...chunks]);
   try {
-    const missing: string[] = [];
-    for (const chunk of chunks) if (!(await store.has(chunk))) missing.push(chunk);
+    const present = await presence(store, chunks);
+    const missing = chunks.filter((_, index) => !present[index]);
     if (missing.length > 0) throw new MissingBlobError(cid, missing);
 
     await mkdir(destination, { recursive: true });
@@ -895,7 +981,8 @@ export async function unpackTree(root: string, store: BlobStore, destination: st
     let counter = 0;
     for (const [index, file] of manifest.files.entries()) {
       const target = inside(top, file.path);
-      const temp = `${target}.cimesh-unpack-${process.pid}-${counter++}`;
+      // Beside its target (so the rename is atomic), under a short name (so a 255-byte name still has room).
+      const temp = join(dirname(target), `.cimesh-unpack-${process.pid}-${counter++}`);
       const handle = await open(temp, "wx", file.executable ? executableFileMode : plainFileMode);
       try {
         try {

@@ -2,7 +2,9 @@
  * The digest of a run's declared outputs: what replicas compare to agree on
  * what a job produced.
  *
- * Interim format, until issue 5's content-addressed tree manifest replaces it:
+ * Interim format, kept for an executor given no blob store (with one, the
+ * digest is the root CID of the outputs packed as a tree, node/blobs.ts's
+ * packOutputs, which resolves links with resolveInside below):
  * every file of the declared outputs (a folder stands for the files under it)
  * gives one entry [path, size, executable, sha-256 hex], a declared output
  * that does not exist gives [path, null, null, null], entries sorted by the
