@@ -1,0 +1,155 @@
+/**
+ * Issue 6's figures: simulated events per second (fast and real signatures),
+ * the wall time, CPU time and peak memory of the 10,000-worker, 100-project,
+ * 100,000-job, one-simulated-day scenario, and how far the gossip model's
+ * delivery latencies are from real libp2p nodes on @libp2p/memory.
+ *
+ * The large runs go in a child process (this file with --sim-child), so the
+ * peak RSS is theirs alone and V8 can be given a larger young generation
+ * (--max-semi-space-size: the simulator allocates many short-lived objects).
+ */
+import { spawnSync } from "node:child_process";
+import { performance } from "node:perf_hooks";
+import { fileURLToPath } from "node:url";
+import { compareGossipWithLibp2p, exampleScenarioPath, loadScenario, type Scenario, simulate } from "../sim/index.ts";
+
+/** Runs per figure of events per second: the median is reported. */
+export const eventRateRunsCount = 3;
+/** V8's young generation for the large runs, in MiB. */
+export const semiSpaceMiB = 64;
+/** A large run that takes longer than this is stopped. */
+export const childTimeoutMs = 20 * 60_000;
+
+interface ChildFigures {
+  readonly scenario: string;
+  readonly signatures: string;
+  readonly wallMs: number;
+  readonly cpuMs: number;
+  readonly events: number;
+  readonly eventsPerSecond: number;
+  readonly maxRssBytes: number;
+  readonly peakHeapBytes: number;
+  readonly submitted: number;
+  readonly passed: number;
+  readonly lost: number;
+  readonly bidsPerJob: number;
+  readonly violations: number;
+}
+
+function median(values: readonly number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[sorted.length >> 1] as number;
+}
+
+/** In the child: run one scenario, print its figures as one JSON line. */
+function runChild(name: string, signatures: "real" | "fast", scale: number): void {
+  const base = loadScenario(exampleScenarioPath(name));
+  const scenario: Scenario =
+    scale === 1
+      ? { ...base, signatures }
+      : {
+          ...base,
+          signatures,
+          projects: Math.max(1, Math.round(base.projects * scale)),
+          workers: { ...base.workers, count: Math.round(base.workers.count * scale) },
+          jobs: { ...base.jobs, count: Math.round(base.jobs.count * scale) },
+        };
+  let peakHeap = 0;
+  const start = performance.now();
+  const cpuStart = process.cpuUsage();
+  const metrics = simulate(scenario, scenario.seed, {
+    onProgress: () => {
+      peakHeap = Math.max(peakHeap, process.memoryUsage().heapUsed);
+    },
+  });
+  const wallMs = performance.now() - start;
+  const cpu = process.cpuUsage(cpuStart);
+  const figures: ChildFigures = {
+    scenario: scale === 1 ? name : `${name} at ${scale}×`,
+    signatures,
+    wallMs: Math.round(wallMs),
+    cpuMs: Math.round((cpu.user + cpu.system) / 1000),
+    events: metrics.run.events,
+    eventsPerSecond: Math.round(metrics.run.events / (wallMs / 1000)),
+    maxRssBytes: process.resourceUsage().maxRSS * 1024,
+    peakHeapBytes: peakHeap,
+    submitted: metrics.jobs.submitted,
+    passed: metrics.jobs.passed,
+    lost: metrics.jobs.lost,
+    bidsPerJob: metrics.bidsPerJob,
+    violations: metrics.invariants.violations.length,
+  };
+  process.stdout.write(`${JSON.stringify(figures)}\n`);
+}
+
+function inChild(name: string, signatures: "real" | "fast", scale: number): ChildFigures {
+  const child = spawnSync(
+    process.execPath,
+    [
+      `--max-semi-space-size=${semiSpaceMiB}`,
+      fileURLToPath(import.meta.url),
+      "--sim-child",
+      name,
+      signatures,
+      String(scale),
+    ],
+    { encoding: "utf8", timeout: childTimeoutMs, maxBuffer: 1 << 20 },
+  );
+  const line = child.stdout.trim().split("\n").pop() ?? "";
+  if (child.status !== 0 || !line.startsWith("{"))
+    throw new Error(`sim bench child ${name} ${signatures}: exit ${child.status}: ${child.stderr.slice(-2000)}`);
+  return JSON.parse(line) as ChildFigures;
+}
+
+function eventsPerSecond(scenario: Scenario): { eventsPerSecond: number; events: number } {
+  const rates: number[] = [];
+  let events = 0;
+  for (let run = 0; run < eventRateRunsCount; run++) {
+    const start = performance.now();
+    const metrics = simulate(scenario, run + 1);
+    events = metrics.run.events;
+    rates.push(events / ((performance.now() - start) / 1000));
+  }
+  return { eventsPerSecond: Math.round(median(rates)), events };
+}
+
+const fmt = (n: number) => Math.round(n).toLocaleString("en-US");
+const mib = (bytes: number) => `${fmt(bytes / 2 ** 20)} MiB`;
+
+function describe(f: ChildFigures): string {
+  return `${f.scenario} (${f.signatures} signatures): ${(f.wallMs / 1000).toFixed(1)} s wall, ${(f.cpuMs / 1000).toFixed(1)} s cpu, ${fmt(f.events)} events (${fmt(f.eventsPerSecond)}/s), max RSS ${mib(f.maxRssBytes)}, peak heap ${mib(f.peakHeapBytes)}; jobs ${fmt(f.submitted)} submitted, ${fmt(f.passed)} passed, ${f.lost} lost; bids/job ${f.bidsPerJob}; violations ${f.violations}`;
+}
+
+export async function benchSim(): Promise<unknown> {
+  const results: Record<string, unknown> = {};
+  const partition = loadScenario(exampleScenarioPath("partition-heals"));
+  for (const signatures of ["fast", "real"] as const) {
+    const rate = eventsPerSecond({ ...partition, signatures });
+    results[`eventsPerSecond.partitionHeals.${signatures}`] = rate;
+    console.log(
+      `${`simulated events/s, partition-heals, ${signatures} signatures`.padEnd(58)} ${fmt(rate.eventsPerSecond).padStart(12)} /s   (${fmt(rate.events)} events)`,
+    );
+  }
+  // The day at a tenth of the size, both signature modes: what real signatures cost at scale.
+  for (const signatures of ["fast", "real"] as const) {
+    const figures = inChild("scale-10k", signatures, 0.1);
+    results[`scaleTenth.${signatures}`] = figures;
+    console.log(describe(figures));
+  }
+  const scale = inChild("scale-10k", "fast", 1);
+  results.scale10k = scale;
+  console.log(describe(scale));
+
+  const comparison = await compareGossipWithLibp2p({ nodes: 50 });
+  results.gossipVsLibp2p = comparison;
+  console.log(
+    `gossip model vs libp2p (50 nodes, ${comparison.options.messages} messages): delivery ${comparison.model.deliveryFraction} vs ${comparison.libp2p.deliveryFraction}; p50/p90/p99 model ${comparison.model.p50Ms}/${comparison.model.p90Ms}/${comparison.model.p99Ms} ms, libp2p ${comparison.libp2p.p50Ms}/${comparison.libp2p.p90Ms}/${comparison.libp2p.p99Ms} ms; factor ${comparison.latencyFactor} (hop calibrated at ${comparison.hop.medianMs.toFixed(1)} ms), ${comparison.uncalibratedLatencyFactor} at the transport's latency alone; mean hops model ${comparison.model.meanHops} vs libp2p ${comparison.libp2p.meanHops} (factor ${comparison.hopsFactor})`,
+  );
+  return results;
+}
+
+const childAt = process.argv.indexOf("--sim-child");
+if (childAt >= 0) {
+  const [name, signatures, scale] = process.argv.slice(childAt + 1);
+  runChild(name ?? "scale-10k", signatures === "real" ? "real" : "fast", Number(scale ?? 1));
+}

@@ -1,0 +1,55 @@
+/**
+ * sim/: the simulated shell (DESIGN.md, Layers). A deterministic discrete-event
+ * simulator that runs the real crypto/, capabilities/ and jobs/ code inside
+ * thousands of simulated nodes, over a modelled network and gossip mesh, with
+ * faults and hostile actors, and checks the invariants from outside.
+ *
+ * The real-libp2p comparison (`compareGossipWithLibp2p`) loads libp2p only when
+ * called, so `cimesh sim` starts fast.
+ */
+export {
+  dayMs,
+  fastEnvelopeBytes,
+  invariantNames,
+  type Metrics,
+  type RunOptions,
+  type Sabotage,
+  type SeriesPoint,
+  Simulation,
+  simEpochMs,
+  simJobId,
+  simProjectId,
+  simulate,
+  type Violation,
+} from "./engine.ts";
+export { type Delivery, GossipModel, type GossipParams, type Links, type PublishOutcome } from "./gossip.ts";
+export { renderReport } from "./report.ts";
+export { seededRng } from "./rng.ts";
+export {
+  assertInvariants,
+  exampleScenarioPath,
+  InvariantError,
+  loadScenario,
+  maxSeed,
+  metricsJson,
+  reproduceCommand,
+  runSimCommand,
+} from "./run.ts";
+export {
+  exampleScenarioNames,
+  parseDurationMs,
+  parseScenario,
+  type Scenario,
+  ScenarioError,
+  scenarioSchema,
+  shrinkScenario,
+} from "./scenario.ts";
+export { Histogram, type Percentiles } from "./stats.ts";
+
+/** Runs the gossip model and real libp2p nodes (in this process, over @libp2p/memory) on the same scenario. */
+export async function compareGossipWithLibp2p(
+  options: Partial<import("./libp2p-check.ts").ComparisonOptions> = {},
+): Promise<import("./libp2p-check.ts").Comparison> {
+  const { compareGossip } = await import("./libp2p-check.ts");
+  return compareGossip(options);
+}

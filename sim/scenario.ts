@@ -1,0 +1,394 @@
+/**
+ * A scenario file: YAML, validated before anything runs. Every error names the
+ * file, the line and the field, and says what was expected:
+ * `calm.yaml:12: workers.count: expected at most 100000, got 200000`.
+ *
+ * Durations are `250ms`, `90s`, `30m`, `1h30m`, `2d` or a whole number of
+ * milliseconds; fractions are numbers in [0, 1].
+ */
+import { isMap, isPair, isScalar, isSeq, LineCounter, type Node, parseDocument } from "yaml";
+import { type ZodError, z } from "zod";
+
+/** Bounds of a scenario: what one process can simulate. */
+export const maxProjectsCount = 1000;
+export const maxWorkersCount = 100_000;
+export const maxJobsCount = 1_000_000;
+export const maxScenarioDurationMs = 7 * 24 * 60 * 60 * 1000;
+export const maxDrainMs = 7 * 24 * 60 * 60 * 1000;
+export const maxLatencyMs = 60_000;
+export const maxJobDurationMs = 24 * 60 * 60 * 1000;
+export const maxMeshDegreeCount = 64;
+export const maxActorsCount = 10_000;
+export const maxSampleCount = 2000;
+export const minHeartbeatMs = 10;
+export const maxScenarioFileBytes = 1024 * 1024;
+/** Aliases a scenario may expand: YAML's "billion laughs" stays small. */
+export const maxScenarioAliasCount = 64;
+/** Problems listed in one error. */
+export const maxListedProblemsCount = 5;
+
+/** A scenario file that cannot be used: the message names the file, the line and the field. */
+export class ScenarioError extends Error {
+  readonly code = "ERR_SCENARIO";
+  readonly line: number;
+  readonly field: string;
+  constructor(fileName: string, line: number, field: string, expected: string, more: readonly string[] = []) {
+    super([`${fileName}:${line}: ${field}: ${expected}`, ...more].join("\n"));
+    this.line = line;
+    this.field = field;
+  }
+}
+
+const unitMs: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+
+/** Parses `250ms`, `90s`, `1h30m`, `2d` or a whole number of milliseconds; null when it is none of these. */
+export function parseDurationMs(value: unknown): number | null {
+  if (typeof value === "number") return Number.isInteger(value) && value >= 0 ? value : null;
+  if (typeof value !== "string") return null;
+  const text = value.trim();
+  if (!/^(\d+(ms|s|m|h|d))+$/.test(text)) return null;
+  let total = 0;
+  for (const match of text.matchAll(/(\d+)(ms|s|m|h|d)/g))
+    total += Number(match[1]) * (unitMs[match[2] as string] ?? 0);
+  return Number.isSafeInteger(total) ? total : null;
+}
+
+const durationExpected = 'expected a duration such as "250ms", "90s", "30m", "1h30m", "2d" or whole milliseconds';
+
+function duration(maxMs: number) {
+  return z.unknown().transform((value, context) => {
+    const ms = parseDurationMs(value);
+    if (ms === null) {
+      context.addIssue({ code: "custom", message: durationExpected });
+      return z.NEVER;
+    }
+    if (ms > maxMs) {
+      context.addIssue({ code: "custom", message: `expected a duration of at most ${maxMs} ms, got ${ms} ms` });
+      return z.NEVER;
+    }
+    return ms;
+  });
+}
+
+const fraction = z.number().min(0).max(1);
+const count = (max: number) => z.number().int().min(0).max(max);
+
+const workersSchema = z.strictObject({
+  count: count(maxWorkersCount),
+  slots: z.number().int().min(1).max(64).default(1),
+  projectsPerWorker: z.number().int().min(1).max(64).default(1),
+  reluctant: fraction.default(0),
+  paused: fraction.default(0),
+  /** Volunteers who work only between 20:00 and 08:00 their local time (a window rule). */
+  nightOnly: fraction.default(0),
+  /** Each worker runs jobs at a speed drawn uniformly from [slowest, fastest] (1 = nominal). */
+  slowest: z.number().min(0.05).max(20).default(1),
+  fastest: z.number().min(0.05).max(20).default(1),
+  /** The worker machine's seen-rounds table (WorkerConfig.maxSeenRounds): its memory is most of a big run's. */
+  seenRounds: z.number().int().min(16).max(1_000_000).default(4096),
+  /** How often a running job's lease is renewed (WorkerConfig.renewIntervalMs; a third of the lease if shorter). */
+  renewInterval: duration(3_600_000).default(20_000),
+});
+
+const jobsSchema = z.strictObject({
+  count: count(maxJobsCount),
+  medianDuration: duration(maxJobDurationMs).default(60_000),
+  durationSigma: z.number().min(0).max(3).default(0.5),
+  replicas: z.number().int().min(1).max(16).default(1),
+  quorum: z.number().int().min(1).max(16).default(1),
+  shards: z.number().int().min(1).max(16).default(1),
+  maxAttempts: z.number().int().min(1).max(64).default(4),
+  deadline: duration(maxDrainMs).default(4 * 3_600_000),
+  /** Fraction of jobs whose honest outcome is a failing test (the verdict is "failed", agreed by quorum). */
+  failing: fraction.default(0),
+});
+
+const networkSchema = z.strictObject({
+  medianLatency: duration(maxLatencyMs).default(40),
+  latencySigma: z.number().min(0).max(3).default(0.4),
+  /** Probability that one message (a gossip hop or a direct stream) is lost. */
+  loss: fraction.default(0),
+  /** Link bandwidth in megabits per second (transfer time = bytes / bandwidth). */
+  bandwidthMbps: z.number().min(0.1).max(100_000).default(100),
+});
+
+const gossipSchema = z.strictObject({
+  meshDegree: z.number().int().min(1).max(maxMeshDegreeCount).default(6),
+  meshDegreeLow: z.number().int().min(1).max(maxMeshDegreeCount).default(4),
+  meshDegreeHigh: z.number().int().min(1).max(maxMeshDegreeCount).default(12),
+  lazyDegree: z.number().int().min(0).max(maxMeshDegreeCount).default(6),
+  heartbeat: duration(60_000).default(1000),
+  historyGossip: z.number().int().min(0).max(16).default(3),
+  seenTtl: duration(maxDrainMs).default(120_000),
+});
+
+const masterSchema = z.strictObject({
+  bidWindow: duration(3_600_000).default(250),
+  lease: duration(3_600_000).default(60_000),
+  targetBidsPerRun: z.number().min(0.1).max(100).default(3),
+  reannounceInterval: duration(3_600_000).default(30_000),
+  trustAloneAfterValid: z.number().int().min(1).max(1_000_000).default(10),
+});
+
+const churnSchema = z.strictObject({
+  /** Per worker per hour: leaves for good (with its store). */
+  leavePerHour: fraction.default(0),
+  /** New workers per hour, as a fraction of the initial count. */
+  joinPerHour: fraction.default(0),
+  /** Per worker per hour: crashes (mid-job if it runs one) and restarts after `restartAfter`. */
+  crashPerHour: fraction.default(0),
+  /** Of the crashes, the fraction that lose their store (the worker comes back with a fresh state). */
+  crashLosesStore: fraction.default(0.5),
+  restartAfter: duration(maxDrainMs).default(300_000),
+});
+
+const exodusSchema = z.strictObject({
+  at: duration(maxScenarioDurationMs),
+  back: duration(maxScenarioDurationMs),
+  fraction,
+});
+
+const partitionSchema = z.strictObject({
+  at: duration(maxScenarioDurationMs),
+  heal: duration(maxScenarioDurationMs),
+  /** Fraction of the nodes on the far side (masters stay on the near side unless `mastersSplit`). */
+  fraction,
+  mastersSplit: z.boolean().default(false),
+});
+
+const masterCrashSchema = z.strictObject({
+  at: duration(maxScenarioDurationMs),
+  back: duration(maxScenarioDurationMs),
+  /** Index of the project whose master node crashes (it keeps its store). */
+  project: z.number().int().min(0).max(maxProjectsCount),
+});
+
+const actorsSchema = z.strictObject({
+  /** Fraction of workers that return a wrong result (each its own wrong digest). */
+  liars: fraction.default(0),
+  /** Nodes that publish forged announcements (tampered signatures or untrusted announcers). */
+  forgers: count(maxActorsCount).default(0),
+  forgeriesPerHour: z.number().min(0).max(1_000_000).default(60),
+  /** Nodes that bid on every announcement they hear and never run anything. */
+  spammers: count(maxActorsCount).default(0),
+  /** Sybil groups: identities of one actor that return the same wrong digest (colluding liars). */
+  sybilGroups: count(maxActorsCount).default(0),
+  sybilGroupSize: count(maxActorsCount).default(0),
+});
+
+export const scenarioSchema = z
+  .strictObject({
+    name: z
+      .string()
+      .min(1)
+      .max(64)
+      .regex(/^[a-z0-9][a-z0-9-]*$/, "expected lowercase letters, digits and '-'"),
+    description: z.string().max(2000).default(""),
+    seed: z
+      .number()
+      .int()
+      .min(0)
+      .max(2 ** 31 - 1)
+      .default(1),
+    /** Jobs arrive during [0, duration); faults happen in it too. */
+    duration: duration(maxScenarioDurationMs),
+    /** After `duration`: every fault has healed, and jobs get this long to end. */
+    drain: duration(maxDrainMs).default(6 * 3_600_000),
+    /** "real" signs and verifies every message with ed25519; "fast" skips both (documented in sim/README.md). */
+    signatures: z.enum(["real", "fast"]).default("real"),
+    projects: z.number().int().min(1).max(maxProjectsCount),
+    /** How often a worker publishes its advert (what masters size the eligible pool from). */
+    advertInterval: duration(maxDrainMs).default(600_000),
+    /** Width of one point of the time series in the report. */
+    sampleInterval: duration(maxDrainMs).default(60_000),
+    workers: workersSchema,
+    jobs: jobsSchema,
+    network: networkSchema.default(networkSchema.parse({})),
+    gossip: gossipSchema.default(gossipSchema.parse({})),
+    master: masterSchema.default(masterSchema.parse({})),
+    churn: churnSchema.default(churnSchema.parse({})),
+    exodus: z.array(exodusSchema).max(64).default([]),
+    partitions: z.array(partitionSchema).max(64).default([]),
+    masterCrashes: z.array(masterCrashSchema).max(64).default([]),
+    actors: actorsSchema.default(actorsSchema.parse({})),
+  })
+  .superRefine((s, context) => {
+    const problem = (path: (string | number)[], message: string) => context.addIssue({ code: "custom", path, message });
+    if (s.jobs.quorum > s.jobs.replicas)
+      problem(["jobs", "quorum"], `expected at most jobs.replicas (${s.jobs.replicas}), got ${s.jobs.quorum}`);
+    if (s.jobs.maxAttempts < s.jobs.replicas)
+      problem(
+        ["jobs", "maxAttempts"],
+        `expected at least jobs.replicas (${s.jobs.replicas}), got ${s.jobs.maxAttempts}`,
+      );
+    if (s.drain < s.jobs.deadline)
+      problem(
+        ["drain"],
+        `expected at least jobs.deadline (${s.jobs.deadline} ms), so that every job must end inside the run, got ${s.drain} ms`,
+      );
+    if (s.workers.slowest > s.workers.fastest)
+      problem(
+        ["workers", "slowest"],
+        `expected at most workers.fastest (${s.workers.fastest}), got ${s.workers.slowest}`,
+      );
+    if (!(s.gossip.meshDegreeLow <= s.gossip.meshDegree && s.gossip.meshDegree <= s.gossip.meshDegreeHigh))
+      problem(["gossip", "meshDegree"], "expected meshDegreeLow <= meshDegree <= meshDegreeHigh");
+    if (s.gossip.heartbeat < minHeartbeatMs)
+      problem(["gossip", "heartbeat"], `expected at least ${minHeartbeatMs} ms, got ${s.gossip.heartbeat} ms`);
+    if (s.sampleInterval <= 0 || (s.duration + s.drain) / Math.max(1, s.sampleInterval) > maxSampleCount)
+      problem(
+        ["sampleInterval"],
+        `expected at most ${maxSampleCount} points over duration + drain: at least ${Math.ceil((s.duration + s.drain) / maxSampleCount)} ms`,
+      );
+    if (s.advertInterval <= 0) problem(["advertInterval"], "expected a positive duration");
+    if (s.workers.projectsPerWorker > s.projects)
+      problem(["workers", "projectsPerWorker"], `expected at most projects (${s.projects})`);
+    s.exodus.forEach((e, i) => {
+      if (e.back <= e.at) problem(["exodus", i, "back"], `expected a time after exodus[${i}].at`);
+      if (e.back > s.duration)
+        problem(["exodus", i, "back"], "expected a time inside duration: faults heal before the drain");
+    });
+    s.partitions.forEach((p, i) => {
+      if (p.heal <= p.at) problem(["partitions", i, "heal"], `expected a time after partitions[${i}].at`);
+      if (p.heal > s.duration)
+        problem(["partitions", i, "heal"], "expected a time inside duration: faults heal before the drain");
+    });
+    s.masterCrashes.forEach((c, i) => {
+      if (c.back <= c.at) problem(["masterCrashes", i, "back"], `expected a time after masterCrashes[${i}].at`);
+      if (c.back > s.duration) problem(["masterCrashes", i, "back"], "expected a time inside duration");
+      if (c.project >= s.projects) problem(["masterCrashes", i, "project"], `expected an index below ${s.projects}`);
+    });
+    if (s.actors.sybilGroups > 0 !== s.actors.sybilGroupSize > 0)
+      problem(["actors", "sybilGroupSize"], "expected sybilGroups and sybilGroupSize both zero or both positive");
+  });
+
+export type Scenario = z.output<typeof scenarioSchema>;
+
+function describe(value: unknown): string {
+  if (value === undefined) return "nothing (the field is missing)";
+  if (value === null) return "an empty value";
+  if (typeof value === "string")
+    return `the text ${JSON.stringify(value.length > 60 ? `${value.slice(0, 60)}…` : value)}`;
+  if (typeof value === "number" || typeof value === "boolean") return String(value);
+  if (Array.isArray(value)) return `a list of ${value.length}`;
+  return "a mapping";
+}
+
+function fieldName(path: readonly PropertyKey[]): string {
+  let out = "";
+  for (const part of path)
+    out += typeof part === "number" ? `[${part}]` : out === "" ? String(part) : `.${String(part)}`;
+  return out === "" ? "(file)" : out;
+}
+
+function valueAt(value: unknown, path: readonly PropertyKey[]): unknown {
+  let current = value;
+  for (const part of path) {
+    if (current === null || typeof current !== "object") return undefined;
+    current = (current as Record<PropertyKey, unknown>)[part as string];
+  }
+  return current;
+}
+
+function expectedOf(issue: ZodError["issues"][number], got: unknown): string {
+  const gotText = `, got ${describe(got)}`;
+  switch (issue.code) {
+    case "invalid_type":
+      return `expected ${issue.expected === "number" ? "a number" : issue.expected === "object" ? "a mapping" : issue.expected === "array" ? "a list" : issue.expected === "string" ? "text" : issue.expected}${gotText}`;
+    case "too_big":
+      return `expected at most ${String(issue.maximum)}${gotText}`;
+    case "too_small":
+      return `expected at least ${String(issue.minimum)}${gotText}`;
+    case "invalid_value":
+      return `expected one of ${issue.values.map((v) => JSON.stringify(v)).join(", ")}${gotText}`;
+    case "unrecognized_keys":
+      return "expected no such field: check its spelling and indentation";
+    default:
+      return issue.message.startsWith("expected")
+        ? `${issue.message}${issue.code === "custom" && !issue.message.includes(", got") ? gotText : ""}`
+        : `expected ${issue.message}${gotText}`;
+  }
+}
+
+/** Parses and validates a scenario; throws ScenarioError naming the line and field of the first problem. */
+export function parseScenario(text: string, fileName: string): Scenario {
+  if (text.length > maxScenarioFileBytes)
+    throw new ScenarioError(
+      fileName,
+      1,
+      "(file)",
+      `expected at most ${maxScenarioFileBytes} bytes, got ${text.length}`,
+    );
+  const lineCounter = new LineCounter();
+  const document = parseDocument(text, { lineCounter, prettyErrors: true, uniqueKeys: true, strict: true });
+  const syntax = document.errors[0];
+  if (syntax !== undefined) {
+    const line = syntax.linePos?.[0]?.line ?? lineCounter.linePos(syntax.pos[0]).line;
+    const detail = (syntax.message.split("\n")[0] ?? "").replace(/ at line \d+, column \d+:?$/, "");
+    throw new ScenarioError(fileName, line, "(file)", `expected well-formed YAML: ${detail}`);
+  }
+  const value = document.toJS({ maxAliasCount: maxScenarioAliasCount }) as unknown;
+  const lineAt = (node: unknown): number | null => {
+    const offset = (node as { range?: readonly number[] | null } | null)?.range?.[0];
+    return offset === undefined ? null : lineCounter.linePos(offset).line;
+  };
+  const lineOf = (path: readonly PropertyKey[]): number => {
+    let node: unknown = document.contents;
+    let line = lineAt(node) ?? 1;
+    for (const segment of path) {
+      if (isMap(node)) {
+        const pair = node.items.find(
+          (item) => isPair(item) && isScalar(item.key) && String(item.key.value) === String(segment),
+        );
+        if (pair === undefined) return line;
+        line = lineAt(pair.key as Node) ?? line;
+        node = pair.value;
+        if (node === null || node === undefined) return line;
+      } else if (isSeq(node) && typeof segment === "number") {
+        const item = node.items[segment];
+        if (item === undefined) return line;
+        node = item;
+        line = lineAt(item) ?? line;
+      } else return line;
+    }
+    return line;
+  };
+  const parsed = scenarioSchema.safeParse(value ?? undefined);
+  if (parsed.success) return parsed.data;
+  const problems = parsed.error.issues.map((issue) => {
+    const path =
+      issue.code === "unrecognized_keys" ? [...issue.path, issue.keys[0] as string] : (issue.path as PropertyKey[]);
+    return { line: lineOf(path), field: fieldName(path), expected: expectedOf(issue, valueAt(value, path)) };
+  });
+  problems.sort((a, b) => a.line - b.line);
+  const [first, ...rest] = problems as [(typeof problems)[number], ...typeof problems];
+  const more = rest.slice(0, maxListedProblemsCount - 1).map((p) => `${fileName}:${p.line}: ${p.field}: ${p.expected}`);
+  if (rest.length > more.length) more.push(`(${rest.length - more.length} more)`);
+  throw new ScenarioError(fileName, first.line, first.field, first.expected, more);
+}
+
+/** The example scenarios shipped in sim/scenarios/ (the scale run aside). */
+export const exampleScenarioNames = [
+  "calm",
+  "night-exodus",
+  "liars-10pct",
+  "partition-heals",
+  "bid-storm-10k",
+] as const;
+
+/** A scenario at a smaller size: at most `workers` workers and `jobs` jobs, its faults, actors and timings kept. */
+export function shrinkScenario(
+  scenario: Scenario,
+  sizes: { readonly workers: number; readonly jobs: number; readonly signatures?: "real" | "fast" },
+): Scenario {
+  return {
+    ...scenario,
+    signatures: sizes.signatures ?? scenario.signatures,
+    workers: { ...scenario.workers, count: Math.min(scenario.workers.count, sizes.workers) },
+    jobs: { ...scenario.jobs, count: Math.min(scenario.jobs.count, sizes.jobs) },
+    actors: {
+      ...scenario.actors,
+      sybilGroupSize: Math.min(scenario.actors.sybilGroupSize, Math.max(1, Math.floor(sizes.workers / 8))),
+    },
+  };
+}
