@@ -87,8 +87,11 @@ export const factsIntervalMs = 30_000;
 export const maxFetchRecords = 64;
 /** Tries of one direct message before it is given up (the protocol's leases and re-announcements cover the rest). */
 export const maxSendAttempts = 5;
-/** Wait before the second try of a direct message; doubled for each try after. */
+/** Wait before the second try of a direct message; doubled for each try after, up to maxSendRetryWaitMs. */
 export const sendRetryBaseMs = 500;
+export const maxSendRetryWaitMs = 5_000;
+/** How long a worker keeps trying to deliver a result (its master may be restarting). */
+export const resultDeliveryMs = 5 * 60_000;
 /** How long an advert claims to be valid. */
 export const advertLifetimeMs = 5 * 60_000;
 /** A corrupted outputs digest, for the fault-injection option: a worker that lies. */
@@ -314,7 +317,10 @@ export async function startNode(options: StartOptions): Promise<RunningNode> {
     onProgress?: (done: number, total: number) => void,
     pin?: (cids: readonly string[]) => () => void,
   ) => {
-    const fromDht = await host.findProviders(root).catch(() => [] as string[]);
+    // A tree held whole needs no provider: a cached job must not wait on a DHT query.
+    const held = (await blobs.has(root)) ? await treeBlobs(root, blobs).catch(() => null) : null;
+    const fromDht =
+      held !== null && held.missing.length === 0 ? [] : await host.findProviders(root).catch(() => [] as string[]);
     const providers = [
       ...hints.map((hint) => (/^[0-9a-f]{64}$/.test(hint) ? peerIdOfPublicKeyHex(hint).toString() : hint)),
       ...fromDht,
@@ -364,17 +370,22 @@ export async function startNode(options: StartOptions): Promise<RunningNode> {
    * A direct message to a peer that is restarting or briefly unreachable is tried again, a bounded number of
    * times: the receiver's replay ledger makes a second delivery of the same bytes harmless.
    */
-  const sendWithRetry = async (to: string, bytes: Uint8Array): Promise<void> => {
+  const sendWithRetry = async (to: string, bytes: Uint8Array, domain: string): Promise<void> => {
+    // A result is a whole run's work: it is tried for as long as a master takes to restart, not a few times.
+    const giveUpAtMs = domain === "result" ? Date.now() + resultDeliveryMs : null;
     for (let attempt = 1; ; attempt++) {
       try {
         await host.send(to, bytes);
         return;
       } catch (error) {
-        if (attempt >= maxSendAttempts || stopping) {
-          log("send-failed", { to: to.slice(0, 8), attempts: attempt, error: String(error) });
+        const exhausted = giveUpAtMs === null ? attempt >= maxSendAttempts : Date.now() >= giveUpAtMs;
+        if (exhausted || stopping) {
+          log("send-failed", { to: to.slice(0, 8), domain, attempts: attempt, error: String(error) });
           return;
         }
-        await new Promise((resolve) => setTimeout(resolve, sendRetryBaseMs * 2 ** (attempt - 1)));
+        await new Promise((resolve) =>
+          setTimeout(resolve, Math.min(sendRetryBaseMs * 2 ** (attempt - 1), maxSendRetryWaitMs)),
+        );
       }
     }
   };
@@ -395,7 +406,7 @@ export async function startNode(options: StartOptions): Promise<RunningNode> {
             void deliverDirect(bytes, self);
             break;
           }
-          void sendWithRetry(effect.to, bytes);
+          void sendWithRetry(effect.to, bytes, effect.message.domain);
           break;
         }
         case "set-timer": {

@@ -231,7 +231,7 @@ test.serial(
   async (t) => {
     const mesh = await Mesh.create();
     try {
-      const { project, master, workers } = await projectWithWorkers(mesh, 1, { masterTiming: { leaseMs: 15_000 } });
+      const { project, master, workers } = await projectWithWorkers(mesh, 1, { masterTiming: { leaseMs: 30_000 } });
       const jobFile = await writeJob(mesh, "inflight", project, {
         id: "inflight-1",
         steps: ["sleep 8; echo finished"],
@@ -243,6 +243,9 @@ test.serial(
       );
       const port = /\/tcp\/(\d+)\//.exec(master.address)?.[1] as string;
       await master.kill();
+      // Down long enough for the run to finish while nobody listens: the worker must keep its result until the
+      // master is back.
+      await new Promise((resolve) => setTimeout(resolve, 10_000));
       const restarted = await mesh.start("master-again", master.dataDir, [
         "--master",
         "--listen",
