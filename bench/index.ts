@@ -6,11 +6,17 @@
 import { mkdirSync, writeFileSync } from "node:fs";
 import { arch, cpus, platform } from "node:os";
 import { benchCrypto } from "./crypto.ts";
+import { benchMesh } from "./mesh.ts";
 import { benchScheduling } from "./scheduling.ts";
+import { benchSim } from "./sim.ts";
+import { benchTransfer } from "./transfer.ts";
 
 const suites: Record<string, () => unknown> = {
   crypto: benchCrypto,
+  mesh: benchMesh,
   scheduling: benchScheduling,
+  sim: benchSim,
+  transfer: benchTransfer,
 };
 
 const wanted = process.argv.slice(2).filter((arg) => !arg.startsWith("-"));

@@ -73,7 +73,7 @@ import { createHost, type Host, peerIdOfPublicKeyHex, publicKeyHexOf } from "./h
 import { loadIdentity } from "./identity.ts";
 import { parseJobFile } from "./jobfile.ts";
 import { loadProjectKeyset, loadPublishedSpecs } from "./projects.ts";
-import { openStore, type Store } from "./store.ts";
+import { openStore } from "./store.ts";
 
 /** How often a node with every keyset it needs looks in the DHT for a newer one (one it lacks: every timing.keysetRepublishMs). */
 export const keysetRefreshMs = 5 * 60_000;
