@@ -27,7 +27,7 @@ import type { Host, RequestProtocolOptions } from "./host.ts";
 
 export const blobProtocol = "/cimesh/blob/1.0.0";
 /** Blobs asked for at once by one tree fetch. */
-export const maxConcurrentBlobFetches = 8;
+export const maxConcurrentBlobFetches = 32;
 /** Providers one fetch uses at most. */
 export const maxProvidersPerFetch = 16;
 /** How long a peer that sent a wrong blob is asked for nothing. */
@@ -43,7 +43,7 @@ const statusMissing = 1;
 export const blobProtocolOptions: RequestProtocolOptions = {
   maxRequestBytes: maxCidChars,
   maxResponseBytes: maxBlobBytes + 1,
-  maxInboundStreams: 32,
+  maxInboundStreams: 64,
   timeoutMs: blobRequestTimeoutMs,
 };
 
