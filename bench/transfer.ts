@@ -30,21 +30,17 @@
  * Every wait is bounded; every process started here is stopped and every
  * temp folder removed, on failure too.
  */
-import { type ChildProcess, execFile, spawn } from "node:child_process";
 import { createCipheriv, createHash } from "node:crypto";
 import { createWriteStream } from "node:fs";
-import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, rm, stat, writeFile } from "node:fs/promises";
 import { connect } from "node:net";
 import { loadavg, tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { performance } from "node:perf_hooks";
 import { pipeline } from "node:stream/promises";
 import { fileURLToPath } from "node:url";
-import { parseDocument } from "yaml";
 import { identityFromSeed } from "../crypto/index.ts";
 import {
-  type ControlClient,
-  connectControl,
   createHost,
   fetchTree,
   type Host,
@@ -54,8 +50,24 @@ import {
   parseJobFile,
   unpackTree,
 } from "../node/index.ts";
+import {
+  EventBoard,
+  initNode,
+  initProject,
+  killOnExit,
+  loopbackHost,
+  median,
+  meshReadyTimeoutMs,
+  type NodeEvent,
+  printStderrTails,
+  type Started,
+  spawnTracked,
+  startNode,
+  submitAndWait,
+  trustProject,
+  until,
+} from "./nodes.ts";
 
-const cliPath = fileURLToPath(new URL("../node/cli.ts", import.meta.url));
 const serverPath = fileURLToPath(new URL("./transfer-serve.ts", import.meta.url));
 
 // --- sizes and repetitions ---------------------------------------------------------------------------------------
@@ -78,8 +90,6 @@ const cachedJobRounds = 3;
 const generatorBlockBytes = 1024 * 1024;
 /** Folders the generated files are spread over, so the tree is a tree. */
 const generatedFolderCount = 4;
-/** Node timings that differ from the config's defaults: the mesh forms in seconds (as in bench/mesh.ts). */
-const benchTiming = { advertRepublishMs: 1_000, keysetRepublishMs: 1_000 };
 
 // --- bounds ------------------------------------------------------------------------------------------------------
 
@@ -87,42 +97,14 @@ const benchTiming = { advertRepublishMs: 1_000, keysetRepublishMs: 1_000 };
 const serverStartTimeoutMs = 30_000;
 /** Bound on one copy of the whole tree, any method. */
 const copyTimeoutMs = 5 * 60_000;
-/** Bound on one CLI command (init, project init, trust add). */
-const cliTimeoutMs = 60_000;
-/** Bound on a node's start, up to its "listening on" line. */
-const nodeStartTimeoutMs = 30_000;
-/** Bound on the mesh forming: the worker holds the keyset, the master sees it. */
-const meshReadyTimeoutMs = 60_000;
 /** Bound on one job, submit to job-ended. */
 const jobTimeoutMs = 5 * 60_000;
-/** Bound on a process's clean stop after SIGTERM, then SIGKILL. */
-const stopTimeoutMs = 15_000;
-/** Poll interval of the bounded waits that poll. */
-const pollIntervalMs = 200;
-/** Output a CLI command may print before it is cut off. */
-const cliOutputLimitBytes = 16 * 1024 * 1024;
-/** Lines of a node's stderr kept for the error message of a failed run. */
+/** Lines of a process's stderr kept for the error message of a failed run. */
 const stderrTailLines = 200;
-/** Characters of a process's stdout kept, to find its address line. */
-const stdoutTailChars = 4_000;
 
 const bytesPerMB = 1_000_000;
-const loopback = "127.0.0.1";
-const meshEnv = { ...process.env, CIMESH_TEST_MESH: "1" };
 
 // --- small helpers -----------------------------------------------------------------------------------------------
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
-function median(values: readonly number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  const mid = sorted.length >> 1;
-  return sorted.length % 2 === 1
-    ? (sorted[mid] as number)
-    : ((sorted[mid - 1] as number) + (sorted[mid] as number)) / 2;
-}
 
 /** `work`, or an error naming `what` once limitMs has passed (the work itself is stopped by the caller's cleanup). */
 function within<T>(what: string, limitMs: number, work: Promise<T>): Promise<T> {
@@ -131,25 +113,6 @@ function within<T>(what: string, limitMs: number, work: Promise<T>): Promise<T> 
     timer = setTimeout(() => reject(new Error(`expected ${what} within ${limitMs} ms`)), limitMs);
   });
   return Promise.race([work, timeout]).finally(() => clearTimeout(timer));
-}
-
-async function until<T>(
-  what: string,
-  check: () => Promise<T | null | undefined | false> | T | null | undefined | false,
-  limitMs: number,
-): Promise<T> {
-  const deadline = Date.now() + limitMs;
-  let lastError: unknown = null;
-  while (Date.now() < deadline) {
-    try {
-      const value = await check();
-      if (value !== null && value !== undefined && value !== false) return value;
-    } catch (error) {
-      lastError = error;
-    }
-    await sleep(pollIntervalMs);
-  }
-  throw new Error(`expected ${what} within ${limitMs} ms${lastError === null ? "" : ` (last error: ${lastError})`}`);
 }
 
 const loadNow = () => loadavg().map((value) => Number(value.toFixed(2)));
@@ -188,64 +151,6 @@ async function writeTree(folder: string, seed: string, fileCount: number, fileBy
   return paths;
 }
 
-/** A child process started here: stopped with SIGTERM, then SIGKILL after stopTimeoutMs. */
-interface Started {
-  readonly name: string;
-  readonly child: ChildProcess;
-  stderrTail(): string;
-  stop(): Promise<void>;
-}
-
-/**
- * Spawns `args` with process.execPath; keeps its stdout tail and stderr lines
- * (each handed to onLine). Registered in `started` before anything is awaited.
- */
-function spawnTracked(
-  name: string,
-  args: readonly string[],
-  started: Started[],
-  onLine: (line: string) => void = () => undefined,
-): { entry: Started; stdout: () => string; exited: Promise<void> } {
-  const child = spawn(process.execPath, [...args], { env: meshEnv, stdio: ["pipe", "pipe", "pipe"] });
-  const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
-  let stdout = "";
-  const tail: string[] = [];
-  let partial = "";
-  child.stdin?.on("error", () => undefined);
-  child.stdout?.setEncoding("utf8").on("data", (text: string) => {
-    stdout = `${stdout}${text}`.slice(-stdoutTailChars);
-  });
-  child.stderr?.setEncoding("utf8").on("data", (text: string) => {
-    partial += text;
-    const lines = partial.split("\n");
-    partial = lines.pop() ?? "";
-    for (const line of lines) {
-      tail.push(line);
-      if (tail.length > stderrTailLines) tail.shift();
-      onLine(line);
-    }
-  });
-  const stop = async () => {
-    if (child.exitCode === null && child.signalCode === null) child.kill("SIGTERM");
-    const timer = setTimeout(() => child.kill("SIGKILL"), stopTimeoutMs);
-    await exited;
-    clearTimeout(timer);
-  };
-  const entry: Started = { name, child, stderrTail: () => tail.join("\n"), stop };
-  started.push(entry);
-  return { entry, stdout: () => stdout, exited };
-}
-
-/** Kills what is still running when this process exits some other way (an exception past the suite, Ctrl-C). */
-function killOnExit(started: readonly Started[]): () => void {
-  const killAll = () => {
-    for (const entry of started)
-      if (entry.child.exitCode === null && entry.child.signalCode === null) entry.child.kill();
-  };
-  process.once("exit", killAll);
-  return () => process.off("exit", killAll);
-}
-
 // --- part 1: throughput ------------------------------------------------------------------------------------------
 
 interface Served {
@@ -256,7 +161,7 @@ interface Served {
 
 /** Receives one file of the plain TCP server into `sink`; returns the bytes received. */
 async function receivePlain(port: number, rel: string, sink: "discard" | string, signal: AbortSignal): Promise<number> {
-  const socket = connect({ host: loopback, port, signal });
+  const socket = connect({ host: loopbackHost, port, signal });
   await new Promise<void>((resolve, reject) => {
     socket.once("connect", resolve);
     socket.once("error", reject);
@@ -335,7 +240,7 @@ async function benchThroughput(): Promise<TransferThroughput> {
     const treeBytes = treeFileCount * treeFileBytes;
     console.log(
       `throughput: a tree of ${treeFileCount} files × ${treeFileBytes / bytesPerMB} MB = ${treeBytes / bytesPerMB} MB, ` +
-        `served by a child process, fetched here; both on ${loopback} (load ${loadAverageBefore.join(" ")})`,
+        `served by a child process, fetched here; both on ${loopbackHost} (load ${loadAverageBefore.join(" ")})`,
     );
     const paths = await writeTree(source, "throughput", treeFileCount, treeFileBytes);
     const serverStore = join(root, "server-store");
@@ -348,7 +253,11 @@ async function benchThroughput(): Promise<TransferThroughput> {
     );
 
     const serverSeed = createHash("sha256").update("cimesh-bench-transfer:server").digest("hex");
-    const server = spawnTracked("server", [serverPath, serverStore, source, serverSeed], started);
+    // Its stdin stays open: the serving process stops when this one ends.
+    const server = spawnTracked("server", [serverPath, serverStore, source, serverSeed], started, {
+      stderrTailLines,
+      stdin: "pipe",
+    });
     const served = await Promise.race([
       until<Served>(
         "the serving process to listen",
@@ -365,7 +274,7 @@ async function benchThroughput(): Promise<TransferThroughput> {
     const serverAddress = served.address.includes("/p2p/") ? served.address : `${served.address}/p2p/${served.peerId}`;
     host = await createHost({
       identity: identityFromSeed(createHash("sha256").update("cimesh-bench-transfer:client").digest()),
-      listen: [`/ip4/${loopback}/tcp/0`],
+      listen: [`/ip4/${loopbackHost}/tcp/0`],
       bootstrap: [serverAddress],
       ipColocationWeight: 0,
       connectionMonitor: false,
@@ -451,7 +360,7 @@ async function benchThroughput(): Promise<TransferThroughput> {
     line("load average before → after", `${loadAverageBefore.join(" ")} → ${result.loadAverageAfter.join(" ")}`);
     return result;
   } catch (error) {
-    for (const entry of started) console.error(`--- ${entry.name} stderr (tail)\n${entry.stderrTail()}`);
+    printStderrTails(started);
     throw error;
   } finally {
     await host?.stop().catch(() => undefined);
@@ -462,119 +371,6 @@ async function benchThroughput(): Promise<TransferThroughput> {
 }
 
 // --- part 2: a repeated job on a cached worker -------------------------------------------------------------------
-
-interface NodeEvent {
-  readonly t: number;
-  readonly event: string;
-  readonly jobId?: string;
-  readonly runId?: string;
-  readonly [field: string]: unknown;
-}
-
-/** Every event line of the nodes by `<event>:<jobId>` (the jobId of a runId for run events), first one wins. */
-class EventBoard {
-  private readonly seen = new Map<string, NodeEvent>();
-  private readonly waiting = new Map<string, (event: NodeEvent) => void>();
-  private readonly timers = new Set<NodeJS.Timeout>();
-  problem: string | null = null;
-
-  record(node: string, line: string): void {
-    if (!line.startsWith("{")) return;
-    let event: NodeEvent;
-    try {
-      event = JSON.parse(line) as NodeEvent;
-    } catch {
-      return;
-    }
-    if (event.event === "sandbox-unavailable") this.problem = `${node}: ${line}`;
-    // A runId is <project>/<jobId>/<attempt> (jobs/worker.ts).
-    const jobId = event.jobId ?? (typeof event.runId === "string" ? event.runId.split("/").at(-2) : undefined);
-    if (typeof jobId !== "string") return;
-    const key = `${event.event}:${jobId}`;
-    if (this.seen.has(key)) return;
-    this.seen.set(key, event);
-    this.waiting.get(key)?.(event);
-  }
-
-  waitFor(event: string, jobId: string, limitMs: number): Promise<NodeEvent> {
-    const key = `${event}:${jobId}`;
-    const already = this.seen.get(key);
-    if (already !== undefined) return Promise.resolve(already);
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.timers.delete(timer);
-        this.waiting.delete(key);
-        reject(new Error(`expected ${event} of ${jobId} within ${limitMs} ms`));
-      }, limitMs);
-      this.timers.add(timer);
-      this.waiting.set(key, (found) => {
-        clearTimeout(timer);
-        this.timers.delete(timer);
-        this.waiting.delete(key);
-        resolve(found);
-      });
-    });
-  }
-
-  /** Drops every wait still pending (a failed run's), so that no timer keeps this process alive. */
-  close(): void {
-    for (const timer of this.timers) clearTimeout(timer);
-    this.timers.clear();
-    this.waiting.clear();
-  }
-}
-
-function cliOk(dataDir: string, args: readonly string[]): Promise<string> {
-  return new Promise((resolve, reject) => {
-    execFile(
-      process.execPath,
-      [cliPath, ...args, "--data-dir", dataDir],
-      { env: meshEnv, timeout: cliTimeoutMs, maxBuffer: cliOutputLimitBytes },
-      (error, stdout, stderr) => {
-        if (error === null) resolve(stdout);
-        else reject(new Error(`cimesh ${args.join(" ")} failed (${error.message}): ${stderr}${stdout}`));
-      },
-    );
-  });
-}
-
-/** `cimesh init` a data folder for loopback: listen on 127.0.0.1, no mDNS, the bench timings. */
-async function initNode(root: string, name: string): Promise<string> {
-  const dataDir = join(root, name);
-  await cliOk(dataDir, ["init"]);
-  const path = join(dataDir, "config.yaml");
-  const document = parseDocument(await readFile(path, "utf8"));
-  document.set("listen", [`/ip4/${loopback}/tcp/0`]);
-  document.set("mdns", false);
-  for (const [key, value] of Object.entries(benchTiming)) document.setIn(["timing", key], value);
-  await writeFile(path, document.toString());
-  return dataDir;
-}
-
-interface MeshNode {
-  readonly name: string;
-  readonly address: string;
-  readonly control: ControlClient;
-}
-
-async function startNode(
-  name: string,
-  dataDir: string,
-  flags: readonly string[],
-  board: EventBoard,
-  started: Started[],
-): Promise<MeshNode> {
-  const node = spawnTracked(name, [cliPath, "start", ...flags, "--data-dir", dataDir], started, (line) =>
-    board.record(name, line),
-  );
-  const address = await Promise.race([
-    until("the node to listen", () => /listening on (\S+)/.exec(node.stdout())?.[1], nodeStartTimeoutMs),
-    node.exited.then(() => {
-      throw new Error(`node ${name} exited before it listened: ${node.entry.stderrTail()}\n${node.stdout()}`);
-    }),
-  ]);
-  return { name, address, control: connectControl(dataDir) };
-}
 
 interface JobRun {
   readonly jobId: string;
@@ -628,18 +424,17 @@ async function benchCachedJob(): Promise<CachedJobBench> {
   const inputBytes = cachedJobFileCount * cachedJobFileBytes;
   try {
     console.log(
-      `\ncached worker: 1 master and 1 worker (cimesh start, ${loopback}); ${cachedJobRounds} rounds of a fresh ` +
+      `\ncached worker: 1 master and 1 worker (cimesh start, ${loopbackHost}); ${cachedJobRounds} rounds of a fresh ` +
         `${inputBytes / bytesPerMB} MB inputs folder submitted twice (load ${loadAverageBefore.join(" ")})`,
     );
     const masterDir = await initNode(root, "master");
-    const projectOut = await cliOk(masterDir, ["project", "init"]);
-    const trust = /trust add (\S+) --roots (\S+) --threshold (\d+)/.exec(projectOut);
-    if (trust === null) throw new Error(`project init printed no trust command: ${projectOut}`);
-    const [, project, roots, threshold] = trust as unknown as [string, string, string, string];
-    const master = await startNode("master", masterDir, ["--master"], board, started);
+    const trust = await initProject(masterDir);
+    const { project } = trust;
+    const master = await startNode("master", masterDir, ["--master"], board, started, stderrTailLines);
     const workerDir = await initNode(root, "worker");
-    await cliOk(workerDir, ["trust", "add", project, "--roots", roots, "--threshold", threshold]);
-    const worker = await startNode("worker", workerDir, ["--worker", "--bootstrap", master.address], board, started);
+    await trustProject(workerDir, trust);
+    const workerFlags = ["--worker", "--bootstrap", master.address];
+    const worker = await startNode("worker", workerDir, workerFlags, board, started, stderrTailLines);
     await until(
       "the worker to hold the project keyset and the master to see it",
       async () => {
@@ -665,25 +460,16 @@ async function benchCachedJob(): Promise<CachedJobBench> {
         packMs = performance.now() - packStartMs;
         spec = { ...spec, inputsDigest: packed.root };
       }
-      const startedEvent = board.waitFor("execution-started", jobId, jobTimeoutMs);
       // Only a job with inputs has an inputs-ready event: no wait (and no timer) for one without.
-      const ready = parsed.inputsFolder === null ? null : board.waitFor("inputs-ready", jobId, jobTimeoutMs);
-      const ended = board.waitFor("job-ended", jobId, jobTimeoutMs);
-      for (const pending of [startedEvent, ready, ended]) pending?.catch(() => undefined);
-      const submittedAtMs = Date.now();
-      await master.control.submit(project, jobId, spec);
-      const end = await ended.catch(async (error: unknown) => {
-        const why = await master.control.explain(jobId).catch((failure: unknown) => String(failure));
-        throw new Error(`${String(error)}; the master explains:\n${why}`);
-      });
-      if (end.status !== "passed") throw new Error(`job ${jobId} ended ${String(end.status)}: ${String(end.reason)}`);
-      const start = await startedEvent;
-      const inputs = ready === null ? start : await ready;
+      const events = parsed.inputsFolder === null ? ["execution-started"] : ["execution-started", "inputs-ready"];
+      const job = await submitAndWait(master, board, project, jobId, spec, events, jobTimeoutMs);
+      const [start, ready] = job.events as [NodeEvent, NodeEvent?];
+      const inputs = ready ?? start;
       return {
         jobId,
-        claimMs: start.t - submittedAtMs,
+        claimMs: start.t - job.submittedAtMs,
         inputsMs: inputs.t - start.t,
-        endToEndMs: end.t - submittedAtMs,
+        endToEndMs: job.ended.t - job.submittedAtMs,
         fetchedBytes: Number(inputs.fetchedBytes ?? 0),
         fetchedBlobs: Number(inputs.fetchedBlobs ?? 0),
         packMs,
@@ -749,7 +535,7 @@ async function benchCachedJob(): Promise<CachedJobBench> {
     );
     return result;
   } catch (error) {
-    for (const entry of started) console.error(`--- ${entry.name} stderr (tail)\n${entry.stderrTail()}`);
+    printStderrTails(started);
     throw error;
   } finally {
     board.close();
