@@ -58,6 +58,11 @@ export const maxInboundDirectStreams = 64;
 export const dhtQueryTimeoutMs = 15_000;
 /** How many providers a lookup collects before it stops. */
 export const maxProvidersPerLookup = 64;
+/**
+ * Each yamux stream's initial receive window. Above yamux's 256 KiB, so a whole blob (1 MiB, plus framing) arrives
+ * without a window-update round trip in the middle.
+ */
+export const yamuxStreamWindowBytes = 2 * 1024 * 1024;
 /** Connections a node keeps at most. */
 export const maxConnections = 300;
 /** The DHT record namespace of cimesh: keys are /cimesh/<kind>/<id>. */
@@ -186,7 +191,7 @@ export async function createHost(options: HostOptions): Promise<Host> {
     addresses: { listen },
     transports: usesMemory ? [memory()] : [tcp()],
     connectionEncrypters: [noise()],
-    streamMuxers: [yamux()],
+    streamMuxers: [yamux({ streamOptions: { initialStreamWindowSize: yamuxStreamWindowBytes } })],
     connectionManager: { maxConnections, dialTimeout: dialTimeoutMs },
     connectionMonitor: { enabled: options.connectionMonitor ?? true },
     peerDiscovery: options.mdns === true ? [mdns()] : [],
