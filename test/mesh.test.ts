@@ -254,7 +254,12 @@ test.serial(
       const stored = await jobDetail(restarted, "inflight-1");
       t.is(stored.status, "open", "the job survived the crash in the store");
 
-      const detail = await ended(restarted, "inflight-1");
+      const detail = await ended(restarted, "inflight-1", 150_000).catch((error: unknown) => {
+        // What each side last did, for whoever reads a failure.
+        for (const node of [restarted, ...workers])
+          t.log(node.name, JSON.stringify(node.events.slice(-25)).slice(-6000));
+        throw error;
+      });
       t.is(detail.status, "passed");
       t.is(succeededRuns(detail), 1, "run to completion once");
       t.is(detail.attempts.length, 1, "the run in flight was not re-awarded");
