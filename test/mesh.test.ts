@@ -252,7 +252,8 @@ test.serial(
         `/ip4/127.0.0.1/tcp/${port}`,
       ]);
       const stored = await jobDetail(restarted, "inflight-1");
-      t.is(stored.status, "open", "the job survived the crash in the store");
+      // The worker's retried result may already have reached the restarted master: open or passed, never unknown.
+      t.true(["open", "passed"].includes(stored.status), `the job survived the crash in the store (${stored.status})`);
 
       const detail = await ended(restarted, "inflight-1", 150_000).catch((error: unknown) => {
         // What each side last did, for whoever reads a failure.
