@@ -19,7 +19,7 @@ import {
   openMultiEnvelope,
   trustFromAnchor,
 } from "../crypto/index.ts";
-import type { JobDetail, JobSummary, NodeApi, NodeStatus } from "../node/api.ts";
+import type { JobDetail, JobSummary, NodeApi, NodeStatus } from "../node/index.ts";
 import { generateIdentity, hexToBytes, loadConfig, parseJobFile, peerIdOf, startControlServer } from "../node/index.ts";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");

@@ -11,7 +11,7 @@ import { join } from "node:path";
 import test from "ava";
 import { CimeshError } from "../crypto/index.ts";
 import type { Availability, JobSpec } from "../jobs/index.ts";
-import type { FetchStatus, JobDetail, JobSummary, LogLine, NodeApi, NodeStatus } from "../node/api.ts";
+import type { FetchStatus, JobDetail, JobSummary, LogLine, NodeApi, NodeStatus } from "../node/index.ts";
 import {
   ControlRequestError,
   connectControl,
