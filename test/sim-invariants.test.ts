@@ -3,57 +3,10 @@
  * under test that breaks them.
  */
 import test from "ava";
-import {
-  assertInvariants,
-  exampleScenarioNames,
-  exampleScenarioPath,
-  InvariantError,
-  loadScenario,
-  type Metrics,
-  type Scenario,
-  shrinkScenario,
-  simulate,
-} from "../sim/index.ts";
+import { assertInvariants, exampleScenarioNames, InvariantError, simulate } from "../sim/index.ts";
+import { seedSweep, small } from "./sim-seeds.ts";
 
-function small(name: string, signatures: "real" | "fast", workers = 24, jobs = 40): Scenario {
-  return shrinkScenario(loadScenario(exampleScenarioPath(name)), { workers, jobs, signatures });
-}
-
-/** Seeds per example scenario with fast signatures, and with real ones: 5 × (40 + 2) = 210 runs over both files. */
-const fastSeedsCount = 40;
-const realSeedsCount = 2;
-
-function checkRun(t: { true(value: boolean, message?: string): void }, name: string, metrics: Metrics): void {
-  assertInvariants(metrics, exampleScenarioPath(name));
-  const j = metrics.jobs;
-  t.true(j.submitted > 0, `${name} seed ${metrics.seed}: submitted jobs`);
-  t.true(
-    j.passed + j.failed + j.cancelled === j.submitted && j.lost === 0,
-    `${name} seed ${metrics.seed}: every job ended (${JSON.stringify(j)})`,
-  );
-}
-
-for (const name of exampleScenarioNames.slice(2)) {
-  test(`${name}: invariants hold over ${fastSeedsCount} fast-signature seeds and ${realSeedsCount} real ones`, (t) => {
-    let wrong = 0;
-    let spam = 0;
-    let refused = 0;
-    for (let seed = 1; seed <= fastSeedsCount; seed++) {
-      const metrics = simulate(small(name, "fast"), seed);
-      checkRun(t, name, metrics);
-      wrong += metrics.jobs.wrongResultsAccepted;
-      spam += metrics.security.spamBids ?? 0;
-      refused += (metrics.security.refusedSignature ?? 0) + (metrics.security.refusedUntrusted ?? 0);
-    }
-    for (let seed = 1; seed <= realSeedsCount; seed++) checkRun(t, name, simulate(small(name, "real"), 1000 + seed));
-    if (name === "liars-10pct") {
-      // The actors act: spammers bid, forgeries are refused (none accepted: that is an invariant).
-      t.true(spam > 0);
-      t.true(refused > 0);
-    }
-    t.log(`${name}: wrong results accepted over ${fastSeedsCount} seeds: ${wrong}`);
-  });
-}
+seedSweep(exampleScenarioNames.slice(2));
 
 test("a lost verdict is caught as a lost job, with the seed and the command to reproduce", (t) => {
   const metrics = simulate(small("calm", "fast", 10, 10), 5, { sabotage: "drop-verdict" });

@@ -1,0 +1,57 @@
+/**
+ * The seed sweep of the example scenarios, shared by the two test files that split it (so ava runs the halves on
+ * two cores): each registers the sweep for its slice of the examples.
+ */
+import test from "ava";
+import {
+  assertInvariants,
+  exampleScenarioPath,
+  loadScenario,
+  type Metrics,
+  type Scenario,
+  shrinkScenario,
+  simulate,
+} from "../sim/index.ts";
+
+/** Seeds per example scenario with fast signatures, and with real ones: 5 × (40 + 2) = 210 runs over both files. */
+export const fastSeedsCount = 40;
+export const realSeedsCount = 2;
+
+export function small(name: string, signatures: "real" | "fast", workers = 24, jobs = 40): Scenario {
+  return shrinkScenario(loadScenario(exampleScenarioPath(name)), { workers, jobs, signatures });
+}
+
+function checkRun(t: { true(value: boolean, message?: string): void }, name: string, metrics: Metrics): void {
+  assertInvariants(metrics, exampleScenarioPath(name));
+  const j = metrics.jobs;
+  t.true(j.submitted > 0, `${name} seed ${metrics.seed}: submitted jobs`);
+  t.true(
+    j.passed + j.failed + j.cancelled === j.submitted && j.lost === 0,
+    `${name} seed ${metrics.seed}: every job ended (${JSON.stringify(j)})`,
+  );
+}
+
+/** Registers, for each named example, a test that runs its seeds and checks the invariants of every run. */
+export function seedSweep(names: readonly string[]): void {
+  for (const name of names) {
+    test(`${name}: invariants hold over ${fastSeedsCount} fast-signature seeds and ${realSeedsCount} real ones`, (t) => {
+      let wrong = 0;
+      let spam = 0;
+      let refused = 0;
+      for (let seed = 1; seed <= fastSeedsCount; seed++) {
+        const metrics = simulate(small(name, "fast"), seed);
+        checkRun(t, name, metrics);
+        wrong += metrics.jobs.wrongResultsAccepted;
+        spam += metrics.security.spamBids ?? 0;
+        refused += (metrics.security.refusedSignature ?? 0) + (metrics.security.refusedUntrusted ?? 0);
+      }
+      for (let seed = 1; seed <= realSeedsCount; seed++) checkRun(t, name, simulate(small(name, "real"), 1000 + seed));
+      if (name === "liars-10pct") {
+        // The actors act: spammers bid, forgeries are refused (none accepted: that is an invariant).
+        t.true(spam > 0);
+        t.true(refused > 0);
+      }
+      t.log(`${name}: wrong results accepted over ${fastSeedsCount} seeds: ${wrong}`);
+    });
+  }
+}
