@@ -26,6 +26,15 @@ export {
 } from "./master.ts";
 export * from "./messages.ts";
 export {
+  directSide,
+  type MessageDomainName,
+  masterInputOf,
+  messageDomainName,
+  type TopicRoute,
+  topicRoute,
+  workerInputOf,
+} from "./routing.ts";
+export {
   type Availability,
   type AvailabilityRules,
   type AvailabilityWindow,

@@ -48,6 +48,7 @@ import {
   advertOf,
   createMaster,
   createWorker,
+  directSide,
   type Effect,
   explainJob,
   hexOf,
@@ -55,14 +56,18 @@ import {
   type JobSpec,
   type MasterInput,
   type MasterState,
+  masterInputOf,
+  messageDomainName,
   messageDomains,
   messageRegistry,
   type OutboundMessage,
   type Rng,
   stepMaster,
   stepWorker,
+  topicRoute,
   type WorkerInput,
   type WorkerState,
+  workerInputOf,
 } from "../jobs/index.ts";
 import type { FetchStatus, JobDetail, JobSummary, LogLine, NodeApi, NodeStatus } from "./api.ts";
 import { type BlobStore, openBlobStore, treeBlobs, unpackTree } from "./blobs.ts";
@@ -568,25 +573,23 @@ export async function startNode(options: StartOptions): Promise<RunningNode> {
       return judged(stale(error) ? "ignore" : "reject", String(error));
     }
     const domain = verified.domain;
-    const projectTrust = trust.get(project);
-    if (domain === messageDomains.workerAdvert.tag) {
+    const name = messageDomainName(domain);
+    const route = name === null ? null : topicRoute(name);
+    if (name === null || route === null)
+      return judged("reject", `${domain} is a direct message and has no business on a topic`);
+    const signer = hexOf(verified.signer);
+    if (route.to === "master") {
       const projects = (verified.body as unknown as WorkerAdvert).projects;
       if (!projects.includes(project))
         return judged("reject", `advert.projects: expected it to name ${project}, the topic it came on`);
       if (!fresh(verified)) return judged("ignore", "a replayed or stale advert");
-      if (masters.has(project))
-        void toMaster(project, { kind: "advert", signer: hexOf(verified.signer), advert: verified.body as never });
+      const input = masterInputOf(name, signer, verified.body);
+      if (masters.has(project) && input !== null) void toMaster(project, input);
       return accept;
-    }
-    if (
-      domain !== messageDomains.jobAnnouncement.tag &&
-      domain !== messageDomains.verdict.tag &&
-      domain !== messageDomains.cancel.tag
-    ) {
-      return judged("reject", `${domain} is a direct message and has no business on a topic`);
     }
     if (verified.body.project !== project)
       return judged("reject", `project: expected ${project}, got ${String(verified.body.project)}`);
+    const projectTrust = trust.get(project);
     if (projectTrust === undefined || projectTrust.keyset === null)
       return judged("ignore", "no keyset of the project yet: cannot judge its announcer");
     try {
@@ -595,21 +598,17 @@ export async function startNode(options: StartOptions): Promise<RunningNode> {
       return judged(stale(error) ? "ignore" : "reject", String(error));
     }
     if (!fresh(verified)) return judged("ignore", `a replayed or stale ${domain}`);
-    const signer = hexOf(verified.signer);
-    if (domain === messageDomains.jobAnnouncement.tag) {
-      const announcement = verified.body as unknown as {
-        job: { requiredSpecs: readonly string[]; inputsDigest: string | null };
-      };
-      void ensureSpecs(project, announcement.job.requiredSpecs);
-      const root = announcement.job.inputsDigest;
+    const input = workerInputOf(name, signer, verified.body);
+    if (input?.kind === "announcement") {
+      const { job } = input.announcement;
+      void ensureSpecs(project, job.requiredSpecs);
+      const root = job.inputsDigest;
       const cachedInputBytes =
         root !== null && worker !== null && (await blobs.has(root).catch(() => false))
           ? (await treeBlobs(root, blobs).catch(() => ({ heldBytes: 0 }))).heldBytes
           : 0;
-      void toWorker({ kind: "announcement", signer, announcement: verified.body as never, cachedInputBytes });
-    } else if (domain === messageDomains.verdict.tag)
-      void toWorker({ kind: "verdict", signer, verdict: verified.body as never });
-    else void toWorker({ kind: "cancel", signer, cancel: verified.body as never });
+      void toWorker({ ...input, cachedInputBytes });
+    } else if (input !== null) void toWorker(input);
     return accept;
   };
 
@@ -728,19 +727,17 @@ export async function startNode(options: StartOptions): Promise<RunningNode> {
     if (!fresh(verified)) return;
     const { domain, body } = verified;
     const project = body.project;
-    const fromWorkerSide =
-      domain === messageDomains.bid.tag ||
-      domain === messageDomains.result.tag ||
-      domain === messageDomains.logChunk.tag ||
-      (domain === messageDomains.leaseRenew.tag && body.worker !== undefined && hexOf(body.worker) === signer);
-    if (fromWorkerSide) {
+    const name = messageDomainName(domain);
+    const side = name === null ? null : directSide(name, body, signer);
+    if (name === null || side === null) {
+      log("direct-refused", { from: signer.slice(0, 8), error: `${domain} is no direct message` });
+      return;
+    }
+    if (side === "master") {
       if (!masters.has(project)) return;
-      if (domain === messageDomains.bid.tag) void toMaster(project, { kind: "bid", signer, bid: body as never });
-      else if (domain === messageDomains.result.tag)
-        void toMaster(project, { kind: "result", signer, result: body as never });
-      else if (domain === messageDomains.leaseRenew.tag)
-        void toMaster(project, { kind: "lease-renew", signer, renew: body as never });
-      else void onLogChunk(signer, body as never);
+      const input = masterInputOf(name, signer, body);
+      if (input !== null) void toMaster(project, input);
+      else if (name === "logChunk") void onLogChunk(signer, body as never);
       return;
     }
     const projectTrust = trust.get(project);
@@ -751,11 +748,8 @@ export async function startNode(options: StartOptions): Promise<RunningNode> {
       log("direct-refused", { from: signer.slice(0, 8), error: String(error) });
       return;
     }
-    if (domain === messageDomains.award.tag) void toWorker({ kind: "award", signer, award: body as never });
-    else if (domain === messageDomains.reject.tag) void toWorker({ kind: "reject", signer, reject: body as never });
-    else if (domain === messageDomains.leaseRenew.tag)
-      void toWorker({ kind: "lease-renew", signer, renew: body as never });
-    else if (domain === messageDomains.cancel.tag) void toWorker({ kind: "cancel", signer, cancel: body as never });
+    const input = workerInputOf(name, signer, body);
+    if (input !== null) void toWorker(input);
   };
 
   const onLogChunk = async (

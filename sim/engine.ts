@@ -23,17 +23,22 @@ import {
   advertOf,
   createMaster,
   createWorker,
+  directSide,
   type Effect,
   hexOf,
   type JobSpec,
   type MasterInput,
   type MasterState,
+  type MessageDomainName,
+  masterInputOf,
   messageDomains,
   resultDigest,
   stepMaster,
   stepWorker,
+  topicRoute,
   type WorkerInput,
   type WorkerState,
+  workerInputOf,
 } from "../jobs/index.ts";
 import { GossipModel, type Links } from "./gossip.ts";
 import { EventQueue } from "./queue.ts";
@@ -690,12 +695,15 @@ export class Simulation {
       this.refuse("refusedSignature");
       return;
     }
-    if (wire.domain === "workerAdvert") {
-      if (node.master !== null)
-        this.toMaster(node, { kind: "advert", signer: opened.signer, advert: opened.body as never });
+    const name = wire.domain as MessageDomainName;
+    const route = topicRoute(name);
+    if (route === null) return;
+    if (route.to === "master") {
+      const input = masterInputOf(name, opened.signer, opened.body);
+      if (node.master !== null && input !== null) this.toMaster(node, input);
       return;
     }
-    // Announcements, verdicts and cancels on a project topic must come from the project's announcer.
+    // Trust is modelled as one announcer key per project (the real node checks the keyset).
     const announcer = this.nodes[this.masters[topic] as number] as SimNode;
     if (opened.signer !== announcer.key) {
       this.refuse("refusedUntrusted");
@@ -703,23 +711,11 @@ export class Simulation {
     }
     if (wire.forged === true) this.forgeryAccepted(wire);
     if (node.role === "spammer") {
-      if (wire.domain === "jobAnnouncement") this.spamBid(node, announcer, opened.body as never);
+      if (name === "jobAnnouncement") this.spamBid(node, announcer, opened.body as never);
       return;
     }
-    if (node.worker === null) return;
-    switch (wire.domain) {
-      case "jobAnnouncement":
-        this.toWorker(node, { kind: "announcement", signer: opened.signer, announcement: opened.body as never });
-        return;
-      case "verdict":
-        this.toWorker(node, { kind: "verdict", signer: opened.signer, verdict: opened.body as never });
-        return;
-      case "cancel":
-        this.toWorker(node, { kind: "cancel", signer: opened.signer, cancel: opened.body as never });
-        return;
-      default:
-        return;
-    }
+    const input = workerInputOf(name, opened.signer, opened.body);
+    if (node.worker !== null && input !== null) this.toWorker(node, input);
   }
 
   private onDirect(node: SimNode, wire: Wire): void {
@@ -728,40 +724,19 @@ export class Simulation {
       this.refuse("refusedSignature");
       return;
     }
-    const signer = opened.signer;
-    const body = opened.body as never;
-    if (node.master !== null) {
-      switch (wire.domain) {
-        case "bid":
-          this.toMaster(node, { kind: "bid", signer, bid: body });
-          return;
-        case "leaseRenew":
-          this.toMaster(node, { kind: "lease-renew", signer, renew: body });
-          return;
-        case "result":
-          this.observeResult(wire.from, opened.body as never);
-          this.toMaster(node, { kind: "result", signer, result: body });
-          return;
-        default:
-          return;
-      }
+    const { signer, body } = opened;
+    const name = wire.domain as MessageDomainName;
+    const side = directSide(name, body as { worker?: Uint8Array }, signer);
+    if (side === "master" && node.master !== null) {
+      const input = masterInputOf(name, signer, body);
+      if (input === null) return;
+      if (input.kind === "result") this.observeResult(wire.from, input.result);
+      this.toMaster(node, input);
+      return;
     }
-    if (node.worker === null) return;
-    switch (wire.domain) {
-      case "award":
-        this.toWorker(node, { kind: "award", signer, award: body });
-        return;
-      case "reject":
-        this.toWorker(node, { kind: "reject", signer, reject: body });
-        return;
-      case "leaseRenew":
-        this.toWorker(node, { kind: "lease-renew", signer, renew: body });
-        return;
-      case "cancel":
-        this.toWorker(node, { kind: "cancel", signer, cancel: body });
-        return;
-      default:
-        return;
+    if (side === "worker" && node.worker !== null) {
+      const input = workerInputOf(name, signer, body);
+      if (input !== null) this.toWorker(node, input);
     }
   }
 

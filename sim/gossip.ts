@@ -33,6 +33,17 @@ export interface GossipParams {
   readonly seenTtlMs: number;
 }
 
+/** gossipsub's own defaults (constants.ts of @libp2p/gossipsub): scenarios start from them, the libp2p check uses them. */
+export const gossipsubDefaults: GossipParams = {
+  meshDegree: 6,
+  meshDegreeLow: 4,
+  meshDegreeHigh: 12,
+  lazyDegree: 6,
+  heartbeatMs: 1000,
+  historyGossip: 3,
+  seenTtlMs: 120_000,
+};
+
 /** What the model asks of the network it runs on. */
 export interface Links {
   /** Whether a and b can talk now: both online and on the same side of every partition. */

@@ -22,7 +22,14 @@ export {
   simulate,
   type Violation,
 } from "./engine.ts";
-export { type Delivery, GossipModel, type GossipParams, type Links, type PublishOutcome } from "./gossip.ts";
+export {
+  type Delivery,
+  GossipModel,
+  type GossipParams,
+  gossipsubDefaults,
+  type Links,
+  type PublishOutcome,
+} from "./gossip.ts";
 export { renderReport } from "./report.ts";
 export { seededRng } from "./rng.ts";
 export {

@@ -18,7 +18,7 @@ import { type GossipSub, gossipsub, StrictNoSign } from "@libp2p/gossipsub";
 import { identify } from "@libp2p/identify";
 import { memory } from "@libp2p/memory";
 import { createLibp2p, type Libp2p } from "libp2p";
-import { GossipModel, type GossipParams } from "./gossip.ts";
+import { GossipModel, gossipsubDefaults } from "./gossip.ts";
 import { logNormal, pick, type Rng, seededRng } from "./rng.ts";
 import { exactQuantile, round } from "./stats.ts";
 
@@ -105,19 +105,6 @@ function figures(latencies: number[], hops: number[], expected: number): SideFig
   };
 }
 
-function gossipParams(): GossipParams {
-  // gossipsub's defaults (constants.ts of @libp2p/gossipsub).
-  return {
-    meshDegree: 6,
-    meshDegreeLow: 4,
-    meshDegreeHigh: 12,
-    lazyDegree: 6,
-    heartbeatMs: 1000,
-    historyGossip: 3,
-    seenTtlMs: 120_000,
-  };
-}
-
 /** One hop of the model: a log-normal draw with this median and shape. */
 export interface HopLatency {
   readonly medianMs: number;
@@ -127,7 +114,7 @@ export interface HopLatency {
 /** The model's side: the same nodes, publishers and publish times, each hop a draw from `hop`. */
 export function runModel(options: ComparisonOptions, hop: HopLatency): SideFigures {
   const rng: Rng = seededRng(options.seed);
-  const model = new GossipModel(gossipParams(), rng, {
+  const model = new GossipModel(gossipsubDefaults, rng, {
     reachable: () => true,
     classOf: () => 0,
     latencyMs: () => logNormal(rng, hop.medianMs, hop.sigma),

@@ -8,6 +8,7 @@
  */
 import { isMap, isPair, isScalar, isSeq, LineCounter, type Node, parseDocument } from "yaml";
 import { type ZodError, z } from "zod";
+import { gossipsubDefaults } from "./gossip.ts";
 
 /** Bounds of a scenario: what one process can simulate. */
 export const maxProjectsCount = 1000;
@@ -113,13 +114,13 @@ const networkSchema = z.strictObject({
 });
 
 const gossipSchema = z.strictObject({
-  meshDegree: z.number().int().min(1).max(maxMeshDegreeCount).default(6),
-  meshDegreeLow: z.number().int().min(1).max(maxMeshDegreeCount).default(4),
-  meshDegreeHigh: z.number().int().min(1).max(maxMeshDegreeCount).default(12),
-  lazyDegree: z.number().int().min(0).max(maxMeshDegreeCount).default(6),
-  heartbeat: duration(60_000).default(1000),
-  historyGossip: z.number().int().min(0).max(16).default(3),
-  seenTtl: duration(maxDrainMs).default(120_000),
+  meshDegree: z.number().int().min(1).max(maxMeshDegreeCount).default(gossipsubDefaults.meshDegree),
+  meshDegreeLow: z.number().int().min(1).max(maxMeshDegreeCount).default(gossipsubDefaults.meshDegreeLow),
+  meshDegreeHigh: z.number().int().min(1).max(maxMeshDegreeCount).default(gossipsubDefaults.meshDegreeHigh),
+  lazyDegree: z.number().int().min(0).max(maxMeshDegreeCount).default(gossipsubDefaults.lazyDegree),
+  heartbeat: duration(60_000).default(gossipsubDefaults.heartbeatMs),
+  historyGossip: z.number().int().min(0).max(16).default(gossipsubDefaults.historyGossip),
+  seenTtl: duration(maxDrainMs).default(gossipsubDefaults.seenTtlMs),
 });
 
 const masterSchema = z.strictObject({

@@ -1,15 +1,7 @@
 import test from "ava";
-import { GossipModel, type GossipParams, type Links, seededRng } from "../sim/index.ts";
+import { GossipModel, type GossipParams, gossipsubDefaults, type Links, seededRng } from "../sim/index.ts";
 
-const params: GossipParams = {
-  meshDegree: 6,
-  meshDegreeLow: 4,
-  meshDegreeHigh: 12,
-  lazyDegree: 6,
-  heartbeatMs: 1000,
-  historyGossip: 3,
-  seenTtlMs: 120_000,
-};
+const params: GossipParams = gossipsubDefaults;
 
 function mesh(nodes: number, links: Partial<Links> = {}, seed = 1) {
   const rng = seededRng(seed);

@@ -1,0 +1,105 @@
+/**
+ * Where a signed message goes: which messages may travel on a project topic
+ * and whose key must have signed them there, which machine takes a direct
+ * message, and the machine input each one becomes. The protocol decides this
+ * once, here; node/ and sim/ (the two shells) only carry it out.
+ */
+import { hexOf } from "./effects.ts";
+import type { MasterInput } from "./master.ts";
+import { messageDomains } from "./messages.ts";
+import type { WorkerInput } from "./worker.ts";
+
+export type MessageDomainName = keyof typeof messageDomains;
+
+const namesByTag = new Map<string, MessageDomainName>(
+  Object.entries(messageDomains).map(([name, domain]) => [domain.tag, name as MessageDomainName]),
+);
+
+/** The name of a message domain from its envelope tag, or null for a tag of no message of jobs/. */
+export function messageDomainName(tag: string): MessageDomainName | null {
+  return namesByTag.get(tag) ?? null;
+}
+
+/**
+ * A message on a project topic: adverts (signed by any worker) go to the project's master; announcements,
+ * verdicts and cancels go to workers and must be signed by an announcer of the project's keyset. Anything else
+ * has no business on a topic (null): a sender that puts it there is to be refused.
+ */
+export type TopicRoute =
+  | { readonly to: "master"; readonly signer: "any" }
+  | { readonly to: "worker"; readonly signer: "announcer" };
+
+export function topicRoute(name: MessageDomainName): TopicRoute | null {
+  switch (name) {
+    case "workerAdvert":
+      return { to: "master", signer: "any" };
+    case "jobAnnouncement":
+    case "verdict":
+    case "cancel":
+      return { to: "worker", signer: "announcer" };
+    default:
+      return null;
+  }
+}
+
+/**
+ * The machine that takes a direct message: bids, results and log chunks come from workers to the master; awards,
+ * rejects and cancels from the master (an announcer) to a worker; a lease renewal goes either way, and one that
+ * names its signer as the worker is the worker's asking. Null: not a direct message.
+ */
+export function directSide(
+  name: MessageDomainName,
+  body: { readonly worker?: Uint8Array },
+  signer: string,
+): "master" | "worker" | null {
+  switch (name) {
+    case "bid":
+    case "result":
+    case "logChunk":
+      return "master";
+    case "leaseRenew":
+      return body.worker !== undefined && hexOf(body.worker) === signer ? "master" : "worker";
+    case "award":
+    case "reject":
+    case "cancel":
+      return "worker";
+    default:
+      return null;
+  }
+}
+
+/** The master's input for a message it takes, or null (a log chunk is stored by the shell, not stepped). */
+export function masterInputOf(name: MessageDomainName, signer: string, body: unknown): MasterInput | null {
+  switch (name) {
+    case "workerAdvert":
+      return { kind: "advert", signer, advert: body as never };
+    case "bid":
+      return { kind: "bid", signer, bid: body as never };
+    case "result":
+      return { kind: "result", signer, result: body as never };
+    case "leaseRenew":
+      return { kind: "lease-renew", signer, renew: body as never };
+    default:
+      return null;
+  }
+}
+
+/** The worker's input for a message it takes, or null. */
+export function workerInputOf(name: MessageDomainName, signer: string, body: unknown): WorkerInput | null {
+  switch (name) {
+    case "jobAnnouncement":
+      return { kind: "announcement", signer, announcement: body as never };
+    case "verdict":
+      return { kind: "verdict", signer, verdict: body as never };
+    case "cancel":
+      return { kind: "cancel", signer, cancel: body as never };
+    case "award":
+      return { kind: "award", signer, award: body as never };
+    case "reject":
+      return { kind: "reject", signer, reject: body as never };
+    case "leaseRenew":
+      return { kind: "lease-renew", signer, renew: body as never };
+    default:
+      return null;
+  }
+}

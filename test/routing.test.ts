@@ -1,0 +1,36 @@
+/** Where a message goes: one rule for both shells (node/ and sim/). */
+import test from "ava";
+import { directSide, hexOf, messageDomainName, messageDomains, topicRoute, workerInputOf } from "../jobs/index.ts";
+
+test("on a project topic: adverts to the master from anyone; announcements, verdicts and cancels to workers from an announcer; nothing else", (t) => {
+  t.deepEqual(topicRoute("workerAdvert"), { to: "master", signer: "any" });
+  for (const name of ["jobAnnouncement", "verdict", "cancel"] as const)
+    t.deepEqual(topicRoute(name), { to: "worker", signer: "announcer" });
+  for (const name of [
+    "bid",
+    "award",
+    "reject",
+    "leaseRenew",
+    "logChunk",
+    "result",
+    "report",
+    "capabilitySpec",
+  ] as const)
+    t.is(topicRoute(name), null, `${name} has no business on a topic`);
+});
+
+test("direct messages: worker-side ones to the master, announcer-side ones to the worker; a renewal by who signs it", (t) => {
+  const worker = new Uint8Array(32).fill(7);
+  for (const name of ["bid", "result", "logChunk"] as const) t.is(directSide(name, {}, "x"), "master");
+  for (const name of ["award", "reject", "cancel"] as const) t.is(directSide(name, {}, "x"), "worker");
+  t.is(directSide("leaseRenew", { worker }, hexOf(worker)), "master", "the worker asks");
+  t.is(directSide("leaseRenew", { worker }, "ab".repeat(32)), "worker", "the master answers");
+  t.is(directSide("jobAnnouncement", {}, "x"), null);
+});
+
+test("tags name their domains, and bodies become the machine's inputs", (t) => {
+  t.is(messageDomainName(messageDomains.bid.tag), "bid");
+  t.is(messageDomainName("cimesh/nothing/v1"), null);
+  t.is(workerInputOf("verdict", "s", { jobId: "j" })?.kind, "verdict");
+  t.is(workerInputOf("bid", "s", {}), null);
+});
