@@ -3,8 +3,41 @@
  * House rules (DESIGN.md, Rule 1): no I/O, no clock, no randomness of its own.
  */
 
+export {
+  type Admission,
+  type AdmissionContext,
+  type AdmissionReason,
+  type AdmissionVerdict,
+  admissionReasons,
+  admit,
+  type Channel,
+  type Delivery,
+  isStale,
+  type Opened,
+  type SignedBody,
+} from "./admission.ts";
 export { resultDigest } from "./digest.ts";
-export type { Effect, ExecutionRequest, OutboundMessage, Rng, StepOutput } from "./effects.ts";
+export {
+  type DriverOptions,
+  type DriverPorts,
+  type LogFields,
+  NodeDriver,
+  type StampedMessage,
+  type StoredNode,
+  type StoreWrite,
+  seqBlockSize,
+  seqPerMs,
+  sequenceFloorAt,
+} from "./driver.ts";
+export type {
+  Effect,
+  ExecutionRequest,
+  LogChunkRecord,
+  OutboundMessage,
+  Rng,
+  StepOutput,
+  Unsequenced,
+} from "./effects.ts";
 export { hexOf, keyOf } from "./effects.ts";
 export {
   type AttemptRecord,
@@ -16,11 +49,14 @@ export {
   type JobStatus,
   jobView,
   type KnownWorker,
+  type MasterChanges,
   type MasterConfig,
   type MasterInput,
   MasterInputError,
   type MasterState,
+  type MasterStepOutput,
   type Reputation,
+  restoreMaster,
   type ShardRecord,
   stepMaster,
 } from "./master.ts";
@@ -38,6 +74,7 @@ export {
   type Availability,
   type AvailabilityRules,
   type AvailabilityWindow,
+  advertLifetimeIntervals,
   advertOf,
   type Candidate,
   canServe,
@@ -45,6 +82,9 @@ export {
   defaultWorkerConfig,
   type ExecutionReport,
   effectiveAvailability,
+  logChunkLifetimeMs,
+  logChunkOf,
+  type OutboxEntry,
   type RunRecord,
   stepWorker,
   type WorkerConfig,

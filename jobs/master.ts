@@ -12,6 +12,12 @@
  * - The state is plain data (JSON-safe), updated in place for speed: the
  *   caller hands it over and uses the returned one.
  * - Every table has a bound, every wait a time: see MasterConfig.
+ * - A step says what it changed (MasterChanges): the shell core persists the
+ *   job records and reputations named there, never the whole state, and a
+ *   restarted master is rebuilt from them (restoreMaster). Known workers
+ *   (from adverts) are soft state: they come back with the next adverts.
+ * - A restart is an input: leases are extended by one lease from then, since
+ *   no worker could renew with a master that was down.
  *
  * A job's life: submit → announce (round 0) with a bid probability chosen so
  * that the expected number of bids is a small constant whatever the pool size
@@ -24,17 +30,19 @@
 import { explainPoolText, isEligible, type WorkerAdvert } from "../capabilities/index.ts";
 import { maxReasonChars } from "../crypto/index.ts";
 import { resultDigest } from "./digest.ts";
-import type { OutboundMessage, Rng, StepOutput } from "./effects.ts";
+import type { Rng, StepOutput } from "./effects.ts";
 import { keyOf, StepContext } from "./effects.ts";
 import {
   type Bid,
   type JobSpec,
   type LeaseRenew,
+  type LogChunk,
   maxAnnouncementLifetimeMs,
   maxAnnouncementRounds,
   maxAwardLifetimeMs,
   maxCancelLifetimeMs,
   maxEligiblePool,
+  maxResultAckLifetimeMs,
   maxVerdictLifetimeMs,
   maxWantedRuns,
   type Outcome,
@@ -165,7 +173,6 @@ export interface Reputation {
 
 export interface MasterState {
   readonly config: MasterConfig;
-  seq: number;
   jobs: Record<string, JobRecord>;
   /** Ids of jobs in submission order, for eviction of the oldest ended ones. */
   jobOrder: string[];
@@ -189,13 +196,26 @@ export type MasterInput =
   | { readonly kind: "lease-renew"; readonly signer: string; readonly renew: LeaseRenew }
   | { readonly kind: "result"; readonly signer: string; readonly result: Result }
   | { readonly kind: "advert"; readonly signer: string; readonly advert: WorkerAdvert }
+  | { readonly kind: "log-chunk"; readonly signer: string; readonly chunk: LogChunk }
   | { readonly kind: "cancel"; readonly jobId: string; readonly reason: string }
+  /** The node (re)started from its stored records: leases restart, wake-ups must be asked anew. */
+  | { readonly kind: "restart" }
   | { readonly kind: "tick" };
+
+/** What one step changed: the job records and reputations to persist, and the jobs evicted. */
+export interface MasterChanges {
+  readonly jobs: ReadonlySet<string>;
+  readonly removedJobs: ReadonlySet<string>;
+  readonly reputations: ReadonlySet<string>;
+}
+
+export interface MasterStepOutput extends StepOutput<MasterState> {
+  readonly changes: MasterChanges;
+}
 
 export function createMaster(config: Partial<MasterConfig> & { project: string }): MasterState {
   return {
     config: { ...defaultMasterConfig, ...config },
-    seq: 0,
     jobs: {},
     jobOrder: [],
     workers: {},
@@ -215,9 +235,9 @@ export class MasterInputError extends Error {
 }
 
 class Step extends StepContext<MasterState> {
-  publish(message: OutboundMessage): void {
-    this.effects.push({ type: "publish", topic: this.state.config.project, message });
-  }
+  readonly changedJobs = new Set<string>();
+  readonly removedJobs = new Set<string>();
+  readonly changedReputations = new Set<string>();
 }
 
 function runBound(spec: JobSpec): number {
@@ -299,7 +319,7 @@ function announce(step: Step, job: JobRecord): void {
   job.windowEndsAtMs = nowMs + state.config.bidWindowMs;
   job.reannounceAtMs = null;
   schedule(state, job.windowEndsAtMs, job.jobId);
-  step.publish({
+  step.publish(state.config.project, {
     domain: "jobAnnouncement",
     body: {
       ...step.header(Math.min(state.config.announcementTtlMs, maxAnnouncementLifetimeMs)),
@@ -318,7 +338,9 @@ function reputationOf(state: MasterState, worker: string): Reputation {
   return state.reputation[worker] ?? { consecutiveValid: 0, validTotal: 0, invalidTotal: 0 };
 }
 
-function setReputation(state: MasterState, worker: string, reputation: Reputation): void {
+function setReputation(step: Step, worker: string, reputation: Reputation): void {
+  const { state } = step;
+  step.changedReputations.add(worker);
   if (!(worker in state.reputation)) {
     // As with adverts: count, and list the records only when one must go.
     if (state.reputationCount >= state.config.maxReputations)
@@ -495,7 +517,7 @@ function evaluate(step: Step, job: JobRecord): void {
           for (const attempt of group) {
             const reputation = reputationOf(state, attempt.worker);
             setReputation(
-              state,
+              step,
               attempt.worker,
               agreed
                 ? {
@@ -578,7 +600,7 @@ function end(step: Step, job: JobRecord, status: Exclude<JobStatus, "open">, rea
   for (const attempt of job.attempts)
     if (attempt.state === "running") cancelAttempt(step, job, attempt, `job ${status}: ${job.reason}`);
   if (status === "cancelled") {
-    step.publish({
+    step.publish(state.config.project, {
       domain: "cancel",
       body: {
         ...step.header(maxCancelLifetimeMs),
@@ -595,7 +617,7 @@ function end(step: Step, job: JobRecord, status: Exclude<JobStatus, "open">, rea
       for (const attempt of job.attempts)
         if (attempt.shard === shard && digest !== null && attempt.digest === digest) agreeing.add(attempt.worker);
     }
-    step.publish({
+    step.publish(state.config.project, {
       domain: "verdict",
       body: {
         ...step.header(maxVerdictLifetimeMs),
@@ -611,12 +633,14 @@ function end(step: Step, job: JobRecord, status: Exclude<JobStatus, "open">, rea
   step.log("job-ended", { jobId: job.jobId, status, reason: job.reason });
 }
 
-function evictEndedJobs(state: MasterState): boolean {
+function evictEndedJobs(step: Step): boolean {
+  const { state } = step;
   while (state.jobOrder.length >= state.config.maxJobs) {
     const index = state.jobOrder.findIndex((id) => state.jobs[id]?.status !== "open");
     if (index < 0) return false;
     const [id] = state.jobOrder.splice(index, 1);
     delete state.jobs[id as string];
+    step.removedJobs.add(id as string);
   }
   return true;
 }
@@ -624,7 +648,7 @@ function evictEndedJobs(state: MasterState): boolean {
 function onSubmit(step: Step, jobId: string, spec: JobSpec): void {
   const { state, nowMs } = step;
   if (jobId in state.jobs) throw new MasterInputError(`jobId: expected a new job id, got ${jobId}, already submitted`);
-  if (!evictEndedJobs(state))
+  if (!evictEndedJobs(step))
     throw new MasterInputError(`jobs: expected fewer than ${state.config.maxJobs} open jobs, the master is full`);
   const job: JobRecord = {
     jobId,
@@ -758,6 +782,20 @@ function onLeaseRenew(step: Step, worker: string, renew: LeaseRenew): void {
   });
 }
 
+/** Tells a worker its result for an attempt it was awarded arrived, whatever became of the attempt: it stops resending. */
+function acknowledge(step: Step, worker: string, result: Result): void {
+  step.send(worker, {
+    domain: "resultAck",
+    body: {
+      ...step.header(maxResultAckLifetimeMs),
+      project: step.state.config.project,
+      jobId: result.jobId,
+      worker: keyOf(worker),
+      attempt: result.attempt,
+    },
+  });
+}
+
 function onResult(step: Step, worker: string, result: Result): void {
   const job = step.state.jobs[result.jobId];
   const attempt = findAttempt(job, result.attempt, worker);
@@ -770,6 +808,7 @@ function onResult(step: Step, worker: string, result: Result): void {
     });
     return;
   }
+  acknowledge(step, worker, result);
   if (attempt.state !== "running") {
     // Late (the lease lapsed, the shard was decided) or a duplicate: counted once or not at all, never twice.
     step.log("result-ignored", {
@@ -794,6 +833,31 @@ function onResult(step: Step, worker: string, result: Result): void {
     attempt.digest = resultDigest(result);
   }
   planNext(step, job);
+}
+
+/** Only the worker an attempt was awarded to writes its log; the chunk is stored with the job, not stepped through it. */
+function onLogChunk(step: Step, worker: string, chunk: LogChunk): void {
+  const job = step.state.jobs[chunk.jobId];
+  if (chunk.project !== step.state.config.project || findAttempt(job, chunk.attempt, worker) === undefined) {
+    step.log("log-ignored", { reason: "not the attempt's worker", worker, jobId: chunk.jobId, attempt: chunk.attempt });
+    return;
+  }
+  const { attempt, stream, offset, data } = chunk;
+  step.effects.push({ type: "store-log", jobId: chunk.jobId, chunk: { attempt, stream, offset, data } });
+}
+
+/** Workers could not renew with a master that was down: every running lease starts again from now. */
+function onRestart(step: Step): void {
+  const { state, nowMs } = step;
+  for (const job of Object.values(state.jobs)) {
+    if (job.status !== "open") continue;
+    for (const attempt of job.attempts) {
+      if (attempt.state !== "running") continue;
+      attempt.leaseExpiresAtMs = Math.max(attempt.leaseExpiresAtMs, nowMs + state.config.leaseMs);
+      schedule(state, attempt.leaseExpiresAtMs, job.jobId);
+      step.changedJobs.add(job.jobId);
+    }
+  }
 }
 
 function onAdvert(step: Step, worker: string, advert: WorkerAdvert): void {
@@ -848,12 +912,31 @@ function onTick(step: Step): void {
   }
   for (const jobId of due) {
     const job = state.jobs[jobId];
-    if (job !== undefined) onTimer(step, job);
+    if (job === undefined) continue;
+    step.changedJobs.add(jobId);
+    onTimer(step, job);
+  }
+}
+
+/** The job an input is about, if it names one. */
+function jobOfInput(input: MasterInput): string | null {
+  switch (input.kind) {
+    case "submit":
+    case "cancel":
+      return input.jobId;
+    case "bid":
+      return input.bid.jobId;
+    case "lease-renew":
+      return input.renew.jobId;
+    case "result":
+      return input.result.jobId;
+    default:
+      return null;
   }
 }
 
 /** The master's transition function. Throws MasterInputError only for caller mistakes (a duplicate submit). */
-export function stepMaster(state: MasterState, input: MasterInput, nowMs: number, rng: Rng): StepOutput<MasterState> {
+export function stepMaster(state: MasterState, input: MasterInput, nowMs: number, rng: Rng): MasterStepOutput {
   const step = new Step(state, nowMs, rng);
   switch (input.kind) {
     case "submit":
@@ -871,6 +954,14 @@ export function stepMaster(state: MasterState, input: MasterInput, nowMs: number
     case "advert":
       onAdvert(step, input.signer, input.advert);
       break;
+    case "log-chunk":
+      onLogChunk(step, input.signer, input.chunk);
+      break;
+    case "restart":
+      state.timerAtMs = null;
+      onRestart(step);
+      onTick(step);
+      break;
     case "cancel": {
       const job = state.jobs[input.jobId];
       if (job === undefined) throw new MasterInputError(`jobId: expected a submitted job, got ${input.jobId}`);
@@ -881,12 +972,46 @@ export function stepMaster(state: MasterState, input: MasterInput, nowMs: number
       onTick(step);
       break;
   }
+  const named = jobOfInput(input);
+  if (named !== null && named in state.jobs) step.changedJobs.add(named);
   const next = peekTimer(state.timers);
   if (next !== null && next !== state.timerAtMs) {
     state.timerAtMs = next;
     step.effects.push({ type: "set-timer", atMs: next });
   }
-  return { state, effects: step.effects };
+  return {
+    state,
+    effects: step.effects,
+    changes: { jobs: step.changedJobs, removedJobs: step.removedJobs, reputations: step.changedReputations },
+  };
+}
+
+/**
+ * A master rebuilt from what was persisted of it: its job records and reputations. Everything else is derived
+ * (submission order, wake-ups, counts) or soft (known workers come back with their next adverts).
+ */
+export function restoreMaster(
+  config: Partial<MasterConfig> & { project: string },
+  jobs: readonly JobRecord[],
+  reputation: Readonly<Record<string, Reputation>>,
+): MasterState {
+  const state = createMaster(config);
+  const ordered = [...jobs].sort(
+    (a, b) => a.submittedAtMs - b.submittedAtMs || (a.jobId < b.jobId ? -1 : a.jobId > b.jobId ? 1 : 0),
+  );
+  for (const job of ordered) {
+    state.jobs[job.jobId] = job;
+    state.jobOrder.push(job.jobId);
+    if (job.status !== "open") continue;
+    schedule(state, job.spec.deadlineMs, job.jobId);
+    if (job.windowEndsAtMs !== null) schedule(state, job.windowEndsAtMs, job.jobId);
+    if (job.reannounceAtMs !== null) schedule(state, job.reannounceAtMs, job.jobId);
+    for (const attempt of job.attempts)
+      if (attempt.state === "running") schedule(state, attempt.leaseExpiresAtMs, job.jobId);
+  }
+  state.reputation = { ...reputation };
+  state.reputationCount = Object.keys(state.reputation).length;
+  return state;
 }
 
 /** What the master knows about a job, for `cimesh status` and `explain`. */

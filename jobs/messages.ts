@@ -77,6 +77,7 @@ export const maxResultBytes = 16 * 1024;
 export const maxVerdictBytes = 64 * 1024;
 export const maxCancelBytes = 4 * 1024;
 export const maxReportBytes = 16 * 1024;
+export const maxResultAckBytes = 2 * 1024;
 
 export const maxAnnouncementLifetimeMs = hourMs;
 export const maxBidLifetimeMs = 5 * minuteMs;
@@ -87,6 +88,7 @@ export const maxResultLifetimeMs = 7 * dayMs;
 export const maxVerdictLifetimeMs = 30 * dayMs;
 export const maxCancelLifetimeMs = 7 * dayMs;
 export const maxReportLifetimeMs = 30 * dayMs;
+export const maxResultAckLifetimeMs = 10 * minuteMs;
 
 /** A content id as text: multibase base32 CIDv1 ('b' then lowercase base32). */
 export const digestSchema = z
@@ -262,6 +264,14 @@ export const cancelSchema = z.strictObject({
   reason: reasonSchema,
 });
 
+/** The master's receipt for a result: the worker keeps a finished run's result in its outbox until one comes. */
+export const resultAckSchema = z.strictObject({
+  ...signedHeaderShape,
+  ...jobRef,
+  worker: publicKeySchema,
+  attempt: attemptSchema,
+});
+
 /** A push-only build: a worker ran a project's job on its own initiative (a scheduled or local run) and reports it. */
 export const reportSchema = z.strictObject({
   ...signedHeaderShape,
@@ -284,6 +294,7 @@ export type Result = z.infer<typeof resultSchema>;
 export type Verdict = z.infer<typeof verdictSchema>;
 export type Cancel = z.infer<typeof cancelSchema>;
 export type Report = z.infer<typeof reportSchema>;
+export type ResultAck = z.infer<typeof resultAckSchema>;
 
 export const jobAnnouncementDomain = defineDomain("cimesh/job-announcement/v1", jobAnnouncementSchema, {
   maxBytes: maxAnnouncementBytes,
@@ -321,6 +332,10 @@ export const cancelDomain = defineDomain("cimesh/cancel/v1", cancelSchema, {
   maxBytes: maxCancelBytes,
   maxLifetimeMs: maxCancelLifetimeMs,
 });
+export const resultAckDomain = defineDomain("cimesh/result-ack/v1", resultAckSchema, {
+  maxBytes: maxResultAckBytes,
+  maxLifetimeMs: maxResultAckLifetimeMs,
+});
 export const reportDomain = defineDomain("cimesh/report/v1", reportSchema, {
   maxBytes: maxReportBytes,
   maxLifetimeMs: maxReportLifetimeMs,
@@ -337,6 +352,7 @@ export const messageDomains = {
   leaseRenew: leaseRenewDomain,
   logChunk: logChunkDomain,
   result: resultDomain,
+  resultAck: resultAckDomain,
   verdict: verdictDomain,
   cancel: cancelDomain,
   report: reportDomain,

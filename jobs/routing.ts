@@ -44,7 +44,7 @@ export function topicRoute(name: MessageDomainName): TopicRoute | null {
 
 /**
  * The machine that takes a direct message: bids, results and log chunks come from workers to the master; awards,
- * rejects and cancels from the master (an announcer) to a worker; a lease renewal goes either way, and one that
+ * rejects, cancels and result acknowledgements from the master (an announcer) to a worker; a lease renewal goes either way, and one that
  * names its signer as the worker is the worker's asking. Null: not a direct message.
  */
 export function directSide(
@@ -62,13 +62,14 @@ export function directSide(
     case "award":
     case "reject":
     case "cancel":
+    case "resultAck":
       return "worker";
     default:
       return null;
   }
 }
 
-/** The master's input for a message it takes, or null (a log chunk is stored by the shell, not stepped). */
+/** The master's input for a message it takes, or null. */
 export function masterInputOf(name: MessageDomainName, signer: string, body: unknown): MasterInput | null {
   switch (name) {
     case "workerAdvert":
@@ -79,6 +80,8 @@ export function masterInputOf(name: MessageDomainName, signer: string, body: unk
       return { kind: "result", signer, result: body as never };
     case "leaseRenew":
       return { kind: "lease-renew", signer, renew: body as never };
+    case "logChunk":
+      return { kind: "log-chunk", signer, chunk: body as never };
     default:
       return null;
   }
@@ -99,6 +102,8 @@ export function workerInputOf(name: MessageDomainName, signer: string, body: unk
       return { kind: "reject", signer, reject: body as never };
     case "leaseRenew":
       return { kind: "lease-renew", signer, renew: body as never };
+    case "resultAck":
+      return { kind: "result-ack", signer, ack: body as never };
     default:
       return null;
   }

@@ -17,10 +17,26 @@
  *   reluctant into paused while they do not hold; the shell feeds the facts.
  * - Fair share (BOINC's resource share): when several projects want a slot,
  *   the project with the least decayed usage per unit of share wins.
+ * - A finished run's result stays in the outbox, and is sent again with a
+ *   backoff, until its master acknowledges it (resultAck) or it expires: a
+ *   master that is restarting still gets it, and the outbox is persisted with
+ *   the state, so a worker that restarts delivers it too.
+ * - A restart is an input: runs of the last process are gone (each is
+ *   reported refused, so its master need not wait for the lease), undelivered
+ *   results are sent again, adverts and wake-ups are asked for anew.
+ * - The worker advertises itself on each pinned project's topic every
+ *   advertIntervalMs, and at once when what it offers changes.
  * - The state is plain data, updated in place; every table has a bound.
  */
-import { type Dimensions, isEligible, maxSpecsPerAdvert, type WorkerAdvert } from "../capabilities/index.ts";
-import type { Rng, StepOutput } from "./effects.ts";
+import {
+  type Dimensions,
+  isEligible,
+  maxAdvertLifetimeMs,
+  maxProjectsPerAdvert,
+  maxSpecsPerAdvert,
+  type WorkerAdvert,
+} from "../capabilities/index.ts";
+import type { OutboundMessage, Rng, StepOutput, Unsequenced } from "./effects.ts";
 import { keyOf, StepContext } from "./effects.ts";
 import {
   type Award,
@@ -31,10 +47,13 @@ import {
   maxBidLifetimeMs,
   maxCachedInputBytes,
   maxLeaseRenewLifetimeMs,
+  maxLogChunkLifetimeMs,
   maxResultLifetimeMs,
   maxRunningJobs,
   type Outcome,
   type Reject,
+  type Result,
+  type ResultAck,
   type Verdict,
 } from "./messages.ts";
 
@@ -76,7 +95,24 @@ export interface WorkerConfig {
   readonly maxSeenRounds: number;
   /** Bids last this long. Default 60 s. */
   readonly bidLifetimeMs: number;
+  /** How often the worker advertises itself on its projects' topics. Default 15 s. */
+  readonly advertIntervalMs: number;
+  /** The first advert after a (re)start comes within this much of it, at a random phase, so a mesh that starts at once does not advertise in one burst. Default 1 s. */
+  readonly advertJitterMs: number;
+  /** Wait before an unacknowledged result is sent again; doubled for each try after, up to maxResultRetryWaitMs. Default 1 s. */
+  readonly resultRetryBaseMs: number;
+  /** Longest wait between two tries of a result. Default 10 s. */
+  readonly maxResultRetryWaitMs: number;
+  /** How long a result is tried before it is given up (its master may be down this long). Default 1 hour. */
+  readonly resultDeliveryMs: number;
+  /** Results kept waiting for an acknowledgement; the oldest is given up first. Default 1,024. */
+  readonly maxOutboxResults: number;
 }
+
+/** An advert lasts this many advert intervals: one or two lost adverts do not make a worker vanish from its masters' pools. */
+export const advertLifetimeIntervals = 4;
+/** How long a log chunk a worker sends is valid. */
+export const logChunkLifetimeMs = 60 * 60_000;
 
 export const defaultWorkerConfig: Omit<WorkerConfig, "shares" | "dimensions" | "specs"> = {
   slots: 1,
@@ -88,6 +124,12 @@ export const defaultWorkerConfig: Omit<WorkerConfig, "shares" | "dimensions" | "
   maxCandidates: 1024,
   maxSeenRounds: 4096,
   bidLifetimeMs: 60_000,
+  advertIntervalMs: 15_000,
+  advertJitterMs: 1_000,
+  resultRetryBaseMs: 1_000,
+  maxResultRetryWaitMs: 10_000,
+  resultDeliveryMs: 60 * 60_000,
+  maxOutboxResults: 1024,
 };
 
 export interface Candidate {
@@ -125,6 +167,15 @@ export interface RunRecord {
   lastRenewAtMs: number;
 }
 
+/** A result waiting for its master's acknowledgement. */
+export interface OutboxEntry {
+  readonly master: string;
+  readonly result: Unsequenced<Result>;
+  readonly firstSentAtMs: number;
+  nextTryAtMs: number;
+  tries: number;
+}
+
 export interface Usage {
   /** Slot time used, decayed to `atMs`. */
   decayedMs: number;
@@ -144,7 +195,6 @@ export interface WorkerState {
   config: WorkerConfig;
   /** The worker's own key, hex: awards name it. */
   readonly self: string;
-  seq: number;
   availability: Availability;
   facts: WorkerFacts | null;
   candidates: Record<string, Candidate>;
@@ -154,6 +204,10 @@ export interface WorkerState {
   pending: Record<string, PendingBid>;
   running: Record<string, RunRecord>;
   usage: Record<string, Usage>;
+  /** Results not yet acknowledged, by run id, oldest first. */
+  outbox: Record<string, OutboxEntry>;
+  /** When the next advert goes out; null until the first (re)start. */
+  nextAdvertAtMs: number | null;
   timerAtMs: number | null;
 }
 
@@ -180,11 +234,14 @@ export type WorkerInput =
   | { readonly kind: "lease-renew"; readonly signer: string; readonly renew: LeaseRenew }
   | { readonly kind: "cancel"; readonly signer: string; readonly cancel: Cancel }
   | { readonly kind: "verdict"; readonly signer: string; readonly verdict: Verdict }
+  | { readonly kind: "result-ack"; readonly signer: string; readonly ack: ResultAck }
   | { readonly kind: "execution-finished"; readonly report: ExecutionReport }
   | { readonly kind: "set-availability"; readonly availability: Availability }
   | { readonly kind: "facts"; readonly facts: WorkerFacts }
   /** The outcome of the capability spec self-checks the node ran: the claims adverts and bids rest on. */
   | { readonly kind: "specs"; readonly specs: WorkerAdvert["specs"] }
+  /** The node (re)started from its stored state: what the last process ran is gone, wake-ups must be asked anew. */
+  | { readonly kind: "restart" }
   | { readonly kind: "tick" };
 
 export function createWorker(
@@ -203,7 +260,6 @@ export function createWorker(
   return {
     config: full,
     self,
-    seq: 0,
     availability,
     facts: null,
     candidates: {},
@@ -213,6 +269,8 @@ export function createWorker(
     pending: {},
     running: {},
     usage: {},
+    outbox: {},
+    nextAdvertAtMs: null,
     timerAtMs: null,
   };
 }
@@ -359,6 +417,12 @@ function bidWhileFree(step: Step): void {
 function onAnnouncement(step: Step, master: string, announcement: JobAnnouncement, cachedInputBytes: number): void {
   const { state, nowMs, rng } = step;
   const { project, jobId, round } = announcement;
+  if (project in state.config.shares) {
+    const claimed = new Set(state.config.specs.map((claim) => claim.uuid));
+    const unknown = announcement.job.requiredSpecs.filter((uuid) => !claimed.has(uuid));
+    // A spec the worker has no claim on yet: the shell finds it and runs its self-check, and a later round may find it eligible.
+    if (unknown.length > 0) step.effects.push({ type: "check-specs", project, uuids: unknown });
+  }
   if (!canServe(state, project, announcement.job)) return;
   if (!remember(state, `${jobKey(project, jobId)}#${round}`)) return;
   const key = jobKey(project, jobId);
@@ -380,23 +444,45 @@ function runIdOf(project: string, jobId: string, attempt: number): string {
   return `${project}/${jobId}/${attempt}`;
 }
 
+/** Sends a result and keeps it in the outbox until its master acknowledges it. */
+function report(step: Step, runId: string, master: string, result: Unsequenced<Result>): void {
+  const { state, nowMs } = step;
+  const outbox = state.outbox;
+  if (!(runId in outbox)) {
+    const held = Object.keys(outbox);
+    for (let i = 0; i <= held.length - state.config.maxOutboxResults; i++) {
+      step.log("result-given-up", { runId: held[i] as string, reason: "outbox full" });
+      delete outbox[held[i] as string];
+    }
+  }
+  outbox[runId] = {
+    master,
+    result,
+    firstSentAtMs: nowMs,
+    nextTryAtMs: nowMs + state.config.resultRetryBaseMs,
+    tries: 1,
+  };
+  step.send(master, { domain: "result", body: result });
+}
+
+function refusal(step: Step, run: Pick<RunRecord, "project" | "jobId" | "attempt" | "shard">, reason: string) {
+  return {
+    ...step.header(maxResultLifetimeMs),
+    project: run.project,
+    jobId: run.jobId,
+    attempt: run.attempt,
+    shard: run.shard,
+    exitCode: null,
+    outcome: "refused" as const,
+    outputsDigest: null,
+    logDigest: null,
+    summary: reason,
+    durationMs: 0,
+  };
+}
+
 function refuse(step: Step, award: Award, master: string, reason: string): void {
-  step.send(master, {
-    domain: "result",
-    body: {
-      ...step.header(maxResultLifetimeMs),
-      project: award.project,
-      jobId: award.jobId,
-      attempt: award.attempt,
-      shard: award.shard,
-      exitCode: null,
-      outcome: "refused",
-      outputsDigest: null,
-      logDigest: null,
-      summary: reason,
-      durationMs: 0,
-    },
-  });
+  report(step, runIdOf(award.project, award.jobId, award.attempt), master, refusal(step, award, reason));
 }
 
 function onAward(step: Step, master: string, award: Award): void {
@@ -494,35 +580,81 @@ function onCancel(step: Step, master: string, cancel: Cancel): void {
   }
 }
 
-function onFinished(step: Step, report: ExecutionReport): void {
+function onFinished(step: Step, finished: ExecutionReport): void {
   const { state, nowMs } = step;
-  const run = state.running[report.runId];
+  const run = state.running[finished.runId];
   if (run === undefined) {
-    step.log("finish-ignored", { reason: "not running (killed or unknown)", runId: report.runId });
+    step.log("finish-ignored", { reason: "not running (killed or unknown)", runId: finished.runId });
     return;
   }
-  delete state.running[report.runId];
+  delete state.running[finished.runId];
   addUsage(state, run.project, nowMs - run.startedAtMs, nowMs);
-  step.send(run.master, {
-    domain: "result",
-    body: {
-      ...step.header(maxResultLifetimeMs),
-      project: run.project,
-      jobId: run.jobId,
-      attempt: run.attempt,
-      shard: run.shard,
-      exitCode: report.exitCode,
-      outcome: report.outcome,
-      outputsDigest: report.outputsDigest,
-      logDigest: report.logDigest,
-      summary: report.summary,
-      durationMs: report.durationMs,
-    },
+  report(step, run.runId, run.master, {
+    ...step.header(maxResultLifetimeMs),
+    project: run.project,
+    jobId: run.jobId,
+    attempt: run.attempt,
+    shard: run.shard,
+    exitCode: finished.exitCode,
+    outcome: finished.outcome,
+    outputsDigest: finished.outputsDigest,
+    logDigest: finished.logDigest,
+    summary: finished.summary,
+    durationMs: finished.durationMs,
   });
+}
+
+function onResultAck(step: Step, master: string, ack: ResultAck): void {
+  const { state } = step;
+  if (Buffer.compare(ack.worker, keyOf(state.self)) !== 0) return;
+  const runId = runIdOf(ack.project, ack.jobId, ack.attempt);
+  if (state.outbox[runId]?.master === master) delete state.outbox[runId];
+}
+
+/** Sends again every result whose wait is over; gives up those past their delivery time or their own expiry. */
+function retryResults(step: Step): void {
+  const { state, nowMs } = step;
+  const config = state.config;
+  for (const [runId, entry] of Object.entries(state.outbox)) {
+    if (entry.nextTryAtMs > nowMs) continue;
+    if (nowMs >= entry.firstSentAtMs + config.resultDeliveryMs || nowMs >= entry.result.expiresAtMs) {
+      delete state.outbox[runId];
+      step.log("result-given-up", { runId, reason: `no acknowledgement after ${entry.tries} tries` });
+      continue;
+    }
+    entry.tries++;
+    entry.nextTryAtMs =
+      nowMs + Math.min(config.resultRetryBaseMs * 2 ** (entry.tries - 1), config.maxResultRetryWaitMs);
+    step.send(entry.master, { domain: "result", body: entry.result });
+  }
+}
+
+/** The last process is gone: its runs are reported refused (their masters re-award them at once), results go out again. */
+function onRestart(step: Step): void {
+  const { state, nowMs, rng } = step;
+  for (const run of Object.values(state.running)) {
+    delete state.running[run.runId];
+    addUsage(state, run.project, nowMs - run.startedAtMs, nowMs);
+    report(step, run.runId, run.master, refusal(step, run, "the worker restarted while the job ran"));
+  }
+  state.pending = {};
+  for (const entry of Object.values(state.outbox)) entry.nextTryAtMs = nowMs;
+  retryResults(step);
+  state.nextAdvertAtMs = nowMs + Math.floor(rng() * state.config.advertJitterMs);
+}
+
+function advertise(step: Step): void {
+  const { state, nowMs } = step;
+  const lifetimeMs = Math.min(state.config.advertIntervalMs * advertLifetimeIntervals, maxAdvertLifetimeMs);
+  const body = { ...step.header(lifetimeMs), ...advertOf(state) };
+  for (const project of body.projects) step.publish(project, { domain: "workerAdvert", body });
+  state.nextAdvertAtMs = nowMs + state.config.advertIntervalMs;
 }
 
 function onTick(step: Step): void {
   const { state, nowMs } = step;
+  retryResults(step);
+  if (state.nextAdvertAtMs !== null && state.nextAdvertAtMs <= nowMs) advertise(step);
   for (const run of Object.values(state.running)) {
     if (run.leaseExpiresAtMs <= nowMs) {
       kill(step, run, "lease lost: the master did not renew it in time");
@@ -564,6 +696,8 @@ function nextWake(state: WorkerState): number | null {
   }
   for (const pending of Object.values(state.pending))
     next = Math.min(next, pending.sentAtMs + state.config.pendingBidMs);
+  for (const entry of Object.values(state.outbox)) next = Math.min(next, entry.nextTryAtMs);
+  if (state.nextAdvertAtMs !== null) next = Math.min(next, state.nextAdvertAtMs);
   return Number.isFinite(next) ? next : null;
 }
 
@@ -573,7 +707,7 @@ export function stepWorker(state: WorkerState, input: WorkerInput, nowMs: number
   // A wake-up at or before now has fired: forget it, so one asked for at that same instant is not taken as asked already.
   if (state.timerAtMs !== null && state.timerAtMs <= nowMs) state.timerAtMs = null;
   // Any tick consumes the wake-up asked for, even an early one: it is asked for again at the end of the step.
-  if (input.kind === "tick") state.timerAtMs = null;
+  if (input.kind === "tick" || input.kind === "restart") state.timerAtMs = null;
   switch (input.kind) {
     case "announcement":
       onAnnouncement(step, input.signer, input.announcement, input.cachedInputBytes ?? 0);
@@ -593,6 +727,12 @@ export function stepWorker(state: WorkerState, input: WorkerInput, nowMs: number
     case "verdict":
       forgetJob(state, input.verdict.project, input.verdict.jobId);
       break;
+    case "result-ack":
+      onResultAck(step, input.signer, input.ack);
+      break;
+    case "restart":
+      onRestart(step);
+      break;
     case "execution-finished":
       onFinished(step, input.report);
       break;
@@ -600,6 +740,7 @@ export function stepWorker(state: WorkerState, input: WorkerInput, nowMs: number
       state.availability = input.availability;
       if (input.availability === "offline")
         for (const run of Object.values(state.running)) kill(step, run, "the worker went offline");
+      if (state.nextAdvertAtMs !== null) advertise(step);
       break;
     case "facts":
       state.facts = input.facts;
@@ -608,6 +749,7 @@ export function stepWorker(state: WorkerState, input: WorkerInput, nowMs: number
       if (input.specs.length > maxSpecsPerAdvert)
         throw new RangeError(`specs: expected at most ${maxSpecsPerAdvert} claims, got ${input.specs.length}`);
       state.config = { ...state.config, specs: [...input.specs] };
+      if (state.nextAdvertAtMs !== null) advertise(step);
       break;
     case "tick":
       onTick(step);
@@ -625,11 +767,38 @@ export function stepWorker(state: WorkerState, input: WorkerInput, nowMs: number
 /** The worker's advert body fields (the shell adds the header and signs). */
 export function advertOf(state: WorkerState): Omit<WorkerAdvert, "issuedAtMs" | "expiresAtMs" | "seq"> {
   return {
-    projects: Object.keys(state.config.shares).slice(0, 64),
+    projects: Object.keys(state.config.shares).slice(0, maxProjectsPerAdvert),
     specs: state.config.specs,
     dimensions: state.config.dimensions,
     availability: effectiveAvailability(state),
     freeSlots: Math.max(0, freeSlots(state)),
     totalSlots: state.config.slots,
+  };
+}
+
+/** A stretch of a running job's output, as the message that carries it to the run's master; null for a run not held. */
+export function logChunkOf(
+  state: WorkerState,
+  runId: string,
+  chunk: { readonly stream: "stdout" | "stderr"; readonly offset: number; readonly data: Uint8Array },
+  nowMs: number,
+): { readonly to: string; readonly message: OutboundMessage } | null {
+  const run = state.running[runId];
+  if (run === undefined) return null;
+  return {
+    to: run.master,
+    message: {
+      domain: "logChunk",
+      body: {
+        issuedAtMs: nowMs,
+        expiresAtMs: nowMs + Math.min(logChunkLifetimeMs, maxLogChunkLifetimeMs),
+        project: run.project,
+        jobId: run.jobId,
+        attempt: run.attempt,
+        stream: chunk.stream,
+        offset: chunk.offset,
+        data: chunk.data,
+      },
+    },
   };
 }

@@ -1,46 +1,62 @@
 /**
- * The simulator's core: a discrete-event loop on a virtual clock that runs the
- * real jobs/ state machines (stepMaster, stepWorker) inside simulated nodes,
- * carries their effects over a simulated network and gossip mesh, seals and
- * opens every message with crypto/ (unless signatures are "fast"), injects
- * faults and actors, and watches the run from outside: the invariants are
- * checked against what the network carried, never against the machines' own
- * books.
+ * The simulator's core: a discrete-event loop on a virtual clock in which
+ * every simulated cimesh node runs the very shell core a real node runs
+ * (jobs/driver.ts: admission, the machines, persistence, sequence, restarts),
+ * with only its ports replaced: the network and gossip models instead of
+ * libp2p, an in-memory store instead of level, a timed stand-in for the
+ * sandbox, the virtual clock. Messages are sealed and opened with crypto/
+ * (unless signatures are "fast", where the body travels as is and only a
+ * forger's tampering is marked). The observer (sim/observer.ts) watches from
+ * outside and checks the invariants against what the network carried.
  *
- * House rules (DESIGN.md, Rule 2): the shell makes no protocol decision. The
- * only `if`s about messages here are the ones a real node's shell makes too:
- * a signature that does not verify, or an announcement, verdict or cancel
- * not signed by the project's announcer, is dropped before the machine sees
- * it.
+ * House rules (DESIGN.md, Rule 2): the shell makes no protocol decision. It
+ * routes gossip by jobs/routing.ts (adverts to masters, the rest to workers)
+ * and hands every message to the receiver's driver, whose admission decides.
  *
  * Determinism: one seeded generator (sim/rng.ts) draws everything in event
  * order; events at the same instant run in the order they were scheduled;
  * no wall clock is read here.
  */
-import { type Identity, identityFromSeed, openEnvelope, sealEnvelope } from "../crypto/index.ts";
+import {
+  acceptKeyset,
+  BadSignatureError,
+  checkTime,
+  type Identity,
+  identityFromSeed,
+  openAnyEnvelope,
+  type ProjectTrust,
+  sealEnvelope,
+  sealKeyset,
+  trustFromAnchor,
+} from "../crypto/index.ts";
 import {
   type Availability,
-  advertOf,
-  createMaster,
   createWorker,
-  directSide,
-  type Effect,
+  type DriverPorts,
   hexOf,
   type JobSpec,
-  type MasterInput,
-  type MasterState,
+  keyOf,
   type MessageDomainName,
-  masterInputOf,
   messageDomains,
-  resultDigest,
-  stepMaster,
-  stepWorker,
+  messageRegistry,
+  NodeDriver,
+  type Opened,
+  type StampedMessage,
   topicRoute,
-  type WorkerInput,
   type WorkerState,
-  workerInputOf,
 } from "../jobs/index.ts";
+import { type ActorWorld, Replayer, Spammer, startForger } from "./actors.ts";
 import { GossipModel, type Links } from "./gossip.ts";
+import {
+  honestDigest,
+  invariantNames,
+  type JobTruth,
+  liarDigest,
+  Observer,
+  type Sabotage,
+  sybilDigest,
+  type Violation,
+} from "./observer.ts";
 import { EventQueue } from "./queue.ts";
 import {
   exponential,
@@ -54,6 +70,9 @@ import {
 } from "./rng.ts";
 import type { Scenario } from "./scenario.ts";
 import { exactQuantile, Histogram, jainIndex, type Percentiles, round } from "./stats.ts";
+import { SimStore } from "./store.ts";
+
+export { invariantNames, type Sabotage, type Violation };
 
 /** Virtual time 0 is this instant: a midnight UTC (2027-01-15), so local hours of the simulated day are easy to read. */
 export const simEpochMs = 1_799_971_200_000;
@@ -65,10 +84,10 @@ export const progressEveryEventsCount = 1 << 10;
 export const nightStartMinute = 20 * 60;
 /** ...until this one (08:00). */
 export const nightEndMinute = 8 * 60;
-/** How long an advert says it lasts, in advert intervals. */
-export const advertLifetimeIntervalsCount = 3;
-/** Bytes of an IHAVE or IWANT in the gossip model's arithmetic. */
-export const controlMessageBytes = 64;
+/** The first advert of a worker comes within this much of its start (or one advert interval, if shorter). */
+export const maxAdvertJitterMs = 5_000;
+/** How long the simulated projects' keysets are valid from the start of the run. */
+export const simKeysetLifetimeMs = 300 * dayMs;
 /** Envelope sizes in fast-signature mode (no envelope is made): typical sealed sizes measured in real mode. */
 export const fastEnvelopeBytes: Readonly<Record<string, number>> = {
   jobAnnouncement: 700,
@@ -77,49 +96,51 @@ export const fastEnvelopeBytes: Readonly<Record<string, number>> = {
   award: 240,
   reject: 300,
   leaseRenew: 260,
+  logChunk: 400,
   result: 400,
+  resultAck: 240,
   verdict: 420,
   cancel: 300,
 };
-/** Violations kept in the metrics: the first ones say enough. */
-export const maxListedViolationsCount = 50;
 
-type Domain = keyof typeof fastEnvelopeBytes;
-
-/** A message on the wire: sealed bytes in real mode, the body itself in fast mode. */
-interface Wire {
+/** A message on the wire: the stamped body in both modes, and the sealed bytes in real mode. */
+export interface Wire {
+  /** The node that put it on the network. */
   readonly from: number;
-  readonly domain: Domain;
-  readonly body: unknown;
+  /** The node whose key signed it (another than `from` for a replay). */
+  readonly signer: number;
+  readonly domain: MessageDomainName;
+  readonly body: Record<string, unknown>;
   readonly bytes: Uint8Array | null;
   readonly size: number;
-  /** The project and job a verdict is about (read by the publisher, before sealing). */
-  readonly project: string;
-  readonly jobId: string;
-  /** Set by forgers: a tampered signature. In real mode the bytes carry the damage and this is only for counting. */
+  /** Set by forgers: a broken signature. In real mode the bytes carry the damage. */
   readonly tampered: boolean;
   /** Sent by a forger (tampered or not): must never reach a machine. Known to the observer only. */
-  forged?: boolean;
-  /** Verified once, then shared by every receiver (opening is a pure function of the bytes and the time). */
-  opened?: { readonly body: unknown; readonly signer: string } | null;
+  readonly forged?: boolean;
+  /** Sent again by a replayer: must never reach a machine. Known to the observer only. */
+  readonly replayed?: boolean;
+  /** Opened once, then shared by every receiver (opening is a pure function of the bytes and the time). */
+  opened?: Opened;
 }
 
-type Role = "master" | "worker" | "spammer" | "forger";
+type Role = "master" | "worker" | "spammer" | "forger" | "replayer";
 type Behaviour = "honest" | "liar" | "sybil";
 
 interface SimNode {
   readonly index: number;
   readonly role: Role;
   readonly key: string;
+  readonly signer: Uint8Array;
   readonly identity: Identity | null;
   readonly topics: readonly number[];
   online: boolean;
-  /** Bumped whenever the node goes down: events meant for an older life are dropped. */
+  /** Bumped whenever the node goes down: the facts it was fed before are not fed twice. */
   epoch: number;
+  /** The node's process: its driver, replaced by a new one at each restart. */
+  driver: NodeDriver<Wire> | null;
+  store: SimStore;
   /** The master's project, or -1. */
   readonly project: number;
-  master: MasterState | null;
-  worker: WorkerState | null;
   readonly behaviour: Behaviour;
   readonly group: number;
   readonly speed: number;
@@ -127,35 +148,10 @@ interface SimNode {
   readonly availability: Availability;
   /** Runs in flight: runId → token, so a killed run's finish is ignored. */
   readonly executing: Map<string, number>;
-  advertSeq: number;
-  /** Bumped by every set-timer: only the latest wake-up ticks the machine. */
-  timerSeq: number;
   runsStarted: number;
   everOnline: boolean;
-}
-
-/** What the run knows about a job from outside the machines: the truth and what the network carried. */
-interface JobTruth {
-  readonly index: number;
-  readonly project: number;
-  readonly submittedAtMs: number;
-  readonly durationMs: number;
-  readonly failing: boolean;
-  readonly quorum: number;
-  readonly shards: number;
-  firstAwardAtMs: number | null;
-  endedAtMs: number | null;
-  status: "open" | "passed" | "failed" | "cancelled";
-  terminalMessages: number;
-  /** Per shard: digest → workers whose result with that digest reached the master. */
-  results: Map<string, Set<number>>[] | null;
-  trustedAlone: Set<number> | null;
-}
-
-export interface Violation {
-  readonly invariant: "no-job-lost" | "accepted-once" | "quorum" | "ends-after-heal" | "no-forgery-accepted";
-  readonly jobId: string;
-  readonly detail: string;
+  spammer: Spammer<Wire> | null;
+  replayer: Replayer<Wire> | null;
 }
 
 export interface SeriesPoint {
@@ -190,6 +186,8 @@ export interface Metrics {
   readonly messagesPerJob: number;
   readonly messages: Record<string, number>;
   readonly messagesByDomain: Record<string, number>;
+  /** Admission verdicts of every node, by reason (jobs/admission.ts). */
+  readonly admissions: Record<string, number>;
   readonly gossip: { readonly publishes: number; readonly deliveryFraction: number; readonly latencyMs: Percentiles };
   readonly load: {
     readonly workersEverOnline: number;
@@ -212,26 +210,12 @@ export interface Metrics {
   readonly series: readonly SeriesPoint[];
 }
 
-/**
- * Deliberate defects in the system under test, for the tests of the invariant checker only: each one breaks the
- * first verdict a master publishes, between the machine and the network.
- */
-export type Sabotage = "drop-verdict" | "duplicate-verdict" | "unreported-digest";
-
 export interface RunOptions {
   /** Called every few thousand events with the simulated time reached: for a progress bar. */
   readonly onProgress?: (simulatedMs: number, endMs: number, events: number) => void;
   /** Test-only: break the run on purpose to show that the invariants catch it. */
   readonly sabotage?: Sabotage;
 }
-
-export const invariantNames = [
-  "no-job-lost: every submitted job ends with exactly one verdict or cancel",
-  "accepted-once: no job gets a second verdict",
-  "quorum: every accepted digest was reported by at least quorum distinct workers (1 where the master trusted a worker alone)",
-  "ends-after-heal: every job has ended when the run stops, after every fault healed and the drain",
-  "no-forgery-accepted: no tampered or untrusted message reaches a state machine",
-] as const;
 
 function letters(n: number): string {
   let out = "";
@@ -252,10 +236,6 @@ export function simJobId(project: number, index: number): string {
   return `p${project}-j${index}`;
 }
 
-function honestDigest(job: number, shard: number): string {
-  return `bhonest${letters(job)}z${letters(shard)}`;
-}
-
 const baseDimensions = {
   os: "linux",
   arch: "x64",
@@ -272,55 +252,42 @@ class GossipDelivery {
   order = 0;
   private readonly sim: Simulation;
   private readonly receiver: SimNode;
-  private readonly epoch: number;
+  private readonly driver: NodeDriver<Wire> | null;
   private readonly topic: number;
   private readonly wire: Wire;
   constructor(atMs: number, sim: Simulation, receiver: SimNode, topic: number, wire: Wire) {
     this.atMs = atMs;
     this.sim = sim;
     this.receiver = receiver;
-    this.epoch = receiver.epoch;
+    this.driver = receiver.driver;
     this.topic = topic;
     this.wire = wire;
   }
   run(): void {
-    this.sim.deliverGossip(this.receiver, this.epoch, this.topic, this.wire);
+    this.sim.deliverGossip(this.receiver, this.driver, this.topic, this.wire);
   }
 }
 
-function holdsJob(state: WorkerState, project: string, jobId: string): boolean {
-  const key = `${project}/${jobId}`;
-  if (key in state.candidates || key in state.pending) return true;
-  const prefix = `${key}/`;
-  for (const runId in state.running) if (runId.startsWith(prefix)) return true;
-  return false;
-}
-
-export class Simulation {
+export class Simulation implements ActorWorld<Wire> {
   readonly scenario: Scenario;
   readonly seed: number;
   readonly rng: Rng;
   readonly queue = new EventQueue();
   readonly nodes: SimNode[] = [];
   readonly gossip: GossipModel;
-  private nowMs = 0;
+  private nowMsValue = 0;
   private events = 0;
   private readonly real: boolean;
   private readonly keyIndex = new Map<string, number>();
   private readonly masters: number[] = [];
-  private readonly jobs = new Map<string, JobTruth>();
+  private readonly topicOfProject = new Map<string, number>();
+  /** Each project's trust as every node pinned it: its anchor and its keyset naming the master's key, accepted once. */
+  private readonly projectTrust: ProjectTrust[] = [];
   private readonly activePartitions: number[] = [];
-  private openJobs = 0;
-  private submitted = 0;
   private arrivalsDone = false;
   private repairScheduled = false;
-  private readonly violations: Violation[] = [];
-  private violationCount = 0;
-  // Figures.
-  private readonly claim = new Histogram();
-  private readonly verdictLatency = new Histogram();
+  private readonly observer: Observer;
   private readonly gossipLatency = new Histogram();
-  private readonly perProjectVerdict: Histogram[];
   private readonly counters: Record<string, number> = {
     gossipTransmissions: 0,
     gossipDuplicates: 0,
@@ -328,15 +295,6 @@ export class Simulation {
     direct: 0,
     directDropped: 0,
     deliveriesDropped: 0,
-  };
-  private readonly byDomain: Record<string, number> = {};
-  private readonly security: Record<string, number> = {
-    forgeriesSent: 0,
-    refusedSignature: 0,
-    refusedUntrusted: 0,
-    forgeriesAccepted: 0,
-    spamBids: 0,
-    wrongResultsSent: 0,
   };
   private readonly nodeCounts: Record<string, number> = {
     masters: 0,
@@ -349,26 +307,27 @@ export class Simulation {
     masterCrashes: 0,
     spammers: 0,
     forgers: 0,
+    replayers: 0,
     liars: 0,
     sybils: 0,
   };
-  private bids = 0;
   private gossipPublishes = 0;
   private gossipExpected = 0;
   private gossipDelivered = 0;
-  private readonly jobCounts = { passed: 0, failed: 0, cancelled: 0, wrongResultsAccepted: 0 };
   private readonly series: SeriesPoint[] = [];
-  private interval = { messages: 0, bids: 0, verdicts: 0, claims: [] as number[], verdictTimes: [] as number[] };
   private executionToken = 0;
-  private sabotage: Sabotage | undefined;
+  /** Each node's place on the latency ring, in [0, 1). */
+  private positions = new Float64Array(1024);
+  private readonly latencyTable: Float64Array;
+  private readonly pendingSubmits = new Map<number, (() => void)[]>();
 
-  constructor(scenario: Scenario, seed: number) {
+  constructor(scenario: Scenario, seed: number, sabotage?: Sabotage) {
     this.scenario = scenario;
     this.seed = seed;
     this.rng = seededRng(seed);
     this.real = scenario.signatures === "real";
     this.latencyTable = logNormalTable(scenario.network.latencySigma);
-    this.perProjectVerdict = Array.from({ length: scenario.projects }, () => new Histogram());
+    this.observer = new Observer(scenario.projects, sabotage);
     const links: Links = {
       reachable: (a, b) => this.reachable(a, b),
       classOf: (node) => this.classOf(node),
@@ -393,6 +352,13 @@ export class Simulation {
     this.gossip.onDirty = () => this.scheduleRepair();
   }
 
+  nowMs(): number {
+    return this.nowMsValue;
+  }
+
+  absMs(): number {
+    return simEpochMs + Math.floor(this.nowMsValue);
+  }
   // ---- network ----
 
   private sideOf(partition: number, node: number): number {
@@ -460,23 +426,24 @@ export class Simulation {
       index,
       role,
       key,
+      signer: keyOf(key),
       identity,
       topics: fields.topics,
       online: false,
       epoch: 0,
+      driver: null,
+      store: new SimStore(),
       project: fields.project ?? -1,
-      master: null,
-      worker: null,
       behaviour: fields.behaviour ?? "honest",
       group: fields.group ?? -1,
       speed: fields.speed ?? 1,
       nightOnly: fields.nightOnly ?? false,
       availability: fields.availability ?? "eager",
       executing: new Map(),
-      advertSeq: 0,
-      timerSeq: 0,
       runsStarted: 0,
       everOnline: false,
+      spammer: null,
+      replayer: null,
     };
     this.nodes.push(node);
     this.keyIndex.set(key, index);
@@ -496,12 +463,15 @@ export class Simulation {
   private newWorkerState(node: SimNode): WorkerState {
     const shares: Record<string, number> = {};
     for (const p of node.topics) shares[simProjectId(p)] = 1;
+    const w = this.scenario.workers;
     return createWorker(
       node.key,
       {
-        slots: this.scenario.workers.slots,
-        maxSeenRounds: this.scenario.workers.seenRounds,
-        renewIntervalMs: this.scenario.workers.renewInterval,
+        slots: w.slots,
+        maxSeenRounds: w.seenRounds,
+        renewIntervalMs: w.renewInterval,
+        advertIntervalMs: this.scenario.advertInterval,
+        advertJitterMs: Math.min(this.scenario.advertInterval, maxAdvertJitterMs),
         shares,
         dimensions: baseDimensions,
         specs: [],
@@ -518,7 +488,7 @@ export class Simulation {
     const w = this.scenario.workers;
     const r = this.rng();
     const availability: Availability = r < w.reluctant ? "reluctant" : r < w.reluctant + w.paused ? "paused" : "eager";
-    const node = this.addNode("worker", {
+    return this.addNode("worker", {
       topics: this.pickProjects(),
       behaviour,
       group,
@@ -526,309 +496,281 @@ export class Simulation {
       nightOnly: this.rng() < w.nightOnly,
       availability,
     });
-    node.worker = this.newWorkerState(node);
-    return node;
+  }
+
+  /** The projects' keysets: one root per project (seeded), its master's key the one announcer. */
+  private makeTrust(): void {
+    for (let p = 0; p < this.scenario.projects; p++) {
+      const seed = new Uint8Array(32);
+      const view = new DataView(seed.buffer);
+      view.setUint32(0, this.seed);
+      view.setUint32(4, p);
+      view.setUint32(8, 0x2007);
+      const root = identityFromSeed(seed);
+      const project = simProjectId(p);
+      const master = this.nodes[this.masters[p] as number] as SimNode;
+      const keyset = sealKeyset(
+        {
+          project,
+          rootVersion: 1,
+          version: 1,
+          issuedAtMs: simEpochMs,
+          expiresAtMs: simEpochMs + simKeysetLifetimeMs,
+          roots: [root.publicKey],
+          threshold: 1,
+          announcers: [{ key: master.signer, label: `master ${p}`, expiresAtMs: simEpochMs + simKeysetLifetimeMs }],
+        },
+        [root],
+      );
+      const anchor = trustFromAnchor({ project, roots: [root.publicKey], threshold: 1 });
+      this.projectTrust.push(acceptKeyset(anchor, keyset, simEpochMs));
+      this.topicOfProject.set(project, p);
+    }
+  }
+
+  /** A node's process starts (or starts again) from its store: a new driver, then the restart input. */
+  private boot(node: SimNode): void {
+    const trust = new Map<string, ProjectTrust>();
+    for (const topic of node.topics) trust.set(simProjectId(topic), this.projectTrust[topic] as ProjectTrust);
+    const s = this.scenario;
+    const driver = new NodeDriver<Wire>({
+      self: node.key,
+      ports: this.portsFor(node),
+      trust,
+      masters:
+        node.role === "master"
+          ? [
+              {
+                project: simProjectId(node.project),
+                bidWindowMs: s.master.bidWindow,
+                leaseMs: s.master.lease,
+                targetBidsPerRun: s.master.targetBidsPerRun,
+                reannounceIntervalMs: s.master.reannounceInterval,
+                trustAloneAfterValid: s.master.trustAloneAfterValid,
+                maxJobs: Math.max(100_000, s.jobs.count + 1),
+              },
+            ]
+          : [],
+      worker: node.role === "worker" ? this.newWorkerState(node) : null,
+      stored: node.store.load(),
+    });
+    node.driver = driver;
+    driver.start();
   }
 
   private bringOnline(node: SimNode): void {
     node.online = true;
     node.everOnline = true;
-    node.epoch++;
     for (const topic of node.topics) this.gossip.join(topic, node.index);
-    if (node.role === "worker") {
-      if (node.nightOnly) this.feedFacts(node);
-      this.startAdverts(node);
-    }
+    if (node.role !== "master" && node.role !== "worker") return;
+    if (node.driver === null) this.boot(node);
+    else node.driver.wake();
+    if (node.nightOnly) this.feedFacts(node);
   }
 
-  private takeOffline(node: SimNode): void {
+  /** The node's process dies (or, with `keepProcess`, only its network goes): events for it are dropped. */
+  private takeOffline(node: SimNode, keepProcess = false): void {
     node.online = false;
     node.epoch++;
     node.executing.clear();
+    if (!keepProcess) node.driver = null;
     for (const topic of node.topics) this.gossip.leave(topic, node.index);
+  }
+
+  // ---- ports: what a simulated node's driver does in the world ----
+
+  private portsFor(node: SimNode): DriverPorts<Wire> {
+    return {
+      nowMs: () => this.absMs(),
+      rng: this.rng,
+      seal: (message) => this.wire(node.index, message),
+      open: (wire, nowMs) => this.open(wire, nowMs),
+      publish: (topic, wire, message) => this.publishFromNode(node, topic, wire, message),
+      send: (to, wire, message) => {
+        this.observer.sent(message);
+        const index = this.keyIndex.get(to);
+        if (index !== undefined) this.sendWire(node.index, index, wire);
+      },
+      wakeAt: (atMs) => {
+        const driver = node.driver;
+        this.at(atMs - simEpochMs, () => {
+          if (node.online && node.driver === driver && driver !== null) driver.wake();
+        });
+      },
+      startRun: (run) => this.execute(node, run.runId, run.jobId, run.shard),
+      killRun: (runId) => {
+        node.executing.delete(runId);
+      },
+      persist: (batch) => node.store.persist(batch),
+      log: (event, fields) => this.observer.logged(event, fields),
+      admitted: (_channel, admission, wire) => this.observer.admitted(node.index, admission, wire),
+    };
+  }
+
+  /** A master's gossip passes the observer (which may sabotage it, in the checker's tests) before the network. */
+  private publishFromNode(node: SimNode, topic: string, wire: Wire, message: StampedMessage): void {
+    const topicIndex = this.topicOfProject.get(topic);
+    if (topicIndex === undefined) return;
+    if (node.role !== "master") {
+      this.observer.carried(message);
+      this.publishWire(node.index, topicIndex, wire);
+      return;
+    }
+    for (const out of this.observer.published(node.index, message))
+      this.publishWire(node.index, topicIndex, out === message ? wire : this.wire(node.index, out));
   }
 
   // ---- scheduling helpers ----
 
-  private at(atMs: number, run: () => void): void {
-    this.queue.push(Math.max(atMs, this.nowMs), run);
+  at(atMs: number, run: () => void): void {
+    this.queue.push(Math.max(atMs, this.nowMsValue), run);
   }
 
   private scheduleRepair(): void {
     if (this.repairScheduled) return;
     this.repairScheduled = true;
     const hb = this.scenario.gossip.heartbeat;
-    this.at((Math.floor(this.nowMs / hb) + 1) * hb, () => {
+    this.at((Math.floor(this.nowMsValue / hb) + 1) * hb, () => {
       this.repairScheduled = false;
       this.gossip.repair();
     });
   }
 
-  private abs(): number {
-    return simEpochMs + Math.floor(this.nowMs);
-  }
-
   // ---- messages ----
 
-  private wire(from: SimNode, domain: Domain, body: unknown, tampered = false): Wire {
-    this.byDomain[domain] = (this.byDomain[domain] ?? 0) + 1;
-    const about = body as { project?: unknown; jobId?: unknown };
-    const project = typeof about.project === "string" ? about.project : "";
-    const jobId = typeof about.jobId === "string" ? about.jobId : "";
-    if (!this.real || from.identity === null) {
+  wire(from: number, message: StampedMessage, tampered = false): Wire {
+    const node = this.nodes[from] as SimNode;
+    const domain = message.domain as MessageDomainName;
+    if (!this.real || node.identity === null)
       return {
-        from: from.index,
+        from,
+        signer: from,
         domain,
-        body,
+        body: message.body,
         bytes: null,
         size: fastEnvelopeBytes[domain] ?? 256,
         tampered,
-        project,
-        jobId,
       };
-    }
-    const bytes = sealEnvelope(
-      messageDomains[domain as keyof typeof messageDomains] as never,
-      body as never,
-      from.identity,
-    );
+    const bytes = sealEnvelope(messageDomains[domain] as never, message.body as never, node.identity);
     if (tampered) bytes[bytes.length - 1] = (bytes[bytes.length - 1] as number) ^ 0x01;
-    return { from: from.index, domain, body: null, bytes, size: bytes.length, tampered, project, jobId };
+    return { from, signer: from, domain, body: message.body, bytes, size: bytes.length, tampered };
   }
 
-  /** What a receiving node's shell gets from the wire: the verified body and signer, or null (refused and counted). */
-  private open(wire: Wire): { body: unknown; signer: string } | null {
+  replay(from: number, original: Wire): Wire {
+    return { ...original, from, opened: undefined, replayed: true };
+  }
+
+  signerOf(wire: Wire): string | null {
+    const opened = this.open(wire, this.absMs());
+    return opened.kind === "message" ? hexOf(opened.signer) : null;
+  }
+
+  /**
+   * What opening the wire gives a receiver: in fast mode the body as sent, its times checked as crypto/ checks them,
+   * unless a forger broke its signature.
+   */
+  private open(wire: Wire, nowMs: number): Opened {
     if (wire.opened !== undefined) return wire.opened;
-    let opened: { body: unknown; signer: string } | null;
+    let opened: Opened;
     if (wire.bytes === null) {
-      opened = wire.tampered ? null : { body: wire.body, signer: (this.nodes[wire.from] as SimNode).key };
+      opened = wire.tampered
+        ? { kind: "unreadable", error: new BadSignatureError("envelope") }
+        : {
+            kind: "message",
+            tag: messageDomains[wire.domain].tag,
+            signer: (this.nodes[wire.signer] as SimNode).signer,
+            body: wire.body as never,
+          };
+      // crypto/ checks the signature before the time: a broken one is forged whatever its time says.
+      if (!wire.tampered)
+        try {
+          checkTime(wire.body as never, nowMs);
+        } catch (error) {
+          opened = { kind: "unreadable", error };
+        }
     } else {
       try {
-        const verified = openEnvelope(
-          messageDomains[wire.domain as keyof typeof messageDomains] as never,
-          wire.bytes,
-          this.abs(),
-        );
-        opened = { body: verified.body, signer: hexOf(verified.signer) };
-      } catch {
-        opened = null;
+        const verified = openAnyEnvelope(messageRegistry, wire.bytes, nowMs);
+        opened = { kind: "message", tag: verified.domain, signer: verified.signer, body: verified.body as never };
+      } catch (error) {
+        opened = { kind: "unreadable", error };
       }
     }
     wire.opened = opened;
     return opened;
   }
 
-  private refuse(reason: "refusedSignature" | "refusedUntrusted"): void {
-    this.security[reason] = (this.security[reason] ?? 0) + 1;
-  }
-
-  private publish(from: SimNode, topic: number, wire: Wire): void {
+  /** Gossip on a topic, routed as jobs/routing.ts says: adverts to the project's master, the rest to workers. */
+  publishWire(from: number, topic: number, wire: Wire): void {
     this.gossipPublishes++;
-    const out = this.gossip.publish(topic, from.index, this.nowMs, wire.size);
+    if (topicRoute(wire.domain)?.to === "master") {
+      this.publishToMaster(from, topic, wire);
+      return;
+    }
+    const out = this.gossip.publish(topic, from, this.nowMsValue, wire.size);
     this.counters.gossipTransmissions = (this.counters.gossipTransmissions as number) + out.transmissions;
     this.counters.gossipDuplicates = (this.counters.gossipDuplicates as number) + out.duplicates;
     this.counters.gossipControl = (this.counters.gossipControl as number) + out.control;
-    this.interval.messages += out.transmissions + out.control;
+    this.observer.interval.messages += out.transmissions + out.control;
     this.gossipExpected += out.subscribers;
     this.gossipDelivered += out.deliveries.length;
     for (const { node, atMs } of out.deliveries) {
-      this.gossipLatency.add(atMs - this.nowMs);
+      this.gossipLatency.add(atMs - this.nowMsValue);
       const receiver = this.nodes[node] as SimNode;
-      // Only nodes whose machine takes this kind of message get an event; the rest forward it and count it above.
-      if (wire.domain === "workerAdvert" ? receiver.role !== "master" : receiver.role === "master") continue;
-      if (receiver.role === "forger") continue;
-      // A verdict about a job the worker holds nothing of (no candidate, bid or run) changes nothing in its machine:
-      // the shell only forwards it, so no event is made for it. This halves the steps of a big mesh.
-      if (wire.domain === "verdict" && receiver.worker !== null && !holdsJob(receiver.worker, wire.project, wire.jobId))
-        continue;
-      this.queue.pushEvent(new GossipDelivery(Math.max(atMs, this.nowMs), this, receiver, topic, wire));
+      // Only nodes whose machine takes it (and the actors that listen) get an event; the rest forward it, counted above.
+      if (receiver.role === "master" || receiver.role === "forger") continue;
+      this.queue.pushEvent(new GossipDelivery(Math.max(atMs, this.nowMsValue), this, receiver, topic, wire));
     }
   }
 
-  /** An advert: flooded on the topic (counted), acted on by the project's master only (see GossipModel.publishTo). */
-  private publishAdvert(from: SimNode, topic: number, wire: Wire): void {
-    this.gossipPublishes++;
+  /** An advert: flooded on the topic (counted), taken by the project's master only (see GossipModel.publishTo). */
+  private publishToMaster(from: number, topic: number, wire: Wire): void {
     const master = this.nodes[this.masters[topic] as number] as SimNode;
-    const out = this.gossip.publishTo(topic, from.index, master.index, this.nowMs, wire.size);
+    const out = this.gossip.publishTo(topic, from, master.index, this.nowMsValue, wire.size);
     this.counters.gossipTransmissions = (this.counters.gossipTransmissions as number) + out.transmissions;
     this.counters.gossipDuplicates = (this.counters.gossipDuplicates as number) + out.duplicates;
-    this.interval.messages += out.transmissions;
+    this.observer.interval.messages += out.transmissions;
     if (out.atMs === null) return;
-    this.gossipLatency.add(out.atMs - this.nowMs);
-    this.queue.pushEvent(new GossipDelivery(Math.max(out.atMs, this.nowMs), this, master, topic, wire));
+    this.gossipLatency.add(out.atMs - this.nowMsValue);
+    this.queue.pushEvent(new GossipDelivery(Math.max(out.atMs, this.nowMsValue), this, master, topic, wire));
   }
 
-  private send(from: SimNode, to: number, wire: Wire): void {
+  sendWire(from: number, to: number, wire: Wire): void {
     this.counters.direct = (this.counters.direct as number) + 1;
-    this.interval.messages++;
+    this.observer.interval.messages++;
     const receiver = this.nodes[to];
     if (
       receiver === undefined ||
-      !this.reachable(from.index, to) ||
+      !this.reachable(from, to) ||
       (this.scenario.network.loss > 0 && this.rng() < this.scenario.network.loss)
     ) {
       this.counters.directDropped = (this.counters.directDropped as number) + 1;
       return;
     }
-    const epoch = receiver.epoch;
-    this.at(this.nowMs + this.latencyMs(from.index, to, wire.size), () => {
-      if (!receiver.online || receiver.epoch !== epoch) {
+    const driver = receiver.driver;
+    const peer = (this.nodes[from] as SimNode).key;
+    this.at(this.nowMsValue + this.latencyMs(from, to, wire.size), () => {
+      if (!receiver.online || receiver.driver !== driver || driver === null) {
         this.counters.directDropped = (this.counters.directDropped as number) + 1;
         return;
       }
-      this.onDirect(receiver, wire);
+      driver.receive({ kind: "direct", peer }, wire);
     });
   }
 
   /** A gossip delivery came due (see GossipDelivery). */
-  deliverGossip(receiver: SimNode, epoch: number, topic: number, wire: Wire): void {
-    if (!receiver.online || receiver.epoch !== epoch) {
+  deliverGossip(receiver: SimNode, driver: NodeDriver<Wire> | null, topic: number, wire: Wire): void {
+    if (!receiver.online || receiver.driver !== driver) {
       this.counters.deliveriesDropped = (this.counters.deliveriesDropped as number) + 1;
       return;
     }
-    this.onGossip(receiver, topic, wire);
-  }
-
-  private onGossip(node: SimNode, topic: number, wire: Wire): void {
-    const opened = this.open(wire);
-    if (opened === null) {
-      this.refuse("refusedSignature");
-      return;
-    }
-    const name = wire.domain as MessageDomainName;
-    const route = topicRoute(name);
-    if (route === null) return;
-    if (route.to === "master") {
-      const input = masterInputOf(name, opened.signer, opened.body);
-      if (node.master !== null && input !== null) this.toMaster(node, input);
-      return;
-    }
-    // Trust is modelled as one announcer key per project (the real node checks the keyset).
-    const announcer = this.nodes[this.masters[topic] as number] as SimNode;
-    if (opened.signer !== announcer.key) {
-      this.refuse("refusedUntrusted");
-      return;
-    }
-    if (wire.forged === true) this.forgeryAccepted(wire);
-    if (node.role === "spammer") {
-      if (name === "jobAnnouncement") this.spamBid(node, announcer, opened.body as never);
-      return;
-    }
-    const input = workerInputOf(name, opened.signer, opened.body);
-    if (node.worker !== null && input !== null) this.toWorker(node, input);
-  }
-
-  private onDirect(node: SimNode, wire: Wire): void {
-    const opened = this.open(wire);
-    if (opened === null) {
-      this.refuse("refusedSignature");
-      return;
-    }
-    const { signer, body } = opened;
-    const name = wire.domain as MessageDomainName;
-    const side = directSide(name, body as { worker?: Uint8Array }, signer);
-    if (side === "master" && node.master !== null) {
-      const input = masterInputOf(name, signer, body);
-      if (input === null) return;
-      if (input.kind === "result") this.observeResult(wire.from, input.result);
-      this.toMaster(node, input);
-      return;
-    }
-    if (side === "worker" && node.worker !== null) {
-      const input = workerInputOf(name, signer, body);
-      if (input !== null) this.toWorker(node, input);
-    }
-  }
-
-  // ---- machines ----
-
-  private toMaster(node: SimNode, input: MasterInput): void {
-    const { state, effects } = stepMaster(node.master as MasterState, input, this.abs(), this.rng);
-    node.master = state;
-    this.carryOut(node, effects);
-  }
-
-  private toWorker(node: SimNode, input: WorkerInput): void {
-    const { state, effects } = stepWorker(node.worker as WorkerState, input, this.abs(), this.rng);
-    node.worker = state;
-    this.carryOut(node, effects);
-  }
-
-  private carryOut(node: SimNode, effects: readonly Effect[]): void {
-    for (const effect of effects) {
-      switch (effect.type) {
-        case "publish": {
-          let message = effect.message;
-          let copies = 1;
-          if (this.sabotage !== undefined && node.role === "master" && message.domain === "verdict") {
-            const sabotage = this.sabotage;
-            this.sabotage = undefined;
-            if (sabotage === "drop-verdict") break;
-            if (sabotage === "duplicate-verdict") copies = 2;
-            if (sabotage === "unreported-digest")
-              message = {
-                domain: "verdict",
-                body: {
-                  ...message.body,
-                  acceptedDigests: message.body.acceptedDigests.map(() => "bnobodyreportedthis"),
-                },
-              };
-          }
-          for (let copy = 0; copy < copies; copy++) {
-            if (node.role === "master") this.observeMasterPublish(node, message.domain, message.body);
-            this.publish(node, node.project, this.wire(node, message.domain, message.body));
-          }
-          break;
-        }
-        case "send": {
-          const to = this.keyIndex.get(effect.to);
-          const message = effect.message;
-          if (message.domain === "bid") {
-            this.bids++;
-            this.interval.bids++;
-          }
-          if (message.domain === "award") this.observeAward(message.body.jobId);
-          if (to !== undefined) this.send(node, to, this.wire(node, message.domain, message.body));
-          break;
-        }
-        case "set-timer":
-          this.armTimer(node, effect.atMs);
-          break;
-        case "start-execution":
-          this.execute(node, effect.run.runId, effect.run.jobId, effect.run.shard);
-          break;
-        case "kill-execution":
-          node.executing.delete(effect.runId);
-          break;
-        case "log":
-          if (effect.event === "trusted-alone") {
-            const truth = this.jobs.get(String(effect.fields.jobId));
-            if (truth !== undefined) {
-              if (truth.trustedAlone === null) truth.trustedAlone = new Set();
-              truth.trustedAlone.add(Number(effect.fields.shard));
-            }
-          }
-          break;
-      }
-    }
-  }
-
-  /**
-   * The node's one wake-up, as a real shell keeps it (clearTimeout, then setTimeout): a new set-timer replaces the
-   * pending one, so stale wake-ups never tick the machine.
-   */
-  private armTimer(node: SimNode, atMsAbsolute: number): void {
-    const epoch = node.epoch;
-    const seq = ++node.timerSeq;
-    this.at(atMsAbsolute - simEpochMs, () => {
-      if (!node.online || node.epoch !== epoch || node.timerSeq !== seq) return;
-      if (node.master !== null) this.toMaster(node, { kind: "tick" });
-      else if (node.worker !== null) this.toWorker(node, { kind: "tick" });
-    });
+    if (driver !== null) driver.receive({ kind: "topic", topic: simProjectId(topic) }, wire);
+    receiver.spammer?.heard(wire, topic);
+    receiver.replayer?.heard(wire);
   }
 
   private execute(node: SimNode, runId: string, jobId: string, shard: number): void {
-    const truth = this.jobs.get(jobId);
+    const truth = this.observer.jobs.get(jobId);
     if (truth === undefined) return;
     node.runsStarted++;
     const token = ++this.executionToken;
@@ -837,128 +779,48 @@ export class Simulation {
     let outputsDigest = honestDigest(truth.index, shard);
     let outcome: "succeeded" | "failed" = truth.failing ? "failed" : "succeeded";
     if (node.behaviour === "liar") {
-      outputsDigest = `bliarout${letters(node.index)}`;
+      outputsDigest = liarDigest(node.index);
       outcome = "succeeded";
     } else if (node.behaviour === "sybil") {
-      outputsDigest = `bsybilout${letters(node.group)}`;
+      outputsDigest = sybilDigest(node.group);
       outcome = "succeeded";
     }
-    if (node.behaviour !== "honest") this.security.wrongResultsSent = (this.security.wrongResultsSent as number) + 1;
-    this.at(this.nowMs + durationMs, () => {
-      if (!node.online || node.executing.get(runId) !== token) return;
+    if (node.behaviour !== "honest") this.count("wrongResultsSent");
+    const driver = node.driver;
+    this.at(this.nowMsValue + durationMs, () => {
+      if (!node.online || node.driver !== driver || driver === null || node.executing.get(runId) !== token) return;
       node.executing.delete(runId);
-      this.toWorker(node, {
-        kind: "execution-finished",
-        report: {
-          runId,
-          outcome,
-          exitCode: outcome === "succeeded" ? 0 : 1,
-          outputsDigest,
-          logDigest: null,
-          summary: outcome,
-          durationMs,
-        },
+      driver.runFinished({
+        runId,
+        outcome,
+        exitCode: outcome === "succeeded" ? 0 : 1,
+        outputsDigest,
+        logDigest: null,
+        summary: outcome,
+        durationMs,
       });
     });
   }
 
-  // ---- observation and invariants (outside the machines) ----
-
-  private violate(invariant: Violation["invariant"], jobId: string, detail: string): void {
-    this.violationCount++;
-    if (this.violations.length < maxListedViolationsCount) this.violations.push({ invariant, jobId, detail });
+  count(counter: "spamBids" | "forgeriesSent" | "replaysSent" | "wrongResultsSent"): void {
+    this.observer.security[counter] = (this.observer.security[counter] ?? 0) + 1;
   }
 
-  private forgeryAccepted(wire: Wire): void {
-    this.security.forgeriesAccepted = (this.security.forgeriesAccepted as number) + 1;
-    this.violate(
-      "no-forgery-accepted",
-      "-",
-      `a tampered ${wire.domain} from node ${wire.from} passed the shell's checks`,
-    );
+  masterOf(topic: number): number {
+    return this.masters[topic] as number;
   }
 
-  private observeAward(jobId: string): void {
-    const truth = this.jobs.get(jobId);
-    if (truth === undefined || truth.firstAwardAtMs !== null) return;
-    truth.firstAwardAtMs = this.nowMs;
-    const latency = this.nowMs - truth.submittedAtMs;
-    this.claim.add(latency);
-    this.interval.claims.push(latency);
+  projectId(topic: number): string {
+    return simProjectId(topic);
   }
 
-  private observeResult(
-    from: number,
-    result: { jobId: string; shard: number; outcome: string; exitCode: number | null; outputsDigest: string | null },
-  ): void {
-    const truth = this.jobs.get(result.jobId);
-    if (truth === undefined || truth.results === null || result.outcome === "refused") return;
-    const digest = resultDigest(result as never);
-    const shard = truth.results[result.shard];
-    if (shard === undefined) return;
-    let workers = shard.get(digest);
-    if (workers === undefined) {
-      workers = new Set();
-      shard.set(digest, workers);
-    }
-    workers.add(from);
+  durationMs(): number {
+    return this.scenario.jobs.medianDuration;
   }
 
-  private observeMasterPublish(node: SimNode, domain: string, body: unknown): void {
-    if (domain !== "verdict" && !(domain === "cancel" && (body as { attempt: number | null }).attempt === null)) return;
-    const { jobId } = body as { jobId: string };
-    const truth = this.jobs.get(jobId);
-    if (truth === undefined) {
-      this.violate("no-job-lost", jobId, `master of project ${node.project} ended a job nobody submitted`);
-      return;
-    }
-    truth.terminalMessages++;
-    if (truth.terminalMessages > 1) {
-      this.violate("accepted-once", jobId, `verdict or cancel number ${truth.terminalMessages} for the job`);
-      return;
-    }
-    truth.endedAtMs = this.nowMs;
-    this.openJobs--;
-    this.interval.verdicts++;
-    const latency = this.nowMs - truth.submittedAtMs;
-    this.verdictLatency.add(latency);
-    this.perProjectVerdict[truth.project]?.add(latency);
-    this.interval.verdictTimes.push(latency);
-    if (domain === "cancel") {
-      truth.status = "cancelled";
-      this.jobCounts.cancelled++;
-    } else {
-      const verdict = body as { outcome: "passed" | "failed"; acceptedDigests: (string | null)[] };
-      truth.status = verdict.outcome;
-      if (verdict.outcome === "passed") this.jobCounts.passed++;
-      else this.jobCounts.failed++;
-      let wrong = false;
-      verdict.acceptedDigests.forEach((digest, shard) => {
-        if (digest === null) return;
-        const agreeing = truth.results?.[shard]?.get(digest)?.size ?? 0;
-        const needed = truth.trustedAlone?.has(shard) === true ? 1 : truth.quorum;
-        if (agreeing < needed)
-          this.violate(
-            "quorum",
-            jobId,
-            `shard ${shard} accepted ${digest.slice(0, 16)}… with ${agreeing} agreeing result(s) delivered, quorum ${needed}`,
-          );
-        const honest = resultDigest({
-          outcome: truth.failing ? "failed" : "succeeded",
-          exitCode: truth.failing ? 1 : 0,
-          outputsDigest: honestDigest(truth.index, shard),
-        });
-        if (digest !== honest) wrong = true;
-      });
-      if (wrong) this.jobCounts.wrongResultsAccepted++;
-    }
-    truth.results = null;
-    truth.trustedAlone = null;
-  }
+  // ---- workload ----
 
-  // ---- workload and faults ----
-
-  private jobSpec(deadlineMs: number, durationMs: number): JobSpec {
+  jobSpec(deadlineMs: number, durationMs: number): JobSpec {
     const j = this.scenario.jobs;
     return {
       name: "simulated job",
@@ -1007,7 +869,7 @@ export class Simulation {
     const truth: JobTruth = {
       index,
       project,
-      submittedAtMs: this.nowMs,
+      submittedAtMs: this.nowMsValue,
       durationMs,
       failing,
       quorum: j.quorum,
@@ -1019,13 +881,15 @@ export class Simulation {
       results: Array.from({ length: j.shards }, () => new Map()),
       trustedAlone: null,
     };
-    this.jobs.set(jobId, truth);
-    this.submitted++;
-    this.openJobs++;
+    this.observer.submit(truth, jobId);
     const master = this.nodes[this.masters[project] as number] as SimNode;
     // The project submits to its master node's store: a master that is down takes the job when it is back.
     const deliver = () =>
-      this.toMaster(master, { kind: "submit", jobId, job: this.jobSpec(this.abs() + j.deadline, durationMs) });
+      master.driver?.toMaster(simProjectId(project), {
+        kind: "submit",
+        jobId,
+        job: this.jobSpec(this.absMs() + j.deadline, durationMs),
+      });
     if (master.online) deliver();
     else {
       const pending = this.pendingSubmits.get(master.index);
@@ -1034,101 +898,26 @@ export class Simulation {
     }
   }
 
-  /** Each node's place on the latency ring, in [0, 1). */
-  private positions = new Float64Array(1024);
-  private readonly latencyTable: Float64Array;
-  private readonly pendingSubmits = new Map<number, (() => void)[]>();
-
-  private startAdverts(node: SimNode): void {
-    const epoch = node.epoch;
-    const interval = this.scenario.advertInterval;
-    const advert = () => {
-      if (!node.online || node.epoch !== epoch || node.worker === null) return;
-      const body = {
-        ...advertOf(node.worker),
-        issuedAtMs: this.abs(),
-        expiresAtMs: this.abs() + Math.min(dayMs, interval * advertLifetimeIntervalsCount),
-        seq: node.advertSeq++,
-      };
-      for (const topic of node.topics) this.publishAdvert(node, topic, this.wire(node, "workerAdvert", body));
-      this.at(this.nowMs + interval, advert);
-    };
-    // The first advert goes out soon after joining, at a random phase, so a thousand joins are not one burst.
-    this.at(this.nowMs + Math.floor(this.rng() * Math.min(interval, 5_000)), advert);
-  }
-
   private feedFacts(node: SimNode): void {
     const epoch = node.epoch;
     const minuteMs = 60_000;
     const feed = () => {
-      if (!node.online || node.epoch !== epoch || node.worker === null) return;
-      const minute = Math.floor((this.nowMs % dayMs) / minuteMs);
-      const day = (Math.floor(this.abs() / dayMs) + 4) % 7;
-      this.toWorker(node, { kind: "facts", facts: { localMinuteOfDay: minute, localDayOfWeek: day, loadAverage: 0 } });
+      if (!node.online || node.epoch !== epoch || node.driver === null) return;
+      const minute = Math.floor((this.nowMsValue % dayMs) / minuteMs);
+      const day = (Math.floor(this.absMs() / dayMs) + 4) % 7;
+      node.driver.toWorker({ kind: "facts", facts: { localMinuteOfDay: minute, localDayOfWeek: day, loadAverage: 0 } });
       // Next boundary of the night window.
-      const dayStart = Math.floor(this.nowMs / dayMs) * dayMs;
+      const dayStart = Math.floor(this.nowMsValue / dayMs) * dayMs;
       const candidates = [nightEndMinute, nightStartMinute, nightEndMinute + 24 * 60].map(
         (m) => dayStart + m * minuteMs,
       );
-      const nextAt = candidates.find((t) => t > this.nowMs) as number;
+      const nextAt = candidates.find((t) => t > this.nowMsValue) as number;
       this.at(nextAt, feed);
     };
-    this.at(this.nowMs, feed);
+    this.at(this.nowMsValue, feed);
   }
 
-  private spamBid(
-    node: SimNode,
-    master: SimNode,
-    announcement: { project: string; jobId: string; round: number },
-  ): void {
-    this.security.spamBids = (this.security.spamBids as number) + 1;
-    this.bids++;
-    this.interval.bids++;
-    const body = {
-      issuedAtMs: this.abs(),
-      expiresAtMs: this.abs() + 60_000,
-      seq: node.advertSeq++,
-      project: announcement.project,
-      jobId: announcement.jobId,
-      round: announcement.round,
-      availability: "eager",
-      runningJobs: 0,
-      freeSlots: 1,
-      cachedInputBytes: 0,
-    };
-    this.send(node, master.index, this.wire(node, "bid", body));
-  }
-
-  private startForger(node: SimNode, number: number): void {
-    const perHour = this.scenario.actors.forgeriesPerHour;
-    if (perHour <= 0) return;
-    let count = 0;
-    const forge = () => {
-      if (this.nowMs >= this.scenario.duration) return;
-      const topic = node.topics[0] as number;
-      const tampered = count++ % 2 === 0;
-      const body = {
-        issuedAtMs: this.abs(),
-        expiresAtMs: this.abs() + 600_000,
-        seq: node.advertSeq++,
-        project: simProjectId(topic),
-        jobId: `forged-${number}-${count}`,
-        job: this.jobSpec(this.abs() + hourMs, 60_000),
-        round: 0,
-        bidProbability: 1,
-        wantedRuns: 1,
-        eligiblePoolEstimate: 1,
-      };
-      this.security.forgeriesSent = (this.security.forgeriesSent as number) + 1;
-      // Tampered: claims to be a valid announcement but the signature is broken. Otherwise: well signed, by a key the
-      // project never delegated.
-      const wire = this.wire(node, "jobAnnouncement", body, tampered);
-      wire.forged = true;
-      this.publish(node, topic, wire);
-      this.at(this.nowMs + Math.max(1, Math.round(exponential(this.rng, hourMs / perHour))), forge);
-    };
-    this.at(Math.round(exponential(this.rng, hourMs / perHour)), forge);
-  }
+  // ---- faults and actors ----
 
   private scheduleChurn(): void {
     const c = this.scenario.churn;
@@ -1139,14 +928,14 @@ export class Simulation {
     if (c.joinPerHour > 0 && initial > 0) {
       const mean = hourMs / (c.joinPerHour * initial);
       const join = () => {
-        if (this.nowMs >= duration) return;
+        if (this.nowMsValue >= duration) return;
         const node = this.createWorkerNode(
           this.scenario.actors.liars > 0 && this.rng() < this.scenario.actors.liars ? "liar" : "honest",
           -1,
         );
         this.nodeCounts.joined = (this.nodeCounts.joined as number) + 1;
         this.bringOnline(node);
-        this.at(this.nowMs + exponential(this.rng, mean), join);
+        this.at(this.nowMsValue + exponential(this.rng, mean), join);
       };
       this.at(exponential(this.rng, mean), join);
     }
@@ -1155,17 +944,17 @@ export class Simulation {
       if (rate <= 0 || initial <= 0) return;
       const mean = hourMs / (rate * initial);
       const tick = () => {
-        if (this.nowMs >= duration) return;
+        if (this.nowMsValue >= duration) return;
         const candidates = workerIndices();
         const node = this.nodes[candidates[pick(this.rng, candidates.length)] as number] as SimNode;
         if (node.online) act(node);
-        this.at(this.nowMs + exponential(this.rng, mean), tick);
+        this.at(this.nowMsValue + exponential(this.rng, mean), tick);
       };
       this.at(exponential(this.rng, mean), tick);
     };
     perWorker(c.leavePerHour, (node) => {
       this.nodeCounts.left = (this.nodeCounts.left as number) + 1;
-      this.toWorker(node, { kind: "set-availability", availability: "offline" });
+      node.driver?.toWorker({ kind: "set-availability", availability: "offline" });
       this.takeOffline(node);
     });
     perWorker(c.crashPerHour, (node) => {
@@ -1173,34 +962,25 @@ export class Simulation {
       this.nodeCounts.crashed = (this.nodeCounts.crashed as number) + 1;
       if (losesStore) this.nodeCounts.crashedLosingStore = (this.nodeCounts.crashedLosingStore as number) + 1;
       this.takeOffline(node);
-      const back = Math.min(this.nowMs + c.restartAfter, duration);
-      this.at(back, () => this.restartWorker(node, losesStore));
+      const back = Math.min(this.nowMsValue + c.restartAfter, duration);
+      this.at(back, () => {
+        if (node.online) return;
+        // A lost store is a new volunteer under the same key: its sequence starts again from the clock's floor.
+        if (losesStore) node.store = new SimStore();
+        this.bringOnline(node);
+      });
     });
   }
 
-  private restartWorker(node: SimNode, losesStore: boolean): void {
-    if (node.online) return;
-    if (losesStore) node.worker = this.newWorkerState(node);
-    this.bringOnline(node);
-    if (!losesStore && node.worker !== null) {
-      // Runs that were executing died with the process: the shell says so by going offline and back.
-      this.toWorker(node, { kind: "set-availability", availability: "offline" });
-      this.toWorker(node, { kind: "set-availability", availability: node.availability });
-    }
-    // The wake-up it had asked for died with the process: a tick makes it ask again.
-    if (node.worker !== null) this.toWorker(node, { kind: "tick" });
-  }
-
-  private scheduleFaults(): void {
-    const s = this.scenario;
-    s.exodus.forEach((exodus) => {
+  private scheduleExodus(): void {
+    this.scenario.exodus.forEach((exodus) => {
       const gone: SimNode[] = [];
       this.at(exodus.at, () => {
         for (const node of this.nodes) {
           if (node.role !== "worker" || !node.online || this.rng() >= exodus.fraction) continue;
           gone.push(node);
-          this.toWorker(node, { kind: "set-availability", availability: "offline" });
-          this.takeOffline(node);
+          node.driver?.toWorker({ kind: "set-availability", availability: "offline" });
+          this.takeOffline(node, true);
         }
         this.nodeCounts.exodusDepartures = (this.nodeCounts.exodusDepartures as number) + gone.length;
       });
@@ -1208,11 +988,15 @@ export class Simulation {
         for (const node of gone) {
           if (node.online) continue;
           this.bringOnline(node);
-          this.toWorker(node, { kind: "set-availability", availability: node.availability });
-          this.toWorker(node, { kind: "tick" });
+          node.driver?.toWorker({ kind: "set-availability", availability: node.availability });
         }
       });
     });
+  }
+
+  private scheduleFaults(): void {
+    const s = this.scenario;
+    this.scheduleExodus();
     s.partitions.forEach((partition, index) => {
       this.at(partition.at, () => {
         this.activePartitions.push(index);
@@ -1235,40 +1019,48 @@ export class Simulation {
       });
       this.at(crash.back, () => {
         if (node.online) return;
+        // The master kept its store: a new process carries on from it (restoreMaster, then the restart input).
         this.bringOnline(node);
-        // The master kept its store: it carries on, and the shell re-arms the wake-up it had asked for.
         const pending = this.pendingSubmits.get(node.index) ?? [];
         this.pendingSubmits.delete(node.index);
         for (const deliver of pending) deliver();
-        this.toMaster(node, { kind: "tick" });
-        const timerAtMs = node.master?.timerAtMs ?? null;
-        if (timerAtMs !== null) this.armTimer(node, timerAtMs);
       });
     });
+  }
+
+  private startActors(): void {
+    const a = this.scenario.actors;
+    for (let i = 0; i < a.spammers; i++) {
+      const node = this.addNode("spammer", { topics: this.pickProjects() });
+      node.spammer = new Spammer(this, node.index);
+      this.nodeCounts.spammers = (this.nodeCounts.spammers as number) + 1;
+    }
+    for (let i = 0; i < a.forgers; i++) {
+      const node = this.addNode("forger", { topics: [pick(this.rng, this.scenario.projects)] });
+      startForger(this, node.index, node.topics[0] as number, i, a.forgeriesPerHour, this.scenario.duration);
+      this.nodeCounts.forgers = (this.nodeCounts.forgers as number) + 1;
+    }
+    for (let i = 0; i < a.replayers; i++) {
+      const topic = pick(this.rng, this.scenario.projects);
+      const node = this.addNode("replayer", { topics: [topic] });
+      node.replayer = new Replayer(this, node.index, topic);
+      node.replayer.start(a.replaysPerHour, this.scenario.duration);
+      this.nodeCounts.replayers = (this.nodeCounts.replayers as number) + 1;
+    }
   }
 
   private scheduleSamples(endMs: number): void {
     const every = this.scenario.sampleInterval;
     const sample = () => {
-      const median = (values: number[]) =>
-        exactQuantile(
-          [...values].sort((a, b) => a - b),
-          0.5,
-        );
       let liveWorkers = 0;
       for (const node of this.nodes) if (node.online && node.role === "worker") liveWorkers++;
       this.series.push({
-        tMs: this.nowMs,
-        openJobs: this.openJobs,
+        tMs: this.nowMsValue,
+        openJobs: this.observer.openJobs,
         liveWorkers,
-        messages: this.interval.messages,
-        bids: this.interval.bids,
-        verdicts: this.interval.verdicts,
-        claimP50Ms: median(this.interval.claims),
-        verdictP50Ms: median(this.interval.verdictTimes),
+        ...this.observer.takeInterval(),
       });
-      this.interval = { messages: 0, bids: 0, verdicts: 0, claims: [], verdictTimes: [] };
-      if (this.nowMs + every <= endMs) this.at(this.nowMs + every, sample);
+      if (this.nowMsValue + every <= endMs) this.at(this.nowMsValue + every, sample);
     };
     this.at(0, sample);
   }
@@ -1279,18 +1071,10 @@ export class Simulation {
     const s = this.scenario;
     for (let p = 0; p < s.projects; p++) {
       const node = this.addNode("master", { topics: [p], project: p });
-      node.master = createMaster({
-        project: simProjectId(p),
-        bidWindowMs: s.master.bidWindow,
-        leaseMs: s.master.lease,
-        targetBidsPerRun: s.master.targetBidsPerRun,
-        reannounceIntervalMs: s.master.reannounceInterval,
-        trustAloneAfterValid: s.master.trustAloneAfterValid,
-        maxJobs: Math.max(100_000, s.jobs.count + 1),
-      });
       this.masters.push(node.index);
       this.nodeCounts.masters = (this.nodeCounts.masters as number) + 1;
     }
+    this.makeTrust();
     const a = s.actors;
     for (let i = 0; i < s.workers.count; i++) {
       const liar = a.liars > 0 && this.rng() < a.liars;
@@ -1303,19 +1087,8 @@ export class Simulation {
         this.createWorkerNode("sybil", g);
         this.nodeCounts.sybils = (this.nodeCounts.sybils as number) + 1;
       }
-    for (let i = 0; i < a.spammers; i++) {
-      this.addNode("spammer", { topics: this.pickProjects() });
-      this.nodeCounts.spammers = (this.nodeCounts.spammers as number) + 1;
-    }
-    const forgers: SimNode[] = [];
-    for (let i = 0; i < a.forgers; i++) {
-      forgers.push(this.addNode("forger", { topics: [pick(this.rng, s.projects)] }));
-      this.nodeCounts.forgers = (this.nodeCounts.forgers as number) + 1;
-    }
+    this.startActors();
     for (const node of this.nodes) this.bringOnline(node);
-    forgers.forEach((node, i) => {
-      this.startForger(node, i);
-    });
     this.scheduleArrivals();
     this.scheduleChurn();
     this.scheduleFaults();
@@ -1324,26 +1097,26 @@ export class Simulation {
   run(options: RunOptions = {}): Metrics {
     const s = this.scenario;
     const endMs = s.duration + s.drain;
-    this.sabotage = options.sabotage;
     this.setUp();
     this.scheduleSamples(endMs);
     let endedEarly = false;
     for (;;) {
       const next = this.queue.peekMs();
       if (next === null || next > endMs) break;
-      if (next >= s.duration && this.arrivalsDone && this.openJobs === 0 && this.pendingSubmitsCount() === 0) {
+      if (next >= s.duration && this.arrivalsDone && this.observer.openJobs === 0 && this.pendingSubmitsCount() === 0) {
         endedEarly = true;
         break;
       }
       const event = this.queue.pop();
       if (event === undefined) break;
-      this.nowMs = event.atMs;
+      this.nowMsValue = event.atMs;
+      this.observer.at(this.nowMsValue);
       event.run();
       this.events++;
       if (options.onProgress !== undefined && (this.events & (progressEveryEventsCount - 1)) === 0)
-        options.onProgress(this.nowMs, endMs, this.events);
+        options.onProgress(this.nowMsValue, endMs, this.events);
     }
-    if (!endedEarly) this.nowMs = Math.max(this.nowMs, Math.min(endMs, this.queue.peekMs() ?? endMs));
+    if (!endedEarly) this.nowMsValue = Math.max(this.nowMsValue, Math.min(endMs, this.queue.peekMs() ?? endMs));
     return this.collect(endedEarly);
   }
 
@@ -1355,59 +1128,39 @@ export class Simulation {
 
   private collect(endedEarly: boolean): Metrics {
     const s = this.scenario;
-    let lost = 0;
-    for (const [jobId, truth] of this.jobs) {
-      if (truth.terminalMessages > 0) continue;
-      lost++;
-      this.violate(
-        "ends-after-heal",
-        jobId,
-        `submitted at ${truth.submittedAtMs} ms, still ${truth.status} at ${this.nowMs} ms (every fault healed by ${s.duration} ms)`,
-      );
-    }
-    if (lost > 0) this.violate("no-job-lost", "-", `${lost} job(s) never ended`);
+    const observer = this.observer;
+    const lost = observer.checkEnded(this.nowMsValue, s.duration);
     const workers = this.nodes.filter((n) => n.role === "worker" && n.everOnline);
     const runs = workers.map((n) => n.runsStarted).sort((a, b) => a - b);
-    const perProject = this.perProjectVerdict.map((histogram, project) => ({
-      project,
-      submitted: 0,
-      passed: 0,
-      failed: 0,
-      p50TimeToVerdictMs: histogram.quantile(0.5),
-    }));
-    for (const truth of this.jobs.values()) {
-      const entry = perProject[truth.project];
-      if (entry === undefined) continue;
-      entry.submitted++;
-      if (truth.status === "passed") entry.passed++;
-      if (truth.status === "failed") entry.failed++;
-    }
+    const perProject = observer.perProject();
     const withJobs = perProject.filter((p) => p.submitted > 0);
     const totalMessages =
       (this.counters.gossipTransmissions as number) +
       (this.counters.gossipControl as number) +
       (this.counters.direct as number);
+    const submitted = observer.submitted;
     return {
       scenario: s.name,
       seed: this.seed,
       signatures: s.signatures,
       settings: s,
-      run: { simulatedMs: Math.round(this.nowMs), events: this.events, endedWhenAllJobsEnded: endedEarly },
+      run: { simulatedMs: Math.round(this.nowMsValue), events: this.events, endedWhenAllJobsEnded: endedEarly },
       nodes: this.nodeCounts,
       jobs: {
-        submitted: this.submitted,
-        passed: this.jobCounts.passed,
-        failed: this.jobCounts.failed,
-        cancelled: this.jobCounts.cancelled,
+        submitted,
+        passed: observer.jobCounts.passed,
+        failed: observer.jobCounts.failed,
+        cancelled: observer.jobCounts.cancelled,
         lost,
-        wrongResultsAccepted: this.jobCounts.wrongResultsAccepted,
+        wrongResultsAccepted: observer.jobCounts.wrongResultsAccepted,
       },
-      claimLatencyMs: this.claim.summary(),
-      timeToVerdictMs: this.verdictLatency.summary(),
-      bidsPerJob: round(this.bids / Math.max(1, this.submitted)),
-      messagesPerJob: round(totalMessages / Math.max(1, this.submitted)),
+      claimLatencyMs: observer.claim.summary(),
+      timeToVerdictMs: observer.verdictLatency.summary(),
+      bidsPerJob: round(observer.bids / Math.max(1, submitted)),
+      messagesPerJob: round(totalMessages / Math.max(1, submitted)),
       messages: { ...this.counters, total: totalMessages },
-      messagesByDomain: this.byDomain,
+      messagesByDomain: observer.byDomain,
+      admissions: observer.admissions,
       gossip: {
         publishes: this.gossipPublishes,
         deliveryFraction: round(this.gossipDelivered / Math.max(1, this.gossipExpected)),
@@ -1430,21 +1183,8 @@ export class Simulation {
         ),
         perProject,
       },
-      security: this.security,
-      invariants: {
-        checked: invariantNames,
-        violations:
-          this.violationCount > this.violations.length
-            ? [
-                ...this.violations,
-                {
-                  invariant: "no-job-lost",
-                  jobId: "-",
-                  detail: `(${this.violationCount - this.violations.length} more violations)`,
-                },
-              ]
-            : this.violations,
-      },
+      security: observer.security,
+      invariants: { checked: invariantNames, violations: observer.listedViolations() },
       series: this.series,
     };
   }
@@ -1452,5 +1192,5 @@ export class Simulation {
 
 /** Runs one scenario with one seed. */
 export function simulate(scenario: Scenario, seed: number = scenario.seed, options: RunOptions = {}): Metrics {
-  return new Simulation(scenario, seed).run(options);
+  return new Simulation(scenario, seed, options.sabotage).run(options);
 }

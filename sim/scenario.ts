@@ -170,6 +170,9 @@ const actorsSchema = z.strictObject({
   /** Nodes that publish forged announcements (tampered signatures or untrusted announcers). */
   forgers: count(maxActorsCount).default(0),
   forgeriesPerHour: z.number().min(0).max(1_000_000).default(60),
+  /** Nodes that record the signed messages they hear and send them again later: on the topic, and directly to the master. */
+  replayers: count(maxActorsCount).default(0),
+  replaysPerHour: z.number().min(0).max(1_000_000).default(60),
   /** Nodes that bid on every announcement they hear and never run anything. */
   spammers: count(maxActorsCount).default(0),
   /** Sybil groups: identities of one actor that return the same wrong digest (colluding liars). */

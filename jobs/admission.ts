@@ -1,0 +1,275 @@
+/**
+ * Admission: the one door every inbound message goes through, gossip or
+ * direct, in a real node and in the simulator alike (the shape of h11's
+ * `_process_event`). Given the channel it came on, what opening its bytes
+ * gave (crypto/: size, canonical form, domain, schema, signature, time), the
+ * node's trust, its replay ledger and the time, it returns a verdict with a
+ * reason, the machine inputs to step, and what changed of the ledger and the
+ * trust. It does no I/O and reads no clock (DESIGN.md, Rule 1).
+ *
+ * The rules, in the order they are checked:
+ * 1. Unreadable bytes: stale (expired, not yet valid) is ignored, anything
+ *    else (oversize, malformed, bad signature) is rejected as forged.
+ * 2. A keyset (on a project topic, or a DHT record under a project) is
+ *    accepted into that project's trust only as crypto/keyset.ts allows: a
+ *    newer version signed by the current roots; an older one is ignored.
+ * 3. On a topic: only adverts, announcements, verdicts and cancels travel
+ *    (jobs/routing.ts); each must name the topic's project; announcements,
+ *    verdicts and cancels must be signed by an announcer of the project's
+ *    keyset.
+ * 4. Direct: the signer must be the authenticated peer that sent it; the
+ *    master takes bids, results, log chunks and a worker's lease renewals for
+ *    the projects it is master of; the worker takes awards, rejects, cancels,
+ *    renewals and acknowledgements only from an announcer of a project it
+ *    trusts.
+ * 5. The replay ledger last, so nothing forged ever fills it: a message a
+ *    machine of this node takes must carry a sequence number not seen before
+ *    from its signer. A message this node only relays (gossip for others) is
+ *    accepted without a ledger entry: it changes nothing here, and each
+ *    receiver's own ledger judges it.
+ *
+ * Reject answers forgeries (gossipsub lowers the sender's score); Ignore
+ * answers what is merely stale, duplicated or not for this node.
+ */
+import {
+  acceptKeyset,
+  CimeshError,
+  checkAnnouncer,
+  KeysetRollbackError,
+  type ProjectTrust,
+  type ReplayLedger,
+  recordSeq,
+} from "../crypto/index.ts";
+import { hexOf } from "./effects.ts";
+import type { MasterInput } from "./master.ts";
+import { directSide, masterInputOf, messageDomainName, topicRoute, workerInputOf } from "./routing.ts";
+import type { WorkerInput } from "./worker.ts";
+
+/** Where a message came from. */
+export type Channel =
+  /** Gossip on a project's topic (the topic is the project id). */
+  | { readonly kind: "topic"; readonly topic: string }
+  /** A direct stream from the peer whose key (hex) the transport authenticated. */
+  | { readonly kind: "direct"; readonly peer: string }
+  /** A keyset record found in the DHT under a project's id. */
+  | { readonly kind: "record"; readonly project: string };
+
+/** The header every signed body carries, and the fields admission reads. */
+export interface SignedBody {
+  readonly issuedAtMs: number;
+  readonly expiresAtMs: number;
+  readonly seq: number;
+  readonly project?: string;
+  readonly projects?: readonly string[];
+  readonly worker?: Uint8Array;
+}
+
+/** What opening a message's bytes gave: the shell opens (crypto/), admission judges. */
+export type Opened =
+  | { readonly kind: "message"; readonly tag: string; readonly signer: Uint8Array; readonly body: SignedBody }
+  | { readonly kind: "keyset"; readonly bytes: Uint8Array }
+  | { readonly kind: "unreadable"; readonly error: unknown };
+
+export type AdmissionVerdict = "accept" | "reject" | "ignore";
+
+/** Why, in one word a log line or a metric can count. */
+export const admissionReasons = [
+  "taken",
+  "relayed",
+  "keyset-accepted",
+  "forged",
+  "stale",
+  "replay",
+  "unknown-domain",
+  "not-on-topic",
+  "not-direct",
+  "wrong-project",
+  "signer-not-sender",
+  "untrusted-signer",
+  "untrusted-project",
+  "no-keyset-yet",
+  "no-machine",
+  "keyset-old",
+  "keyset-refused",
+] as const;
+export type AdmissionReason = (typeof admissionReasons)[number];
+
+/** A machine input admission produced: for the master of a project, or for the node's worker. */
+export type Delivery =
+  | { readonly machine: "master"; readonly project: string; readonly input: MasterInput }
+  | { readonly machine: "worker"; readonly input: WorkerInput };
+
+export interface AdmissionContext {
+  readonly trust: ReadonlyMap<string, ProjectTrust>;
+  readonly ledger: ReplayLedger;
+  /** Whether this node is master of the project. */
+  readonly isMasterOf: (project: string) => boolean;
+  /** Whether this node runs a worker. */
+  readonly hasWorker: boolean;
+}
+
+export interface Admission {
+  readonly verdict: AdmissionVerdict;
+  readonly reason: AdmissionReason;
+  /** Words for a log line; empty when accepted. */
+  readonly detail: string;
+  readonly deliveries: readonly Delivery[];
+  /** The ledger to use next (updated in place, as crypto/ledger.ts does). */
+  readonly ledger: ReplayLedger;
+  /** The signer whose replay window changed: the shell core persists its window. Null when none did. */
+  readonly ledgerSigner: Uint8Array | null;
+  /** A keyset accepted into a project's trust, to use and persist. Null when none was. */
+  readonly keyset: { readonly project: string; readonly trust: ProjectTrust; readonly bytes: Uint8Array } | null;
+}
+
+const staleCodes = new Set(["ERR_EXPIRED", "ERR_NOT_YET_VALID", "ERR_KEYSET_EXPIRED", "ERR_REPLAY"]);
+
+/** Whether an error only says the message is out of its time (ignored), rather than forged (rejected). */
+export function isStale(error: unknown): boolean {
+  return error instanceof CimeshError && staleCodes.has(error.code);
+}
+
+function judged(
+  context: AdmissionContext,
+  verdict: AdmissionVerdict,
+  reason: AdmissionReason,
+  detail: string,
+): Admission {
+  return { verdict, reason, detail, deliveries: [], ledger: context.ledger, ledgerSigner: null, keyset: null };
+}
+
+/** Judges one inbound message. Pure: the same arguments give the same admission. */
+export function admit(channel: Channel, opened: Opened, context: AdmissionContext, nowMs: number): Admission {
+  switch (opened.kind) {
+    case "unreadable":
+      return isStale(opened.error)
+        ? judged(context, "ignore", "stale", String(opened.error))
+        : judged(context, "reject", "forged", String(opened.error));
+    case "keyset":
+      return admitKeyset(channel, opened.bytes, context, nowMs);
+    case "message":
+      if (channel.kind === "topic") return admitOnTopic(channel.topic, opened, context, nowMs);
+      if (channel.kind === "direct") return admitDirect(channel.peer, opened, context, nowMs);
+      return judged(context, "reject", "not-on-topic", "a DHT record holds keysets only");
+  }
+}
+
+function admitKeyset(channel: Channel, bytes: Uint8Array, context: AdmissionContext, nowMs: number): Admission {
+  if (channel.kind === "direct")
+    return judged(context, "reject", "not-direct", "keysets travel on topics and in the DHT");
+  const project = channel.kind === "topic" ? channel.topic : channel.project;
+  const current = context.trust.get(project);
+  if (current === undefined) return judged(context, "ignore", "untrusted-project", `${project} is not pinned here`);
+  try {
+    const trust = acceptKeyset(current, bytes, nowMs);
+    return { ...judged(context, "accept", "keyset-accepted", ""), keyset: { project, trust, bytes } };
+  } catch (error) {
+    if (error instanceof KeysetRollbackError) return judged(context, "ignore", "keyset-old", "");
+    return isStale(error)
+      ? judged(context, "ignore", "stale", String(error))
+      : judged(context, "reject", "keyset-refused", String(error));
+  }
+}
+
+type OpenedMessage = Extract<Opened, { kind: "message" }>;
+
+/** An announcer check's failure as a verdict, or null when the signer is an announcer of the project now. */
+function announcerProblem(
+  project: string,
+  signer: Uint8Array,
+  context: AdmissionContext,
+  nowMs: number,
+): Admission | null {
+  const trust = context.trust.get(project);
+  if (trust === undefined) return judged(context, "ignore", "untrusted-project", `${project} is not pinned here`);
+  if (trust.keyset === null)
+    return judged(context, "ignore", "no-keyset-yet", `no keyset of ${project} yet: its announcers are unknown`);
+  try {
+    checkAnnouncer(trust, signer, nowMs);
+    return null;
+  } catch (error) {
+    return isStale(error)
+      ? judged(context, "ignore", "stale", String(error))
+      : judged(context, "reject", "untrusted-signer", String(error));
+  }
+}
+
+function admitOnTopic(topic: string, opened: OpenedMessage, context: AdmissionContext, nowMs: number): Admission {
+  const name = messageDomainName(opened.tag);
+  if (name === null) return judged(context, "reject", "unknown-domain", `${opened.tag} is no message of jobs/`);
+  const route = topicRoute(name);
+  if (route === null) return judged(context, "reject", "not-on-topic", `${name} is a direct message`);
+  const { body, signer } = opened;
+  const signerHex = hexOf(signer);
+  if (route.to === "master") {
+    if (!(body.projects ?? []).includes(topic))
+      return judged(context, "reject", "wrong-project", `${name}.projects: expected it to name ${topic}, the topic`);
+    if (!context.isMasterOf(topic)) return judged(context, "accept", "relayed", "");
+    const input = masterInputOf(name, signerHex, body);
+    return taken(context, opened, input === null ? [] : [{ machine: "master", project: topic, input }], nowMs);
+  }
+  if (body.project !== topic)
+    return judged(
+      context,
+      "reject",
+      "wrong-project",
+      `${name}.project: expected ${topic}, got ${String(body.project)}`,
+    );
+  const problem = announcerProblem(topic, signer, context, nowMs);
+  if (problem !== null) return problem;
+  if (!context.hasWorker) return judged(context, "accept", "relayed", "");
+  const input = workerInputOf(name, signerHex, body);
+  return taken(context, opened, input === null ? [] : [{ machine: "worker", input }], nowMs);
+}
+
+function admitDirect(peer: string, opened: OpenedMessage, context: AdmissionContext, nowMs: number): Admission {
+  const name = messageDomainName(opened.tag);
+  if (name === null) return judged(context, "reject", "unknown-domain", `${opened.tag} is no message of jobs/`);
+  const { body, signer } = opened;
+  const signerHex = hexOf(signer);
+  if (signerHex !== peer)
+    return judged(
+      context,
+      "reject",
+      "signer-not-sender",
+      `${name}: signed by ${signerHex.slice(0, 16)}…, sent by ${peer.slice(0, 16)}…`,
+    );
+  const side = directSide(name, body, signerHex);
+  if (side === null) return judged(context, "reject", "not-direct", `${name} travels on a topic`);
+  const project = body.project ?? "";
+  if (side === "master") {
+    if (!context.isMasterOf(project)) return judged(context, "ignore", "no-machine", `not master of ${project}`);
+    const input = masterInputOf(name, signerHex, body);
+    return taken(context, opened, input === null ? [] : [{ machine: "master", project, input }], nowMs);
+  }
+  if (!context.hasWorker) return judged(context, "ignore", "no-machine", "this node runs no worker");
+  const problem = announcerProblem(project, signer, context, nowMs);
+  if (problem !== null) return problem;
+  const input = workerInputOf(name, signerHex, body);
+  return taken(context, opened, input === null ? [] : [{ machine: "worker", input }], nowMs);
+}
+
+/** The last check, for a message a machine here takes: its sequence number must be new from its signer. */
+function taken(
+  context: AdmissionContext,
+  opened: OpenedMessage,
+  deliveries: readonly Delivery[],
+  nowMs: number,
+): Admission {
+  const { body, signer } = opened;
+  const outcome = recordSeq(context.ledger, signer, body.seq, body.expiresAtMs, nowMs);
+  if (outcome.verdict !== "fresh")
+    return {
+      ...judged(context, "ignore", "replay", `seq ${body.seq} of ${hexOf(signer).slice(0, 16)}…: ${outcome.verdict}`),
+      ledger: outcome.ledger,
+    };
+  return {
+    verdict: "accept",
+    reason: "taken",
+    detail: "",
+    deliveries,
+    ledger: outcome.ledger,
+    ledgerSigner: signer,
+    keyset: null,
+  };
+}

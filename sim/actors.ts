@@ -1,0 +1,144 @@
+/**
+ * Hostile actors of a simulated mesh. They are not cimesh nodes (they run no
+ * driver): they speak the protocol from outside, as an attacker's own program
+ * would, and every honest node judges what they send with the same admission
+ * as any message (jobs/admission.ts).
+ *
+ * - A spammer bids on every announcement it hears and never runs anything.
+ * - A forger publishes announcements with a broken signature, or well signed
+ *   by a key the project never delegated.
+ * - A replayer records signed messages it hears on its topic and sends them
+ *   again later: on the topic (every honest receiver's replay ledger must
+ *   refuse them, or their expiry), and directly to the project's master (the
+ *   signer is not the sending peer: refused as forged).
+ */
+import { type MessageDomainName, type StampedMessage, workerInputOf } from "../jobs/index.ts";
+import type { Rng } from "./rng.ts";
+import { exponential } from "./rng.ts";
+
+/** Signed messages a replayer keeps to send again; the oldest is forgotten first. */
+export const maxRecordedWiresCount = 64;
+const hourMs = 3_600_000;
+
+/** What an actor needs of the simulated world. */
+export interface ActorWorld<W extends { readonly body: unknown; readonly domain: string }> {
+  readonly rng: Rng;
+  nowMs(): number;
+  /** Absolute (epoch) time, as signed bodies carry it. */
+  absMs(): number;
+  /** Seals a message as node `from` (a forgery when tampered), counted as carried. */
+  wire(from: number, message: StampedMessage, tampered?: boolean): W;
+  /** The same signed message once more, sent by `from`, marked as a replay for the observer. */
+  replay(from: number, original: W): W;
+  publishWire(from: number, topic: number, wire: W): void;
+  sendWire(from: number, to: number, wire: W): void;
+  at(atMs: number, run: () => void): void;
+  masterOf(topic: number): number;
+  projectId(topic: number): string;
+  jobSpec(deadlineAbsMs: number, durationMs: number): Record<string, unknown>;
+  durationMs(): number;
+  count(counter: "spamBids" | "forgeriesSent" | "replaysSent"): void;
+  signerOf(wire: W): string | null;
+}
+
+export class Spammer<W extends { readonly body: unknown; readonly domain: string }> {
+  private seq = 0;
+  private readonly world: ActorWorld<W>;
+  readonly index: number;
+  constructor(world: ActorWorld<W>, index: number) {
+    this.world = world;
+    this.index = index;
+  }
+
+  /** Gossip for workers reached the spammer: an announcement draws a bid, whatever its probability said. */
+  heard(wire: W, topic: number): void {
+    const signer = this.world.signerOf(wire);
+    if (signer === null) return;
+    const input = workerInputOf(wire.domain as MessageDomainName, signer, wire.body);
+    if (input?.kind !== "announcement") return;
+    const { announcement } = input;
+    const world = this.world;
+    world.count("spamBids");
+    const body = {
+      issuedAtMs: world.absMs(),
+      expiresAtMs: world.absMs() + 60_000,
+      seq: this.seq++,
+      project: announcement.project,
+      jobId: announcement.jobId,
+      round: announcement.round,
+      availability: "eager",
+      runningJobs: 0,
+      freeSlots: 1,
+      cachedInputBytes: 0,
+    };
+    world.sendWire(this.index, world.masterOf(topic), world.wire(this.index, { domain: "bid", body }));
+  }
+}
+
+export function startForger<W extends { readonly body: unknown; readonly domain: string }>(
+  world: ActorWorld<W>,
+  index: number,
+  topic: number,
+  number: number,
+  perHour: number,
+  endMs: number,
+): void {
+  if (perHour <= 0) return;
+  let count = 0;
+  let seq = 0;
+  const forge = () => {
+    if (world.nowMs() >= endMs) return;
+    const tampered = count++ % 2 === 0;
+    const body = {
+      issuedAtMs: world.absMs(),
+      expiresAtMs: world.absMs() + 600_000,
+      seq: seq++,
+      project: world.projectId(topic),
+      jobId: `forged-${number}-${count}`,
+      job: world.jobSpec(world.absMs() + hourMs, 60_000),
+      round: 0,
+      bidProbability: 1,
+      wantedRuns: 1,
+      eligiblePoolEstimate: 1,
+    };
+    world.count("forgeriesSent");
+    // Tampered: claims to be a valid announcement but the signature is broken. Otherwise: well signed, by a key the
+    // project never delegated.
+    world.publishWire(index, topic, world.wire(index, { domain: "jobAnnouncement", body }, tampered));
+    world.at(world.nowMs() + Math.max(1, Math.round(exponential(world.rng, hourMs / perHour))), forge);
+  };
+  world.at(Math.round(exponential(world.rng, hourMs / perHour)), forge);
+}
+
+export class Replayer<W extends { readonly body: unknown; readonly domain: string }> {
+  private readonly recorded: W[] = [];
+  private readonly world: ActorWorld<W>;
+  readonly index: number;
+  readonly topic: number;
+  constructor(world: ActorWorld<W>, index: number, topic: number) {
+    this.world = world;
+    this.index = index;
+    this.topic = topic;
+  }
+
+  heard(wire: W): void {
+    this.recorded.push(wire);
+    if (this.recorded.length > maxRecordedWiresCount) this.recorded.shift();
+  }
+
+  start(perHour: number, endMs: number): void {
+    if (perHour <= 0) return;
+    const world = this.world;
+    const replay = () => {
+      if (world.nowMs() >= endMs) return;
+      if (this.recorded.length > 0) {
+        const original = this.recorded[Math.floor(world.rng() * this.recorded.length)] as W;
+        world.count("replaysSent");
+        world.publishWire(this.index, this.topic, world.replay(this.index, original));
+        world.sendWire(this.index, world.masterOf(this.topic), world.replay(this.index, original));
+      }
+      world.at(world.nowMs() + Math.max(1, Math.round(exponential(world.rng, hourMs / perHour))), replay);
+    };
+    world.at(Math.round(exponential(world.rng, hourMs / perHour)), replay);
+  }
+}

@@ -1,0 +1,91 @@
+/**
+ * A simulated node's store: what the shell core persisted (jobs/driver.ts
+ * StoreWrite), kept in memory. A crash between events loses nothing written
+ * (each step persists before its effects, and a step never spans two events);
+ * a crash that "loses the store" throws this object away. A restarted node is
+ * rebuilt from load(), exactly as a real node is from level.
+ *
+ * Records are kept by reference: the machines update their state in place and
+ * persist what they changed after every step, so the record held here is the
+ * last one written.
+ */
+import { createReplayLedger, type SignerWindow } from "../crypto/index.ts";
+import type { JobRecord, Reputation, StoredNode, StoreWrite, WorkerState } from "../jobs/index.ts";
+
+export class SimStore {
+  private worker: WorkerState | null = null;
+  private readonly jobs = new Map<string, Map<string, JobRecord>>();
+  private readonly reputations = new Map<string, Record<string, Reputation>>();
+  /** Signer (latin1 key) → window, least recently written first, as the ledger orders them. */
+  private readonly ledgerWindows = new Map<string, SignerWindow>();
+  private floorExpiresAtMs = Number.NEGATIVE_INFINITY;
+  private readonly keysets = new Map<string, Uint8Array>();
+  private seqReservedUpTo = 0;
+  /** Log bytes the masters stored, for the figures. */
+  logBytes = 0;
+
+  persist(batch: readonly StoreWrite[]): void {
+    for (const write of batch) {
+      switch (write.space) {
+        case "worker":
+          this.worker = write.state;
+          break;
+        case "job": {
+          let jobs = this.jobs.get(write.project);
+          if (jobs === undefined) {
+            jobs = new Map();
+            this.jobs.set(write.project, jobs);
+          }
+          if (write.record === null) jobs.delete(write.jobId);
+          else jobs.set(write.jobId, write.record);
+          break;
+        }
+        case "reputation": {
+          let records = this.reputations.get(write.project);
+          if (records === undefined) {
+            records = {};
+            this.reputations.set(write.project, records);
+          }
+          records[write.worker] = write.record;
+          break;
+        }
+        case "ledger": {
+          const key = Buffer.from(write.signer).toString("latin1");
+          this.ledgerWindows.delete(key);
+          this.ledgerWindows.set(key, write.window);
+          this.floorExpiresAtMs = write.floorExpiresAtMs;
+          break;
+        }
+        case "keyset":
+          this.keysets.set(write.project, write.bytes);
+          break;
+        case "log":
+          this.logBytes += write.chunk.data.length;
+          break;
+        case "seq":
+          this.seqReservedUpTo = write.reservedUpTo;
+          break;
+      }
+    }
+  }
+
+  load(): StoredNode {
+    const ledger = createReplayLedger();
+    ledger.floorExpiresAtMs = this.floorExpiresAtMs;
+    for (const [key, window] of [...this.ledgerWindows].slice(-ledger.limits.maxSigners))
+      ledger.signers.set(key, window);
+    const masters = new Map<string, { jobs: JobRecord[]; reputation: Record<string, Reputation> }>();
+    for (const project of new Set([...this.jobs.keys(), ...this.reputations.keys()]))
+      masters.set(project, {
+        jobs: [...(this.jobs.get(project)?.values() ?? [])],
+        reputation: this.reputations.get(project) ?? {},
+      });
+    return {
+      worker: this.worker,
+      masters,
+      ledger,
+      keysets: new Map(this.keysets),
+      seqReservedUpTo: this.seqReservedUpTo,
+    };
+  }
+}
