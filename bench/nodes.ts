@@ -15,8 +15,8 @@ import { fileURLToPath } from "node:url";
 import { parseDocument } from "yaml";
 import { type ControlClient, connectControl } from "../node/index.ts";
 
-/** The CLI the nodes run: `node node/cli.ts ...`. */
-export const cliPath = fileURLToPath(new URL("../node/cli.ts", import.meta.url));
+/** The CLI the nodes run: `node node/cli/index.ts ...`. */
+export const cliPath = fileURLToPath(new URL("../node/cli/index.ts", import.meta.url));
 
 /** The address every node and server here listens on. */
 export const loopbackHost = "127.0.0.1";

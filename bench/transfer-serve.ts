@@ -4,8 +4,8 @@
  *
  *   node bench/transfer-serve.ts <blob store folder> <source folder> <identity seed, 64 hex>
  *
- * - a libp2p host (node/host.ts, TCP on 127.0.0.1) serving the blob store's
- *   blobs on the blob protocol (node/fetch.ts serveBlobs), as a master does;
+ * - a libp2p host (node/host, TCP on 127.0.0.1) serving the blob store's
+ *   blobs on the blob protocol (node/host's serveBlobs), as a master does;
  * - a plain node:net server on 127.0.0.1: a client sends one file's path
  *   (relative to the source folder) and a newline, and gets the file's bytes,
  *   then the end of the stream. Only the files present at start are served.

@@ -1,13 +1,13 @@
 /**
- * Issue 5's figures: inputs by content through the mesh.
+ * The figures of inputs by content through the mesh.
  *
  * 1. Throughput of a `treeFileCount` × `treeFileBytes` tree (200 MB of
  *    incompressible bytes from a seeded AES-CTR keystream) between two
  *    processes on 127.0.0.1. The serving process (bench/transfer-serve.ts,
  *    started here with process.execPath) holds the tree in a blob store and
  *    serves it two ways:
- *    - libp2p: a real host (node/host.ts: TCP, noise, yamux) answering the
- *      blob protocol (node/fetch.ts serveBlobs); this process, another host,
+ *    - libp2p: a real host (node/host: TCP, noise, yamux) answering the
+ *      blob protocol (node/host's serveBlobs); this process, another host,
  *      calls fetchTree into a fresh, empty blob store (every blob verified
  *      against its CID on both sides and written to disk), then unpackTree
  *      into a folder, timed apart;
@@ -220,7 +220,7 @@ export interface TransferThroughput {
   readonly libp2pFetchAndUnpackMBps: number;
   readonly plainTcpCopyMBps: number;
   readonly plainTcpDiscardMBps: number;
-  /** median libp2p fetch ÷ median plain TCP copy (issue 5's goal: ≥ 0.5). */
+  /** median libp2p fetch ÷ median plain TCP copy (the goal: ≥ 0.5). */
   readonly ratio: number;
   /** The median of each round's own ratio (the two copies of one round ran seconds apart). */
   readonly ratioMedianOfRounds: number;

@@ -69,16 +69,26 @@ import {
   type WorkerState,
   workerInputOf,
 } from "../jobs/index.ts";
-import type { FetchStatus, JobDetail, JobSummary, LogLine, NodeApi, NodeStatus } from "./api.ts";
-import { type BlobStore, openBlobStore, treeBlobs, unpackTree } from "./blobs.ts";
-import { loadConfig, type NodeConfig } from "./config.ts";
-import { createExecutor, type Executor } from "./executor.ts";
-import { fetchTree, PeerBans, serveBlobs } from "./fetch.ts";
-import { createHost, type Host, peerIdOfPublicKeyHex, publicKeyHexOf } from "./host.ts";
-import { loadIdentity } from "./identity.ts";
-import { parseJobFile } from "./jobfile.ts";
-import { loadProjectKeyset, loadPublishedSpecs } from "./projects.ts";
-import { openStore } from "./store.ts";
+import type { FetchStatus, JobDetail, JobSummary, LogLine, NodeApi, NodeStatus } from "./control/index.ts";
+import {
+  loadConfig,
+  loadIdentity,
+  loadProjectKeyset,
+  loadPublishedSpecs,
+  type NodeConfig,
+  parseJobFile,
+} from "./files/index.ts";
+import {
+  createHost,
+  fetchTree,
+  type Host,
+  PeerBans,
+  peerIdOfPublicKeyHex,
+  publicKeyHexOf,
+  serveBlobs,
+} from "./host/index.ts";
+import { createExecutor, type Executor } from "./sandbox/index.ts";
+import { type BlobStore, openBlobStore, openStore, treeBlobs, unpackTree } from "./store/index.ts";
 
 /** How often a node with every keyset it needs looks in the DHT for a newer one (one it lacks: every timing.keysetRepublishMs). */
 export const keysetRefreshMs = 5 * 60_000;

@@ -2,7 +2,7 @@
  * The gossip model against real libp2p: the same small scenario (N nodes on
  * one topic, M messages from random publishers) run by real libp2p nodes in
  * this process over @libp2p/memory (noise, yamux, identify, gossipsub with
- * StrictNoSign and a sha-256 content id, as node/host.ts runs them) and by the
+ * StrictNoSign and a sha-256 content id, as node/host runs them) and by the
  * model in sim/gossip.ts with the same per-hop latency, compared by delivery
  * fraction and latency percentiles.
  *

@@ -1,5 +1,5 @@
 /**
- * node/blobs.ts (issue 5): the blob store (verified reads, atomic writes, a
+ * node/store's blobs.ts: the blob store (verified reads, atomic writes, a
  * quota with least-recently-used eviction and pins, one folder shared by
  * several stores) and trees on disk (pack, unpack, .gitignore, symlinks,
  * special files, outputs of a run, the executor's outputs digest as a tree).
@@ -23,22 +23,20 @@ import {
   UnsupportedCidError,
 } from "../crypto/index.ts";
 import { type ExecutionRequest, jobSpecSchema } from "../jobs/index.ts";
+import { createExecutor, OutputRefusedError, probeSandbox } from "../node/sandbox/index.ts";
 import {
   BlobQuotaError,
   type BlobStore,
-  createExecutor,
   MissingBlobError,
-  OutputRefusedError,
   openBlobStore,
   packOutputs,
   packTree,
-  probeSandbox,
   TreeLinkError,
   TreePackError,
   TreeUnpackError,
   treeBlobs,
   unpackTree,
-} from "../node/index.ts";
+} from "../node/store/index.ts";
 
 async function tempDir(t: ExecutionContext, prefix = "cimesh-blobs-"): Promise<string> {
   const dir = await mkdtemp(join(tmpdir(), prefix));

@@ -1,7 +1,7 @@
 /**
  * The `cimesh` command as a volunteer and a project use it: real processes
- * (`node node/cli.ts`) on a temporary --data-dir. Commands about jobs talk to
- * a fake node served by the real control server in this process.
+ * (`node node/cli/index.ts`) on a temporary --data-dir. Commands about jobs
+ * talk to a fake node served by the real control server in this process.
  */
 import { spawn } from "node:child_process";
 import { mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
@@ -23,7 +23,7 @@ import type { JobDetail, JobSummary, NodeApi, NodeStatus } from "../node/index.t
 import { generateIdentity, hexToBytes, loadConfig, parseJobFile, peerIdOf, startControlServer } from "../node/index.ts";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
-const cliPath = join(root, "node", "cli.ts");
+const cliPath = join(root, "node", "cli", "index.ts");
 /** Bound on one CLI process: it does file work or one local HTTP call. */
 const cliTimeoutMs = 60_000;
 

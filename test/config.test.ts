@@ -22,7 +22,7 @@ import {
   parseSpecFile,
   saveConfig,
   YamlSyntaxError,
-} from "../node/index.ts";
+} from "../node/files/index.ts";
 
 const nowMs = 1_800_000_000_000;
 const rootKey = generateIdentity().publicKey;

@@ -11,22 +11,22 @@ import { join } from "node:path";
 import test from "ava";
 import { CimeshError } from "../crypto/index.ts";
 import type { Availability, JobSpec } from "../jobs/index.ts";
-import type { FetchStatus, JobDetail, JobSummary, LogLine, NodeApi, NodeStatus } from "../node/index.ts";
+import type { FetchStatus, JobDetail, JobSummary, LogLine, NodeApi, NodeStatus } from "../node/control/index.ts";
 import {
   ControlRequestError,
   connectControl,
   controlTokenBytes,
   maxControlBodyBytes,
   NoNodeRunningError,
-  parseJobFile,
   portFileName,
   startControlServer,
   tokenFileName,
-} from "../node/index.ts";
+} from "../node/control/index.ts";
+import { parseJobFile } from "../node/files/index.ts";
 
 const project = `b${"a".repeat(52)}`;
 
-/** What a node throws for a project it is not master for: a CimeshError with an HTTP status, as node/runtime.ts does. */
+/** What a node throws for a project it is not master for: a CimeshError with an HTTP status, as the node's runtime does. */
 class UnknownProjectRequest extends CimeshError {
   readonly status = 400;
   constructor(projectId: string) {

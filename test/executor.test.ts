@@ -1,9 +1,9 @@
 /**
- * The executor and its sandbox (issue 4, "Must show": a job that reads the
- * worker's key file, writes outside its folder, opens a network connection
- * without permission, forks without bound, or allocates past its memory limit
- * fails, and the worker keeps running). Every hostile job is followed by a
- * normal one on the same executor, which must still succeed.
+ * The executor and its sandbox: a job that reads the worker's key file,
+ * writes outside its folder, opens a network connection without permission,
+ * forks without bound, or allocates past its memory limit fails, and the
+ * worker keeps running. Every hostile job is followed by a normal one on the
+ * same executor, which must still succeed.
  */
 import { randomBytes } from "node:crypto";
 import { access, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
@@ -26,7 +26,7 @@ import {
   type LogChunk,
   probeSandbox,
   SandboxUnavailableError,
-} from "../node/index.ts";
+} from "../node/sandbox/index.ts";
 
 const mib = 1024 * 1024;
 const hourMs = 60 * 60 * 1000;

@@ -5,7 +5,7 @@
  */
 import test from "ava";
 import { identityFromSeed } from "../crypto/index.ts";
-import { createHost, type GossipVerdict, type Host, publicKeyHexOf } from "../node/index.ts";
+import { createHost, type GossipVerdict, type Host, publicKeyHexOf } from "../node/host/index.ts";
 
 const boundMs = 20_000;
 

@@ -13,7 +13,7 @@ import {
   loadIdentity,
   peerIdOf,
   saveIdentity,
-} from "../node/index.ts";
+} from "../node/files/index.ts";
 
 async function withTempDir(run: (dir: string) => Promise<void>): Promise<void> {
   const dir = await mkdtemp(join(tmpdir(), "cimesh-identity-"));

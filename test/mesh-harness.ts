@@ -1,6 +1,6 @@
 /**
  * Real cimesh processes over TCP on 127.0.0.1 for the mesh tests: each node
- * is `node node/cli.ts start ...` in its own process with its own data
+ * is `node node/cli/index.ts start ...` in its own process with its own data
  * folder, driven by the CLI and the control API as a person would. Every
  * wait is bounded; `stopAll` ends every process the harness started.
  */
@@ -12,7 +12,7 @@ import { fileURLToPath } from "node:url";
 import { parseDocument } from "yaml";
 import { type ControlClient, connectControl } from "../node/index.ts";
 
-export const cliPath = fileURLToPath(new URL("../node/cli.ts", import.meta.url));
+export const cliPath = fileURLToPath(new URL("../node/cli/index.ts", import.meta.url));
 /** Bound on any one wait of the harness. */
 export const waitLimitMs = 60_000;
 /** Bound on one CLI command. */

@@ -4,7 +4,7 @@ import { join } from "node:path";
 import test from "ava";
 import { recordSeq } from "../crypto/index.ts";
 import { createMaster } from "../jobs/index.ts";
-import { openStore, seqBlockSize } from "../node/store.ts";
+import { openStore, seqBlockSize } from "../node/store/index.ts";
 
 async function tempDir(t: { teardown(fn: () => Promise<void>): void }): Promise<string> {
   const dir = await mkdtemp(join(tmpdir(), "cimesh-store-"));

@@ -21,8 +21,8 @@ import {
   OversizeError,
   parseTreeCid,
   type TreeManifest,
-} from "../crypto/index.ts";
-import { type BlobStore, treeBlobs } from "./blobs.ts";
+} from "../../crypto/index.ts";
+import { type BlobStore, treeBlobs } from "../store/index.ts";
 import type { Host, RequestProtocolOptions } from "./host.ts";
 
 export const blobProtocol = "/cimesh/blob/1.0.0";

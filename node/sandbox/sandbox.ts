@@ -1,7 +1,7 @@
 /**
  * The job sandbox (DESIGN.md, Jobs): the command line that runs a job's steps
  * under bubblewrap, and the probe that tells whether bubblewrap can make a
- * sandbox on this machine at all. node/executor.ts owns the run around it.
+ * sandbox on this machine at all. executor.ts owns the run around it.
  *
  * What the sandbox is, and why each part is done the way it is (measured on
  * Linux 6.18, bubblewrap 0.8.0, Debian with merged /usr):

@@ -9,7 +9,7 @@ import { chmod, link, open, readFile, rename, stat, unlink } from "node:fs/promi
 import { privateKeyFromProtobuf, privateKeyFromRaw, privateKeyToProtobuf, publicKeyFromRaw } from "@libp2p/crypto/keys";
 import type { Ed25519PrivateKey, PeerId } from "@libp2p/interface";
 import { peerIdFromPublicKey } from "@libp2p/peer-id";
-import { bytesEqual, CimeshError, type Identity, identityFromSeed, seedBytes } from "../crypto/index.ts";
+import { bytesEqual, CimeshError, type Identity, identityFromSeed, seedBytes } from "../../crypto/index.ts";
 
 /** A key file is a few dozen bytes; anything larger is not one. */
 export const maxKeyFileBytes = 4096;

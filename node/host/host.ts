@@ -37,8 +37,8 @@ import { createLibp2p } from "libp2p";
 import { CID } from "multiformats/cid";
 import * as raw from "multiformats/codecs/raw";
 import { create as createDigest } from "multiformats/hashes/digest";
-import { CimeshError, type Identity, maxEnvelopeBytes } from "../crypto/index.ts";
-import { peerIdOf, toLibp2pPrivateKey } from "./identity.ts";
+import { CimeshError, type Identity, maxEnvelopeBytes } from "../../crypto/index.ts";
+import { peerIdOf, toLibp2pPrivateKey } from "../files/index.ts";
 
 export const directProtocol = "/cimesh/direct/1.0.0";
 export const dhtProtocol = "/cimesh/kad/1.0.0";

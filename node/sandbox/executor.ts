@@ -1,6 +1,6 @@
 /**
- * The executor (issue 4, item 3): runs one job's steps in the sandbox of
- * node/sandbox.ts, streams its log as chunks, and reports how it ended.
+ * The executor: runs one job's steps in the sandbox of sandbox.ts, streams
+ * its log as chunks, and reports how it ended.
  *
  * A run: a fresh run folder under workRoot (the work folder the job sees as
  * /work, its private /tmp, generated /etc files), every step through
@@ -16,7 +16,7 @@ import { spawn } from "node:child_process";
 import { createHash, type Hash } from "node:crypto";
 import { lchown, readdir } from "node:fs/promises";
 import { join, resolve } from "node:path";
-import { CimeshError } from "../crypto/index.ts";
+import { CimeshError } from "../../crypto/index.ts";
 import {
   type ExecutionReport,
   type ExecutionRequest,
@@ -25,8 +25,8 @@ import {
   maxLogOffsetBytes,
   maxSummaryChars,
   type Outcome,
-} from "../jobs/index.ts";
-import { type BlobStore, packOutputs } from "./blobs.ts";
+} from "../../jobs/index.ts";
+import { type BlobStore, packOutputs } from "../store/index.ts";
 import { OutputRefusedError, outputsDigest, rawSha256Cid } from "./outputs.ts";
 import {
   defaultBwrapPath,
@@ -45,28 +45,6 @@ import {
   sandboxUid,
   sandboxWorkPath,
   unsandboxedPlan,
-} from "./sandbox.ts";
-
-// The executor's public surface includes what its parts define, so node/index.ts needs one block for all of it.
-export {
-  dagCborCode,
-  maxOutputDepth,
-  maxOutputFilesPerRun,
-  type OutputEntry,
-  OutputRefusedError,
-  outputsDigest,
-  outputsManifest,
-} from "./outputs.ts";
-export {
-  defaultBwrapPath,
-  maxSandboxShmBytes,
-  type ProbeOptions,
-  probeSandbox,
-  type SandboxProbe,
-  sandboxGid,
-  sandboxProbeTimeoutMs,
-  sandboxUid,
-  sandboxWorkPath,
 } from "./sandbox.ts";
 
 /** Log bytes kept per stream and run: past it, output is drained and dropped (the summary says how much). Matches what a master stores. */
@@ -132,9 +110,9 @@ export interface ExecutorOptions {
   readonly onWarning?: (message: string) => void;
   /**
    * Where a run's declared outputs are packed as a content-addressed tree
-   * (node/blobs.ts's packOutputs): the outputs digest is then the tree's root
+   * (node/store's packOutputs): the outputs digest is then the tree's root
    * CID, and its blobs stay in this store to be served. Without it, the
-   * outputs are only hashed (node/outputs.ts's interim digest).
+   * outputs are only hashed (outputs.ts's interim digest).
    */
   readonly blobStore?: BlobStore;
 }

@@ -3,7 +3,7 @@
  * what a job produced.
  *
  * Interim format, kept for an executor given no blob store (with one, the
- * digest is the root CID of the outputs packed as a tree, node/blobs.ts's
+ * digest is the root CID of the outputs packed as a tree, node/store's
  * packOutputs, which resolves links with resolveInside below):
  * every file of the declared outputs (a folder stands for the files under it)
  * gives one entry [path, size, executable, sha-256 hex], a declared output
@@ -25,7 +25,7 @@ import { CID } from "multiformats/cid";
 import * as raw from "multiformats/codecs/raw";
 import { create as createDigest } from "multiformats/hashes/digest";
 import { sha256 } from "multiformats/hashes/sha2";
-import { CimeshError, encodeCanonical } from "../crypto/index.ts";
+import { CimeshError, encodeCanonical } from "../../crypto/index.ts";
 import { sandboxWorkPath } from "./sandbox.ts";
 
 /** The dag-cbor multicodec: the manifest is deterministic CBOR of arrays, strings, integers, booleans and nulls. */

@@ -1,8 +1,8 @@
 /**
- * What a running node offers its control API (node/control.ts) and so the CLI:
+ * What a running node offers its control API (control.ts) and so the CLI:
  * the shape both sides agree on. JSON in and out; keys are hex strings.
  */
-import type { Availability, JobSpec } from "../jobs/index.ts";
+import type { Availability, JobSpec } from "../../jobs/index.ts";
 
 export interface JobSummary {
   readonly project: string;

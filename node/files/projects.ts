@@ -21,7 +21,7 @@
 import { mkdir, readdir, readFile, rename, rmdir } from "node:fs/promises";
 import { join } from "node:path";
 import { peerIdFromString } from "@libp2p/peer-id";
-import { type CapabilitySpec, capabilitySpecDomain } from "../capabilities/index.ts";
+import { type CapabilitySpec, capabilitySpecDomain } from "../../capabilities/index.ts";
 import {
   acceptKeyset,
   anchorFromGenesis,
@@ -39,8 +39,8 @@ import {
   sealEnvelope,
   sealKeyset,
   trustFromAnchor,
-} from "../crypto/index.ts";
-import { hexOf } from "../jobs/index.ts";
+} from "../../crypto/index.ts";
+import { hexOf } from "../../jobs/index.ts";
 import { hexToBytes, loadConfig, saveConfig, writeFileAtomic } from "./config.ts";
 import { generateIdentity, loadIdentity, peerIdOf, saveIdentity } from "./identity.ts";
 

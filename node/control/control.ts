@@ -1,6 +1,6 @@
 /**
- * The control API (issue 4, item 4): a running node's NodeApi as JSON over
- * HTTP on 127.0.0.1, for the CLI (and later the dashboard).
+ * The control API: a running node's NodeApi as JSON over HTTP on 127.0.0.1,
+ * for the CLI.
  *
  * - Bound to 127.0.0.1 only. Every request carries `Authorization: Bearer
  *   <token>`, the token being 32 random bytes (hex) the server writes to
@@ -26,7 +26,7 @@ import { createServer, type IncomingMessage, request, type ServerResponse } from
 import type { AddressInfo } from "node:net";
 import { join } from "node:path";
 import { z } from "zod";
-import { availabilitySchema } from "../capabilities/index.ts";
+import { availabilitySchema } from "../../capabilities/index.ts";
 import {
   CimeshError,
   idSchema,
@@ -35,10 +35,10 @@ import {
   projectIdSchema,
   reasonSchema,
   schemaErrorFrom,
-} from "../crypto/index.ts";
-import { type Availability, type JobSpec, jobSpecSchema } from "../jobs/index.ts";
+} from "../../crypto/index.ts";
+import { type Availability, type JobSpec, jobSpecSchema } from "../../jobs/index.ts";
+import { writeFileAtomic } from "../files/index.ts";
 import type { FetchStatus, JobDetail, JobSummary, LogLine, NodeApi, NodeStatus } from "./api.ts";
-import { writeFileAtomic } from "./config.ts";
 
 export const controlHost = "127.0.0.1";
 export const tokenFileName = "api.token";

@@ -1,13 +1,15 @@
 #!/usr/bin/env node
 /**
- * The `cimesh` command (issue 4, item 5). Every command takes --data-dir (or
- * CIMESH_HOME; default ~/.cimesh); every failure prints what to do and exits 1.
+ * The `cimesh` command. Every command takes --data-dir (or CIMESH_HOME;
+ * default ~/.cimesh); every failure prints what to do and exits 1.
  *
  * Commands that work on files (init, project, trust, spec publish, run) need no
  * running node; commands about jobs and availability talk to the node running
- * in the data folder through its control API (node/control.ts). `start` loads
+ * in the data folder through its control API (node/control). `start` loads
  * the libp2p runtime lazily, so the other commands start fast and work
- * wherever it cannot load.
+ * wherever it cannot load. The sandbox and store rooms are loaded by the
+ * commands that use them too: the store room brings LevelDB with it, which no
+ * other command needs.
  */
 import { randomBytes } from "node:crypto";
 import { access, mkdir, mkdtemp, readFile, rm, stat } from "node:fs/promises";
@@ -15,38 +17,52 @@ import { homedir, tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import cliProgress from "cli-progress";
 import { Argument, Command, InvalidArgumentError } from "commander";
-import { CimeshError, keysetDomain, openMultiEnvelope } from "../crypto/index.ts";
-import type { FetchStatus, JobDetail, JobSummary, LogLine, NodeApi, NodeStatus } from "./api.ts";
-import { openBlobStore, packTree, unpackTree } from "./blobs.ts";
+import { CimeshError, keysetDomain, openMultiEnvelope } from "../../crypto/index.ts";
 import {
-  configPath,
-  configTemplate,
-  loadConfig,
-  type NodeConfig,
-  saveConfig,
-  type TrustEntry,
-  trustEntrySchema,
-  writeFileAtomic,
-} from "./config.ts";
-import { type ControlClient, ControlRequestError, connectControl, portFileName } from "./control.ts";
-import { generateIdentity, loadIdentity, peerIdOf, saveIdentity } from "./identity.ts";
-import { maxJobFileBytes, maxSpecFileBytes, parseJobFile, parseSpecFile } from "./jobfile.ts";
+  type ControlClient,
+  ControlRequestError,
+  connectControl,
+  type FetchStatus,
+  type JobDetail,
+  type JobSummary,
+  type LogLine,
+  type NodeApi,
+  type NodeStatus,
+  portFileName,
+} from "../control/index.ts";
 import {
   chooseProject,
+  configPath,
+  configTemplate,
   delegateAnnouncer,
+  formatDuration,
+  generateIdentity,
   initProject,
   listProjects,
+  loadConfig,
+  loadIdentity,
   loadProjectKeyset,
+  maxJobFileBytes,
+  maxSpecFileBytes,
+  type NodeConfig,
   type ProjectKeysetChange,
   parseAnnouncerKey,
+  parseDurationMs,
+  parseJobFile,
+  parseSpecFile,
+  peerIdOf,
   publishSpec,
   renewKeyset,
   revokeAnnouncer,
   rotateRoots,
+  saveConfig,
+  saveIdentity,
+  type TrustEntry,
   trustAddLine,
-} from "./projects.ts";
-import type { RunningNode, StartOptions } from "./runtime.ts";
-import { formatDuration, parseDurationMs } from "./yamlfile.ts";
+  trustEntrySchema,
+  writeFileAtomic,
+} from "../files/index.ts";
+import type { RunningNode, StartOptions } from "../runtime.ts";
 
 export const defaultDataDir = process.env.CIMESH_HOME ?? join(homedir(), ".cimesh");
 export const keyFileName = "node.key";
@@ -574,11 +590,11 @@ program
         );
       let startNode: (options: StartOptions) => Promise<RunningNode>;
       try {
-        ({ startNode } = await import("./runtime.ts"));
+        ({ startNode } = await import("../runtime.ts"));
       } catch (error) {
         throw new RuntimeUnavailableError((error as Error).message);
       }
-      const { startControlServer } = await import("./control.ts");
+      const { startControlServer } = await import("../control/index.ts");
       const node: RunningNode = await startNode(startOptions);
       let control: Awaited<ReturnType<typeof startControlServer>>;
       try {
@@ -728,6 +744,7 @@ program
     if (parsed.inputsFolder !== null) {
       // The master serves the inputs from its blob store, which this command shares (blobs are files named by CID).
       const folder = resolve(dirname(path), parsed.inputsFolder);
+      const { openBlobStore, packTree } = await import("../store/index.ts");
       const store = await openBlobStore(join(dataDirOf(), "blobs"));
       const progress = progressBar(`packing ${parsed.inputsFolder}`);
       const packed = await packTree(folder, store, { onProgress: progress.update }).finally(progress.stop);
@@ -973,7 +990,8 @@ program
     const parsed = parseJobFile(text, path, Date.now());
     if (options.shard >= parsed.spec.shards)
       throw new CliOptionError("--shard", `below the job's shards (${parsed.spec.shards})`, options.shard);
-    const { createExecutor } = await import("./executor.ts");
+    const { createExecutor } = await import("../sandbox/index.ts");
+    const { openBlobStore, packTree, unpackTree } = await import("../store/index.ts");
     const workRoot = await mkdtemp(join(tmpdir(), "cimesh-run-"));
     // The node's blob store: it holds what `inputs:` packs here, and on a worker the trees the mesh sent it.
     const store = await openBlobStore(join(dataDirOf(), "blobs"));
@@ -1038,7 +1056,7 @@ program
     }
   });
 
-// ---------------------------------------------------------------- sim (issue 6)
+// ---------------------------------------------------------------- sim
 
 program
   .command("sim")
@@ -1047,7 +1065,7 @@ program
   .option("--seed <n>", "the seed (default: the scenario's)", integer("--seed", 0, 2 ** 31 - 1))
   .option("--out <dir>", "where to write metrics.json and report.html (default sim-out/<name>-seed<N>)")
   .action(async (path: string, options: { seed?: number; out?: string }) => {
-    const { runSimCommand } = await import("../sim/index.ts");
+    const { runSimCommand } = await import("../../sim/index.ts");
     process.exitCode = await runSimCommand(path, options);
   });
 

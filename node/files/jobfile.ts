@@ -11,9 +11,9 @@
  */
 import { randomUUID } from "node:crypto";
 import { z } from "zod";
-import { type CapabilitySpec, capabilitySpecSchema, maxSpecLifetimeMs } from "../capabilities/index.ts";
-import { idSchema, maxNameChars, projectIdSchema } from "../crypto/index.ts";
-import { type JobSpec, jobSpecSchema } from "../jobs/index.ts";
+import { type CapabilitySpec, capabilitySpecSchema, maxSpecLifetimeMs } from "../../capabilities/index.ts";
+import { idSchema, maxNameChars, projectIdSchema } from "../../crypto/index.ts";
+import { type JobSpec, jobSpecSchema } from "../../jobs/index.ts";
 import {
   type FieldPath,
   FileFieldError,

@@ -2,7 +2,7 @@
  * The node's config file, `<dataDir>/config.yaml`: where it listens, whom it
  * asks first, how its worker behaves, which projects it trusts (and with what
  * share), and which projects it announces jobs for. Validated with errors that
- * name the line and the field, as job files are (node/yamlfile.ts).
+ * name the line and the field, as job files are (yamlfile.ts).
  *
  * In memory the config is a NodeConfig: availability windows in minutes after
  * midnight and days as numbers (what jobs/worker.ts wants); in the file they
@@ -22,9 +22,14 @@ import {
   maxSlots,
   toolNameSchema,
   versionTextSchema,
-} from "../capabilities/index.ts";
-import { CimeshError, maxRootKeys, projectIdOf, projectIdSchema } from "../crypto/index.ts";
-import { type Availability, type AvailabilityRules, defaultMasterConfig, defaultWorkerConfig } from "../jobs/index.ts";
+} from "../../capabilities/index.ts";
+import { CimeshError, maxRootKeys, projectIdOf, projectIdSchema } from "../../crypto/index.ts";
+import {
+  type Availability,
+  type AvailabilityRules,
+  defaultMasterConfig,
+  defaultWorkerConfig,
+} from "../../jobs/index.ts";
 import { FileFieldError, parseSizeBytes, readYaml, validateYaml } from "./yamlfile.ts";
 
 export const configFileName = "config.yaml";

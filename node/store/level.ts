@@ -15,8 +15,8 @@ import {
   type ReplayLedger,
   type ReplayLedgerLimits,
   type SignerWindow,
-} from "../crypto/index.ts";
-import type { MasterState, WorkerState } from "../jobs/index.ts";
+} from "../../crypto/index.ts";
+import type { MasterState, WorkerState } from "../../jobs/index.ts";
 
 /** Sequence numbers reserved per store write. */
 export const seqBlockSize = 10_000;

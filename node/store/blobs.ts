@@ -1,5 +1,5 @@
 /**
- * The content-addressed blob store and trees on disk (issue 5).
+ * The content-addressed blob store and trees on disk.
  *
  * A blob store is a folder of files named by their CID:
  *   <root>/blobs/<two characters of the cid>/<cid>   one blob (a chunk or a manifest)
@@ -67,8 +67,8 @@ import {
   treePathProblem,
   UnsupportedCidError,
   verifyBlob,
-} from "../crypto/index.ts";
-import { maxOutputDepth, maxOutputFilesPerRun, OutputRefusedError, resolveInside } from "./outputs.ts";
+} from "../../crypto/index.ts";
+import { maxOutputDepth, maxOutputFilesPerRun, OutputRefusedError, resolveInside } from "../sandbox/index.ts";
 
 /** Folder of the blobs inside a store's root. */
 export const blobsDirName = "blobs";
@@ -803,13 +803,13 @@ function specialKind(info: Awaited<ReturnType<typeof lstat>>): string {
  * Packs a run's declared outputs as a tree; returns its root CID. Paths are
  * relative to the work folder, as the job declared them; a folder stands for
  * everything under it, and the folders leading to a declared output are
- * listed as folders of the tree. Symlinks are resolved as node/outputs.ts
- * does (as the job saw them: an absolute target is a path in the sandbox,
- * /work), followed while they stay in the work folder and packed as copies;
- * one leading out is refused with OutputRefusedError, as is a special file.
- * A declared output that does not exist (or a link leading nowhere inside)
- * is simply absent from the tree, so a run whose outputs are all missing has
- * the CID of the empty tree.
+ * listed as folders of the tree. Symlinks are resolved as the sandbox's
+ * outputs.ts does (as the job saw them: an absolute target is a path in the
+ * sandbox, /work), followed while they stay in the work folder and packed as
+ * copies; one leading out is refused with OutputRefusedError, as is a special
+ * file. A declared output that does not exist (or a link leading nowhere
+ * inside) is simply absent from the tree, so a run whose outputs are all
+ * missing has the CID of the empty tree.
  */
 export async function packOutputs(workDir: string, declared: readonly string[], store: BlobStore): Promise<string> {
   const root = await realpath(workDir);

@@ -3,14 +3,14 @@
  * spec): parsed with line positions, so every error names the file, the line
  * and the field: `job.yaml:7: steps[1].run: expected text, got nothing`.
  *
- * Shared by node/jobfile.ts and node/config.ts. A file is parsed in two
- * passes: the YAML itself (a syntax error names its line), then a zod schema
- * over the plain value (each issue's path is looked up in the YAML document to
- * find its line).
+ * Shared by jobfile.ts and config.ts. A file is parsed in two passes: the
+ * YAML itself (a syntax error names its line), then a zod schema over the
+ * plain value (each issue's path is looked up in the YAML document to find
+ * its line).
  */
 import { type Document, isMap, isPair, isScalar, isSeq, LineCounter, type Node, parseDocument } from "yaml";
 import type { ZodError, ZodType } from "zod";
-import { CimeshError } from "../crypto/index.ts";
+import { CimeshError } from "../../crypto/index.ts";
 
 /** Aliases a document may expand: YAML's "billion laughs" stays small. */
 export const maxYamlAliasCount = 64;

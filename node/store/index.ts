@@ -1,0 +1,19 @@
+/**
+ * node/store: what a node keeps on disk. The content-addressed blob store
+ * and the trees packed into it (blobs.ts), and the node's LevelDB store of
+ * what the shell core persists: machine records, replay ledger, keysets, logs (level.ts).
+ */
+export {
+  BlobQuotaError,
+  type BlobStore,
+  MissingBlobError,
+  openBlobStore,
+  packOutputs,
+  packTree,
+  TreeLinkError,
+  TreePackError,
+  TreeUnpackError,
+  treeBlobs,
+  unpackTree,
+} from "./blobs.ts";
+export { maxStoredLogBytesPerStream, type NodeStore, openNodeStore, type StoredLogChunk } from "./level.ts";
