@@ -1,0 +1,427 @@
+/**
+ * The commands about jobs: submit, jobs, logs, result, fetch, explain and
+ * cancel talk to the node running in the data folder; run runs a job file
+ * here, in the sandbox a worker uses, with no node running.
+ * submit and run load the store room (and run the sandbox room) when they
+ * use it, not when the CLI starts: see index.ts.
+ */
+import { randomBytes } from "node:crypto";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { dirname, join, resolve } from "node:path";
+import cliProgress from "cli-progress";
+import { CimeshError } from "../../crypto/index.ts";
+import type { FetchStatus, JobDetail, JobSummary, LogLine, NodeApi } from "../control/index.ts";
+import { formatDuration, maxJobFileBytes, parseJobFile } from "../files/index.ts";
+import { CliOptionError, client, dataDirOf, integer, out, program, readInputFile, time } from "./common.ts";
+
+/** How often `submit --wait` and `logs --follow` ask the node. */
+export const pollIntervalMs = 500;
+/** Packs and fetches show a progress bar once they have run this long. */
+export const progressAfterMs = 1_000;
+/** `submit --wait` and `logs --follow` stop this long after the job's deadline, whatever the node says. */
+export const waitPastDeadlineMs = 60_000;
+
+/** A fetch that could not be done, or a download of a job that has nothing to download. */
+export class TransferError extends CimeshError {
+  constructor(message: string) {
+    super("ERR_TRANSFER", message);
+  }
+}
+
+/** A job that is not on the node asked. */
+export class NoSuchJobError extends CimeshError {
+  constructor(jobId: string) {
+    super("ERR_NO_SUCH_JOB", `job ${jobId}: no such job on this node; \`cimesh jobs\` lists them`);
+  }
+}
+
+function shortKey(hex: string): string {
+  return hex.length > 12 ? `${hex.slice(0, 12)}…` : hex;
+}
+
+function clock(): string {
+  return new Date().toTimeString().slice(0, 8);
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+function summaryLine(job: JobSummary): string {
+  const runs = `${job.runsAwarded} run(s), ${job.runsLive} live`;
+  return `${job.jobId}  ${job.status.padEnd(9)}  ${job.name}  (${runs}; submitted ${time(job.submittedAtMs)})${job.reason === "" ? "" : `  ${job.reason}`}`;
+}
+
+function attemptKey(attempt: JobDetail["attempts"][number]): string {
+  const outcome = attempt.outcome === null ? "" : `, ${attempt.outcome}`;
+  const exit = attempt.exitCode === null ? "" : `, exit ${attempt.exitCode}`;
+  return `${attempt.state}${outcome}${exit}`;
+}
+
+function attemptLine(attempt: JobDetail["attempts"][number]): string {
+  return `attempt ${attempt.attempt} (shard ${attempt.shard}) on worker ${shortKey(attempt.worker)}: ${attemptKey(attempt)}${
+    attempt.summary === "" ? "" : ` (${attempt.summary.split("\n")[0]})`
+  }`;
+}
+
+async function jobOrThrow(api: NodeApi, jobId: string): Promise<JobDetail> {
+  const job = await api.job(jobId);
+  if (job === null) throw new NoSuchJobError(jobId);
+  return job;
+}
+
+/**
+ * Prints log chunks not printed yet, in offset order per attempt and stream,
+ * with a header when the source changes. While a job runs (`final` false) a
+ * stream is printed only up to its first gap, so a chunk that arrives late
+ * still prints in its place.
+ */
+function logPrinter() {
+  const printed = new Map<string, number>();
+  let lastSource = "";
+  let atLineStart = true;
+  const write = (text: string) => {
+    if (text === "") return;
+    process.stdout.write(text);
+    atLineStart = text.endsWith("\n");
+  };
+  return (lines: readonly LogLine[], final: boolean) => {
+    const sorted = [...lines].sort(
+      (a, b) => a.attempt - b.attempt || a.stream.localeCompare(b.stream) || a.offset - b.offset,
+    );
+    const gapped = new Set<string>();
+    for (const line of sorted) {
+      const source = `${line.attempt}/${line.stream}`;
+      const next = printed.get(source) ?? 0;
+      const bytes = Buffer.from(line.text, "utf8");
+      const end = line.offset + bytes.length;
+      if (end <= next || gapped.has(source)) continue;
+      if (line.offset > next && !final) {
+        gapped.add(source);
+        continue;
+      }
+      if (source !== lastSource) {
+        if (!atLineStart) write("\n");
+        write(`==> attempt ${line.attempt}, ${line.stream} <==\n`);
+        lastSource = source;
+      }
+      write(line.offset >= next ? line.text : bytes.subarray(next - line.offset).toString("utf8"));
+      printed.set(source, end);
+    }
+    if (final && !atLineStart) write("\n");
+  };
+}
+
+/** Adds `submit <job.yaml>`: sends a job file to the running master, and with --wait follows it to its end. */
+export function addSubmitCommand(): void {
+  program
+    .command("submit")
+    .description("submit a job file to the running master node")
+    .argument("<job.yaml>", "the job file (see the README: Config file and job file)")
+    .option("--wait", "print state changes as they happen, then the logs; exit 0 only if the job passed")
+    .option("--json", "print the job summary as JSON")
+    .action(async (path: string, options: { wait?: boolean; json?: boolean }) => {
+      const text = await readInputFile(path, maxJobFileBytes, "a job file");
+      const parsed = parseJobFile(text, path, Date.now()); // a bad file fails here, before any node is asked
+      const api = client();
+      let spec = parsed.spec;
+      if (parsed.inputsFolder !== null) {
+        // The master serves the inputs from its blob store, which this command shares (blobs are files named by CID).
+        const folder = resolve(dirname(path), parsed.inputsFolder);
+        const { openBlobStore, packTree } = await import("../store/index.ts");
+        const store = await openBlobStore(join(dataDirOf(), "blobs"));
+        const progress = progressBar(`packing ${parsed.inputsFolder}`);
+        const packed = await packTree(folder, store, { onProgress: progress.update }).finally(progress.stop);
+        out(`packed ${packed.files} file(s), ${packed.bytes} bytes of ${folder}: ${packed.root}`);
+        spec = { ...spec, inputsDigest: packed.root };
+      }
+      const summary = await api.submit(parsed.project, parsed.jobId ?? "", spec);
+      if (options.json === true) out(JSON.stringify(summary));
+      else out(`submitted ${summary.jobId} (project ${summary.project}): ${summary.status}`);
+      if (options.wait !== true) return;
+      const passed = await waitForJob(api, summary.jobId, parsed.spec.deadlineMs + waitPastDeadlineMs);
+      process.exitCode = passed ? 0 : 1;
+    });
+}
+
+/** Shows a progress bar on stderr once a long task has run for a second; `update` and `stop` are safe to call early. */
+function progressBar(label: string): { update: (done: number, total: number) => void; stop: () => void } {
+  const startedMs = Date.now();
+  let bar: cliProgress.SingleBar | null = null;
+  return {
+    update(done, total) {
+      if (bar === null) {
+        if (Date.now() - startedMs < progressAfterMs || !process.stderr.isTTY) return;
+        bar = new cliProgress.SingleBar(
+          { format: `${label} [{bar}] {percentage}% {value}/{total} bytes`, stream: process.stderr },
+          cliProgress.Presets.shades_classic,
+        );
+        bar.start(total, done);
+      }
+      bar.setTotal(total);
+      bar.update(done);
+    },
+    stop() {
+      bar?.stop();
+    },
+  };
+}
+
+async function fetchInto(api: NodeApi, cid: string, folder: string, providers: readonly string[]): Promise<void> {
+  let status: FetchStatus | null = await api.startFetch(cid, folder, providers);
+  const progress = progressBar(`fetching ${cid.slice(0, 12)}…`);
+  try {
+    while (status !== null && status.state === "fetching") {
+      await sleep(pollIntervalMs);
+      status = await api.fetchStatus(status.id);
+      if (status !== null) progress.update(status.doneBytes, status.totalBytes);
+    }
+  } finally {
+    progress.stop();
+  }
+  if (status === null)
+    throw new TransferError(`fetch of ${cid}: the node forgot it (did it restart?); run the command again`);
+  if (status.state === "failed") throw new TransferError(`fetch of ${cid} failed: ${status.error}`);
+  out(
+    `fetched ${cid} into ${folder}: ${status.files} file(s), ${status.totalBytes} bytes (${status.fetchedBytes} over the network)`,
+  );
+}
+
+async function waitForJob(api: NodeApi, jobId: string, giveUpAtMs: number): Promise<boolean> {
+  let shown = "";
+  const attempts = new Map<number, string>();
+  let job = await jobOrThrow(api, jobId);
+  for (;;) {
+    const line = `${job.jobId}: ${job.status}${job.reason === "" ? "" : ` (${job.reason})`}`;
+    if (line !== shown) {
+      out(`[${clock()}] ${line}`);
+      shown = line;
+    }
+    for (const attempt of job.attempts) {
+      const key = attemptKey(attempt);
+      if (attempts.get(attempt.attempt) !== key) {
+        out(`[${clock()}] ${attemptLine(attempt)}`);
+        attempts.set(attempt.attempt, key);
+      }
+    }
+    if (job.status !== "open") break;
+    if (Date.now() > giveUpAtMs) {
+      out(`[${clock()}] gave up waiting: the job's deadline has passed and it is still open`);
+      return false;
+    }
+    await sleep(pollIntervalMs);
+    job = await jobOrThrow(api, jobId);
+  }
+  out("");
+  logPrinter()(await api.logs(jobId), true);
+  out("");
+  out(`${job.jobId}: ${job.status}${job.reason === "" ? "" : ` (${job.reason})`}`);
+  return job.status === "passed";
+}
+
+/** Adds `jobs`: the running master's jobs. */
+export function addJobsCommand(): void {
+  program
+    .command("jobs")
+    .description("list the jobs of the running master node")
+    .option("--json", "print JSON")
+    .action(async (options: { json?: boolean }) => {
+      const jobs = await client().jobs();
+      if (options.json === true) {
+        out(JSON.stringify(jobs, null, 2));
+        return;
+      }
+      if (jobs.length === 0) out("no jobs: submit one with `cimesh submit job.yaml`");
+      for (const job of [...jobs].sort((a, b) => a.submittedAtMs - b.submittedAtMs)) out(summaryLine(job));
+    });
+}
+
+/** Adds `logs <job>`: a job's logs, and with --follow the rest as it comes. */
+export function addLogsCommand(): void {
+  program
+    .command("logs")
+    .description("print a job's logs, per attempt and stream")
+    .argument("<job>", "the job id")
+    .option("--follow", "keep printing new log text until the job ends")
+    .action(async (jobId: string, options: { follow?: boolean }) => {
+      const api = client();
+      const job = await jobOrThrow(api, jobId);
+      const print = logPrinter();
+      const follow = options.follow === true && job.status === "open";
+      print(await api.logs(jobId), !follow);
+      if (!follow) return;
+      const giveUpAtMs = job.spec.deadlineMs + waitPastDeadlineMs;
+      let current = job;
+      while (current.status === "open" && Date.now() <= giveUpAtMs) {
+        await sleep(pollIntervalMs);
+        current = await jobOrThrow(api, jobId);
+        print(await api.logs(jobId), current.status !== "open");
+      }
+      if (current.status === "open") print(await api.logs(jobId), true);
+      out(`==> ${jobId}: ${current.status}${current.reason === "" ? "" : ` (${current.reason})`} <==`);
+    });
+}
+
+/** Adds `result <job>`: a job's outcome, and with --download its accepted outputs. */
+export function addResultCommand(): void {
+  program
+    .command("result")
+    .description("show a job's outcome: status, the accepted result digest per shard, every attempt")
+    .argument("<job>", "the job id")
+    .option("--json", "print JSON")
+    .option("--download <folder>", "fetch the accepted outputs into this folder (absent or empty)")
+    .action(async (jobId: string, options: { json?: boolean; download?: string }) => {
+      const api = client();
+      const job = await jobOrThrow(api, jobId);
+      if (options.download !== undefined) {
+        const decided = job.attempts.find(
+          (attempt) => attempt.resultDigest !== null && attempt.resultDigest === job.acceptedDigests[attempt.shard],
+        );
+        if (decided === undefined || decided.outputsDigest === null)
+          throw new TransferError(
+            `job ${jobId}: expected an accepted result with outputs to download, but it has none yet`,
+          );
+        const holders = job.attempts
+          .filter((attempt) => attempt.resultDigest === decided.resultDigest)
+          .map((attempt) => attempt.worker);
+        await fetchInto(api, decided.outputsDigest, resolve(options.download), holders);
+        return;
+      }
+      if (options.json === true) {
+        out(JSON.stringify(job, null, 2));
+        return;
+      }
+      out(`job        ${job.jobId} "${job.name}" (project ${job.project})`);
+      out(`status     ${job.status}${job.reason === "" ? "" : ` (${job.reason})`}`);
+      out(`submitted  ${time(job.submittedAtMs)}; ended ${time(job.endedAtMs)}`);
+      job.acceptedDigests.forEach((digest, shard) => {
+        out(`shard ${shard}    ${digest ?? "no agreed result"}`);
+      });
+      for (const attempt of job.attempts) {
+        out(`  ${attemptLine(attempt)}`);
+        if (attempt.outputsDigest !== null) out(`    outputs ${attempt.outputsDigest}`);
+        if (attempt.logDigest !== null) out(`    log     ${attempt.logDigest}`);
+      }
+    });
+}
+
+/** Adds `fetch <cid> <folder>`: a tree from the mesh, through the running node. */
+export function addFetchCommand(): void {
+  program
+    .command("fetch")
+    .description(
+      "fetch a tree (a job's inputs or outputs) by its CID from the mesh into a folder, verifying every blob",
+    )
+    .argument("<cid>", "the tree's root CID")
+    .argument("<folder>", "where to put it: absent, or an empty folder")
+    .option("--from <peer...>", "peers to ask first (PeerId or public key); the DHT's providers are asked too")
+    .action(async (cid: string, folder: string, options: { from?: string[] }) => {
+      await fetchInto(client(), cid, resolve(folder), options.from ?? []);
+    });
+}
+
+/** Adds `explain <job>`: why a job waits, in the master's words. */
+export function addExplainCommand(): void {
+  program
+    .command("explain")
+    .description("say why a job waits (or how it ended)")
+    .argument("<job>", "the job id")
+    .action(async (jobId: string) => {
+      out(await client().explain(jobId));
+    });
+}
+
+/** Adds `cancel <job>`: stops a job's runs; it takes no new bids. */
+export function addCancelCommand(): void {
+  program
+    .command("cancel")
+    .description("cancel a job: its runs are stopped and it takes no new bids")
+    .argument("<job>", "the job id")
+    .option("--reason <text>", "why, shown to the workers and in the job")
+    .action(async (jobId: string, options: { reason?: string }) => {
+      const summary = await client().cancel(jobId, options.reason ?? "cancelled by the operator");
+      out(summaryLine(summary));
+    });
+}
+
+/** Adds `run <job.yaml>`: runs a job file here, as a worker would, without the mesh. */
+export function addRunCommand(): void {
+  program
+    .command("run")
+    .description("run a job here, in the same sandbox a worker uses, to reproduce what the mesh did")
+    .argument("<job.yaml>", "the job file")
+    .option("--shard <n>", "which shard to run (CIMESH_SHARD_INDEX)", integer("--shard", 0, 255), 0)
+    .option("--allow-network", "let the job have the network if it asks for it")
+    .option("--allow-unsandboxed", "run bare where bubblewrap is missing (the job gets your user's access)")
+    .action(async (path: string, options: { shard: number; allowNetwork?: boolean; allowUnsandboxed?: boolean }) => {
+      const text = await readInputFile(path, maxJobFileBytes, "a job file");
+      const parsed = parseJobFile(text, path, Date.now());
+      if (options.shard >= parsed.spec.shards)
+        throw new CliOptionError("--shard", `below the job's shards (${parsed.spec.shards})`, options.shard);
+      const { createExecutor } = await import("../sandbox/index.ts");
+      const { openBlobStore, packTree, unpackTree } = await import("../store/index.ts");
+      const workRoot = await mkdtemp(join(tmpdir(), "cimesh-run-"));
+      // The node's blob store: it holds what `inputs:` packs here, and on a worker the trees the mesh sent it.
+      const store = await openBlobStore(join(dataDirOf(), "blobs"));
+      let inputsRoot = parsed.spec.inputsDigest;
+      if (parsed.inputsFolder !== null)
+        inputsRoot = (await packTree(resolve(dirname(path), parsed.inputsFolder), store)).root;
+      const executor = createExecutor({
+        workRoot,
+        allowUnsandboxed: options.allowUnsandboxed === true,
+        allowNetwork: options.allowNetwork === true,
+        blobStore: store,
+      });
+      const runId = `local-${randomBytes(6).toString("hex")}`;
+      const jobId = parsed.jobId ?? "local";
+      const onSignal = () => executor.kill(runId, "interrupted");
+      process.on("SIGINT", onSignal);
+      process.on("SIGTERM", onSignal);
+      try {
+        const report = await executor.run(
+          {
+            runId,
+            project: parsed.project,
+            jobId,
+            attempt: 0,
+            shard: options.shard,
+            job: parsed.spec,
+            // What a worker sets (jobs/worker.ts), so the job cannot tell the difference.
+            env: {
+              CIMESH_PROJECT: parsed.project,
+              CIMESH_JOB_ID: jobId,
+              CIMESH_ATTEMPT: "0",
+              CIMESH_SHARD_INDEX: String(options.shard),
+              CIMESH_TOTAL_SHARDS: String(parsed.spec.shards),
+            },
+          },
+          {
+            prepare:
+              inputsRoot === null
+                ? undefined
+                : async (folder) => {
+                    await unpackTree(inputsRoot as string, store, folder).catch((error: unknown) => {
+                      throw new TransferError(
+                        `inputs ${inputsRoot}: ${String(error)}; \`cimesh fetch ${inputsRoot} <folder>\` brings a tree from the mesh`,
+                      );
+                    });
+                  },
+            onLog: (chunk) => {
+              (chunk.stream === "stdout" ? process.stdout : process.stderr).write(chunk.data);
+            },
+          },
+        );
+        process.stderr.write(
+          `cimesh run: ${report.outcome}${report.exitCode === null ? "" : `, exit ${report.exitCode}`} after ${formatDuration(report.durationMs)}\n` +
+            `  outputs ${report.outputsDigest ?? "-"}\n  log     ${report.logDigest ?? "-"}\n` +
+            (report.summary === "" ? "" : `  ${report.summary}\n`),
+        );
+        process.exitCode = report.outcome === "succeeded" ? 0 : 1;
+      } finally {
+        process.off("SIGINT", onSignal);
+        process.off("SIGTERM", onSignal);
+        await rm(workRoot, { recursive: true, force: true });
+      }
+    });
+}

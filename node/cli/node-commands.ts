@@ -1,0 +1,268 @@
+/**
+ * The commands about this node itself: init and id (its key), start (join the
+ * mesh and serve the control API until stopped), status, and the worker's
+ * availability.
+ */
+import { mkdir } from "node:fs/promises";
+import { join } from "node:path";
+import { Argument } from "commander";
+import { CimeshError } from "../../crypto/index.ts";
+import {
+  type ControlClient,
+  ControlRequestError,
+  connectControl,
+  type NodeStatus,
+  portFileName,
+} from "../control/index.ts";
+import {
+  configPath,
+  configTemplate,
+  generateIdentity,
+  loadConfig,
+  peerIdOf,
+  saveIdentity,
+  writeFileAtomic,
+} from "../files/index.ts";
+import type { RunningNode, StartOptions } from "../runtime.ts";
+import { client, collect, dataDirOf, exists, keyFileName, nodeIdentity, out, program } from "./common.ts";
+
+/** How long `start` gives the node to stop on SIGINT/SIGTERM before it exits anyway. */
+export const stopTimeoutMs = 15_000;
+/** How long `start` waits for an answer from a node that may already run in the folder. */
+export const runningCheckTimeoutMs = 2_000;
+
+/** `start` in a folder where a node already answers. */
+export class NodeAlreadyRunningError extends CimeshError {
+  constructor(dataDir: string, port: number) {
+    super(
+      "ERR_NODE_RUNNING",
+      `a node is already running in ${dataDir} (control API on port ${port}): expected none; stop it first (Ctrl-C or kill its process)`,
+    );
+  }
+}
+
+/** The mesh runtime (libp2p and the rest) cannot be loaded here. */
+export class RuntimeUnavailableError extends CimeshError {
+  constructor(detail: string) {
+    super(
+      "ERR_RUNTIME_UNAVAILABLE",
+      `expected the mesh runtime (node/runtime.ts and libp2p) to load, but: ${detail}; run \`npm ci\` in the cimesh folder and try again`,
+    );
+  }
+}
+
+/** `start` was given an unsafe or contradictory combination. */
+export class StartRefusedError extends CimeshError {
+  constructor(message: string) {
+    super("ERR_START", message);
+  }
+}
+
+/** Adds `init`: the node key and a config file. */
+export function addInitCommand(): void {
+  program
+    .command("init")
+    .description("create this node's ed25519 key (its libp2p PeerId) and a commented config.yaml in the data folder")
+    .action(async () => {
+      const dataDir = dataDirOf();
+      const keyPath = join(dataDir, keyFileName);
+      await mkdir(dataDir, { recursive: true, mode: 0o700 });
+      const identity = generateIdentity();
+      if (await exists(keyPath)) {
+        throw new CimeshError(
+          "ERR_EXISTS",
+          `${keyPath} already exists: this node has a key; move it away first to make a new identity`,
+        );
+      }
+      await saveIdentity(keyPath, identity);
+      out(`created ${keyPath}`);
+      if (!(await exists(configPath(dataDir)))) {
+        await writeFileAtomic(configPath(dataDir), configTemplate, 0o644);
+        out(`created ${configPath(dataDir)}`);
+      }
+      out(`peer id ${peerIdOf(identity.publicKey).toString()}`);
+    });
+}
+
+/** Adds `id`: the node's PeerId or public key. */
+export function addIdCommand(): void {
+  program
+    .command("id")
+    .description("print this node's PeerId")
+    .option("--public-key", "print the node's public key (hex) instead")
+    .action(async (options: { publicKey?: boolean }) => {
+      const identity = await nodeIdentity(dataDirOf());
+      out(
+        options.publicKey === true
+          ? Buffer.from(identity.publicKey).toString("hex")
+          : peerIdOf(identity.publicKey).toString(),
+      );
+    });
+}
+
+/** Adds `start`: runs the node and its control API until SIGINT or SIGTERM. */
+export function addStartCommand(): void {
+  program
+    .command("start")
+    .description("start this node: join the mesh, serve the control API on 127.0.0.1; Ctrl-C stops it")
+    .option("--worker", "run jobs of trusted projects")
+    .option("--master", "announce jobs for the projects in the config's masters")
+    .option("--listen <addr>", "libp2p address to listen on, repeatable (replaces the config's)", collect)
+    .option("--bootstrap <addr>", "peer to meet first, repeatable (added to the config's)", collect)
+    .option(
+      "--allow-unsandboxed",
+      "run jobs without a sandbox where bubblewrap is missing (jobs get your user's access)",
+    )
+    .option(
+      "--fault-inject-corrupt-results",
+      "FAULT INJECTION, for tests only: report a wrong outputs digest for every job this worker runs",
+    )
+    .action(
+      async (options: {
+        worker?: boolean;
+        master?: boolean;
+        listen?: string[];
+        bootstrap?: string[];
+        allowUnsandboxed?: boolean;
+        faultInjectCorruptResults?: boolean;
+      }) => {
+        const dataDir = dataDirOf();
+        await nodeIdentity(dataDir);
+        const config = await loadConfig(dataDir);
+        await refuseIfRunning(dataDir);
+        if (options.master === true && config.masters.length === 0) {
+          throw new StartRefusedError(
+            `--master: expected projects under masters in ${configPath(dataDir)}, found none: run \`cimesh project init\` first`,
+          );
+        }
+        const startOptions: StartOptions = {
+          dataDir,
+          worker: options.worker === true,
+          master: options.master === true,
+          listen: options.listen ?? [],
+          bootstrap: options.bootstrap ?? [],
+          allowUnsandboxed: options.allowUnsandboxed === true,
+          faultInjectCorruptResults: options.faultInjectCorruptResults === true,
+        };
+        if (startOptions.faultInjectCorruptResults)
+          process.stderr.write(
+            "cimesh: WARNING: --fault-inject-corrupt-results: this worker lies about every result\n",
+          );
+        if (startOptions.allowUnsandboxed)
+          process.stderr.write(
+            "cimesh: WARNING: --allow-unsandboxed: jobs may run with your user's access to this machine\n",
+          );
+        let startNode: (options: StartOptions) => Promise<RunningNode>;
+        try {
+          ({ startNode } = await import("../runtime.ts"));
+        } catch (error) {
+          throw new RuntimeUnavailableError((error as Error).message);
+        }
+        const { startControlServer } = await import("../control/index.ts");
+        const node: RunningNode = await startNode(startOptions);
+        let control: Awaited<ReturnType<typeof startControlServer>>;
+        try {
+          control = await startControlServer(node, dataDir, config.apiPort);
+        } catch (error) {
+          await node.stop();
+          throw error;
+        }
+        const roles = [
+          ...(startOptions.worker ? ["worker"] : []),
+          ...(startOptions.master ? [`master of ${config.masters.join(", ")}`] : []),
+        ];
+        out(`peer id ${node.peerId}`);
+        for (const address of node.addresses()) out(`listening on ${address}`);
+        out(`control API on 127.0.0.1:${control.port} (port in ${join(dataDir, portFileName)})`);
+        out(`roles: ${roles.length === 0 ? "none (relays gossip only; add --worker or --master)" : roles.join("; ")}`);
+        out("running; Ctrl-C stops it");
+
+        let stopping = false;
+        const stop = (signal: string) => {
+          if (stopping) {
+            process.stderr.write(`cimesh: ${signal} again: exiting without a clean stop\n`);
+            process.exit(1);
+          }
+          stopping = true;
+          out(`${signal}: stopping`);
+          const timer = setTimeout(() => {
+            process.stderr.write(`cimesh: the node did not stop within ${stopTimeoutMs} ms; exiting\n`);
+            process.exit(1);
+          }, stopTimeoutMs);
+          timer.unref();
+          void (async () => {
+            try {
+              await control.close();
+              await node.stop();
+              out("stopped");
+              process.exit(0);
+            } catch (error) {
+              process.stderr.write(`cimesh: stopping failed: ${(error as Error).message}\n`);
+              process.exit(1);
+            }
+          })();
+        };
+        process.on("SIGINT", () => stop("SIGINT"));
+        process.on("SIGTERM", () => stop("SIGTERM"));
+      },
+    );
+}
+
+/** Refuses to start a second node on one data folder while the first still answers on its control port. */
+async function refuseIfRunning(dataDir: string): Promise<void> {
+  let running: ControlClient;
+  try {
+    running = connectControl(dataDir, { timeoutMs: runningCheckTimeoutMs });
+  } catch {
+    return; // no api.port: nothing runs here
+  }
+  const answers = await running.status().then(
+    () => true,
+    // An error answer (a stale token) still means a node is there; no answer means the files are stale.
+    (error: unknown) => error instanceof ControlRequestError,
+  );
+  if (answers) throw new NodeAlreadyRunningError(dataDir, running.port);
+}
+
+function printStatus(status: NodeStatus): void {
+  out(`peer id      ${status.peerId}`);
+  out(`public key   ${status.publicKey}`);
+  for (const address of status.addresses) out(`address      ${address}`);
+  out(
+    `roles        ${status.roles.worker ? "worker" : "no worker"}; master of ${status.roles.master.length === 0 ? "none" : status.roles.master.join(", ")}`,
+  );
+  if (status.roles.worker) {
+    out(`availability ${status.availability ?? "-"}`);
+    out(`running      ${status.running} of ${status.slots} slot(s)`);
+  }
+  out(`peers        ${status.peers}`);
+  for (const entry of status.trusted)
+    out(`trusts       ${entry.project}  share ${entry.share}  keyset ${entry.keysetVersion ?? "none yet"}`);
+}
+
+/** Adds `status`: what the running node says of itself. */
+export function addStatusCommand(): void {
+  program
+    .command("status")
+    .description("show the running node: peer id, addresses, roles, availability, peers, trusted projects")
+    .option("--json", "print JSON")
+    .action(async (options: { json?: boolean }) => {
+      const status = await client().status();
+      if (options.json === true) out(JSON.stringify(status, null, 2));
+      else printStatus(status);
+    });
+}
+
+/** Adds `availability <state>`: sets the running worker's availability. */
+export function addAvailabilityCommand(): void {
+  program
+    .command("availability")
+    .description(
+      "set the worker's availability: eager (bid at once), reluctant (only when nobody eager did), paused (finish, take nothing new), offline (leave)",
+    )
+    .addArgument(new Argument("<state>", "the new availability").choices(["eager", "reluctant", "paused", "offline"]))
+    .action(async (state: "eager" | "reluctant" | "paused" | "offline") => {
+      const status = await client().setAvailability(state);
+      out(`availability ${status.availability ?? state}`);
+    });
+}
