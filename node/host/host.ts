@@ -23,7 +23,7 @@ import { yamux } from "@chainsafe/libp2p-yamux";
 import { type GossipSub, gossipsub, StrictNoSign } from "@libp2p/gossipsub";
 import { createTopicScoreParams, type PeerScore } from "@libp2p/gossipsub/score";
 import { identify } from "@libp2p/identify";
-import type { Connection, PeerId, Stream } from "@libp2p/interface";
+import type { Connection, Libp2p, PeerId, Stream } from "@libp2p/interface";
 import { type KadDHT, kadDHT, passthroughMapper } from "@libp2p/kad-dht";
 import { mdns } from "@libp2p/mdns";
 import { memory } from "@libp2p/memory";
@@ -181,12 +181,50 @@ async function firstFrame(stream: Stream, maxBytes: number): Promise<Uint8Array>
   throw new HostError("stream: expected a frame, the stream ended first");
 }
 
+/** gossipsub as the host uses it: the class has the peer score its public service type omits. */
+type ScoredGossipSub = GossipSub & { score: PeerScore; getScore(peerId: string): number };
+
 export async function createHost(options: HostOptions): Promise<Host> {
   const listen = options.listen.length > 0 ? [...options.listen] : ["/ip4/127.0.0.1/tcp/0"];
-  const usesMemory = listen.some((address) => address.startsWith("/memory/"));
   const validators = options.recordValidators ?? {};
-  const selectors = options.recordSelectors ?? {};
-  const libp2p = await createLibp2p({
+  const libp2p = await startLibp2p(options, listen, validators);
+  // The service's public type omits the score, which the class has: scores are what the rogue-node tests read.
+  const pubsub = libp2p.services.pubsub as ScoredGossipSub;
+  const dht = libp2p.services.dht as KadDHT;
+  let directHandler: DirectHandler = () => undefined;
+  await serveDirect(libp2p, () => directHandler, options);
+  const bootstrapTimer = await keepBootstrapped(libp2p, options.bootstrap);
+
+  return {
+    peerId: libp2p.peerId.toString(),
+    multiaddrs: () => libp2p.getMultiaddrs().map((address) => address.toString()),
+    peerCount: () => libp2p.getPeers().length,
+    ...gossipMethods(libp2p, pubsub),
+    send: (toPublicKeyHex, bytes) => sendDirect(libp2p, toPublicKeyHex, bytes),
+    onDirect(handler) {
+      directHandler = handler;
+    },
+    handleRequests: (protocol, limits, handler) => serveRequests(libp2p, protocol, limits, handler, options),
+    request: (peerId, protocol, bytes, limits) => requestOnce(libp2p, peerId, protocol, bytes, limits),
+    async hangUp(peerId) {
+      await libp2p.hangUp(peerIdFromString(peerId)).catch(() => undefined);
+    },
+    ...recordMethods(dht, validators),
+    async stop() {
+      if (bootstrapTimer !== null) clearInterval(bootstrapTimer);
+      await libp2p.stop();
+    },
+  };
+}
+
+/** The libp2p node: its transports, encryption, muxer and limits, and the DHT and gossipsub as services. */
+async function startLibp2p(
+  options: HostOptions,
+  listen: string[],
+  validators: Readonly<Record<string, RecordValidator>>,
+) {
+  const usesMemory = listen.some((address) => address.startsWith("/memory/"));
+  return createLibp2p({
     privateKey: toLibp2pPrivateKey(options.identity),
     addresses: { listen },
     transports: usesMemory ? [memory()] : [tcp()],
@@ -198,47 +236,58 @@ export async function createHost(options: HostOptions): Promise<Host> {
     services: {
       identify: identify(),
       ping: ping(),
-      dht: kadDHT({
-        protocol: dhtProtocol,
-        clientMode: false,
-        peerInfoMapper: passthroughMapper,
-        validators: {
-          [dhtNamespace]: async (key, record) => {
-            const [kind, id] = kindOf(key);
-            const validate = validators[kind];
-            if (validate === undefined) throw new HostError(`record kind ${kind}: this node accepts no such record`);
-            await validate(id, record);
-          },
-        },
-        selectors: {
-          [dhtNamespace]: (key, records) => {
-            const [kind, id] = kindOf(key);
-            const select = selectors[kind];
-            return select === undefined ? 0 : select(id, records);
-          },
-        },
-      }),
-      pubsub: gossipsub({
-        globalSignaturePolicy: StrictNoSign,
-        msgIdFn: (message) => new Uint8Array(createHash("sha256").update(message.data).digest()),
-        fastMsgIdFn: (message) =>
-          createHash("sha256")
-            .update(message.data ?? new Uint8Array())
-            .digest("base64"),
-        maxInboundDataLength: maxGossipMessageBytes + 4096,
-        allowPublishToZeroTopicPeers: true,
-        emitSelf: false,
-        scoreParams:
-          options.ipColocationWeight === undefined ? {} : { IPColocationFactorWeight: options.ipColocationWeight },
-      }),
+      dht: dhtService(validators, options.recordSelectors ?? {}),
+      pubsub: gossipService(options),
     },
   });
-  // The service's public type omits the score, which the class has: scores are what the rogue-node tests read.
-  const pubsub = libp2p.services.pubsub as GossipSub & { score: PeerScore; getScore(peerId: string): number };
-  const dht = libp2p.services.dht as KadDHT;
-  const topicHandlers = new Map<string, GossipHandler>();
-  let directHandler: DirectHandler = () => undefined;
+}
 
+/** The Kademlia DHT under cimesh's own protocol id; records under /cimesh/<kind>/ go to the validator and selector of their kind. */
+function dhtService(
+  validators: Readonly<Record<string, RecordValidator>>,
+  selectors: Readonly<Record<string, RecordSelector>>,
+) {
+  return kadDHT({
+    protocol: dhtProtocol,
+    clientMode: false,
+    peerInfoMapper: passthroughMapper,
+    validators: {
+      [dhtNamespace]: async (key, record) => {
+        const [kind, id] = kindOf(key);
+        const validate = validators[kind];
+        if (validate === undefined) throw new HostError(`record kind ${kind}: this node accepts no such record`);
+        await validate(id, record);
+      },
+    },
+    selectors: {
+      [dhtNamespace]: (key, records) => {
+        const [kind, id] = kindOf(key);
+        const select = selectors[kind];
+        return select === undefined ? 0 : select(id, records);
+      },
+    },
+  });
+}
+
+/** gossipsub with StrictNoSign and the envelope's sha-256 as message id (see the module comment). */
+function gossipService(options: HostOptions) {
+  return gossipsub({
+    globalSignaturePolicy: StrictNoSign,
+    msgIdFn: (message) => new Uint8Array(createHash("sha256").update(message.data).digest()),
+    fastMsgIdFn: (message) =>
+      createHash("sha256")
+        .update(message.data ?? new Uint8Array())
+        .digest("base64"),
+    maxInboundDataLength: maxGossipMessageBytes + 4096,
+    allowPublishToZeroTopicPeers: true,
+    emitSelf: false,
+    scoreParams:
+      options.ipColocationWeight === undefined ? {} : { IPColocationFactorWeight: options.ipColocationWeight },
+  });
+}
+
+/** Serves the direct protocol: each frame of an inbound stream goes to the direct handler of the moment. */
+async function serveDirect(libp2p: Libp2p, handlerOf: () => DirectHandler, options: HostOptions): Promise<void> {
   await libp2p.handle(
     directProtocol,
     async (stream: Stream, connection: Connection) => {
@@ -252,7 +301,7 @@ export async function createHost(options: HostOptions): Promise<Host> {
           stream,
           (source) => lp.decode(source, { maxDataLength: maxFrameBytes }),
           async (frames) => {
-            for await (const frame of frames) await directHandler(frame.subarray(), from);
+            for await (const frame of frames) await handlerOf()(frame.subarray(), from);
           },
         );
         await stream.close();
@@ -265,8 +314,17 @@ export async function createHost(options: HostOptions): Promise<Host> {
     },
     { maxInboundStreams: maxInboundDirectStreams },
   );
+}
 
-  const bootstrap = options.bootstrap.map((address) => multiaddr(address));
+/**
+ * Dials the bootstrap peers, then again every bootstrapRetryMs those not
+ * connected; returns the timer of the retries (null with no bootstrap peer).
+ */
+async function keepBootstrapped(
+  libp2p: Libp2p,
+  addresses: readonly string[],
+): Promise<ReturnType<typeof setInterval> | null> {
+  const bootstrap = addresses.map((address) => multiaddr(address));
   const dialBootstrap = async () => {
     for (const address of bootstrap) {
       const id = address.getComponents().find((component) => component.name === "p2p")?.value;
@@ -275,12 +333,16 @@ export async function createHost(options: HostOptions): Promise<Host> {
     }
   };
   await dialBootstrap();
-  const bootstrapTimer = bootstrap.length > 0 ? setInterval(() => void dialBootstrap(), bootstrapRetryMs) : null;
+  return bootstrap.length > 0 ? setInterval(() => void dialBootstrap(), bootstrapRetryMs) : null;
+}
 
+/** The gossip side of a host: topics and their validators, publishing, peer scores. */
+function gossipMethods(
+  libp2p: Libp2p,
+  pubsub: ScoredGossipSub,
+): Pick<Host, "subscribe" | "publish" | "scoreOf" | "scores"> {
+  const topicHandlers = new Map<string, GossipHandler>();
   return {
-    peerId: libp2p.peerId.toString(),
-    multiaddrs: () => libp2p.getMultiaddrs().map((address) => address.toString()),
-    peerCount: () => libp2p.getPeers().length,
     subscribe(topic, handler) {
       if (topicHandlers.has(topic)) throw new HostError(`topic ${topic}: already subscribed`);
       topicHandlers.set(topic, handler);
@@ -312,84 +374,100 @@ export async function createHost(options: HostOptions): Promise<Host> {
       if (own !== undefined) void Promise.resolve(own(bytes, libp2p.peerId.toString())).catch(() => undefined);
       await pubsub.publish(topic, bytes);
     },
-    async send(toPublicKeyHex, bytes) {
-      if (bytes.length > maxFrameBytes)
-        throw new HostError(`direct frame: expected at most ${maxFrameBytes} bytes, got ${bytes.length}`);
-      const peer = peerIdOfPublicKeyHex(toPublicKeyHex);
-      const signal = AbortSignal.timeout(streamTimeoutMs);
-      const stream = await libp2p.dialProtocol(peer, directProtocol, { signal });
-      try {
-        if (!stream.send(lp.encode.single(bytes))) await stream.onDrain({ signal });
-        await stream.close({ signal });
-      } catch (error) {
-        stream.abort(error instanceof Error ? error : new Error(String(error)));
-        throw error;
-      }
-    },
-    onDirect(handler) {
-      directHandler = handler;
-    },
-    async handleRequests(protocol, limits, handler) {
-      await libp2p.handle(
-        protocol,
-        async (stream: Stream, connection: Connection) => {
-          const from = connection.remotePeer.toString();
-          const signal = AbortSignal.timeout(limits.timeoutMs);
-          const onAbort = () =>
-            stream.abort(new HostError(`${protocol}: expected the request to end within ${limits.timeoutMs} ms`));
-          signal.addEventListener("abort", onAbort);
-          try {
-            const request = await firstFrame(stream, limits.maxRequestBytes);
-            const response = await handler(request, from);
-            if (response.length > limits.maxResponseBytes)
-              throw new HostError(
-                `${protocol}: a response of ${response.length} bytes is over ${limits.maxResponseBytes}`,
-              );
-            if (!stream.send(lp.encode.single(response))) await stream.onDrain({ signal });
-            await stream.close({ signal });
-          } catch (error) {
-            options.onRefusedStream?.(from, `${protocol}: ${String(error)}`);
-            stream.abort(error instanceof Error ? error : new Error(String(error)));
-          } finally {
-            signal.removeEventListener("abort", onAbort);
-          }
-        },
-        { maxInboundStreams: limits.maxInboundStreams },
-      );
-    },
-    async request(peerId, protocol, bytes, limits) {
-      if (bytes.length > limits.maxRequestBytes)
-        throw new HostError(
-          `${protocol} request: expected at most ${limits.maxRequestBytes} bytes, got ${bytes.length}`,
-        );
-      const signal = AbortSignal.timeout(limits.timeoutMs);
-      const stream = await libp2p.dialProtocol(peerIdFromString(peerId), protocol, { signal });
-      const onAbort = () =>
-        stream.abort(new HostError(`${protocol}: expected an answer within ${limits.timeoutMs} ms`));
-      signal.addEventListener("abort", onAbort);
-      try {
-        // Listen before closing our side: close() ends our writing only, the answer still comes.
-        const answer = firstFrame(stream, limits.maxResponseBytes);
-        answer.catch(() => undefined);
-        if (!stream.send(lp.encode.single(bytes))) await stream.onDrain({ signal });
-        await stream.close({ signal });
-        return await answer;
-      } catch (error) {
-        stream.abort(error instanceof Error ? error : new Error(String(error)));
-        throw error;
-      } finally {
-        signal.removeEventListener("abort", onAbort);
-      }
-    },
-    async hangUp(peerId) {
-      await libp2p.hangUp(peerIdFromString(peerId)).catch(() => undefined);
-    },
     scoreOf: (peerId) => pubsub.getScore(peerId),
     scores() {
       const out: Record<string, number> = {};
       for (const peer of pubsub.getPeers()) out[peer.toString()] = pubsub.getScore(peer.toString());
       return out;
     },
+  };
+}
+
+/** Sends one frame to a peer (by public key) on the direct protocol, dialling it if needed. */
+async function sendDirect(libp2p: Libp2p, toPublicKeyHex: string, bytes: Uint8Array): Promise<void> {
+  if (bytes.length > maxFrameBytes)
+    throw new HostError(`direct frame: expected at most ${maxFrameBytes} bytes, got ${bytes.length}`);
+  const peer = peerIdOfPublicKeyHex(toPublicKeyHex);
+  const signal = AbortSignal.timeout(streamTimeoutMs);
+  const stream = await libp2p.dialProtocol(peer, directProtocol, { signal });
+  try {
+    if (!stream.send(lp.encode.single(bytes))) await stream.onDrain({ signal });
+    await stream.close({ signal });
+  } catch (error) {
+    stream.abort(error instanceof Error ? error : new Error(String(error)));
+    throw error;
+  }
+}
+
+/** Serves a request/response protocol: one frame in, one frame out, per stream. */
+async function serveRequests(
+  libp2p: Libp2p,
+  protocol: string,
+  limits: RequestProtocolOptions,
+  handler: RequestHandler,
+  options: HostOptions,
+): Promise<void> {
+  await libp2p.handle(
+    protocol,
+    async (stream: Stream, connection: Connection) => {
+      const from = connection.remotePeer.toString();
+      const signal = AbortSignal.timeout(limits.timeoutMs);
+      const onAbort = () =>
+        stream.abort(new HostError(`${protocol}: expected the request to end within ${limits.timeoutMs} ms`));
+      signal.addEventListener("abort", onAbort);
+      try {
+        const request = await firstFrame(stream, limits.maxRequestBytes);
+        const response = await handler(request, from);
+        if (response.length > limits.maxResponseBytes)
+          throw new HostError(`${protocol}: a response of ${response.length} bytes is over ${limits.maxResponseBytes}`);
+        if (!stream.send(lp.encode.single(response))) await stream.onDrain({ signal });
+        await stream.close({ signal });
+      } catch (error) {
+        options.onRefusedStream?.(from, `${protocol}: ${String(error)}`);
+        stream.abort(error instanceof Error ? error : new Error(String(error)));
+      } finally {
+        signal.removeEventListener("abort", onAbort);
+      }
+    },
+    { maxInboundStreams: limits.maxInboundStreams },
+  );
+}
+
+/** One request to a peer (by PeerId) on a request/response protocol, dialling it if needed; its answer. */
+async function requestOnce(
+  libp2p: Libp2p,
+  peerId: string,
+  protocol: string,
+  bytes: Uint8Array,
+  limits: RequestProtocolOptions,
+): Promise<Uint8Array> {
+  if (bytes.length > limits.maxRequestBytes)
+    throw new HostError(`${protocol} request: expected at most ${limits.maxRequestBytes} bytes, got ${bytes.length}`);
+  const signal = AbortSignal.timeout(limits.timeoutMs);
+  const stream = await libp2p.dialProtocol(peerIdFromString(peerId), protocol, { signal });
+  const onAbort = () => stream.abort(new HostError(`${protocol}: expected an answer within ${limits.timeoutMs} ms`));
+  signal.addEventListener("abort", onAbort);
+  try {
+    // Listen before closing our side: close() ends our writing only, the answer still comes.
+    const answer = firstFrame(stream, limits.maxResponseBytes);
+    answer.catch(() => undefined);
+    if (!stream.send(lp.encode.single(bytes))) await stream.onDrain({ signal });
+    await stream.close({ signal });
+    return await answer;
+  } catch (error) {
+    stream.abort(error instanceof Error ? error : new Error(String(error)));
+    throw error;
+  } finally {
+    signal.removeEventListener("abort", onAbort);
+  }
+}
+
+/** The DHT side of a host: records under /cimesh/<kind>/<id>, and provider records. */
+function recordMethods(
+  dht: KadDHT,
+  validators: Readonly<Record<string, RecordValidator>>,
+): Pick<Host, "putRecord" | "getRecord" | "provide" | "findProviders"> {
+  return {
     async putRecord(kind, id, value) {
       const validate = validators[kind];
       if (validate === undefined) throw new HostError(`record kind ${kind}: this node accepts no such record`);
@@ -430,10 +508,6 @@ export async function createHost(options: HostOptions): Promise<Host> {
         if (!signal.aborted) throw error;
       }
       return [...found];
-    },
-    async stop() {
-      if (bootstrapTimer !== null) clearInterval(bootstrapTimer);
-      await libp2p.stop();
     },
   };
 }
