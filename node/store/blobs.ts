@@ -211,45 +211,38 @@ function asBytes(buffer: Buffer): Uint8Array {
   return new Uint8Array(buffer.buffer, buffer.byteOffset, buffer.byteLength);
 }
 
-class DiskBlobStore implements BlobStore {
-  readonly root: string;
-  readonly quotaBytes: number | null;
-  private readonly held = new Map<string, Held>();
-  private readonly pins = new Map<string, number>();
-  private used = 0;
-  private pinnedHeld = 0;
-  private clock = 0;
-  private queue: Promise<unknown> = Promise.resolve();
-  private journalOffset = 0;
+/** Where a blob's file is, for a canonical CID. */
+function blobFileOf(root: string, canonical: string): string {
+  return join(root, blobsDirName, shardOf(canonical), canonical);
+}
 
-  constructor(root: string, quotaBytes: number | null) {
-    this.root = root;
-    this.quotaBytes = quotaBytes;
+/** Sets a blob file's use time (its mtime); a file gone meanwhile is no error. */
+async function touch(path: string, usedMs: number): Promise<void> {
+  try {
+    await utimes(path, usedMs / 1000, usedMs / 1000);
+  } catch (error) {
+    if (!isMissing(error)) throw error;
   }
+}
 
-  pathOf(cid: string): string {
-    const { cid: canonical } = parseTreeCid(cid);
-    return join(this.root, blobsDirName, shardOf(canonical), canonical);
-  }
+/**
+ * What this process knows of a store's blobs: the size and use time of each,
+ * the pins, and the bytes they add up to, pinned ones apart.
+ */
+class BlobIndex {
+  readonly held = new Map<string, Held>();
+  readonly pins = new Map<string, number>();
+  used = 0;
+  pinnedHeld = 0;
 
-  private fileOf(canonical: string): string {
-    return join(this.root, blobsDirName, shardOf(canonical), canonical);
-  }
-
-  /** A use time later than every one before: wall-clock milliseconds, so it compares with other processes' mtimes. */
-  private tick(): number {
-    this.clock = Math.max(Date.now(), this.clock + 1);
-    return this.clock;
-  }
-
-  private note(cid: string, sizeBytes: number, usedMs: number): void {
+  note(cid: string, sizeBytes: number, usedMs: number): void {
     this.forget(cid);
     this.held.set(cid, { sizeBytes, usedMs });
     this.used += sizeBytes;
     if (this.pins.has(cid)) this.pinnedHeld += sizeBytes;
   }
 
-  private forget(cid: string): void {
+  forget(cid: string): void {
     const old = this.held.get(cid);
     if (old === undefined) return;
     this.held.delete(cid);
@@ -257,131 +250,8 @@ class DiskBlobStore implements BlobStore {
     if (this.pins.has(cid)) this.pinnedHeld -= old.sizeBytes;
   }
 
-  /** Runs fn after every earlier locked section of this store: puts and evictions do not interleave. */
-  private locked<T>(fn: () => Promise<T>): Promise<T> {
-    const run = this.queue.then(fn, fn);
-    this.queue = run.catch(() => undefined);
-    return run;
-  }
-
-  private async touch(path: string, usedMs: number): Promise<void> {
-    try {
-      await utimes(path, usedMs / 1000, usedMs / 1000);
-    } catch (error) {
-      if (!isMissing(error)) throw error;
-    }
-  }
-
-  async has(cid: string): Promise<boolean> {
-    return (await this.sizeOf(cid)) !== null;
-  }
-
-  async sizeOf(cid: string): Promise<number | null> {
-    const { cid: canonical } = parseTreeCid(cid);
-    try {
-      const info = await stat(this.fileOf(canonical));
-      if (!info.isFile()) return null;
-      if (this.held.get(canonical)?.sizeBytes !== info.size) this.note(canonical, info.size, info.mtimeMs);
-      return info.size;
-    } catch (error) {
-      if (!isMissing(error)) throw error;
-      this.forget(canonical);
-      return null;
-    }
-  }
-
-  async get(cid: string): Promise<Uint8Array | null> {
-    const { cid: canonical } = parseTreeCid(cid);
-    const path = this.fileOf(canonical);
-    let bytes: Uint8Array;
-    try {
-      bytes = asBytes(await readFile(path));
-    } catch (error) {
-      if (!isMissing(error) && errnoOf(error) !== "EISDIR") throw error;
-      this.forget(canonical);
-      return null;
-    }
-    try {
-      verifyBlob(canonical, bytes);
-    } catch (error) {
-      if (!(error instanceof BlobMismatchError)) throw error;
-      await rm(path, { force: true });
-      this.forget(canonical);
-      return null;
-    }
-    const usedMs = this.tick();
-    this.note(canonical, bytes.length, usedMs);
-    await this.touch(path, usedMs);
-    return bytes;
-  }
-
-  async put(bytes: Uint8Array, expectedCid?: string): Promise<string> {
-    if (!(bytes instanceof Uint8Array)) throw new BlobStoreOptionError("put(bytes)", "bytes", typeof bytes);
-    if (expectedCid === undefined) {
-      if (bytes.length > treeChunkBytes) throw new OversizeError("blob", bytes.length, treeChunkBytes);
-      return this.store(bytes, cidOfBlob(bytes));
-    }
-    const { cid, kind } = parseTreeCid(expectedCid, "expectedCid");
-    if (kind === "manifest") return this.putManifest(bytes, cid);
-    if (bytes.length > treeChunkBytes) throw new OversizeError(`blob ${cid}`, bytes.length, treeChunkBytes);
-    verifyBlob(cid, bytes);
-    return this.store(bytes, cid);
-  }
-
-  async putManifest(bytes: Uint8Array, expectedCid?: string): Promise<string> {
-    if (!(bytes instanceof Uint8Array)) throw new BlobStoreOptionError("putManifest(bytes)", "bytes", typeof bytes);
-    const cid = cidOfManifest(bytes);
-    if (expectedCid !== undefined) {
-      const expected = parseTreeCid(expectedCid, "expectedCid");
-      if (expected.kind !== "manifest") {
-        throw new UnsupportedCidError("expectedCid", "a manifest CID (codec dag-cbor, 0x71)", expected.cid);
-      }
-      if (expected.cid !== cid) throw new BlobMismatchError(expected.cid, cid);
-    }
-    decodeManifest(bytes);
-    return this.store(bytes, cid);
-  }
-
-  /** Throws BlobQuotaError when, with every unpinned blob evicted, this blob would still not fit. */
-  private checkRoom(cid: string, sizeBytes: number): void {
-    if (this.quotaBytes === null) return;
-    const counted = this.pins.has(cid) && this.held.has(cid);
-    const needed = this.pinnedHeld + (counted ? 0 : sizeBytes);
-    if (needed > this.quotaBytes) throw new BlobQuotaError(this.quotaBytes, this.pinnedHeld, sizeBytes, cid);
-  }
-
-  private async store(bytes: Uint8Array, cid: string): Promise<string> {
-    const path = this.fileOf(cid);
-    this.checkRoom(cid, bytes.length);
-    let temp: string | null = null;
-    try {
-      const present = await this.sizeOf(cid);
-      if (present !== bytes.length) {
-        temp = join(this.root, blobTempDirName, `${cid}.${process.pid}.${randomBytes(6).toString("hex")}`);
-        await writeFile(temp, bytes, { flag: "wx", mode: 0o644 });
-      }
-      await this.locked(async () => {
-        this.checkRoom(cid, bytes.length);
-        if (temp !== null) {
-          await mkdir(dirname(path), { recursive: true });
-          await rename(temp, path);
-          temp = null;
-        }
-        const usedMs = this.tick();
-        this.note(cid, bytes.length, usedMs);
-        await this.touch(path, usedMs);
-        await appendFile(this.journalPath(), `${cid} ${bytes.length}\n`);
-        await this.readJournal();
-        if (this.quotaBytes !== null && this.used > this.quotaBytes) await this.evictLocked(new Set([cid]));
-      });
-    } finally {
-      if (temp !== null) await rm(temp, { force: true });
-    }
-    return cid;
-  }
-
-  pin(cids: Iterable<string>): () => void {
-    const pinned = [...cids].map((cid) => parseTreeCid(cid).cid);
+  /** Pins canonical CIDs; the returned function releases them (once). */
+  pin(pinned: readonly string[]): () => void {
     for (const cid of pinned) {
       const count = this.pins.get(cid) ?? 0;
       this.pins.set(cid, count + 1);
@@ -403,8 +273,323 @@ class DiskBlobStore implements BlobStore {
     };
   }
 
+  /** Throws BlobQuotaError when, with every unpinned blob evicted, this blob would still not fit. */
+  checkRoom(quotaBytes: number | null, cid: string, sizeBytes: number): void {
+    if (quotaBytes === null) return;
+    const counted = this.pins.has(cid) && this.held.has(cid);
+    const needed = this.pinnedHeld + (counted ? 0 : sizeBytes);
+    if (needed > quotaBytes) throw new BlobQuotaError(quotaBytes, this.pinnedHeld, sizeBytes, cid);
+  }
+
+  /** The blobs an eviction may remove, least recently used first (ties by CID): neither pinned nor protected. */
+  evictionCandidates(protectedCids: ReadonlySet<string>): [string, Held][] {
+    return [...this.held.entries()]
+      .filter(([cid]) => !this.pins.has(cid) && !protectedCids.has(cid))
+      .sort(([cidA, a], [cidB, b]) => a.usedMs - b.usedMs || (cidA < cidB ? -1 : cidA > cidB ? 1 : 0));
+  }
+}
+
+/**
+ * The journal of a store's folder (blobJournalFileName): every put appends
+ * "<cid> <size>", and each store reads what the others appended since it last
+ * looked.
+ */
+class BlobJournal {
+  readonly path: string;
+  private offset = 0;
+
+  constructor(root: string) {
+    this.path = join(root, blobJournalFileName);
+  }
+
+  async append(cid: string, sizeBytes: number): Promise<void> {
+    await appendFile(this.path, `${cid} ${sizeBytes}\n`);
+  }
+
+  /** At open, after a rescan: what the journal says so far is known; a long journal is emptied. */
+  async start(): Promise<void> {
+    try {
+      const { size } = await stat(this.path);
+      if (size > maxBlobJournalBytes) {
+        await truncate(this.path, 0);
+        this.offset = 0;
+      } else {
+        this.offset = size;
+      }
+    } catch (error) {
+      if (!isMissing(error)) throw error;
+    }
+  }
+
+  /**
+   * Notes in `index` the blobs other stores on this folder added since the
+   * last look, used at `tick()` (an eviction then checks the folder itself).
+   */
+  async read(index: BlobIndex, tick: () => number): Promise<void> {
+    let handle: FileHandle;
+    try {
+      handle = await open(this.path, "r+");
+    } catch (error) {
+      if (isMissing(error)) return;
+      throw error;
+    }
+    try {
+      const { size } = await handle.stat();
+      // Emptied by a store that opened: read it again from the start (noting a blob twice changes nothing).
+      if (size < this.offset) this.offset = 0;
+      if (size === this.offset) return;
+      const buffer = Buffer.alloc(size - this.offset);
+      const read = await readFully(handle, buffer, this.offset);
+      // Only whole lines: another store may be halfway through appending one.
+      const end = buffer.subarray(0, read).lastIndexOf(0x0a);
+      if (end < 0) return;
+      const nowMs = tick();
+      for (const line of buffer.subarray(0, end).toString("utf8").split("\n")) {
+        const [cid, sizeText] = line.split(" ");
+        const sizeBytes = Number(sizeText);
+        if (cid === undefined || index.held.has(cid) || !Number.isSafeInteger(sizeBytes) || sizeBytes < 0) continue;
+        try {
+          if (parseTreeCid(cid).cid !== cid) continue;
+        } catch {
+          continue;
+        }
+        index.note(cid, sizeBytes, nowMs);
+      }
+      this.offset += end + 1;
+      // Kept short: a line another store appends between this read and the truncation is only counted at its next rescan.
+      if (this.offset > maxBlobJournalBytes) {
+        await handle.truncate(0);
+        this.offset = 0;
+      }
+    } finally {
+      await handle.close();
+    }
+  }
+}
+
+/** Brings `index` in line with the folder: blobs other processes added or removed. */
+async function rescanBlobs(root: string, index: BlobIndex): Promise<void> {
+  const present = new Set<string>();
+  const blobsDir = join(root, blobsDirName);
+  for (const shard of await readdir(blobsDir)) {
+    let names: string[];
+    try {
+      names = await readdir(join(blobsDir, shard));
+    } catch (error) {
+      if (isMissing(error)) continue;
+      throw error;
+    }
+    for (const name of names) {
+      let canonical: string;
+      try {
+        canonical = parseTreeCid(name).cid;
+      } catch {
+        continue;
+      }
+      if (canonical !== name || shardOf(name) !== shard) continue;
+      present.add(name);
+      if (index.held.has(name)) continue;
+      try {
+        const info = await stat(join(blobsDir, shard, name));
+        if (info.isFile()) index.note(name, info.size, info.mtimeMs);
+      } catch (error) {
+        if (!isMissing(error)) throw error;
+        present.delete(name);
+      }
+    }
+  }
+  for (const cid of [...index.held.keys()]) if (!present.has(cid)) index.forget(cid);
+}
+
+/** Removes the temporary files of a store older than staleBlobTempFileAgeMs: a crash left them. */
+async function removeStaleTemps(root: string, nowMs: number): Promise<void> {
+  const tempDir = join(root, blobTempDirName);
+  for (const name of await readdir(tempDir)) {
+    try {
+      const info = await stat(join(tempDir, name));
+      if (nowMs - info.mtimeMs > staleBlobTempFileAgeMs) await rm(join(tempDir, name), { force: true });
+    } catch (error) {
+      if (!isMissing(error)) throw error;
+    }
+  }
+}
+
+/** A blob file's bytes, or null when there is no such file. */
+async function readBlobFile(path: string): Promise<Uint8Array | null> {
+  try {
+    return asBytes(await readFile(path));
+  } catch (error) {
+    if (!isMissing(error) && errnoOf(error) !== "EISDIR") throw error;
+    return null;
+  }
+}
+
+/**
+ * Removes blobs, least recently used first and none pinned or in
+ * protectedCids, until the index holds at most targetBytes; returns the bytes
+ * freed.
+ */
+async function evictDownTo(
+  root: string,
+  index: BlobIndex,
+  targetBytes: number,
+  protectedCids: ReadonlySet<string>,
+): Promise<number> {
+  let freed = 0;
+  for (const [cid, held] of index.evictionCandidates(protectedCids)) {
+    if (index.used <= targetBytes) break;
+    await rm(blobFileOf(root, cid), { force: true });
+    index.forget(cid);
+    freed += held.sizeBytes;
+  }
+  return freed;
+}
+
+/** The CID `put` stores bytes under, once they are checked against expectedCid (see BlobStore.put). */
+function checkedBlobCid(bytes: Uint8Array, expectedCid: string | undefined): string {
+  if (!(bytes instanceof Uint8Array)) throw new BlobStoreOptionError("put(bytes)", "bytes", typeof bytes);
+  if (expectedCid === undefined) {
+    if (bytes.length > treeChunkBytes) throw new OversizeError("blob", bytes.length, treeChunkBytes);
+    return cidOfBlob(bytes);
+  }
+  const { cid, kind } = parseTreeCid(expectedCid, "expectedCid");
+  if (kind === "manifest") return checkedManifestCid(bytes, cid);
+  if (bytes.length > treeChunkBytes) throw new OversizeError(`blob ${cid}`, bytes.length, treeChunkBytes);
+  verifyBlob(cid, bytes);
+  return cid;
+}
+
+/** The CID `putManifest` stores an encoded manifest under, once it is decoded and checked against expectedCid. */
+function checkedManifestCid(bytes: Uint8Array, expectedCid: string | undefined): string {
+  if (!(bytes instanceof Uint8Array)) throw new BlobStoreOptionError("putManifest(bytes)", "bytes", typeof bytes);
+  const cid = cidOfManifest(bytes);
+  if (expectedCid !== undefined) {
+    const expected = parseTreeCid(expectedCid, "expectedCid");
+    if (expected.kind !== "manifest") {
+      throw new UnsupportedCidError("expectedCid", "a manifest CID (codec dag-cbor, 0x71)", expected.cid);
+    }
+    if (expected.cid !== cid) throw new BlobMismatchError(expected.cid, cid);
+  }
+  decodeManifest(bytes);
+  return cid;
+}
+
+class DiskBlobStore implements BlobStore {
+  readonly root: string;
+  readonly quotaBytes: number | null;
+  private readonly index = new BlobIndex();
+  private readonly journal: BlobJournal;
+  private clock = 0;
+  private queue: Promise<unknown> = Promise.resolve();
+
+  constructor(root: string, quotaBytes: number | null) {
+    this.root = root;
+    this.quotaBytes = quotaBytes;
+    this.journal = new BlobJournal(root);
+  }
+
+  pathOf(cid: string): string {
+    const { cid: canonical } = parseTreeCid(cid);
+    return blobFileOf(this.root, canonical);
+  }
+
+  /** A use time later than every one before: wall-clock milliseconds, so it compares with other processes' mtimes. */
+  private tick(): number {
+    this.clock = Math.max(Date.now(), this.clock + 1);
+    return this.clock;
+  }
+
+  /** Runs fn after every earlier locked section of this store: puts and evictions do not interleave. */
+  private locked<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.queue.then(fn, fn);
+    this.queue = run.catch(() => undefined);
+    return run;
+  }
+
+  async has(cid: string): Promise<boolean> {
+    return (await this.sizeOf(cid)) !== null;
+  }
+
+  async sizeOf(cid: string): Promise<number | null> {
+    const { cid: canonical } = parseTreeCid(cid);
+    try {
+      const info = await stat(blobFileOf(this.root, canonical));
+      if (!info.isFile()) return null;
+      if (this.index.held.get(canonical)?.sizeBytes !== info.size) this.index.note(canonical, info.size, info.mtimeMs);
+      return info.size;
+    } catch (error) {
+      if (!isMissing(error)) throw error;
+      this.index.forget(canonical);
+      return null;
+    }
+  }
+
+  async get(cid: string): Promise<Uint8Array | null> {
+    const { cid: canonical } = parseTreeCid(cid);
+    const path = blobFileOf(this.root, canonical);
+    const bytes = await readBlobFile(path);
+    if (bytes === null) {
+      this.index.forget(canonical);
+      return null;
+    }
+    try {
+      verifyBlob(canonical, bytes);
+    } catch (error) {
+      if (!(error instanceof BlobMismatchError)) throw error;
+      await rm(path, { force: true });
+      this.index.forget(canonical);
+      return null;
+    }
+    const usedMs = this.tick();
+    this.index.note(canonical, bytes.length, usedMs);
+    await touch(path, usedMs);
+    return bytes;
+  }
+
+  async put(bytes: Uint8Array, expectedCid?: string): Promise<string> {
+    return this.store(bytes, checkedBlobCid(bytes, expectedCid));
+  }
+
+  async putManifest(bytes: Uint8Array, expectedCid?: string): Promise<string> {
+    return this.store(bytes, checkedManifestCid(bytes, expectedCid));
+  }
+
+  private async store(bytes: Uint8Array, cid: string): Promise<string> {
+    const path = blobFileOf(this.root, cid);
+    this.index.checkRoom(this.quotaBytes, cid, bytes.length);
+    let temp: string | null = null;
+    try {
+      const present = await this.sizeOf(cid);
+      if (present !== bytes.length) {
+        temp = join(this.root, blobTempDirName, `${cid}.${process.pid}.${randomBytes(6).toString("hex")}`);
+        await writeFile(temp, bytes, { flag: "wx", mode: 0o644 });
+      }
+      await this.locked(async () => {
+        this.index.checkRoom(this.quotaBytes, cid, bytes.length);
+        if (temp !== null) {
+          await mkdir(dirname(path), { recursive: true });
+          await rename(temp, path);
+          temp = null;
+        }
+        const usedMs = this.tick();
+        this.index.note(cid, bytes.length, usedMs);
+        await touch(path, usedMs);
+        await this.journal.append(cid, bytes.length);
+        await this.journal.read(this.index, () => this.tick());
+        if (this.quotaBytes !== null && this.index.used > this.quotaBytes) await this.evictLocked(new Set([cid]));
+      });
+    } finally {
+      if (temp !== null) await rm(temp, { force: true });
+    }
+    return cid;
+  }
+
+  pin(cids: Iterable<string>): () => void {
+    return this.index.pin([...cids].map((cid) => parseTreeCid(cid).cid));
+  }
+
   usedBytes(): number {
-    return this.used;
+    return this.index.used;
   }
 
   evict(): Promise<number> {
@@ -416,129 +601,23 @@ class DiskBlobStore implements BlobStore {
 
   private async evictLocked(protectedCids: ReadonlySet<string>, rescanned = false): Promise<number> {
     const quota = this.quotaBytes;
-    if (quota === null || this.used <= quota) return 0;
+    if (quota === null || this.index.used <= quota) return 0;
     // Another process may have added or removed blobs: count what is there before choosing.
     if (!rescanned) await this.rescan();
-    if (this.used <= quota) return 0;
+    if (this.index.used <= quota) return 0;
     const target = quota - Math.floor((quota * evictionHeadroomPercent) / 100);
-    const candidates = [...this.held.entries()]
-      .filter(([cid]) => !this.pins.has(cid) && !protectedCids.has(cid))
-      .sort(([cidA, a], [cidB, b]) => a.usedMs - b.usedMs || (cidA < cidB ? -1 : cidA > cidB ? 1 : 0));
-    let freed = 0;
-    for (const [cid, held] of candidates) {
-      if (this.used <= target) break;
-      await rm(this.fileOf(cid), { force: true });
-      this.forget(cid);
-      freed += held.sizeBytes;
-    }
-    return freed;
+    return evictDownTo(this.root, this.index, target, protectedCids);
   }
 
-  private journalPath(): string {
-    return join(this.root, blobJournalFileName);
-  }
-
-  /** Counts the blobs other stores on this folder added since the last look (an eviction then checks the folder itself). */
-  private async readJournal(): Promise<void> {
-    let handle: FileHandle;
-    try {
-      handle = await open(this.journalPath(), "r+");
-    } catch (error) {
-      if (isMissing(error)) return;
-      throw error;
-    }
-    try {
-      const { size } = await handle.stat();
-      // Emptied by a store that opened: read it again from the start (noting a blob twice changes nothing).
-      if (size < this.journalOffset) this.journalOffset = 0;
-      if (size === this.journalOffset) return;
-      const buffer = Buffer.alloc(size - this.journalOffset);
-      const read = await readFully(handle, buffer, this.journalOffset);
-      // Only whole lines: another store may be halfway through appending one.
-      const end = buffer.subarray(0, read).lastIndexOf(0x0a);
-      if (end < 0) return;
-      const nowMs = this.tick();
-      for (const line of buffer.subarray(0, end).toString("utf8").split("\n")) {
-        const [cid, sizeText] = line.split(" ");
-        const sizeBytes = Number(sizeText);
-        if (cid === undefined || this.held.has(cid) || !Number.isSafeInteger(sizeBytes) || sizeBytes < 0) continue;
-        try {
-          if (parseTreeCid(cid).cid !== cid) continue;
-        } catch {
-          continue;
-        }
-        this.note(cid, sizeBytes, nowMs);
-      }
-      this.journalOffset += end + 1;
-      // Kept short: a line another store appends between this read and the truncation is only counted at its next rescan.
-      if (this.journalOffset > maxBlobJournalBytes) {
-        await handle.truncate(0);
-        this.journalOffset = 0;
-      }
-    } finally {
-      await handle.close();
-    }
-  }
-
-  /** At open, after a rescan: what the journal says so far is known; a long journal is emptied. */
-  async startJournal(): Promise<void> {
-    try {
-      const { size } = await stat(this.journalPath());
-      if (size > maxBlobJournalBytes) {
-        await truncate(this.journalPath(), 0);
-        this.journalOffset = 0;
-      } else {
-        this.journalOffset = size;
-      }
-    } catch (error) {
-      if (!isMissing(error)) throw error;
-    }
+  /** At open: temporary files a crash left go, and what the journal says so far is known. */
+  async open(nowMs: number): Promise<void> {
+    await removeStaleTemps(this.root, nowMs);
+    await this.journal.start();
   }
 
   /** Brings the in-memory index in line with the folder: blobs other processes added or removed. */
-  async rescan(): Promise<void> {
-    const present = new Set<string>();
-    const blobsDir = join(this.root, blobsDirName);
-    for (const shard of await readdir(blobsDir)) {
-      let names: string[];
-      try {
-        names = await readdir(join(blobsDir, shard));
-      } catch (error) {
-        if (isMissing(error)) continue;
-        throw error;
-      }
-      for (const name of names) {
-        let canonical: string;
-        try {
-          canonical = parseTreeCid(name).cid;
-        } catch {
-          continue;
-        }
-        if (canonical !== name || shardOf(name) !== shard) continue;
-        present.add(name);
-        if (this.held.has(name)) continue;
-        try {
-          const info = await stat(join(blobsDir, shard, name));
-          if (info.isFile()) this.note(name, info.size, info.mtimeMs);
-        } catch (error) {
-          if (!isMissing(error)) throw error;
-          present.delete(name);
-        }
-      }
-    }
-    for (const cid of [...this.held.keys()]) if (!present.has(cid)) this.forget(cid);
-  }
-
-  async removeStaleTemps(nowMs: number): Promise<void> {
-    const tempDir = join(this.root, blobTempDirName);
-    for (const name of await readdir(tempDir)) {
-      try {
-        const info = await stat(join(tempDir, name));
-        if (nowMs - info.mtimeMs > staleBlobTempFileAgeMs) await rm(join(tempDir, name), { force: true });
-      } catch (error) {
-        if (!isMissing(error)) throw error;
-      }
-    }
+  rescan(): Promise<void> {
+    return rescanBlobs(this.root, this.index);
   }
 }
 
@@ -557,8 +636,7 @@ export async function openBlobStore(root: string, options: BlobStoreOptions = {}
   await mkdir(join(folder, blobsDirName), { recursive: true });
   await mkdir(join(folder, blobTempDirName), { recursive: true });
   const store = new DiskBlobStore(folder, quota);
-  await store.removeStaleTemps(Date.now());
-  await store.startJournal();
+  await store.open(Date.now());
   await store.rescan();
   if (quota !== null && store.usedBytes() > quota) await store.evict();
   return store;
