@@ -101,19 +101,18 @@ function removeFrom(list: number[], value: number): void {
   }
 }
 
-export class GossipModel {
+/**
+ * The mesh of each topic and its upkeep: who is subscribed, who is linked to
+ * whom, and the grafting and pruning that keep degrees in bounds as nodes
+ * join, leave and are cut off.
+ */
+class GossipMesh {
   readonly params: GossipParams;
-  private readonly rng: Rng;
-  private readonly links: Links;
-  private readonly topics = new Map<number, Topic>();
+  protected readonly rng: Rng;
+  protected readonly links: Links;
+  protected readonly topics = new Map<number, Topic>();
   private readonly dirty = new Map<number, Set<number>>();
-  private generation = 0;
-  private seenStamp = new Uint32Array(0);
-  private doneStamp = new Uint32Array(0);
-  private arrivalAt = new Float64Array(0);
-  private via = new Int32Array(0);
-  private hopsOf = new Int32Array(0);
-  private maxNode = -1;
+  protected maxNode = -1;
   /** Called when a repair is wanted: the shell runs `repair()` at its next heartbeat. */
   onDirty: () => void = () => undefined;
 
@@ -183,22 +182,6 @@ export class GossipModel {
       if (candidate === node || peers.includes(candidate) || !this.links.reachable(node, candidate)) continue;
       this.link(topic, topicId, node, candidate);
     }
-  }
-
-  /** Scratch arrays indexed by node, reused by every publish (stamped, so never cleared). */
-  private ensureScratch(): void {
-    if (this.seenStamp.length > this.maxNode) return;
-    const size = Math.max(1024, (this.maxNode + 1) * 2);
-    const grow = <T extends Uint32Array | Float64Array | Int32Array>(old: T, make: (n: number) => T): T => {
-      const next = make(size);
-      next.set(old as never);
-      return next;
-    };
-    this.seenStamp = grow(this.seenStamp, (n) => new Uint32Array(n));
-    this.doneStamp = grow(this.doneStamp, (n) => new Uint32Array(n));
-    this.arrivalAt = grow(this.arrivalAt, (n) => new Float64Array(n));
-    this.via = grow(this.via, (n) => new Int32Array(n));
-    this.hopsOf = grow(this.hopsOf, (n) => new Int32Array(n));
   }
 
   join(topicId: number, node: number): void {
@@ -272,6 +255,11 @@ export class GossipModel {
       }
     }
   }
+}
+
+/** The model: the mesh of GossipMesh, and who gets a message published on it, and when. */
+export class GossipModel extends GossipMesh {
+  private readonly scratch = new PublishScratch();
 
   /**
    * Publishes a message that only one node acts on (a worker's advert, read by the project's master): the flood is
@@ -293,188 +281,311 @@ export class GossipModel {
     const duplicates = Math.max(0, transmissions - (members - 1));
     const subscribers = topic.position.has(from) ? members - 1 : members;
     if (!topic.position.has(target)) return { atMs: null, transmissions, duplicates, subscribers };
-    if (topic.hops === null || topic.hops.target !== target || topic.hops.version !== topic.version) {
-      // Breadth-first from the target: the mesh is undirected, so this gives every member's hops to it.
-      const distance = new Map<number, number>([[target, 0]]);
-      const queue = [target];
-      for (let head = 0; head < queue.length; head++) {
-        const node = queue[head] as number;
-        const d = distance.get(node) as number;
-        for (const peer of topic.mesh.get(node) ?? [])
-          if (!distance.has(peer)) {
-            distance.set(peer, d + 1);
-            queue.push(peer);
-          }
-      }
-      topic.hops = { target, version: topic.version, distance };
-    }
-    const distance = topic.hops.distance;
-    let hops = distance.get(from);
-    if (hops === undefined) return { atMs: null, transmissions, duplicates, subscribers };
-    // Walk a shortest path: at each step, any peer one hop closer to the target.
-    let at = nowMs;
-    let node = from;
-    while (hops > 0) {
-      const peers = topic.mesh.get(node) ?? [];
-      let next = -1;
-      for (const peer of peers)
-        if (distance.get(peer) === hops - 1) {
-          next = peer;
-          break;
-        }
-      if (next < 0) return { atMs: null, transmissions, duplicates, subscribers };
-      if (this.links.lossy && this.links.lost()) return { atMs: null, transmissions, duplicates, subscribers };
-      at += this.links.latencyMs(node, next, bytes);
-      node = next;
-      hops--;
-    }
-    return { atMs: at, transmissions, duplicates, subscribers };
+    const atMs = shortestPathArrival(topic, this.links, from, target, nowMs, bytes);
+    return { atMs, transmissions, duplicates, subscribers };
   }
 
   /** Publishes a message of `bytes` bytes from `from` at `nowMs`: who gets it and when. */
   publish(topicId: number, from: number, nowMs: number, bytes: number): PublishOutcome {
     const topic = this.topics.get(topicId);
     if (topic === undefined) return { deliveries: [], subscribers: 0, transmissions: 0, duplicates: 0, control: 0 };
-    const links = this.links;
-    this.ensureScratch();
-    const stamp = ++this.generation;
-    const seen = this.seenStamp;
-    const doneStamp = this.doneStamp;
-    const arrivalAt = this.arrivalAt;
-    const via = this.via;
-    const reached: number[] = [from];
-    seen[from] = stamp;
-    arrivalAt[from] = nowMs;
-    via[from] = -1;
-    const hopsOf = this.hopsOf;
-    hopsOf[from] = 0;
-    // A small binary heap of [time, node] in two parallel arrays.
-    const times: number[] = [nowMs];
-    const nodes: number[] = [from];
-    let transmissions = 0;
-    let duplicates = 0;
-    const lossy = links.lossy;
-    const push = (t: number, node: number) => {
-      let i = times.length;
-      times.push(t);
-      nodes.push(node);
-      while (i > 0) {
-        const parent = (i - 1) >> 1;
-        if ((times[parent] as number) <= t) break;
-        times[i] = times[parent] as number;
-        nodes[i] = nodes[parent] as number;
-        i = parent;
-      }
-      times[i] = t;
-      nodes[i] = node;
-    };
-    while (times.length > 0) {
-      const t = times[0] as number;
-      const node = nodes[0] as number;
-      const lastT = times.pop() as number;
-      const lastN = nodes.pop() as number;
-      const n = times.length;
-      if (n > 0) {
-        let i = 0;
-        for (;;) {
-          const left = 2 * i + 1;
-          if (left >= n) break;
-          const right = left + 1;
-          const child = right < n && (times[right] as number) < (times[left] as number) ? right : left;
-          if ((times[child] as number) >= lastT) break;
-          times[i] = times[child] as number;
-          nodes[i] = nodes[child] as number;
-          i = child;
-        }
-        times[i] = lastT;
-        nodes[i] = lastN;
-      }
-      if (doneStamp[node] === stamp) continue;
-      doneStamp[node] = stamp;
-      const source = via[node];
-      const peers = topic.mesh.get(node);
-      if (peers === undefined) continue;
-      for (let k = 0; k < peers.length; k++) {
-        const peer = peers[k] as number;
-        if (peer === source) continue;
-        transmissions++;
-        if (doneStamp[peer] === stamp) {
-          duplicates++;
-          continue;
-        }
-        // Mesh links only ever join reachable nodes (leaving and partitions cut them at once): only loss can stop a hop.
-        if (lossy && links.lost()) continue;
-        const at = t + links.latencyMs(node, peer, bytes);
-        if (seen[peer] !== stamp) {
-          seen[peer] = stamp;
-          reached.push(peer);
-          arrivalAt[peer] = at;
-          via[peer] = node;
-          hopsOf[peer] = (hopsOf[node] as number) + 1;
-          push(at, peer);
-        } else {
-          duplicates++;
-          if (at < (arrivalAt[peer] as number)) {
-            arrivalAt[peer] = at;
-            via[peer] = node;
-            hopsOf[peer] = (hopsOf[node] as number) + 1;
-            push(at, peer);
-          }
-        }
-      }
-    }
+    const scratch = this.scratch;
+    scratch.ensure(this.maxNode);
+    const stamp = ++scratch.generation;
+    const pushed = pushAlongMesh(topic, this.links, scratch, stamp, from, nowMs, bytes);
     // Lazy pull for the subscribers the push missed.
-    let control = 0;
-    const { historyGossip, heartbeatMs, lazyDegree, meshDegree } = this.params;
-    const missed: number[] = [];
-    for (const member of topic.members) if (seen[member] !== stamp) missed.push(member);
-    if (missed.length > 0 && historyGossip > 0 && lazyDegree > 0) {
-      const holdersByClass = new Map<number, number[]>();
-      for (const holder of reached) {
-        const cls = links.classOf(holder);
-        if (cls < 0) continue;
-        const list = holdersByClass.get(cls);
-        if (list === undefined) holdersByClass.set(cls, [holder]);
-        else list.push(holder);
-      }
-      const nonMesh = Math.max(1, topic.members.length - 1 - meshDegree);
-      const q = Math.min(1, lazyDegree / nonMesh);
-      control += reached.length * Math.min(lazyDegree, nonMesh) * historyGossip;
-      for (const node of missed) {
-        const holders = holdersByClass.get(links.classOf(node));
-        if (holders === undefined || holders.length === 0) continue;
-        const hit = 1 - (1 - q) ** holders.length;
-        for (let k = 0; k < historyGossip; k++) {
-          if (this.rng() >= hit) continue;
-          const holder = holders[pick(this.rng, holders.length)] as number;
-          control += 2;
-          if (links.lost() || links.lost()) continue;
-          const at =
-            nowMs +
-            (k + this.rng()) * heartbeatMs +
-            links.latencyMs(holder, node, 64) +
-            links.latencyMs(node, holder, 64) +
-            links.latencyMs(holder, node, bytes);
-          transmissions++;
-          if (links.lost()) continue;
-          seen[node] = stamp;
-          arrivalAt[node] = at;
-          hopsOf[node] = (hopsOf[holder] as number) + 1;
-          reached.push(node);
-          break;
-        }
-      }
-    }
+    const pulled = pullLazily(topic, this.links, this.rng, this.params, scratch, stamp, pushed.reached, nowMs, bytes);
     const deliveries: Delivery[] = [];
-    for (const node of reached)
-      if (node !== from) deliveries.push({ node, atMs: arrivalAt[node] as number, hops: hopsOf[node] as number });
+    for (const node of pushed.reached)
+      if (node !== from)
+        deliveries.push({ node, atMs: scratch.arrivalAt[node] as number, hops: scratch.hopsOf[node] as number });
     deliveries.sort((a, b) => a.atMs - b.atMs || a.node - b.node);
     return {
       deliveries,
       subscribers: topic.position.has(from) ? topic.members.length - 1 : topic.members.length,
-      transmissions,
-      duplicates,
-      control,
+      transmissions: pushed.transmissions + pulled.transmissions,
+      duplicates: pushed.duplicates,
+      control: pulled.control,
     };
   }
+}
+
+/**
+ * When a message from `from` reaches `target` along a shortest hop path of
+ * the topic's mesh (each hop a loss draw and a latency draw), or null when it
+ * does not (lost, or no path).
+ */
+function shortestPathArrival(
+  topic: Topic,
+  links: Links,
+  from: number,
+  target: number,
+  nowMs: number,
+  bytes: number,
+): number | null {
+  const distance = hopDistancesTo(topic, target);
+  let hops = distance.get(from);
+  if (hops === undefined) return null;
+  // Walk a shortest path: at each step, any peer one hop closer to the target.
+  let at = nowMs;
+  let node = from;
+  while (hops > 0) {
+    const peers = topic.mesh.get(node) ?? [];
+    let next = -1;
+    for (const peer of peers)
+      if (distance.get(peer) === hops - 1) {
+        next = peer;
+        break;
+      }
+    if (next < 0) return null;
+    if (links.lossy && links.lost()) return null;
+    at += links.latencyMs(node, next, bytes);
+    node = next;
+    hops--;
+  }
+  return at;
+}
+
+/** Every member's hops to `target` over the topic's mesh, cached on the topic until its mesh changes. */
+function hopDistancesTo(topic: Topic, target: number): Map<number, number> {
+  if (topic.hops === null || topic.hops.target !== target || topic.hops.version !== topic.version) {
+    // Breadth-first from the target: the mesh is undirected, so this gives every member's hops to it.
+    const distance = new Map<number, number>([[target, 0]]);
+    const queue = [target];
+    for (let head = 0; head < queue.length; head++) {
+      const node = queue[head] as number;
+      const d = distance.get(node) as number;
+      for (const peer of topic.mesh.get(node) ?? [])
+        if (!distance.has(peer)) {
+          distance.set(peer, d + 1);
+          queue.push(peer);
+        }
+    }
+    topic.hops = { target, version: topic.version, distance };
+  }
+  return topic.hops.distance;
+}
+
+/**
+ * Arrays indexed by node that every publish reuses: stamped with the
+ * publish's generation rather than cleared, so a publish costs what it
+ * touches, not the size of the mesh.
+ */
+class PublishScratch {
+  generation = 0;
+  /** The node has the message (it was pushed or pulled to it). */
+  seenStamp = new Uint32Array(0);
+  /** The node has forwarded the message to its mesh peers. */
+  doneStamp = new Uint32Array(0);
+  /** When the message first reached the node. */
+  arrivalAt = new Float64Array(0);
+  /** The peer the first copy came from (-1 for the publisher). */
+  via = new Int32Array(0);
+  /** Hops from the publisher on the path that got there first. */
+  hopsOf = new Int32Array(0);
+
+  /** Makes every array long enough for nodes up to maxNode. */
+  ensure(maxNode: number): void {
+    if (this.seenStamp.length > maxNode) return;
+    const size = Math.max(1024, (maxNode + 1) * 2);
+    const grow = <T extends Uint32Array | Float64Array | Int32Array>(old: T, make: (n: number) => T): T => {
+      const next = make(size);
+      next.set(old as never);
+      return next;
+    };
+    this.seenStamp = grow(this.seenStamp, (n) => new Uint32Array(n));
+    this.doneStamp = grow(this.doneStamp, (n) => new Uint32Array(n));
+    this.arrivalAt = grow(this.arrivalAt, (n) => new Float64Array(n));
+    this.via = grow(this.via, (n) => new Int32Array(n));
+    this.hopsOf = grow(this.hopsOf, (n) => new Int32Array(n));
+  }
+}
+
+/** Arrivals to process, earliest first: a binary min-heap of [time, node] in two parallel arrays. */
+class ArrivalHeap {
+  private readonly times: number[] = [];
+  private readonly nodes: number[] = [];
+
+  get size(): number {
+    return this.times.length;
+  }
+
+  push(t: number, node: number): void {
+    const times = this.times;
+    const nodes = this.nodes;
+    let i = times.length;
+    times.push(t);
+    nodes.push(node);
+    while (i > 0) {
+      const parent = (i - 1) >> 1;
+      if ((times[parent] as number) <= t) break;
+      times[i] = times[parent] as number;
+      nodes[i] = nodes[parent] as number;
+      i = parent;
+    }
+    times[i] = t;
+    nodes[i] = node;
+  }
+
+  /** The time of the earliest arrival (the heap is not empty). */
+  firstTime(): number {
+    return this.times[0] as number;
+  }
+
+  /** Removes the earliest arrival (the heap is not empty) and returns its node. */
+  pop(): number {
+    const times = this.times;
+    const nodes = this.nodes;
+    const node = nodes[0] as number;
+    const lastT = times.pop() as number;
+    const lastN = nodes.pop() as number;
+    const n = times.length;
+    if (n > 0) {
+      let i = 0;
+      for (;;) {
+        const left = 2 * i + 1;
+        if (left >= n) break;
+        const right = left + 1;
+        const child = right < n && (times[right] as number) < (times[left] as number) ? right : left;
+        if ((times[child] as number) >= lastT) break;
+        times[i] = times[child] as number;
+        nodes[i] = nodes[child] as number;
+        i = child;
+      }
+      times[i] = lastT;
+      nodes[i] = lastN;
+    }
+    return node;
+  }
+}
+
+/**
+ * The eager push: the message floods the topic's mesh from `from`, each node
+ * forwarding it once, on first receipt, to its mesh peers but its source;
+ * first arrivals in order of time (Dijkstra, each hop a loss draw and a fresh
+ * latency draw). Returns the nodes reached (the publisher first) and the
+ * copies sent and duplicated; `scratch` holds when and by how many hops each
+ * was reached.
+ */
+function pushAlongMesh(
+  topic: Topic,
+  links: Links,
+  scratch: PublishScratch,
+  stamp: number,
+  from: number,
+  nowMs: number,
+  bytes: number,
+): { reached: number[]; transmissions: number; duplicates: number } {
+  const { seenStamp: seen, doneStamp, arrivalAt, via, hopsOf } = scratch;
+  const reached: number[] = [from];
+  seen[from] = stamp;
+  arrivalAt[from] = nowMs;
+  via[from] = -1;
+  hopsOf[from] = 0;
+  const heap = new ArrivalHeap();
+  heap.push(nowMs, from);
+  let transmissions = 0;
+  let duplicates = 0;
+  const lossy = links.lossy;
+  while (heap.size > 0) {
+    const t = heap.firstTime();
+    const node = heap.pop();
+    if (doneStamp[node] === stamp) continue;
+    doneStamp[node] = stamp;
+    const source = via[node];
+    const peers = topic.mesh.get(node);
+    if (peers === undefined) continue;
+    for (let k = 0; k < peers.length; k++) {
+      const peer = peers[k] as number;
+      if (peer === source) continue;
+      transmissions++;
+      if (doneStamp[peer] === stamp) {
+        duplicates++;
+        continue;
+      }
+      // Mesh links only ever join reachable nodes (leaving and partitions cut them at once): only loss can stop a hop.
+      if (lossy && links.lost()) continue;
+      const at = t + links.latencyMs(node, peer, bytes);
+      if (seen[peer] !== stamp) {
+        seen[peer] = stamp;
+        reached.push(peer);
+        arrivalAt[peer] = at;
+        via[peer] = node;
+        hopsOf[peer] = (hopsOf[node] as number) + 1;
+        heap.push(at, peer);
+      } else {
+        duplicates++;
+        if (at < (arrivalAt[peer] as number)) {
+          arrivalAt[peer] = at;
+          via[peer] = node;
+          hopsOf[peer] = (hopsOf[node] as number) + 1;
+          heap.push(at, peer);
+        }
+      }
+    }
+  }
+  return { reached, transmissions, duplicates };
+}
+
+/**
+ * The lazy pull: at each of `historyGossip` heartbeats, every holder sends
+ * IHAVE to `lazyDegree` random non-mesh peers; a member the push missed that
+ * one reaches asks with IWANT and gets the message three legs later. Adds the
+ * members it reaches to `reached` (and their arrival and hops to `scratch`);
+ * returns the copies sent and the control messages.
+ */
+function pullLazily(
+  topic: Topic,
+  links: Links,
+  rng: Rng,
+  params: GossipParams,
+  scratch: PublishScratch,
+  stamp: number,
+  reached: number[],
+  nowMs: number,
+  bytes: number,
+): { transmissions: number; control: number } {
+  const { seenStamp: seen, arrivalAt, hopsOf } = scratch;
+  let transmissions = 0;
+  let control = 0;
+  const { historyGossip, heartbeatMs, lazyDegree, meshDegree } = params;
+  const missed: number[] = [];
+  for (const member of topic.members) if (seen[member] !== stamp) missed.push(member);
+  if (missed.length === 0 || historyGossip <= 0 || lazyDegree <= 0) return { transmissions, control };
+  const holdersByClass = new Map<number, number[]>();
+  for (const holder of reached) {
+    const cls = links.classOf(holder);
+    if (cls < 0) continue;
+    const list = holdersByClass.get(cls);
+    if (list === undefined) holdersByClass.set(cls, [holder]);
+    else list.push(holder);
+  }
+  const nonMesh = Math.max(1, topic.members.length - 1 - meshDegree);
+  const q = Math.min(1, lazyDegree / nonMesh);
+  control += reached.length * Math.min(lazyDegree, nonMesh) * historyGossip;
+  for (const node of missed) {
+    const holders = holdersByClass.get(links.classOf(node));
+    if (holders === undefined || holders.length === 0) continue;
+    const hit = 1 - (1 - q) ** holders.length;
+    for (let k = 0; k < historyGossip; k++) {
+      if (rng() >= hit) continue;
+      const holder = holders[pick(rng, holders.length)] as number;
+      control += 2;
+      if (links.lost() || links.lost()) continue;
+      const at =
+        nowMs +
+        (k + rng()) * heartbeatMs +
+        links.latencyMs(holder, node, 64) +
+        links.latencyMs(node, holder, 64) +
+        links.latencyMs(holder, node, bytes);
+      transmissions++;
+      if (links.lost()) continue;
+      seen[node] = stamp;
+      arrivalAt[node] = at;
+      hopsOf[node] = (hopsOf[holder] as number) + 1;
+      reached.push(node);
+      break;
+    }
+  }
+  return { transmissions, control };
 }
