@@ -6,6 +6,7 @@
 import { mkdirSync, writeFileSync } from "node:fs";
 import { arch, cpus, platform } from "node:os";
 import { benchCrypto } from "./crypto.ts";
+import { benchMasterStore } from "./master-store.ts";
 import { benchMesh } from "./mesh.ts";
 import { benchScheduling } from "./scheduling.ts";
 import { benchSim } from "./sim.ts";
@@ -13,6 +14,7 @@ import { benchTransfer } from "./transfer.ts";
 
 const suites: Record<string, () => unknown> = {
   crypto: benchCrypto,
+  "master-store": benchMasterStore,
   mesh: benchMesh,
   scheduling: benchScheduling,
   sim: benchSim,

@@ -16,8 +16,8 @@
  *   job records and reputations named there, never the whole state, and a
  *   restarted master is rebuilt from them (restoreMaster). Known workers
  *   (from adverts) are soft state: they come back with the next adverts.
- * - A restart is an input: leases are extended by one lease from then, since
- *   no worker could renew with a master that was down.
+ * - A restart is an input: running leases are extended (restartGraceMs),
+ *   since no worker could renew with a master that was down.
  *
  * A job's life: submit → announce (round 0) with a bid probability chosen so
  * that the expected number of bids is a small constant whatever the pool size
@@ -56,6 +56,12 @@ export interface MasterConfig {
   readonly bidWindowMs: number;
   /** Lease an award carries; a worker renews it well before it lapses. Default 60 s. */
   readonly leaseMs: number;
+  /**
+   * After a restart, running leases last at least this long: the workers could not renew with a master that was
+   * down, and one that finished meanwhile delivers its result from its outbox, whose retries wait up to 10 s.
+   * Default 30 s.
+   */
+  readonly restartGraceMs: number;
   /** Lifetime of an announcement: a worker holds it as a candidate this long. Default 10 min. */
   readonly announcementTtlMs: number;
   /** Expected bids per wanted run that the bid probability aims at. Default 3. */
@@ -79,6 +85,7 @@ export interface MasterConfig {
 export const defaultMasterConfig: Omit<MasterConfig, "project"> = {
   bidWindowMs: 250,
   leaseMs: 60_000,
+  restartGraceMs: 30_000,
   announcementTtlMs: 10 * 60_000,
   targetBidsPerRun: 3,
   reannounceGrowth: 4,
@@ -853,7 +860,8 @@ function onRestart(step: Step): void {
     if (job.status !== "open") continue;
     for (const attempt of job.attempts) {
       if (attempt.state !== "running") continue;
-      attempt.leaseExpiresAtMs = Math.max(attempt.leaseExpiresAtMs, nowMs + state.config.leaseMs);
+      const graceMs = Math.max(state.config.leaseMs, state.config.restartGraceMs);
+      attempt.leaseExpiresAtMs = Math.max(attempt.leaseExpiresAtMs, nowMs + graceMs);
       schedule(state, attempt.leaseExpiresAtMs, job.jobId);
       step.changedJobs.add(job.jobId);
     }

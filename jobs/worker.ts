@@ -397,6 +397,7 @@ function bidWhileFree(step: Step): void {
       job: best.job,
       sentAtMs: nowMs,
     };
+    step.log("bid", { to: best.master.slice(0, 8), jobId: best.jobId, round: best.round });
     step.send(best.master, {
       domain: "bid",
       body: {

@@ -28,6 +28,8 @@ export interface ActorWorld<W extends { readonly body: unknown; readonly domain:
   absMs(): number;
   /** Seals a message as node `from` (a forgery when tampered), counted as carried. */
   wire(from: number, message: StampedMessage, tampered?: boolean): W;
+  /** The same wire, marked for the observer as a forger's (it must never reach a machine). */
+  forged(wire: W): W;
   /** The same signed message once more, sent by `from`, marked as a replay for the observer. */
   replay(from: number, original: W): W;
   publishWire(from: number, topic: number, wire: W): void;
@@ -104,7 +106,7 @@ export function startForger<W extends { readonly body: unknown; readonly domain:
     world.count("forgeriesSent");
     // Tampered: claims to be a valid announcement but the signature is broken. Otherwise: well signed, by a key the
     // project never delegated.
-    world.publishWire(index, topic, world.wire(index, { domain: "jobAnnouncement", body }, tampered));
+    world.publishWire(index, topic, world.forged(world.wire(index, { domain: "jobAnnouncement", body }, tampered)));
     world.at(world.nowMs() + Math.max(1, Math.round(exponential(world.rng, hourMs / perHour))), forge);
   };
   world.at(Math.round(exponential(world.rng, hourMs / perHour)), forge);

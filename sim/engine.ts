@@ -1,52 +1,25 @@
 /**
- * The simulator's core: a discrete-event loop on a virtual clock in which
- * every simulated cimesh node runs the very shell core a real node runs
- * (jobs/driver.ts: admission, the machines, persistence, sequence, restarts),
- * with only its ports replaced: the network and gossip models instead of
- * libp2p, an in-memory store instead of level, a timed stand-in for the
- * sandbox, the virtual clock. Messages are sealed and opened with crypto/
- * (unless signatures are "fast", where the body travels as is and only a
- * forger's tampering is marked). The observer (sim/observer.ts) watches from
- * outside and checks the invariants against what the network carried.
- *
- * House rules (DESIGN.md, Rule 2): the shell makes no protocol decision. It
- * routes gossip by jobs/routing.ts (adverts to masters, the rest to workers)
- * and hands every message to the receiver's driver, whose admission decides.
+ * The simulator: a scenario's workload, faults and actors played on a
+ * simulated world (sim/world.ts), in which every cimesh node runs the very
+ * shell core a real node runs (jobs/driver.ts), with only the network, the
+ * store, the sandbox and the clock replaced. The observer (sim/observer.ts)
+ * watches from outside and checks the invariants against what the network
+ * carried; the run's figures come back as Metrics.
  *
  * Determinism: one seeded generator (sim/rng.ts) draws everything in event
  * order; events at the same instant run in the order they were scheduled;
  * no wall clock is read here.
  */
-import {
-  acceptKeyset,
-  BadSignatureError,
-  checkTime,
-  type Identity,
-  identityFromSeed,
-  openAnyEnvelope,
-  type ProjectTrust,
-  sealEnvelope,
-  sealKeyset,
-  trustFromAnchor,
-} from "../crypto/index.ts";
+import { acceptKeyset, identityFromSeed, type ProjectTrust, sealKeyset, trustFromAnchor } from "../crypto/index.ts";
 import {
   type Availability,
   createWorker,
-  type DriverPorts,
-  hexOf,
+  type ExecutionRequest,
   type JobSpec,
-  keyOf,
-  type MessageDomainName,
-  messageDomains,
-  messageRegistry,
-  NodeDriver,
-  type Opened,
   type StampedMessage,
-  topicRoute,
   type WorkerState,
 } from "../jobs/index.ts";
 import { type ActorWorld, Replayer, Spammer, startForger } from "./actors.ts";
-import { GossipModel, type Links } from "./gossip.ts";
 import {
   honestDigest,
   invariantNames,
@@ -57,25 +30,15 @@ import {
   sybilDigest,
   type Violation,
 } from "./observer.ts";
-import { EventQueue } from "./queue.ts";
-import {
-  exponential,
-  hashUnit,
-  logNormal,
-  logNormalTable,
-  normalTableCount,
-  pick,
-  type Rng,
-  seededRng,
-} from "./rng.ts";
+import { exponential, logNormal, pick, type Rng, seededRng } from "./rng.ts";
 import type { Scenario } from "./scenario.ts";
-import { exactQuantile, Histogram, jainIndex, type Percentiles, round } from "./stats.ts";
+import { exactQuantile, jainIndex, type Percentiles, round } from "./stats.ts";
 import { SimStore } from "./store.ts";
+import { type Behaviour, type SimNode, type SimRun, SimWorld, simEpochMs, type Wire } from "./world.ts";
 
+export { fastEnvelopeBytes, simEpochMs } from "./world.ts";
 export { invariantNames, type Sabotage, type Violation };
 
-/** Virtual time 0 is this instant: a midnight UTC (2027-01-15), so local hours of the simulated day are easy to read. */
-export const simEpochMs = 1_799_971_200_000;
 export const dayMs = 86_400_000;
 export const hourMs = 3_600_000;
 /** How often (in events) the loop reports progress. */
@@ -88,71 +51,6 @@ export const nightEndMinute = 8 * 60;
 export const maxAdvertJitterMs = 5_000;
 /** How long the simulated projects' keysets are valid from the start of the run. */
 export const simKeysetLifetimeMs = 300 * dayMs;
-/** Envelope sizes in fast-signature mode (no envelope is made): typical sealed sizes measured in real mode. */
-export const fastEnvelopeBytes: Readonly<Record<string, number>> = {
-  jobAnnouncement: 700,
-  workerAdvert: 300,
-  bid: 240,
-  award: 240,
-  reject: 300,
-  leaseRenew: 260,
-  logChunk: 400,
-  result: 400,
-  resultAck: 240,
-  verdict: 420,
-  cancel: 300,
-};
-
-/** A message on the wire: the stamped body in both modes, and the sealed bytes in real mode. */
-export interface Wire {
-  /** The node that put it on the network. */
-  readonly from: number;
-  /** The node whose key signed it (another than `from` for a replay). */
-  readonly signer: number;
-  readonly domain: MessageDomainName;
-  readonly body: Record<string, unknown>;
-  readonly bytes: Uint8Array | null;
-  readonly size: number;
-  /** Set by forgers: a broken signature. In real mode the bytes carry the damage. */
-  readonly tampered: boolean;
-  /** Sent by a forger (tampered or not): must never reach a machine. Known to the observer only. */
-  readonly forged?: boolean;
-  /** Sent again by a replayer: must never reach a machine. Known to the observer only. */
-  readonly replayed?: boolean;
-  /** Opened once, then shared by every receiver (opening is a pure function of the bytes and the time). */
-  opened?: Opened;
-}
-
-type Role = "master" | "worker" | "spammer" | "forger" | "replayer";
-type Behaviour = "honest" | "liar" | "sybil";
-
-interface SimNode {
-  readonly index: number;
-  readonly role: Role;
-  readonly key: string;
-  readonly signer: Uint8Array;
-  readonly identity: Identity | null;
-  readonly topics: readonly number[];
-  online: boolean;
-  /** Bumped whenever the node goes down: the facts it was fed before are not fed twice. */
-  epoch: number;
-  /** The node's process: its driver, replaced by a new one at each restart. */
-  driver: NodeDriver<Wire> | null;
-  store: SimStore;
-  /** The master's project, or -1. */
-  readonly project: number;
-  readonly behaviour: Behaviour;
-  readonly group: number;
-  readonly speed: number;
-  readonly nightOnly: boolean;
-  readonly availability: Availability;
-  /** Runs in flight: runId → token, so a killed run's finish is ignored. */
-  readonly executing: Map<string, number>;
-  runsStarted: number;
-  everOnline: boolean;
-  spammer: Spammer<Wire> | null;
-  replayer: Replayer<Wire> | null;
-}
 
 export interface SeriesPoint {
   readonly tMs: number;
@@ -246,56 +144,18 @@ const baseDimensions = {
   labels: [],
 };
 
-/** One gossip message arriving at one node: the most common event, so an object with a method rather than a closure. */
-class GossipDelivery {
-  readonly atMs: number;
-  order = 0;
-  private readonly sim: Simulation;
-  private readonly receiver: SimNode;
-  private readonly driver: NodeDriver<Wire> | null;
-  private readonly topic: number;
-  private readonly wire: Wire;
-  constructor(atMs: number, sim: Simulation, receiver: SimNode, topic: number, wire: Wire) {
-    this.atMs = atMs;
-    this.sim = sim;
-    this.receiver = receiver;
-    this.driver = receiver.driver;
-    this.topic = topic;
-    this.wire = wire;
-  }
-  run(): void {
-    this.sim.deliverGossip(this.receiver, this.driver, this.topic, this.wire);
-  }
-}
-
 export class Simulation implements ActorWorld<Wire> {
   readonly scenario: Scenario;
   readonly seed: number;
   readonly rng: Rng;
-  readonly queue = new EventQueue();
-  readonly nodes: SimNode[] = [];
-  readonly gossip: GossipModel;
-  private nowMsValue = 0;
+  readonly world: SimWorld;
   private events = 0;
-  private readonly real: boolean;
-  private readonly keyIndex = new Map<string, number>();
   private readonly masters: number[] = [];
   private readonly topicOfProject = new Map<string, number>();
   /** Each project's trust as every node pinned it: its anchor and its keyset naming the master's key, accepted once. */
   private readonly projectTrust: ProjectTrust[] = [];
-  private readonly activePartitions: number[] = [];
   private arrivalsDone = false;
-  private repairScheduled = false;
   private readonly observer: Observer;
-  private readonly gossipLatency = new Histogram();
-  private readonly counters: Record<string, number> = {
-    gossipTransmissions: 0,
-    gossipDuplicates: 0,
-    gossipControl: 0,
-    direct: 0,
-    directDropped: 0,
-    deliveriesDropped: 0,
-  };
   private readonly nodeCounts: Record<string, number> = {
     masters: 0,
     workersInitial: 0,
@@ -311,33 +171,21 @@ export class Simulation implements ActorWorld<Wire> {
     liars: 0,
     sybils: 0,
   };
-  private gossipPublishes = 0;
-  private gossipExpected = 0;
-  private gossipDelivered = 0;
   private readonly series: SeriesPoint[] = [];
-  private executionToken = 0;
-  /** Each node's place on the latency ring, in [0, 1). */
-  private positions = new Float64Array(1024);
-  private readonly latencyTable: Float64Array;
   private readonly pendingSubmits = new Map<number, (() => void)[]>();
 
   constructor(scenario: Scenario, seed: number, sabotage?: Sabotage) {
     this.scenario = scenario;
     this.seed = seed;
     this.rng = seededRng(seed);
-    this.real = scenario.signatures === "real";
-    this.latencyTable = logNormalTable(scenario.network.latencySigma);
     this.observer = new Observer(scenario.projects, sabotage);
-    const links: Links = {
-      reachable: (a, b) => this.reachable(a, b),
-      classOf: (node) => this.classOf(node),
-      latencyMs: (a, b, bytes) => this.latencyMs(a, b, bytes),
-      lost: () => scenario.network.loss > 0 && this.rng() < scenario.network.loss,
-      lossy: scenario.network.loss > 0,
-    };
     const g = scenario.gossip;
-    this.gossip = new GossipModel(
-      {
+    this.world = new SimWorld({
+      seed,
+      rng: this.rng,
+      signatures: scenario.signatures,
+      network: scenario.network,
+      gossip: {
         meshDegree: g.meshDegree,
         meshDegreeLow: g.meshDegreeLow,
         meshDegreeHigh: g.meshDegreeHigh,
@@ -346,109 +194,31 @@ export class Simulation implements ActorWorld<Wire> {
         historyGossip: g.historyGossip,
         seenTtlMs: g.seenTtl,
       },
-      this.rng,
-      links,
-    );
-    this.gossip.onDirty = () => this.scheduleRepair();
+      partitions: scenario.partitions,
+      observer: this.observer,
+      driverSetup: (node) => this.driverSetup(node),
+      runOf: (node, run) => this.runOf(node, run),
+      topicOf: (project) => this.topicOfProject.get(project),
+      projectOf: (topic) => simProjectId(topic),
+      onOnline: (node) => {
+        if (node.nightOnly) this.feedFacts(node);
+      },
+    });
   }
 
   nowMs(): number {
-    return this.nowMsValue;
+    return this.world.nowMs;
   }
 
   absMs(): number {
-    return simEpochMs + Math.floor(this.nowMsValue);
-  }
-  // ---- network ----
-
-  private sideOf(partition: number, node: number): number {
-    const p = this.scenario.partitions[partition];
-    const n = this.nodes[node];
-    if (p === undefined || n === undefined) return 0;
-    if (n.role === "master" && !p.mastersSplit) return 0;
-    return hashUnit(this.seed, partition, node) < p.fraction ? 1 : 0;
+    return this.world.absMs();
   }
 
-  reachable(a: number, b: number): boolean {
-    const na = this.nodes[a];
-    const nb = this.nodes[b];
-    if (na === undefined || nb === undefined || !na.online || !nb.online) return false;
-    for (const p of this.activePartitions) if (this.sideOf(p, a) !== this.sideOf(p, b)) return false;
-    return true;
-  }
-
-  private classOf(node: number): number {
-    if (!(this.nodes[node]?.online ?? false)) return -1;
-    let cls = 0;
-    for (const p of this.activePartitions) cls = cls * 2 + this.sideOf(p, node);
-    return cls;
-  }
-
-  /** Per-link latency: nodes sit on a ring; a link's median grows with their distance; each message is a fresh log-normal draw. */
-  private latencyMs(a: number, b: number, bytes: number): number {
-    const net = this.scenario.network;
-    const d = Math.abs((this.positions[a] as number) - (this.positions[b] as number));
-    const distance = Math.min(d, 1 - d) * 2;
-    const median = net.medianLatency * (0.5 + distance);
-    const transfer = (bytes * 8) / (net.bandwidthMbps * 1000);
-    const spread = this.latencyTable[Math.floor(this.rng() * normalTableCount)] as number;
-    return median * spread + transfer;
+  at(atMs: number, run: () => void): void {
+    this.world.at(atMs, run);
   }
 
   // ---- nodes ----
-
-  private keyFor(index: number): { key: string; identity: Identity | null } {
-    if (!this.real) return { key: (index + 1).toString(16).padStart(64, "0"), identity: null };
-    const seed = new Uint8Array(32);
-    const view = new DataView(seed.buffer);
-    view.setUint32(0, this.seed);
-    view.setUint32(4, index);
-    view.setUint32(8, 0x51a1);
-    const identity = identityFromSeed(seed);
-    return { key: hexOf(identity.publicKey), identity };
-  }
-
-  private addNode(
-    role: Role,
-    fields: Partial<Pick<SimNode, "project" | "behaviour" | "group" | "speed" | "nightOnly" | "availability">> & {
-      topics: number[];
-    },
-  ): SimNode {
-    const index = this.nodes.length;
-    const { key, identity } = this.keyFor(index);
-    if (index >= this.positions.length) {
-      const grown = new Float64Array(this.positions.length * 2);
-      grown.set(this.positions);
-      this.positions = grown;
-    }
-    this.positions[index] = hashUnit(this.seed, 7, index);
-    const node: SimNode = {
-      index,
-      role,
-      key,
-      signer: keyOf(key),
-      identity,
-      topics: fields.topics,
-      online: false,
-      epoch: 0,
-      driver: null,
-      store: new SimStore(),
-      project: fields.project ?? -1,
-      behaviour: fields.behaviour ?? "honest",
-      group: fields.group ?? -1,
-      speed: fields.speed ?? 1,
-      nightOnly: fields.nightOnly ?? false,
-      availability: fields.availability ?? "eager",
-      executing: new Map(),
-      runsStarted: 0,
-      everOnline: false,
-      spammer: null,
-      replayer: null,
-    };
-    this.nodes.push(node);
-    this.keyIndex.set(key, index);
-    return node;
-  }
 
   private pickProjects(): number[] {
     const count = this.scenario.workers.projectsPerWorker;
@@ -488,7 +258,7 @@ export class Simulation implements ActorWorld<Wire> {
     const w = this.scenario.workers;
     const r = this.rng();
     const availability: Availability = r < w.reluctant ? "reluctant" : r < w.reluctant + w.paused ? "paused" : "eager";
-    return this.addNode("worker", {
+    return this.world.addNode("worker", {
       topics: this.pickProjects(),
       behaviour,
       group,
@@ -508,7 +278,7 @@ export class Simulation implements ActorWorld<Wire> {
       view.setUint32(8, 0x2007);
       const root = identityFromSeed(seed);
       const project = simProjectId(p);
-      const master = this.nodes[this.masters[p] as number] as SimNode;
+      const master = this.world.nodes[this.masters[p] as number] as SimNode;
       const keyset = sealKeyset(
         {
           project,
@@ -528,14 +298,11 @@ export class Simulation implements ActorWorld<Wire> {
     }
   }
 
-  /** A node's process starts (or starts again) from its store: a new driver, then the restart input. */
-  private boot(node: SimNode): void {
+  private driverSetup(node: SimNode) {
     const trust = new Map<string, ProjectTrust>();
     for (const topic of node.topics) trust.set(simProjectId(topic), this.projectTrust[topic] as ProjectTrust);
     const s = this.scenario;
-    const driver = new NodeDriver<Wire>({
-      self: node.key,
-      ports: this.portsFor(node),
+    return {
       trust,
       masters:
         node.role === "master"
@@ -552,254 +319,49 @@ export class Simulation implements ActorWorld<Wire> {
             ]
           : [],
       worker: node.role === "worker" ? this.newWorkerState(node) : null,
-      stored: node.store.load(),
-    });
-    node.driver = driver;
-    driver.start();
-  }
-
-  private bringOnline(node: SimNode): void {
-    node.online = true;
-    node.everOnline = true;
-    for (const topic of node.topics) this.gossip.join(topic, node.index);
-    if (node.role !== "master" && node.role !== "worker") return;
-    if (node.driver === null) this.boot(node);
-    else node.driver.wake();
-    if (node.nightOnly) this.feedFacts(node);
-  }
-
-  /** The node's process dies (or, with `keepProcess`, only its network goes): events for it are dropped. */
-  private takeOffline(node: SimNode, keepProcess = false): void {
-    node.online = false;
-    node.epoch++;
-    node.executing.clear();
-    if (!keepProcess) node.driver = null;
-    for (const topic of node.topics) this.gossip.leave(topic, node.index);
-  }
-
-  // ---- ports: what a simulated node's driver does in the world ----
-
-  private portsFor(node: SimNode): DriverPorts<Wire> {
-    return {
-      nowMs: () => this.absMs(),
-      rng: this.rng,
-      seal: (message) => this.wire(node.index, message),
-      open: (wire, nowMs) => this.open(wire, nowMs),
-      publish: (topic, wire, message) => this.publishFromNode(node, topic, wire, message),
-      send: (to, wire, message) => {
-        this.observer.sent(message);
-        const index = this.keyIndex.get(to);
-        if (index !== undefined) this.sendWire(node.index, index, wire);
-      },
-      wakeAt: (atMs) => {
-        const driver = node.driver;
-        this.at(atMs - simEpochMs, () => {
-          if (node.online && node.driver === driver && driver !== null) driver.wake();
-        });
-      },
-      startRun: (run) => this.execute(node, run.runId, run.jobId, run.shard),
-      killRun: (runId) => {
-        node.executing.delete(runId);
-      },
-      persist: (batch) => node.store.persist(batch),
-      log: (event, fields) => this.observer.logged(event, fields),
-      admitted: (_channel, admission, wire) => this.observer.admitted(node.index, admission, wire),
     };
   }
 
-  /** A master's gossip passes the observer (which may sabotage it, in the checker's tests) before the network. */
-  private publishFromNode(node: SimNode, topic: string, wire: Wire, message: StampedMessage): void {
-    const topicIndex = this.topicOfProject.get(topic);
-    if (topicIndex === undefined) return;
-    if (node.role !== "master") {
-      this.observer.carried(message);
-      this.publishWire(node.index, topicIndex, wire);
-      return;
-    }
-    for (const out of this.observer.published(node.index, message))
-      this.publishWire(node.index, topicIndex, out === message ? wire : this.wire(node.index, out));
+  /** The simulated sandbox: a run takes the job's duration on this node's speed; liars and sybils report their own digests. */
+  private runOf(node: SimNode, run: ExecutionRequest): SimRun | null {
+    const truth = this.observer.jobs.get(run.jobId);
+    if (truth === undefined) return null;
+    const durationMs = Math.max(1, Math.round(truth.durationMs / node.speed));
+    if (node.behaviour !== "honest") this.count("wrongResultsSent");
+    if (node.behaviour === "liar") return { durationMs, outcome: "succeeded", outputsDigest: liarDigest(node.index) };
+    if (node.behaviour === "sybil") return { durationMs, outcome: "succeeded", outputsDigest: sybilDigest(node.group) };
+    return {
+      durationMs,
+      outcome: truth.failing ? "failed" : "succeeded",
+      outputsDigest: honestDigest(truth.index, run.shard),
+    };
   }
 
-  // ---- scheduling helpers ----
-
-  at(atMs: number, run: () => void): void {
-    this.queue.push(Math.max(atMs, this.nowMsValue), run);
-  }
-
-  private scheduleRepair(): void {
-    if (this.repairScheduled) return;
-    this.repairScheduled = true;
-    const hb = this.scenario.gossip.heartbeat;
-    this.at((Math.floor(this.nowMsValue / hb) + 1) * hb, () => {
-      this.repairScheduled = false;
-      this.gossip.repair();
-    });
-  }
-
-  // ---- messages ----
+  // ---- what actors need of the world ----
 
   wire(from: number, message: StampedMessage, tampered = false): Wire {
-    const node = this.nodes[from] as SimNode;
-    const domain = message.domain as MessageDomainName;
-    if (!this.real || node.identity === null)
-      return {
-        from,
-        signer: from,
-        domain,
-        body: message.body,
-        bytes: null,
-        size: fastEnvelopeBytes[domain] ?? 256,
-        tampered,
-      };
-    const bytes = sealEnvelope(messageDomains[domain] as never, message.body as never, node.identity);
-    if (tampered) bytes[bytes.length - 1] = (bytes[bytes.length - 1] as number) ^ 0x01;
-    return { from, signer: from, domain, body: message.body, bytes, size: bytes.length, tampered };
+    this.observer.carried(message);
+    return this.world.wire(from, message, tampered);
+  }
+
+  forged(wire: Wire): Wire {
+    return { ...wire, forged: true };
   }
 
   replay(from: number, original: Wire): Wire {
-    return { ...original, from, opened: undefined, replayed: true };
+    return this.world.replay(from, original);
   }
 
   signerOf(wire: Wire): string | null {
-    const opened = this.open(wire, this.absMs());
-    return opened.kind === "message" ? hexOf(opened.signer) : null;
+    return this.world.signerOf(wire);
   }
 
-  /**
-   * What opening the wire gives a receiver: in fast mode the body as sent, its times checked as crypto/ checks them,
-   * unless a forger broke its signature.
-   */
-  private open(wire: Wire, nowMs: number): Opened {
-    if (wire.opened !== undefined) return wire.opened;
-    let opened: Opened;
-    if (wire.bytes === null) {
-      opened = wire.tampered
-        ? { kind: "unreadable", error: new BadSignatureError("envelope") }
-        : {
-            kind: "message",
-            tag: messageDomains[wire.domain].tag,
-            signer: (this.nodes[wire.signer] as SimNode).signer,
-            body: wire.body as never,
-          };
-      // crypto/ checks the signature before the time: a broken one is forged whatever its time says.
-      if (!wire.tampered)
-        try {
-          checkTime(wire.body as never, nowMs);
-        } catch (error) {
-          opened = { kind: "unreadable", error };
-        }
-    } else {
-      try {
-        const verified = openAnyEnvelope(messageRegistry, wire.bytes, nowMs);
-        opened = { kind: "message", tag: verified.domain, signer: verified.signer, body: verified.body as never };
-      } catch (error) {
-        opened = { kind: "unreadable", error };
-      }
-    }
-    wire.opened = opened;
-    return opened;
-  }
-
-  /** Gossip on a topic, routed as jobs/routing.ts says: adverts to the project's master, the rest to workers. */
   publishWire(from: number, topic: number, wire: Wire): void {
-    this.gossipPublishes++;
-    if (topicRoute(wire.domain)?.to === "master") {
-      this.publishToMaster(from, topic, wire);
-      return;
-    }
-    const out = this.gossip.publish(topic, from, this.nowMsValue, wire.size);
-    this.counters.gossipTransmissions = (this.counters.gossipTransmissions as number) + out.transmissions;
-    this.counters.gossipDuplicates = (this.counters.gossipDuplicates as number) + out.duplicates;
-    this.counters.gossipControl = (this.counters.gossipControl as number) + out.control;
-    this.observer.interval.messages += out.transmissions + out.control;
-    this.gossipExpected += out.subscribers;
-    this.gossipDelivered += out.deliveries.length;
-    for (const { node, atMs } of out.deliveries) {
-      this.gossipLatency.add(atMs - this.nowMsValue);
-      const receiver = this.nodes[node] as SimNode;
-      // Only nodes whose machine takes it (and the actors that listen) get an event; the rest forward it, counted above.
-      if (receiver.role === "master" || receiver.role === "forger") continue;
-      this.queue.pushEvent(new GossipDelivery(Math.max(atMs, this.nowMsValue), this, receiver, topic, wire));
-    }
-  }
-
-  /** An advert: flooded on the topic (counted), taken by the project's master only (see GossipModel.publishTo). */
-  private publishToMaster(from: number, topic: number, wire: Wire): void {
-    const master = this.nodes[this.masters[topic] as number] as SimNode;
-    const out = this.gossip.publishTo(topic, from, master.index, this.nowMsValue, wire.size);
-    this.counters.gossipTransmissions = (this.counters.gossipTransmissions as number) + out.transmissions;
-    this.counters.gossipDuplicates = (this.counters.gossipDuplicates as number) + out.duplicates;
-    this.observer.interval.messages += out.transmissions;
-    if (out.atMs === null) return;
-    this.gossipLatency.add(out.atMs - this.nowMsValue);
-    this.queue.pushEvent(new GossipDelivery(Math.max(out.atMs, this.nowMsValue), this, master, topic, wire));
+    this.world.publishWire(from, topic, wire);
   }
 
   sendWire(from: number, to: number, wire: Wire): void {
-    this.counters.direct = (this.counters.direct as number) + 1;
-    this.observer.interval.messages++;
-    const receiver = this.nodes[to];
-    if (
-      receiver === undefined ||
-      !this.reachable(from, to) ||
-      (this.scenario.network.loss > 0 && this.rng() < this.scenario.network.loss)
-    ) {
-      this.counters.directDropped = (this.counters.directDropped as number) + 1;
-      return;
-    }
-    const driver = receiver.driver;
-    const peer = (this.nodes[from] as SimNode).key;
-    this.at(this.nowMsValue + this.latencyMs(from, to, wire.size), () => {
-      if (!receiver.online || receiver.driver !== driver || driver === null) {
-        this.counters.directDropped = (this.counters.directDropped as number) + 1;
-        return;
-      }
-      driver.receive({ kind: "direct", peer }, wire);
-    });
-  }
-
-  /** A gossip delivery came due (see GossipDelivery). */
-  deliverGossip(receiver: SimNode, driver: NodeDriver<Wire> | null, topic: number, wire: Wire): void {
-    if (!receiver.online || receiver.driver !== driver) {
-      this.counters.deliveriesDropped = (this.counters.deliveriesDropped as number) + 1;
-      return;
-    }
-    if (driver !== null) driver.receive({ kind: "topic", topic: simProjectId(topic) }, wire);
-    receiver.spammer?.heard(wire, topic);
-    receiver.replayer?.heard(wire);
-  }
-
-  private execute(node: SimNode, runId: string, jobId: string, shard: number): void {
-    const truth = this.observer.jobs.get(jobId);
-    if (truth === undefined) return;
-    node.runsStarted++;
-    const token = ++this.executionToken;
-    node.executing.set(runId, token);
-    const durationMs = Math.max(1, Math.round(truth.durationMs / node.speed));
-    let outputsDigest = honestDigest(truth.index, shard);
-    let outcome: "succeeded" | "failed" = truth.failing ? "failed" : "succeeded";
-    if (node.behaviour === "liar") {
-      outputsDigest = liarDigest(node.index);
-      outcome = "succeeded";
-    } else if (node.behaviour === "sybil") {
-      outputsDigest = sybilDigest(node.group);
-      outcome = "succeeded";
-    }
-    if (node.behaviour !== "honest") this.count("wrongResultsSent");
-    const driver = node.driver;
-    this.at(this.nowMsValue + durationMs, () => {
-      if (!node.online || node.driver !== driver || driver === null || node.executing.get(runId) !== token) return;
-      node.executing.delete(runId);
-      driver.runFinished({
-        runId,
-        outcome,
-        exitCode: outcome === "succeeded" ? 0 : 1,
-        outputsDigest,
-        logDigest: null,
-        summary: outcome,
-        durationMs,
-      });
-    });
+    this.world.sendWire(from, to, wire);
   }
 
   count(counter: "spamBids" | "forgeriesSent" | "replaysSent" | "wrongResultsSent"): void {
@@ -869,7 +431,7 @@ export class Simulation implements ActorWorld<Wire> {
     const truth: JobTruth = {
       index,
       project,
-      submittedAtMs: this.nowMsValue,
+      submittedAtMs: this.world.nowMs,
       durationMs,
       failing,
       quorum: j.quorum,
@@ -882,7 +444,7 @@ export class Simulation implements ActorWorld<Wire> {
       trustedAlone: null,
     };
     this.observer.submit(truth, jobId);
-    const master = this.nodes[this.masters[project] as number] as SimNode;
+    const master = this.world.nodes[this.masters[project] as number] as SimNode;
     // The project submits to its master node's store: a master that is down takes the job when it is back.
     const deliver = () =>
       master.driver?.toMaster(simProjectId(project), {
@@ -903,18 +465,18 @@ export class Simulation implements ActorWorld<Wire> {
     const minuteMs = 60_000;
     const feed = () => {
       if (!node.online || node.epoch !== epoch || node.driver === null) return;
-      const minute = Math.floor((this.nowMsValue % dayMs) / minuteMs);
+      const minute = Math.floor((this.world.nowMs % dayMs) / minuteMs);
       const day = (Math.floor(this.absMs() / dayMs) + 4) % 7;
       node.driver.toWorker({ kind: "facts", facts: { localMinuteOfDay: minute, localDayOfWeek: day, loadAverage: 0 } });
       // Next boundary of the night window.
-      const dayStart = Math.floor(this.nowMsValue / dayMs) * dayMs;
+      const dayStart = Math.floor(this.world.nowMs / dayMs) * dayMs;
       const candidates = [nightEndMinute, nightStartMinute, nightEndMinute + 24 * 60].map(
         (m) => dayStart + m * minuteMs,
       );
-      const nextAt = candidates.find((t) => t > this.nowMsValue) as number;
+      const nextAt = candidates.find((t) => t > this.world.nowMs) as number;
       this.at(nextAt, feed);
     };
-    this.at(this.nowMsValue, feed);
+    this.at(this.world.nowMs, feed);
   }
 
   // ---- faults and actors ----
@@ -923,19 +485,19 @@ export class Simulation implements ActorWorld<Wire> {
     const c = this.scenario.churn;
     const initial = this.scenario.workers.count;
     const duration = this.scenario.duration;
-    const workerIndices = () => this.nodes.filter((n) => n.role === "worker").map((n) => n.index);
+    const workerIndices = () => this.world.nodes.filter((n) => n.role === "worker").map((n) => n.index);
     // Joins: a Poisson process over the whole mesh.
     if (c.joinPerHour > 0 && initial > 0) {
       const mean = hourMs / (c.joinPerHour * initial);
       const join = () => {
-        if (this.nowMsValue >= duration) return;
+        if (this.world.nowMs >= duration) return;
         const node = this.createWorkerNode(
           this.scenario.actors.liars > 0 && this.rng() < this.scenario.actors.liars ? "liar" : "honest",
           -1,
         );
         this.nodeCounts.joined = (this.nodeCounts.joined as number) + 1;
-        this.bringOnline(node);
-        this.at(this.nowMsValue + exponential(this.rng, mean), join);
+        this.world.bringOnline(node);
+        this.at(this.world.nowMs + exponential(this.rng, mean), join);
       };
       this.at(exponential(this.rng, mean), join);
     }
@@ -944,30 +506,30 @@ export class Simulation implements ActorWorld<Wire> {
       if (rate <= 0 || initial <= 0) return;
       const mean = hourMs / (rate * initial);
       const tick = () => {
-        if (this.nowMsValue >= duration) return;
+        if (this.world.nowMs >= duration) return;
         const candidates = workerIndices();
-        const node = this.nodes[candidates[pick(this.rng, candidates.length)] as number] as SimNode;
+        const node = this.world.nodes[candidates[pick(this.rng, candidates.length)] as number] as SimNode;
         if (node.online) act(node);
-        this.at(this.nowMsValue + exponential(this.rng, mean), tick);
+        this.at(this.world.nowMs + exponential(this.rng, mean), tick);
       };
       this.at(exponential(this.rng, mean), tick);
     };
     perWorker(c.leavePerHour, (node) => {
       this.nodeCounts.left = (this.nodeCounts.left as number) + 1;
       node.driver?.toWorker({ kind: "set-availability", availability: "offline" });
-      this.takeOffline(node);
+      this.world.takeOffline(node);
     });
     perWorker(c.crashPerHour, (node) => {
       const losesStore = this.rng() < c.crashLosesStore;
       this.nodeCounts.crashed = (this.nodeCounts.crashed as number) + 1;
       if (losesStore) this.nodeCounts.crashedLosingStore = (this.nodeCounts.crashedLosingStore as number) + 1;
-      this.takeOffline(node);
-      const back = Math.min(this.nowMsValue + c.restartAfter, duration);
+      this.world.takeOffline(node);
+      const back = Math.min(this.world.nowMs + c.restartAfter, duration);
       this.at(back, () => {
         if (node.online) return;
         // A lost store is a new volunteer under the same key: its sequence starts again from the clock's floor.
         if (losesStore) node.store = new SimStore();
-        this.bringOnline(node);
+        this.world.bringOnline(node);
       });
     });
   }
@@ -976,18 +538,18 @@ export class Simulation implements ActorWorld<Wire> {
     this.scenario.exodus.forEach((exodus) => {
       const gone: SimNode[] = [];
       this.at(exodus.at, () => {
-        for (const node of this.nodes) {
+        for (const node of this.world.nodes) {
           if (node.role !== "worker" || !node.online || this.rng() >= exodus.fraction) continue;
           gone.push(node);
           node.driver?.toWorker({ kind: "set-availability", availability: "offline" });
-          this.takeOffline(node, true);
+          this.world.takeOffline(node, true);
         }
         this.nodeCounts.exodusDepartures = (this.nodeCounts.exodusDepartures as number) + gone.length;
       });
       this.at(exodus.back, () => {
         for (const node of gone) {
           if (node.online) continue;
-          this.bringOnline(node);
+          this.world.bringOnline(node);
           node.driver?.toWorker({ kind: "set-availability", availability: node.availability });
         }
       });
@@ -999,28 +561,28 @@ export class Simulation implements ActorWorld<Wire> {
     this.scheduleExodus();
     s.partitions.forEach((partition, index) => {
       this.at(partition.at, () => {
-        this.activePartitions.push(index);
-        this.gossip.cutUnreachable();
-        this.scheduleRepair();
+        this.world.activePartitions.push(index);
+        this.world.gossip.cutUnreachable();
+        this.world.scheduleRepair();
       });
       this.at(partition.heal, () => {
-        const i = this.activePartitions.indexOf(index);
-        if (i >= 0) this.activePartitions.splice(i, 1);
-        this.gossip.reconnect();
-        this.scheduleRepair();
+        const i = this.world.activePartitions.indexOf(index);
+        if (i >= 0) this.world.activePartitions.splice(i, 1);
+        this.world.gossip.reconnect();
+        this.world.scheduleRepair();
       });
     });
     s.masterCrashes.forEach((crash) => {
-      const node = this.nodes[this.masters[crash.project] as number] as SimNode;
+      const node = this.world.nodes[this.masters[crash.project] as number] as SimNode;
       this.at(crash.at, () => {
         if (!node.online) return;
         this.nodeCounts.masterCrashes = (this.nodeCounts.masterCrashes as number) + 1;
-        this.takeOffline(node);
+        this.world.takeOffline(node);
       });
       this.at(crash.back, () => {
         if (node.online) return;
         // The master kept its store: a new process carries on from it (restoreMaster, then the restart input).
-        this.bringOnline(node);
+        this.world.bringOnline(node);
         const pending = this.pendingSubmits.get(node.index) ?? [];
         this.pendingSubmits.delete(node.index);
         for (const deliver of pending) deliver();
@@ -1031,18 +593,18 @@ export class Simulation implements ActorWorld<Wire> {
   private startActors(): void {
     const a = this.scenario.actors;
     for (let i = 0; i < a.spammers; i++) {
-      const node = this.addNode("spammer", { topics: this.pickProjects() });
+      const node = this.world.addNode("spammer", { topics: this.pickProjects() });
       node.spammer = new Spammer(this, node.index);
       this.nodeCounts.spammers = (this.nodeCounts.spammers as number) + 1;
     }
     for (let i = 0; i < a.forgers; i++) {
-      const node = this.addNode("forger", { topics: [pick(this.rng, this.scenario.projects)] });
+      const node = this.world.addNode("forger", { topics: [pick(this.rng, this.scenario.projects)] });
       startForger(this, node.index, node.topics[0] as number, i, a.forgeriesPerHour, this.scenario.duration);
       this.nodeCounts.forgers = (this.nodeCounts.forgers as number) + 1;
     }
     for (let i = 0; i < a.replayers; i++) {
       const topic = pick(this.rng, this.scenario.projects);
-      const node = this.addNode("replayer", { topics: [topic] });
+      const node = this.world.addNode("replayer", { topics: [topic] });
       node.replayer = new Replayer(this, node.index, topic);
       node.replayer.start(a.replaysPerHour, this.scenario.duration);
       this.nodeCounts.replayers = (this.nodeCounts.replayers as number) + 1;
@@ -1053,14 +615,14 @@ export class Simulation implements ActorWorld<Wire> {
     const every = this.scenario.sampleInterval;
     const sample = () => {
       let liveWorkers = 0;
-      for (const node of this.nodes) if (node.online && node.role === "worker") liveWorkers++;
+      for (const node of this.world.nodes) if (node.online && node.role === "worker") liveWorkers++;
       this.series.push({
-        tMs: this.nowMsValue,
+        tMs: this.world.nowMs,
         openJobs: this.observer.openJobs,
         liveWorkers,
         ...this.observer.takeInterval(),
       });
-      if (this.nowMsValue + every <= endMs) this.at(this.nowMsValue + every, sample);
+      if (this.world.nowMs + every <= endMs) this.at(this.world.nowMs + every, sample);
     };
     this.at(0, sample);
   }
@@ -1070,7 +632,7 @@ export class Simulation implements ActorWorld<Wire> {
   private setUp(): void {
     const s = this.scenario;
     for (let p = 0; p < s.projects; p++) {
-      const node = this.addNode("master", { topics: [p], project: p });
+      const node = this.world.addNode("master", { topics: [p], project: p });
       this.masters.push(node.index);
       this.nodeCounts.masters = (this.nodeCounts.masters as number) + 1;
     }
@@ -1088,7 +650,7 @@ export class Simulation implements ActorWorld<Wire> {
         this.nodeCounts.sybils = (this.nodeCounts.sybils as number) + 1;
       }
     this.startActors();
-    for (const node of this.nodes) this.bringOnline(node);
+    for (const node of this.world.nodes) this.world.bringOnline(node);
     this.scheduleArrivals();
     this.scheduleChurn();
     this.scheduleFaults();
@@ -1101,22 +663,22 @@ export class Simulation implements ActorWorld<Wire> {
     this.scheduleSamples(endMs);
     let endedEarly = false;
     for (;;) {
-      const next = this.queue.peekMs();
+      const next = this.world.queue.peekMs();
       if (next === null || next > endMs) break;
       if (next >= s.duration && this.arrivalsDone && this.observer.openJobs === 0 && this.pendingSubmitsCount() === 0) {
         endedEarly = true;
         break;
       }
-      const event = this.queue.pop();
+      const event = this.world.queue.pop();
       if (event === undefined) break;
-      this.nowMsValue = event.atMs;
-      this.observer.at(this.nowMsValue);
+      this.world.nowMs = event.atMs;
+      this.observer.at(this.world.nowMs);
       event.run();
       this.events++;
       if (options.onProgress !== undefined && (this.events & (progressEveryEventsCount - 1)) === 0)
-        options.onProgress(this.nowMsValue, endMs, this.events);
+        options.onProgress(this.world.nowMs, endMs, this.events);
     }
-    if (!endedEarly) this.nowMsValue = Math.max(this.nowMsValue, Math.min(endMs, this.queue.peekMs() ?? endMs));
+    if (!endedEarly) this.world.nowMs = Math.max(this.world.nowMs, Math.min(endMs, this.world.queue.peekMs() ?? endMs));
     return this.collect(endedEarly);
   }
 
@@ -1129,22 +691,22 @@ export class Simulation implements ActorWorld<Wire> {
   private collect(endedEarly: boolean): Metrics {
     const s = this.scenario;
     const observer = this.observer;
-    const lost = observer.checkEnded(this.nowMsValue, s.duration);
-    const workers = this.nodes.filter((n) => n.role === "worker" && n.everOnline);
+    const lost = observer.checkEnded(this.world.nowMs, s.duration);
+    const workers = this.world.nodes.filter((n) => n.role === "worker" && n.everOnline);
     const runs = workers.map((n) => n.runsStarted).sort((a, b) => a - b);
     const perProject = observer.perProject();
     const withJobs = perProject.filter((p) => p.submitted > 0);
     const totalMessages =
-      (this.counters.gossipTransmissions as number) +
-      (this.counters.gossipControl as number) +
-      (this.counters.direct as number);
+      (this.world.counters.gossipTransmissions as number) +
+      (this.world.counters.gossipControl as number) +
+      (this.world.counters.direct as number);
     const submitted = observer.submitted;
     return {
       scenario: s.name,
       seed: this.seed,
       signatures: s.signatures,
       settings: s,
-      run: { simulatedMs: Math.round(this.nowMsValue), events: this.events, endedWhenAllJobsEnded: endedEarly },
+      run: { simulatedMs: Math.round(this.world.nowMs), events: this.events, endedWhenAllJobsEnded: endedEarly },
       nodes: this.nodeCounts,
       jobs: {
         submitted,
@@ -1158,13 +720,13 @@ export class Simulation implements ActorWorld<Wire> {
       timeToVerdictMs: observer.verdictLatency.summary(),
       bidsPerJob: round(observer.bids / Math.max(1, submitted)),
       messagesPerJob: round(totalMessages / Math.max(1, submitted)),
-      messages: { ...this.counters, total: totalMessages },
+      messages: { ...this.world.counters, total: totalMessages },
       messagesByDomain: observer.byDomain,
       admissions: observer.admissions,
       gossip: {
-        publishes: this.gossipPublishes,
-        deliveryFraction: round(this.gossipDelivered / Math.max(1, this.gossipExpected)),
-        latencyMs: this.gossipLatency.summary(),
+        publishes: this.world.gossipPublishes,
+        deliveryFraction: round(this.world.gossipDelivered / Math.max(1, this.world.gossipExpected)),
+        latencyMs: this.world.gossipLatency.summary(),
       },
       load: {
         workersEverOnline: workers.length,

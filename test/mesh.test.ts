@@ -272,6 +272,52 @@ test.serial(
 );
 
 test.serial(
+  "a worker finishes a run while its master is down, is SIGKILLed and restarted; the master, back later, gets the result from the worker's outbox: one attempt, run once",
+  async (t) => {
+    const mesh = await Mesh.create();
+    try {
+      const { project, master, workers } = await projectWithWorkers(mesh, 1);
+      const worker = workers[0] as NodeProcess;
+      const jobFile = await writeJob(mesh, "outbox", project, {
+        id: "outbox-1",
+        steps: ["sleep 3; echo finished"],
+        timeout: "1m",
+      });
+      await cliOk(master.dataDir, ["submit", jobFile]);
+      await until("the job running", async () =>
+        (await jobDetail(master, "outbox-1")).attempts.some((attempt) => attempt.state === "running"),
+      );
+      const port = /\/tcp\/(\d+)\//.exec(master.address)?.[1] as string;
+      await master.kill();
+      // The run ends while the master is down (longer than its 4 s lease): the result waits in the worker's outbox.
+      await until("the run finished on the worker", async () => (await worker.control.status()).running === 0, 30_000);
+      await worker.kill();
+      const workerAgain = await mesh.start("worker-again", worker.dataDir, ["--worker", "--bootstrap", master.address]);
+      await new Promise((resolve) => setTimeout(resolve, 3_000));
+      const restarted = await mesh.start("master-again", master.dataDir, [
+        "--master",
+        "--listen",
+        `/ip4/127.0.0.1/tcp/${port}`,
+      ]);
+      const detail = await ended(restarted, "outbox-1", 90_000).catch((error: unknown) => {
+        for (const node of [restarted, workerAgain])
+          t.log(node.name, JSON.stringify(node.events.slice(-25)).slice(-6000));
+        throw error;
+      });
+      t.is(detail.status, "passed", detail.reason);
+      t.is(detail.attempts.length, 1, "the run was not awarded again: the restarted master renewed its lease");
+      t.is(succeededRuns(detail), 1, "run once");
+      t.false(
+        workerAgain.events.some((event) => event.event === "execution-started"),
+        "the restarted worker ran nothing again",
+      );
+    } finally {
+      await mesh.stopAll();
+    }
+  },
+);
+
+test.serial(
   "replicas 2, quorum 2, one worker corrupts its results (fault injection): a third run decides and the honest digest wins",
   async (t) => {
     const mesh = await Mesh.create();

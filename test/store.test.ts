@@ -3,8 +3,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import test from "ava";
 import { recordSeq } from "../crypto/index.ts";
-import { createMaster } from "../jobs/index.ts";
-import { openStore, seqBlockSize } from "../node/store/index.ts";
+import { createWorker, type JobRecord, sequenceFloorAt } from "../jobs/index.ts";
+import { openNodeStore } from "../node/store/index.ts";
 
 async function tempDir(t: { teardown(fn: () => Promise<void>): void }): Promise<string> {
   const dir = await mkdtemp(join(tmpdir(), "cimesh-store-"));
@@ -12,49 +12,90 @@ async function tempDir(t: { teardown(fn: () => Promise<void>): void }): Promise<
   return dir;
 }
 
-test("sequence numbers never repeat across a restart, even mid-block", async (t) => {
+const project = `b${"c".repeat(52)}`;
+
+function jobRecord(jobId: string, submittedAtMs: number): JobRecord {
+  return {
+    jobId,
+    spec: {} as JobRecord["spec"],
+    submittedAtMs,
+    status: "passed",
+    reason: "",
+    endedAtMs: submittedAtMs + 1,
+    round: 0,
+    bidProbability: 1,
+    eligibleEstimate: 0,
+    lastAnnouncedAtMs: submittedAtMs,
+    windowEndsAtMs: null,
+    reannounceAtMs: null,
+    bids: [],
+    attempts: [],
+    shards: [],
+    bidsReceived: 0,
+    announcements: 1,
+  };
+}
+
+test("the reserved sequence comes back after a restart, and a store-less start begins at the clock's floor", async (t) => {
   const path = join(await tempDir(t), "store");
-  let store = await openStore(path);
-  const first = [await store.nextSeq(), await store.nextSeq(), await store.nextSeq()];
+  let store = await openNodeStore(path);
+  t.is((await store.load()).seqReservedUpTo, 0);
+  await store.persist([{ space: "seq", reservedUpTo: 20_000 }]);
   await store.close();
-  store = await openStore(path);
-  const after = await store.nextSeq();
-  await store.close();
-  t.deepEqual(first, [0, 1, 2]);
-  t.is(after, seqBlockSize);
+  store = await openNodeStore(path);
+  t.teardown(() => store.close());
+  t.is((await store.load()).seqReservedUpTo, 20_000);
+  t.true(sequenceFloorAt(1_800_000_000_000) > 20_000);
 });
 
-test("master state, keysets and the replay ledger come back after a restart", async (t) => {
+test("job records, reputations, the worker, keysets and the replay ledger come back after a restart", async (t) => {
   const path = join(await tempDir(t), "store");
-  let store = await openStore(path);
-  const master = createMaster({ project: `b${"c".repeat(52)}` });
-  master.seq = 41;
-  await store.saveMaster(master);
-  await store.saveKeyset(master.config.project, new Uint8Array([1, 2, 3]));
-  let ledger = await store.loadLedger();
+  let store = await openNodeStore(path);
+  const worker = createWorker("ab".repeat(32), { shares: { [project]: 1 }, dimensions: {} as never, specs: [] });
   const signer = new Uint8Array(32).fill(5);
   const nowMs = 1_800_000_000_000;
-  ledger = recordSeq(ledger, signer, 7, nowMs + 60_000, nowMs).ledger;
+  const ledger = recordSeq((await store.load()).ledger, signer, 7, nowMs + 60_000, nowMs).ledger;
   const window = ledger.signers.get(Buffer.from(signer).toString("latin1"));
   if (window === undefined) throw new Error("no window");
-  await store.saveLedgerEntry(signer, window, ledger.floorExpiresAtMs);
+  await store.persist([
+    { space: "job", project, jobId: "a", record: jobRecord("a", 1) },
+    { space: "job", project, jobId: "b", record: jobRecord("b", 2) },
+    {
+      space: "reputation",
+      project,
+      worker: "ff".repeat(32),
+      record: { consecutiveValid: 3, validTotal: 4, invalidTotal: 1 },
+    },
+    { space: "worker", state: worker },
+    { space: "keyset", project, bytes: new Uint8Array([1, 2, 3]) },
+    { space: "ledger", signer, window, floorExpiresAtMs: ledger.floorExpiresAtMs },
+  ]);
+  await store.persist([{ space: "job", project, jobId: "a", record: null }]);
   await store.close();
 
-  store = await openStore(path);
+  store = await openNodeStore(path);
   t.teardown(() => store.close());
-  t.deepEqual(await store.loadMaster(master.config.project), master);
-  t.deepEqual(await store.loadKeyset(master.config.project), new Uint8Array([1, 2, 3]));
-  const restored = await store.loadLedger();
+  const stored = await store.load();
+  t.deepEqual(
+    stored.masters.get(project)?.jobs.map((job) => job.jobId),
+    ["b"],
+    "a removed job stays removed",
+  );
+  t.deepEqual(stored.masters.get(project)?.reputation, {
+    ["ff".repeat(32)]: { consecutiveValid: 3, validTotal: 4, invalidTotal: 1 },
+  });
+  t.deepEqual(stored.worker, JSON.parse(JSON.stringify(worker)));
+  t.deepEqual(stored.keysets.get(project), new Uint8Array([1, 2, 3]));
   t.is(
-    recordSeq(restored, signer, 7, nowMs + 60_000, nowMs).verdict,
+    recordSeq(stored.ledger, signer, 7, nowMs + 60_000, nowMs).verdict,
     "replay",
     "a replay after the restart is still refused",
   );
-  t.is(recordSeq(restored, signer, 8, nowMs + 60_000, nowMs).verdict, "fresh");
+  t.is(recordSeq(stored.ledger, signer, 8, nowMs + 60_000, nowMs).verdict, "fresh");
 });
 
 test("log chunks are kept by offset: the same chunk twice is stored once, in order", async (t) => {
-  const store = await openStore(join(await tempDir(t), "store"));
+  const store = await openNodeStore(join(await tempDir(t), "store"));
   t.teardown(() => store.close());
   const chunk = (offset: number, text: string) => ({
     attempt: 0,
@@ -62,10 +103,12 @@ test("log chunks are kept by offset: the same chunk twice is stored once, in ord
     offset,
     data: new TextEncoder().encode(text),
   });
-  await store.putLogChunk("job-1", chunk(6, "world\n"));
-  await store.putLogChunk("job-1", chunk(0, "hello "));
-  await store.putLogChunk("job-1", chunk(6, "world\n"));
-  await store.putLogChunk("job-10", chunk(0, "other job"));
+  const log = (jobId: string, offset: number, text: string) =>
+    store.persist([{ space: "log", jobId, chunk: chunk(offset, text) }]);
+  await log("job-1", 6, "world\n");
+  await log("job-1", 0, "hello ");
+  await log("job-1", 6, "world\n");
+  await log("job-10", 0, "other job");
   const chunks = await store.logChunks("job-1");
   t.is(chunks.map((c) => new TextDecoder().decode(c.data)).join(""), "hello world\n");
 });

@@ -23,7 +23,7 @@ import {
   saveIdentity,
   writeFileAtomic,
 } from "../files/index.ts";
-import type { RunningNode, StartOptions } from "../runtime.ts";
+import type { RunningNode, StartOptions } from "../runtime/index.ts";
 import { client, collect, dataDirOf, exists, keyFileName, nodeIdentity, out, program } from "./common.ts";
 
 /** How long `start` gives the node to stop on SIGINT/SIGTERM before it exits anyway. */
@@ -46,7 +46,7 @@ export class RuntimeUnavailableError extends CimeshError {
   constructor(detail: string) {
     super(
       "ERR_RUNTIME_UNAVAILABLE",
-      `expected the mesh runtime (node/runtime.ts and libp2p) to load, but: ${detail}; run \`npm ci\` in the cimesh folder and try again`,
+      `expected the mesh runtime (node/runtime/ and libp2p) to load, but: ${detail}; run \`npm ci\` in the cimesh folder and try again`,
     );
   }
 }
@@ -154,7 +154,7 @@ export function addStartCommand(): void {
           );
         let startNode: (options: StartOptions) => Promise<RunningNode>;
         try {
-          ({ startNode } = await import("../runtime.ts"));
+          ({ startNode } = await import("../runtime/index.ts"));
         } catch (error) {
           throw new RuntimeUnavailableError((error as Error).message);
         }

@@ -1,12 +1,15 @@
 /**
  * The node's store: level (LevelDB), one sublevel per concern (DESIGN.md,
- * Store). What a master acknowledged is written before the acknowledgement;
- * a restarted node carries on from here.
+ * Store). It keeps what the shell core persists (jobs/driver.ts StoreWrite):
+ * each step's writes go in as one atomic batch before the step's messages
+ * leave, so what a master acknowledged survives a crash and a restarted node
+ * carries on from here.
  *
- * Machine states are stored whole, as the JSON they already are. The replay
- * ledger is stored per signer, so a message costs one small write. The
- * node-wide signing sequence is reserved in blocks: a restart skips the rest
- * of a block rather than risk reusing a number its peers have seen.
+ * - worker: the worker machine's state, whole (it is small and bounded).
+ * - jobs, reputation: the master's job records and worker reputations, one
+ *   entry each, so a master of 100,000 jobs writes per step what changed.
+ * - ledger: the replay window of each signer, one small entry per message.
+ * - keysets, logs, meta (the reserved signing sequence, the ledger's floor).
  */
 import { Level } from "level";
 import {
@@ -16,128 +19,157 @@ import {
   type ReplayLedgerLimits,
   type SignerWindow,
 } from "../../crypto/index.ts";
-import type { MasterState, WorkerState } from "../../jobs/index.ts";
+import type {
+  JobRecord,
+  LogChunkRecord,
+  MasterState,
+  Reputation,
+  StoredNode,
+  StoreWrite,
+  WorkerState,
+} from "../../jobs/index.ts";
 
-/** Sequence numbers reserved per store write. */
-export const seqBlockSize = 10_000;
-/** Log bytes kept per attempt and stream on a master; chunks past it are dropped (and counted). */
+/** Log bytes kept per attempt and stream on a master; chunks past it are dropped. */
 export const maxStoredLogBytesPerStream = 16 * 1024 * 1024;
 
-export interface StoredLogChunk {
-  readonly attempt: number;
-  readonly stream: "stdout" | "stderr";
-  readonly offset: number;
-  readonly data: Uint8Array;
-}
+export type StoredLogChunk = LogChunkRecord;
 
-export interface Store {
+export interface NodeStore {
   readonly db: Level<string, string>;
-  /** The next sequence number to sign with; reserves a new block in the store when one runs out. */
-  nextSeq(): Promise<number>;
-  loadMaster(project: string): Promise<MasterState | undefined>;
-  saveMaster(state: MasterState): Promise<void>;
-  loadWorker(): Promise<WorkerState | undefined>;
-  saveWorker(state: WorkerState): Promise<void>;
-  loadLedger(limits?: ReplayLedgerLimits): Promise<ReplayLedger>;
-  saveLedgerEntry(signer: Uint8Array, window: SignerWindow, floorExpiresAtMs: number): Promise<void>;
-  saveKeyset(project: string, bytes: Uint8Array): Promise<void>;
-  loadKeyset(project: string): Promise<Uint8Array | undefined>;
-  /** Appends a log chunk by offset: the same chunk twice is stored once. */
-  putLogChunk(jobId: string, chunk: StoredLogChunk): Promise<void>;
+  /** Everything a restarted node needs: machine records, ledger, keysets, sequence. */
+  load(ledgerLimits?: ReplayLedgerLimits): Promise<StoredNode>;
+  /** Writes one step's batch atomically. */
+  persist(batch: readonly StoreWrite[]): Promise<void>;
   logChunks(jobId: string): Promise<StoredLogChunk[]>;
   close(): Promise<void>;
 }
 
 const pad = (n: number, width: number) => n.toString().padStart(width, "0");
 
-export async function openStore(path: string): Promise<Store> {
+interface StoredWindow {
+  highestSeq: number;
+  bitmap: number[];
+  latestExpiresAtMs: number;
+  touchedSeq: number;
+}
+
+export async function openNodeStore(path: string): Promise<NodeStore> {
   const db = new Level<string, string>(path, { valueEncoding: "utf8" });
   await db.open();
-  const json = (name: string) => db.sublevel<string, unknown>(name, { valueEncoding: "json" });
-  const meta = json("meta");
-  const machines = json("machines");
-  const ledger = json("ledger");
+  const json = <V>(name: string) => db.sublevel<string, V>(name, { valueEncoding: "json" });
+  const meta = json<number>("meta");
+  const workerLevel = json<WorkerState>("worker");
+  const jobs = json<JobRecord>("jobs");
+  const reputation = json<Reputation>("reputation");
+  const ledger = json<StoredWindow>("ledger");
+  const legacyMachines = json<MasterState | WorkerState>("machines");
   const keysets = db.sublevel<string, Uint8Array>("keysets", { valueEncoding: "view" });
   const logs = db.sublevel<string, Uint8Array>("logs", { valueEncoding: "view" });
-
   /** Orders ledger entries by when they were last written, so a restart keeps the most recent signers. */
   let touched = 0;
-  let seqNext = 0;
-  let seqLimit = 0;
-  let reserving: Promise<void> | null = null;
-  const reserve = async () => {
-    const start = ((await meta.get("seqReserved")) as number | undefined) ?? 0;
-    await meta.put("seqReserved", start + seqBlockSize);
-    seqNext = start;
-    seqLimit = start + seqBlockSize;
+
+  const loadLedger = async (limits: ReplayLedgerLimits): Promise<ReplayLedger> => {
+    const restored = createReplayLedger(limits);
+    const floor = await meta.get("ledgerFloorExpiresAtMs");
+    if (floor !== undefined) restored.floorExpiresAtMs = floor;
+    const entries: [string, SignerWindow, number][] = [];
+    for await (const [key, entry] of ledger.iterator()) {
+      const bitmap = new Uint32Array(limits.windowSeqs / 32);
+      bitmap.set(entry.bitmap.slice(0, bitmap.length));
+      entries.push([
+        Buffer.from(key, "hex").toString("latin1"),
+        { highestSeq: entry.highestSeq, bitmap, latestExpiresAtMs: entry.latestExpiresAtMs },
+        entry.touchedSeq,
+      ]);
+    }
+    // Least recently seen first, as the ledger keeps them; only the newest maxSigners survive.
+    entries.sort((a, b) => a[2] - b[2]);
+    touched = Math.max(touched, entries[entries.length - 1]?.[2] ?? 0);
+    for (const [key, window] of entries.slice(-limits.maxSigners)) restored.signers.set(key, window);
+    return restored;
+  };
+
+  const loadMasters = async () => {
+    const masters = new Map<string, { jobs: JobRecord[]; reputation: Record<string, Reputation> }>();
+    const of = (project: string) => {
+      let entry = masters.get(project);
+      if (entry === undefined) {
+        entry = { jobs: [], reputation: {} };
+        masters.set(project, entry);
+      }
+      return entry;
+    };
+    for await (const [key, record] of jobs.iterator()) of(key.slice(0, key.indexOf("/"))).jobs.push(record);
+    for await (const [key, record] of reputation.iterator())
+      of(key.slice(0, key.indexOf("/"))).reputation[key.slice(key.indexOf("/") + 1)] = record;
+    // A store written whole-state (by an older cimesh) still restarts its masters.
+    for await (const [key, state] of legacyMachines.iterator({ gt: "master/", lt: "master/\xff" })) {
+      const project = key.slice("master/".length);
+      if (masters.has(project)) continue;
+      const old = state as MasterState;
+      masters.set(project, { jobs: Object.values(old.jobs), reputation: old.reputation });
+    }
+    return masters;
   };
 
   return {
     db,
-    async nextSeq() {
-      while (seqNext >= seqLimit) {
-        reserving ??= reserve().finally(() => {
-          reserving = null;
-        });
-        await reserving;
+    async load(ledgerLimits = defaultReplayLedgerLimits) {
+      const stored = new Map<string, Uint8Array>();
+      for await (const [project, bytes] of keysets.iterator()) stored.set(project, new Uint8Array(bytes));
+      return {
+        worker: (await workerLevel.get("state")) ?? null,
+        masters: await loadMasters(),
+        ledger: await loadLedger(ledgerLimits),
+        keysets: stored,
+        seqReservedUpTo: (await meta.get("seqReserved")) ?? 0,
+      };
+    },
+    async persist(batch) {
+      const ops = db.batch();
+      for (const write of batch) {
+        switch (write.space) {
+          case "worker":
+            ops.put("state", write.state, { sublevel: workerLevel });
+            break;
+          case "job":
+            if (write.record === null) ops.del(`${write.project}/${write.jobId}`, { sublevel: jobs });
+            else ops.put(`${write.project}/${write.jobId}`, write.record, { sublevel: jobs });
+            break;
+          case "reputation":
+            ops.put(`${write.project}/${write.worker}`, write.record, { sublevel: reputation });
+            break;
+          case "ledger":
+            touched++;
+            ops.put(
+              Buffer.from(write.signer).toString("hex"),
+              {
+                highestSeq: write.window.highestSeq,
+                bitmap: [...write.window.bitmap],
+                latestExpiresAtMs: write.window.latestExpiresAtMs,
+                touchedSeq: touched,
+              },
+              { sublevel: ledger },
+            );
+            if (Number.isFinite(write.floorExpiresAtMs))
+              ops.put("ledgerFloorExpiresAtMs", write.floorExpiresAtMs, { sublevel: meta });
+            break;
+          case "keyset":
+            ops.put(write.project, write.bytes, { sublevel: keysets });
+            break;
+          case "log": {
+            const { chunk } = write;
+            if (chunk.offset + chunk.data.length > maxStoredLogBytesPerStream) break;
+            const key = `${write.jobId}/${pad(chunk.attempt, 6)}/${chunk.stream}/${pad(chunk.offset, 13)}`;
+            ops.put(key, chunk.data, { sublevel: logs });
+            break;
+          }
+          case "seq":
+            ops.put("seqReserved", write.reservedUpTo, { sublevel: meta });
+            break;
+        }
       }
-      return seqNext++;
-    },
-    async loadMaster(project) {
-      return (await machines.get(`master/${project}`)) as MasterState | undefined;
-    },
-    async saveMaster(state) {
-      await machines.put(`master/${state.config.project}`, state);
-    },
-    async loadWorker() {
-      return (await machines.get("worker")) as WorkerState | undefined;
-    },
-    async saveWorker(state) {
-      await machines.put("worker", state);
-    },
-    async loadLedger(limits = defaultReplayLedgerLimits) {
-      const restored = createReplayLedger(limits);
-      const floor = (await meta.get("ledgerFloorExpiresAtMs")) as number | undefined;
-      if (floor !== undefined) restored.floorExpiresAtMs = floor;
-      const entries: [string, SignerWindow, number][] = [];
-      for await (const [key, value] of ledger.iterator()) {
-        const entry = value as { highestSeq: number; bitmap: number[]; latestExpiresAtMs: number; touchedSeq: number };
-        const bitmap = new Uint32Array(limits.windowSeqs / 32);
-        bitmap.set(entry.bitmap.slice(0, bitmap.length));
-        entries.push([
-          Buffer.from(key, "hex").toString("latin1"),
-          { highestSeq: entry.highestSeq, bitmap, latestExpiresAtMs: entry.latestExpiresAtMs },
-          entry.touchedSeq,
-        ]);
-      }
-      // Least recently seen first, as the ledger keeps them; only the newest maxSigners survive.
-      entries.sort((a, b) => a[2] - b[2]);
-      touched = Math.max(touched, entries[entries.length - 1]?.[2] ?? 0);
-      for (const [key, window] of entries.slice(-limits.maxSigners)) restored.signers.set(key, window);
-      return restored;
-    },
-    async saveLedgerEntry(signer, window, floorExpiresAtMs) {
-      touched++;
-      const batch = ledger.batch();
-      batch.put(Buffer.from(signer).toString("hex"), {
-        highestSeq: window.highestSeq,
-        bitmap: [...window.bitmap],
-        latestExpiresAtMs: window.latestExpiresAtMs,
-        touchedSeq: touched,
-      });
-      await batch.write();
-      if (Number.isFinite(floorExpiresAtMs)) await meta.put("ledgerFloorExpiresAtMs", floorExpiresAtMs);
-    },
-    async saveKeyset(project, bytes) {
-      await keysets.put(project, bytes);
-    },
-    async loadKeyset(project) {
-      const bytes = await keysets.get(project);
-      return bytes === undefined ? undefined : new Uint8Array(bytes);
-    },
-    async putLogChunk(jobId, chunk) {
-      if (chunk.offset + chunk.data.length > maxStoredLogBytesPerStream) return;
-      await logs.put(`${jobId}/${pad(chunk.attempt, 6)}/${chunk.stream}/${pad(chunk.offset, 13)}`, chunk.data);
+      await ops.write();
     },
     async logChunks(jobId) {
       const chunks: StoredLogChunk[] = [];

@@ -1,0 +1,247 @@
+/**
+ * The node's control API (NodeApi) over its driver: what the CLI and the
+ * control server ask of a running node. Reads come from the machines' state;
+ * every change goes in as a machine input through the driver's queue.
+ */
+import { randomBytes } from "node:crypto";
+import { readdir } from "node:fs/promises";
+import { isAbsolute } from "node:path";
+import {
+  type Availability,
+  explainJob,
+  type JobRecord,
+  type JobSpec,
+  type MasterInput,
+  type NodeDriver,
+  type WorkerInput,
+} from "../../jobs/index.ts";
+import type { FetchStatus, JobDetail, JobSummary, LogLine, NodeApi, NodeStatus } from "../control/index.ts";
+import type { Host } from "../host/index.ts";
+import type { BlobStore, NodeStore } from "../store/index.ts";
+import { unpackTree } from "../store/index.ts";
+import { NodeRequestError } from "./errors.ts";
+import type { FetchFrom } from "./inputs.ts";
+
+/** Fetches the node remembers for the CLI to ask about; the oldest is forgotten first. */
+export const maxFetchRecords = 64;
+
+export interface ApiParts {
+  readonly driver: NodeDriver<Uint8Array>;
+  readonly host: Host;
+  readonly store: NodeStore;
+  readonly blobs: BlobStore;
+  readonly fetchFrom: FetchFrom;
+  /** The public key of this node, hex. */
+  readonly self: string;
+  readonly shares: Readonly<Record<string, number>>;
+  /** Why this worker takes no job (no sandbox), or empty. */
+  readonly sandboxProblem: string;
+}
+
+function summary(project: string, job: JobRecord): JobSummary {
+  return {
+    project,
+    jobId: job.jobId,
+    name: job.spec.name,
+    status: job.status,
+    reason: job.reason,
+    submittedAtMs: job.submittedAtMs,
+    endedAtMs: job.endedAtMs,
+    runsAwarded: job.attempts.length,
+    runsLive: job.attempts.filter((attempt) => attempt.state === "running").length,
+  };
+}
+
+function detail(project: string, job: JobRecord): JobDetail {
+  return {
+    ...summary(project, job),
+    spec: job.spec,
+    attempts: job.attempts.map((attempt) => ({
+      attempt: attempt.attempt,
+      shard: attempt.shard,
+      worker: attempt.worker,
+      state: attempt.state,
+      outcome: attempt.outcome,
+      exitCode: attempt.exitCode,
+      outputsDigest: attempt.outputsDigest,
+      resultDigest: attempt.digest,
+      logDigest: attempt.logDigest,
+      summary: attempt.summary,
+    })),
+    acceptedDigests: job.shards.map((shard) => shard.decidedDigest),
+  };
+}
+
+/** A master's input, resolved once stepped (and its writes stored), rejected with what the machine threw. */
+function masterStepped(driver: NodeDriver<Uint8Array>, project: string, input: MasterInput): Promise<void> {
+  return new Promise((resolve, reject) =>
+    driver.toMaster(project, input, (error) => (error === undefined ? resolve() : reject(error))),
+  );
+}
+
+function workerStepped(driver: NodeDriver<Uint8Array>, input: WorkerInput): Promise<void> {
+  return new Promise((resolve, reject) =>
+    driver.toWorker(input, (error) => (error === undefined ? resolve() : reject(error))),
+  );
+}
+
+export function nodeApi(parts: ApiParts): NodeApi {
+  const { driver, host, store, blobs, self } = parts;
+  const findJob = (jobId: string): [string, JobRecord] | null => {
+    for (const project of driver.masterProjects()) {
+      const job = driver.masterState(project)?.jobs[jobId];
+      if (job !== undefined) return [project, job];
+    }
+    return null;
+  };
+  const found = (jobId: string): [string, JobRecord] => {
+    const hit = findJob(jobId);
+    if (hit === null) throw new NodeRequestError(404, `job ${jobId}: no such job on this node`);
+    return hit;
+  };
+  const status = async (): Promise<NodeStatus> => {
+    const worker = driver.workerState();
+    return {
+      peerId: host.peerId,
+      publicKey: self,
+      addresses: host.multiaddrs(),
+      roles: { master: driver.masterProjects(), worker: worker !== null },
+      availability: worker?.availability ?? null,
+      running: worker === null ? 0 : Object.keys(worker.running).length,
+      slots: worker?.config.slots ?? 0,
+      peers: host.peerCount(),
+      peerScores: host.scores(),
+      trusted: [...driver.trust().entries()].map(([project, entry]) => ({
+        project,
+        share: parts.shares[project] ?? 0,
+        keysetVersion: entry.keyset === null ? null : `${entry.keyset.rootVersion}.${entry.keyset.version}`,
+      })),
+    };
+  };
+  return {
+    status,
+    async submit(project: string, jobId: string, spec: JobSpec) {
+      if (driver.masterState(project) === undefined)
+        throw new NodeRequestError(
+          400,
+          `project: expected one this node is master for (${driver.masterProjects().join(", ") || "none: start with --master"}), got ${project}`,
+        );
+      const id = jobId === "" ? `job-${randomBytes(6).toString("hex")}` : jobId;
+      if (findJob(id) !== null)
+        throw new NodeRequestError(409, `jobId: expected a new id, ${id} was already submitted`);
+      if (spec.inputsDigest !== null) {
+        if (!(await blobs.has(spec.inputsDigest)))
+          throw new NodeRequestError(
+            400,
+            `inputsDigest: expected the tree ${spec.inputsDigest} in this node's blob store (cimesh submit packs a job's inputs folder there)`,
+          );
+        void host.provide(spec.inputsDigest).catch(() => undefined);
+      }
+      await masterStepped(driver, project, { kind: "submit", jobId: id, job: spec });
+      const job = driver.masterState(project)?.jobs[id];
+      if (job === undefined) throw new NodeRequestError(500, `job ${id} was not stored`);
+      return summary(project, job);
+    },
+    async jobs() {
+      return driver
+        .masterProjects()
+        .flatMap((project) =>
+          Object.values(driver.masterState(project)?.jobs ?? {}).map((job) => summary(project, job)),
+        );
+    },
+    async job(jobId: string) {
+      const hit = findJob(jobId);
+      return hit === null ? null : detail(hit[0], hit[1]);
+    },
+    async logs(jobId: string): Promise<LogLine[]> {
+      const chunks = await store.logChunks(jobId);
+      return chunks.map((chunk) => ({
+        attempt: chunk.attempt,
+        stream: chunk.stream,
+        offset: chunk.offset,
+        text: Buffer.from(chunk.data).toString("utf8"),
+      }));
+    },
+    async explain(jobId: string) {
+      const [project, job] = found(jobId);
+      const text = explainJob(driver.masterState(project) as never, jobId, Date.now());
+      const specs = job.spec.requiredSpecs;
+      if (job.status !== "open" || specs.length === 0) return text;
+      const lines = await Promise.all(
+        specs.map(async (uuid) => {
+          const providers = await host.findProviders(uuid).catch(() => []);
+          return `spec ${uuid}: ${providers.length} worker(s) provide it in the DHT`;
+        }),
+      );
+      return [text, ...lines].join("\n");
+    },
+    async cancel(jobId: string, reason: string) {
+      const [project] = found(jobId);
+      await masterStepped(driver, project, { kind: "cancel", jobId, reason });
+      return summary(project, driver.masterState(project)?.jobs[jobId] as JobRecord);
+    },
+    async setAvailability(availability: Availability) {
+      if (driver.workerState() === null)
+        throw new NodeRequestError(400, "availability: this node is not a worker (start it with --worker)");
+      if (parts.sandboxProblem !== "" && availability !== "paused" && availability !== "offline")
+        throw new NodeRequestError(409, parts.sandboxProblem);
+      await workerStepped(driver, { kind: "set-availability", availability });
+      return status();
+    },
+    ...fetchApi(parts),
+  };
+}
+
+/** `cimesh fetch`: a tree into a folder, in the background, with its progress kept for the CLI to poll. */
+function fetchApi(parts: ApiParts): Pick<NodeApi, "startFetch" | "fetchStatus"> {
+  const fetches = new Map<string, FetchStatus>();
+  return {
+    async startFetch(root: string, destination: string, providers: readonly string[]) {
+      if (!isAbsolute(destination))
+        throw new NodeRequestError(400, `destination: expected an absolute path, got ${destination}`);
+      const existing = await readdir(destination).catch((error: NodeJS.ErrnoException) =>
+        error.code === "ENOENT" ? [] : Promise.reject(error),
+      );
+      if (existing.length > 0)
+        throw new NodeRequestError(409, `destination: expected an absent or empty folder, ${destination} holds files`);
+      const id = `fetch-${randomBytes(6).toString("hex")}`;
+      const record: { -readonly [K in keyof FetchStatus]: FetchStatus[K] } = {
+        id,
+        root,
+        destination,
+        state: "fetching",
+        doneBytes: 0,
+        totalBytes: 0,
+        fetchedBytes: 0,
+        files: 0,
+        error: "",
+      };
+      fetches.set(id, record);
+      while (fetches.size > maxFetchRecords) fetches.delete(fetches.keys().next().value as string);
+      void (async () => {
+        const release = parts.blobs.pin([root]);
+        try {
+          const report = await parts.fetchFrom(root, providers, (done, total) => {
+            record.doneBytes = done;
+            record.totalBytes = total;
+          });
+          record.fetchedBytes = report.fetchedBytes;
+          const unpacked = await unpackTree(root, parts.blobs, destination);
+          record.files = unpacked.files;
+          record.doneBytes = record.totalBytes;
+          record.state = "done";
+        } catch (error) {
+          record.error = String(error);
+          record.state = "failed";
+        } finally {
+          release();
+        }
+      })();
+      return { ...record };
+    },
+    async fetchStatus(id: string) {
+      const record = fetches.get(id);
+      return record === undefined ? null : { ...record };
+    },
+  };
+}

@@ -1,0 +1,4 @@
+/** The running node: startNode and what it answers with. */
+export { NodeRequestError, NodeStartError } from "./errors.ts";
+export { corruptOutputsDigest, type RunningNode, type StartOptions, startNode } from "./node.ts";
+export { createNodePorts, type NodePorts, openInbound } from "./ports.ts";

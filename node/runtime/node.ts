@@ -1,0 +1,299 @@
+/**
+ * The mesh node: the shell core of jobs/driver.ts with real ports. It loads
+ * the node's key, config, store and trust, makes the libp2p host, the blob
+ * store and the sandboxed executor, hands every inbound message to the
+ * driver (whose admission answers gossipsub's validator), and serves the
+ * control API. It decides nothing about the protocol (DESIGN.md, Rule 2).
+ */
+import { mkdir, statfs } from "node:fs/promises";
+import { arch, cpus, loadavg, platform, totalmem } from "node:os";
+import { join } from "node:path";
+import type { WorkerAdvert } from "../../capabilities/index.ts";
+import type { Identity, ProjectTrust } from "../../crypto/index.ts";
+import { trustFromAnchor } from "../../crypto/index.ts";
+import { createWorker, hexOf, type MasterConfig, NodeDriver, type WorkerState } from "../../jobs/index.ts";
+import type { NodeApi } from "../control/index.ts";
+import { loadConfig, loadIdentity, loadProjectKeyset, type NodeConfig } from "../files/index.ts";
+import { createHost, type Host, PeerBans, publicKeyHexOf, serveBlobs } from "../host/index.ts";
+import { createExecutor, type Executor } from "../sandbox/index.ts";
+import { type BlobStore, type NodeStore, openBlobStore, openNodeStore } from "../store/index.ts";
+import { nodeApi } from "./api.ts";
+import { NodeStartError } from "./errors.ts";
+import { heldBytes, runCarrier, treeFetcher } from "./inputs.ts";
+import { createNodePorts, type NodeLog, type NodePorts } from "./ports.ts";
+import {
+  keysetKeeper,
+  publishSpecs,
+  selectKeysetRecord,
+  specChecker,
+  validateKeysetRecord,
+  validateSpecRecord,
+} from "./records.ts";
+
+/** How often a worker hands its machine the local time and load average, the facts its availability rules read. */
+export const factsIntervalMs = 30_000;
+/** A corrupted outputs digest, for the fault-injection option: a worker that lies. */
+export const corruptOutputsDigest = "bafkreicorruptedoutputsbyfaultinjectionaaaaaaaaaaaaaaaaaaaa";
+
+export interface StartOptions {
+  readonly dataDir: string;
+  readonly worker: boolean;
+  readonly master: boolean;
+  readonly listen: readonly string[];
+  readonly bootstrap: readonly string[];
+  readonly allowUnsandboxed: boolean;
+  /** Fault injection for tests: every result this worker reports carries a wrong outputs digest. */
+  readonly faultInjectCorruptResults: boolean;
+}
+
+export interface RunningNode extends NodeApi {
+  readonly peerId: string;
+  addresses(): string[];
+  stop(): Promise<void>;
+}
+
+async function detectDimensions(dataDir: string, config: NodeConfig): Promise<WorkerAdvert["dimensions"]> {
+  const disk = await statfs(dataDir);
+  const overrides = config.worker.dimensions;
+  return {
+    os: platform(),
+    arch: arch(),
+    cores: overrides.cores ?? Math.max(1, cpus().length),
+    memoryBytes: overrides.memoryBytes ?? totalmem(),
+    diskBytes: overrides.diskBytes ?? Number(disk.bavail) * Number(disk.bsize),
+    // Tools are what the volunteer declares; a spec's self-check is what proves them.
+    tools: overrides.tools,
+    labels: config.worker.labels,
+  };
+}
+
+async function loadNodeIdentity(dataDir: string): Promise<Identity> {
+  const keyPath = join(dataDir, "node.key");
+  try {
+    return await loadIdentity(keyPath);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === "ENOENT")
+      throw new NodeStartError(`${keyPath} does not exist: run \`cimesh init --data-dir ${dataDir}\` first`);
+    throw error;
+  }
+}
+
+/** The pinned projects' anchors, their shares, and the keysets of the projects this node announces for. */
+async function loadTrust(options: StartOptions, config: NodeConfig) {
+  const trust = new Map<string, ProjectTrust>();
+  const shares: Record<string, number> = {};
+  for (const entry of config.trust) {
+    const roots = entry.roots.map((hex) => new Uint8Array(Buffer.from(hex, "hex")));
+    trust.set(entry.project, trustFromAnchor({ project: entry.project, roots, threshold: entry.threshold }));
+    shares[entry.project] = entry.share;
+  }
+  const ownKeysets = new Map<string, Uint8Array>();
+  for (const project of options.master ? config.masters : []) {
+    const bytes = await loadProjectKeyset(options.dataDir, project);
+    if (bytes === null)
+      throw new NodeStartError(`no keyset for project ${project} in ${options.dataDir}: run \`cimesh project init\``);
+    if (!trust.has(project))
+      throw new NodeStartError(`project ${project} is a master project but not in trust: run \`cimesh trust add\``);
+    ownKeysets.set(project, bytes);
+  }
+  return { trust, shares, ownKeysets };
+}
+
+/** The worker side: the executor, whether a sandbox can be made, and the machine as today's config makes it. */
+async function prepareWorker(
+  options: StartOptions,
+  config: NodeConfig,
+  self: string,
+  shares: Record<string, number>,
+  blobs: BlobStore,
+  log: NodeLog,
+): Promise<{ executor: Executor; worker: WorkerState; sandboxProblem: string }> {
+  await mkdir(join(options.dataDir, "work"), { recursive: true, mode: 0o700 });
+  const executor = createExecutor({
+    workRoot: join(options.dataDir, "work"),
+    allowUnsandboxed: options.allowUnsandboxed,
+    allowNetwork: config.worker.allowNetwork,
+    blobStore: blobs,
+    onWarning: (message: string) => log("executor-warning", { message }),
+  });
+  const probe = await executor.probe();
+  let sandboxProblem = "";
+  if (!probe.ok && !options.allowUnsandboxed) {
+    sandboxProblem = `no sandbox: ${probe.reason}; this worker takes no job (install bubblewrap, or run with --allow-unsandboxed)`;
+    log("sandbox-unavailable", { reason: probe.reason });
+  }
+  const worker = createWorker(
+    self,
+    {
+      shares,
+      dimensions: await detectDimensions(options.dataDir, config),
+      specs: [],
+      slots: config.worker.slots,
+      allowNetwork: config.worker.allowNetwork,
+      rules: config.worker.rules,
+      renewIntervalMs: config.timing.renewIntervalMs,
+      advertIntervalMs: config.timing.advertRepublishMs,
+    },
+    sandboxProblem === "" ? config.worker.availability : "paused",
+  );
+  return { executor, worker, sandboxProblem };
+}
+
+function masterConfigs(options: StartOptions, config: NodeConfig): (Partial<MasterConfig> & { project: string })[] {
+  if (!options.master) return [];
+  const { leaseMs, bidWindowMs, reannounceIntervalMs } = config.timing;
+  return config.masters.map((project) => ({ project, leaseMs, bidWindowMs, reannounceIntervalMs }));
+}
+
+async function startHost(options: StartOptions, config: NodeConfig, identity: Identity, log: NodeLog): Promise<Host> {
+  return createHost({
+    identity,
+    listen: options.listen.length > 0 ? [...options.listen] : config.listen,
+    bootstrap: [...options.bootstrap, ...config.bootstrap],
+    ipColocationWeight: process.env.CIMESH_TEST_MESH === "1" ? 0 : undefined,
+    mdns: config.mdns && process.env.CIMESH_TEST_MESH !== "1",
+    recordValidators: { keyset: validateKeysetRecord, spec: validateSpecRecord },
+    onRefusedStream: (from, why) => log("direct-refused", { from, why }),
+    recordSelectors: { keyset: selectKeysetRecord },
+  });
+}
+
+/** Every inbound message goes to the driver; gossipsub acts on its admission's verdict. Refusals are logged with the sender. */
+function wireInbound(host: Host, driver: NodeDriver<Uint8Array>, topics: Iterable<string>, log: NodeLog): void {
+  host.onDirect((bytes, fromPeerId) => {
+    const admission = driver.receive({ kind: "direct", peer: publicKeyHexOf(fromPeerId) }, bytes);
+    if (admission.verdict !== "accept")
+      log("direct-refused", { from: fromPeerId, reason: admission.reason, error: admission.detail });
+  });
+  for (const topic of topics)
+    host.subscribe(topic, (bytes, fromPeerId) => {
+      const admission = driver.receive({ kind: "topic", topic }, bytes);
+      if (admission.verdict !== "accept" && admission.detail !== "")
+        log(`gossip-${admission.verdict}`, {
+          project: topic.slice(0, 12),
+          from: fromPeerId,
+          reason: admission.reason,
+          why: admission.detail,
+        });
+      return admission.verdict;
+    });
+}
+
+/** The facts a worker's availability rules read: local time and load, every factsIntervalMs. */
+function feedFacts(driver: NodeDriver<Uint8Array>): NodeJS.Timeout {
+  const feed = () => {
+    if (driver.workerState() === null) return;
+    const now = new Date();
+    driver.toWorker({
+      kind: "facts",
+      facts: {
+        localMinuteOfDay: now.getHours() * 60 + now.getMinutes(),
+        localDayOfWeek: now.getDay(),
+        loadAverage: loadavg()[0] ?? 0,
+      },
+    });
+  };
+  feed();
+  return setInterval(feed, factsIntervalMs);
+}
+
+export async function startNode(options: StartOptions): Promise<RunningNode> {
+  const identity = await loadNodeIdentity(options.dataDir);
+  const config = await loadConfig(options.dataDir);
+  const self = hexOf(identity.publicKey);
+  const log: NodeLog = (event, fields = {}) =>
+    process.stderr.write(`${JSON.stringify({ t: Date.now(), node: self.slice(0, 8), event, ...fields })}\n`);
+  const { trust, shares, ownKeysets } = await loadTrust(options, config);
+  const store: NodeStore = await openNodeStore(join(options.dataDir, "store"));
+  // Job inputs and outputs by content; a worker's is a cache with a quota, a master's keeps what it was given.
+  const blobs = await openBlobStore(join(options.dataDir, "blobs"), {
+    quotaBytes: options.worker && !options.master ? config.worker.cacheQuota : null,
+  });
+  const workerParts = options.worker ? await prepareWorker(options, config, self, shares, blobs, log) : null;
+  const host = await startHost(options, config, identity, log);
+  await serveBlobs(host, blobs);
+  const fetchFrom = treeFetcher(host, blobs, new PeerBans(), log);
+
+  let driver: NodeDriver<Uint8Array> | null = null;
+  const driverOf = () => driver as NodeDriver<Uint8Array>;
+  const runs =
+    workerParts === null
+      ? null
+      : runCarrier({
+          executor: workerParts.executor,
+          host,
+          blobs,
+          fetchFrom,
+          log,
+          corruptOutputsDigest: options.faultInjectCorruptResults ? corruptOutputsDigest : null,
+        });
+  const checkSpecs =
+    workerParts === null || workerParts.sandboxProblem !== ""
+      ? undefined
+      : specChecker({ host, executor: workerParts.executor, driver: driverOf, log });
+  const ports: NodePorts = createNodePorts({
+    identity,
+    host,
+    store,
+    log,
+    driver: driverOf,
+    runs,
+    inputsHeld: (root) => heldBytes(blobs, root),
+    checkSpecs: checkSpecs === undefined ? undefined : (project, uuids) => void checkSpecs(project, uuids),
+  });
+  driver = new NodeDriver<Uint8Array>({
+    self,
+    ports,
+    trust,
+    masters: masterConfigs(options, config),
+    worker: workerParts?.worker ?? null,
+    stored: await store.load(),
+  });
+  for (const [project, bytes] of ownKeysets) driver.receiveKeysetRecord(project, bytes);
+  wireInbound(host, driver, trust.keys(), log);
+  driver.start();
+  if (workerParts !== null && workerParts.sandboxProblem !== "")
+    driver.toWorker({ kind: "set-availability", availability: "paused" });
+
+  const keysets = keysetKeeper({ host, driver: driverOf, ownKeysets, log });
+  const keysetTimer = setInterval(() => {
+    void keysets.publish();
+    void keysets.fetch();
+    if (driverOf().masterProjects().length > 0) void publishSpecs(host, options.dataDir, log);
+  }, config.timing.keysetRepublishMs);
+  const factsTimer = workerParts === null ? null : feedFacts(driver);
+  void keysets.publish();
+  log("started", {
+    peerId: host.peerId,
+    addresses: host.multiaddrs(),
+    masters: driver.masterProjects(),
+    worker: workerParts !== null,
+  });
+
+  const api = nodeApi({
+    driver,
+    host,
+    store,
+    blobs,
+    fetchFrom,
+    self,
+    shares,
+    sandboxProblem: workerParts?.sandboxProblem ?? "",
+  });
+  const running = driver;
+  return {
+    ...api,
+    peerId: host.peerId,
+    addresses: () => host.multiaddrs(),
+    async stop() {
+      clearInterval(keysetTimer);
+      if (factsTimer !== null) clearInterval(factsTimer);
+      ports.close();
+      const worker = running.workerState();
+      for (const runId of Object.keys(worker?.running ?? {})) workerParts?.executor.kill(runId, "the node is stopping");
+      await running.stop();
+      await host.stop();
+      await store.close();
+    },
+  };
+}

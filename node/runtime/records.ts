@@ -1,0 +1,198 @@
+/**
+ * What a node keeps in and takes from the DHT: keysets (records under the
+ * project id, the newest wins), capability specs (records under their uuid),
+ * and the self-checks that turn a spec into a claim a worker may advertise.
+ * What is accepted is decided in crypto/ and jobs/ (acceptKeyset through the
+ * driver's admission, checkSpec, checkAnnouncer); this file fetches and runs.
+ */
+import {
+  type CapabilitySpec,
+  capabilitySpecDomain,
+  checkSpec,
+  explainUnmet,
+  type WorkerAdvert,
+} from "../../capabilities/index.ts";
+import { checkAnnouncer, keysetDomain, openEnvelope, openMultiEnvelope } from "../../crypto/index.ts";
+import type { NodeDriver } from "../../jobs/index.ts";
+import { loadPublishedSpecs, parseJobFile } from "../files/index.ts";
+import type { Host } from "../host/index.ts";
+import type { Executor } from "../sandbox/index.ts";
+import { NodeStartError } from "./errors.ts";
+import type { NodeLog } from "./ports.ts";
+
+/** Capability specs a worker checks at most; each is a self-check run in the sandbox. */
+export const maxCheckedSpecs = 64;
+/** After a spec was not found in the DHT, how long before it is looked for again. */
+export const specMissRetryMs = 30_000;
+/** How often a node with every keyset it needs looks in the DHT for a newer one (one it lacks: every timing.keysetRepublishMs). */
+export const keysetRefreshMs = 5 * 60_000;
+
+/** A DHT keyset record must be a keyset of the project it is stored under, signed as it claims (the chain is checked on use). */
+export function validateKeysetRecord(project: string, value: Uint8Array): void {
+  const { body } = openMultiEnvelope(keysetDomain, value);
+  if (body.project !== project)
+    throw new NodeStartError(`keyset record: expected project ${project}, got ${body.project}`);
+}
+
+/** A DHT spec record must be a valid, unexpired capability spec under its own uuid (whose spec it is, the worker checks on use). */
+export function validateSpecRecord(uuid: string, value: Uint8Array): void {
+  const { body } = openEnvelope(capabilitySpecDomain, value, Date.now());
+  if (body.uuid !== uuid) throw new NodeStartError(`spec record: expected uuid ${uuid}, got ${body.uuid}`);
+}
+
+/** Of several keyset records, the newest: highest (rootVersion, version). */
+export function selectKeysetRecord(_project: string, values: readonly Uint8Array[]): number {
+  let best = 0;
+  let bestOrder = [-1, -1];
+  values.forEach((value, index) => {
+    try {
+      const { body } = openMultiEnvelope(keysetDomain, value);
+      const order = [body.rootVersion, body.version] as const;
+      if (order[0] > (bestOrder[0] as number) || (order[0] === bestOrder[0] && order[1] > (bestOrder[1] as number))) {
+        best = index;
+        bestOrder = [...order];
+      }
+    } catch {
+      // an invalid record is never the best
+    }
+  });
+  return best;
+}
+
+/**
+ * Keysets travel as DHT records (found by anyone, any time) and on the topic (fast, for rotations and revocations).
+ * The same keyset bytes have the same gossip message id, so the topic carries each version once.
+ */
+export function keysetKeeper(options: {
+  readonly host: Host;
+  readonly driver: () => NodeDriver<Uint8Array>;
+  readonly ownKeysets: ReadonlyMap<string, Uint8Array>;
+  readonly log: NodeLog;
+}) {
+  const { host, driver, ownKeysets, log } = options;
+  let lastFetchMs = 0;
+  return {
+    async publish(): Promise<void> {
+      for (const [project, bytes] of ownKeysets) {
+        // A lone master has no DHT peer to store it on yet: that is not a fault, the next round tries again.
+        await host.putRecord("keyset", project, bytes).catch((error: unknown) => {
+          if (host.peerCount() > 0) log("dht-put-failed", { project: project.slice(0, 12), error: String(error) });
+        });
+        await host.publish(project, bytes).catch(() => undefined);
+      }
+    },
+    async fetch(): Promise<void> {
+      const trust = driver().trust();
+      for (const [project, entry] of trust) {
+        if (ownKeysets.has(project)) continue;
+        if (entry.keyset !== null && Date.now() - lastFetchMs < keysetRefreshMs) continue;
+        const bytes = await host.getRecord("keyset", project).catch(() => null);
+        if (bytes === null) continue;
+        const admission = driver().receiveKeysetRecord(project, bytes);
+        if (admission.keyset !== null) log("keyset-accepted", { project: project.slice(0, 12) });
+        else if (admission.verdict === "reject") log("keyset-refused", { project, why: admission.detail });
+      }
+      if ([...driver().trust().values()].every((entry) => entry.keyset !== null)) lastFetchMs = Date.now();
+    },
+  };
+}
+
+/** A master puts the capability specs its project published into the DHT, under their uuids. */
+export async function publishSpecs(host: Host, dataDir: string, log: NodeLog): Promise<void> {
+  for (const bytes of await loadPublishedSpecs(dataDir)) {
+    try {
+      const { body } = openEnvelope(capabilitySpecDomain, bytes, Date.now());
+      await host.putRecord("spec", body.uuid, bytes);
+    } catch (error) {
+      log("spec-publish-failed", { error: String(error) });
+    }
+  }
+}
+
+type SpecClaim = WorkerAdvert["specs"][number];
+
+/**
+ * Capability specs a job requires: found in the DHT, checked as the project's own (signed by its announcer), then
+ * proven by running the spec's self-check in the sandbox. The outcomes are the claims the worker machine advertises.
+ */
+export function specChecker(options: {
+  readonly host: Host;
+  readonly executor: Executor;
+  readonly driver: () => NodeDriver<Uint8Array>;
+  readonly log: NodeLog;
+}) {
+  const { host, executor, driver, log } = options;
+  const claims = new Map<string, SpecClaim>();
+  const inFlight = new Set<string>();
+  const misses = new Map<string, number>();
+
+  const checkOne = async (project: string, uuid: string): Promise<SpecClaim | null> => {
+    const bytes = await host.getRecord("spec", uuid).catch(() => null);
+    const worker = driver().workerState();
+    if (bytes === null || worker === null) {
+      log("spec-not-found", { uuid });
+      return null;
+    }
+    let spec: CapabilitySpec;
+    try {
+      const opened = openEnvelope(capabilitySpecDomain, bytes, Date.now());
+      const projectTrust = driver().trust().get(project);
+      if (projectTrust === undefined) return null;
+      checkAnnouncer(projectTrust, opened.signer, Date.now());
+      spec = opened.body;
+    } catch (error) {
+      log("spec-refused", { uuid, why: String(error) });
+      return null;
+    }
+    const checkedAtMs = Date.now();
+    const unmet = checkSpec(spec.requirements, worker.config.dimensions);
+    if (unmet.length > 0) {
+      log("spec-unmet", { uuid, why: explainUnmet(unmet) });
+      return { uuid, version: spec.version, passed: false, checkedAtMs };
+    }
+    const { spec: job } = parseJobFile(
+      JSON.stringify({
+        project,
+        name: `self-check of ${spec.name}`,
+        steps: spec.selfCheck.steps,
+        timeoutMs: spec.selfCheck.timeoutMs,
+      }),
+      `self-check of spec ${uuid}`,
+      checkedAtMs,
+    );
+    const report = await executor
+      .run(
+        { runId: `spec/${uuid}/${checkedAtMs}`, project, jobId: `spec-${uuid}`, attempt: 0, shard: 0, job, env: {} },
+        { onLog: () => undefined },
+      )
+      .catch((error: unknown) => ({ outcome: "refused", summary: String(error) }));
+    const passed = report.outcome === "succeeded";
+    log("spec-checked", { uuid, version: spec.version, passed, summary: report.summary });
+    return { uuid, version: spec.version, passed, checkedAtMs };
+  };
+
+  return async (project: string, uuids: readonly string[]): Promise<void> => {
+    for (const uuid of uuids) {
+      if (claims.has(uuid) || inFlight.has(uuid)) continue;
+      if (Date.now() - (misses.get(uuid) ?? Number.NEGATIVE_INFINITY) < specMissRetryMs) continue;
+      if (claims.size + inFlight.size >= maxCheckedSpecs) {
+        log("spec-skipped", { uuid, why: `already checking ${maxCheckedSpecs} specs` });
+        return;
+      }
+      inFlight.add(uuid);
+      try {
+        const claim = await checkOne(project, uuid);
+        if (claim === null) {
+          misses.set(uuid, Date.now());
+          continue;
+        }
+        claims.set(uuid, claim);
+        driver().toWorker({ kind: "specs", specs: [...claims.values()] });
+        if (claim.passed)
+          void host.provide(uuid).catch((error: unknown) => log("dht-provide-failed", { uuid, error: String(error) }));
+      } finally {
+        inFlight.delete(uuid);
+      }
+    }
+  };
+}
