@@ -1,13 +1,23 @@
 /**
  * A scenario file: YAML, validated before anything runs. Every error names the
  * file, the line and the field, and says what was expected:
- * `calm.yaml:12: workers.count: expected at most 100000, got 200000`.
+ * `calm.yaml:12: workers.count: expected at most 100000, got 200000`. It is
+ * read by node/files' YAML reading, as job and config files are (the line of
+ * each field, the wording of each problem); its errors are ScenarioErrors.
  *
  * Durations are `250ms`, `90s`, `30m`, `1h30m`, `2d` or a whole number of
  * milliseconds; fractions are numbers in [0, 1].
  */
-import { isMap, isPair, isScalar, isSeq, LineCounter, type Node, parseDocument } from "yaml";
-import { type ZodError, z } from "zod";
+import { z } from "zod";
+import {
+  describeValue,
+  FileFieldError,
+  parseDurationMs as parseDurationText,
+  problemLines,
+  readYaml,
+  validateYaml,
+  YamlSyntaxError,
+} from "../node/files/index.ts";
 import { gossipsubDefaults } from "./gossip.ts";
 
 /** Bounds of a scenario: what one process can simulate. */
@@ -23,10 +33,6 @@ export const maxActorsCount = 10_000;
 export const maxSampleCount = 2000;
 export const minHeartbeatMs = 10;
 export const maxScenarioFileBytes = 1024 * 1024;
-/** Aliases a scenario may expand: YAML's "billion laughs" stays small. */
-export const maxScenarioAliasCount = 64;
-/** Problems listed in one error. */
-export const maxListedProblemsCount = 5;
 
 /** A scenario file that cannot be used: the message names the file, the line and the field. */
 export class ScenarioError extends Error {
@@ -40,18 +46,11 @@ export class ScenarioError extends Error {
   }
 }
 
-const unitMs: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
-
 /** Parses `250ms`, `90s`, `1h30m`, `2d` or a whole number of milliseconds; null when it is none of these. */
 export function parseDurationMs(value: unknown): number | null {
   if (typeof value === "number") return Number.isInteger(value) && value >= 0 ? value : null;
   if (typeof value !== "string") return null;
-  const text = value.trim();
-  if (!/^(\d+(ms|s|m|h|d))+$/.test(text)) return null;
-  let total = 0;
-  for (const match of text.matchAll(/(\d+)(ms|s|m|h|d)/g))
-    total += Number(match[1]) * (unitMs[match[2] as string] ?? 0);
-  return Number.isSafeInteger(total) ? total : null;
+  return parseDurationText(value);
 }
 
 const durationExpected = 'expected a duration such as "250ms", "90s", "30m", "1h30m", "2d" or whole milliseconds';
@@ -60,7 +59,7 @@ function duration(maxMs: number) {
   return z.unknown().transform((value, context) => {
     const ms = parseDurationMs(value);
     if (ms === null) {
-      context.addIssue({ code: "custom", message: durationExpected });
+      context.addIssue({ code: "custom", message: `${durationExpected}, got ${describeValue(value)}` });
       return z.NEVER;
     }
     if (ms > maxMs) {
@@ -268,52 +267,6 @@ export const scenarioSchema = z
 
 export type Scenario = z.output<typeof scenarioSchema>;
 
-function describe(value: unknown): string {
-  if (value === undefined) return "nothing (the field is missing)";
-  if (value === null) return "an empty value";
-  if (typeof value === "string")
-    return `the text ${JSON.stringify(value.length > 60 ? `${value.slice(0, 60)}…` : value)}`;
-  if (typeof value === "number" || typeof value === "boolean") return String(value);
-  if (Array.isArray(value)) return `a list of ${value.length}`;
-  return "a mapping";
-}
-
-function fieldName(path: readonly PropertyKey[]): string {
-  let out = "";
-  for (const part of path)
-    out += typeof part === "number" ? `[${part}]` : out === "" ? String(part) : `.${String(part)}`;
-  return out === "" ? "(file)" : out;
-}
-
-function valueAt(value: unknown, path: readonly PropertyKey[]): unknown {
-  let current = value;
-  for (const part of path) {
-    if (current === null || typeof current !== "object") return undefined;
-    current = (current as Record<PropertyKey, unknown>)[part as string];
-  }
-  return current;
-}
-
-function expectedOf(issue: ZodError["issues"][number], got: unknown): string {
-  const gotText = `, got ${describe(got)}`;
-  switch (issue.code) {
-    case "invalid_type":
-      return `expected ${issue.expected === "number" ? "a number" : issue.expected === "object" ? "a mapping" : issue.expected === "array" ? "a list" : issue.expected === "string" ? "text" : issue.expected}${gotText}`;
-    case "too_big":
-      return `expected at most ${String(issue.maximum)}${gotText}`;
-    case "too_small":
-      return `expected at least ${String(issue.minimum)}${gotText}`;
-    case "invalid_value":
-      return `expected one of ${issue.values.map((v) => JSON.stringify(v)).join(", ")}${gotText}`;
-    case "unrecognized_keys":
-      return "expected no such field: check its spelling and indentation";
-    default:
-      return issue.message.startsWith("expected")
-        ? `${issue.message}${issue.code === "custom" && !issue.message.includes(", got") ? gotText : ""}`
-        : `expected ${issue.message}${gotText}`;
-  }
-}
-
 /** Parses and validates a scenario; throws ScenarioError naming the line and field of the first problem. */
 export function parseScenario(text: string, fileName: string): Scenario {
   if (text.length > maxScenarioFileBytes)
@@ -323,52 +276,23 @@ export function parseScenario(text: string, fileName: string): Scenario {
       "(file)",
       `expected at most ${maxScenarioFileBytes} bytes, got ${text.length}`,
     );
-  const lineCounter = new LineCounter();
-  const document = parseDocument(text, { lineCounter, prettyErrors: true, uniqueKeys: true, strict: true });
-  const syntax = document.errors[0];
-  if (syntax !== undefined) {
-    const line = syntax.linePos?.[0]?.line ?? lineCounter.linePos(syntax.pos[0]).line;
-    const detail = (syntax.message.split("\n")[0] ?? "").replace(/ at line \d+, column \d+:?$/, "");
-    throw new ScenarioError(fileName, line, "(file)", `expected well-formed YAML: ${detail}`);
+  try {
+    return validateYaml(readYaml(text, fileName), scenarioSchema);
+  } catch (error) {
+    throw asScenarioError(fileName, error);
   }
-  const value = document.toJS({ maxAliasCount: maxScenarioAliasCount }) as unknown;
-  const lineAt = (node: unknown): number | null => {
-    const offset = (node as { range?: readonly number[] | null } | null)?.range?.[0];
-    return offset === undefined ? null : lineCounter.linePos(offset).line;
-  };
-  const lineOf = (path: readonly PropertyKey[]): number => {
-    let node: unknown = document.contents;
-    let line = lineAt(node) ?? 1;
-    for (const segment of path) {
-      if (isMap(node)) {
-        const pair = node.items.find(
-          (item) => isPair(item) && isScalar(item.key) && String(item.key.value) === String(segment),
-        );
-        if (pair === undefined) return line;
-        line = lineAt(pair.key as Node) ?? line;
-        node = pair.value;
-        if (node === null || node === undefined) return line;
-      } else if (isSeq(node) && typeof segment === "number") {
-        const item = node.items[segment];
-        if (item === undefined) return line;
-        node = item;
-        line = lineAt(item) ?? line;
-      } else return line;
-    }
-    return line;
-  };
-  const parsed = scenarioSchema.safeParse(value ?? undefined);
-  if (parsed.success) return parsed.data;
-  const problems = parsed.error.issues.map((issue) => {
-    const path =
-      issue.code === "unrecognized_keys" ? [...issue.path, issue.keys[0] as string] : (issue.path as PropertyKey[]);
-    return { line: lineOf(path), field: fieldName(path), expected: expectedOf(issue, valueAt(value, path)) };
-  });
-  problems.sort((a, b) => a.line - b.line);
-  const [first, ...rest] = problems as [(typeof problems)[number], ...typeof problems];
-  const more = rest.slice(0, maxListedProblemsCount - 1).map((p) => `${fileName}:${p.line}: ${p.field}: ${p.expected}`);
-  if (rest.length > more.length) more.push(`(${rest.length - more.length} more)`);
-  throw new ScenarioError(fileName, first.line, first.field, first.expected, more);
+}
+
+/** node/files' error about a file as the ScenarioError it is for a scenario; any other error as it is. */
+function asScenarioError(fileName: string, error: unknown): unknown {
+  if (error instanceof YamlSyntaxError)
+    return new ScenarioError(fileName, error.line, "(file)", `expected well-formed YAML: ${error.detail}`);
+  if (error instanceof FileFieldError && error.problems.length > 0) {
+    const [, ...more] = problemLines(fileName, error.problems);
+    const first = error.problems[0] as (typeof error.problems)[number];
+    return new ScenarioError(fileName, first.line, first.field, first.expected, more);
+  }
+  return error;
 }
 
 /** The example scenarios shipped in sim/scenarios/ (the scale run aside). */

@@ -2,7 +2,8 @@
  * node/files: the files of a node that people write or keep. The node key
  * (identity.ts), the config file (config.ts), job files and capability spec
  * files (jobfile.ts), a project's keys, keysets and published specs
- * (projects.ts), and the YAML reading they share (yamlfile.ts).
+ * (projects.ts), and the YAML reading they share (yamlfile.ts), which sim/'s
+ * scenario files use too.
  */
 export {
   configPath,
@@ -42,4 +43,13 @@ export {
   rotateRoots,
   trustAddLine,
 } from "./projects.ts";
-export { FileFieldError, formatDuration, parseDurationMs, YamlSyntaxError } from "./yamlfile.ts";
+export {
+  describeValue,
+  FileFieldError,
+  formatDuration,
+  parseDurationMs,
+  problemLines,
+  readYaml,
+  validateYaml,
+  YamlSyntaxError,
+} from "./yamlfile.ts";

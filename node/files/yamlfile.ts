@@ -3,10 +3,10 @@
  * spec): parsed with line positions, so every error names the file, the line
  * and the field: `job.yaml:7: steps[1].run: expected text, got nothing`.
  *
- * Shared by jobfile.ts and config.ts. A file is parsed in two passes: the
- * YAML itself (a syntax error names its line), then a zod schema over the
- * plain value (each issue's path is looked up in the YAML document to find
- * its line).
+ * Shared by jobfile.ts and config.ts, and by sim/'s scenario files. A file is
+ * parsed in two passes: the YAML itself (a syntax error names its line), then
+ * a zod schema over the plain value (each issue's path is looked up in the
+ * YAML document to find its line).
  */
 import { type Document, isMap, isPair, isScalar, isSeq, LineCounter, type Node, parseDocument } from "yaml";
 import type { ZodError, ZodType } from "zod";
@@ -32,6 +32,8 @@ export interface FileProblem {
 export class YamlSyntaxError extends CimeshError {
   readonly fileName: string;
   readonly line: number;
+  /** What the YAML parser found wrong, in its words. */
+  readonly detail: string;
   constructor(fileName: string, line: number, detail: string) {
     super(
       "ERR_YAML_SYNTAX",
@@ -39,6 +41,7 @@ export class YamlSyntaxError extends CimeshError {
     );
     this.fileName = fileName;
     this.line = line;
+    this.detail = detail;
   }
 }
 
@@ -49,17 +52,28 @@ export class FileFieldError extends CimeshError {
   readonly field: string;
   readonly problems: readonly FileProblem[];
   constructor(fileName: string, problems: readonly FileProblem[]) {
-    const [first, ...rest] =
+    const listed: readonly FileProblem[] =
       problems.length > 0 ? problems : [{ line: 1, field: "(file)", expected: "expected a value" }];
-    const format = (problem: FileProblem) => `${fileName}:${problem.line}: ${problem.field}: ${problem.expected}`;
-    const shown = rest.slice(0, maxListedProblems - 1).map(format);
-    const more = rest.length > shown.length ? [`(${rest.length - shown.length} more)`] : [];
-    super("ERR_FILE_FIELD", [format(first as FileProblem), ...shown, ...more].join("\n"));
+    const first = listed[0] as FileProblem;
+    super("ERR_FILE_FIELD", problemLines(fileName, listed).join("\n"));
     this.fileName = fileName;
-    this.line = (first as FileProblem).line;
-    this.field = (first as FileProblem).field;
+    this.line = first.line;
+    this.field = first.field;
     this.problems = problems;
   }
+}
+
+/**
+ * The lines of an error about `problems` (at least one): each as
+ * `file:line: field: expected`, at most maxListedProblems of them, then how
+ * many more there are.
+ */
+export function problemLines(fileName: string, problems: readonly FileProblem[]): string[] {
+  const format = (problem: FileProblem) => `${fileName}:${problem.line}: ${problem.field}: ${problem.expected}`;
+  const [first, ...rest] = problems;
+  const shown = rest.slice(0, maxListedProblems - 1).map(format);
+  const more = rest.length > shown.length ? [`(${rest.length - shown.length} more)`] : [];
+  return [format(first as FileProblem), ...shown, ...more];
 }
 
 /** A parsed YAML file: its plain value and a way to find the line of any field. */
@@ -199,8 +213,10 @@ function expectedOf(issue: ZodError["issues"][number], got: unknown): string {
       return `${nested.startsWith("expected") ? nested : `expected ${nested}`}, got the name ${JSON.stringify(String(key))}`;
     }
     default: {
-      // A refinement's own words; a number or a switch is worth quoting back, a long text or a list is not.
-      const tail = typeof got === "number" || typeof got === "boolean" ? gotText : "";
+      // A refinement's own words; a number or a switch is worth quoting back, a long text or a list is not, nor a
+      // value the words quote already.
+      const quotable = (typeof got === "number" || typeof got === "boolean") && !issue.message.includes(", got ");
+      const tail = quotable ? gotText : "";
       return issue.message.startsWith("expected") ? `${issue.message}${tail}` : `expected ${issue.message}${tail}`;
     }
   }
