@@ -3,7 +3,8 @@
  * libp2p host, DHT records and the blob protocol), store/ (the blob store and
  * the node's LevelDB store), sandbox/ (the sandbox and the executor), files/
  * (the node key, config, job, spec and project files), control/ (the control
- * API) and cli/ (the `cimesh` command); the runtime starts a node from them.
+ * API), runtime/ (a running node, made of the others) and cli/ (the `cimesh`
+ * command).
  *
  * This face exports what the tests and benchmarks that drive a whole node
  * use; a test of one room imports that room's face.
