@@ -119,6 +119,7 @@ import {
   type Report,
   type Resources,
   type Result,
+  type ResultAck,
   type Verdict,
 } from "../jobs/index.ts";
 
@@ -738,6 +739,17 @@ export const arbResult: fc.Arbitrary<Result> = withHeader(
   }),
 );
 
+/** Result acknowledgement bodies. */
+export const arbResultAck: fc.Arbitrary<ResultAck> = withHeader(
+  messageDomains.resultAck,
+  record({
+    project: arbProjectId,
+    jobId: arbId,
+    worker: arbPublicKey,
+    attempt: arbAttempt,
+  }),
+);
+
 /**
  * Verdict bodies: one digest or null per shard, up to maxShards of them, agreeing
  * workers up to maxReplicas * 4, the reason up to maxReasonChars. Every field may
@@ -836,6 +848,7 @@ export interface MessageArbitraries {
   readonly leaseRenew: fc.Arbitrary<LeaseRenew>;
   readonly logChunk: fc.Arbitrary<LogChunk>;
   readonly result: fc.Arbitrary<Result>;
+  readonly resultAck: fc.Arbitrary<ResultAck>;
   readonly verdict: fc.Arbitrary<Verdict>;
   readonly cancel: fc.Arbitrary<Cancel>;
   readonly report: fc.Arbitrary<Report>;
@@ -852,6 +865,7 @@ export const arbitraries: MessageArbitraries = {
   leaseRenew: arbLeaseRenew,
   logChunk: arbLogChunk,
   result: arbResult,
+  resultAck: arbResultAck,
   verdict: arbVerdict,
   cancel: arbCancel,
   report: arbReport,

@@ -1,28 +1,34 @@
 /**
  * A small in-test message loop for the scheduling core (not the simulator):
  * masters and workers exchange their effects over a virtual clock, with a
- * fixed delivery latency, in a deterministic order. With `sign: true` every
- * message is sealed with the sender's identity and opened (verified) by the
- * receiver, as a real node would.
+ * fixed delivery latency, in a deterministic order. Each node stamps its
+ * messages from its own sequence, as the shell core does (jobs/driver.ts).
+ * With `sign: true` every message is sealed with the sender's identity and
+ * opened (verified) by the receiver, as a real node would.
+ *
+ * Every worker starts with a restart input, as a node does, so it advertises
+ * itself on its projects' topics; an advert reaches the masters of the topic's
+ * project, whatever else is published reaches every worker.
  */
 import { uniformFloat64 } from "pure-rand/distribution/uniformFloat64";
 import { xoroshiro128plus } from "pure-rand/generator/xoroshiro128plus";
 import { type Identity, identityFromSeed, openEnvelope, sealEnvelope } from "../crypto/index.ts";
 import {
   type Availability,
-  advertOf,
   createMaster,
   createWorker,
   type Effect,
   type ExecutionReport,
   type ExecutionRequest,
   hexOf,
+  type LogChunkRecord,
   type MasterConfig,
   type MasterInput,
   type MasterState,
   messageDomains,
   type OutboundMessage,
   type Rng,
+  restoreMaster,
   stepMaster,
   stepWorker,
   type WorkerConfig,
@@ -69,13 +75,25 @@ export interface LoopOptions {
   readonly startMs?: number;
 }
 
-interface MasterNode {
+/** A message as it travels: the body with the sequence number its sender stamped. */
+type Stamped<M> = M extends { readonly domain: infer D; readonly body: infer B }
+  ? { readonly domain: D; readonly body: B & { readonly seq: number } }
+  : never;
+export type DeliveredMessage = Stamped<OutboundMessage>;
+
+interface Node {
   readonly identity: Identity;
-  state: MasterState;
+  /** The next sequence number this node stamps: one sequence for everything its key signs. */
+  nextSeq: number;
 }
 
-interface WorkerNode {
-  readonly identity: Identity;
+interface MasterNode extends Node {
+  state: MasterState;
+  /** A master that is down receives nothing and wakes for nothing, until restartMaster. */
+  down: boolean;
+}
+
+interface WorkerNode extends Node {
   state: WorkerState;
   behaviour: Behaviour;
   /** A vanished worker receives nothing and says nothing. */
@@ -90,8 +108,14 @@ export class Loop {
   readonly sign: boolean;
   readonly masters = new Map<string, MasterNode>();
   readonly workers = new Map<string, WorkerNode>();
+  /** Every effect but wake-ups and adverts (which no test reads, and which would fill memory in a large mesh). */
   readonly log: { atMs: number; node: string; effect: Effect }[] = [];
+  /** Messages sent, by domain. */
   readonly delivered: Record<string, number> = {};
+  /** Log chunks each master stored, by job id. */
+  readonly storedLogs = new Map<string, LogChunkRecord[]>();
+  /** Spec checks the workers asked for. */
+  readonly specChecks: { atMs: number; worker: string; project: string; uuids: readonly string[] }[] = [];
   private readonly queue: Event[] = [];
   private order = 0;
   private seedCounter = 1;
@@ -112,7 +136,7 @@ export class Loop {
   addMaster(config: Partial<MasterConfig> & { project: string }): string {
     const identity = this.newIdentity();
     const key = hexOf(identity.publicKey);
-    this.masters.set(key, { identity, state: createMaster(config) });
+    this.masters.set(key, { identity, nextSeq: 0, state: createMaster(config), down: false });
     return key;
   }
 
@@ -125,11 +149,13 @@ export class Loop {
     const key = hexOf(identity.publicKey);
     this.workers.set(key, {
       identity,
+      nextSeq: 0,
       state: createWorker(key, config, availability),
       behaviour,
       vanished: false,
       finishing: new Map(),
     });
+    this.toWorker(key, { kind: "restart" });
     return key;
   }
 
@@ -185,9 +211,10 @@ export class Loop {
 
   toMaster(key: string, input: MasterInput): void {
     const node = this.master(key);
+    if (node.down) return;
     const { state, effects } = stepMaster(node.state, input, this.nowMs, this.rng);
     node.state = state;
-    this.carryOut(key, node.identity, effects);
+    this.carryOut(key, node, effects);
   }
 
   toWorker(key: string, input: WorkerInput): void {
@@ -195,30 +222,60 @@ export class Loop {
     if (node.vanished) return;
     const { state, effects } = stepWorker(node.state, input, this.nowMs, this.rng);
     node.state = state;
-    this.carryOut(key, node.identity, effects);
+    this.carryOut(key, node, effects);
   }
 
-  /** Every worker tells every master what it is (a WorkerAdvert), so masters can size the eligible pool. */
-  advertiseAll(lifetimeMs = 24 * 60 * 60 * 1000): void {
-    for (const [key, node] of this.workers) {
-      if (node.vanished) continue;
-      const advert = { ...advertOf(node.state), issuedAtMs: this.nowMs, expiresAtMs: this.nowMs + lifetimeMs, seq: 0 };
-      for (const master of this.masters.keys()) this.toMaster(master, { kind: "advert", signer: key, advert });
-    }
+  /**
+   * Runs the loop until every worker's first advert (sent on its start) has reached the masters, so that they can
+   * size the eligible pool before a job is submitted.
+   */
+  advertiseAll(): void {
+    // A worker's first advert goes out within advertJitterMs of its start.
+    let withinMs = 0;
+    for (const node of this.workers.values()) withinMs = Math.max(withinMs, node.state.config.advertJitterMs);
+    this.run(this.nowMs + withinMs + this.latencyMs);
   }
 
-  /** Seals and opens the message when signing is on, so the receiver gets what verification gives back. */
-  private transport(message: OutboundMessage, sender: Identity): OutboundMessage {
+  /** The worker's process ends and starts again from its state: its runs are gone, and it is told it restarted. */
+  restartWorker(key: string): void {
+    const node = this.worker(key);
+    node.finishing.clear();
+    this.toWorker(key, { kind: "restart" });
+  }
+
+  /** The master goes down: what is sent to it is lost and its wake-ups do nothing, until restartMaster. */
+  stopMaster(key: string): void {
+    this.master(key).down = true;
+  }
+
+  /**
+   * The master starts again from what a store would have kept of it (its job records and reputations, through JSON),
+   * and is told it restarted.
+   */
+  restartMaster(key: string): void {
+    const node = this.master(key);
+    const { config, jobs, reputation } = JSON.parse(JSON.stringify(node.state)) as MasterState;
+    node.state = restoreMaster(config, Object.values(jobs), reputation);
+    node.down = false;
+    this.toMaster(key, { kind: "restart" });
+  }
+
+  /** Stamps the sender's next sequence number; seals and opens the message when signing is on, so the receiver gets what verification gives back. */
+  private transport(message: OutboundMessage, sender: Node): DeliveredMessage {
     this.delivered[message.domain] = (this.delivered[message.domain] ?? 0) + 1;
-    if (!this.sign) return message;
+    const stamped = { domain: message.domain, body: { ...message.body, seq: sender.nextSeq++ } } as DeliveredMessage;
+    if (!this.sign) return stamped;
     const domain = messageDomains[message.domain];
-    const bytes = sealEnvelope(domain as never, message.body as never, sender);
-    return { domain: message.domain, body: openEnvelope(domain as never, bytes, this.nowMs).body } as OutboundMessage;
+    const bytes = sealEnvelope(domain as never, stamped.body as never, sender.identity);
+    return { domain: message.domain, body: openEnvelope(domain as never, bytes, this.nowMs).body } as DeliveredMessage;
   }
 
-  private deliver(from: string, to: string, message: OutboundMessage): void {
+  private deliver(from: string, to: string, message: DeliveredMessage): void {
     if (this.masters.has(to)) {
       switch (message.domain) {
+        case "workerAdvert":
+          this.toMaster(to, { kind: "advert", signer: from, advert: message.body });
+          return;
         case "bid":
           this.toMaster(to, { kind: "bid", signer: from, bid: message.body });
           return;
@@ -227,6 +284,9 @@ export class Loop {
           return;
         case "result":
           this.toMaster(to, { kind: "result", signer: from, result: message.body });
+          return;
+        case "logChunk":
+          this.toMaster(to, { kind: "log-chunk", signer: from, chunk: message.body });
           return;
         default:
           return;
@@ -251,23 +311,32 @@ export class Loop {
       case "verdict":
         this.toWorker(to, { kind: "verdict", signer: from, verdict: message.body });
         return;
+      case "resultAck":
+        this.toWorker(to, { kind: "result-ack", signer: from, ack: message.body });
+        return;
       default:
         return;
     }
   }
 
-  private carryOut(from: string, identity: Identity, effects: readonly Effect[]): void {
+  private carryOut(from: string, sender: Node, effects: readonly Effect[]): void {
     for (const effect of effects) {
-      this.log.push({ atMs: this.nowMs, node: from, effect });
+      const advert = effect.type === "publish" && effect.message.domain === "workerAdvert";
+      if (effect.type !== "set-timer" && !advert) this.log.push({ atMs: this.nowMs, node: from, effect });
       switch (effect.type) {
         case "publish": {
-          const message = this.transport(effect.message, identity);
-          for (const to of this.workers.keys())
-            this.at(this.nowMs + this.latencyMs, () => this.deliver(from, to, message));
+          const message = this.transport(effect.message, sender);
+          if (advert) {
+            for (const [to, master] of this.masters)
+              if (master.state.config.project === effect.topic)
+                this.at(this.nowMs + this.latencyMs, () => this.deliver(from, to, message));
+          } else
+            for (const to of this.workers.keys())
+              this.at(this.nowMs + this.latencyMs, () => this.deliver(from, to, message));
           break;
         }
         case "send": {
-          const message = this.transport(effect.message, identity);
+          const message = this.transport(effect.message, sender);
           this.at(this.nowMs + this.latencyMs, () => this.deliver(from, effect.to, message));
           break;
         }
@@ -291,6 +360,15 @@ export class Loop {
         }
         case "kill-execution":
           this.worker(from).finishing.delete(effect.runId);
+          break;
+        case "store-log": {
+          const chunks = this.storedLogs.get(effect.jobId) ?? [];
+          chunks.push(effect.chunk);
+          this.storedLogs.set(effect.jobId, chunks);
+          break;
+        }
+        case "check-specs":
+          this.specChecks.push({ atMs: this.nowMs, worker: from, project: effect.project, uuids: effect.uuids });
           break;
         case "log":
           break;

@@ -2,12 +2,15 @@
  * Model-based test of the master state machine (jobs/master.ts): one master,
  * driven by fast-check commands in any order over a virtual clock: submits,
  * bids, results (honest, lying, refused, late, duplicate, misaddressed), lease
- * renewals, cancels and the passing of time. After every step the harness
- * checks the real state and the step's effects against what the model knows
- * (the results it saw accepted, the awards and endings it saw go out, the
- * wake-up the shell was asked for), then a drain phase with honest fresh
- * workers checks that every job ends within a bounded number of rounds.
+ * renewals, log chunks, cancels, restarts and the passing of time. After every
+ * step the harness checks the real state and the step's effects against what
+ * the model knows (the results it saw accepted and acknowledged, the awards
+ * and endings it saw go out, the wake-up the shell was asked for), keeps what
+ * a store would hold from the step's changes, and on a restart rebuilds the
+ * master from that store alone. A drain phase with honest fresh workers then
+ * checks that every job ends within a bounded number of rounds.
  */
+import { isDeepStrictEqual } from "node:util";
 import test from "ava";
 import fc from "fast-check";
 import {
@@ -15,13 +18,16 @@ import {
   type Domain,
   encodeCanonical,
   identityFromSeed,
+  maxSeq,
   publicKeyBytes,
   signatureBytes,
 } from "../crypto/index.ts";
 import {
+  type AttemptRecord,
   createMaster,
   type Effect,
   hexOf,
+  type JobRecord,
   type JobSpec,
   type JobStatus,
   type MasterConfig,
@@ -31,8 +37,10 @@ import {
   messageDomains,
   type OutboundMessage,
   type Outcome,
+  type Reputation,
   type Result,
   type Rng,
+  restoreMaster,
   resultDigest,
   stepMaster,
 } from "../jobs/index.ts";
@@ -79,7 +87,7 @@ interface Model {
   wakeUp: number | null;
   /** Every wake-up asked for, oldest first: deadlines may fall on one to the millisecond. */
   readonly wakeUps: number[];
-  lastSeq: number;
+  /** Sequence numbers of the bodies the test makes (the master's own are the shell core's to stamp). */
   bodySeq: number;
   freshCount: number;
 }
@@ -87,6 +95,8 @@ interface Model {
 interface Real {
   state: MasterState;
   readonly rng: Rng;
+  /** What a store holds of the master: the records each step's changes named, as they were after that step. */
+  readonly stored: { readonly jobs: Map<string, JobRecord>; readonly reputation: Map<string, Reputation> };
 }
 
 function fail(message: string): never {
@@ -124,14 +134,14 @@ function resultBody(model: Model, jobId: string, attempt: number, shard: number,
 
 function checkMessage(model: Model, message: OutboundMessage): void {
   const domain = messageDomains[message.domain] as Domain;
-  const parsed = domain.schema.safeParse(message.body);
+  if ("seq" in message.body) fail(`${message.domain}: the machine stamped a seq, which is the shell core's to stamp`);
+  // As the shell core will sign it: with a sequence number, the largest there is for the worst size.
+  const body = { ...message.body, seq: maxSeq };
+  const parsed = domain.schema.safeParse(body);
   if (!parsed.success) fail(`${message.domain}: a body peers would refuse: ${parsed.error.message.slice(0, 400)}`);
-  const body = message.body;
   if (body.issuedAtMs !== model.nowMs) fail(`${message.domain}: issuedAtMs ${body.issuedAtMs}, not now ${model.nowMs}`);
   if (body.expiresAtMs < body.issuedAtMs || body.expiresAtMs - body.issuedAtMs > domain.maxLifetimeMs)
     fail(`${message.domain}: lifetime ${body.expiresAtMs - body.issuedAtMs} outside 0..${domain.maxLifetimeMs}`);
-  if (body.seq <= model.lastSeq) fail(`${message.domain}: seq ${body.seq} after ${model.lastSeq}`);
-  model.lastSeq = body.seq;
   const size = encodeCanonical([
     domain.tag,
     body,
@@ -265,6 +275,14 @@ function checkEffects(
       model.wakeUps.push(effect.atMs);
       continue;
     }
+    if (effect.type === "store-log") {
+      if (input.kind !== "log-chunk") fail(`a store-log on a ${input.kind}`);
+      const { chunk } = input;
+      const expected = { attempt: chunk.attempt, stream: chunk.stream, offset: chunk.offset, data: chunk.data };
+      if (effect.jobId !== chunk.jobId || !isDeepStrictEqual(effect.chunk, expected))
+        fail(`${chunk.jobId}: stored a log chunk other than the one received`);
+      continue;
+    }
     if (effect.type !== "publish" && effect.type !== "send") fail(`a master effect of type ${effect.type}`);
     const message = effect.message;
     checkMessage(model, message);
@@ -305,7 +323,19 @@ function checkEffects(
       if (!model.bidders.get(jobId)?.has(effect.to)) fail(`${jobId}: award to ${effect.to}, who never bid`);
       model.awards.set(jobId, (model.awards.get(jobId) ?? 0) + 1);
     }
-    if (message.domain === "award" || message.domain === "reject" || message.domain === "leaseRenew")
+    if (message.domain === "resultAck") {
+      const { jobId, attempt } = message.body;
+      if (input.kind !== "result") fail(`${jobId}: a result acknowledgement on a ${input.kind}`);
+      const record = state.jobs[jobId]?.attempts[attempt];
+      if (record === undefined || record.worker !== effect.to)
+        fail(`${jobId}: acknowledged attempt ${attempt} to ${effect.to}, who was not awarded it`);
+    }
+    if (
+      message.domain === "award" ||
+      message.domain === "reject" ||
+      message.domain === "leaseRenew" ||
+      message.domain === "resultAck"
+    )
       if (hexOf(message.body.worker) !== effect.to) fail(`${message.domain} to ${effect.to} names another worker`);
   }
   for (const [jobId, before] of statusBefore) {
@@ -324,6 +354,8 @@ function checkEffects(
 interface AttemptBefore {
   readonly jobId: string;
   readonly attempt: number;
+  /** The signer was awarded this attempt (and, for a result, on the shard it names). */
+  readonly owned: boolean;
   readonly live: boolean;
   readonly state: string | null;
   readonly digest: string | null;
@@ -336,6 +368,7 @@ function attemptBefore(state: MasterState, jobId: string, attempt: number, worke
   return {
     jobId,
     attempt,
+    owned: matches,
     live: matches && record.state === "running",
     state: record?.state ?? null,
     digest: record?.digest ?? null,
@@ -356,7 +389,11 @@ function apply(model: Model, real: Real, input: MasterInput): readonly Effect[] 
     target = attemptBefore(real.state, input.result.jobId, input.result.attempt, input.signer, input.result.shard);
   if (input.kind === "lease-renew")
     target = attemptBefore(real.state, input.renew.jobId, input.renew.attempt, input.signer, null);
+  if (input.kind === "log-chunk")
+    target = attemptBefore(real.state, input.chunk.jobId, input.chunk.attempt, input.signer, null);
   if (input.kind === "tick" && model.wakeUp !== null && model.wakeUp <= model.nowMs) model.wakeUp = null;
+  // A process that starts again holds no wake-up: the master must ask for one anew.
+  if (input.kind === "restart") model.wakeUp = null;
   // The shell verifies what it hands over: an input the schema would refuse is a bug of this test, not the master's.
   const body =
     input.kind === "bid"
@@ -365,7 +402,9 @@ function apply(model: Model, real: Real, input: MasterInput): readonly Effect[] 
         ? { domain: messageDomains.result as Domain, body: input.result }
         : input.kind === "lease-renew"
           ? { domain: messageDomains.leaseRenew as Domain, body: input.renew }
-          : null;
+          : input.kind === "log-chunk"
+            ? { domain: messageDomains.logChunk as Domain, body: input.chunk }
+            : null;
   if (body !== null && !body.domain.schema.safeParse(body.body).success) fail(`test bug: an invalid ${input.kind}`);
   if (input.kind === "bid") {
     const { bid } = input;
@@ -378,7 +417,18 @@ function apply(model: Model, real: Real, input: MasterInput): readonly Effect[] 
 
   const output = stepMaster(real.state, input, model.nowMs, real.rng);
   real.state = output.state;
-  const { state, effects } = output;
+  const { state, effects, changes } = output;
+  // What the shell core persists of the step: the records its changes name, and nothing else.
+  for (const jobId of changes.jobs) {
+    const record = state.jobs[jobId];
+    if (record === undefined) real.stored.jobs.delete(jobId);
+    else real.stored.jobs.set(jobId, structuredClone(record));
+  }
+  for (const jobId of changes.removedJobs) real.stored.jobs.delete(jobId);
+  for (const worker of changes.reputations) {
+    const record = state.reputation[worker];
+    if (record !== undefined) real.stored.reputation.set(worker, structuredClone(record));
+  }
   for (const effect of effects) {
     const name =
       effect.type === "log"
@@ -393,6 +443,18 @@ function apply(model: Model, real: Real, input: MasterInput): readonly Effect[] 
   if (input.kind === "result" && target !== null) {
     const record = state.jobs[target.jobId]?.attempts[target.attempt];
     const { result } = input;
+    // Every result of an attempt from the worker it was awarded to is acknowledged, late or twice; no other is.
+    const acks = effects.filter((effect) => effect.type === "send" && effect.message.domain === "resultAck");
+    const acked = acks.filter(
+      (effect) =>
+        effect.type === "send" &&
+        effect.message.domain === "resultAck" &&
+        effect.to === input.signer &&
+        effect.message.body.jobId === target.jobId &&
+        effect.message.body.attempt === target.attempt,
+    );
+    if (acks.length !== (target.owned ? 1 : 0) || acked.length !== acks.length)
+      fail(`${target.jobId}: ${acks.length} acknowledgements of a result of attempt ${target.attempt}`);
     if (target.live) {
       if (record === undefined) fail(`${target.jobId}: accepted attempt ${target.attempt} vanished`);
       if (result.outcome === "refused") {
@@ -408,8 +470,9 @@ function apply(model: Model, real: Real, input: MasterInput): readonly Effect[] 
         tally.set(digest, (tally.get(digest) ?? 0) + 1);
       }
     } else {
-      // Late, duplicate or misaddressed: dropped with a log, nothing else.
-      if (effects.some((effect) => effect.type !== "log")) fail(`${target.jobId}: an ignored result had effects`);
+      // Late, duplicate or misaddressed: dropped with a log and, to its own worker, the acknowledgement; nothing else.
+      if (effects.some((effect) => effect.type !== "log" && !acks.includes(effect)))
+        fail(`${target.jobId}: an ignored result had effects`);
       if (record !== undefined && (record.state !== target.state || record.digest !== target.digest))
         fail(`${target.jobId}: an ignored result changed attempt ${target.attempt}`);
     }
@@ -423,6 +486,14 @@ function apply(model: Model, real: Real, input: MasterInput): readonly Effect[] 
       if (renewals.length !== 1 || record === undefined || record.leaseExpiresAtMs < model.nowMs + leaseMs)
         fail(`${target.jobId}: a renewal of live attempt ${target.attempt} did not extend its lease`);
     } else if (renewals.length > 0) fail(`${target.jobId}: renewed attempt ${target.attempt}, which is not live`);
+  }
+  if (input.kind === "log-chunk" && target !== null) {
+    // Only the attempt's own worker writes its log, whatever became of the attempt; a log chunk changes no job.
+    const stored = effects.filter((effect) => effect.type === "store-log").length;
+    const own = target.owned && input.chunk.project === project;
+    if (stored !== (own ? 1 : 0))
+      fail(`${target.jobId}: ${stored} chunks stored from ${own ? "its" : "another"} worker`);
+    if (changes.jobs.size > 0) fail(`${target.jobId}: a log chunk changed a job record`);
   }
   checkState(model, state);
   return effects;
@@ -659,6 +730,83 @@ class RenewCmd implements MasterCommand {
   }
 }
 
+class LogChunkCmd implements MasterCommand {
+  readonly target: TargetPick;
+  readonly worker: number | null;
+  readonly foreign: boolean;
+  readonly offset: number;
+  constructor(target: TargetPick, worker: number | null, foreign: boolean, offset: number) {
+    this.target = target;
+    this.worker = worker;
+    this.foreign = foreign;
+    this.offset = offset;
+  }
+  check(): boolean {
+    return true;
+  }
+  run(model: Model, real: Real): void {
+    const { jobId, attempt, record } = resolveTarget(model, real, this.target);
+    const signer = this.worker === null ? (record?.worker ?? (pool[0] as string)) : (pool[this.worker] as string);
+    apply(model, real, {
+      kind: "log-chunk",
+      signer,
+      chunk: {
+        ...header(model),
+        project: this.foreign ? otherProject : project,
+        jobId,
+        attempt,
+        stream: this.offset % 2 === 0 ? "stdout" : "stderr",
+        offset: this.offset,
+        data: new TextEncoder().encode(`line at ${this.offset}\n`),
+      },
+    });
+  }
+  toString(): string {
+    const who = this.worker === null ? "holder" : `w${this.worker}`;
+    return `LogChunk(${targetName(this.target)} ${who}${this.foreign ? " foreign" : ""} @${this.offset})`;
+  }
+}
+
+/**
+ * The master's process ends and starts again: it is rebuilt from the store (the records the steps' changes named)
+ * and told it restarted. The store must give back every job record and reputation as the master held them.
+ */
+class RestartCmd implements MasterCommand {
+  check(): boolean {
+    return true;
+  }
+  run(model: Model, real: Real): void {
+    const live = real.state;
+    const restored = restoreMaster(
+      live.config,
+      [...real.stored.jobs.values()].map((record) => structuredClone(record)),
+      Object.fromEntries([...real.stored.reputation].map(([worker, record]) => [worker, structuredClone(record)])),
+    );
+    if (!isDeepStrictEqual(restored.jobs, live.jobs)) {
+      const differing = Object.keys({ ...live.jobs, ...restored.jobs }).filter(
+        (jobId) => !isDeepStrictEqual(restored.jobs[jobId], live.jobs[jobId]),
+      );
+      fail(`the store lost what became of ${differing.join(", ")}: a step changed it without naming it`);
+    }
+    if (!isDeepStrictEqual(restored.reputation, live.reputation))
+      fail("the store's reputations differ from the master's: a step changed one without naming it");
+    if (!isDeepStrictEqual(restored.jobOrder, live.jobOrder)) fail("the restored jobs are in another order");
+    real.state = restored;
+    const running: AttemptRecord[] = [];
+    for (const job of Object.values(restored.jobs))
+      if (job.status === "open") running.push(...job.attempts.filter((attempt) => attempt.state === "running"));
+    apply(model, real, { kind: "restart" });
+    // No worker could renew with a master that was down: every lease still running lasts a lease, or the grace, from now.
+    const graceMs = Math.max(restored.config.leaseMs, restored.config.restartGraceMs);
+    for (const attempt of running)
+      if (attempt.state === "running" && attempt.leaseExpiresAtMs < model.nowMs + graceMs)
+        fail(`attempt ${attempt.attempt} of ${attempt.worker}: lease ${attempt.leaseExpiresAtMs} not extended`);
+  }
+  toString(): string {
+    return "Restart";
+  }
+}
+
 class AdvanceTime implements MasterCommand {
   readonly ms: number;
   constructor(ms: number) {
@@ -756,6 +904,15 @@ const renewCmdArb = fc
     progress: fc.nat({ max: 1000 }),
   })
   .map((r) => new RenewCmd(r.target, r.worker, r.progress));
+const logChunkCmdArb = fc
+  .record({
+    target: targetArb,
+    worker: fc.oneof({ arbitrary: fc.constant(null), weight: 4 }, { arbitrary: workerArb, weight: 1 }),
+    foreign: fc.oneof({ arbitrary: fc.constant(false), weight: 9 }, { arbitrary: fc.constant(true), weight: 1 }),
+    offset: fc.nat({ max: 1 << 20 }),
+  })
+  .map((r) => new LogChunkCmd(r.target, r.worker, r.foreign, r.offset));
+const restartArb = fc.constant(null).map(() => new RestartCmd());
 const advanceArb = fc
   .oneof(
     fc.integer({ min: 0, max: 2 * leaseMs }),
@@ -781,6 +938,8 @@ const commandsArb = fc.commands<Model, Real>(
     ...Array.from({ length: 2 }, () => renewCmdArb),
     ...Array.from({ length: 3 }, () => advanceArb),
     cancelCmdArb,
+    logChunkCmdArb,
+    restartArb,
   ],
   { maxCommands: 150, size: "max" },
 );
@@ -815,11 +974,15 @@ function setup(maxJobs: number, seed: number, history: readonly number[]): { mod
       bidders: new Map(),
       wakeUp: null,
       wakeUps: [],
-      lastSeq: -1,
       bodySeq: 0,
       freshCount: 0,
     },
-    real: { state, rng: seededRng(seed) },
+    real: {
+      state,
+      rng: seededRng(seed),
+      // The reputations a node restores on start are in its store from the first.
+      stored: { jobs: new Map(), reputation: new Map(Object.entries(structuredClone(state.reputation))) },
+    },
   };
 }
 

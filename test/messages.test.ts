@@ -602,6 +602,13 @@ const worstCases: readonly WorstCase[] = [
     summary: wide(maxSummaryChars),
     durationMs: maxDurationMs,
   }),
+  worstCase("resultAck", messageDomains.resultAck, {
+    ...header(messageDomains.resultAck),
+    project,
+    jobId: longestId,
+    worker,
+    attempt: maxAttemptNumber,
+  }),
   worstCase("verdict", messageDomains.verdict, {
     ...header(messageDomains.verdict),
     project,

@@ -1,6 +1,14 @@
 /** Where a message goes: one rule for both shells (node/ and sim/). */
 import test from "ava";
-import { directSide, hexOf, messageDomainName, messageDomains, topicRoute, workerInputOf } from "../jobs/index.ts";
+import {
+  directSide,
+  hexOf,
+  masterInputOf,
+  messageDomainName,
+  messageDomains,
+  topicRoute,
+  workerInputOf,
+} from "../jobs/index.ts";
 
 test("on a project topic: adverts to the master from anyone; announcements, verdicts and cancels to workers from an announcer; nothing else", (t) => {
   t.deepEqual(topicRoute("workerAdvert"), { to: "master", signer: "any" });
@@ -13,6 +21,7 @@ test("on a project topic: adverts to the master from anyone; announcements, verd
     "leaseRenew",
     "logChunk",
     "result",
+    "resultAck",
     "report",
     "capabilitySpec",
   ] as const)
@@ -22,7 +31,7 @@ test("on a project topic: adverts to the master from anyone; announcements, verd
 test("direct messages: worker-side ones to the master, announcer-side ones to the worker; a renewal by who signs it", (t) => {
   const worker = new Uint8Array(32).fill(7);
   for (const name of ["bid", "result", "logChunk"] as const) t.is(directSide(name, {}, "x"), "master");
-  for (const name of ["award", "reject", "cancel"] as const) t.is(directSide(name, {}, "x"), "worker");
+  for (const name of ["award", "reject", "cancel", "resultAck"] as const) t.is(directSide(name, {}, "x"), "worker");
   t.is(directSide("leaseRenew", { worker }, hexOf(worker)), "master", "the worker asks");
   t.is(directSide("leaseRenew", { worker }, "ab".repeat(32)), "worker", "the master answers");
   t.is(directSide("jobAnnouncement", {}, "x"), null);
@@ -32,5 +41,9 @@ test("tags name their domains, and bodies become the machine's inputs", (t) => {
   t.is(messageDomainName(messageDomains.bid.tag), "bid");
   t.is(messageDomainName("cimesh/nothing/v1"), null);
   t.is(workerInputOf("verdict", "s", { jobId: "j" })?.kind, "verdict");
+  t.is(workerInputOf("resultAck", "s", { jobId: "j" })?.kind, "result-ack");
   t.is(workerInputOf("bid", "s", {}), null);
+  t.is(masterInputOf("logChunk", "s", { jobId: "j" })?.kind, "log-chunk");
+  t.is(masterInputOf("workerAdvert", "s", {})?.kind, "advert");
+  t.is(masterInputOf("resultAck", "s", {}), null);
 });

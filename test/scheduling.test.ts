@@ -22,6 +22,7 @@ import {
   type Result,
   resultDigest,
   stepMaster,
+  type Unsequenced,
   type Verdict,
 } from "../jobs/index.ts";
 import { type Behaviour, honest, Loop, liar, seededRng } from "./loop.ts";
@@ -93,16 +94,16 @@ function runUntil(loop: Loop, done: () => boolean, limitMs: number, stepMs = 5 *
   while (!done() && loop.nowMs < limitMs) loop.run(Math.min(limitMs, loop.nowMs + stepMs));
 }
 
-function verdictsOf(loop: Loop, jobId: string): Verdict[] {
-  const verdicts: Verdict[] = [];
+function verdictsOf(loop: Loop, jobId: string): Unsequenced<Verdict>[] {
+  const verdicts: Unsequenced<Verdict>[] = [];
   for (const { effect } of loop.log)
     if (effect.type === "publish" && effect.message.domain === "verdict" && effect.message.body.jobId === jobId)
       verdicts.push(effect.message.body);
   return verdicts;
 }
 
-function bidsSent(loop: Loop): { atMs: number; worker: string; bid: Bid }[] {
-  const bids: { atMs: number; worker: string; bid: Bid }[] = [];
+function bidsSent(loop: Loop): { atMs: number; worker: string; bid: Unsequenced<Bid> }[] {
+  const bids: { atMs: number; worker: string; bid: Unsequenced<Bid> }[] = [];
   for (const { atMs, node, effect } of loop.log)
     if (effect.type === "send" && effect.message.domain === "bid")
       bids.push({ atMs, worker: node, bid: effect.message.body });
@@ -124,8 +125,8 @@ function killsOf(loop: Loop): { atMs: number; worker: string; runId: string; rea
   return kills;
 }
 
-function cancelsSentTo(loop: Loop, jobId: string): { atMs: number; to: string; cancel: Cancel }[] {
-  const cancels: { atMs: number; to: string; cancel: Cancel }[] = [];
+function cancelsSentTo(loop: Loop, jobId: string): { atMs: number; to: string; cancel: Unsequenced<Cancel> }[] {
+  const cancels: { atMs: number; to: string; cancel: Unsequenced<Cancel> }[] = [];
   for (const { atMs, effect } of loop.log)
     if (effect.type === "send" && effect.message.domain === "cancel" && effect.message.body.jobId === jobId)
       cancels.push({ atMs, to: effect.to, cancel: effect.message.body });
@@ -473,7 +474,10 @@ test("fair share: one slot, two projects with shares 1 and 3 get slot time withi
       started.set(`${effect.run.project}/${effect.run.jobId}/${effect.run.attempt}`, atMs);
     else if (effect.type === "send" && effect.message.domain === "result") {
       const body = effect.message.body;
-      const startedAtMs = started.get(`${body.project}/${body.jobId}/${body.attempt}`);
+      const runId = `${body.project}/${body.jobId}/${body.attempt}`;
+      const startedAtMs = started.get(runId);
+      // A result sent again (not yet acknowledged) is the same run.
+      started.delete(runId);
       if (startedAtMs !== undefined) runs.push({ project: body.project, endMs: atMs, slotMs: atMs - startedAtMs });
     }
   }
@@ -793,6 +797,78 @@ test("explain: a job nobody can serve gets no bid, and explain names the spec an
   t.true(job.announcements >= 2, "re-announcing does not help");
   t.deepEqual(bidsSent(loop), []);
   t.regex(explainJob(loop.master(master).state, "blocked", loop.nowMs), new RegExp(`lack spec ${missingSpec}`));
+  for (const key of workers)
+    t.true(
+      loop.specChecks.some((check) => check.worker === key && check.uuids.includes(missingSpec)),
+      "each worker asked its shell to find and check the spec it lacks",
+    );
+});
+
+test("a master down when the result comes gets it from the worker's outbox once back, acknowledges it, and the job passes with its one run", (t) => {
+  const loop = new Loop({ seed: 19, sign: true });
+  const master = loop.addMaster({ project });
+  const slow: Behaviour = (run, worker) => ({ ...(honest(run, worker) as Report), durationMs: 20 * secondMs });
+  const [worker] = addWorkers(loop, 1, slow);
+  if (worker === undefined) return t.fail();
+  loop.advertiseAll();
+  const start = loop.nowMs;
+  loop.toMaster(master, { kind: "submit", jobId: "patient", job: jobSpec(start + hourMs) });
+  loop.run(start + 5 * secondMs);
+  const awardedAtMs = jobOf(loop, master, "patient").attempts[0]?.awardedAtMs;
+  t.is(jobOf(loop, master, "patient").attempts[0]?.state, "running");
+
+  loop.stopMaster(master);
+  loop.run(start + 45 * secondMs);
+  const sent = () =>
+    loop.log.filter(
+      ({ node, effect }) => node === worker && effect.type === "send" && effect.message.domain === "result",
+    ).length;
+  t.true(sent() >= 3, `the result was sent ${sent()} times while the master was down`);
+  t.deepEqual(Object.keys(loop.worker(worker).state.outbox), [`${project}/patient/0`], "the result waits");
+
+  loop.restartMaster(master);
+  const job = jobOf(loop, master, "patient");
+  t.true(
+    (job.attempts[0]?.leaseExpiresAtMs ?? 0) >= loop.nowMs + 60 * secondMs,
+    "the lease runs a whole lease from the restart",
+  );
+  loop.run(loop.nowMs + minuteMs);
+  t.is(job.status, "passed", job.reason);
+  t.is(job.attempts.length, 1, "the run that finished while the master was down counted");
+  t.is(job.attempts[0]?.awardedAtMs, awardedAtMs);
+  t.deepEqual(loop.worker(worker).state.outbox, {}, "acknowledged: the worker stopped sending it");
+  const afterAck = sent();
+  loop.run(loop.nowMs + minuteMs);
+  t.is(sent(), afterAck, "and sends it no more");
+  t.true((loop.delivered.resultAck ?? 0) >= 1);
+});
+
+test("a worker that restarts mid-run reports the run refused, and the master awards it again without waiting for the lease", (t) => {
+  const loop = new Loop({ seed: 20 });
+  const leaseMs = 5 * minuteMs;
+  const master = loop.addMaster({ project, leaseMs });
+  const long: Behaviour = (run, worker) => ({ ...(honest(run, worker) as Report), durationMs: 30 * secondMs });
+  addWorkers(loop, 2, long);
+  loop.advertiseAll();
+  const start = loop.nowMs;
+  loop.toMaster(master, { kind: "submit", jobId: "interrupted", job: jobSpec(start + hourMs) });
+  loop.run(start + 5 * secondMs);
+  const job = jobOf(loop, master, "interrupted");
+  const first = job.attempts[0];
+  if (first === undefined) return t.fail("the first run was not awarded");
+
+  const restartedAtMs = loop.nowMs;
+  loop.restartWorker(first.worker);
+  t.deepEqual(loop.worker(first.worker).state.running, {}, "the runs of the last process are gone");
+  loop.run(restartedAtMs + 2 * minuteMs);
+  t.is(first.state, "refused");
+  t.regex(first.summary, /restarted/);
+  t.is(job.status, "passed", job.reason);
+  t.is(job.attempts.length, 2);
+  const second = job.attempts[1];
+  t.not(second?.worker, first.worker);
+  t.true((second?.awardedAtMs ?? Number.POSITIVE_INFINITY) < first.awardedAtMs + leaseMs, "long before the lease");
+  t.deepEqual(loop.worker(first.worker).state.outbox, {}, "the refusal was acknowledged");
 });
 
 const arbBehaviour = fc.constantFrom("honest", "liar", "refuses", "vanishes", "hangs", "fails");

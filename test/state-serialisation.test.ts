@@ -104,3 +104,27 @@ test("a bid from a worker whose own advert misses the job's requirements is reje
   );
   t.is(loop.master(master).state.jobs.wide?.bids.length, 0);
 });
+
+test("a master rebuilt mid-job from its job records and reputations through JSON, as the store keeps them, finishes its jobs", (t) => {
+  const loop = new Loop({ seed: 23 });
+  const master = loop.addMaster({ project });
+  for (let i = 0; i < 4; i++)
+    loop.addWorker({ shares: { [project]: 1 }, dimensions, specs: [] }, (run, worker) => ({
+      ...(honest(run, worker) as NonNullable<ReturnType<typeof honest>>),
+      durationMs: 30_000,
+    }));
+  loop.advertiseAll();
+  loop.toMaster(master, { kind: "submit", jobId: "a", job: spec(loop.nowMs + 3_600_000) });
+  loop.run(loop.nowMs + 10_000);
+  const before = loop.master(master).state;
+  const running = Object.values(before.jobs).flatMap((job) => job.attempts.filter((a) => a.state === "running"));
+  t.true(running.length > 0);
+  loop.restartMaster(master);
+  const after = loop.master(master).state;
+  t.deepEqual(Object.keys(after.jobs), Object.keys(before.jobs));
+  for (const attempt of Object.values(after.jobs).flatMap((job) => job.attempts))
+    if (attempt.state === "running") t.true(attempt.leaseExpiresAtMs >= loop.nowMs + after.config.leaseMs);
+  loop.run(loop.nowMs + 600_000);
+  t.is(loop.master(master).state.jobs.a?.status, "passed");
+  t.is(loop.master(master).state.jobs.a?.attempts.length, 4, "two replicas on each of two shards, none lost");
+});

@@ -84,6 +84,9 @@ test("a cancel naming another attempt of the job leaves this run alone; one nami
       `attempt ${attempt}`,
     );
     t.is(Object.keys(out.state.running).length, 0);
+    // A run its master stopped is not reported: nothing waits in the outbox for an acknowledgement.
+    t.false(out.effects.some((effect) => effect.type === "send" && effect.message.domain === "result"));
+    t.deepEqual(out.state.outbox, {});
   }
   const stranger = stepWorker(
     running(),

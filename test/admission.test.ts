@@ -1,0 +1,1085 @@
+/**
+ * Admission (jobs/admission.ts): the one door every inbound message goes
+ * through. Unit cases build real trust (a project's genesis roots, keysets
+ * they sign) and real envelopes (sealed, then opened with jobs' registry as a
+ * shell does), one case per rule and reason. Property tests then throw random
+ * sequences of messages at a node, on any channel, from the announcer, workers
+ * and strangers, with sequence numbers that repeat and time that moves on, and
+ * check admission against an oracle that states the rules on its own.
+ */
+import { fc, testProp } from "@fast-check/ava";
+import test, { type ExecutionContext } from "ava";
+import {
+  acceptKeyset,
+  anchorFromGenesis,
+  createReplayLedger,
+  type Domain,
+  type Identity,
+  identityFromSeed,
+  type KeysetBody,
+  maxClockSkewMs,
+  openAnyEnvelope,
+  type ProjectTrust,
+  type ReplayLedger,
+  sealEnvelope,
+  sealKeyset,
+  trustFromAnchor,
+} from "../crypto/index.ts";
+import {
+  type Admission,
+  type AdmissionContext,
+  type AdmissionReason,
+  type AdmissionVerdict,
+  admissionReasons,
+  admit,
+  type Channel,
+  type Delivery,
+  hexOf,
+  messageDomains,
+  messageRegistry,
+  type Opened,
+  type SignedBody,
+} from "../jobs/index.ts";
+import { typicalAnnouncement } from "./arbitraries.ts";
+
+const nowMs = 1_800_000_000_000;
+const minuteMs = 60_000;
+const dayMs = 24 * 60 * minuteMs;
+
+function identity(n: number): Identity {
+  return identityFromSeed(new Uint8Array(32).fill(n));
+}
+
+// P is pinned with a keyset naming `announcer` (and `lapsed`, whose delegation ended); Q is pinned with no keyset
+// yet; R is not pinned at all.
+const rootP = identity(0x11);
+const rootQ = identity(0x12);
+const rootR = identity(0x13);
+const announcer = identity(0x41);
+const lapsed = identity(0x42);
+const w1 = identity(0x61);
+const w2 = identity(0x62);
+const stranger = identity(0x51);
+
+const anchorP = anchorFromGenesis([rootP.publicKey], 1);
+const anchorQ = anchorFromGenesis([rootQ.publicKey], 1);
+const P = anchorP.project;
+const Q = anchorQ.project;
+const R = anchorFromGenesis([rootR.publicKey], 1).project;
+
+function keysetBody(version: number, overrides: Partial<KeysetBody> = {}): KeysetBody {
+  return {
+    project: P,
+    rootVersion: 1,
+    version,
+    issuedAtMs: nowMs,
+    expiresAtMs: nowMs + 30 * dayMs,
+    roots: [rootP.publicKey],
+    threshold: 1,
+    announcers: [
+      { key: announcer.publicKey, label: "master", expiresAtMs: nowMs + 30 * dayMs },
+      { key: lapsed.publicKey, label: "old master", expiresAtMs: nowMs - dayMs },
+    ],
+    ...overrides,
+  };
+}
+
+const keysetV1 = sealKeyset(keysetBody(1), [rootP]);
+const keysetV2 = sealKeyset(keysetBody(2), [rootP]);
+const trustP = acceptKeyset(trustFromAnchor(anchorP), keysetV1, nowMs);
+const trustQ = trustFromAnchor(anchorQ);
+/** P's trust in a keyset that expired ten days ago (it was accepted while valid). */
+const trustExpired = acceptKeyset(
+  trustFromAnchor(anchorP),
+  sealKeyset(keysetBody(1, { issuedAtMs: nowMs - 40 * dayMs, expiresAtMs: nowMs - 10 * dayMs }), [rootP]),
+  nowMs - 20 * dayMs,
+);
+
+type Name =
+  | "workerAdvert"
+  | "jobAnnouncement"
+  | "verdict"
+  | "cancel"
+  | "bid"
+  | "award"
+  | "reject"
+  | "leaseRenew"
+  | "logChunk"
+  | "result"
+  | "resultAck"
+  | "report";
+
+interface Header {
+  readonly issuedAtMs: number;
+  readonly expiresAtMs: number;
+  readonly seq: number;
+}
+
+const dimensions = {
+  os: "linux",
+  arch: "x64",
+  cores: 2,
+  memoryBytes: 2 ** 32,
+  diskBytes: 2 ** 34,
+  tools: [],
+  labels: [],
+};
+
+/** A valid body of each message type, naming `project`; `worker` is the worker an award, reject, renewal or ack names. */
+function bodyOf(name: Name, header: Header, project: string, worker: Uint8Array): Record<string, unknown> {
+  const job = { project, jobId: "job-1" };
+  const outcome = {
+    exitCode: 0,
+    outcome: "succeeded",
+    outputsDigest: null,
+    logDigest: null,
+    summary: "",
+    durationMs: 1,
+  };
+  switch (name) {
+    case "workerAdvert":
+      return {
+        ...header,
+        projects: [project],
+        specs: [],
+        dimensions,
+        availability: "eager",
+        freeSlots: 1,
+        totalSlots: 1,
+      };
+    case "jobAnnouncement":
+      return { ...typicalAnnouncement(project, header.issuedAtMs), ...header };
+    case "verdict":
+      return { ...header, ...job, outcome: "passed", acceptedDigests: [null], agreeingWorkers: [], reason: "" };
+    case "cancel":
+      return { ...header, ...job, attempt: null, reason: "superseded" };
+    case "bid":
+      return {
+        ...header,
+        ...job,
+        round: 0,
+        availability: "eager",
+        runningJobs: 0,
+        freeSlots: 1,
+        cachedInputBytes: 0,
+      };
+    case "award":
+      return { ...header, ...job, worker, attempt: 0, shard: 0, leaseExpiresAtMs: header.issuedAtMs + minuteMs };
+    case "reject":
+      return { ...header, ...job, worker, round: 0, reason: "not chosen" };
+    case "leaseRenew":
+      return {
+        ...header,
+        ...job,
+        worker,
+        attempt: 0,
+        progressPermille: 0,
+        leaseExpiresAtMs: header.issuedAtMs + minuteMs,
+      };
+    case "logChunk":
+      return { ...header, ...job, attempt: 0, stream: "stdout", offset: 0, data: new Uint8Array([104, 105]) };
+    case "result":
+      return { ...header, ...job, attempt: 0, shard: 0, ...outcome };
+    case "resultAck":
+      return { ...header, ...job, worker, attempt: 0 };
+    case "report":
+      return { ...header, project, ref: "refs/heads/main", specUuids: [], ...outcome };
+  }
+}
+
+function seal(name: Name, body: Record<string, unknown>, signer: Identity): Uint8Array {
+  return sealEnvelope(messageDomains[name] as Domain, body as never, signer);
+}
+
+/** What a shell's opening (crypto/) gives admission: the verified message, or why its bytes are unreadable. */
+function open(bytes: Uint8Array, atMs: number): Opened {
+  try {
+    const verified = openAnyEnvelope(messageRegistry, bytes, atMs);
+    return { kind: "message", tag: verified.domain, signer: verified.signer, body: verified.body as SignedBody };
+  } catch (error) {
+    return { kind: "unreadable", error };
+  }
+}
+
+interface MessageOptions {
+  readonly signer?: Identity;
+  readonly seq?: number;
+  readonly project?: string;
+  readonly worker?: Uint8Array;
+  readonly issuedAtMs?: number;
+  readonly lifetimeMs?: number;
+}
+
+/** A message sealed and opened at nowMs: by the announcer, seq 1, naming P, to worker w1, unless told otherwise. */
+function message(name: Name, options: MessageOptions = {}): Opened {
+  const issuedAtMs = options.issuedAtMs ?? nowMs;
+  const header = { issuedAtMs, expiresAtMs: issuedAtMs + (options.lifetimeMs ?? minuteMs), seq: options.seq ?? 1 };
+  const body = bodyOf(name, header, options.project ?? P, options.worker ?? w1.publicKey);
+  return open(seal(name, body, options.signer ?? announcer), nowMs);
+}
+
+interface NodeOptions {
+  readonly masterOf?: readonly string[];
+  readonly hasWorker?: boolean;
+  readonly trust?: ReadonlyMap<string, ProjectTrust>;
+}
+
+function node(options: NodeOptions = {}): AdmissionContext {
+  const masterOf = options.masterOf ?? [];
+  return {
+    trust:
+      options.trust ??
+      new Map([
+        [P, trustP],
+        [Q, trustQ],
+      ]),
+    ledger: createReplayLedger(),
+    isMasterOf: (project) => masterOf.includes(project),
+    hasWorker: options.hasWorker ?? true,
+  };
+}
+
+const topic = (project: string): Channel => ({ kind: "topic", topic: project });
+const direct = (peer: Identity): Channel => ({ kind: "direct", peer: hexOf(peer.publicKey) });
+
+/** A signer in words: the announcer and the two workers by name, anyone else by hex. */
+function nameOf(signer: string): string {
+  if (signer === hexOf(announcer.publicKey)) return "announcer";
+  if (signer === hexOf(w1.publicKey)) return "w1";
+  if (signer === hexOf(w2.publicKey)) return "w2";
+  return signer;
+}
+
+/** A delivery in words: the machine, the project for a master, the input's kind and signer. */
+function describe(delivery: Delivery): string {
+  const signer = "signer" in delivery.input ? delivery.input.signer : "";
+  const project = delivery.machine === "master" ? (delivery.project === P ? " P" : ` ${delivery.project}`) : "";
+  return `${delivery.machine}${project} ${delivery.input.kind} by ${nameOf(signer)}`;
+}
+
+interface Case {
+  readonly title: string;
+  readonly channel: Channel;
+  readonly opened: Opened;
+  readonly node?: NodeOptions;
+  /** Admitted first, on the same node: a replay needs the original before it. */
+  readonly before?: readonly { readonly channel: Channel; readonly opened: Opened }[];
+  readonly verdict: AdmissionVerdict;
+  readonly reason: AdmissionReason;
+  readonly deliveries?: readonly string[];
+}
+
+const bidByW1 = message("bid", { signer: w1 });
+const announcement = message("jobAnnouncement");
+
+const cases: readonly Case[] = [
+  // Unreadable bytes.
+  {
+    title: "an envelope past its expiry is ignored as stale",
+    channel: topic(P),
+    opened: message("jobAnnouncement", { issuedAtMs: nowMs - 10 * minuteMs, lifetimeMs: minuteMs }),
+    verdict: "ignore",
+    reason: "stale",
+  },
+  {
+    title: "an envelope issued too far in the future is ignored as stale",
+    channel: topic(P),
+    opened: message("jobAnnouncement", { issuedAtMs: nowMs + 10 * minuteMs }),
+    verdict: "ignore",
+    reason: "stale",
+  },
+  {
+    title: "an envelope whose signature does not verify is rejected as forged",
+    channel: topic(P),
+    opened: (() => {
+      const bytes = seal(
+        "verdict",
+        bodyOf("verdict", { issuedAtMs: nowMs, expiresAtMs: nowMs + 1, seq: 1 }, P, w1.publicKey),
+        announcer,
+      );
+      bytes[bytes.length - 1] = (bytes[bytes.length - 1] as number) ^ 1;
+      return open(bytes, nowMs);
+    })(),
+    verdict: "reject",
+    reason: "forged",
+  },
+  {
+    title: "a tag that is no message of jobs/ is rejected",
+    channel: topic(P),
+    opened: {
+      kind: "message",
+      tag: "cimesh/other/v1",
+      signer: announcer.publicKey,
+      body: { issuedAtMs: nowMs, expiresAtMs: nowMs, seq: 1, project: P },
+    },
+    verdict: "reject",
+    reason: "unknown-domain",
+  },
+  // Keysets.
+  {
+    title: "a newer keyset signed by the roots on the project's topic is accepted",
+    channel: topic(P),
+    opened: { kind: "keyset", bytes: keysetV2 },
+    verdict: "accept",
+    reason: "keyset-accepted",
+  },
+  {
+    title: "the first keyset of a project pinned without one is accepted from a DHT record",
+    channel: { kind: "record", project: Q },
+    opened: {
+      kind: "keyset",
+      bytes: sealKeyset(keysetBody(1, { project: Q, roots: [rootQ.publicKey] }), [rootQ]),
+    },
+    verdict: "accept",
+    reason: "keyset-accepted",
+  },
+  {
+    title: "a keyset no newer than the one held is ignored: no rollback",
+    channel: topic(P),
+    opened: { kind: "keyset", bytes: keysetV1 },
+    verdict: "ignore",
+    reason: "keyset-old",
+  },
+  {
+    title: "a keyset signed by a key that is not a root is refused",
+    channel: topic(P),
+    opened: { kind: "keyset", bytes: sealKeyset(keysetBody(3), [stranger]) },
+    verdict: "reject",
+    reason: "keyset-refused",
+  },
+  {
+    title: "a keyset of one project on another project's topic is refused",
+    channel: topic(Q),
+    opened: { kind: "keyset", bytes: keysetV2 },
+    verdict: "reject",
+    reason: "keyset-refused",
+  },
+  {
+    title: "an expired keyset is ignored as stale",
+    channel: topic(P),
+    opened: {
+      kind: "keyset",
+      bytes: sealKeyset(keysetBody(3, { issuedAtMs: nowMs - 40 * dayMs, expiresAtMs: nowMs - 10 * dayMs }), [rootP]),
+    },
+    verdict: "ignore",
+    reason: "stale",
+  },
+  {
+    title: "a keyset of a project this node does not pin is ignored",
+    channel: topic(R),
+    opened: { kind: "keyset", bytes: keysetV2 },
+    verdict: "ignore",
+    reason: "untrusted-project",
+  },
+  {
+    title: "a keyset sent on a direct stream is rejected",
+    channel: direct(announcer),
+    opened: { kind: "keyset", bytes: keysetV2 },
+    verdict: "reject",
+    reason: "not-direct",
+  },
+  {
+    title: "a DHT record holds keysets only",
+    channel: { kind: "record", project: P },
+    opened: announcement,
+    verdict: "reject",
+    reason: "not-on-topic",
+  },
+  // On a topic.
+  {
+    title: "an announcement by the project's announcer on its topic is taken by the worker",
+    channel: topic(P),
+    opened: announcement,
+    verdict: "accept",
+    reason: "taken",
+    deliveries: ["worker announcement by announcer"],
+  },
+  {
+    title: "a verdict and a cancel by the announcer on the topic are taken by the worker",
+    channel: topic(P),
+    opened: message("verdict", { seq: 2 }),
+    before: [{ channel: topic(P), opened: message("cancel", { seq: 3 }) }],
+    verdict: "accept",
+    reason: "taken",
+    deliveries: ["worker verdict by announcer"],
+  },
+  {
+    title: "an announcement on its topic, at a node with no worker, is only relayed",
+    channel: topic(P),
+    opened: announcement,
+    node: { hasWorker: false, masterOf: [P] },
+    verdict: "accept",
+    reason: "relayed",
+  },
+  {
+    title: "a worker's advert on the topic is taken by the project's master",
+    channel: topic(P),
+    opened: message("workerAdvert", { signer: w1 }),
+    node: { masterOf: [P] },
+    verdict: "accept",
+    reason: "taken",
+    deliveries: ["master P advert by w1"],
+  },
+  {
+    title: "a worker's advert on the topic, at a node that is not the project's master, is only relayed",
+    channel: topic(P),
+    opened: message("workerAdvert", { signer: w1 }),
+    node: { masterOf: [Q] },
+    verdict: "accept",
+    reason: "relayed",
+  },
+  {
+    title: "an announcement on a topic naming another project is rejected",
+    channel: topic(P),
+    opened: message("jobAnnouncement", { project: Q }),
+    verdict: "reject",
+    reason: "wrong-project",
+  },
+  {
+    title: "an advert on a topic whose project it does not name is rejected",
+    channel: topic(P),
+    opened: message("workerAdvert", { signer: w1, project: Q }),
+    node: { masterOf: [P] },
+    verdict: "reject",
+    reason: "wrong-project",
+  },
+  {
+    title: "an announcement on the topic of a project this node does not pin is ignored",
+    channel: topic(R),
+    opened: message("jobAnnouncement", { project: R }),
+    verdict: "ignore",
+    reason: "untrusted-project",
+  },
+  {
+    title: "an announcement of a project whose keyset has not come yet is ignored: its announcers are unknown",
+    channel: topic(Q),
+    opened: message("jobAnnouncement", { project: Q }),
+    verdict: "ignore",
+    reason: "no-keyset-yet",
+  },
+  {
+    title: "an announcement signed by a key the keyset does not name is rejected",
+    channel: topic(P),
+    opened: message("jobAnnouncement", { signer: stranger }),
+    verdict: "reject",
+    reason: "untrusted-signer",
+  },
+  {
+    title: "a verdict signed by a worker is rejected",
+    channel: topic(P),
+    opened: message("verdict", { signer: w1 }),
+    verdict: "reject",
+    reason: "untrusted-signer",
+  },
+  {
+    title: "an announcement by an announcer whose delegation ended is rejected",
+    channel: topic(P),
+    opened: message("jobAnnouncement", { signer: lapsed }),
+    verdict: "reject",
+    reason: "untrusted-signer",
+  },
+  {
+    title: "an announcement checked against an expired keyset is ignored as stale",
+    channel: topic(P),
+    opened: announcement,
+    node: { trust: new Map([[P, trustExpired]]) },
+    verdict: "ignore",
+    reason: "stale",
+  },
+  {
+    title: "a bid on a topic is rejected: it is a direct message",
+    channel: topic(P),
+    opened: message("bid", { signer: w1 }),
+    node: { masterOf: [P] },
+    verdict: "reject",
+    reason: "not-on-topic",
+  },
+  {
+    title: "a result acknowledgement on a topic is rejected",
+    channel: topic(P),
+    opened: message("resultAck"),
+    verdict: "reject",
+    reason: "not-on-topic",
+  },
+  {
+    title: "a report on a topic is rejected: no machine of jobs/ takes it",
+    channel: topic(P),
+    opened: message("report", { signer: w1 }),
+    node: { masterOf: [P] },
+    verdict: "reject",
+    reason: "not-on-topic",
+  },
+  // Direct.
+  {
+    title: "a worker's bid sent by the worker is taken by the project's master",
+    channel: direct(w1),
+    opened: bidByW1,
+    node: { masterOf: [P] },
+    verdict: "accept",
+    reason: "taken",
+    deliveries: ["master P bid by w1"],
+  },
+  {
+    title: "a worker's result is taken by the project's master",
+    channel: direct(w1),
+    opened: message("result", { signer: w1 }),
+    node: { masterOf: [P] },
+    verdict: "accept",
+    reason: "taken",
+    deliveries: ["master P result by w1"],
+  },
+  {
+    title: "a worker's log chunk is taken by the project's master",
+    channel: direct(w1),
+    opened: message("logChunk", { signer: w1 }),
+    node: { masterOf: [P] },
+    verdict: "accept",
+    reason: "taken",
+    deliveries: ["master P log-chunk by w1"],
+  },
+  {
+    title: "a lease renewal naming its signer as the worker is the worker's asking: the master takes it",
+    channel: direct(w1),
+    opened: message("leaseRenew", { signer: w1, worker: w1.publicKey }),
+    node: { masterOf: [P] },
+    verdict: "accept",
+    reason: "taken",
+    deliveries: ["master P lease-renew by w1"],
+  },
+  {
+    title: "a lease renewal by the announcer naming the worker is the master's answer: the worker takes it",
+    channel: direct(announcer),
+    opened: message("leaseRenew", { worker: w1.publicKey }),
+    verdict: "accept",
+    reason: "taken",
+    deliveries: ["worker lease-renew by announcer"],
+  },
+  {
+    title: "an award by the announcer is taken by the worker",
+    channel: direct(announcer),
+    opened: message("award"),
+    verdict: "accept",
+    reason: "taken",
+    deliveries: ["worker award by announcer"],
+  },
+  {
+    title: "a reject by the announcer is taken by the worker",
+    channel: direct(announcer),
+    opened: message("reject"),
+    verdict: "accept",
+    reason: "taken",
+    deliveries: ["worker reject by announcer"],
+  },
+  {
+    title: "a cancel of one attempt by the announcer is taken by the worker",
+    channel: direct(announcer),
+    opened: message("cancel"),
+    verdict: "accept",
+    reason: "taken",
+    deliveries: ["worker cancel by announcer"],
+  },
+  {
+    title: "a result acknowledgement by the announcer is taken by the worker",
+    channel: direct(announcer),
+    opened: message("resultAck"),
+    verdict: "accept",
+    reason: "taken",
+    deliveries: ["worker result-ack by announcer"],
+  },
+  {
+    title: "an announcement sent direct is rejected: it travels on a topic",
+    channel: direct(announcer),
+    opened: announcement,
+    verdict: "reject",
+    reason: "not-direct",
+  },
+  {
+    title: "an advert sent direct is rejected",
+    channel: direct(w1),
+    opened: message("workerAdvert", { signer: w1 }),
+    node: { masterOf: [P] },
+    verdict: "reject",
+    reason: "not-direct",
+  },
+  {
+    title: "a message signed by another key than the peer that sent it is rejected",
+    channel: direct(w2),
+    opened: bidByW1,
+    node: { masterOf: [P] },
+    verdict: "reject",
+    reason: "signer-not-sender",
+  },
+  {
+    title: "an award by a key the keyset does not name is rejected",
+    channel: direct(stranger),
+    opened: message("award", { signer: stranger }),
+    verdict: "reject",
+    reason: "untrusted-signer",
+  },
+  {
+    title: "an award for a project this node does not pin is ignored",
+    channel: direct(announcer),
+    opened: message("award", { project: R }),
+    verdict: "ignore",
+    reason: "untrusted-project",
+  },
+  {
+    title: "an award for a project with no keyset yet is ignored",
+    channel: direct(announcer),
+    opened: message("award", { project: Q }),
+    verdict: "ignore",
+    reason: "no-keyset-yet",
+  },
+  {
+    title: "a bid to a node that is not the project's master is ignored",
+    channel: direct(w1),
+    opened: bidByW1,
+    node: { masterOf: [Q] },
+    verdict: "ignore",
+    reason: "no-machine",
+  },
+  {
+    title: "an award to a node with no worker is ignored",
+    channel: direct(announcer),
+    opened: message("award"),
+    node: { hasWorker: false, masterOf: [P] },
+    verdict: "ignore",
+    reason: "no-machine",
+  },
+  // The replay ledger.
+  {
+    title: "the same bid a second time is ignored as a replay",
+    channel: direct(w1),
+    opened: bidByW1,
+    node: { masterOf: [P] },
+    before: [{ channel: direct(w1), opened: bidByW1 }],
+    verdict: "ignore",
+    reason: "replay",
+  },
+  {
+    title: "another message with a sequence number already taken from its signer is ignored as a replay",
+    channel: direct(w1),
+    opened: message("result", { signer: w1, seq: 7 }),
+    node: { masterOf: [P] },
+    before: [{ channel: direct(w1), opened: message("bid", { signer: w1, seq: 7 }) }],
+    verdict: "ignore",
+    reason: "replay",
+  },
+  {
+    title: "the same announcement on the topic a second time is ignored as a replay",
+    channel: topic(P),
+    opened: announcement,
+    before: [{ channel: topic(P), opened: announcement }],
+    verdict: "ignore",
+    reason: "replay",
+  },
+  {
+    title: "a relayed message leaves no ledger entry: relayed again, it is relayed again",
+    channel: topic(P),
+    opened: announcement,
+    node: { hasWorker: false },
+    before: [{ channel: topic(P), opened: announcement }],
+    verdict: "accept",
+    reason: "relayed",
+  },
+];
+
+function checkCase(t: ExecutionContext, c: Case): void {
+  const context = node(c.node);
+  let ledger: ReplayLedger = context.ledger;
+  for (const earlier of c.before ?? [])
+    ledger = admit(earlier.channel, earlier.opened, { ...context, ledger }, nowMs).ledger;
+  const signersBefore = ledger.signers.size;
+  const snapshot = JSON.stringify([...ledger.signers].map(([key, w]) => [key, w.highestSeq, [...w.bitmap]]));
+  const admission = admit(c.channel, c.opened, { ...context, ledger }, nowMs);
+  t.is(admission.verdict, c.verdict, admission.detail);
+  t.is(admission.reason, c.reason, admission.detail);
+  t.deepEqual(admission.deliveries.map(describe), [...(c.deliveries ?? [])]);
+  if (c.verdict === "accept") t.is(admission.detail, "", "an accepted message needs no words for a log line");
+  if (c.reason === "taken") {
+    if (c.opened.kind !== "message") {
+      t.fail("only a message is taken");
+      return;
+    }
+    t.deepEqual(admission.ledgerSigner, c.opened.signer, "the signer's window changed, to persist");
+    t.true(admission.ledger.signers.size >= signersBefore);
+    t.true(admission.deliveries.length > 0);
+  } else {
+    t.is(admission.ledgerSigner, null);
+    t.is(admission.ledger.signers.size, signersBefore);
+    const after = JSON.stringify([...admission.ledger.signers].map(([key, w]) => [key, w.highestSeq, [...w.bitmap]]));
+    t.is(after, snapshot, "the ledger is untouched by a message no machine here takes");
+  }
+  if (c.reason === "keyset-accepted") {
+    if (c.opened.kind !== "keyset") {
+      t.fail("only a keyset is accepted as one");
+      return;
+    }
+    t.deepEqual(admission.keyset?.bytes, c.opened.bytes);
+    t.is(
+      admission.keyset?.project,
+      c.channel.kind === "topic" ? c.channel.topic : (c.channel as { project: string }).project,
+    );
+    t.deepEqual(admission.keyset?.trust.keysetBytes, c.opened.bytes, "the new trust holds the keyset");
+  } else t.is(admission.keyset, null);
+}
+
+for (const c of cases) test(c.title, (t) => checkCase(t, c));
+
+test("every reason admission can give is reached by a case above", (t) => {
+  const reached = new Set(cases.map((c) => c.reason));
+  t.deepEqual(
+    admissionReasons.filter((reason) => !reached.has(reason)),
+    [],
+  );
+});
+
+test("the inputs admission delivers carry the message body and the signer as hex", (t) => {
+  const opened = message("award", { seq: 42 });
+  const admission = admit(direct(announcer), opened, node(), nowMs);
+  const delivery = admission.deliveries[0];
+  if (delivery?.machine !== "worker" || delivery.input.kind !== "award")
+    return t.fail("expected an award to the worker");
+  t.is(delivery.input.signer, hexOf(announcer.publicKey));
+  t.is(delivery.input.award.seq, 42);
+  t.deepEqual(delivery.input.award.worker, w1.publicKey);
+});
+
+test("admission is pure: the same message to equal nodes gets the same admission", (t) => {
+  const a = admit(direct(w1), bidByW1, node({ masterOf: [P] }), nowMs);
+  const b = admit(direct(w1), bidByW1, node({ masterOf: [P] }), nowMs);
+  t.is(a.verdict, b.verdict);
+  t.deepEqual(a.deliveries, b.deliveries);
+  t.deepEqual([...a.ledger.signers.keys()], [...b.ledger.signers.keys()]);
+});
+
+// ---------------------------------------------------------------------------
+// Properties: random traffic against an oracle
+// ---------------------------------------------------------------------------
+
+const windowSeqs = 32;
+const maxSigners = 8;
+/** Sequence numbers drawn from a range well inside the window, so that repeats are common and none is too old. */
+const maxDrawnSeq = 11;
+const lifetimesMs = [1_000, minuteMs, 5 * minuteMs] as const;
+/** Time between two messages, with its weight: mostly a burst, now and then long enough for everything to go stale. */
+const stepsMs: readonly [ms: number, weight: number][] = [
+  [0, 10],
+  [1_000, 8],
+  [5_000, 5],
+  [30_000, 4],
+  [2 * minuteMs, 2],
+  [7 * minuteMs, 1],
+];
+
+/** The announcer, two workers, then strangers: the second property uses more signers than the ledger keeps. */
+const signers: readonly Identity[] = [announcer, w1, w2, ...Array.from({ length: 11 }, (_, i) => identity(0x80 + i))];
+const topicNames: readonly Name[] = ["workerAdvert", "jobAnnouncement", "verdict", "cancel"];
+const directNames: readonly Name[] = ["bid", "award", "reject", "leaseRenew", "logChunk", "result", "resultAck"];
+const names: readonly Name[] = [...topicNames, ...directNames, "report"];
+
+interface NodeSetup {
+  readonly masterOf: readonly string[];
+  readonly hasWorker: boolean;
+}
+
+interface Event {
+  readonly channel: "topic" | "direct" | "record";
+  /** The topic, or the project the body names on a direct stream. */
+  readonly project: string;
+  /** On a topic: whether the body names the topic's project (else the next one of P, Q, R). */
+  readonly onItsTopic: boolean;
+  readonly signer: number;
+  /** Direct: the peer that sent it is the signer, or this other identity. */
+  readonly sentBySigner: boolean;
+  readonly peer: number;
+  readonly name: Name;
+  /** The worker an award, reject, renewal or acknowledgement names: the signer itself, or w1 (w2 when w1 signs). */
+  readonly namesSigner: boolean;
+  readonly seq: number;
+  readonly lifetimeMs: number;
+  readonly stepMs: number;
+}
+
+const arbSetup: fc.Arbitrary<NodeSetup> = fc.record({
+  masterOf: fc.subarray([P, Q, R]),
+  hasWorker: fc.boolean(),
+});
+
+/** Messages a worker takes: signed by an announcer. */
+const workerBound: readonly Name[] = ["jobAnnouncement", "verdict", "cancel", "award", "reject", "resultAck"];
+
+/**
+ * Mostly traffic a node meets every day (the message types of the channel, signed by whom they should be), so that
+ * many are taken and sequence numbers come again; the rest anything at all.
+ */
+function arbEvent(signerCount: number): fc.Arbitrary<Event> {
+  const weighted = <T>(common: T, rare: T) =>
+    fc.oneof({ arbitrary: fc.constant(common), weight: 6 }, { arbitrary: fc.constant(rare), weight: 1 });
+  const channel = fc.oneof(
+    { arbitrary: fc.constant("topic" as const), weight: 5 },
+    { arbitrary: fc.constant("direct" as const), weight: 5 },
+    { arbitrary: fc.constant("record" as const), weight: 1 },
+  );
+  const nameOn = (on: Event["channel"]) =>
+    fc.oneof(
+      { arbitrary: fc.constantFrom(...(on === "topic" ? topicNames : directNames)), weight: 4 },
+      { arbitrary: fc.constantFrom(...names), weight: 1 },
+    );
+  // The announcer for what workers take, a worker for what masters take; sometimes anyone.
+  const signerOf = (name: Name) =>
+    fc.oneof(
+      {
+        arbitrary:
+          name === "leaseRenew"
+            ? fc.nat({ max: 2 })
+            : workerBound.includes(name)
+              ? fc.constant(0)
+              : fc.constantFrom(1, 2),
+        weight: 4,
+      },
+      { arbitrary: fc.nat({ max: signerCount - 1 }), weight: 1 },
+    );
+  return channel.chain((on) =>
+    nameOn(on).chain((name) =>
+      fc.record({
+        channel: fc.constant(on),
+        project: fc.constantFrom(P, P, Q, R),
+        onItsTopic: weighted(true, false),
+        signer: signerOf(name),
+        sentBySigner: weighted(true, false),
+        peer: fc.nat({ max: signerCount - 1 }),
+        name: fc.constant(name),
+        namesSigner: fc.boolean(),
+        seq: fc.nat({ max: maxDrawnSeq }),
+        lifetimeMs: fc.constantFrom(...lifetimesMs),
+        stepMs: fc.oneof(...stepsMs.map(([ms, weight]) => ({ arbitrary: fc.constant(ms), weight }))),
+      }),
+    ),
+  );
+}
+
+/** What the rules say of a message, without the ledger: judged, or to be taken by a machine (then the ledger decides). */
+type Expected =
+  | { readonly kind: "judged"; readonly verdict: AdmissionVerdict; readonly reason: AdmissionReason }
+  | { readonly kind: "take"; readonly delivery: string };
+
+const pinnedWithKeyset = new Set([P]);
+const pinned = new Set([P, Q]);
+const announcerHex = hexOf(announcer.publicKey);
+
+const masterKinds: Partial<Record<Name, string>> = {
+  workerAdvert: "advert",
+  bid: "bid",
+  result: "result",
+  leaseRenew: "lease-renew",
+  logChunk: "log-chunk",
+};
+const workerKinds: Partial<Record<Name, string>> = {
+  jobAnnouncement: "announcement",
+  verdict: "verdict",
+  cancel: "cancel",
+  award: "award",
+  reject: "reject",
+  leaseRenew: "lease-renew",
+  resultAck: "result-ack",
+};
+
+/**
+ * The rules of admission, stated apart from jobs/admission.ts: a stale envelope is ignored; a DHT record holds no
+ * messages; on a topic, adverts naming the topic go to its master (relayed elsewhere), announcements, verdicts and
+ * cancels naming the topic go to a worker when an announcer of a pinned keyset signed them (relayed by a node with no
+ * worker), nothing else travels; direct, the signer must be the peer, bids, results, log chunks and a worker's own
+ * renewals go to the master of their project, awards, rejects, cancels, answered renewals and acknowledgements go to
+ * a worker from an announcer of a pinned keyset, nothing else travels.
+ */
+function oracle(
+  setup: NodeSetup,
+  event: Event,
+  bodyProject: string,
+  worker: string,
+  expiresAtMs: number,
+  atMs: number,
+): Expected {
+  const judged = (verdict: AdmissionVerdict, reason: AdmissionReason): Expected => ({
+    kind: "judged",
+    verdict,
+    reason,
+  });
+  const signer = hexOf((signers[event.signer] as Identity).publicKey);
+  const who = (kind: string) => `${kind} by ${nameOf(signer)}`;
+  const forWorker = (project: string, kind: string): Expected => {
+    if (!pinned.has(project)) return judged("ignore", "untrusted-project");
+    if (!pinnedWithKeyset.has(project)) return judged("ignore", "no-keyset-yet");
+    if (signer !== announcerHex) return judged("reject", "untrusted-signer");
+    return { kind: "take", delivery: `worker ${who(kind)}` };
+  };
+  if (expiresAtMs + maxClockSkewMs < atMs) return judged("ignore", "stale");
+  if (event.channel === "record") return judged("reject", "not-on-topic");
+  if (event.channel === "topic") {
+    const topicProject = event.project;
+    if (event.name === "workerAdvert") {
+      if (bodyProject !== topicProject) return judged("reject", "wrong-project");
+      if (!setup.masterOf.includes(topicProject)) return judged("accept", "relayed");
+      return { kind: "take", delivery: `master ${topicProject === P ? "P" : topicProject} ${who("advert")}` };
+    }
+    if (!topicNames.includes(event.name)) return judged("reject", "not-on-topic");
+    if (bodyProject !== topicProject) return judged("reject", "wrong-project");
+    const outcome = forWorker(topicProject, workerKinds[event.name] as string);
+    return outcome.kind === "take" && !setup.hasWorker ? judged("accept", "relayed") : outcome;
+  }
+  const peer = event.sentBySigner ? signer : hexOf((signers[event.peer] as Identity).publicKey);
+  if (peer !== signer) return judged("reject", "signer-not-sender");
+  const toMaster =
+    event.name === "bid" ||
+    event.name === "result" ||
+    event.name === "logChunk" ||
+    (event.name === "leaseRenew" && worker === signer);
+  const toWorker = ["award", "reject", "cancel", "resultAck", "leaseRenew"].includes(event.name) && !toMaster;
+  if (toMaster) {
+    if (!setup.masterOf.includes(bodyProject)) return judged("ignore", "no-machine");
+    return {
+      kind: "take",
+      delivery: `master ${bodyProject === P ? "P" : bodyProject} ${who(masterKinds[event.name] as string)}`,
+    };
+  }
+  if (toWorker) {
+    if (!setup.hasWorker) return judged("ignore", "no-machine");
+    return forWorker(bodyProject, workerKinds[event.name] as string);
+  }
+  return judged("reject", "not-direct");
+}
+
+interface Traffic {
+  readonly event: Event;
+  readonly atMs: number;
+  readonly expected: Expected;
+  readonly admission: Admission;
+  readonly signer: Uint8Array;
+  readonly header: Header;
+  readonly floorBefore: number;
+  readonly signersAfter: number;
+}
+
+/**
+ * Plays events at a node with a small ledger. A signer's sequence number fixes its message's time the first time it
+ * is drawn (a signer stamps each number once: what comes again with that number is a replay, on any channel or in
+ * any domain), so messages also come late.
+ */
+function play(setup: NodeSetup, events: readonly Event[], each: (traffic: Traffic) => void): void {
+  const ledger = createReplayLedger({ windowSeqs, maxSigners });
+  const context: AdmissionContext = {
+    trust: new Map([
+      [P, trustP],
+      [Q, trustQ],
+    ]),
+    ledger,
+    isMasterOf: (project) => setup.masterOf.includes(project),
+    hasWorker: setup.hasWorker,
+  };
+  const headers = new Map<string, Header>();
+  let atMs = nowMs;
+  const projects = [P, Q, R];
+  for (const event of events) {
+    atMs += event.stepMs;
+    const identity = signers[event.signer] as Identity;
+    const key = `${event.signer}/${event.seq}`;
+    const header = headers.get(key) ?? { issuedAtMs: atMs, expiresAtMs: atMs + event.lifetimeMs, seq: event.seq };
+    headers.set(key, header);
+    const bodyProject =
+      event.channel !== "topic" || event.onItsTopic
+        ? event.project
+        : (projects[(projects.indexOf(event.project) + 1) % projects.length] as string);
+    const worker = event.namesSigner ? identity : identity === w1 ? w2 : w1;
+    const body = bodyOf(event.name, header, bodyProject, worker.publicKey);
+    const opened = open(seal(event.name, body, identity), atMs);
+    const peer = event.sentBySigner ? identity : (signers[event.peer] as Identity);
+    const channel: Channel =
+      event.channel === "topic"
+        ? topic(event.project)
+        : event.channel === "direct"
+          ? direct(peer)
+          : { kind: "record", project: event.project };
+    const floorBefore = ledger.floorExpiresAtMs;
+    const admission = admit(channel, opened, context, atMs);
+    const expected = oracle(setup, event, bodyProject, hexOf(worker.publicKey), header.expiresAtMs, atMs);
+    each({
+      event,
+      atMs,
+      expected,
+      admission,
+      signer: identity.publicKey,
+      header,
+      floorBefore,
+      signersAfter: admission.ledger.signers.size,
+    });
+  }
+}
+
+function judgedAsExpected(t: ExecutionContext, traffic: Traffic): boolean {
+  const { expected, admission } = traffic;
+  if (expected.kind === "judged") {
+    t.is(`${admission.verdict} ${admission.reason}`, `${expected.verdict} ${expected.reason}`, admission.detail);
+    t.deepEqual(admission.deliveries, [], "delivered although the rules do not allow it");
+    t.is(admission.ledgerSigner, null, "a message no machine here takes touched the ledger");
+    return false;
+  }
+  return true;
+}
+
+testProp(
+  "with fewer signers than the ledger keeps, admission is exactly the rules: judged, or taken once per signer's sequence number",
+  [arbSetup, fc.array(arbEvent(5), { minLength: 1, maxLength: 60, size: "max" })],
+  (t, setup, events) => {
+    const taken = new Set<string>();
+    play(setup, events, (traffic) => {
+      if (judgedAsExpected(t, traffic)) {
+        const { admission, expected, event } = traffic;
+        if (expected.kind !== "take") return;
+        const key = `${event.signer}/${event.seq}`;
+        if (taken.has(key)) {
+          t.is(`${admission.verdict} ${admission.reason}`, "ignore replay", "a sequence number taken before");
+          t.deepEqual(admission.deliveries, []);
+        } else {
+          t.is(`${admission.verdict} ${admission.reason}`, "accept taken", admission.detail);
+          t.deepEqual(admission.deliveries.map(describe), [expected.delivery]);
+          t.deepEqual(admission.ledgerSigner, traffic.signer);
+          taken.add(key);
+        }
+      }
+    });
+  },
+  { numRuns: 150 },
+);
+
+testProp(
+  "with more signers than the ledger keeps: nothing is delivered against the rules, no signer's sequence number is taken twice while its message is valid, and the ledger stays within its bound",
+  [arbSetup, fc.array(arbEvent(signers.length), { minLength: 1, maxLength: 80, size: "max" })],
+  (t, setup, events) => {
+    const takenUntil = new Map<string, number>();
+    play(setup, events, (traffic) => {
+      t.true(traffic.signersAfter <= maxSigners, `${traffic.signersAfter} signers kept, bound ${maxSigners}`);
+      if (judgedAsExpected(t, traffic)) {
+        const { admission, expected, event, header, atMs } = traffic;
+        if (expected.kind !== "take") return;
+        const key = `${event.signer}/${event.seq}`;
+        const until = takenUntil.get(key);
+        if (admission.reason === "taken") {
+          t.is(admission.verdict, "accept");
+          t.deepEqual(admission.deliveries.map(describe), [expected.delivery]);
+          t.true(
+            until === undefined || until + maxClockSkewMs < atMs,
+            `seq ${event.seq} of signer ${event.signer} taken twice while valid`,
+          );
+          takenUntil.set(key, header.expiresAtMs);
+        } else {
+          t.is(`${admission.verdict} ${admission.reason}`, "ignore replay", admission.detail);
+          t.deepEqual(admission.deliveries, []);
+          // Refused only as a replay, or as possibly one: a forgotten signer's floor covers its expiry.
+          t.true(until !== undefined || header.expiresAtMs <= traffic.floorBefore, "refused a message never taken");
+        }
+      }
+    });
+  },
+  { numRuns: 150 },
+);
