@@ -13,9 +13,12 @@ import {
   simulate,
 } from "../sim/index.ts";
 
-/** Seeds per example scenario with fast signatures, and with real ones: 5 × (40 + 2) = 210 runs over both files. */
-export const fastSeedsCount = 40;
+/** Seeds per example scenario with fast signatures (at sweep size), and with real ones (at test size). */
+export const fastSeedsCount = 200;
 export const realSeedsCount = 2;
+/** The sweep's size: small enough for 200 seeds of each example in a test run, big enough for replicas and actors. */
+export const sweepWorkersCount = 12;
+export const sweepJobsCount = 16;
 
 export function small(name: string, signatures: "real" | "fast", workers = 24, jobs = 40): Scenario {
   return shrinkScenario(loadScenario(exampleScenarioPath(name)), { workers, jobs, signatures });
@@ -38,20 +41,28 @@ export function seedSweep(names: readonly string[]): void {
       let wrong = 0;
       let spam = 0;
       let refused = 0;
+      let replays = 0;
+      let retried = 0;
+      const scenario = small(name, "fast", sweepWorkersCount, sweepJobsCount);
       for (let seed = 1; seed <= fastSeedsCount; seed++) {
-        const metrics = simulate(small(name, "fast"), seed);
+        const metrics = simulate(scenario, seed);
         checkRun(t, name, metrics);
         wrong += metrics.jobs.wrongResultsAccepted;
         spam += metrics.security.spamBids ?? 0;
         refused += (metrics.security.refusedSignature ?? 0) + (metrics.security.refusedUntrusted ?? 0);
+        replays += metrics.admissions.replay ?? 0;
+        retried += Math.max(0, (metrics.messagesByDomain.result ?? 0) - (metrics.messagesByDomain.resultAck ?? 0));
       }
       for (let seed = 1; seed <= realSeedsCount; seed++) checkRun(t, name, simulate(small(name, "real"), 1000 + seed));
       if (name === "liars-10pct") {
-        // The actors act: spammers bid, forgeries are refused (none accepted: that is an invariant).
+        // The actors act: spammers bid, forgeries and replays are refused (none accepted: those are invariants).
         t.true(spam > 0);
         t.true(refused > 0);
+        t.true(replays > 0, "replayed messages reached the ledgers and were refused");
       }
-      t.log(`${name}: wrong results accepted over ${fastSeedsCount} seeds: ${wrong}`);
+      t.log(
+        `${name}: wrong results accepted over ${fastSeedsCount} seeds: ${wrong}; replays refused: ${replays}; results sent beyond those acknowledged: ${retried}`,
+      );
     });
   }
 }
