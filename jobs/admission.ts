@@ -111,7 +111,7 @@ export interface AdmissionContext {
 export interface Admission {
   readonly verdict: AdmissionVerdict;
   readonly reason: AdmissionReason;
-  /** Words for a log line; empty when accepted. */
+  /** Words for a log line; empty when there is nothing worth logging (accepted, or a keyset seen again). */
   readonly detail: string;
   readonly deliveries: readonly Delivery[];
   /** The ledger to use next (updated in place, as crypto/ledger.ts does). */
@@ -164,6 +164,7 @@ function admitKeyset(channel: Channel, bytes: Uint8Array, context: AdmissionCont
     const trust = acceptKeyset(current, bytes, nowMs);
     return { ...judged(context, "accept", "keyset-accepted", ""), keyset: { project, trust, bytes } };
   } catch (error) {
+    // Keysets are republished on the topic all the time: seeing the trusted one again is routine, not worth a log line.
     if (error instanceof KeysetRollbackError) return judged(context, "ignore", "keyset-old", "");
     return isStale(error)
       ? judged(context, "ignore", "stale", String(error))

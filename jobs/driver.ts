@@ -38,6 +38,7 @@ import {
   restoreMaster,
   stepMaster,
 } from "./master.ts";
+import { topicRoute } from "./routing.ts";
 import { type ExecutionReport, logChunkOf, stepWorker, type WorkerInput, type WorkerState } from "./worker.ts";
 
 /** Sequence numbers reserved per store write. */
@@ -57,7 +58,12 @@ export type StampedMessage = { readonly domain: OutboundMessage["domain"]; reado
 export type StoreWrite =
   | { readonly space: "worker"; readonly state: WorkerState }
   | { readonly space: "job"; readonly project: string; readonly jobId: string; readonly record: JobRecord | null }
-  | { readonly space: "reputation"; readonly project: string; readonly worker: string; readonly record: Reputation }
+  | {
+      readonly space: "reputation";
+      readonly project: string;
+      readonly worker: string;
+      readonly record: Reputation | null;
+    }
   | { readonly space: "log"; readonly jobId: string; readonly chunk: LogChunkRecord }
   | {
       readonly space: "ledger";
@@ -355,6 +361,8 @@ export class NodeDriver<W> {
       const record = out.state.reputation[worker];
       if (record !== undefined) writes.push({ space: "reputation", project, worker, record });
     }
+    for (const worker of out.changes.removedReputations)
+      writes.push({ space: "reputation", project, worker, record: null });
     return this.commit(out.effects, writes, project);
   }
 
@@ -405,7 +413,13 @@ export class NodeDriver<W> {
       switch (effect.type) {
         case "publish": {
           const stamped = this.stamp(effect.message);
-          this.ports.publish(effect.topic, this.ports.seal(stamped), stamped);
+          const wire = this.ports.seal(stamped);
+          this.ports.publish(effect.topic, wire, stamped);
+          // gossipsub does not hand a node its own messages: a machine here that takes them hears them through the door.
+          const route = topicRoute(effect.message.domain);
+          const takenHere =
+            route?.to === "master" ? this.masters.has(effect.topic) : route?.to === "worker" && this.worker !== null;
+          if (takenHere) this.receive({ kind: "topic", topic: effect.topic }, wire);
           break;
         }
         case "send": {

@@ -209,10 +209,11 @@ export type MasterInput =
   | { readonly kind: "restart" }
   | { readonly kind: "tick" };
 
-/** What one step changed: the job records and reputations to persist, and the jobs evicted. */
+/** What one step changed: the job records and reputations to persist, and the jobs and reputations evicted. */
 export interface MasterChanges {
   readonly jobs: ReadonlySet<string>;
   readonly removedJobs: ReadonlySet<string>;
+  readonly removedReputations: ReadonlySet<string>;
   readonly reputations: ReadonlySet<string>;
 }
 
@@ -245,6 +246,7 @@ class Step extends StepContext<MasterState> {
   readonly changedJobs = new Set<string>();
   readonly removedJobs = new Set<string>();
   readonly changedReputations = new Set<string>();
+  readonly removedReputations = new Set<string>();
 }
 
 function runBound(spec: JobSpec): number {
@@ -350,9 +352,12 @@ function setReputation(step: Step, worker: string, reputation: Reputation): void
   step.changedReputations.add(worker);
   if (!(worker in state.reputation)) {
     // As with adverts: count, and list the records only when one must go.
-    if (state.reputationCount >= state.config.maxReputations)
-      delete state.reputation[Object.keys(state.reputation)[0] as string];
-    else state.reputationCount++;
+    if (state.reputationCount >= state.config.maxReputations) {
+      const oldest = Object.keys(state.reputation)[0] as string;
+      delete state.reputation[oldest];
+      step.changedReputations.delete(oldest);
+      step.removedReputations.add(oldest);
+    } else state.reputationCount++;
   }
   state.reputation[worker] = reputation;
 }
@@ -990,7 +995,12 @@ export function stepMaster(state: MasterState, input: MasterInput, nowMs: number
   return {
     state,
     effects: step.effects,
-    changes: { jobs: step.changedJobs, removedJobs: step.removedJobs, reputations: step.changedReputations },
+    changes: {
+      jobs: step.changedJobs,
+      removedJobs: step.removedJobs,
+      reputations: step.changedReputations,
+      removedReputations: step.removedReputations,
+    },
   };
 }
 

@@ -46,7 +46,8 @@ export class SimStore {
             records = {};
             this.reputations.set(write.project, records);
           }
-          records[write.worker] = write.record;
+          if (write.record === null) delete records[write.worker];
+          else records[write.worker] = write.record;
           break;
         }
         case "ledger": {

@@ -167,7 +167,8 @@ class MemoryStore {
         }
         case "reputation": {
           const records = this.reputation.get(write.project) ?? {};
-          records[write.worker] = structuredClone(write.record);
+          if (write.record === null) delete records[write.worker];
+          else records[write.worker] = structuredClone(write.record);
           this.reputation.set(write.project, records);
           break;
         }
@@ -539,7 +540,7 @@ test("a job passes end to end over sealed envelopes: adverts, announcement, bids
 });
 
 test("one node's sequence numbers rise strictly across its master's and its worker's messages", async (t) => {
-  // Two nodes, each master of one project and worker of both: each works the other's jobs.
+  // Two nodes, each master of one project and worker of both: a node's worker hears its own master too.
   const net = new Net();
   const shares = [project, otherProject];
   const a = net.add(masterId, { masters: [{ project }], worker: true, shares });
@@ -554,7 +555,6 @@ test("one node's sequence numbers rise strictly across its master's and its work
   for (let i = 0; i < 4; i++) {
     t.is(jobOf(a, `a-${i}`).status, "passed");
     t.is(b.driver.masterState(otherProject)?.jobs[`b-${i}`]?.status, "passed");
-    t.is(jobOf(a, `a-${i}`).attempts[0]?.worker, b.key);
   }
 
   for (const host of [a, b]) {
@@ -564,6 +564,19 @@ test("one node's sequence numbers rise strictly across its master's and its work
     checkSequence(t, host);
     t.true((host.seqs()[0] ?? 0) >= sequenceFloorAt(startMs), "a fresh node starts at the clock's floor");
   }
+});
+
+test("a node that is master and worker of one project works its own jobs: its own gossip reaches its machines through admission", async (t) => {
+  const net = new Net();
+  const alone = net.add(masterId, { masters: [{ project }], worker: true, shares: [project] });
+  net.start();
+  await net.run(startMs + 2 * secondMs);
+  alone.driver.toMaster(project, { kind: "submit", jobId: "own-1", job: jobSpec() });
+  await net.run(net.nowMs + minuteMs);
+  const job = jobOf(alone, "own-1");
+  t.is(job.status, "passed", job.reason);
+  t.is(job.attempts[0]?.worker, alone.key);
+  t.true(alone.admissions.some((admission) => admission.deliveries[0]?.input.kind === "announcement"));
 });
 
 test("a sequence reservation is persisted before the first message that uses it, and again when a block runs out", async (t) => {

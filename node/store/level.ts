@@ -137,7 +137,8 @@ export async function openNodeStore(path: string): Promise<NodeStore> {
             else ops.put(`${write.project}/${write.jobId}`, write.record, { sublevel: jobs });
             break;
           case "reputation":
-            ops.put(`${write.project}/${write.worker}`, write.record, { sublevel: reputation });
+            if (write.record === null) ops.del(`${write.project}/${write.worker}`, { sublevel: reputation });
+            else ops.put(`${write.project}/${write.worker}`, write.record, { sublevel: reputation });
             break;
           case "ledger":
             touched++;
