@@ -112,7 +112,7 @@ export interface Host {
   readonly peerId: string;
   multiaddrs(): string[];
   peerCount(): number;
-  /** Joins a topic; every message on it, including our own, goes through the handler, whose verdict gossipsub acts on. */
+  /** Joins a topic; every message from a peer on it goes through the handler, whose verdict gossipsub acts on (our own do not: the driver hands them to its machines). */
   subscribe(topic: string, handler: GossipHandler): void;
   publish(topic: string, bytes: Uint8Array): Promise<void>;
   /** Sends one envelope to the peer whose ed25519 public key (hex) is given, dialling it if needed. */
