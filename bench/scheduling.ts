@@ -1,26 +1,37 @@
 /**
- * Issue 3's figures: the master's bid throughput with and without signature
+ * The master's bid throughput with and without signature
  * verification, against raw node:crypto verify in the same run, and whole
  * jobs per second through one master and its workers in one process, every
  * message signed by its sender and verified by each receiver.
  */
 import { createPublicKey, verify as nodeVerify } from "node:crypto";
 import { performance } from "node:perf_hooks";
-import { type Identity, identityFromSeed, openEnvelope, sealEnvelope, signBytes } from "../crypto/index.ts";
+import {
+  acceptKeyset,
+  anchorFromGenesis,
+  createReplayLedger,
+  type Identity,
+  identityFromSeed,
+  openEnvelope,
+  projectIdOf,
+  sealEnvelope,
+  sealKeyset,
+  signBytes,
+  trustFromAnchor,
+} from "../crypto/index.ts";
 import {
   type Bid,
   createMaster,
   createWorker,
-  type Effect,
+  type DriverPorts,
   hexOf,
   type JobSpec,
   type MasterState,
   messageDomains,
-  type OutboundMessage,
+  NodeDriver,
   stepMaster,
-  stepWorker,
-  type WorkerState,
 } from "../jobs/index.ts";
+import { openInbound } from "../node/runtime/index.ts";
 import { seededRng } from "../test/loop.ts";
 import { formatRate, measureRate, type Rate } from "./harness.ts";
 
@@ -63,10 +74,6 @@ function jobSpec(deadlineMs: number): JobSpec {
     maxAttempts: 3,
     deadlineMs,
   };
-}
-
-function seal(message: OutboundMessage, sender: Identity): Uint8Array {
-  return sealEnvelope(messageDomains[message.domain] as never, message.body as never, sender);
 }
 
 /** Bids per second into one master: `bidsPerJob` workers bid on each of `jobs` open jobs. */
@@ -120,153 +127,128 @@ function bidThroughput(verify: boolean, jobs: number, bidsPerJob: number): Rate 
   });
 }
 
-interface Node {
-  readonly identity: Identity;
-  readonly key: string;
-  master?: MasterState;
-  worker?: WorkerState;
-}
-
-/** Whole jobs through one master and `workerCount` workers; every message sealed by its sender and opened by each receiver. */
+/**
+ * Whole jobs through one master node and `workerCount` worker nodes, each a NodeDriver (the shell core nodes run)
+ * with in-memory ports: every message sealed by its sender and opened by each receiver, every admission made
+ * (keyset trust, replay ledger), persistence a no-op (bench/master-store.ts measures the store).
+ */
 function jobsThroughput(
   jobCount: number,
   workerCount: number,
 ): { jobsPerSecond: number; messagesPerJob: number; verifiesPerJob: number } {
   const rng = seededRng(11);
-  const project = "b".padEnd(53, "c");
-  const masterNode: Node = { identity: identity(100), key: "" };
-  (masterNode as { key: string }).key = hexOf(masterNode.identity.publicKey);
-  masterNode.master = createMaster({ project, bidWindowMs: 100 });
-  const workerNodes: Node[] = Array.from({ length: workerCount }, (_, i) => {
-    const id = identity(200 + i);
-    const key = hexOf(id.publicKey);
-    return {
-      identity: id,
-      key,
-      worker: createWorker(key, { shares: { [project]: 1 }, dimensions, specs: [], slots: 4 }),
-    };
-  });
-  const nodes = new Map<string, Node>([
-    [masterNode.key, masterNode],
-    ...workerNodes.map((node) => [node.key, node] as const),
+  const root = identity(99);
+  const masterId = identity(100);
+  const project = projectIdOf([root.publicKey], 1);
+  const keyset = sealKeyset(
+    {
+      project,
+      rootVersion: 1,
+      version: 1,
+      issuedAtMs: startMs,
+      expiresAtMs: startMs + 86_400_000,
+      roots: [root.publicKey],
+      threshold: 1,
+      announcers: [{ key: masterId.publicKey, label: "bench master", expiresAtMs: startMs + 86_400_000 }],
+    },
+    [root],
+  );
+  const trust = new Map([
+    [project, acceptKeyset(trustFromAnchor(anchorFromGenesis([root.publicKey], 1)), keyset, startMs)],
   ]);
   let nowMs = startMs;
   let messages = 0;
   let verifies = 0;
-  const queue: { from: string; to: string; domain: OutboundMessage["domain"]; bytes: Uint8Array }[] = [];
-  let timerAtMs: number | null = null;
-
-  const carryOut = (node: Node, effects: readonly Effect[]) => {
-    for (const effect of effects) {
-      if (effect.type === "publish") {
-        const bytes = seal(effect.message, node.identity);
-        messages++;
-        for (const worker of workerNodes)
-          queue.push({ from: node.key, to: worker.key, domain: effect.message.domain, bytes });
-      } else if (effect.type === "send") {
-        messages++;
-        queue.push({
-          from: node.key,
-          to: effect.to,
-          domain: effect.message.domain,
-          bytes: seal(effect.message, node.identity),
-        });
-      } else if (effect.type === "set-timer" && node === masterNode) {
-        timerAtMs = effect.atMs;
-      } else if (effect.type === "start-execution") {
-        const worker = node.worker as WorkerState;
-        const { state, effects: more } = stepWorker(
-          worker,
-          {
-            kind: "execution-finished",
-            report: {
-              runId: effect.run.runId,
-              outcome: "succeeded",
-              exitCode: 0,
-              outputsDigest: null,
-              logDigest: null,
-              summary: "",
-              durationMs: 1,
-            },
-          },
-          nowMs,
-          rng,
-        );
-        node.worker = state;
-        carryOut(node, more);
-      }
-    }
-  };
-
-  const deliver = (item: (typeof queue)[number]) => {
-    const node = nodes.get(item.to) as Node;
-    const domain = messageDomains[item.domain];
-    const body = openEnvelope(domain as never, item.bytes, nowMs).body as never;
-    verifies++;
-    if (node.master !== undefined) {
-      const input =
-        item.domain === "bid"
-          ? { kind: "bid", signer: item.from, bid: body }
-          : item.domain === "result"
-            ? { kind: "result", signer: item.from, result: body }
-            : { kind: "lease-renew", signer: item.from, renew: body };
-      const { state, effects } = stepMaster(node.master, input as never, nowMs, rng);
-      node.master = state;
-      carryOut(node, effects);
-      return;
-    }
-    const kinds: Record<string, string> = {
-      jobAnnouncement: "announcement",
-      award: "award",
-      reject: "reject",
-      leaseRenew: "lease-renew",
-      cancel: "cancel",
-      verdict: "verdict",
-    };
-    const field: Record<string, string> = {
-      jobAnnouncement: "announcement",
-      award: "award",
-      reject: "reject",
-      leaseRenew: "renew",
-      cancel: "cancel",
-      verdict: "verdict",
-    };
-    const { state, effects } = stepWorker(
-      node.worker as WorkerState,
-      { kind: kinds[item.domain], signer: item.from, [field[item.domain] as string]: body } as never,
-      nowMs,
+  const queue: (() => void)[] = [];
+  const wakeUps = new Map<string, number>();
+  const drivers = new Map<string, NodeDriver<Uint8Array>>();
+  const portsFor = (id: Identity): DriverPorts<Uint8Array> => {
+    const key = hexOf(id.publicKey);
+    const self = () => drivers.get(key) as NodeDriver<Uint8Array>;
+    return {
+      nowMs: () => nowMs,
       rng,
-    );
-    node.worker = state;
-    carryOut(node, effects);
+      seal: (message) => {
+        messages++;
+        return sealEnvelope(messageDomains[message.domain] as never, message.body as never, id);
+      },
+      open: (bytes, atMs) => {
+        verifies++;
+        return openInbound(bytes, atMs);
+      },
+      publish: (topic, bytes) => {
+        // Every other node subscribes to the project's topic; each one's admission decides whether a machine takes it.
+        for (const [other, driver] of drivers)
+          if (other !== key) queue.push(() => driver.receive({ kind: "topic", topic }, bytes));
+      },
+      send: (to, bytes) => queue.push(() => drivers.get(to)?.receive({ kind: "direct", peer: key }, bytes)),
+      wakeAt: (atMs) => wakeUps.set(key, atMs),
+      startRun: (run) =>
+        queue.push(() =>
+          self().runFinished({
+            runId: run.runId,
+            outcome: "succeeded",
+            exitCode: 0,
+            outputsDigest: null,
+            logDigest: null,
+            summary: "",
+            durationMs: 1,
+          }),
+        ),
+      killRun: () => undefined,
+      persist: () => undefined,
+      log: () => undefined,
+    };
   };
-
+  const stored = () => ({
+    worker: null,
+    masters: new Map(),
+    ledger: createReplayLedger(),
+    keysets: new Map(),
+    seqReservedUpTo: 0,
+  });
+  const master = new NodeDriver<Uint8Array>({
+    self: hexOf(masterId.publicKey),
+    ports: portsFor(masterId),
+    trust,
+    masters: [{ project, bidWindowMs: 100 }],
+    worker: null,
+    stored: stored(),
+  });
+  drivers.set(master.self, master);
+  for (let i = 0; i < workerCount; i++) {
+    const id = identity(200 + i);
+    const key = hexOf(id.publicKey);
+    const worker = createWorker(key, { shares: { [project]: 1 }, dimensions, specs: [], slots: 4 });
+    drivers.set(key, new NodeDriver({ self: key, ports: portsFor(id), trust, masters: [], worker, stored: stored() }));
+  }
+  for (const driver of drivers.values()) driver.start();
+  const drain = () => {
+    for (let guard = 0; guard < 1_000_000; guard++) {
+      const next = queue.shift();
+      if (next === undefined) return;
+      next();
+    }
+  };
+  drain();
+  messages = 0;
+  verifies = 0;
   const started = performance.now();
   for (let j = 0; j < jobCount; j++) {
-    const { state, effects } = stepMaster(
-      masterNode.master as MasterState,
-      { kind: "submit", jobId: `job-${j}`, job: jobSpec(nowMs + 3_600_000) },
-      nowMs,
-      rng,
-    );
-    masterNode.master = state;
-    carryOut(masterNode, effects);
+    master.toMaster(project, { kind: "submit", jobId: `job-${j}`, job: jobSpec(nowMs + 3_600_000) });
     for (let guard = 0; guard < 10_000; guard++) {
-      const item = queue.shift();
-      if (item !== undefined) {
-        deliver(item);
-        continue;
-      }
-      const job = (masterNode.master as MasterState).jobs[`job-${j}`];
-      if (job === undefined || job.status !== "open") break;
-      nowMs = Math.max(nowMs + 1, timerAtMs ?? nowMs + 1);
-      const ticked = stepMaster(masterNode.master as MasterState, { kind: "tick" }, nowMs, rng);
-      masterNode.master = ticked.state;
-      carryOut(masterNode, ticked.effects);
+      drain();
+      if (master.masterState(project)?.jobs[`job-${j}`]?.status !== "open") break;
+      nowMs = Math.max(nowMs + 1, Math.min(...wakeUps.values()));
+      for (const [key, atMs] of wakeUps)
+        if (atMs <= nowMs) {
+          wakeUps.delete(key);
+          drivers.get(key)?.wake();
+        }
     }
   }
   const elapsedMs = performance.now() - started;
-  const done = Object.values((masterNode.master as MasterState).jobs).filter((job) => job.status === "passed").length;
+  const done = Object.values(master.masterState(project)?.jobs ?? {}).filter((job) => job.status === "passed").length;
   if (done !== jobCount) throw new Error(`bench: expected ${jobCount} jobs passed, got ${done}`);
   return {
     jobsPerSecond: (jobCount * 1000) / elapsedMs,
