@@ -1,5 +1,5 @@
 /**
- * Issue 2's figures: envelope sign and verify per second, canonical encode and
+ * The cryptography's figures: envelope sign and verify per second, canonical encode and
  * decode of a typical job announcement (the smallest valid one seals to 562
  * bytes; the typical one of test/arbitraries.ts to about 730), raw node:crypto ed25519 verify on the
  * same machine in the same run, and the ratio envelope-verify / raw-verify.

@@ -1,5 +1,5 @@
 /**
- * Issue 6's figures: simulated events per second (fast and real signatures),
+ * The simulator's figures: simulated events per second (fast and real signatures),
  * the wall time, CPU time and peak memory of the 10,000-worker, 100-project,
  * 100,000-job, one-simulated-day scenario, and how far the gossip model's
  * delivery latencies are from real libp2p nodes on @libp2p/memory.

@@ -1,5 +1,5 @@
 /**
- * Content-addressed trees (issue 5): blobs named by CIDv1 and the tree
+ * Content-addressed trees: blobs named by CIDv1 and the tree
  * manifest that names a whole folder with one CID.
  *
  * A blob is either a chunk of a file (raw codec, 0x55) or a manifest

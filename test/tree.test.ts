@@ -1,5 +1,5 @@
 /**
- * crypto/tree.ts (issue 5): CIDs of blobs and manifests, the refusal of CIDs
+ * crypto/tree.ts: CIDs of blobs and manifests, the refusal of CIDs
  * of other kinds, and the tree manifest's checks: paths that escape, limits,
  * canonical form; property tests that decodeManifest throws nothing but its
  * own error on any input, and that encode→decode round-trips valid manifests.

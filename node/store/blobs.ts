@@ -177,7 +177,7 @@ export interface BlobStore {
   putManifest(bytes: Uint8Array, expectedCid?: string): Promise<string>;
   /** Size of the blob's file, or null when absent. */
   sizeOf(cid: string): Promise<number | null>;
-  /** Protects blobs (present or to come) from eviction until the returned function is called. Pins count. */
+  /** Protects blobs (held now or fetched later) from eviction until the returned function is called. Pins count. */
   pin(cids: Iterable<string>): () => void;
   /** Bytes of the blobs this process knows to be in the store. */
   usedBytes(): number;
