@@ -7,21 +7,7 @@
  * The real-libp2p comparison (`compareGossipWithLibp2p`) loads libp2p only when
  * called, so `cimesh sim` starts fast.
  */
-export {
-  dayMs,
-  fastEnvelopeBytes,
-  invariantNames,
-  type Metrics,
-  type RunOptions,
-  type Sabotage,
-  type SeriesPoint,
-  Simulation,
-  simEpochMs,
-  simJobId,
-  simProjectId,
-  simulate,
-  type Violation,
-} from "./engine.ts";
+export { type RunOptions, Simulation, simulate } from "./engine.ts";
 export {
   type Delivery,
   GossipModel,
@@ -30,6 +16,9 @@ export {
   type Links,
   type PublishOutcome,
 } from "./gossip.ts";
+export type { Metrics, SeriesPoint } from "./metrics.ts";
+export { invariantNames, type Sabotage, type Violation } from "./observer.ts";
+export { dayMs, simProjectId } from "./population.ts";
 export { renderReport } from "./report.ts";
 export { seededRng } from "./rng.ts";
 export {
@@ -52,6 +41,8 @@ export {
   shrinkScenario,
 } from "./scenario.ts";
 export { Histogram, type Percentiles } from "./stats.ts";
+export { simJobId } from "./workload.ts";
+export { fastEnvelopeBytes, simEpochMs } from "./world.ts";
 
 /** Runs the gossip model and real libp2p nodes (in this process, over @libp2p/memory) on the same scenario. */
 export async function compareGossipWithLibp2p(

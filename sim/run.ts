@@ -9,7 +9,8 @@ import { join } from "node:path";
 import { performance } from "node:perf_hooks";
 import { fileURLToPath } from "node:url";
 import cliProgress from "cli-progress";
-import { type Metrics, simulate } from "./engine.ts";
+import { simulate } from "./engine.ts";
+import type { Metrics } from "./metrics.ts";
 import { renderReport } from "./report.ts";
 import { maxScenarioFileBytes, parseScenario, type Scenario, ScenarioError } from "./scenario.ts";
 

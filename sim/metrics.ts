@@ -1,0 +1,198 @@
+/**
+ * A run's figures: the series sampled while it runs, the node counts kept as
+ * nodes come and go, and the Metrics collected at its end from the world's
+ * counters and what the observer saw.
+ */
+import { invariantNames, type Observer, type Violation } from "./observer.ts";
+import type { Scenario } from "./scenario.ts";
+import { exactQuantile, jainIndex, type Percentiles, round } from "./stats.ts";
+import type { SimWorld } from "./world.ts";
+
+export interface SeriesPoint {
+  readonly tMs: number;
+  readonly openJobs: number;
+  readonly liveWorkers: number;
+  readonly messages: number;
+  readonly bids: number;
+  readonly verdicts: number;
+  readonly claimP50Ms: number | null;
+  readonly verdictP50Ms: number | null;
+}
+
+export interface Metrics {
+  readonly scenario: string;
+  readonly seed: number;
+  readonly signatures: "real" | "fast";
+  readonly settings: Scenario;
+  readonly run: { readonly simulatedMs: number; readonly events: number; readonly endedWhenAllJobsEnded: boolean };
+  readonly nodes: Record<string, number>;
+  readonly jobs: {
+    readonly submitted: number;
+    readonly passed: number;
+    readonly failed: number;
+    readonly cancelled: number;
+    readonly lost: number;
+    readonly wrongResultsAccepted: number;
+  };
+  readonly claimLatencyMs: Percentiles;
+  readonly timeToVerdictMs: Percentiles;
+  readonly bidsPerJob: number;
+  readonly messagesPerJob: number;
+  readonly messages: Record<string, number>;
+  readonly messagesByDomain: Record<string, number>;
+  /** Admission verdicts of every node, by reason (jobs/admission.ts). */
+  readonly admissions: Record<string, number>;
+  readonly gossip: { readonly publishes: number; readonly deliveryFraction: number; readonly latencyMs: Percentiles };
+  readonly load: {
+    readonly workersEverOnline: number;
+    readonly runsPerWorker: { mean: number; p50: number | null; p90: number | null; max: number };
+    readonly idleWorkers: number;
+  };
+  readonly fairness: {
+    readonly jainCompletion: number | null;
+    readonly jainTimeToVerdict: number | null;
+    readonly perProject: readonly {
+      project: number;
+      submitted: number;
+      passed: number;
+      failed: number;
+      p50TimeToVerdictMs: number | null;
+    }[];
+  };
+  readonly security: Record<string, number>;
+  readonly invariants: { readonly checked: readonly string[]; readonly violations: readonly Violation[] };
+  readonly series: readonly SeriesPoint[];
+}
+
+/** The nodes of a run, by kind and by what befell them (Metrics.nodes, in this order). */
+export type NodeCounts = {
+  masters: number;
+  workersInitial: number;
+  joined: number;
+  left: number;
+  crashed: number;
+  crashedLosingStore: number;
+  exodusDepartures: number;
+  masterCrashes: number;
+  spammers: number;
+  forgers: number;
+  replayers: number;
+  liars: number;
+  sybils: number;
+};
+
+export function newNodeCounts(): NodeCounts {
+  return {
+    masters: 0,
+    workersInitial: 0,
+    joined: 0,
+    left: 0,
+    crashed: 0,
+    crashedLosingStore: 0,
+    exodusDepartures: 0,
+    masterCrashes: 0,
+    spammers: 0,
+    forgers: 0,
+    replayers: 0,
+    liars: 0,
+    sybils: 0,
+  };
+}
+
+/** Samples the series into `series` at time 0, then every `everyMs` while the next sample is at most `endMs`. */
+export function scheduleSamples(
+  world: SimWorld,
+  observer: Observer,
+  everyMs: number,
+  endMs: number,
+  series: SeriesPoint[],
+): void {
+  const sample = () => {
+    let liveWorkers = 0;
+    for (const node of world.nodes) if (node.online && node.role === "worker") liveWorkers++;
+    series.push({
+      tMs: world.nowMs,
+      openJobs: observer.openJobs,
+      liveWorkers,
+      ...observer.takeInterval(),
+    });
+    if (world.nowMs + everyMs <= endMs) world.at(world.nowMs + everyMs, sample);
+  };
+  world.at(0, sample);
+}
+
+/** What a finished run hands over for its Metrics. */
+export interface RunEnd {
+  readonly scenario: Scenario;
+  readonly seed: number;
+  readonly world: SimWorld;
+  readonly observer: Observer;
+  readonly events: number;
+  /** The run stopped because every job had ended, before its end time. */
+  readonly endedEarly: boolean;
+  readonly nodes: NodeCounts;
+  readonly series: readonly SeriesPoint[];
+}
+
+/** The Metrics of a finished run; jobs still open are checked (and counted lost) first. */
+export function collectMetrics(end: RunEnd): Metrics {
+  const { scenario: s, world, observer } = end;
+  const lost = observer.checkEnded(world.nowMs, s.duration);
+  const workers = world.nodes.filter((n) => n.role === "worker" && n.everOnline);
+  const runs = workers.map((n) => n.runsStarted).sort((a, b) => a - b);
+  const perProject = observer.perProject();
+  const withJobs = perProject.filter((p) => p.submitted > 0);
+  const totalMessages =
+    (world.counters.gossipTransmissions as number) +
+    (world.counters.gossipControl as number) +
+    (world.counters.direct as number);
+  const submitted = observer.submitted;
+  return {
+    scenario: s.name,
+    seed: end.seed,
+    signatures: s.signatures,
+    settings: s,
+    run: { simulatedMs: Math.round(world.nowMs), events: end.events, endedWhenAllJobsEnded: end.endedEarly },
+    nodes: end.nodes,
+    jobs: {
+      submitted,
+      passed: observer.jobCounts.passed,
+      failed: observer.jobCounts.failed,
+      cancelled: observer.jobCounts.cancelled,
+      lost,
+      wrongResultsAccepted: observer.jobCounts.wrongResultsAccepted,
+    },
+    claimLatencyMs: observer.claim.summary(),
+    timeToVerdictMs: observer.verdictLatency.summary(),
+    bidsPerJob: round(observer.bids / Math.max(1, submitted)),
+    messagesPerJob: round(totalMessages / Math.max(1, submitted)),
+    messages: { ...world.counters, total: totalMessages },
+    messagesByDomain: observer.byDomain,
+    admissions: observer.admissions,
+    gossip: {
+      publishes: world.gossipPublishes,
+      deliveryFraction: round(world.gossipDelivered / Math.max(1, world.gossipExpected)),
+      latencyMs: world.gossipLatency.summary(),
+    },
+    load: {
+      workersEverOnline: workers.length,
+      runsPerWorker: {
+        mean: round(runs.reduce((a, b) => a + b, 0) / Math.max(1, runs.length)),
+        p50: exactQuantile(runs, 0.5),
+        p90: exactQuantile(runs, 0.9),
+        max: runs[runs.length - 1] ?? 0,
+      },
+      idleWorkers: runs.filter((r) => r === 0).length,
+    },
+    fairness: {
+      jainCompletion: jainIndex(withJobs.map((p) => (p.passed + p.failed) / p.submitted)),
+      jainTimeToVerdict: jainIndex(
+        withJobs.flatMap((p) => (p.p50TimeToVerdictMs === null ? [] : [1 / Math.max(1, p.p50TimeToVerdictMs)])),
+      ),
+      perProject,
+    },
+    security: observer.security,
+    invariants: { checked: invariantNames, violations: observer.listedViolations() },
+    series: end.series,
+  };
+}
