@@ -126,7 +126,7 @@ export class Simulation {
     this.scenario = scenario;
     this.seed = seed;
     this.rng = seededRng(seed);
-    this.observer = new Observer(scenario.projects, sabotage);
+    this.observer = new Observer(scenario.projects, sabotage, scenario.actors.replayers > 0);
     const g = scenario.gossip;
     this.world = new SimWorld({
       seed,

@@ -31,7 +31,7 @@ export const invariantNames = [
   "quorum: every accepted digest was reported by at least quorum distinct workers (1 where the master trusted a worker alone)",
   "ends-after-heal: every job has ended when the run stops, after every fault healed and the drain",
   "no-forgery-accepted: no tampered or untrusted message reaches a state machine",
-  "no-replay-accepted: no replayed message reaches a state machine",
+  "no-replay-accepted: no node's machine takes a signed message twice, however often it is sent again",
 ] as const;
 
 /** Violations kept in the metrics: the first ones say enough. */
@@ -47,7 +47,10 @@ export type Sabotage = "drop-verdict" | "duplicate-verdict" | "unreported-digest
 export interface ObservedWire {
   readonly from: number;
   readonly forged?: boolean;
-  readonly replayed?: boolean;
+  /** The wire a replayer sent again: set on the copy. */
+  readonly original?: ObservedWire;
+  /** The receivers (by their store: what a node remembers) whose machine took this wire; kept while replayers act. */
+  takenBy?: Set<object>;
 }
 
 /** What the run knows about a job from outside the machines: the truth and what the network carried. */
@@ -127,7 +130,11 @@ export class Observer {
   private sabotage: Sabotage | undefined;
   private nowMs = 0;
 
-  constructor(projects: number, sabotage: Sabotage | undefined) {
+  /** Whether replayers act: only then does a wire remember who took it. */
+  private readonly tracksReplays: boolean;
+
+  constructor(projects: number, sabotage: Sabotage | undefined, tracksReplays = false) {
+    this.tracksReplays = tracksReplays;
     this.perProjectVerdict = Array.from({ length: projects }, () => new Histogram());
     this.sabotage = sabotage;
   }
@@ -165,8 +172,12 @@ export class Observer {
     this.byDomain[message.domain] = (this.byDomain[message.domain] ?? 0) + 1;
   }
 
-  /** Every admission verdict of every node: counted by reason; a forged or replayed message taken is a violation. */
-  admitted(node: number, admission: Admission, wire: ObservedWire): void {
+  /**
+   * Every admission verdict of every node: counted by reason. A forged message taken is a violation; so is a replay
+   * taken by a node that took the original (`memory` is what the node remembers across restarts: its store). A
+   * replay reaching a node that never took the original (one that joined later) is only a late delivery.
+   */
+  admitted(node: number, memory: object, admission: Admission, wire: ObservedWire): void {
     this.admissions[admission.reason] = (this.admissions[admission.reason] ?? 0) + 1;
     if (admission.reason === "forged") this.security.refusedSignature = (this.security.refusedSignature ?? 0) + 1;
     if (admission.reason === "untrusted-signer")
@@ -180,14 +191,16 @@ export class Observer {
         `a forged message from node ${wire.from} reached node ${node}'s machine`,
       );
     }
-    if (wire.replayed === true) {
-      this.security.replaysAccepted = (this.security.replaysAccepted ?? 0) + 1;
-      this.violate(
-        "no-replay-accepted",
-        "-",
-        `a replayed message from node ${wire.from} reached node ${node}'s machine`,
-      );
-    }
+    if (wire.original !== undefined) {
+      if (wire.original.takenBy?.has(memory) === true) {
+        this.security.replaysAccepted = (this.security.replaysAccepted ?? 0) + 1;
+        this.violate(
+          "no-replay-accepted",
+          "-",
+          `a message node ${node} had taken reached its machine again, replayed by node ${wire.from}`,
+        );
+      }
+    } else if (this.tracksReplays) (wire.takenBy ??= new Set()).add(memory);
     for (const delivery of admission.deliveries)
       if (delivery.machine === "master" && delivery.input.kind === "result")
         this.observeResult(wire.from, delivery.input.result);

@@ -82,8 +82,10 @@ export interface Wire {
   readonly tampered: boolean;
   /** Sent by a forger (tampered or not): must never reach a machine. Known to the observer only. */
   readonly forged?: boolean;
-  /** Sent again by a replayer: must never reach a machine. Known to the observer only. */
-  readonly replayed?: boolean;
+  /** The wire a replayer sent again (set on the copy): a node that took it must not take it twice. */
+  readonly original?: Wire;
+  /** Receivers whose machine took this wire, kept by the observer while replayers act. */
+  takenBy?: Set<object>;
   /** Opened once, then shared by every receiver (opening is a pure function of the bytes and the time). */
   opened?: Opened;
 }
@@ -425,7 +427,7 @@ export class SimWorld {
       persist: (batch) => node.store.persist(batch),
       log: (event, fields) => this.observer.logged(event, fields),
       admitted: (channel, admission, wire) => {
-        this.observer.admitted(node.index, admission, wire);
+        this.observer.admitted(node.index, node.store, admission, wire);
         this.setup.onAdmitted?.(node, channel, admission, wire);
       },
     };
@@ -489,7 +491,7 @@ export class SimWorld {
 
   /** The same signed message once more, sent by `from`. */
   replay(from: number, original: Wire): Wire {
-    return { ...original, from, opened: undefined, replayed: true };
+    return { ...original, from, opened: undefined, original, takenBy: undefined };
   }
 
   signerOf(wire: Wire): string | null {

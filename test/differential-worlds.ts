@@ -660,7 +660,6 @@ export class SimDiffWorld implements DiffWorld {
       size: sealed.bytes.length,
       tampered: false,
       forged: own,
-      replayed: !own,
     };
   }
 
