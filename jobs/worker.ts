@@ -82,6 +82,11 @@ export interface WorkerConfig {
   readonly specs: WorkerAdvert["specs"];
   /** Whether the volunteer lets jobs that ask for the network have it. Default false. */
   readonly allowNetwork: boolean;
+  /**
+   * Why this worker can run nothing now (say, no sandbox can be made here), or empty. While it is set the worker
+   * acts paused, whatever the volunteer chose, and the choice is kept for when the cause is gone. Default empty.
+   */
+  readonly cannotRun: string;
   readonly rules: AvailabilityRules;
   /** How long an unanswered bid holds its slot. Default 5 s. */
   readonly pendingBidMs: number;
@@ -117,6 +122,7 @@ export const logChunkLifetimeMs = 60 * 60_000;
 export const defaultWorkerConfig: Omit<WorkerConfig, "shares" | "dimensions" | "specs"> = {
   slots: 1,
   allowNetwork: false,
+  cannotRun: "",
   rules: { windows: [], maxLoadAverage: null },
   pendingBidMs: 5_000,
   renewIntervalMs: 20_000,
@@ -283,6 +289,7 @@ function jobKey(project: string, jobId: string): string {
 export function effectiveAvailability(state: WorkerState): Availability {
   const { availability, facts } = state;
   if (availability === "paused" || availability === "offline") return availability;
+  if (state.config.cannotRun !== "") return "paused";
   const { windows, maxLoadAverage } = state.config.rules;
   if (facts === null) return windows.length === 0 && maxLoadAverage === null ? availability : "paused";
   if (maxLoadAverage !== null && facts.loadAverage > maxLoadAverage) return "paused";

@@ -1,6 +1,15 @@
 import test from "ava";
 import { anchorFromGenesis, identityFromSeed } from "../crypto/index.ts";
-import { type Cancel, createWorker, hexOf, type JobSpec, stepWorker, type WorkerState } from "../jobs/index.ts";
+import {
+  advertOf,
+  type Cancel,
+  createWorker,
+  effectiveAvailability,
+  hexOf,
+  type JobSpec,
+  stepWorker,
+  type WorkerState,
+} from "../jobs/index.ts";
 import { seededRng } from "./loop.ts";
 
 const project = anchorFromGenesis([identityFromSeed(new Uint8Array(32).fill(8)).publicKey], 1).project;
@@ -98,4 +107,51 @@ test("a cancel naming another attempt of the job leaves this run alone; one nami
     stranger.effects.some((effect) => effect.type === "kill-execution"),
     "only the master that awarded the run may stop it",
   );
+});
+
+test("a worker that cannot run (no sandbox) acts paused and bids on nothing, and keeps its volunteer's choice for when it can", (t) => {
+  const rng = seededRng(2);
+  const dimensions = {
+    os: "linux",
+    arch: "x64",
+    cores: 2,
+    memoryBytes: 2 ** 32,
+    diskBytes: 2 ** 32,
+    tools: [],
+    labels: [],
+  };
+  const blocked = createWorker(
+    self,
+    { shares: { [project]: 1 }, dimensions, specs: [], cannotRun: "no sandbox" },
+    "eager",
+  );
+  t.is(effectiveAvailability(blocked), "paused");
+  t.is(blocked.availability, "eager", "the volunteer's choice is kept");
+  const header = { issuedAtMs: nowMs, expiresAtMs: nowMs + 60_000, seq: 0 };
+  const { effects } = stepWorker(
+    blocked,
+    {
+      kind: "announcement",
+      signer: master,
+      announcement: {
+        ...header,
+        project,
+        jobId: "j",
+        job,
+        round: 0,
+        bidProbability: 1,
+        wantedRuns: 1,
+        eligiblePoolEstimate: 1,
+      },
+    },
+    nowMs,
+    rng,
+  );
+  t.false(
+    effects.some((effect) => effect.type === "send"),
+    "no bid",
+  );
+  t.is(advertOf(blocked).availability, "paused", "its adverts say so");
+  const able = { ...blocked, config: { ...blocked.config, cannotRun: "" } };
+  t.is(effectiveAvailability(able), "eager");
 });

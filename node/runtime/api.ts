@@ -8,6 +8,7 @@ import { readdir } from "node:fs/promises";
 import { isAbsolute } from "node:path";
 import {
   type Availability,
+  effectiveAvailability,
   explainJob,
   type JobRecord,
   type JobSpec,
@@ -106,7 +107,8 @@ export function nodeApi(parts: ApiParts): NodeApi {
       publicKey: self,
       addresses: host.multiaddrs(),
       roles: { master: driver.masterProjects(), worker: worker !== null },
-      availability: worker?.availability ?? null,
+      // What the worker acts on: its volunteer's choice, unless a rule or a missing sandbox pauses it.
+      availability: worker === null ? null : effectiveAvailability(worker),
       running: worker === null ? 0 : Object.keys(worker.running).length,
       slots: worker?.config.slots ?? 0,
       peers: host.peerCount(),

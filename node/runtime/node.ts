@@ -133,8 +133,9 @@ async function prepareWorker(
       rules: config.worker.rules,
       renewIntervalMs: config.timing.renewIntervalMs,
       advertIntervalMs: config.timing.advertRepublishMs,
+      cannotRun: sandboxProblem,
     },
-    sandboxProblem === "" ? config.worker.availability : "paused",
+    config.worker.availability,
   );
   return { executor, worker, sandboxProblem };
 }
@@ -252,8 +253,6 @@ export async function startNode(options: StartOptions): Promise<RunningNode> {
   for (const [project, bytes] of ownKeysets) driver.receiveKeysetRecord(project, bytes);
   wireInbound(host, driver, trust.keys(), log);
   driver.start();
-  if (workerParts !== null && workerParts.sandboxProblem !== "")
-    driver.toWorker({ kind: "set-availability", availability: "paused" });
 
   const keysets = keysetKeeper({ host, driver: driverOf, ownKeysets, log });
   const keysetTimer = setInterval(() => {
