@@ -89,7 +89,7 @@ class SimActorWorld implements ActorWorld<Wire> {
   }
 
   count(counter: "spamBids" | "forgeriesSent" | "replaysSent"): void {
-    this.observer.security[counter] = (this.observer.security[counter] ?? 0) + 1;
+    this.observer.figures.count(counter);
   }
 
   masterOf(topic: number): number {
@@ -203,7 +203,9 @@ export class Simulation {
 
   /** Every job has arrived and ended, and none waits for its master. */
   private allJobsEnded(): boolean {
-    return this.workload.arrivalsDone && this.observer.openJobs === 0 && this.workload.pendingSubmitsCount() === 0;
+    return (
+      this.workload.arrivalsDone && this.observer.figures.openJobs === 0 && this.workload.pendingSubmitsCount() === 0
+    );
   }
 }
 

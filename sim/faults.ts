@@ -16,13 +16,12 @@ import type { SimNode, SimWorld } from "./world.ts";
 export function schedulePartitions(world: SimWorld, partitions: Scenario["partitions"]): void {
   partitions.forEach((partition, index) => {
     world.at(partition.at, () => {
-      world.activePartitions.push(index);
+      world.network.split(index);
       world.gossip.cutUnreachable();
       world.scheduleRepair();
     });
     world.at(partition.heal, () => {
-      const i = world.activePartitions.indexOf(index);
-      if (i >= 0) world.activePartitions.splice(i, 1);
+      world.network.heal(index);
       world.gossip.reconnect();
       world.scheduleRepair();
     });

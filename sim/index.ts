@@ -16,9 +16,11 @@ export {
   type Links,
   type PublishOutcome,
 } from "./gossip.ts";
+export { invariantNames, type Violation } from "./invariants.ts";
 export type { Metrics, SeriesPoint } from "./metrics.ts";
-export { invariantNames, type Sabotage, type Violation } from "./observer.ts";
+export type { Sabotage } from "./observer.ts";
 export { dayMs, simProjectId } from "./population.ts";
+export { simEpochMs } from "./queue.ts";
 export { renderReport } from "./report.ts";
 export { seededRng } from "./rng.ts";
 export {
@@ -41,8 +43,8 @@ export {
   shrinkScenario,
 } from "./scenario.ts";
 export { Histogram, type Percentiles } from "./stats.ts";
+export { fastEnvelopeBytes } from "./wire.ts";
 export { simJobId } from "./workload.ts";
-export { fastEnvelopeBytes, simEpochMs } from "./world.ts";
 
 /** Runs the gossip model and real libp2p nodes (in this process, over @libp2p/memory) on the same scenario. */
 export async function compareGossipWithLibp2p(

@@ -3,7 +3,8 @@
  * nodes come and go, and the Metrics collected at its end from the world's
  * counters and what the observer saw.
  */
-import { invariantNames, type Observer, type Violation } from "./observer.ts";
+import { invariantNames, type Violation } from "./invariants.ts";
+import type { Observer } from "./observer.ts";
 import type { Scenario } from "./scenario.ts";
 import { exactQuantile, jainIndex, type Percentiles, round } from "./stats.ts";
 import type { SimWorld } from "./world.ts";
@@ -112,9 +113,9 @@ export function scheduleSamples(
     for (const node of world.nodes) if (node.online && node.role === "worker") liveWorkers++;
     series.push({
       tMs: world.nowMs,
-      openJobs: observer.openJobs,
+      openJobs: observer.figures.openJobs,
       liveWorkers,
-      ...observer.takeInterval(),
+      ...observer.figures.takeInterval(),
     });
     if (world.nowMs + everyMs <= endMs) world.at(world.nowMs + everyMs, sample);
   };
@@ -137,16 +138,16 @@ export interface RunEnd {
 /** The Metrics of a finished run; jobs still open are checked (and counted lost) first. */
 export function collectMetrics(end: RunEnd): Metrics {
   const { scenario: s, world, observer } = end;
-  const lost = observer.checkEnded(world.nowMs, s.duration);
+  const lost = observer.invariants.checkEnded(observer.jobs, world.nowMs, s.duration);
   const workers = world.nodes.filter((n) => n.role === "worker" && n.everOnline);
   const runs = workers.map((n) => n.runsStarted).sort((a, b) => a - b);
-  const perProject = observer.perProject();
+  const perProject = observer.figures.perProject(observer.jobs.values());
   const withJobs = perProject.filter((p) => p.submitted > 0);
   const totalMessages =
-    (world.counters.gossipTransmissions as number) +
-    (world.counters.gossipControl as number) +
-    (world.counters.direct as number);
-  const submitted = observer.submitted;
+    (world.carrier.counters.gossipTransmissions as number) +
+    (world.carrier.counters.gossipControl as number) +
+    (world.carrier.counters.direct as number);
+  const submitted = observer.figures.submitted;
   return {
     scenario: s.name,
     seed: end.seed,
@@ -156,23 +157,23 @@ export function collectMetrics(end: RunEnd): Metrics {
     nodes: end.nodes,
     jobs: {
       submitted,
-      passed: observer.jobCounts.passed,
-      failed: observer.jobCounts.failed,
-      cancelled: observer.jobCounts.cancelled,
+      passed: observer.figures.jobCounts.passed,
+      failed: observer.figures.jobCounts.failed,
+      cancelled: observer.figures.jobCounts.cancelled,
       lost,
-      wrongResultsAccepted: observer.jobCounts.wrongResultsAccepted,
+      wrongResultsAccepted: observer.figures.jobCounts.wrongResultsAccepted,
     },
-    claimLatencyMs: observer.claim.summary(),
-    timeToVerdictMs: observer.verdictLatency.summary(),
-    bidsPerJob: round(observer.bids / Math.max(1, submitted)),
+    claimLatencyMs: observer.figures.claim.summary(),
+    timeToVerdictMs: observer.figures.verdictLatency.summary(),
+    bidsPerJob: round(observer.figures.bids / Math.max(1, submitted)),
     messagesPerJob: round(totalMessages / Math.max(1, submitted)),
-    messages: { ...world.counters, total: totalMessages },
-    messagesByDomain: observer.byDomain,
-    admissions: observer.admissions,
+    messages: { ...world.carrier.counters, total: totalMessages },
+    messagesByDomain: observer.figures.byDomain,
+    admissions: observer.figures.admissions,
     gossip: {
-      publishes: world.gossipPublishes,
-      deliveryFraction: round(world.gossipDelivered / Math.max(1, world.gossipExpected)),
-      latencyMs: world.gossipLatency.summary(),
+      publishes: world.carrier.gossipPublishes,
+      deliveryFraction: round(world.carrier.gossipDelivered / Math.max(1, world.carrier.gossipExpected)),
+      latencyMs: world.carrier.gossipLatency.summary(),
     },
     load: {
       workersEverOnline: workers.length,
@@ -191,8 +192,8 @@ export function collectMetrics(end: RunEnd): Metrics {
       ),
       perProject,
     },
-    security: observer.security,
-    invariants: { checked: invariantNames, violations: observer.listedViolations() },
+    security: observer.figures.security,
+    invariants: { checked: invariantNames, violations: observer.invariants.listed() },
     series: end.series,
   };
 }

@@ -3,6 +3,10 @@
  * insertion order, so events at the same instant run in the order they were
  * scheduled and a run is reproducible.
  */
+
+/** Virtual time 0 is this instant: a midnight UTC (2027-01-15), so local hours of the simulated day are easy to read. */
+export const simEpochMs = 1_799_971_200_000;
+
 export interface SimEvent {
   readonly atMs: number;
   /** Set by the queue: ties at the same instant run in scheduling order. */

@@ -5,7 +5,8 @@
  * down is back); and the simulated sandbox that runs them.
  */
 import type { ExecutionRequest, JobSpec } from "../jobs/index.ts";
-import { honestDigest, type JobTruth, liarDigest, type Observer, sybilDigest } from "./observer.ts";
+import { honestDigest, type JobTruth, liarDigest, sybilDigest } from "./invariants.ts";
+import type { Observer } from "./observer.ts";
 import { dayMs, type Population, simProjectId } from "./population.ts";
 import { logNormal, pick, type Rng } from "./rng.ts";
 import type { Scenario } from "./scenario.ts";
@@ -93,8 +94,7 @@ export class Workload {
     const truth = this.observer.jobs.get(run.jobId);
     if (truth === undefined) return null;
     const durationMs = Math.max(1, Math.round(truth.durationMs / node.speed));
-    if (node.behaviour !== "honest")
-      this.observer.security.wrongResultsSent = (this.observer.security.wrongResultsSent ?? 0) + 1;
+    if (node.behaviour !== "honest") this.observer.figures.count("wrongResultsSent");
     if (node.behaviour === "liar") return { durationMs, outcome: "succeeded", outputsDigest: liarDigest(node.index) };
     if (node.behaviour === "sybil") return { durationMs, outcome: "succeeded", outputsDigest: sybilDigest(node.group) };
     return {

@@ -1,0 +1,106 @@
+/**
+ * Each simulated node's process: its driver (jobs/driver.ts), the shell core
+ * a real node runs, booted from the node's store on the simulator's ports
+ * (the virtual clock, the seeded generator, the wires, the carrier, the
+ * store, the observer), and the runs it starts in the simulated sandbox.
+ */
+import { type DriverPorts, type ExecutionRequest, NodeDriver, type StampedMessage } from "../jobs/index.ts";
+import { simEpochMs } from "./queue.ts";
+import type { Wire } from "./wire.ts";
+import type { SimNode, SimWorld } from "./world.ts";
+
+export class NodeHost {
+  private readonly world: SimWorld;
+  private executionToken = 0;
+
+  constructor(world: SimWorld) {
+    this.world = world;
+  }
+
+  /** A node's process starts (or starts again) from its store: a new driver, then the restart input. */
+  boot(node: SimNode): void {
+    const made = this.world.setup.driverSetup(node);
+    const driver = new NodeDriver<Wire>({
+      self: node.key,
+      ports: this.portsFor(node),
+      trust: made.trust,
+      masters: made.masters,
+      worker: made.worker,
+      stored: node.store.load(),
+    });
+    node.driver = driver;
+    driver.start();
+  }
+
+  /** What a simulated node's driver does in the world. */
+  private portsFor(node: SimNode): DriverPorts<Wire> {
+    const world = this.world;
+    const observer = world.observer;
+    return {
+      nowMs: () => world.absMs(),
+      rng: world.rng,
+      seal: (message) => world.wires.seal(node.index, message),
+      open: (wire, nowMs) => world.wires.open(wire, nowMs),
+      publish: (topic, wire, message) => this.publishFromNode(node, topic, wire, message),
+      send: (to, wire, message) => {
+        observer.sent(message);
+        const index = world.indexOfKey(to);
+        if (index !== undefined) world.carrier.send(node.index, index, wire);
+      },
+      wakeAt: (atMs) => {
+        const driver = node.driver;
+        world.at(atMs - simEpochMs, () => {
+          if (node.online && node.driver === driver && driver !== null) driver.wake();
+        });
+      },
+      startRun: (run) => this.execute(node, run),
+      killRun: (runId) => {
+        node.executing.delete(runId);
+      },
+      persist: (batch) => node.store.persist(batch),
+      log: (event, fields) => observer.logged(event, fields),
+      admitted: (channel, admission, wire) => {
+        observer.admitted(node.index, node.store, admission, wire);
+        world.setup.onAdmitted?.(node, channel, admission, wire);
+      },
+    };
+  }
+
+  /** A master's gossip passes the observer (which may sabotage it, in the checker's tests) before the network. */
+  private publishFromNode(node: SimNode, topic: string, wire: Wire, message: StampedMessage): void {
+    const world = this.world;
+    const topicIndex = world.setup.topicOf(topic);
+    if (topicIndex === undefined) return;
+    if (node.role !== "master") {
+      world.observer.carried(message);
+      world.carrier.publish(node.index, topicIndex, wire);
+      return;
+    }
+    for (const out of world.observer.published(node.index, message))
+      world.carrier.publish(node.index, topicIndex, out === message ? wire : world.wires.seal(node.index, out));
+  }
+
+  /** A run in the simulated sandbox: what the world's `runOf` says, reported after its duration unless killed. */
+  private execute(node: SimNode, run: ExecutionRequest): void {
+    const world = this.world;
+    const outcome = world.setup.runOf(node, run);
+    if (outcome === null) return;
+    node.runsStarted++;
+    const token = ++this.executionToken;
+    node.executing.set(run.runId, token);
+    const driver = node.driver;
+    world.at(world.nowMs + outcome.durationMs, () => {
+      if (!node.online || node.driver !== driver || driver === null || node.executing.get(run.runId) !== token) return;
+      node.executing.delete(run.runId);
+      driver.runFinished({
+        runId: run.runId,
+        outcome: outcome.outcome,
+        exitCode: outcome.outcome === "succeeded" ? 0 : 1,
+        outputsDigest: outcome.outputsDigest,
+        logDigest: null,
+        summary: outcome.outcome,
+        durationMs: outcome.durationMs,
+      });
+    });
+  }
+}
