@@ -98,7 +98,7 @@ export interface DriverPorts<W> {
   open(wire: W, nowMs: number): Opened;
   publish(topic: string, wire: W, message: StampedMessage): void;
   send(to: string, wire: W, message: StampedMessage): void;
-  /** Asks for driver.wake() at atMs, replacing the wake-up asked before. */
+  /** Asks for driver.wake() at atMs (not before), replacing the wake-up asked before. */
   wakeAt(atMs: number): void;
   /** Starts a run; its output comes back through driver.runOutput, its end through driver.runFinished. */
   startRun(run: ExecutionRequest, master: string): void;
@@ -227,11 +227,12 @@ export class NodeDriver<W> {
     this.toWorker({ kind: "execution-finished", report }, done);
   }
 
-  /** The wake-up asked for came: ticks every machine whose time has come (a timer that fires early asks again). */
+  /** A wake-up came: ticks every machine whose time has come, then asks for the next wake-up if it changed. */
   wake(): void {
-    this.askedWakeAtMs = null;
     const nowMs = this.ports.nowMs();
-    for (const [role, atMs] of this.wakeUps) {
+    // The wake-up asked for has come; one asked for earlier and since replaced changes nothing.
+    if (this.askedWakeAtMs !== null && nowMs >= this.askedWakeAtMs) this.askedWakeAtMs = null;
+    for (const [role, atMs] of [...this.wakeUps]) {
       if (atMs > nowMs) continue;
       this.wakeUps.delete(role);
       if (role === "") this.toWorker({ kind: "tick" });

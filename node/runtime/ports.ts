@@ -143,9 +143,13 @@ export function createNodePorts(options: NodePortsOptions): NodePorts {
     },
     wakeAt: (atMs) => {
       clearTimeout(wakeTimer);
-      if (closed) return;
-      // Node's timers may fire a millisecond early: the driver ticks only what is due, and asks again for the rest.
-      wakeTimer = setTimeout(() => driver().wake(), Math.max(0, Math.min(atMs - Date.now(), maxTimerWaitMs)));
+      // Node's timers may fire a millisecond early, and wait at most maxTimerWaitMs: wait again until the time has come.
+      const arm = () => {
+        if (closed) return;
+        const waitMs = Math.max(0, Math.min(atMs - Date.now(), maxTimerWaitMs));
+        wakeTimer = setTimeout(() => (Date.now() < atMs ? arm() : driver().wake()), waitMs);
+      };
+      arm();
     },
     startRun,
     killRun: (runId, reason) => {
