@@ -9,15 +9,9 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
-import {
-  createMaster,
-  type JobRecord,
-  type JobSpec,
-  NodeDriver,
-  type StampedMessage,
-  type StoreWrite,
-} from "../jobs/index.ts";
+import { createMaster, type JobRecord, NodeDriver, type StampedMessage, type StoreWrite } from "../jobs/index.ts";
 import { openNodeStore } from "../node/store/index.ts";
+import { jobSpec } from "./scheduling.ts";
 
 export const storedJobCounts = [1_000, 100_000] as const;
 /** Steps (submissions) timed per sample, and samples per stored count. */
@@ -26,31 +20,10 @@ export const samplesCount = 7;
 const project = `b${"m".repeat(52)}`;
 const prefillBatchRecords = 2_000;
 
-function spec(nowMs: number): JobSpec {
-  return {
-    name: "bench job",
-    steps: [{ name: "test", run: "true" }],
-    env: {},
-    timeoutMs: 60_000,
-    resources: { cpus: 1, memoryBytes: 2 ** 30, diskBytes: 2 ** 30, processes: 64 },
-    network: false,
-    outputs: [],
-    inputsDigest: null,
-    requiredSpecs: [],
-    os: "linux",
-    replicas: 1,
-    quorum: 1,
-    shards: 1,
-    priority: 0,
-    maxAttempts: 3,
-    deadlineMs: nowMs + 3_600_000,
-  };
-}
-
 function endedRecord(jobId: string, nowMs: number): JobRecord {
   return {
     jobId,
-    spec: spec(nowMs),
+    spec: jobSpec(nowMs + 3_600_000),
     submittedAtMs: nowMs,
     status: "passed",
     reason: "every shard succeeded with quorum",
@@ -131,7 +104,7 @@ async function measure(stored: number) {
       for (let i = 0; i < stepsPerSample; i++) {
         const jobId = `new-${next++}`;
         await new Promise<void>((resolve, reject) =>
-          driver.toMaster(project, { kind: "submit", jobId, job: spec(Date.now()) }, (error) =>
+          driver.toMaster(project, { kind: "submit", jobId, job: jobSpec(Date.now() + 3_600_000) }, (error) =>
             error === undefined ? resolve() : reject(error),
           ),
         );

@@ -52,7 +52,8 @@ function identity(n: number): Identity {
   return identityFromSeed(seed);
 }
 
-function jobSpec(deadlineMs: number): JobSpec {
+/** A typical job of a project's CI, for the benchmarks. */
+export function jobSpec(deadlineMs: number): JobSpec {
   return {
     name: "unit tests",
     steps: [
