@@ -62,6 +62,7 @@ export {
 } from "./master.ts";
 export * from "./messages.ts";
 export {
+  announcementOf,
   directSide,
   type MessageDomainName,
   masterInputOf,

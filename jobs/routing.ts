@@ -6,6 +6,7 @@
  */
 import { hexOf } from "./effects.ts";
 import type { MasterInput } from "./master.ts";
+import type { JobAnnouncement } from "./messages.ts";
 import { messageDomains } from "./messages.ts";
 import type { WorkerInput } from "./worker.ts";
 
@@ -85,6 +86,11 @@ export function masterInputOf(name: MessageDomainName, signer: string, body: unk
     default:
       return null;
   }
+}
+
+/** The job offer a message is, or null: for a listener (a test's actor, say) that wants announcements only. */
+export function announcementOf(name: MessageDomainName, body: unknown): JobAnnouncement | null {
+  return name === "jobAnnouncement" ? (body as JobAnnouncement) : null;
 }
 
 /** The worker's input for a message it takes, or null. */

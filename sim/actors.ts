@@ -12,7 +12,7 @@
  *   refuse them, or their expiry), and directly to the project's master (the
  *   signer is not the sending peer: refused as forged).
  */
-import { type MessageDomainName, type StampedMessage, workerInputOf } from "../jobs/index.ts";
+import { announcementOf, type MessageDomainName, type StampedMessage } from "../jobs/index.ts";
 import type { Rng } from "./rng.ts";
 import { exponential } from "./rng.ts";
 
@@ -54,11 +54,9 @@ export class Spammer<W extends { readonly body: unknown; readonly domain: string
 
   /** Gossip for workers reached the spammer: an announcement draws a bid, whatever its probability said. */
   heard(wire: W, topic: number): void {
-    const signer = this.world.signerOf(wire);
-    if (signer === null) return;
-    const input = workerInputOf(wire.domain as MessageDomainName, signer, wire.body);
-    if (input?.kind !== "announcement") return;
-    const { announcement } = input;
+    if (this.world.signerOf(wire) === null) return;
+    const announcement = announcementOf(wire.domain as MessageDomainName, wire.body);
+    if (announcement === null) return;
     const world = this.world;
     world.count("spamBids");
     const body = {
