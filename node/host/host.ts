@@ -40,7 +40,7 @@ import { create as createDigest } from "multiformats/hashes/digest";
 import { CimeshError, type Identity, maxEnvelopeBytes } from "../../crypto/index.ts";
 import { peerIdOf, toLibp2pPrivateKey } from "../files/index.ts";
 
-export const directProtocol = "/cimesh/direct/1.0.0";
+export const directProtocol = "/cimesh/direct/1.1.0";
 export const dhtProtocol = "/cimesh/kad/1.0.0";
 /** One direct frame holds one envelope; a little room for the length prefix. */
 export const maxFrameBytes = maxEnvelopeBytes + 16;
@@ -54,6 +54,14 @@ export const dialTimeoutMs = 10_000;
 export const bootstrapRetryMs = 5_000;
 /** How many direct streams one peer may have open to us at once. */
 export const maxInboundDirectStreams = 64;
+/** The direct protocol's frame limits and time limit per stream; its answer is an empty acknowledgement. */
+const directLimits: RequestProtocolOptions = {
+  maxRequestBytes: maxFrameBytes,
+  maxResponseBytes: 16,
+  maxInboundStreams: maxInboundDirectStreams,
+  timeoutMs: streamTimeoutMs,
+};
+const directAck = new Uint8Array(0);
 /** How long a DHT query may run. */
 export const dhtQueryTimeoutMs = 15_000;
 /** How many providers a lookup collects before it stops. */
@@ -287,32 +295,22 @@ function gossipService(options: HostOptions) {
 }
 
 /** Serves the direct protocol: each frame of an inbound stream goes to the direct handler of the moment. */
+/**
+ * The direct protocol: one frame per stream, handed to the node, then acknowledged with an empty frame. The sender
+ * counts a message delivered only when the acknowledgement comes back: a stream opened on a connection whose other
+ * end has died (a peer killed and restarted on the same address) accepts writes and closes without error, so a
+ * message written without an answer may be lost without a word.
+ */
 async function serveDirect(libp2p: Libp2p, handlerOf: () => DirectHandler, options: HostOptions): Promise<void> {
-  await libp2p.handle(
+  await serveRequests(
+    libp2p,
     directProtocol,
-    async (stream: Stream, connection: Connection) => {
-      const from = connection.remotePeer.toString();
-      const timeout = setTimeout(
-        () => stream.abort(new HostError(`direct stream: expected it to end within ${streamTimeoutMs} ms`)),
-        streamTimeoutMs,
-      );
-      try {
-        await pipe(
-          stream,
-          (source) => lp.decode(source, { maxDataLength: maxFrameBytes }),
-          async (frames) => {
-            for await (const frame of frames) await handlerOf()(frame.subarray(), from);
-          },
-        );
-        await stream.close();
-      } catch (error) {
-        options.onRefusedStream?.(from, String(error));
-        stream.abort(error instanceof Error ? error : new Error(String(error)));
-      } finally {
-        clearTimeout(timeout);
-      }
+    directLimits,
+    async (bytes, from) => {
+      await handlerOf()(bytes, from);
+      return directAck;
     },
-    { maxInboundStreams: maxInboundDirectStreams },
+    options,
   );
 }
 
@@ -388,13 +386,11 @@ async function sendDirect(libp2p: Libp2p, toPublicKeyHex: string, bytes: Uint8Ar
   if (bytes.length > maxFrameBytes)
     throw new HostError(`direct frame: expected at most ${maxFrameBytes} bytes, got ${bytes.length}`);
   const peer = peerIdOfPublicKeyHex(toPublicKeyHex);
-  const signal = AbortSignal.timeout(streamTimeoutMs);
-  const stream = await libp2p.dialProtocol(peer, directProtocol, { signal });
   try {
-    if (!stream.send(lp.encode.single(bytes))) await stream.onDrain({ signal });
-    await stream.close({ signal });
+    await requestOnce(libp2p, peer.toString(), directProtocol, bytes, directLimits);
   } catch (error) {
-    stream.abort(error instanceof Error ? error : new Error(String(error)));
+    // No acknowledgement: drop the connections to the peer, so that the next try dials it afresh.
+    await libp2p.hangUp(peer).catch(() => undefined);
     throw error;
   }
 }
