@@ -291,6 +291,8 @@ test.serial(
       await master.kill();
       // The run ends while the master is down (longer than its 4 s lease): the result waits in the worker's outbox.
       await until("the run finished on the worker", async () => (await worker.control.status()).running === 0, 30_000);
+      // The status shows the machine's state as soon as it is stepped; give its write to the store a moment to land.
+      await new Promise((resolve) => setTimeout(resolve, 1_000));
       await worker.kill();
       const workerAgain = await mesh.start("worker-again", worker.dataDir, ["--worker", "--bootstrap", master.address]);
       await new Promise((resolve) => setTimeout(resolve, 3_000));
