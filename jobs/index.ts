@@ -79,6 +79,7 @@ export {
   advertOf,
   type Candidate,
   canServe,
+  changesNothing,
   createWorker,
   defaultWorkerConfig,
   type ExecutionReport,

@@ -772,6 +772,15 @@ export function stepWorker(state: WorkerState, input: WorkerInput, nowMs: number
   return { state, effects: step.effects };
 }
 
+/**
+ * Whether stepping this input would change nothing in the machine: a verdict about a job the worker holds no
+ * announcement of (all a verdict does is drop the job's candidate). A shell may skip handing it over; the simulator
+ * does, for the verdicts that reach every worker of a big mesh.
+ */
+export function changesNothing(state: WorkerState, input: WorkerInput): boolean {
+  return input.kind === "verdict" && !(jobKey(input.verdict.project, input.verdict.jobId) in state.candidates);
+}
+
 /** The worker's advert body fields (the shell adds the header and signs). */
 export function advertOf(state: WorkerState): Omit<WorkerAdvert, "issuedAtMs" | "expiresAtMs" | "seq"> {
   return {

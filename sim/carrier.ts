@@ -5,7 +5,7 @@
  * that arrives is an event handing it to the receiver's driver, whose
  * admission decides, and to the actors that listen. The traffic is counted.
  */
-import { type NodeDriver, topicRoute } from "../jobs/index.ts";
+import { changesNothing, type NodeDriver, topicRoute, workerInputOf } from "../jobs/index.ts";
 import { Histogram } from "./stats.ts";
 import type { Wire } from "./wire.ts";
 import type { SimNode, SimWorld } from "./world.ts";
@@ -76,11 +76,19 @@ export class Carrier {
     world.observer.figures.interval.messages += out.transmissions + out.control;
     this.gossipExpected += out.subscribers;
     this.gossipDelivered += out.deliveries.length;
+    // A replayed message always reaches every worker, so that each one's replay ledger judges it.
+    const input =
+      wire.original === undefined
+        ? workerInputOf(wire.domain, (world.nodes[wire.signer] as SimNode).key, wire.body)
+        : null;
     for (const { node, atMs } of out.deliveries) {
       this.gossipLatency.add(atMs - world.nowMs);
       const receiver = world.nodes[node] as SimNode;
       // Only nodes whose machine takes it (and the actors that listen) get an event; the rest forward it, counted above.
       if (receiver.role === "master" || receiver.role === "forger") continue;
+      // Nor does a worker whose machine it would leave as it is (a verdict about a job it holds nothing of).
+      const worker = receiver.driver?.workerState() ?? null;
+      if (input !== null && worker !== null && changesNothing(worker, input)) continue;
       world.queue.pushEvent(new GossipDelivery(Math.max(atMs, world.nowMs), this, receiver, topic, wire));
     }
   }
