@@ -50,6 +50,8 @@ export type ReplayVerdict = "fresh" | "replay" | "too-old" | "forgotten";
 export interface ReplayOutcome {
   readonly ledger: ReplayLedger;
   readonly verdict: ReplayVerdict;
+  /** When fresh: the signer's key in `ledger.signers` and its window, as they now are (to persist). */
+  readonly recorded?: { readonly key: string; readonly window: SignerWindow };
 }
 
 export function createReplayLedger(limits: ReplayLedgerLimits = defaultReplayLedgerLimits): ReplayLedger {
@@ -143,8 +145,9 @@ export function recordSeq(
     makeRoom(ledger, nowMs);
     const bitmap = new Uint32Array(ledger.limits.windowSeqs / 32);
     bitmap[0] = 1;
-    ledger.signers.set(key, { highestSeq: seq, bitmap, latestExpiresAtMs: expiresAtMs });
-    return { ledger, verdict: "fresh" };
+    const created = { highestSeq: seq, bitmap, latestExpiresAtMs: expiresAtMs };
+    ledger.signers.set(key, created);
+    return { ledger, verdict: "fresh", recorded: { key, window: created } };
   }
   if (seq > window.highestSeq) {
     shiftWindow(window.bitmap, Math.min(seq - window.highestSeq, ledger.limits.windowSeqs));
@@ -159,7 +162,7 @@ export function recordSeq(
   if (expiresAtMs > window.latestExpiresAtMs) window.latestExpiresAtMs = expiresAtMs;
   ledger.signers.delete(key);
   ledger.signers.set(key, window);
-  return { ledger, verdict: "fresh" };
+  return { ledger, verdict: "fresh", recorded: { key, window } };
 }
 
 /** recordSeq for callers that treat anything but "fresh" as an error. */

@@ -39,8 +39,9 @@ import {
   type ProjectTrust,
   type ReplayLedger,
   recordSeq,
+  type SignerWindow,
 } from "../crypto/index.ts";
-import { hexOf } from "./effects.ts";
+import { hexOf as hexOfKey } from "./effects.ts";
 import type { MasterInput } from "./master.ts";
 import { directSide, masterInputOf, messageDomainName, topicRoute, workerInputOf } from "./routing.ts";
 import type { WorkerInput } from "./worker.ts";
@@ -116,10 +117,25 @@ export interface Admission {
   readonly deliveries: readonly Delivery[];
   /** The ledger to use next (updated in place, as crypto/ledger.ts does). */
   readonly ledger: ReplayLedger;
-  /** The signer whose replay window changed: the shell core persists its window. Null when none did. */
-  readonly ledgerSigner: Uint8Array | null;
+  /** The signer whose replay window changed, with its key in the ledger and the window: the shell core persists it. */
+  readonly ledgerEntry: {
+    readonly signer: Uint8Array;
+    readonly key: string;
+    readonly window: SignerWindow;
+  } | null;
   /** A keyset accepted into a project's trust, to use and persist. Null when none was. */
   readonly keyset: { readonly project: string; readonly trust: ProjectTrust; readonly bytes: Uint8Array } | null;
+}
+
+/** Keys as hex, remembered per key object: a simulated node's signer is one object, met once per message. */
+const hexOfKeys = new WeakMap<Uint8Array, string>();
+function hexOf(key: Uint8Array): string {
+  let hex = hexOfKeys.get(key);
+  if (hex === undefined) {
+    hex = hexOfKey(key);
+    hexOfKeys.set(key, hex);
+  }
+  return hex;
 }
 
 const staleCodes = new Set(["ERR_EXPIRED", "ERR_NOT_YET_VALID", "ERR_KEYSET_EXPIRED", "ERR_REPLAY"]);
@@ -135,7 +151,7 @@ function judged(
   reason: AdmissionReason,
   detail: string,
 ): Admission {
-  return { verdict, reason, detail, deliveries: [], ledger: context.ledger, ledgerSigner: null, keyset: null };
+  return { verdict, reason, detail, deliveries: [], ledger: context.ledger, ledgerEntry: null, keyset: null };
 }
 
 /** Judges one inbound message. Pure: the same arguments give the same admission. */
@@ -270,7 +286,7 @@ function taken(
     detail: "",
     deliveries,
     ledger: outcome.ledger,
-    ledgerSigner: signer,
+    ledgerEntry: outcome.recorded === undefined ? null : { signer, ...outcome.recorded },
     keyset: null,
   };
 }

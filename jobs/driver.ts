@@ -68,6 +68,8 @@ export type StoreWrite =
   | {
       readonly space: "ledger";
       readonly signer: Uint8Array;
+      /** The signer's key as the ledger keeps it (latin1 text of its bytes). */
+      readonly key: string;
       readonly window: SignerWindow;
       readonly floorExpiresAtMs: number;
     }
@@ -185,16 +187,9 @@ export class NodeDriver<W> {
     const nowMs = this.ports.nowMs();
     const admission = admit(channel, this.ports.open(wire, nowMs), this.admissionContext(), nowMs);
     this.ledger = admission.ledger;
-    if (admission.ledgerSigner !== null) {
-      const window = this.ledger.signers.get(Buffer.from(admission.ledgerSigner).toString("latin1"));
-      if (window !== undefined)
-        this.pendingWrites.push({
-          space: "ledger",
-          signer: admission.ledgerSigner,
-          window,
-          floorExpiresAtMs: this.ledger.floorExpiresAtMs,
-        });
-    }
+    const entry = admission.ledgerEntry;
+    if (entry !== null)
+      this.pendingWrites.push({ space: "ledger", ...entry, floorExpiresAtMs: this.ledger.floorExpiresAtMs });
     if (admission.keyset !== null) {
       this.trustByProject.set(admission.keyset.project, admission.keyset.trust);
       this.pendingWrites.push({ space: "keyset", project: admission.keyset.project, bytes: admission.keyset.bytes });

@@ -51,9 +51,8 @@ export class SimStore {
           break;
         }
         case "ledger": {
-          const key = Buffer.from(write.signer).toString("latin1");
-          this.ledgerWindows.delete(key);
-          this.ledgerWindows.set(key, write.window);
+          this.ledgerWindows.delete(write.key);
+          this.ledgerWindows.set(write.key, write.window);
           this.floorExpiresAtMs = write.floorExpiresAtMs;
           break;
         }

@@ -701,11 +701,12 @@ function checkCase(t: ExecutionContext, c: Case): void {
       t.fail("only a message is taken");
       return;
     }
-    t.deepEqual(admission.ledgerSigner, c.opened.signer, "the signer's window changed, to persist");
+    t.deepEqual(admission.ledgerEntry?.signer, c.opened.signer, "the signer's window changed, to persist");
+    t.is(admission.ledgerEntry?.window, admission.ledger.signers.get(admission.ledgerEntry?.key ?? ""));
     t.true(admission.ledger.signers.size >= signersBefore);
     t.true(admission.deliveries.length > 0);
   } else {
-    t.is(admission.ledgerSigner, null);
+    t.is(admission.ledgerEntry, null);
     t.is(admission.ledger.signers.size, signersBefore);
     const after = JSON.stringify([...admission.ledger.signers].map(([key, w]) => [key, w.highestSeq, [...w.bitmap]]));
     t.is(after, snapshot, "the ledger is untouched by a message no machine here takes");
@@ -1021,7 +1022,7 @@ function judgedAsExpected(t: ExecutionContext, traffic: Traffic): boolean {
   if (expected.kind === "judged") {
     t.is(`${admission.verdict} ${admission.reason}`, `${expected.verdict} ${expected.reason}`, admission.detail);
     t.deepEqual(admission.deliveries, [], "delivered although the rules do not allow it");
-    t.is(admission.ledgerSigner, null, "a message no machine here takes touched the ledger");
+    t.is(admission.ledgerEntry, null, "a message no machine here takes touched the ledger");
     return false;
   }
   return true;
@@ -1043,7 +1044,7 @@ testProp(
         } else {
           t.is(`${admission.verdict} ${admission.reason}`, "accept taken", admission.detail);
           t.deepEqual(admission.deliveries.map(describe), [expected.delivery]);
-          t.deepEqual(admission.ledgerSigner, traffic.signer);
+          t.deepEqual(admission.ledgerEntry?.signer, traffic.signer);
           taken.add(key);
         }
       }

@@ -68,7 +68,13 @@ test("job records, reputations, the worker, keysets and the replay ledger come b
     },
     { space: "worker", state: worker },
     { space: "keyset", project, bytes: new Uint8Array([1, 2, 3]) },
-    { space: "ledger", signer, window, floorExpiresAtMs: ledger.floorExpiresAtMs },
+    {
+      space: "ledger",
+      signer,
+      key: Buffer.from(signer).toString("latin1"),
+      window,
+      floorExpiresAtMs: ledger.floorExpiresAtMs,
+    },
   ]);
   await store.persist([{ space: "job", project, jobId: "a", record: null }]);
   await store.close();

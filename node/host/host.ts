@@ -32,7 +32,6 @@ import { ping } from "@libp2p/ping";
 import { tcp } from "@libp2p/tcp";
 import { multiaddr } from "@multiformats/multiaddr";
 import * as lp from "it-length-prefixed";
-import { pipe } from "it-pipe";
 import { createLibp2p } from "libp2p";
 import { CID } from "multiformats/cid";
 import * as raw from "multiformats/codecs/raw";
