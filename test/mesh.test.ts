@@ -303,7 +303,10 @@ test.serial(
       ]);
       const detail = await ended(restarted, "outbox-1", 90_000).catch((error: unknown) => {
         for (const node of [restarted, workerAgain])
-          t.log(node.name, JSON.stringify(node.events.filter((event) => event.event !== "bid").slice(-40)).slice(-8000));
+          t.log(
+            node.name,
+            JSON.stringify(node.events.filter((event) => event.event !== "bid").slice(-40)).slice(-8000),
+          );
         throw error;
       });
       t.is(detail.status, "passed", detail.reason);
