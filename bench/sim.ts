@@ -17,8 +17,8 @@ import { compareGossipWithLibp2p, exampleScenarioPath, loadScenario, type Scenar
 export const eventRateRunsCount = 3;
 /** V8's young generation for the large runs, in MiB. */
 export const semiSpaceMiB = 64;
-/** A large run that takes longer than this is stopped. */
-export const childTimeoutMs = 20 * 60_000;
+/** A large run that takes longer than this is stopped, and said to have been. */
+export const childTimeoutMs = 40 * 60_000;
 
 interface ChildFigures {
   readonly scenario: string;
@@ -82,7 +82,14 @@ function runChild(name: string, signatures: "real" | "fast", scale: number): voi
   process.stdout.write(`${JSON.stringify(figures)}\n`);
 }
 
-function inChild(name: string, signatures: "real" | "fast", scale: number): ChildFigures {
+/** A run stopped at childTimeoutMs. */
+interface Stopped {
+  readonly scenario: string;
+  readonly signatures: string;
+  readonly stoppedAfterMs: number;
+}
+
+function inChild(name: string, signatures: "real" | "fast", scale: number): ChildFigures | Stopped {
   const child = spawnSync(
     process.execPath,
     [
@@ -96,6 +103,8 @@ function inChild(name: string, signatures: "real" | "fast", scale: number): Chil
     { encoding: "utf8", timeout: childTimeoutMs, maxBuffer: 1 << 20 },
   );
   const line = child.stdout.trim().split("\n").pop() ?? "";
+  if (child.status === null && (child.error as NodeJS.ErrnoException | undefined)?.code === "ETIMEDOUT")
+    return { scenario: `${name} at ${scale}×`, signatures, stoppedAfterMs: childTimeoutMs };
   if (child.status !== 0 || !line.startsWith("{"))
     throw new Error(`sim bench child ${name} ${signatures}: exit ${child.status}: ${child.stderr.slice(-2000)}`);
   return JSON.parse(line) as ChildFigures;
@@ -116,7 +125,9 @@ function eventsPerSecond(scenario: Scenario): { eventsPerSecond: number; events:
 const fmt = (n: number) => Math.round(n).toLocaleString("en-US");
 const mib = (bytes: number) => `${fmt(bytes / 2 ** 20)} MiB`;
 
-function describe(f: ChildFigures): string {
+function describe(f: ChildFigures | Stopped): string {
+  if ("stoppedAfterMs" in f)
+    return `${f.scenario} (${f.signatures} signatures): stopped after ${fmt(f.stoppedAfterMs / 60_000)} min (childTimeoutMs)`;
   return `${f.scenario} (${f.signatures} signatures): ${(f.wallMs / 1000).toFixed(1)} s wall, ${(f.cpuMs / 1000).toFixed(1)} s cpu, ${fmt(f.events)} events (${fmt(f.eventsPerSecond)}/s), max RSS ${mib(f.maxRssBytes)}, peak heap ${mib(f.peakHeapBytes)}; jobs ${fmt(f.submitted)} submitted, ${fmt(f.passed)} passed, ${f.lost} lost; bids/job ${f.bidsPerJob}; violations ${f.violations}`;
 }
 
