@@ -10,7 +10,6 @@
  * load: the comparison belongs in a benchmark, and a test only checks that it
  * runs, delivers, and stops every node.
  */
-import { createHash } from "node:crypto";
 import { performance } from "node:perf_hooks";
 import { noise } from "@chainsafe/libp2p-noise";
 import { yamux } from "@chainsafe/libp2p-yamux";
@@ -18,6 +17,7 @@ import { type GossipSub, gossipsub, StrictNoSign } from "@libp2p/gossipsub";
 import { identify } from "@libp2p/identify";
 import { memory } from "@libp2p/memory";
 import { createLibp2p, type Libp2p } from "libp2p";
+import { gossipMessageId } from "../node/host/index.ts";
 import { GossipModel, gossipsubDefaults } from "./gossip.ts";
 import { logNormal, pick, type Rng, seededRng } from "./rng.ts";
 import { exactQuantile, round } from "./stats.ts";
@@ -170,7 +170,7 @@ export async function runLibp2p(
           identify: identify(),
           pubsub: gossipsub({
             globalSignaturePolicy: StrictNoSign,
-            msgIdFn: (message) => new Uint8Array(createHash("sha256").update(message.data).digest()),
+            msgIdFn: gossipMessageId,
             allowPublishToZeroTopicPeers: true,
             emitSelf: false,
             // The model has no flood-publish: the publisher pushes to its mesh only, as every other hop does.

@@ -61,7 +61,7 @@ import {
   type WorkerState,
 } from "../jobs/index.ts";
 import { peerIdOf, toLibp2pPrivateKey } from "../node/files/index.ts";
-import { createHost, directProtocol, type Host, publicKeyHexOf } from "../node/host/index.ts";
+import { createHost, directProtocol, gossipMessageId, type Host, publicKeyHexOf } from "../node/host/index.ts";
 import { createNodePorts, type NodePorts, type RunCarrier } from "../node/runtime/ports.ts";
 import type { Executor } from "../node/sandbox/index.ts";
 import { type NodeStore, openNodeStore } from "../node/store/index.ts";
@@ -193,6 +193,34 @@ export interface AdmissionRecord {
   readonly digest: string;
   /** The message's kind and job, for the logs. */
   readonly what: string;
+}
+
+/** One admission as a record, in either world: `nameOfKey` names direct senders. */
+function admissionRecord(
+  atMs: number,
+  node: string,
+  channel: Channel,
+  admission: Admission,
+  nameOfKey: ReadonlyMap<string, string>,
+  what: { readonly digest: string; readonly what: string },
+): AdmissionRecord {
+  return {
+    atMs,
+    node,
+    channel: channel.kind,
+    from:
+      channel.kind === "direct"
+        ? (nameOfKey.get(channel.peer) ?? channel.peer.slice(0, 8))
+        : channel.kind === "topic" && channel.topic === project
+          ? "P"
+          : channel.kind === "topic"
+            ? channel.topic.slice(0, 12)
+            : channel.project.slice(0, 12),
+    verdict: admission.verdict,
+    reason: admission.reason,
+    detail: admission.detail,
+    ...what,
+  };
 }
 
 /** A message signed by a node of the world, with its bytes. */
@@ -560,24 +588,13 @@ export class SimDiffWorld implements DiffWorld {
   }
 
   private record(node: SimNode, channel: Channel, admission: Admission, wire: Wire): void {
-    this.admissions.push({
-      atMs: this.world.nowMs,
-      node: this.nameOfIndex.get(node.index) ?? String(node.index),
-      channel: channel.kind,
-      from:
-        channel.kind === "direct"
-          ? (this.nameOfKey.get(channel.peer) ?? channel.peer.slice(0, 8))
-          : channel.kind === "topic" && channel.topic === project
-            ? "P"
-            : channel.kind === "topic"
-              ? channel.topic.slice(0, 12)
-              : channel.project.slice(0, 12),
-      verdict: admission.verdict,
-      reason: admission.reason,
-      detail: admission.detail,
-      digest: wire.bytes === null ? "" : digestOf(wire.bytes),
-      what: wire.bytes === null ? wire.domain : describe(wire.bytes),
-    });
+    const name = this.nameOfIndex.get(node.index) ?? String(node.index);
+    this.admissions.push(
+      admissionRecord(this.world.nowMs, name, channel, admission, this.nameOfKey, {
+        digest: wire.bytes === null ? "" : digestOf(wire.bytes),
+        what: wire.bytes === null ? wire.domain : describe(wire.bytes),
+      }),
+    );
   }
 
   elapsedMs(): number {
@@ -834,24 +851,12 @@ export class RealDiffWorld implements DiffWorld {
   }
 
   private record(node: string, channel: Channel, admission: Admission, bytes: Uint8Array): void {
-    this.admissions.push({
-      atMs: this.elapsedMs(),
-      node,
-      channel: channel.kind,
-      from:
-        channel.kind === "direct"
-          ? (this.nameOfKey.get(channel.peer) ?? channel.peer.slice(0, 8))
-          : channel.kind === "topic" && channel.topic === project
-            ? "P"
-            : channel.kind === "topic"
-              ? channel.topic.slice(0, 12)
-              : channel.project.slice(0, 12),
-      verdict: admission.verdict,
-      reason: admission.reason,
-      detail: admission.detail,
-      digest: digestOf(bytes),
-      what: describe(bytes),
-    });
+    this.admissions.push(
+      admissionRecord(this.elapsedMs(), node, channel, admission, this.nameOfKey, {
+        digest: digestOf(bytes),
+        what: describe(bytes),
+      }),
+    );
   }
 
   /** A node's process, as node/runtime/node.ts starts one: store, host, ports, driver, inbound wiring, start. */
@@ -1006,7 +1011,7 @@ export class RealDiffWorld implements DiffWorld {
         identify: identify(),
         pubsub: gossipsub({
           globalSignaturePolicy: StrictNoSign,
-          msgIdFn: (message) => new Uint8Array(createHash("sha256").update(message.data).digest()),
+          msgIdFn: gossipMessageId,
           allowPublishToZeroTopicPeers: true,
           emitSelf: false,
         }),

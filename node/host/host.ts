@@ -277,10 +277,15 @@ function dhtService(
 }
 
 /** gossipsub with StrictNoSign and the envelope's sha-256 as message id (see the module comment). */
+/** gossipsub's message id: the sha-256 of the data (StrictNoSign; our envelopes are signed already). */
+export function gossipMessageId(message: { readonly data: Uint8Array }): Uint8Array {
+  return new Uint8Array(createHash("sha256").update(message.data).digest());
+}
+
 function gossipService(options: HostOptions) {
   return gossipsub({
     globalSignaturePolicy: StrictNoSign,
-    msgIdFn: (message) => new Uint8Array(createHash("sha256").update(message.data).digest()),
+    msgIdFn: gossipMessageId,
     fastMsgIdFn: (message) =>
       createHash("sha256")
         .update(message.data ?? new Uint8Array())

@@ -14,6 +14,7 @@ export {
   createHost,
   directProtocol,
   type GossipVerdict,
+  gossipMessageId,
   type Host,
   maxFrameBytes,
   peerIdOfPublicKeyHex,
