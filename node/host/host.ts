@@ -12,8 +12,17 @@
  *   a replayed envelope through as a new message.
  * - Topic validators answer Reject for forgeries, which counts against the
  *   sender in gossipsub's peer score (invalid message deliveries, P4).
- * - Every peer on 127.0.0.1 shares one IP, so tests set the IP-colocation
- *   weight to 0; production keeps gossipsub's default.
+ * - Nothing a peer sends is free: each peer has a token bucket for the gossip
+ *   it hands our validators and for the streams it opens on each request
+ *   protocol (node/host/limits.ts); what is over it, and what the runtime
+ *   reports as refused, costs it penalty points (node/host/penalties.ts),
+ *   which are its application-specific score (P5); past a bound it is hung up
+ *   on and refused by the connection gater for a while. Over-limit gossip is
+ *   answered Ignore, not Reject: Reject would also count against every honest
+ *   peer that relayed the same message.
+ * - IP colocation (P6) counts the peers connected from an IP, not those that
+ *   left (node/host/scoring.ts). Every peer on 127.0.0.1 shares one IP, so
+ *   tests set its weight to 0; production keeps gossipsub's default.
  * - Our DHT is private to cimesh (its own protocol id), so peers' private
  *   addresses are kept: volunteer meshes are often on one LAN.
  */
@@ -21,7 +30,7 @@ import { createHash } from "node:crypto";
 import { noise } from "@chainsafe/libp2p-noise";
 import { yamux } from "@chainsafe/libp2p-yamux";
 import { type GossipSub, gossipsub, StrictNoSign } from "@libp2p/gossipsub";
-import { createTopicScoreParams, type PeerScore } from "@libp2p/gossipsub/score";
+import type { PeerScore } from "@libp2p/gossipsub/score";
 import { identify } from "@libp2p/identify";
 import type { Connection, Libp2p, PeerId, Stream } from "@libp2p/interface";
 import { type KadDHT, kadDHT, passthroughMapper } from "@libp2p/kad-dht";
@@ -38,6 +47,15 @@ import * as raw from "multiformats/codecs/raw";
 import { create as createDigest } from "multiformats/hashes/digest";
 import { CimeshError, type Identity, maxEnvelopeBytes } from "../../crypto/index.ts";
 import { peerIdOf, toLibp2pPrivateKey } from "../files/index.ts";
+import { type LogWrite, type RateLimit, RateLimiter } from "./limits.ts";
+import {
+  defaultPenaltyLimits,
+  type Offence,
+  PeerPenalties,
+  type PenaltyLimits,
+  type PenaltyView,
+} from "./penalties.ts";
+import { gossipScoreParams, topicScoreParams } from "./scoring.ts";
 
 export const directProtocol = "/cimesh/direct/1.1.0";
 export const dhtProtocol = "/cimesh/kad/1.0.0";
@@ -74,6 +92,20 @@ export const yamuxStreamWindowBytes = 2 * 1024 * 1024;
 export const maxConnections = 300;
 /** The DHT record namespace of cimesh: keys are /cimesh/<kind>/<id>. */
 export const dhtNamespace = "cimesh";
+/**
+ * Gossip messages one peer may hand our validators (each is opened and judged): a burst, then a rate. Above what one
+ * relay delivers first on a busy topic (adverts of a few thousand workers every 15 s); what is over it is dropped unread.
+ */
+export const gossipRateLimit: RateLimit = { burst: 1000, perSecond: 250 };
+/**
+ * Streams one peer may open to us per request protocol (direct, blob): a burst, then a rate. A stream over it waits
+ * its turn, up to requestTurnWaitMs; with at most maxInboundStreams open at once, an honest burst never waits longer.
+ */
+export const requestRateLimit: RateLimit = { burst: 500, perSecond: 100 };
+/** Longest wait of a stream for its turn under requestRateLimit; beyond, it is refused and costs the sender. */
+export const requestTurnWaitMs = 2_000;
+/** Peers status lists at most (most penalized first, latest bans). */
+export const maxPeersInStatus = 20;
 
 /** What the runtime's validator decided about a gossip message. */
 export type GossipVerdict = "accept" | "reject" | "ignore";
@@ -113,6 +145,39 @@ export interface HostOptions {
   readonly recordSelectors?: Readonly<Record<string, RecordSelector>>;
   /** Told of every inbound direct stream refused (oversize frame, time limit, broken framing). */
   readonly onRefusedStream?: (fromPeerId: string, why: string) => void;
+  /**
+   * Where the host writes what peers make it do: `peer-rate-limited`, `peer-banned`, `peer-refused`,
+   * `dht-record-refused`. A peer causes these at will: give a log that aggregates (EventLog). Absent: they are dropped.
+   */
+  readonly log?: LogWrite;
+  /** The per-peer limits; tests make them small. Default: defaultHostLimits. */
+  readonly limits?: Partial<HostLimits>;
+}
+
+export interface HostLimits {
+  readonly gossip: RateLimit;
+  readonly requests: RateLimit;
+  readonly requestTurnWaitMs: number;
+  readonly penalties: PenaltyLimits;
+}
+
+export const defaultHostLimits: HostLimits = {
+  gossip: gossipRateLimit,
+  requests: requestRateLimit,
+  requestTurnWaitMs,
+  penalties: defaultPenaltyLimits,
+};
+
+/** What the host holds against peers, for status. */
+export interface PeerPenaltyStatus {
+  /** The most penalized peers, most first, with their points (their P5 score is minus the points) and offences. */
+  readonly penalized: readonly PenaltyView[];
+  /** Peers refused until untilMs. */
+  readonly banned: readonly { readonly peer: string; readonly untilMs: number }[];
+  /** Bans since the host started. */
+  readonly bansTotal: number;
+  /** Messages and streams dropped unread since the host started: gossip messages, request streams. */
+  readonly rateLimited: { readonly gossip: number; readonly requests: number };
 }
 
 export interface Host {
@@ -131,6 +196,12 @@ export interface Host {
   request(peerId: string, protocol: string, bytes: Uint8Array, options: RequestProtocolOptions): Promise<Uint8Array>;
   /** Closes every connection to a peer (one that misbehaved). */
   hangUp(peerId: string): Promise<void>;
+  /** Charges a peer for an offence (the runtime, for what admission refused); past the bound, bans and hangs up on it. */
+  penalize(peerId: string, offence: Offence): void;
+  /** Whether a peer is refused now. */
+  isBanned(peerId: string): boolean;
+  /** The penalties and bans in force, for status. */
+  penalties(): PeerPenaltyStatus;
   /** gossipsub's score of a peer, as this node sees it. */
   scoreOf(peerId: string): number;
   /** Scores of every peer gossipsub knows. */
@@ -191,32 +262,129 @@ async function firstFrame(stream: Stream, maxBytes: number): Promise<Uint8Array>
 /** gossipsub as the host uses it: the class has the peer score its public service type omits. */
 type ScoredGossipSub = GossipSub & { score: PeerScore; getScore(peerId: string): number };
 
+/**
+ * What the host holds against peers: their rate limits, penalty points and bans. Every inbound path asks it first
+ * (the connection gater, the gossip validators, the request protocols), and gossipsub reads its points as P5.
+ */
+class PeerGuard {
+  readonly penalties: PeerPenalties;
+  private readonly gossip: RateLimiter;
+  private readonly requests: RateLimiter;
+  private readonly requestTurnWaitMs: number;
+  private readonly rateLimited = { gossip: 0, requests: 0 };
+  private readonly log: LogWrite;
+  private hangUp: (peerId: string) => void = () => undefined;
+
+  constructor(limits: HostLimits, log: LogWrite) {
+    this.penalties = new PeerPenalties(limits.penalties);
+    this.gossip = new RateLimiter(limits.gossip);
+    this.requests = new RateLimiter(limits.requests);
+    this.requestTurnWaitMs = limits.requestTurnWaitMs;
+    this.log = log;
+  }
+
+  /** Once libp2p runs: which peer is this node (never charged), and how to hang up on a peer. */
+  attach(self: string, hangUp: (peerId: string) => void): void {
+    this.penalties.exemptPeer(self);
+    this.hangUp = hangUp;
+  }
+
+  banned(peerId: string): boolean {
+    return this.penalties.isBanned(peerId, Date.now());
+  }
+
+  charge(peerId: string, offence: Offence): void {
+    const nowMs = Date.now();
+    const charged = this.penalties.charge(peerId, offence, nowMs);
+    if (!charged.banned) return;
+    this.log("peer-banned", {
+      peer: peerId,
+      reason: offence,
+      points: Math.round(charged.points),
+      untilMs: this.penalties.bannedUntil(peerId, nowMs),
+    });
+    this.hangUp(peerId);
+  }
+
+  /** A gossip message from a peer: false when it must be dropped unread (banned, or over its rate). */
+  admitGossip(peerId: string, topic: string): boolean {
+    if (this.banned(peerId)) {
+      this.hangUp(peerId);
+      return false;
+    }
+    if (this.gossip.take(peerId, Date.now())) return true;
+    this.rateLimited.gossip++;
+    this.log("peer-rate-limited", { from: peerId, reason: "gossip", topic: topic.slice(0, 12) });
+    this.charge(peerId, "flooding");
+    return false;
+  }
+
+  /** A stream of a request protocol from a peer (one bucket per protocol): how long it waits for its turn, or null to refuse it. */
+  admitStream(peerId: string, protocol: string): number | null {
+    if (this.banned(peerId)) {
+      this.hangUp(peerId);
+      return null;
+    }
+    const waitMs = this.requests.reserve(`${protocol} ${peerId}`, Date.now(), this.requestTurnWaitMs);
+    if (waitMs !== null) return waitMs;
+    this.rateLimited.requests++;
+    this.log("peer-rate-limited", { from: peerId, reason: "requests", protocol });
+    this.charge(peerId, "flooding");
+    return null;
+  }
+
+  /** The connection gater: a banned peer is neither dialled nor let in. */
+  gater() {
+    const refuse = (peerId: PeerId, direction: string): boolean => {
+      if (!this.banned(peerId.toString())) return false;
+      this.log("peer-refused", { peer: peerId.toString(), reason: "banned", direction });
+      return true;
+    };
+    return {
+      denyDialPeer: (peerId: PeerId) => refuse(peerId, "outbound"),
+      denyInboundEncryptedConnection: (peerId: PeerId) => refuse(peerId, "inbound"),
+    };
+  }
+
+  status(): PeerPenaltyStatus {
+    const { penalized, banned } = this.penalties.view(Date.now(), maxPeersInStatus);
+    return { penalized, banned, bansTotal: this.penalties.bansTotal, rateLimited: { ...this.rateLimited } };
+  }
+}
+
 export async function createHost(options: HostOptions): Promise<Host> {
   const listen = options.listen.length > 0 ? [...options.listen] : ["/ip4/127.0.0.1/tcp/0"];
   const validators = options.recordValidators ?? {};
-  const libp2p = await startLibp2p(options, listen, validators);
+  const guard = new PeerGuard({ ...defaultHostLimits, ...options.limits }, options.log ?? (() => undefined));
+  const libp2p = await startLibp2p(options, listen, validators, guard);
+  guard.attach(libp2p.peerId.toString(), (peerId) => {
+    void libp2p.hangUp(peerIdFromString(peerId)).catch(() => undefined);
+  });
   // The service's public type omits the score, which the class has: scores are what the rogue-node tests read.
   const pubsub = libp2p.services.pubsub as ScoredGossipSub;
   const dht = libp2p.services.dht as KadDHT;
   let directHandler: DirectHandler = () => undefined;
-  await serveDirect(libp2p, () => directHandler, options);
+  await serveDirect(libp2p, () => directHandler, options, guard);
   const bootstrapTimer = await keepBootstrapped(libp2p, options.bootstrap);
 
   return {
     peerId: libp2p.peerId.toString(),
     multiaddrs: () => libp2p.getMultiaddrs().map((address) => address.toString()),
     peerCount: () => libp2p.getPeers().length,
-    ...gossipMethods(libp2p, pubsub),
+    ...gossipMethods(libp2p, pubsub, guard),
     send: (toPublicKeyHex, bytes) => sendDirect(libp2p, toPublicKeyHex, bytes),
     onDirect(handler) {
       directHandler = handler;
     },
-    handleRequests: (protocol, limits, handler) => serveRequests(libp2p, protocol, limits, handler, options),
+    handleRequests: (protocol, limits, handler) => serveRequests(libp2p, protocol, limits, handler, options, guard),
     request: (peerId, protocol, bytes, limits) => requestOnce(libp2p, peerId, protocol, bytes, limits),
     async hangUp(peerId) {
       await libp2p.hangUp(peerIdFromString(peerId)).catch(() => undefined);
     },
-    ...recordMethods(dht, validators),
+    penalize: (peerId, offence) => guard.charge(peerId, offence),
+    isBanned: (peerId) => guard.banned(peerId),
+    penalties: () => guard.status(),
+    ...recordMethods(dht, validators, options.recordSelectors ?? {}),
     async stop() {
       if (bootstrapTimer !== null) clearInterval(bootstrapTimer);
       await libp2p.stop();
@@ -229,6 +397,7 @@ async function startLibp2p(
   options: HostOptions,
   listen: string[],
   validators: Readonly<Record<string, RecordValidator>>,
+  guard: PeerGuard,
 ) {
   const usesMemory = listen.some((address) => address.startsWith("/memory/"));
   return createLibp2p({
@@ -238,21 +407,26 @@ async function startLibp2p(
     connectionEncrypters: [noise()],
     streamMuxers: [yamux({ streamOptions: { initialStreamWindowSize: yamuxStreamWindowBytes } })],
     connectionManager: { maxConnections, dialTimeout: dialTimeoutMs },
+    connectionGater: guard.gater(),
     connectionMonitor: { enabled: options.connectionMonitor ?? true },
     peerDiscovery: options.mdns === true ? [mdns()] : [],
     services: {
       identify: identify(),
       ping: ping(),
-      dht: dhtService(validators, options.recordSelectors ?? {}),
-      pubsub: gossipService(options),
+      dht: dhtService(validators, options.recordSelectors ?? {}, options.log),
+      pubsub: gossipService(options, guard),
     },
   });
 }
 
-/** The Kademlia DHT under cimesh's own protocol id; records under /cimesh/<kind>/ go to the validator and selector of their kind. */
+/**
+ * The Kademlia DHT under cimesh's own protocol id; records under /cimesh/<kind>/ go to the validator and selector of
+ * their kind. A refused record is logged (`dht-record-refused`, with the error's code as reason).
+ */
 function dhtService(
   validators: Readonly<Record<string, RecordValidator>>,
   selectors: Readonly<Record<string, RecordSelector>>,
+  log: LogWrite | undefined,
 ) {
   return kadDHT({
     protocol: dhtProtocol,
@@ -263,7 +437,17 @@ function dhtService(
         const [kind, id] = kindOf(key);
         const validate = validators[kind];
         if (validate === undefined) throw new HostError(`record kind ${kind}: this node accepts no such record`);
-        await validate(id, record);
+        try {
+          await validate(id, record);
+        } catch (error) {
+          log?.("dht-record-refused", {
+            kind,
+            id: id.slice(0, 64),
+            reason: (error as { code?: string }).code ?? "invalid",
+            why: String(error).slice(0, 300),
+          });
+          throw error;
+        }
       },
     },
     selectors: {
@@ -276,13 +460,13 @@ function dhtService(
   });
 }
 
-/** gossipsub with StrictNoSign and the envelope's sha-256 as message id (see the module comment). */
 /** gossipsub's message id: the sha-256 of the data (StrictNoSign; our envelopes are signed already). */
 export function gossipMessageId(message: { readonly data: Uint8Array }): Uint8Array {
   return new Uint8Array(createHash("sha256").update(message.data).digest());
 }
 
-function gossipService(options: HostOptions) {
+/** gossipsub with StrictNoSign, the envelope's sha-256 as message id, and the peer score of node/host/scoring.ts. */
+function gossipService(options: HostOptions, guard: PeerGuard) {
   return gossipsub({
     globalSignaturePolicy: StrictNoSign,
     msgIdFn: gossipMessageId,
@@ -293,19 +477,25 @@ function gossipService(options: HostOptions) {
     maxInboundDataLength: maxGossipMessageBytes + 4096,
     allowPublishToZeroTopicPeers: true,
     emitSelf: false,
-    scoreParams:
-      options.ipColocationWeight === undefined ? {} : { IPColocationFactorWeight: options.ipColocationWeight },
+    scoreParams: gossipScoreParams({
+      ipColocationWeight: options.ipColocationWeight,
+      appSpecificScore: (peerId) => guard.penalties.score(peerId, Date.now()),
+    }),
   });
 }
 
-/** Serves the direct protocol: each frame of an inbound stream goes to the direct handler of the moment. */
 /**
  * The direct protocol: one frame per stream, handed to the node, then acknowledged with an empty frame. The sender
  * counts a message delivered only when the acknowledgement comes back: a stream opened on a connection whose other
  * end has died (a peer killed and restarted on the same address) accepts writes and closes without error, so a
  * message written without an answer may be lost without a word.
  */
-async function serveDirect(libp2p: Libp2p, handlerOf: () => DirectHandler, options: HostOptions): Promise<void> {
+async function serveDirect(
+  libp2p: Libp2p,
+  handlerOf: () => DirectHandler,
+  options: HostOptions,
+  guard: PeerGuard,
+): Promise<void> {
   await serveRequests(
     libp2p,
     directProtocol,
@@ -315,6 +505,7 @@ async function serveDirect(libp2p: Libp2p, handlerOf: () => DirectHandler, optio
       return directAck;
     },
     options,
+    guard,
   );
 }
 
@@ -342,6 +533,7 @@ async function keepBootstrapped(
 function gossipMethods(
   libp2p: Libp2p,
   pubsub: ScoredGossipSub,
+  guard: PeerGuard,
 ): Pick<Host, "subscribe" | "publish" | "scoreOf" | "scores"> {
   const topicHandlers = new Map<string, GossipHandler>();
   return {
@@ -349,21 +541,12 @@ function gossipMethods(
       if (topicHandlers.has(topic)) throw new HostError(`topic ${topic}: already subscribed`);
       topicHandlers.set(topic, handler);
       // Without topic score parameters gossipsub ignores invalid deliveries on the topic: set them so forgers pay.
-      pubsub.score.params.topics[topic] = createTopicScoreParams({
-        topicWeight: 1,
-        timeInMeshWeight: 0.01,
-        timeInMeshQuantum: 1000,
-        timeInMeshCap: 3600,
-        firstMessageDeliveriesWeight: 1,
-        firstMessageDeliveriesDecay: 0.9,
-        firstMessageDeliveriesCap: 100,
-        meshMessageDeliveriesWeight: 0,
-        meshFailurePenaltyWeight: 0,
-        invalidMessageDeliveriesWeight: -100,
-        invalidMessageDeliveriesDecay: 0.9,
-      });
+      pubsub.score.params.topics[topic] = topicScoreParams();
       pubsub.topicValidators.set(topic, async (peer, message) => {
-        const verdict = await handler(message.data, peer.toString());
+        const from = peer.toString();
+        // A banned peer's message, or one over its rate, is dropped unread: the sender pays in penalty points.
+        if (!guard.admitGossip(from, topic)) return "ignore" as never;
+        const verdict = await handler(message.data, from);
         return verdict as never;
       });
       pubsub.subscribe(topic);
@@ -399,24 +582,36 @@ async function sendDirect(libp2p: Libp2p, toPublicKeyHex: string, bytes: Uint8Ar
   }
 }
 
-/** Serves a request/response protocol: one frame in, one frame out, per stream. */
+/**
+ * Serves a request/response protocol: one frame in, one frame out, per stream. Each stream takes its turn under the
+ * peer's rate limit for the protocol (waiting up to requestTurnWaitMs); a stream refused, or broken before its
+ * request was read, costs the sender.
+ */
 async function serveRequests(
   libp2p: Libp2p,
   protocol: string,
   limits: RequestProtocolOptions,
   handler: RequestHandler,
   options: HostOptions,
+  guard: PeerGuard,
 ): Promise<void> {
   await libp2p.handle(
     protocol,
     async (stream: Stream, connection: Connection) => {
       const from = connection.remotePeer.toString();
+      const turnMs = guard.admitStream(from, protocol);
+      if (turnMs === null) {
+        stream.abort(new HostError(`${protocol}: refused, over the rate limit of ${from}`));
+        return;
+      }
       const signal = AbortSignal.timeout(limits.timeoutMs);
       const onAbort = () =>
         stream.abort(new HostError(`${protocol}: expected the request to end within ${limits.timeoutMs} ms`));
       signal.addEventListener("abort", onAbort);
+      let request: Uint8Array | null = null;
       try {
-        const request = await firstFrame(stream, limits.maxRequestBytes);
+        if (turnMs > 0) await new Promise((resolve) => setTimeout(resolve, turnMs));
+        request = await firstFrame(stream, limits.maxRequestBytes);
         const response = await handler(request, from);
         if (response.length > limits.maxResponseBytes)
           throw new HostError(`${protocol}: a response of ${response.length} bytes is over ${limits.maxResponseBytes}`);
@@ -424,6 +619,8 @@ async function serveRequests(
         await stream.close({ signal });
       } catch (error) {
         options.onRefusedStream?.(from, `${protocol}: ${String(error)}`);
+        // Oversize, malformed or too slow before the request was whole: the sender's doing.
+        if (request === null) guard.charge(from, "broken-stream");
         stream.abort(error instanceof Error ? error : new Error(String(error)));
       } finally {
         signal.removeEventListener("abort", onAbort);
@@ -466,6 +663,7 @@ async function requestOnce(
 function recordMethods(
   dht: KadDHT,
   validators: Readonly<Record<string, RecordValidator>>,
+  selectors: Readonly<Record<string, RecordSelector>>,
 ): Pick<Host, "putRecord" | "getRecord" | "provide" | "findProviders"> {
   return {
     async putRecord(kind, id, value) {
@@ -477,17 +675,32 @@ function recordMethods(
         // draining the query is what runs it
       }
     },
+    /**
+     * The best record found, by the kind's selector, among the records peers answered with (each passed the kind's
+     * validator on arrival). kad-dht hands out its own choice only after sending it to every peer that answered with
+     * another, and fails the whole get when one of them does not take it: one peer holding an old record and
+     * refusing corrections would delay or deny every lookup. So answers are kept as they come, and the get stops
+     * once kad starts correcting.
+     */
     async getRecord(kind, id) {
       const signal = AbortSignal.timeout(dhtQueryTimeoutMs);
+      const found: Uint8Array[] = [];
       try {
         for await (const event of dht.get(recordKey(kind, id), { signal })) {
-          if (event.name === "VALUE") return event.value;
+          if (event.name === "VALUE") {
+            found.push(event.value);
+            break;
+          }
+          if (event.name === "SEND_QUERY" && event.messageName === "PUT_VALUE") break;
+          if (event.name === "PEER_RESPONSE" && event.record !== undefined) found.push(event.record.value);
         }
       } catch (error) {
-        if ((error as Error).name === "NotFoundError" || signal.aborted) return null;
-        throw error;
+        const name = (error as Error).name;
+        if (name !== "NotFoundError" && name !== "QueryError" && !signal.aborted) throw error;
       }
-      return null;
+      if (found.length === 0) return null;
+      const select = selectors[kind];
+      return found[select === undefined ? 0 : select(id, found)] ?? null;
     },
     async provide(name) {
       const signal = AbortSignal.timeout(dhtQueryTimeoutMs);

@@ -12,11 +12,34 @@ export {
 } from "./fetch.ts";
 export {
   createHost,
+  defaultHostLimits,
   directProtocol,
   type GossipVerdict,
   gossipMessageId,
+  gossipRateLimit,
   type Host,
+  type HostLimits,
   maxFrameBytes,
+  type PeerPenaltyStatus,
   peerIdOfPublicKeyHex,
   publicKeyHexOf,
+  requestRateLimit,
+  requestTurnWaitMs,
 } from "./host.ts";
+export { EventLog, type EventLogLimits, type LogWrite, type RateLimit, RateLimiter } from "./limits.ts";
+export {
+  banMs,
+  banPoints,
+  type Offence,
+  offenceCosts,
+  PeerPenalties,
+  type PenaltyLimits,
+  penaltyHalfLifeMs,
+} from "./penalties.ts";
+export {
+  gossipScoreParams,
+  ipColocationThreshold,
+  ipColocationWeight,
+  retainScoreMs,
+  topicScoreParams,
+} from "./scoring.ts";

@@ -4,6 +4,14 @@
  * store and the sandboxed executor, hands every inbound message to the
  * driver (whose admission answers gossipsub's validator), and serves the
  * control API. It decides nothing about the protocol (DESIGN.md, Rule 2).
+ *
+ * What a peer can make the node write at will (refusals, rate limits, bans,
+ * refused DHT records, failed sends) goes through one EventLog: the first
+ * lines per peer and reason, then one `log-suppressed` line per window with
+ * the count. Each refusal admission makes is also charged to the peer that
+ * sent it (host.penalize): a forgery costs more than a stale message, and
+ * what says more about this node than the sender (not pinned here, no
+ * keyset yet, no machine for it) costs nothing.
  */
 import { mkdir, statfs } from "node:fs/promises";
 import { arch, cpus, loadavg, platform, totalmem } from "node:os";
@@ -14,26 +22,43 @@ import { trustFromAnchor } from "../../crypto/index.ts";
 import { createWorker, hexOf, type MasterConfig, NodeDriver, type WorkerState } from "../../jobs/index.ts";
 import type { NodeApi } from "../control/index.ts";
 import { loadConfig, loadIdentity, loadProjectKeyset, type NodeConfig } from "../files/index.ts";
-import { createHost, type Host, PeerBans, publicKeyHexOf, serveBlobs } from "../host/index.ts";
+import {
+  createHost,
+  EventLog,
+  type Host,
+  type LogWrite,
+  type Offence,
+  PeerBans,
+  publicKeyHexOf,
+  serveBlobs,
+} from "../host/index.ts";
 import { createExecutor, type Executor } from "../sandbox/index.ts";
 import { type BlobStore, type NodeStore, openBlobStore, openNodeStore } from "../store/index.ts";
 import { nodeApi } from "./api.ts";
 import { NodeStartError } from "./errors.ts";
 import { heldBytes, runCarrier, treeFetcher } from "./inputs.ts";
 import { createNodePorts, type NodeLog, type NodePorts } from "./ports.ts";
-import {
-  keysetKeeper,
-  publishSpecs,
-  selectKeysetRecord,
-  specChecker,
-  validateKeysetRecord,
-  validateSpecRecord,
-} from "./records.ts";
+import { keysetKeeper, keysetRecordRules, publishSpecs, specChecker, validateSpecRecord } from "./records.ts";
 
 /** How often a worker hands its machine the local time and load average, the facts its availability rules read. */
 export const factsIntervalMs = 30_000;
 /** A corrupted outputs digest, for the fault-injection option: a worker that lies. */
 export const corruptOutputsDigest = "bafkreicorruptedoutputsbyfaultinjectionaaaaaaaaaaaaaaaaaaaa";
+/**
+ * How long stop() waits for the driver to finish what it is doing before it closes the host and the store anyway.
+ * Inbound work still queued is dropped (the protocol sends all of it again); what a step decided is persisted before
+ * any of its effects, so nothing decided is lost.
+ */
+export const stopDrainMs = 5_000;
+/**
+ * Test knob: with CIMESH_TEST_MESH=1 every peer is on 127.0.0.1, so the IP-colocation weight is 0; this variable set
+ * to 1 keeps gossipsub's weight, for tests of colocation itself.
+ */
+export const keepColocationEnv = "CIMESH_TEST_REAL_COLOCATION";
+/** Admission reasons of an Ignore that are the sender's doing (it sent something out of date or again); they cost it. */
+export const senderFaultIgnores: ReadonlySet<string> = new Set(["stale", "replay"]);
+/** Events of the driver's ports a peer can multiply (one per message it sends): written through the EventLog. */
+const floodableEvents: ReadonlySet<string> = new Set(["step-failed", "send-failed", "publish-failed"]);
 
 export interface StartOptions {
   readonly dataDir: string;
@@ -146,31 +171,73 @@ function masterConfigs(options: StartOptions, config: NodeConfig): (Partial<Mast
   return config.masters.map((project) => ({ project, leaseMs, bidWindowMs, reannounceIntervalMs }));
 }
 
-async function startHost(options: StartOptions, config: NodeConfig, identity: Identity, log: NodeLog): Promise<Host> {
+async function startHost(
+  options: StartOptions,
+  config: NodeConfig,
+  identity: Identity,
+  trustOf: () => ReadonlyMap<string, ProjectTrust>,
+  events: EventLog,
+): Promise<Host> {
+  const testMesh = process.env.CIMESH_TEST_MESH === "1";
+  const keysets = keysetRecordRules(trustOf);
+  const note: LogWrite = (event, fields) => events.note(event, fields);
   return createHost({
     identity,
     listen: options.listen.length > 0 ? [...options.listen] : config.listen,
     bootstrap: [...options.bootstrap, ...config.bootstrap],
-    ipColocationWeight: process.env.CIMESH_TEST_MESH === "1" ? 0 : undefined,
-    mdns: config.mdns && process.env.CIMESH_TEST_MESH !== "1",
-    recordValidators: { keyset: validateKeysetRecord, spec: validateSpecRecord },
-    onRefusedStream: (from, why) => log("direct-refused", { from, why }),
-    recordSelectors: { keyset: selectKeysetRecord },
+    ipColocationWeight: testMesh && process.env[keepColocationEnv] !== "1" ? 0 : undefined,
+    mdns: config.mdns && !testMesh,
+    recordValidators: { keyset: keysets.validate, spec: validateSpecRecord },
+    recordSelectors: { keyset: keysets.select },
+    onRefusedStream: (from, why) => note("direct-refused", { from, reason: "stream", why }),
+    log: note,
   });
 }
 
-/** Every inbound message goes to the driver; gossipsub acts on its admission's verdict. Refusals are logged with the sender. */
-function wireInbound(host: Host, driver: NodeDriver<Uint8Array>, topics: Iterable<string>, log: NodeLog): void {
+/** What an admission's verdict costs the peer that sent the message, or null when nothing. */
+export function offenceOf(admission: { readonly verdict: string; readonly reason: string }): Offence | null {
+  if (admission.verdict === "reject") return "forged";
+  if (admission.verdict === "ignore" && senderFaultIgnores.has(admission.reason)) return "useless";
+  return null;
+}
+
+/**
+ * Every inbound message goes to the driver; gossipsub acts on its admission's verdict. A refusal is charged to the
+ * peer that sent it and logged through the EventLog. Once the node stops, nothing more goes to the driver: direct
+ * messages are refused unacknowledged (their senders try again later), gossip is ignored.
+ */
+function wireInbound(
+  host: Host,
+  driver: NodeDriver<Uint8Array>,
+  topics: Iterable<string>,
+  events: EventLog,
+  stopping: () => boolean,
+): void {
   host.onDirect((bytes, fromPeerId) => {
-    const admission = driver.receive({ kind: "direct", peer: publicKeyHexOf(fromPeerId) }, bytes);
-    if (admission.verdict !== "accept")
-      log("direct-refused", { from: fromPeerId, reason: admission.reason, error: admission.detail });
+    if (stopping()) throw new NodeStartError("the node is stopping");
+    let peer: string;
+    try {
+      peer = publicKeyHexOf(fromPeerId);
+    } catch (error) {
+      host.penalize(fromPeerId, "forged");
+      events.note("direct-refused", { from: fromPeerId, reason: "peer-key", error: String(error) });
+      return;
+    }
+    const admission = driver.receive({ kind: "direct", peer }, bytes);
+    if (admission.verdict === "accept") return;
+    const offence = offenceOf(admission);
+    if (offence !== null) host.penalize(fromPeerId, offence);
+    events.note("direct-refused", { from: fromPeerId, reason: admission.reason, error: admission.detail });
   });
   for (const topic of topics)
     host.subscribe(topic, (bytes, fromPeerId) => {
+      if (stopping()) return "ignore";
       const admission = driver.receive({ kind: "topic", topic }, bytes);
-      if (admission.verdict !== "accept" && admission.detail !== "")
-        log(`gossip-${admission.verdict}`, {
+      if (admission.verdict === "accept") return "accept";
+      const offence = offenceOf(admission);
+      if (offence !== null) host.penalize(fromPeerId, offence);
+      if (admission.detail !== "")
+        events.note(`gossip-${admission.verdict}`, {
           project: topic.slice(0, 12),
           from: fromPeerId,
           reason: admission.reason,
@@ -178,6 +245,25 @@ function wireInbound(host: Host, driver: NodeDriver<Uint8Array>, topics: Iterabl
         });
       return admission.verdict;
     });
+}
+
+/** Resolves true when `promise` settles within `limitMs`, false when the time runs out first. */
+async function settledWithin(promise: Promise<unknown>, limitMs: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<false>((resolve) => {
+    timer = setTimeout(() => resolve(false), limitMs);
+  });
+  try {
+    return await Promise.race([
+      promise.then(
+        () => true,
+        () => true,
+      ),
+      timeout,
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 /** The facts a worker's availability rules read: local time and load, every factsIntervalMs. */
@@ -204,6 +290,10 @@ export async function startNode(options: StartOptions): Promise<RunningNode> {
   const self = hexOf(identity.publicKey);
   const log: NodeLog = (event, fields = {}) =>
     process.stderr.write(`${JSON.stringify({ t: Date.now(), node: self.slice(0, 8), event, ...fields })}\n`);
+  const events = new EventLog((event, fields) => log(event, fields));
+  events.start();
+  const portLog: NodeLog = (event, fields = {}) =>
+    floodableEvents.has(event) ? events.note(event, fields) : log(event, fields);
   const { trust, shares, ownKeysets } = await loadTrust(options, config);
   const store: NodeStore = await openNodeStore(join(options.dataDir, "store"));
   // Job inputs and outputs by content; a worker's is a cache with a quota, a master's keeps what it was given.
@@ -211,11 +301,11 @@ export async function startNode(options: StartOptions): Promise<RunningNode> {
     quotaBytes: options.worker && !options.master ? config.worker.cacheQuota : null,
   });
   const workerParts = options.worker ? await prepareWorker(options, config, self, shares, blobs, log) : null;
-  const host = await startHost(options, config, identity, log);
+  let driver: NodeDriver<Uint8Array> | null = null;
+  const host = await startHost(options, config, identity, () => driver?.trust() ?? trust, events);
   await serveBlobs(host, blobs);
   const fetchFrom = treeFetcher(host, blobs, new PeerBans(), log);
 
-  let driver: NodeDriver<Uint8Array> | null = null;
   const driverOf = () => driver as NodeDriver<Uint8Array>;
   const runs =
     workerParts === null
@@ -236,7 +326,7 @@ export async function startNode(options: StartOptions): Promise<RunningNode> {
     identity,
     host,
     store,
-    log,
+    log: portLog,
     driver: driverOf,
     runs,
     inputsHeld: (root) => heldBytes(blobs, root),
@@ -251,7 +341,8 @@ export async function startNode(options: StartOptions): Promise<RunningNode> {
     stored: await store.load(),
   });
   for (const [project, bytes] of ownKeysets) driver.receiveKeysetRecord(project, bytes);
-  wireInbound(host, driver, trust.keys(), log);
+  let stopping = false;
+  wireInbound(host, driver, trust.keys(), events, () => stopping);
   driver.start();
 
   const keysets = keysetKeeper({ host, driver: driverOf, ownKeysets, log });
@@ -285,13 +376,16 @@ export async function startNode(options: StartOptions): Promise<RunningNode> {
     peerId: host.peerId,
     addresses: () => host.multiaddrs(),
     async stop() {
+      stopping = true;
       clearInterval(keysetTimer);
       if (factsTimer !== null) clearInterval(factsTimer);
       ports.close();
       const worker = running.workerState();
       for (const runId of Object.keys(worker?.running ?? {})) workerParts?.executor.kill(runId, "the node is stopping");
-      await running.stop();
+      if (!(await settledWithin(running.stop(), stopDrainMs)))
+        log("stop-drain-abandoned", { waitedMs: stopDrainMs, why: "the driver's queue did not drain in time" });
       await host.stop();
+      events.close();
       await store.close();
     },
   };

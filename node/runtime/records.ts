@@ -1,9 +1,19 @@
 /**
  * What a node keeps in and takes from the DHT: keysets (records under the
- * project id, the newest wins), capability specs (records under their uuid),
- * and the self-checks that turn a spec into a claim a worker may advertise.
- * What is accepted is decided in crypto/ and jobs/ (acceptKeyset through the
- * driver's admission, checkSpec, checkAnnouncer); this file fetches and runs.
+ * project id, the newest valid one wins), capability specs (records under
+ * their uuid), and the self-checks that turn a spec into a claim a worker may
+ * advertise. What is accepted is decided in crypto/ and jobs/ (acceptKeyset,
+ * through the driver's admission and here, checkSpec, checkAnnouncer); this
+ * file fetches and runs.
+ *
+ * A keyset record is stored, passed on and chosen only if this node could
+ * believe it (keysetRecordRules): for a project it pins, it must follow from
+ * the node's trust by crypto/'s acceptKeyset (the chain from the pinned
+ * roots: signed by the current root threshold, newer, unexpired, not
+ * future-dated) or be the keyset the node trusts now; for any other project,
+ * it must be unexpired, not future-dated and signed by the threshold of its
+ * own roots. The selector chooses among those only, so kad never spreads a
+ * record a node would refuse.
  */
 import {
   type CapabilitySpec,
@@ -12,7 +22,17 @@ import {
   explainUnmet,
   type WorkerAdvert,
 } from "../../capabilities/index.ts";
-import { checkAnnouncer, keysetDomain, openEnvelope, openMultiEnvelope } from "../../crypto/index.ts";
+import {
+  acceptKeyset,
+  checkAnnouncer,
+  type KeysetBody,
+  KeysetRollbackError,
+  keysetDomain,
+  openEnvelope,
+  openMultiEnvelope,
+  type ProjectTrust,
+  trustFromAnchor,
+} from "../../crypto/index.ts";
 import type { NodeDriver } from "../../jobs/index.ts";
 import { loadPublishedSpecs, parseJobFile } from "../files/index.ts";
 import type { Host } from "../host/index.ts";
@@ -27,36 +47,80 @@ export const specMissRetryMs = 30_000;
 /** How often a node with every keyset it needs looks in the DHT for a newer one (one it lacks: every timing.keysetRepublishMs). */
 export const keysetRefreshMs = 5 * 60_000;
 
-/** A DHT keyset record must be a keyset of the project it is stored under, signed as it claims (the chain is checked on use). */
-export function validateKeysetRecord(project: string, value: Uint8Array): void {
+/**
+ * The validator and selector of keyset records, against the node's trust of the moment (the driver's, once made).
+ * validate throws the crypto/ error that says why a record is refused.
+ */
+export function keysetRecordRules(trustOf: () => ReadonlyMap<string, ProjectTrust>, nowMs: () => number = Date.now) {
+  const validate = (project: string, value: Uint8Array): KeysetBody => {
+    const trust = trustOf().get(project);
+    if (trust !== undefined) return validatePinned(trust, value, nowMs());
+    return validateUnpinned(project, value, nowMs());
+  };
+  return {
+    validate(project: string, value: Uint8Array): void {
+      validate(project, value);
+    },
+    /** Of several keyset records, the newest valid one: highest (rootVersion, version); 0 when none is valid. */
+    select(project: string, values: readonly Uint8Array[]): number {
+      let best = 0;
+      let bestOrder: readonly [number, number] = [-1, -1];
+      values.forEach((value, index) => {
+        let body: KeysetBody;
+        try {
+          body = validate(project, value);
+        } catch {
+          return; // a record the validator refuses is never the best
+        }
+        const newer =
+          body.rootVersion > bestOrder[0] || (body.rootVersion === bestOrder[0] && body.version > bestOrder[1]);
+        if (newer) {
+          best = index;
+          bestOrder = [body.rootVersion, body.version];
+        }
+      });
+      return best;
+    },
+  };
+}
+
+/**
+ * A pinned project's keyset record: one this node would accept now (acceptKeyset: the chain from its trust), or one
+ * of the same version as the keyset it trusts, signed by the same root threshold and unexpired.
+ */
+function validatePinned(trust: ProjectTrust, value: Uint8Array, nowMs: number): KeysetBody {
+  try {
+    const accepted = acceptKeyset(trust, value, nowMs);
+    return accepted.keyset as KeysetBody;
+  } catch (error) {
+    const current = trust.keyset;
+    if (!(error instanceof KeysetRollbackError) || current === null) throw error;
+    const { body } = openMultiEnvelope(keysetDomain, value);
+    if (body.rootVersion !== current.rootVersion || body.version !== current.version) throw error;
+    // The version this node trusts, checked as the first keyset of a project anchored at its roots would be.
+    acceptKeyset(
+      trustFromAnchor({ project: trust.anchor.project, roots: current.roots, threshold: current.threshold }),
+      value,
+      nowMs,
+    );
+    return body;
+  }
+}
+
+/** A keyset record of a project this node does not pin: unexpired, not future-dated, signed by its own root threshold. */
+function validateUnpinned(project: string, value: Uint8Array, nowMs: number): KeysetBody {
   const { body } = openMultiEnvelope(keysetDomain, value);
   if (body.project !== project)
     throw new NodeStartError(`keyset record: expected project ${project}, got ${body.project}`);
+  // Anchored at its own roots, acceptKeyset checks the time and the threshold of those roots, and nothing more.
+  acceptKeyset(trustFromAnchor({ project, roots: body.roots, threshold: body.threshold }), value, nowMs);
+  return body;
 }
 
 /** A DHT spec record must be a valid, unexpired capability spec under its own uuid (whose spec it is, the worker checks on use). */
 export function validateSpecRecord(uuid: string, value: Uint8Array): void {
   const { body } = openEnvelope(capabilitySpecDomain, value, Date.now());
   if (body.uuid !== uuid) throw new NodeStartError(`spec record: expected uuid ${uuid}, got ${body.uuid}`);
-}
-
-/** Of several keyset records, the newest: highest (rootVersion, version). */
-export function selectKeysetRecord(_project: string, values: readonly Uint8Array[]): number {
-  let best = 0;
-  let bestOrder = [-1, -1];
-  values.forEach((value, index) => {
-    try {
-      const { body } = openMultiEnvelope(keysetDomain, value);
-      const order = [body.rootVersion, body.version] as const;
-      if (order[0] > (bestOrder[0] as number) || (order[0] === bestOrder[0] && order[1] > (bestOrder[1] as number))) {
-        best = index;
-        bestOrder = [...order];
-      }
-    } catch {
-      // an invalid record is never the best
-    }
-  });
-  return best;
 }
 
 /**
@@ -90,7 +154,8 @@ export function keysetKeeper(options: {
         if (bytes === null) continue;
         const admission = driver().receiveKeysetRecord(project, bytes);
         if (admission.keyset !== null) log("keyset-accepted", { project: project.slice(0, 12) });
-        else if (admission.verdict === "reject") log("keyset-refused", { project, why: admission.detail });
+        else if (admission.detail !== "")
+          log("keyset-refused", { project, reason: admission.reason, why: admission.detail });
       }
       if ([...driver().trust().values()].every((entry) => entry.keyset !== null)) lastFetchMs = Date.now();
     },
