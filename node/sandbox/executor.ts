@@ -12,7 +12,6 @@
  * driver and limits, no namespaces) and every such run is reported through
  * onWarning.
  */
-import { spawn } from "node:child_process";
 import { createHash, type Hash } from "node:crypto";
 import { lchown, readdir } from "node:fs/promises";
 import { join, resolve } from "node:path";
@@ -27,6 +26,7 @@ import {
   type Outcome,
 } from "../../jobs/index.ts";
 import { type BlobStore, packOutputs } from "../store/index.ts";
+import { diskMeter, runDiskLimitBytes, watchDisk } from "./disk.ts";
 import { OutputRefusedError, outputsDigest, rawSha256Cid } from "./outputs.ts";
 import {
   defaultBwrapPath,
@@ -44,7 +44,9 @@ import {
   sandboxPlan,
   sandboxUid,
   sandboxWorkPath,
+  startPlan,
   unsandboxedPlan,
+  writeSeccompFilter,
 } from "./sandbox.ts";
 
 /** Log bytes kept per stream and run: past it, output is drained and dropped (the summary says how much). Matches what a master stores. */
@@ -89,8 +91,10 @@ export class DuplicateRunError extends CimeshError {
 export interface ExecutorOptions {
   /**
    * Folder under which every run gets its own folder (created if missing,
-   * mode 0700); required. Each run's folder is removed when the run ends.
-   * Only that run's folder is visible to its job.
+   * mode 0700, or 0711 when the node runs as root); required. Each run's
+   * folder is removed when the run ends. Only that run's folder is visible to
+   * its job, but its host path is (in /proc/self/mountinfo): use a neutral
+   * one (neutralWorkRoot), never a folder under the node's data folder.
    */
   readonly workRoot: string;
   /**
@@ -156,6 +160,8 @@ async function handOver(folder: string): Promise<void> {
 
 interface RunHandle {
   killReason: string | null;
+  /** Bytes of disk measured when the run was stopped for using more than its limit. */
+  diskOverBytes: number | null;
   stop: (() => void) | null;
 }
 
@@ -258,21 +264,23 @@ interface Ended {
   readonly stepExits: ReadonlyMap<number, number>;
 }
 
-/** Spawns a plan, streams its output, enforces the timeout and answers kill; resolves once it is over. */
-function supervise(plan: SpawnPlan, timeoutMs: number, handle: RunHandle, log: RunLog): Promise<Ended> {
+/**
+ * Spawns a plan, streams its output, enforces the timeout and answers kill;
+ * resolves once it is over. `started` is told the pid of the first process.
+ */
+function supervise(
+  plan: SpawnPlan,
+  timeoutMs: number,
+  handle: RunHandle,
+  log: RunLog,
+  started: (pid: number) => void,
+): Promise<Ended> {
   return new Promise((settle) => {
     let timedOut = false;
     let spawnError: Error | null = null;
     let status = "";
-    const child = spawn(plan.file, [...plan.args], {
-      cwd: plan.cwd,
-      env: { ...plan.env },
-      stdio: ["ignore", "pipe", "pipe", "pipe"],
-      // Its own process group, so one kill reaches every process of it that did not leave the group.
-      detached: true,
-      ...(plan.uid === null ? {} : { uid: plan.uid }),
-      ...(plan.gid === null ? {} : { gid: plan.gid }),
-    });
+    const child = startPlan(plan);
+    if (child.pid !== undefined) started(child.pid);
     const stop = () => {
       if (child.pid !== undefined) killGroup(child.pid);
     };
@@ -374,7 +382,12 @@ export function createExecutor(options: ExecutorOptions): Executor {
       return report("killed", { summary: `killed before it started: ${handle.killReason}` });
 
     const network = job.network && settings.allowNetwork;
-    const limits = { processes: job.resources.processes, memoryBytes: job.resources.memoryBytes };
+    const diskLimitBytes = runDiskLimitBytes(job.resources.diskBytes);
+    const limits = {
+      processes: job.resources.processes,
+      memoryBytes: job.resources.memoryBytes,
+      fileBytes: diskLimitBytes,
+    };
     const steps = job.steps.map((step) => step.run);
     const folders = await makeRunFolders(settings.workRoot);
     try {
@@ -390,8 +403,12 @@ export function createExecutor(options: ExecutorOptions): Executor {
       if (sandbox.ok) {
         const bwrap = await locateExecutable(settings.bwrapPath);
         if (bwrap === null) throw new SandboxUnavailableError(`bubblewrap (${settings.bwrapPath}) is gone`);
+        if (sandbox.seccomp === null || sandbox.seccomp === undefined) {
+          throw new SandboxUnavailableError("the probe compiled no seccomp filter");
+        }
+        const seccompFile = await writeSeccompFilter(folders, sandbox.seccomp);
         const env = sandboxEnv({ home: sandboxWorkPath, tmp: "/tmp" }, job.env, request.env);
-        plan = await sandboxPlan({ bwrap, folders, network, limits, env, steps });
+        plan = await sandboxPlan({ bwrap, folders, seccompFile, network, limits, env, steps });
       } else {
         settings.warn(
           `run ${request.runId} (job ${request.jobId} of project ${request.project}) runs WITHOUT a sandbox ` +
@@ -403,7 +420,24 @@ export function createExecutor(options: ExecutorOptions): Executor {
       }
 
       const log = new RunLog(settings, hooks.onLog);
-      const ended = await supervise(plan, job.timeoutMs, handle, log);
+      const jobFolders = [folders.work, folders.tmp];
+      // Open files without a name are looked for through the sandbox's own /proc; a bare run has none of its own.
+      let childPid: number | null = null;
+      const meter = diskMeter(jobFolders, diskLimitBytes, () => (sandbox.ok ? childPid : null));
+      const watch = watchDisk(meter, diskLimitBytes, (usedBytes) => {
+        handle.diskOverBytes = usedBytes;
+        handle.stop?.();
+      });
+      let ended: Ended;
+      try {
+        ended = await supervise(plan, job.timeoutMs, handle, log, (pid) => {
+          childPid = pid;
+        });
+      } finally {
+        await watch.stop();
+      }
+      // What the job left behind counts too, once it has ended (a quick job may pass the limit between two checks).
+      const usedBytes = handle.diskOverBytes ?? (await diskMeter(jobFolders, diskLimitBytes, () => null).measure());
       const notes = log.notes();
       if (job.network && !network) notes.push("ran without network: this worker does not allow it");
       const logDigest = log.digest();
@@ -415,6 +449,17 @@ export function createExecutor(options: ExecutorOptions): Executor {
         return report("killed", {
           logDigest,
           summary: withNotes(`killed in ${stepName(failedStep)}: ${handle.killReason}`),
+        });
+      }
+      if (usedBytes > diskLimitBytes) {
+        const stopped = handle.diskOverBytes !== null ? "stopped in" : "ended";
+        return report("failed", {
+          logDigest,
+          summary: withNotes(
+            `${stopped} ${stepName(failedStep)} using more disk than allowed: at least ${usedBytes} bytes in /work ` +
+              `and /tmp, over its limit of ${diskLimitBytes} bytes (resources.diskBytes ${job.resources.diskBytes}` +
+              `${diskLimitBytes > job.resources.diskBytes ? ", raised to the minimum every run gets" : ""})`,
+          ),
         });
       }
       if (ended.timedOut) {
@@ -471,7 +516,7 @@ export function createExecutor(options: ExecutorOptions): Executor {
     probe,
     async run(request, hooks) {
       if (runs.has(request.runId)) throw new DuplicateRunError(request.runId);
-      const handle: RunHandle = { killReason: null, stop: null };
+      const handle: RunHandle = { killReason: null, diskOverBytes: null, stop: null };
       runs.set(request.runId, handle);
       try {
         return await execute(request, hooks, handle);

@@ -1,8 +1,10 @@
 /**
  * node/sandbox: running a job on this machine. The bubblewrap sandbox
- * (sandbox.ts), the executor that runs a job's steps in it (executor.ts),
- * and the rules and digest of a run's declared outputs (outputs.ts).
+ * (sandbox.ts) and its seccomp filter (seccomp.ts), the executor that runs a
+ * job's steps in it (executor.ts), the disk a run may use (disk.ts), and the
+ * rules and digest of a run's declared outputs (outputs.ts).
  */
+export { minRunDiskBytes, runDiskLimitBytes } from "./disk.ts";
 export {
   createExecutor,
   DuplicateRunError,
@@ -13,4 +15,11 @@ export {
   SandboxUnavailableError,
 } from "./executor.ts";
 export { maxOutputDepth, maxOutputFilesPerRun, OutputRefusedError, resolveInside } from "./outputs.ts";
-export { probeSandbox } from "./sandbox.ts";
+export { neutralWorkRoot, probeSandbox, type SandboxProbe } from "./sandbox.ts";
+export {
+  type CompiledFilter,
+  compileSeccompFilter,
+  SeccompUnavailableError,
+  seccompInstallHint,
+  seccompRules,
+} from "./seccomp.ts";

@@ -8,38 +8,46 @@
  *
  * - Files: a fresh root with /usr (and /bin, /lib... as the host has them:
  *   symlinks or read-only binds) read-only, a few /etc files read-only
- *   (generated passwd, group and hosts; the host's linker cache, alternatives
- *   and certificates; resolv.conf only with network), new /proc and /dev, a
- *   size-bounded tmpfs /dev/shm, and two host folders of this run only: the
- *   work folder as /work (the cwd and HOME) and a private /tmp. The root and
- *   /dev are remounted read-only last, because bubblewrap's own tmpfs for them
- *   is writable by the job and unbounded in size otherwise. Nothing else of
- *   the host is visible: not the node's data folder, keys, /root or /home.
- * - Namespaces: pid, ipc, uts, cgroup and (unless the job may use it) net.
- *   Without net the job has only its own loopback.
- * - An unprivileged uid 65534 whose processes the limits bind:
- *   RLIMIT_NPROC does not bind a task whose real uid is host root (the kernel
- *   exempts INIT_USER), and bubblewrap's `--uid 65534` run by root maps the job
- *   to host uid 0. So:
- *   - run by root: bubblewrap runs privileged (no user namespace, paths
- *     resolved as root, so any workRoot works), keeps only CAP_SETUID and
- *     CAP_SETGID, and the job's chain drops to the real uid/gid 65534 with
- *     setpriv (no groups, no capabilities, no_new_privs), then enters a user
- *     namespace of its own with `unshare --user` mapping 65534 to itself: since
- *     Linux 5.14 RLIMIT_NPROC counts per (user namespace, uid), so the count is
- *     this job's processes only, not every uid-65534 process on the host or the
- *     other jobs running beside it. (Spawning bubblewrap itself as uid 65534
- *     was measured too: it works, but bubblewrap resolves every bind source,
- *     --bind-fd included, by path as that uid, so a workRoot under a private
- *     folder such as /root/.cimesh cannot be mounted.)
- *   - run by anyone else: bubblewrap runs unprivileged with `--unshare-all
- *     --uid 65534`, a user namespace whose uid 65534 is the volunteer's own
- *     uid outside; the limit again counts the sandbox's processes only.
+ *   (the host's linker cache, alternatives and certificates; resolv.conf only
+ *   with network; passwd, group and hosts generated and copied in from file
+ *   descriptors, so no mount names the run's host folder for them), new /proc
+ *   and /dev, a size-bounded tmpfs /dev/shm, and two host folders of this run
+ *   only: the work folder as /work (the cwd and HOME) and a private /tmp. The
+ *   root and /dev are remounted read-only last, because bubblewrap's own tmpfs
+ *   for them is writable by the job and unbounded in size otherwise. Nothing
+ *   else of the host is visible: not the node's data folder, keys, /root or /home.
+ * - What the job can learn of the host: /proc/self/mountinfo names the host
+ *   path of each bind (a bind's root within its filesystem is always shown),
+ *   so run folders live under a neutral workRoot (neutralWorkRoot: a folder
+ *   under /var/tmp whose name is a hash) and never under the node's data
+ *   folder. Bubblewrap runs with `--as-pid-1`: the job's own shell is pid 1,
+ *   so /proc/1/cmdline is the job's command, not bubblewrap's command line.
+ * - Namespaces: user, pid, ipc, uts, cgroup, mount and (unless the job may use
+ *   it) net, all through bubblewrap's `--unshare-all`. Without net the job has
+ *   only its own loopback.
+ * - A seccomp filter (seccomp.ts), handed to bubblewrap as a compiled BPF
+ *   program with `--seccomp FD`: no nested user namespace or other namespace,
+ *   no mount, no keyring, no ptrace, no kernel modules, bpf, perf or
+ *   io_uring, and the rest of the calls container runtimes' default profile
+ *   refuses. A machine where the filter cannot be compiled (no python3-seccomp)
+ *   has no sandbox: the probe says so, and jobs are refused as without bubblewrap.
+ * - An unprivileged uid 65534 whose processes the limits bind: bubblewrap
+ *   always runs unprivileged, in a user namespace of its own whose uid 65534
+ *   is, outside, the node's own uid or, when the node runs as root, 65534
+ *   (the node starts bubblewrap as uid and gid 65534, no supplementary
+ *   groups). Since Linux 5.14 RLIMIT_NPROC counts per (user namespace, uid),
+ *   so the count is this job's processes only, not every uid-65534 process on
+ *   the host or the other jobs running beside it; and host uid 0, which
+ *   RLIMIT_NPROC exempts, never runs the job. Bubblewrap resolves every bind
+ *   source by path as that uid, so a root node keeps workRoot and each run
+ *   folder searchable by others (mode 0711; names are random and not listable).
+ *   (A privileged bubblewrap dropping to 65534 through setpriv and `unshare
+ *   --user` cannot be used with the filter: the filter, loaded by bubblewrap
+ *   before that chain, refuses its unshare.)
  * - Limits, set with prlimit (util-linux) as the last step before the job's
  *   shell, after every namespace is made, so the parent levels of the count
  *   keep the node's own limits:
- *   - processes: RLIMIT_NPROC = resources.processes (threads count too; in the
- *     unprivileged case bubblewrap's own init process counts as one);
+ *   - processes: RLIMIT_NPROC = resources.processes (threads count too);
  *   - memory: RLIMIT_DATA = resources.memoryBytes, per process. RLIMIT_DATA
  *     rather than RLIMIT_AS because runtimes reserve address space they never
  *     use (Node 20 does not start under RLIMIT_AS 512 MiB; it runs under
@@ -47,17 +55,23 @@
  *     bound the whole job rather than each process, but here the cgroups are
  *     v1 and writable only by root, so it is not used: a job may hold up to
  *     processes x memoryBytes, plus /dev/shm (at most maxSandboxShmBytes);
+ *   - disk: RLIMIT_FSIZE = the run's disk limit (disk.ts), so no single file
+ *     passes it; the executor measures the whole and kills a run past it;
  *   - core dumps off (RLIMIT_CORE 0), so a crash leaves no core in /work;
  *   - time: the executor kills bubblewrap's process group at the job's
- *     timeout; `--die-with-parent` makes the sandbox's init die with it, and
- *     the kernel kills every process of a pid namespace whose init dies, so no
- *     process of the job survives (a job cannot escape it with setsid).
- *   - disk and cpus are not enforced yet: /work and /tmp are host folders.
+ *     timeout; `--die-with-parent` makes the sandbox's first process die with
+ *     it, and the kernel kills every process of a pid namespace whose first
+ *     process dies, so no process of the job survives (a job cannot escape it
+ *     with setsid).
+ *   - cpus are not enforced.
  */
-import { spawn } from "node:child_process";
-import { constants } from "node:fs";
+import { type ChildProcess, spawn } from "node:child_process";
+import { createHash } from "node:crypto";
+import { accessSync, closeSync, constants as fsConstants, openSync } from "node:fs";
 import { access, chmod, chown, lstat, mkdir, mkdtemp, readdir, readlink, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
 import { delimiter, isAbsolute, join } from "node:path";
+import { type CompiledFilter, compileSeccompFilter, SeccompUnavailableError } from "./seccomp.ts";
 
 /** The uid and gid a job runs as: "nobody", which owns nothing on the host. */
 export const sandboxUid = 65534;
@@ -73,11 +87,20 @@ export const maxProbeReasonChars = 1024;
 /** Limits of the probe's own trivial sandbox: enough for `true`, small enough for any machine. */
 export const probeProcesses = 64;
 export const probeMemoryBytes = 256 * 1024 * 1024;
+export const probeFileBytes = 1024 * 1024;
+/** The probe's one step: fails unless the kernel reports the process under a seccomp filter (mode 2). */
+export const seccompInForceStep = "grep -q '^Seccomp:[[:space:]]*2$' /proc/self/status";
 export const defaultBwrapPath = "bwrap";
-/** util-linux tools the sandbox chain runs from the read-only /usr. */
+/** The util-linux tool the sandbox chain sets its limits with, from the read-only /usr. */
 export const prlimitPath = "/usr/bin/prlimit";
-export const setprivPath = "/usr/bin/setpriv";
-export const unsharePath = "/usr/bin/unshare";
+/** Where neutralWorkRoot puts run folders: a folder for temporary files kept on disk (FHS), unlike /tmp on many systems. */
+export const neutralTempParent = "/var/tmp";
+/** Hex characters of neutralWorkRoot's hash: enough that two data folders never share one. */
+export const workRootHashChars = 16;
+/** Mode of workRoot and of each run folder when bubblewrap runs as the job's uid: searchable, not listable. */
+export const searchableFolderMode = 0o711;
+/** The first file descriptor a plan's passed files get in bubblewrap (0-2 are stdio, 3 is the step status). */
+export const firstPassedFd = 4;
 /** coreutils' env: sets the job's environment last (see limitedDriver). */
 export const envPath = "/usr/bin/env";
 /** The PATH a step starts with (a job's env may replace it). */
@@ -131,9 +154,15 @@ export const stepDriverScript = [
 export interface SandboxLimits {
   readonly processes: number;
   readonly memoryBytes: number;
+  /** The run's disk limit: no single file may grow past it (RLIMIT_FSIZE). */
+  readonly fileBytes: number;
 }
 
-/** The host folders of one run: `work` becomes /work, `tmp` becomes /tmp, `etc` holds the generated /etc files. */
+/**
+ * The host folders of one run: `work` becomes /work, `tmp` becomes /tmp,
+ * `etc` (never mounted) holds the generated /etc files and the compiled
+ * seccomp filter, which bubblewrap reads from file descriptors.
+ */
 export interface RunFolders {
   readonly root: string;
   readonly work: string;
@@ -144,6 +173,8 @@ export interface RunFolders {
 export interface SandboxSpec {
   readonly bwrap: string;
   readonly folders: RunFolders;
+  /** The compiled seccomp filter, written where sandboxPlan expects it (writeSeccompFilter). */
+  readonly seccompFile: string;
   readonly network: boolean;
   readonly limits: SandboxLimits;
   readonly env: Readonly<Record<string, string>>;
@@ -164,16 +195,22 @@ export interface SpawnPlan {
   readonly gid: number | null;
   readonly cwd: string;
   readonly env: Readonly<Record<string, string>>;
+  /** Files opened read-only and handed over as file descriptors firstPassedFd, firstPassedFd + 1, ... in order. */
+  readonly passFiles: readonly string[];
 }
 
 export interface SandboxProbe {
   readonly ok: boolean;
   readonly reason: string;
+  /** The compiled seccomp filter every sandboxed run loads; null when there is no sandbox. */
+  readonly seccomp?: CompiledFilter | null;
 }
 
 export interface ProbeOptions {
   readonly workRoot: string;
   readonly bwrapPath?: string;
+  /** Compiles the seccomp filter; default compileSeccompFilter (libseccomp through python3-seccomp). */
+  readonly compileFilter?: () => Promise<CompiledFilter>;
 }
 
 export function runsAsRoot(): boolean {
@@ -184,6 +221,7 @@ function limitArgs(limits: SandboxLimits): string[] {
   return [
     `--nproc=${limits.processes}:${limits.processes}`,
     `--data=${limits.memoryBytes}:${limits.memoryBytes}`,
+    `--fsize=${limits.fileBytes}:${limits.fileBytes}`,
     "--core=0:0",
   ];
 }
@@ -191,8 +229,8 @@ function limitArgs(limits: SandboxLimits): string[] {
 /**
  * The job's shell under its limits: the tail of every chain, sandboxed or not.
  * The job's environment is set here, by `env -i`, and not on bubblewrap: the
- * tools before it (setpriv runs as root with CAP_SETUID) must not see a job's
- * LD_PRELOAD or LD_LIBRARY_PATH.
+ * tools before it (bubblewrap, prlimit) must not see a job's LD_PRELOAD or
+ * LD_LIBRARY_PATH.
  */
 function limitedDriver(
   limits: SandboxLimits,
@@ -230,6 +268,9 @@ async function systemRootArgs(): Promise<string[]> {
   return args;
 }
 
+/** The /etc files generated for every run (writeSandboxEtc), copied into the sandbox. */
+const generatedEtcNames = ["passwd", "group", "hosts"] as const;
+
 /** The minimal account files a job sees: tools such as git and ssh look the uid up. */
 export async function writeSandboxEtc(etc: string): Promise<void> {
   await mkdir(etc, { recursive: true, mode: 0o755 });
@@ -253,59 +294,57 @@ export function sandboxEnv(
   return Object.assign({ PATH: sandboxPath, HOME: paths.home, TMPDIR: paths.tmp }, ...layers);
 }
 
-/** The bubblewrap command line for one run. */
+/** Where a run's compiled seccomp filter is written, and read from by bubblewrap. */
+export function seccompFileOf(folders: RunFolders): string {
+  return join(folders.etc, "seccomp.bpf");
+}
+
+export async function writeSeccompFilter(folders: RunFolders, filter: CompiledFilter): Promise<string> {
+  const path = seccompFileOf(folders);
+  await writeFile(path, filter.program, { mode: 0o600 });
+  return path;
+}
+
+/**
+ * The bubblewrap command line for one run. The node passes bubblewrap the
+ * filter and the generated /etc files as file descriptors (passFiles), so
+ * none of them is a mount the job could read a host path from.
+ */
 export async function sandboxPlan(spec: SandboxSpec): Promise<SpawnPlan> {
   const { folders, network, limits } = spec;
-  const root = runsAsRoot();
-  const args: string[] = [];
-  if (root) {
-    args.push("--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try");
-    if (!network) args.push("--unshare-net");
-    args.push("--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID");
-  } else {
-    args.push("--unshare-all");
-    if (network) args.push("--share-net");
-    args.push("--uid", String(sandboxUid), "--gid", String(sandboxGid));
-  }
-  args.push("--hostname", "cimesh", "--die-with-parent", "--new-session");
+  const passFiles = [spec.seccompFile, ...generatedEtcNames.map((name) => join(folders.etc, name))];
+  const fdOf = (index: number) => String(firstPassedFd + index);
+  const args: string[] = ["--unshare-all"];
+  if (network) args.push("--share-net");
+  args.push("--uid", String(sandboxUid), "--gid", String(sandboxGid));
+  args.push("--as-pid-1", "--hostname", "cimesh", "--die-with-parent", "--new-session");
   args.push("--ro-bind", "/usr", "/usr", ...(await systemRootArgs()));
   // bubblewrap makes missing parents mode 0700 and owned by root, which the job could not read.
   args.push("--perms", "0755", "--dir", "/etc");
   for (const path of [...systemEtcPaths, ...(network ? networkEtcPaths : [])]) args.push("--ro-bind-try", path, path);
-  for (const name of ["passwd", "group", "hosts"]) args.push("--ro-bind", join(folders.etc, name), `/etc/${name}`);
+  for (const [index, name] of generatedEtcNames.entries()) {
+    args.push("--perms", "0644", "--file", fdOf(index + 1), `/etc/${name}`);
+  }
   args.push("--proc", "/proc", "--dev", "/dev");
   const shmBytes = Math.min(limits.memoryBytes, maxSandboxShmBytes);
   args.push("--perms", "1777", "--size", String(shmBytes), "--tmpfs", "/dev/shm");
   args.push("--bind", folders.work, sandboxWorkPath, "--bind", folders.tmp, "/tmp");
   args.push("--remount-ro", "/dev", "--remount-ro", "/");
+  args.push("--seccomp", fdOf(0));
   args.push("--chdir", sandboxWorkPath, "--clearenv", "--");
-  if (root) {
-    args.push(
-      setprivPath,
-      `--reuid=${sandboxUid}`,
-      `--regid=${sandboxGid}`,
-      "--clear-groups",
-      "--inh-caps=-all",
-      "--bounding-set=-all",
-      "--no-new-privs",
-      "--",
-      unsharePath,
-      "--user",
-      `--map-user=${sandboxUid}`,
-      `--map-group=${sandboxGid}`,
-      "--",
-    );
-  }
   args.push(...limitedDriver(limits, spec.env, spec.steps));
   // bubblewrap gets none of the node's environment, and the job gets only its own, through `env -i` (limitedDriver).
+  // Run by root, the node starts bubblewrap as the job's uid: bubblewrap then makes an unprivileged user namespace.
+  const root = runsAsRoot();
   return {
     file: spec.bwrap,
     args,
-    uid: null,
-    gid: null,
+    uid: root ? sandboxUid : null,
+    gid: root ? sandboxGid : null,
     sweepGroupOnExit: false,
     cwd: "/",
     env: { PATH: "/usr/bin:/bin" },
+    passFiles,
   };
 }
 
@@ -315,7 +354,7 @@ export async function sandboxPlan(spec: SandboxSpec): Promise<SpawnPlan> {
  * before it drops root), so the process limit binds; it then counts every
  * uid-65534 process on the host. Files the uid can read on the host, it can read.
  */
-export function unsandboxedPlan(spec: Omit<SandboxSpec, "bwrap" | "network">): SpawnPlan {
+export function unsandboxedPlan(spec: Omit<SandboxSpec, "bwrap" | "network" | "seccompFile">): SpawnPlan {
   const root = runsAsRoot();
   const [file, ...args] = limitedDriver(spec.limits, spec.env, spec.steps);
   return {
@@ -326,18 +365,62 @@ export function unsandboxedPlan(spec: Omit<SandboxSpec, "bwrap" | "network">): S
     sweepGroupOnExit: true,
     cwd: spec.folders.work,
     env: {},
+    passFiles: [],
   };
+}
+
+/**
+ * A workRoot that tells a job nothing: a folder under /var/tmp (os.tmpdir()
+ * where there is none) named by a hash of `seed` (the node's data folder), so
+ * the same node finds it again and two nodes never share one. The sandbox's
+ * mountinfo shows this path, never the seed.
+ */
+export function neutralWorkRoot(seed: string): string {
+  let parent = neutralTempParent;
+  try {
+    accessSync(parent, fsConstants.W_OK | fsConstants.X_OK);
+  } catch {
+    parent = tmpdir();
+  }
+  const hash = createHash("sha256").update(seed).digest("hex").slice(0, workRootHashChars);
+  return join(parent, `cimesh-work-${hash}`);
+}
+
+/** workRoot is not a folder this node can keep run folders in safely. */
+export class WorkRootError extends Error {}
+
+/**
+ * Makes workRoot (mode 0700) if missing and checks that it is this user's own
+ * folder, not a link another user left in a shared folder such as /var/tmp.
+ * When bubblewrap runs as the job's uid (a root node), workRoot is made
+ * searchable by others (0711) so bubblewrap can reach each run's folders.
+ */
+export async function ensureWorkRoot(workRoot: string): Promise<void> {
+  // Folders it makes above workRoot get the same mode, so bubblewrap can pass through them.
+  await mkdir(workRoot, { recursive: true, mode: runsAsRoot() ? searchableFolderMode : 0o700 });
+  const info = await lstat(workRoot);
+  const uid = typeof process.getuid === "function" ? process.getuid() : info.uid;
+  if (!info.isDirectory() || info.uid !== uid || (info.mode & 0o022) !== 0) {
+    throw new WorkRootError(
+      `workRoot ${workRoot}: expected a folder owned by this user (uid ${uid}) that no one else may write to, ` +
+        `got ${info.isSymbolicLink() ? "a symlink" : info.isDirectory() ? "a folder" : "a file"} of uid ${info.uid}, ` +
+        `mode ${(info.mode & 0o777).toString(8)}: remove it, or choose another workRoot`,
+    );
+  }
+  if (runsAsRoot()) await chmod(workRoot, searchableFolderMode);
 }
 
 /** Creates the folders of one run under workRoot; the caller removes `root` when the run ends. */
 export async function makeRunFolders(workRoot: string): Promise<RunFolders> {
-  await mkdir(workRoot, { recursive: true, mode: 0o700 });
+  await ensureWorkRoot(workRoot);
   const root = await mkdtemp(join(workRoot, "run-"));
   const folders = { root, work: join(root, "work"), tmp: join(root, "tmp"), etc: join(root, "etc") };
   await mkdir(folders.work, { mode: 0o700 });
   await mkdir(folders.tmp, { mode: 0o700 });
   await writeSandboxEtc(folders.etc);
   if (runsAsRoot()) {
+    await chmod(folders.etc, 0o700);
+    await chmod(root, searchableFolderMode);
     await chown(folders.work, sandboxUid, sandboxGid);
     await chown(folders.tmp, sandboxUid, sandboxGid);
   }
@@ -356,7 +439,7 @@ export async function locateExecutable(pathOrName: string): Promise<string | nul
           .map((dir) => join(dir, pathOrName));
   for (const candidate of candidates) {
     try {
-      await access(candidate, constants.X_OK);
+      await access(candidate, fsConstants.X_OK);
       return candidate;
     } catch {
       // Not here: try the next folder.
@@ -365,20 +448,37 @@ export async function locateExecutable(pathOrName: string): Promise<string | nul
   return null;
 }
 
+/**
+ * Starts a plan in its own process group, its passFiles open as file
+ * descriptors firstPassedFd, firstPassedFd + 1, ... (the node's copies are
+ * closed once the child holds them). Synchronous, so the caller attaches its
+ * listeners before any event of the child can fire.
+ */
+export function startPlan(plan: SpawnPlan): ChildProcess {
+  const fds: number[] = [];
+  try {
+    for (const path of plan.passFiles) fds.push(openSync(path, "r"));
+    return spawn(plan.file, [...plan.args], {
+      cwd: plan.cwd,
+      env: { ...plan.env },
+      stdio: ["ignore", "pipe", "pipe", "pipe", ...fds],
+      // Its own process group, so one kill reaches every process of it that did not leave the group.
+      detached: true,
+      ...(plan.uid === null ? {} : { uid: plan.uid }),
+      ...(plan.gid === null ? {} : { gid: plan.gid }),
+    });
+  } finally {
+    for (const fd of fds) closeSync(fd);
+  }
+}
+
 /** Runs a plan to its end and collects what it printed; used by the probe only. */
 function runToEnd(
   plan: SpawnPlan,
   timeoutMs: number,
 ): Promise<{ code: number | null; output: string; status: string }> {
   return new Promise((resolve) => {
-    const child = spawn(plan.file, [...plan.args], {
-      cwd: plan.cwd,
-      env: { ...plan.env },
-      stdio: ["ignore", "pipe", "pipe", "pipe"],
-      detached: true,
-      ...(plan.uid === null ? {} : { uid: plan.uid }),
-      ...(plan.gid === null ? {} : { gid: plan.gid }),
-    });
+    const child = startPlan(plan);
     let output = "";
     let status = "";
     const keep = (data: Buffer) => {
@@ -426,12 +526,27 @@ export async function probeSandbox(options: ProbeOptions): Promise<SandboxProbe>
   const wanted = options.bwrapPath ?? defaultBwrapPath;
   const bwrap = await locateExecutable(wanted);
   if (bwrap === null) {
-    return { ok: false, reason: `bubblewrap (${wanted}) was not found or is not executable: ${installHint}` };
+    return {
+      ok: false,
+      reason: `bubblewrap (${wanted}) was not found or is not executable: ${installHint}`,
+      seccomp: null,
+    };
   }
-  for (const tool of runsAsRoot() ? [prlimitPath, envPath, setprivPath, unsharePath] : [prlimitPath, envPath]) {
+  for (const tool of [prlimitPath, envPath]) {
     if ((await locateExecutable(tool)) === null) {
-      return { ok: false, reason: `${tool} was not found: install util-linux, which the sandbox uses to set limits` };
+      return {
+        ok: false,
+        reason: `${tool} was not found: install util-linux, which the sandbox uses to set limits`,
+        seccomp: null,
+      };
     }
+  }
+  let seccomp: CompiledFilter;
+  try {
+    seccomp = await (options.compileFilter ?? compileSeccompFilter)();
+  } catch (error) {
+    if (!(error instanceof SeccompUnavailableError)) throw error;
+    return { ok: false, reason: error.message, seccomp: null };
   }
   let folders: RunFolders;
   try {
@@ -440,26 +555,34 @@ export async function probeSandbox(options: ProbeOptions): Promise<SandboxProbe>
     return {
       ok: false,
       reason: `cannot make a run folder under ${options.workRoot} (${(error as Error).message}): choose a writable workRoot`,
+      seccomp: null,
     };
   }
   try {
     const plan = await sandboxPlan({
       bwrap,
       folders,
+      seccompFile: await writeSeccompFilter(folders, seccomp),
       network: false,
-      limits: { processes: probeProcesses, memoryBytes: probeMemoryBytes },
+      limits: { processes: probeProcesses, memoryBytes: probeMemoryBytes, fileBytes: probeFileBytes },
       env: sandboxEnv({ home: sandboxWorkPath, tmp: "/tmp" }),
-      steps: ["true"],
+      // The filter is in force: the kernel reports mode 2 (filter) for the job's process.
+      steps: [seccompInForceStep],
     });
     const { code, output, status } = await runToEnd(plan, sandboxProbeTimeoutMs);
-    if (code === 0 && status.includes("exit 0 0")) return { ok: true, reason: `bubblewrap at ${bwrap} works` };
+    if (code === 0 && status.includes("exit 0 0")) {
+      const missing =
+        seccomp.unknown.length === 0 ? "" : `; this libseccomp does not know ${seccomp.unknown.join(", ")}`;
+      return { ok: true, reason: `bubblewrap at ${bwrap} works, with its seccomp filter${missing}`, seccomp };
+    }
     return {
       ok: false,
+      seccomp: null,
       reason:
         `bubblewrap at ${bwrap} could not make a sandbox (exit ${code}: ${output || "no message"}); ` +
-        (runsAsRoot()
-          ? "check that the kernel allows mount and pid namespaces (in a container: run it privileged, or with CAP_SYS_ADMIN and no seccomp filter on unshare)"
-          : "check that unprivileged user namespaces are allowed (sysctl kernel.unprivileged_userns_clone=1; on Ubuntu 23.10 and later kernel.apparmor_restrict_unprivileged_userns=0), or run the node as root"),
+        "check that unprivileged user namespaces are allowed (sysctl kernel.unprivileged_userns_clone=1 and " +
+        "user.max_user_namespaces > 0; on Ubuntu 23.10 and later kernel.apparmor_restrict_unprivileged_userns=0)" +
+        (runsAsRoot() ? `, and that uid ${sandboxUid} can search every folder above workRoot` : ""),
     };
   } finally {
     await removeRunFolders(folders.root).catch(() => undefined);
