@@ -13,7 +13,7 @@
  * what says more about this node than the sender (not pinned here, no
  * keyset yet, no machine for it) costs nothing.
  */
-import { mkdir, statfs } from "node:fs/promises";
+import { statfs } from "node:fs/promises";
 import { arch, cpus, loadavg, platform, totalmem } from "node:os";
 import { join } from "node:path";
 import type { WorkerAdvert } from "../../capabilities/index.ts";
@@ -32,7 +32,7 @@ import {
   publicKeyHexOf,
   serveBlobs,
 } from "../host/index.ts";
-import { createExecutor, type Executor } from "../sandbox/index.ts";
+import { createExecutor, type Executor, neutralWorkRoot } from "../sandbox/index.ts";
 import { type BlobStore, type NodeStore, openBlobStore, openNodeStore } from "../store/index.ts";
 import { nodeApi } from "./api.ts";
 import { NodeStartError } from "./errors.ts";
@@ -133,9 +133,9 @@ async function prepareWorker(
   blobs: BlobStore,
   log: NodeLog,
 ): Promise<{ executor: Executor; worker: WorkerState; sandboxProblem: string }> {
-  await mkdir(join(options.dataDir, "work"), { recursive: true, mode: 0o700 });
   const executor = createExecutor({
-    workRoot: join(options.dataDir, "work"),
+    // Not under the data folder: a job sees its run folder's host path (mountinfo); the executor makes this one.
+    workRoot: neutralWorkRoot(options.dataDir),
     allowUnsandboxed: options.allowUnsandboxed,
     allowNetwork: config.worker.allowNetwork,
     blobStore: blobs,
