@@ -345,7 +345,8 @@ export async function startControlServer(api: NodeApi, dataDir: string, port: nu
           throw new ControlError(
             401,
             "ERR_UNAUTHORIZED",
-            `expected the header \`Authorization: Bearer <token>\` with the token in ${tokenPath} (the cimesh CLI sends it for you)`,
+            // No path: whoever asks without the token learns nothing of where this node keeps its files.
+            `expected the header \`Authorization: Bearer <token>\` with the token from ${tokenFileName} in this node's data folder (the cimesh CLI sends it for you)`,
           );
         }
         const path = new URL(req.url ?? "/", `http://${controlHost}`).pathname;
