@@ -95,15 +95,14 @@ function validatePinned(trust: ProjectTrust, value: Uint8Array, nowMs: number): 
   } catch (error) {
     const current = trust.keyset;
     if (!(error instanceof KeysetRollbackError) || current === null) throw error;
-    const { body } = openMultiEnvelope(keysetDomain, value);
-    if (body.rootVersion !== current.rootVersion || body.version !== current.version) throw error;
-    // The version this node trusts, checked as the first keyset of a project anchored at its roots would be.
-    acceptKeyset(
+    // Checked as the first keyset of a project anchored at the trusted roots would be, then its version compared.
+    const same = acceptKeyset(
       trustFromAnchor({ project: trust.anchor.project, roots: current.roots, threshold: current.threshold }),
       value,
       nowMs,
-    );
-    return body;
+    ).keyset as KeysetBody;
+    if (same.rootVersion !== current.rootVersion || same.version !== current.version) throw error;
+    return same;
   }
 }
 
