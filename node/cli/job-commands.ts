@@ -12,7 +12,7 @@ import { dirname, join, resolve } from "node:path";
 import cliProgress from "cli-progress";
 import { CimeshError } from "../../crypto/index.ts";
 import type { FetchStatus, JobDetail, JobSummary, LogLine, NodeApi } from "../control/index.ts";
-import { formatDuration, maxJobFileBytes, parseJobFile } from "../files/index.ts";
+import { formatDuration, maxJobFileBytes, parseJobFile, parseSizeBytes } from "../files/index.ts";
 import { CliOptionError, client, dataDirOf, integer, out, program, readInputFile, time } from "./common.ts";
 
 /** How often `submit --wait` and `logs --follow` ask the node. */
@@ -168,8 +168,28 @@ function progressBar(label: string): { update: (done: number, total: number) => 
   };
 }
 
-async function fetchInto(api: NodeApi, cid: string, folder: string, providers: readonly string[]): Promise<void> {
-  let status: FetchStatus | null = await api.startFetch(cid, folder, providers);
+/** What a download may unpack to, and the name of what says so: the node refuses a larger tree before writing a byte. */
+interface DownloadLimit {
+  readonly maxBytes: number;
+  readonly name: string;
+}
+
+/** The --max-bytes option of a download, or null when not given. */
+function maxBytesOption(text: string | undefined): DownloadLimit | null {
+  if (text === undefined) return null;
+  const maxBytes = parseSizeBytes(text);
+  if (maxBytes === null) throw new CliOptionError("--max-bytes", 'a size such as "512MiB", "2GiB" or "1048576"', text);
+  return { maxBytes, name: `--max-bytes (${text})` };
+}
+
+async function fetchInto(
+  api: NodeApi,
+  cid: string,
+  folder: string,
+  providers: readonly string[],
+  limit: DownloadLimit | null,
+): Promise<void> {
+  let status: FetchStatus | null = await api.startFetch(cid, folder, providers, limit ?? undefined);
   const progress = progressBar(`fetching ${cid.slice(0, 12)}…`);
   try {
     while (status !== null && status.state === "fetching") {
@@ -271,7 +291,11 @@ export function addResultCommand(): void {
     .argument("<job>", "the job id")
     .option("--json", "print JSON")
     .option("--download <folder>", "fetch the accepted outputs into this folder (absent or empty)")
-    .action(async (jobId: string, options: { json?: boolean; download?: string }) => {
+    .option(
+      "--max-bytes <size>",
+      "with --download: refuse outputs that unpack past this (default: the job's declared disk, resources.diskBytes)",
+    )
+    .action(async (jobId: string, options: { json?: boolean; download?: string; maxBytes?: string }) => {
       const api = client();
       const job = await jobOrThrow(api, jobId);
       if (options.download !== undefined) {
@@ -285,7 +309,12 @@ export function addResultCommand(): void {
         const holders = job.attempts
           .filter((attempt) => attempt.resultDigest === decided.resultDigest)
           .map((attempt) => attempt.worker);
-        await fetchInto(api, decided.outputsDigest, resolve(options.download), holders);
+        // A run's outputs lived in its work folder, which the job's declared disk bounds: a larger tree is a lie.
+        const limit = maxBytesOption(options.maxBytes) ?? {
+          maxBytes: job.spec.resources.diskBytes,
+          name: `the job's resources.diskBytes (job ${jobId}; --max-bytes overrides)`,
+        };
+        await fetchInto(api, decided.outputsDigest, resolve(options.download), holders, limit);
         return;
       }
       if (options.json === true) {
@@ -316,8 +345,9 @@ export function addFetchCommand(): void {
     .argument("<cid>", "the tree's root CID")
     .argument("<folder>", "where to put it: absent, or an empty folder")
     .option("--from <peer...>", "peers to ask first (PeerId or public key); the DHT's providers are asked too")
-    .action(async (cid: string, folder: string, options: { from?: string[] }) => {
-      await fetchInto(client(), cid, resolve(folder), options.from ?? []);
+    .option("--max-bytes <size>", "refuse a tree that unpacks past this (default: the node's download limit, 4 GiB)")
+    .action(async (cid: string, folder: string, options: { from?: string[]; maxBytes?: string }) => {
+      await fetchInto(client(), cid, resolve(folder), options.from ?? [], maxBytesOption(options.maxBytes));
     });
 }
 

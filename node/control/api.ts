@@ -82,7 +82,15 @@ export interface NodeApi {
   explain(jobId: string): Promise<string>;
   cancel(jobId: string, reason: string): Promise<JobSummary>;
   setAvailability(availability: Availability): Promise<NodeStatus>;
-  /** Starts fetching the tree `root` into `destination` (an absolute path, absent or an empty folder). */
-  startFetch(root: string, destination: string, providers: readonly string[]): Promise<FetchStatus>;
+  /**
+   * Starts fetching the tree `root` into `destination` (an absolute path, absent or an empty folder); a tree that
+   * would unpack past `limit` (default: the node's download limit) is refused before a byte is written.
+   */
+  startFetch(
+    root: string,
+    destination: string,
+    providers: readonly string[],
+    limit?: { readonly maxBytes: number; readonly name: string },
+  ): Promise<FetchStatus>;
   fetchStatus(id: string): Promise<FetchStatus | null>;
 }

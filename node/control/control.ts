@@ -17,7 +17,7 @@
  * Routes: GET /v1/status, GET /v1/jobs, POST /v1/jobs {project, jobId?, spec},
  * GET /v1/jobs/:id, GET /v1/jobs/:id/logs, GET /v1/jobs/:id/explain,
  * POST /v1/jobs/:id/cancel {reason?}, POST /v1/availability {availability},
- * POST /v1/fetches {root, destination, providers?}, GET /v1/fetches/:id.
+ * POST /v1/fetches {root, destination, providers?, limit?}, GET /v1/fetches/:id.
  */
 import { randomBytes, timingSafeEqual } from "node:crypto";
 import { readFileSync } from "node:fs";
@@ -116,6 +116,9 @@ const fetchBodySchema = z.strictObject({
   root: z.string().min(1).max(maxCidChars),
   destination: z.string().min(1).max(4096),
   providers: z.array(z.string().min(1).max(128)).max(maxFetchProviderHints).default([]),
+  limit: z
+    .strictObject({ maxBytes: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER), name: z.string().min(1).max(200) })
+    .optional(),
 });
 
 function toJson(value: unknown): string {
@@ -282,7 +285,7 @@ function routesOf(api: NodeApi): { pattern: RegExp; methods: Record<string, Rout
         POST: async (req) => {
           const body = await readJson(req, fetchBodySchema);
           const { cid } = parseTreeCid(body.root, "root");
-          return [202, await api.startFetch(cid, body.destination, body.providers)];
+          return [202, await api.startFetch(cid, body.destination, body.providers, body.limit)];
         },
       },
     },
@@ -553,8 +556,12 @@ export function connectControl(dataDir: string, options: ControlClientOptions = 
       (await call<JobSummary>("POST", jobPath(jobId, "/cancel"), { reason })).value,
     setAvailability: async (availability: Availability) =>
       (await call<NodeStatus>("POST", "/v1/availability", { availability })).value,
-    startFetch: async (root: string, destination: string, providers: readonly string[]) =>
-      (await call<FetchStatus>("POST", "/v1/fetches", { root, destination, providers })).value,
+    startFetch: async (
+      root: string,
+      destination: string,
+      providers: readonly string[],
+      limit?: { readonly maxBytes: number; readonly name: string },
+    ) => (await call<FetchStatus>("POST", "/v1/fetches", { root, destination, providers, limit })).value,
     async fetchStatus(id: string) {
       try {
         return (await call<FetchStatus>("GET", `/v1/fetches/${encodeURIComponent(id)}`)).value;

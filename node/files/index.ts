@@ -48,6 +48,7 @@ export {
   FileFieldError,
   formatDuration,
   parseDurationMs,
+  parseSizeBytes,
   problemLines,
   readYaml,
   validateYaml,

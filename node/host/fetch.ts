@@ -3,15 +3,29 @@
  * as Chromium's Isolate did. One stream asks one peer for one blob by CID and
  * gets one frame back: a status byte, then the blob. A fetch of a tree asks
  * for its manifest, then for every chunk the store lacks, a bounded number
- * at a time, spread over the providers it was given.
+ * at a time, spread over the providers it was given (the hints first, then
+ * those the DHT names as they are found, a bounded number of each).
  *
  * Every blob is verified against its CID before it is stored or used (the
  * blob store's put, with crypto/'s verifyBlob): a peer that sends bytes that do not hash to what was
  * asked is dropped for this fetch, banned for a while, and hung up on; the
- * fetch goes on with the others. A peer that merely lacks a blob or times out
- * is asked no more for that blob, and nothing else happens to it.
+ * fetch goes on with the others. So is a peer that stalls: anyone may claim
+ * to provide a tree, and one that takes requests and answers none would
+ * otherwise hold each blob for the protocol's whole time limit. A provider
+ * is asked at most maxRequestsPerProvider blobs at once, and it stalls when,
+ * with requests outstanding, it completes no answer for blobStallMs, or holds
+ * one request for maxRequestsPerProvider × blobStallMs (answering others to
+ * look alive). The host's request gives a whole answer or none, so progress
+ * is counted in answers: an honest provider needs about
+ * maxRequestsPerProvider × treeChunkBytes per blobStallMs of upload. A peer
+ * that merely lacks a blob or fails to answer is asked no more for that blob,
+ * and nothing else happens to it.
+ *
+ * A tree is checked against the caller's unpack limit as soon as its manifest
+ * is in: one that would unpack past it is refused before any chunk is asked for.
  */
 import { readFile } from "node:fs/promises";
+import { setTimeout as sleep } from "node:timers/promises";
 import {
   BlobMismatchError,
   CimeshError,
@@ -22,15 +36,21 @@ import {
   parseTreeCid,
   type TreeManifest,
 } from "../../crypto/index.ts";
-import { type BlobStore, treeBlobs } from "../store/index.ts";
+import { type BlobStore, checkUnpackLimit, treeBlobs, type UnpackLimit } from "../store/index.ts";
 import type { Host, RequestProtocolOptions } from "./host.ts";
 
 export const blobProtocol = "/cimesh/blob/1.0.0";
 /** Blobs asked for at once by one tree fetch. */
 export const maxConcurrentBlobFetches = 32;
-/** Providers one fetch uses at most. */
+/** Providers one fetch uses at most, the hints first. */
 export const maxProvidersPerFetch = 16;
-/** How long a peer that sent a wrong blob is asked for nothing. */
+/** Of those, providers named by the DHT (anyone can claim to provide a tree there): a random few of those found. */
+export const maxDhtProvidersPerFetch = 8;
+/** Blobs one fetch asks of one provider at once: few, so an honest provider completes one within blobStallMs. */
+export const maxRequestsPerProvider = 2;
+/** A provider with requests outstanding that completes no answer for this long stalls: dropped and banned. */
+export const blobStallMs = 5_000;
+/** How long a peer that sent a wrong blob, or stalled, is asked for nothing. */
 export const misbehaviourBanMs = 10 * 60_000;
 /** Peers remembered as banned at once; the oldest ban goes first. */
 export const maxBannedPeers = 4096;
@@ -53,7 +73,7 @@ export class FetchError extends CimeshError {
   }
 }
 
-/** Peers that sent a wrong blob, and until when they are left alone. */
+/** Peers that sent a wrong blob or stalled, and until when they are left alone. */
 export class PeerBans {
   private readonly until = new Map<string, number>();
   ban(peerId: string, nowMs: number): void {
@@ -86,14 +106,25 @@ export async function serveBlobs(host: Host, store: BlobStore): Promise<void> {
   });
 }
 
+/** Why a peer was dropped from a fetch: it sent a blob that is not what was asked, or it stalled. */
+export type DropKind = "wrong-blob" | "stalled";
+
 export interface FetchOptions {
   readonly bans: PeerBans;
-  /** Told when a peer is dropped for a wrong blob. */
-  readonly onDropped?: (peerId: string, why: string) => void;
+  /** Told when a peer is dropped (and banned) for a wrong blob or a stall. */
+  readonly onDropped?: (peerId: string, why: string, kind: DropKind) => void;
   readonly onProgress?: (doneBytes: number, totalBytes: number) => void;
   readonly concurrency?: number;
   /** Pins the tree's blobs for the caller (so a small cache evicts none of them mid-fetch); returns the release. */
   readonly pin?: (cids: readonly string[]) => () => void;
+  /** Providers found later (the DHT's): asked after those given, at most maxDhtProvidersPerFetch of them, at random. */
+  readonly moreProviders?: Promise<readonly string[]>;
+  /** A tree that would unpack past this is refused as soon as its manifest is in (TreeTooLargeError). */
+  readonly limit?: UnpackLimit;
+  /** Ends the fetch (FetchError naming the reason) when aborted: the caller's deadline. */
+  readonly signal?: AbortSignal;
+  /** blobStallMs, for tests. */
+  readonly stallMs?: number;
 }
 
 export interface FetchReport {
@@ -103,10 +134,36 @@ export interface FetchReport {
   readonly fetchedBlobs: number;
   readonly fetchedBytes: number;
   readonly totalBytes: number;
+  /** Peers dropped (and banned) in this fetch: for a wrong blob or a stall. */
   readonly droppedPeers: readonly string[];
+  /** Providers this fetch asked for something. */
+  readonly askedPeers: number;
 }
 
-/** Fetches every blob of the tree `root` the store lacks, from `providers` (PeerIds), verifying each. */
+/** One provider during one fetch: its requests outstanding, and since when it owes an answer. */
+interface ProviderState {
+  inFlight: number;
+  /** When it last completed an answer, or got work while it had none. */
+  sinceMs: number;
+}
+
+type Asked =
+  | { readonly kind: "answer"; readonly response: Uint8Array }
+  | { readonly kind: "failed"; readonly why: string }
+  | { readonly kind: "stalled"; readonly why: string }
+  | { readonly kind: "aborted" };
+
+/** Fisher-Yates, so which DHT providers a fetch uses is not the order an attacker's records come in. */
+function shuffled<T>(items: readonly T[]): T[] {
+  const copy = [...items];
+  for (let index = copy.length - 1; index > 0; index--) {
+    const other = Math.floor(Math.random() * (index + 1));
+    [copy[index], copy[other]] = [copy[other] as T, copy[index] as T];
+  }
+  return copy;
+}
+
+/** Fetches every blob of the tree `root` the store lacks, from `providers` (PeerIds) and then options.moreProviders, verifying each. */
 export async function fetchTree(
   host: Pick<Host, "request" | "hangUp">,
   store: BlobStore,
@@ -117,32 +174,146 @@ export async function fetchTree(
   const parsed = parseTreeCid(root, "root");
   if (parsed.kind !== "manifest")
     throw new FetchError(`root: expected the CID of a tree manifest (dag-cbor), got a raw blob CID ${root}`);
+  const stallMs = options.stallMs ?? blobStallMs;
+  const { signal } = options;
   const live = [...new Set(providers)].slice(0, maxProvidersPerFetch);
+  const states = new Map<string, ProviderState>();
   const dropped: string[] = [];
   let fetchedBlobs = 0;
   let fetchedBytes = 0;
+  let failed = false;
 
-  const drop = (peerId: string, why: string) => {
+  // Lanes waiting for a provider's slot, or for more providers, are woken by any change.
+  let waiting: (() => void)[] = [];
+  const changed = () => {
+    const woken = waiting;
+    waiting = [];
+    for (const wake of woken) wake();
+  };
+  const nextChange = () => new Promise<void>((resolve) => waiting.push(resolve));
+  // One promise per fetch (not a listener per request) that every request races against.
+  let resolveAborted: (asked: Asked) => void = () => undefined;
+  const abortedAsked = new Promise<Asked>((resolve) => {
+    resolveAborted = resolve;
+  });
+  const onAbort = () => {
+    resolveAborted({ kind: "aborted" });
+    changed();
+  };
+  if (signal?.aborted === true) onAbort();
+  signal?.addEventListener("abort", onAbort);
+
+  let laterPending = options.moreProviders !== undefined;
+  const later = (options.moreProviders ?? Promise.resolve([]))
+    .catch(() => [] as readonly string[])
+    .then((found) => {
+      const fresh = found.filter((peerId) => !live.includes(peerId));
+      const room = Math.max(0, maxProvidersPerFetch - live.length);
+      live.push(...shuffled(fresh).slice(0, Math.min(room, maxDhtProvidersPerFetch)));
+      laterPending = false;
+      changed();
+    });
+
+  const stopped = (): FetchError | null => {
+    if (signal?.aborted === true) return new FetchError(`tree ${root}: fetch stopped: ${String(signal.reason)}`);
+    return null;
+  };
+
+  const drop = (peerId: string, why: string, kind: DropKind) => {
     if (dropped.includes(peerId)) return;
     dropped.push(peerId);
     options.bans.ban(peerId, Date.now());
-    options.onDropped?.(peerId, why);
+    options.onDropped?.(peerId, why, kind);
     void host.hangUp(peerId);
+    changed();
+  };
+  const usable = (peerId: string) => !dropped.includes(peerId) && !options.bans.isBanned(peerId, Date.now());
+  const stateOf = (peerId: string): ProviderState => {
+    let state = states.get(peerId);
+    if (state === undefined) {
+      state = { inFlight: 0, sinceMs: Date.now() };
+      states.set(peerId, state);
+    }
+    return state;
+  };
+
+  /** Resolves when the provider stalls (see the file's comment), unless `until` is aborted first. */
+  const stallOf = async (state: ProviderState, sentMs: number, until: AbortSignal): Promise<Asked> => {
+    for (;;) {
+      const nowMs = Date.now();
+      const silentMs = nowMs - state.sinceMs;
+      const heldMs = nowMs - sentMs;
+      if (silentMs >= stallMs) return { kind: "stalled", why: `stalled: completed no answer for ${silentMs} ms` };
+      if (heldMs >= stallMs * maxRequestsPerProvider)
+        return { kind: "stalled", why: `stalled: held one request for ${heldMs} ms while answering others` };
+      const waitMs = Math.min(state.sinceMs + stallMs, sentMs + stallMs * maxRequestsPerProvider) - nowMs;
+      try {
+        await sleep(Math.max(1, waitMs), undefined, { signal: until });
+      } catch {
+        return { kind: "aborted" };
+      }
+    }
+  };
+
+  /** One request to one provider, ended early by a stall or by the caller's signal. */
+  const ask = async (peerId: string, cid: string): Promise<Asked> => {
+    const state = stateOf(peerId);
+    const sentMs = Date.now();
+    if (state.inFlight === 0) state.sinceMs = sentMs;
+    state.inFlight += 1;
+    const settled = new AbortController();
+    const answered = host.request(peerId, blobProtocol, new TextEncoder().encode(cid), blobProtocolOptions).then(
+      (response): Asked => {
+        state.sinceMs = Date.now();
+        return { kind: "answer", response };
+      },
+      (error: unknown): Asked => ({ kind: "failed", why: String(error) }),
+    );
+    try {
+      return await Promise.race([answered, stallOf(state, sentMs, settled.signal), abortedAsked]);
+    } finally {
+      settled.abort();
+      state.inFlight -= 1;
+      changed();
+    }
   };
 
   /** One blob from the first provider that has it, starting at `start` so concurrent fetches spread out. */
   const fetchOne = async (cid: string, kind: "blob" | "manifest", start: number): Promise<void> => {
     const problems: string[] = [];
-    for (let offset = 0; offset < live.length; offset++) {
-      const peerId = live[(start + offset) % live.length] as string;
-      if (dropped.includes(peerId) || options.bans.isBanned(peerId, Date.now())) continue;
-      let response: Uint8Array;
-      try {
-        response = await host.request(peerId, blobProtocol, new TextEncoder().encode(cid), blobProtocolOptions);
-      } catch (error) {
-        problems.push(`${peerId.slice(-8)}: ${String(error)}`);
+    const tried = new Set<string>();
+    for (;;) {
+      const stop = stopped();
+      if (stop !== null) throw stop;
+      const order = live.map((_, offset) => live[(start + offset) % live.length] as string);
+      const candidates = order.filter((peerId) => !tried.has(peerId) && usable(peerId));
+      if (candidates.length === 0) {
+        if (laterPending) {
+          await Promise.race([later, nextChange()]);
+          continue;
+        }
+        throw new FetchError(
+          `blob ${cid}: expected one of ${live.length} provider(s) to send it, but ${problems.join("; ") || "every one was dropped or banned"}`,
+        );
+      }
+      const peerId = candidates.find((candidate) => (states.get(candidate)?.inFlight ?? 0) < maxRequestsPerProvider);
+      if (peerId === undefined) {
+        await nextChange();
         continue;
       }
+      tried.add(peerId);
+      const asked = await ask(peerId, cid);
+      if (asked.kind === "aborted") continue;
+      if (asked.kind === "failed") {
+        problems.push(`${peerId.slice(-8)}: ${asked.why}`);
+        continue;
+      }
+      if (asked.kind === "stalled") {
+        problems.push(`${peerId.slice(-8)}: ${asked.why}`);
+        drop(peerId, asked.why, "stalled");
+        continue;
+      }
+      const { response } = asked;
       if (response[0] !== statusFound) {
         problems.push(`${peerId.slice(-8)}: does not have it`);
         continue;
@@ -154,39 +325,61 @@ export async function fetchTree(
         else await store.put(bytes, cid);
       } catch (error) {
         if (!(error instanceof BlobMismatchError || error instanceof OversizeError)) throw error;
-        drop(peerId, String(error));
+        problems.push(`${peerId.slice(-8)}: sent a wrong blob`);
+        drop(peerId, String(error), "wrong-blob");
         continue;
       }
       fetchedBlobs += 1;
       fetchedBytes += bytes.length;
       return;
     }
-    throw new FetchError(
-      `blob ${cid}: expected one of ${live.length} provider(s) to send it, but ${problems.join("; ") || "every one was dropped or banned"}`,
-    );
   };
 
-  if (!(await store.has(root))) await fetchOne(root, "manifest", 0);
-  const manifestBytes = await store.get(root);
-  if (manifestBytes === null) throw new FetchError(`root ${root}: the manifest vanished from the store`);
-  const manifest = decodeManifest(manifestBytes);
-  const plan = await treeBlobs(root, store);
-  options.pin?.([root, ...plan.chunks]);
-  const missing = [...new Set(plan.missing)];
-  let doneBytes = plan.heldBytes;
-  options.onProgress?.(doneBytes, plan.totalBytes);
-  let next = 0;
-  const concurrency = Math.max(1, Math.min(options.concurrency ?? maxConcurrentBlobFetches, maxConcurrentBlobFetches));
-  const lane = async (laneIndex: number) => {
-    while (next < missing.length) {
-      const index = next++;
-      const cid = missing[index] as string;
-      const before = fetchedBytes;
-      await fetchOne(cid, "blob", index + laneIndex);
-      doneBytes += fetchedBytes - before;
-      options.onProgress?.(doneBytes, plan.totalBytes);
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(concurrency, missing.length) }, (_, index) => lane(index)));
-  return { root, manifest, fetchedBlobs, fetchedBytes, totalBytes: plan.totalBytes, droppedPeers: dropped };
+  try {
+    if (!(await store.has(root))) await fetchOne(root, "manifest", 0);
+    const manifestBytes = await store.get(root);
+    if (manifestBytes === null) throw new FetchError(`root ${root}: the manifest vanished from the store`);
+    const manifest = decodeManifest(manifestBytes);
+    // Before a chunk is asked for: a tree bomb costs its manifest, not the bytes it names.
+    checkUnpackLimit(root, manifest, options.limit);
+    const plan = await treeBlobs(root, store);
+    options.pin?.([root, ...plan.chunks]);
+    const missing = [...new Set(plan.missing)];
+    let doneBytes = plan.heldBytes;
+    options.onProgress?.(doneBytes, plan.totalBytes);
+    let next = 0;
+    const concurrency = Math.max(
+      1,
+      Math.min(options.concurrency ?? maxConcurrentBlobFetches, maxConcurrentBlobFetches),
+    );
+    const lane = async (laneIndex: number) => {
+      while (next < missing.length && !failed) {
+        const index = next++;
+        const cid = missing[index] as string;
+        const before = fetchedBytes;
+        await fetchOne(cid, "blob", index + laneIndex);
+        doneBytes += fetchedBytes - before;
+        options.onProgress?.(doneBytes, plan.totalBytes);
+      }
+    };
+    await Promise.all(
+      Array.from({ length: Math.min(concurrency, missing.length) }, (_, index) =>
+        lane(index).catch((error: unknown) => {
+          failed = true;
+          throw error;
+        }),
+      ),
+    );
+    return {
+      root,
+      manifest,
+      fetchedBlobs,
+      fetchedBytes,
+      totalBytes: plan.totalBytes,
+      droppedPeers: dropped,
+      askedPeers: states.size,
+    };
+  } finally {
+    signal?.removeEventListener("abort", onAbort);
+  }
 }

@@ -18,13 +18,17 @@ import {
 } from "../../jobs/index.ts";
 import type { FetchStatus, JobDetail, JobSummary, LogLine, NodeApi, NodeStatus } from "../control/index.ts";
 import type { Host } from "../host/index.ts";
-import type { BlobStore, NodeStore } from "../store/index.ts";
+import type { BlobStore, NodeStore, UnpackLimit } from "../store/index.ts";
 import { unpackTree } from "../store/index.ts";
 import { NodeRequestError } from "./errors.ts";
 import type { FetchFrom } from "./inputs.ts";
 
 /** Fetches the node remembers for the CLI to ask about; the oldest is forgotten first. */
 export const maxFetchRecords = 64;
+/** What a download (`cimesh fetch`, `cimesh result --download`) may unpack to when the CLI names no limit. */
+export const defaultDownloadMaxBytes = 4 * 1024 * 1024 * 1024;
+/** The name of that limit in errors: the CLI option that raises it. */
+export const defaultDownloadLimitName = "the download limit (--max-bytes, default 4 GiB)";
 
 export interface ApiParts {
   readonly driver: NodeDriver<Uint8Array>;
@@ -198,7 +202,8 @@ export function nodeApi(parts: ApiParts): NodeApi {
 function fetchApi(parts: ApiParts): Pick<NodeApi, "startFetch" | "fetchStatus"> {
   const fetches = new Map<string, FetchStatus>();
   return {
-    async startFetch(root: string, destination: string, providers: readonly string[]) {
+    async startFetch(root: string, destination: string, providers: readonly string[], given?: UnpackLimit) {
+      const limit = given ?? { maxBytes: defaultDownloadMaxBytes, name: defaultDownloadLimitName };
       if (!isAbsolute(destination))
         throw new NodeRequestError(400, `destination: expected an absolute path, got ${destination}`);
       const existing = await readdir(destination).catch((error: NodeJS.ErrnoException) =>
@@ -223,12 +228,16 @@ function fetchApi(parts: ApiParts): Pick<NodeApi, "startFetch" | "fetchStatus"> 
       void (async () => {
         const release = parts.blobs.pin([root]);
         try {
-          const report = await parts.fetchFrom(root, providers, (done, total) => {
-            record.doneBytes = done;
-            record.totalBytes = total;
+          // Checked when the manifest is in (no chunk fetched) and again before the destination is made.
+          const report = await parts.fetchFrom(root, providers, {
+            limit,
+            onProgress: (done, total) => {
+              record.doneBytes = done;
+              record.totalBytes = total;
+            },
           });
           record.fetchedBytes = report.fetchedBytes;
-          const unpacked = await unpackTree(root, parts.blobs, destination);
+          const unpacked = await unpackTree(root, parts.blobs, destination, { limit });
           record.files = unpacked.files;
           record.doneBytes = record.totalBytes;
           record.state = "done";

@@ -26,7 +26,10 @@
  * Trees: packTree and packOutputs cut a folder's files into chunks of
  * treeChunkBytes, put every chunk and the manifest (crypto/tree.ts), and
  * return the manifest's CID; unpackTree writes a tree into a folder, every
- * chunk verified, and never outside that folder.
+ * chunk verified, and never outside that folder, and, given a limit, refuses
+ * a tree that would unpack past it before writing a byte (a manifest may name
+ * one chunk many times: its unpacked size, not its fetched size, is what
+ * lands on disk).
  */
 import { randomBytes } from "node:crypto";
 import {
@@ -56,6 +59,7 @@ import {
   cidOfManifest,
   decodeManifest,
   encodeManifest,
+  manifestBytes,
   manifestChunks,
   maxTreeBytes,
   maxTreeEntries,
@@ -92,6 +96,12 @@ export const maxListedMissingBlobs = 100;
 export const executableFileMode = 0o755;
 /** Mode of an unpacked other file. */
 export const plainFileMode = 0o644;
+/**
+ * What unpacking one file or folder costs on disk beyond its bytes: the block
+ * a filesystem spends on each (ext4 and most others: 4 KiB), so a tree of many
+ * empty files or folders counts too.
+ */
+export const unpackedEntryBytes = 4096;
 
 /** Putting a blob would need more room than the quota leaves once every unpinned blob is evicted. */
 export class BlobQuotaError extends CimeshError {
@@ -143,6 +153,22 @@ export class TreeUnpackError extends CimeshError {
   constructor(path: string, expected: string) {
     super("ERR_TREE_UNPACK", `${JSON.stringify(path)}: expected ${expected}`);
     this.path = path;
+  }
+}
+
+/** A tree that would unpack to more bytes than its destination may take: refused before a byte is written. */
+export class TreeTooLargeError extends CimeshError {
+  readonly limitName: string;
+  readonly maxBytes: number;
+  readonly unpackedBytes: number;
+  constructor(root: string, limitName: string, maxBytes: number, unpackedBytes: number, detail: string) {
+    super(
+      "ERR_TREE_TOO_LARGE",
+      `tree ${root}: expected it to unpack within ${limitName} (${maxBytes} bytes), but ${detail}`,
+    );
+    this.limitName = limitName;
+    this.maxBytes = maxBytes;
+    this.unpackedBytes = unpackedBytes;
   }
 }
 
@@ -1012,6 +1038,42 @@ export interface UnpackResult {
   readonly bytes: number;
 }
 
+/**
+ * Bytes a tree takes once unpacked: every file's bytes (a chunk the manifest
+ * names twice counts twice) and unpackedEntryBytes for each file and folder.
+ */
+export function unpackedBytesOf(manifest: TreeManifest): number {
+  return manifestBytes(manifest) + (manifest.files.length + manifest.dirs.length) * unpackedEntryBytes;
+}
+
+/** The most a tree may unpack to, and the name of the field or option that says so (for the error). */
+export interface UnpackLimit {
+  readonly maxBytes: number;
+  readonly name: string;
+}
+
+/** Throws TreeTooLargeError, before anything is fetched or written, when the tree would unpack past the limit. */
+export function checkUnpackLimit(root: string, manifest: TreeManifest, limit: UnpackLimit | undefined): void {
+  if (limit === undefined) return;
+  const unpacked = unpackedBytesOf(manifest);
+  if (unpacked <= limit.maxBytes) return;
+  throw new TreeTooLargeError(
+    root,
+    limit.name,
+    limit.maxBytes,
+    unpacked,
+    `its manifest unpacks to ${unpacked} bytes (${manifestBytes(manifest)} bytes in ${manifest.files.length} files, ` +
+      `${manifest.dirs.length} folders, ${unpackedEntryBytes} bytes counted per entry); nothing was written`,
+  );
+}
+
+export interface UnpackOptions {
+  /** Refuses a tree that unpacks past it before writing a byte, and stops a write that would pass it. */
+  readonly limit?: UnpackLimit;
+  /** Stops the unpacking (between writes) when aborted: its reason is thrown. */
+  readonly signal?: AbortSignal;
+}
+
 /** Checks (again: the manifest was checked) that `rel` lands inside `top`, and returns where. */
 function inside(top: string, rel: string): string {
   const target = resolve(top, ...rel.split("/"));
@@ -1030,10 +1092,19 @@ function inside(top: string, rel: string): string {
  * first). Never writes outside destination: each path is checked again, an
  * existing symlink on the way is refused rather than followed, and files are
  * written to a new temporary name then renamed into place. Files already in
- * destination at a path of the tree are replaced.
+ * destination at a path of the tree are replaced. With a limit, a tree whose
+ * manifest unpacks past it is refused (TreeTooLargeError) before the
+ * destination is made, and the bytes written are counted as they go.
  */
-export async function unpackTree(root: string, store: BlobStore, destination: string): Promise<UnpackResult> {
+export async function unpackTree(
+  root: string,
+  store: BlobStore,
+  destination: string,
+  options: UnpackOptions = {},
+): Promise<UnpackResult> {
   const { cid, manifest } = await loadManifest(root, store);
+  checkUnpackLimit(cid, manifest, options.limit);
+  const { limit, signal } = options;
   const chunks = manifestChunks(manifest);
   const release = store.pin([cid, ...chunks]);
   try {
@@ -1055,9 +1126,13 @@ export async function unpackTree(root: string, store: BlobStore, destination: st
           throw new TreeUnpackError(dir, "a folder, or nothing, at this path of the destination");
       }
     }
+    // Counted as written, entries included: the check above trusts the manifest's sizes, this one the bytes.
     let bytes = 0;
+    let unpacked = manifest.dirs.length * unpackedEntryBytes;
     let counter = 0;
     for (const [index, file] of manifest.files.entries()) {
+      signal?.throwIfAborted();
+      unpacked += unpackedEntryBytes;
       const target = inside(top, file.path);
       // Beside its target (so the rename is atomic), under a short name (so a 255-byte name still has room).
       const temp = join(dirname(target), `.cimesh-unpack-${process.pid}-${counter++}`);
@@ -1074,6 +1149,17 @@ export async function unpackTree(root: string, store: BlobStore, destination: st
                 `chunk ${c} (files[${index}].chunks[${c}], ${chunk}) of ${expected} bytes, got ${data.length}`,
               );
             }
+            unpacked += data.length;
+            if (limit !== undefined && unpacked > limit.maxBytes) {
+              throw new TreeTooLargeError(
+                cid,
+                limit.name,
+                limit.maxBytes,
+                unpacked,
+                `writing ${file.path} (files[${index}].chunks[${c}]) would bring it to ${unpacked} bytes; stopped there`,
+              );
+            }
+            signal?.throwIfAborted();
             let written = 0;
             while (written < data.length) {
               const { bytesWritten } = await handle.write(data, written, data.length - written);

@@ -6,14 +6,19 @@
 export {
   BlobQuotaError,
   type BlobStore,
+  checkUnpackLimit,
   MissingBlobError,
   openBlobStore,
   packOutputs,
   packTree,
   TreeLinkError,
   TreePackError,
+  TreeTooLargeError,
   TreeUnpackError,
   treeBlobs,
+  type UnpackLimit,
+  unpackedBytesOf,
+  unpackedEntryBytes,
   unpackTree,
 } from "./blobs.ts";
 export { maxStoredLogBytesPerStream, type NodeStore, openNodeStore, type StoredLogChunk } from "./level.ts";
