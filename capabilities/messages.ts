@@ -9,7 +9,8 @@ import { defineDomain, maxNameChars, projectIdSchema, signedHeaderShape, timesta
 export const maxSpecBytes = 64 * 1024;
 export const maxAdvertBytes = 16 * 1024;
 export const maxSpecLifetimeMs = 400 * 24 * 60 * 60 * 1000;
-export const maxAdvertLifetimeMs = 24 * 60 * 60 * 1000;
+/** Four advert intervals of the slowest mesh simulated (3 h): a longer life would only let a stale advert linger. */
+export const maxAdvertLifetimeMs = 12 * 60 * 60 * 1000;
 export const maxPlatformsPerSpec = 8;
 export const maxToolsPerSpec = 32;
 export const maxLabels = 32;

@@ -150,15 +150,43 @@ function openShape(bytes: Uint8Array): Opened {
   return { tag, body, signer, signature };
 }
 
-function finish<T extends TimedBody>(domain: Domain<T>, opened: Opened, bytes: Uint8Array, nowMs: number): Verified<T> {
+/**
+ * An envelope whose size, canonical form, domain, schema, lifetime and time were checked, and whose signature was
+ * not yet: the cheap checks come first, so a receiver can refuse by trust before it pays for a verification.
+ */
+export interface Unverified<T> extends Verified<T> {
+  /** Whether the signature verifies: computed on the first call, remembered after. */
+  signatureValid(): boolean;
+}
+
+function finishUnverified<T extends TimedBody>(
+  domain: Domain<T>,
+  opened: Opened,
+  bytes: Uint8Array,
+  nowMs: number,
+): Unverified<T> {
   if (bytes.length > domain.maxBytes) throw new OversizeError(`${domain.tag} envelope`, bytes.length, domain.maxBytes);
   const body = parseWith(domain.schema, opened.body, "body");
   checkLifetime(domain, body);
-  // Canonical form fixes the layout: the signature's 66 bytes end the envelope, the signer's 34 precede them.
-  const signed = bytes.subarray(0, bytes.length - signatureFieldBytes);
-  if (!verifyBytes(opened.signer, signed, opened.signature)) throw new BadSignatureError(`${domain.tag} envelope`);
   checkTime(body, nowMs);
-  return { domain: domain.tag, body, signer: opened.signer, bytes };
+  let valid: boolean | undefined;
+  return {
+    domain: domain.tag,
+    body,
+    signer: opened.signer,
+    bytes,
+    signatureValid: () => {
+      // Canonical form fixes the layout: the signature's 66 bytes end the envelope, the signer's 34 precede them.
+      valid ??= verifyBytes(opened.signer, bytes.subarray(0, bytes.length - signatureFieldBytes), opened.signature);
+      return valid;
+    },
+  };
+}
+
+function finish<T extends TimedBody>(domain: Domain<T>, opened: Opened, bytes: Uint8Array, nowMs: number): Verified<T> {
+  const unverified = finishUnverified(domain, opened, bytes, nowMs);
+  if (!unverified.signatureValid()) throw new BadSignatureError(`${domain.tag} envelope`);
+  return { domain: unverified.domain, body: unverified.body, signer: unverified.signer, bytes };
 }
 
 /** Verifies an envelope that must be of `domain`. */
@@ -174,6 +202,21 @@ export function openAnyEnvelope(registry: DomainRegistry, bytes: Uint8Array, now
   const domain = registry.get(opened.tag);
   if (domain === undefined) throw new UnknownDomainError(opened.tag);
   return finish(domain, opened, bytes, nowMs);
+}
+
+/**
+ * openAnyEnvelope without the signature: every other check is made (size, form, domain, schema, lifetime, time, in
+ * that order, each cheaper than a verification), and the signature is left to `signatureValid()`.
+ */
+export function openAnyEnvelopeUnverified(
+  registry: DomainRegistry,
+  bytes: Uint8Array,
+  nowMs: number,
+): Unverified<TimedBody> {
+  const opened = openShape(bytes);
+  const domain = registry.get(opened.tag);
+  if (domain === undefined) throw new UnknownDomainError(opened.tag);
+  return finishUnverified(domain, opened, bytes, nowMs);
 }
 
 /** The bytes a signer signs for `body` under `domain`: the single-signer envelope up to its signature. */
@@ -225,8 +268,15 @@ export interface MultiVerified<T> {
 /**
  * Verifies a multi-signed envelope: size, canonical form, domain, schema, every signature.
  * Time is left to the caller, whose rules for it (a keyset's freeze) are its own.
+ * With `verifySignatures: false` the signatures' shape and order are checked but not verified, and `signers` lists
+ * who claims to have signed: for the cheap checks a receiver makes before it pays for verifications.
  */
-export function openMultiEnvelope<T extends TimedBody>(domain: Domain<T>, bytes: Uint8Array): MultiVerified<T> {
+export function openMultiEnvelope<T extends TimedBody>(
+  domain: Domain<T>,
+  bytes: Uint8Array,
+  options: { readonly verifySignatures?: boolean } = {},
+): MultiVerified<T> {
+  const verify = options.verifySignatures ?? true;
   if (bytes instanceof Uint8Array && bytes.length > maxEnvelopeBytes)
     throw new OversizeError("envelope", bytes.length, maxEnvelopeBytes);
   const value = decodeCanonical(bytes, "envelope", maxEnvelopeBytes);
@@ -260,7 +310,8 @@ export function openMultiEnvelope<T extends TimedBody>(domain: Domain<T>, bytes:
         "expected signers in strictly increasing byte order (sorted, no repeats)",
       );
     }
-    if (!verifyBytes(signer, signedPrefix(tag, rawBody, signer), signature)) throw new BadSignatureError(field);
+    if (verify && !verifyBytes(signer, signedPrefix(tag, rawBody, signer), signature))
+      throw new BadSignatureError(field);
     signers.push(signer);
   });
   return { domain: tag, body, signers, bytes };

@@ -28,10 +28,12 @@ export {
   maxEnvelopeBytes,
   maxSignaturesPerEnvelope,
   openAnyEnvelope,
+  openAnyEnvelopeUnverified,
   openEnvelope,
   openMultiEnvelope,
   sealEnvelope,
   sealMultiEnvelope,
+  type Unverified,
   type Verified,
 } from "./envelope.ts";
 export * from "./errors.ts";
@@ -57,12 +59,14 @@ export {
   maxKeysetBytes,
   maxKeysetLifetimeMs,
   maxRootKeys,
+  maxRunnerKeys,
   type ProjectTrust,
   projectIdChars,
   projectIdOf,
   projectIdSchema,
   sealKeyset,
   type TrustAnchor,
+  trustedRunnersOf,
   trustFromAnchor,
 } from "./keyset.ts";
 export {

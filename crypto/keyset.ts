@@ -38,6 +38,8 @@ import { maxNameChars, publicKeySchema, timestampMsSchema } from "./schema.ts";
 
 export const maxRootKeys = 16;
 export const maxAnnouncerKeys = 256;
+/** Trusted runners a keyset may name besides its announcers. */
+export const maxRunnerKeys = 256;
 export const maxKeysetBytes = 64 * 1024;
 /** A keyset may claim to stay valid for at most this long: it must be renewed, so a frozen node notices. */
 export const maxKeysetLifetimeMs = 400 * 24 * 60 * 60 * 1000;
@@ -66,6 +68,11 @@ export const keysetBodySchema = z
     roots: z.array(publicKeySchema).min(1).max(maxRootKeys),
     threshold: z.number().int().min(1).max(maxRootKeys),
     announcers: z.array(announcerSchema).max(maxAnnouncerKeys),
+    /**
+     * The project's own machines: workers whose results anchor a quorum (jobs/master.ts). Announcers are runners too.
+     * Absent in a keyset that names none.
+     */
+    runners: z.array(announcerSchema).max(maxRunnerKeys).optional(),
   })
   .superRefine((body, ctx) => {
     if (body.threshold > body.roots.length) {
@@ -151,7 +158,8 @@ export function sealKeyset(body: KeysetBody, roots: readonly Identity[]): Uint8A
  * Returns the new trust; the old one is left unchanged, so a refused keyset loses nothing.
  */
 export function acceptKeyset(trust: ProjectTrust, bytes: Uint8Array, nowMs: number): ProjectTrust {
-  const { body, signers } = openMultiEnvelope(keysetDomain, bytes);
+  // Everything but the signatures first: a stale, old or foreign keyset costs a decode, not up to 16 verifications.
+  const { body, signers } = openMultiEnvelope(keysetDomain, bytes, { verifySignatures: false });
   if (body.project !== trust.anchor.project) {
     throw new KeysetChainError("project", `${trust.anchor.project}, got ${body.project}`);
   }
@@ -183,6 +191,8 @@ export function acceptKeyset(trust: ProjectTrust, bytes: Uint8Array, nowMs: numb
     const byNew = countSigners(signers, body.roots);
     if (byNew < body.threshold) throw new ThresholdNotMetError("new", byNew, body.threshold);
   }
+  // The claims hold up: now the signatures, every one of them (a bad one is a forgery, whoever else signed).
+  openMultiEnvelope(keysetDomain, bytes);
   return { anchor: trust.anchor, keyset: body, keysetBytes: bytes };
 }
 
@@ -209,4 +219,17 @@ export function checkAnnouncer(trust: ProjectTrust, signer: Uint8Array, nowMs: n
     );
   }
   return announcer;
+}
+
+/**
+ * The keys whose results anchor a quorum of the project now (jobs/master.ts): the unexpired announcers and runners of
+ * the newest keyset, as hex. Empty while no keyset is trusted or when it has expired.
+ */
+export function trustedRunnersOf(trust: ProjectTrust, nowMs: number): string[] {
+  const keyset = trust.keyset;
+  if (keyset === null || keyset.expiresAtMs + maxClockSkewMs < nowMs) return [];
+  const keys = new Set<string>();
+  for (const entry of [...keyset.announcers, ...(keyset.runners ?? [])])
+    if (entry.expiresAtMs + maxClockSkewMs >= nowMs) keys.add(Buffer.from(entry.key).toString("hex"));
+  return [...keys].sort();
 }

@@ -22,20 +22,35 @@
  *    the projects it is master of; the worker takes awards, rejects, cancels,
  *    renewals and acknowledgements only from an announcer of a project it
  *    trusts.
- * 5. The replay ledger last, so nothing forged ever fills it: a message a
- *    machine of this node takes must carry a sequence number not seen before
- *    from its signer. A message this node only relays (gossip for others) is
- *    accepted without a ledger entry: it changes nothing here, and each
- *    receiver's own ledger judges it.
+ * 5. The signature, only now: opening checked size, form, schema and time,
+ *    and the rules above need no verification, so what fails them costs a
+ *    decode, not a signature check. A bad signature is a forgery.
+ * 6. The replay ledger last, so nothing forged ever fills it, and only for
+ *    messages signed by an announcer of a project this node trusts: a number
+ *    of keys the keysets bound, which no outsider can add to, so no outsider
+ *    can evict a signer and raise the ledger's floor. A message a worker
+ *    machine takes must carry a sequence number not seen before from its
+ *    signer. What workers sign needs no ledger: a direct message's signer is
+ *    the authenticated peer that sent it (no third party can send it again),
+ *    and an advert is state, not an event (the master keeps a worker's newest
+ *    and drops older ones). A message this node only relays (gossip for
+ *    others) is accepted without a ledger entry: it changes nothing here, and
+ *    each receiver's own ledger judges it.
  *
  * Reject answers forgeries (gossipsub lowers the sender's score); Ignore
  * answers what is merely stale, duplicated or not for this node.
+ *
+ * A worker's message to a master carries what trust says of its signer (a
+ * trusted runner of the project: its results anchor a quorum) and the network
+ * prefix of the connection it came on (replicas go to distinct prefixes).
  */
 import {
   acceptKeyset,
   CimeshError,
   checkAnnouncer,
+  type KeysetBody,
   KeysetRollbackError,
+  maxClockSkewMs,
   type ProjectTrust,
   type ReplayLedger,
   recordSeq,
@@ -43,15 +58,25 @@ import {
 } from "../crypto/index.ts";
 import { hexOf as hexOfKey } from "./effects.ts";
 import type { MasterInput } from "./master.ts";
-import { directSide, masterInputOf, messageDomainName, topicRoute, workerInputOf } from "./routing.ts";
+import {
+  directSide,
+  masterInputOf,
+  messageDomainName,
+  type SenderFacts,
+  topicRoute,
+  workerInputOf,
+} from "./routing.ts";
 import type { WorkerInput } from "./worker.ts";
 
 /** Where a message came from. */
 export type Channel =
   /** Gossip on a project's topic (the topic is the project id). */
   | { readonly kind: "topic"; readonly topic: string }
-  /** A direct stream from the peer whose key (hex) the transport authenticated. */
-  | { readonly kind: "direct"; readonly peer: string }
+  /**
+   * A direct stream from the peer whose key (hex) the transport authenticated; `prefix` is the network prefix of the
+   * connection (an IPv4 /24 or IPv6 /48, as text), empty when unknown.
+   */
+  | { readonly kind: "direct"; readonly peer: string; readonly prefix?: string }
   /** A keyset record found in the DHT under a project's id. */
   | { readonly kind: "record"; readonly project: string };
 
@@ -67,7 +92,14 @@ export interface SignedBody {
 
 /** What opening a message's bytes gave: the shell opens (crypto/), admission judges. */
 export type Opened =
-  | { readonly kind: "message"; readonly tag: string; readonly signer: Uint8Array; readonly body: SignedBody }
+  | {
+      readonly kind: "message";
+      readonly tag: string;
+      readonly signer: Uint8Array;
+      readonly body: SignedBody;
+      /** Whether the signature verifies, asked only once the cheaper rules pass; absent when opening verified it. */
+      readonly signatureValid?: () => boolean;
+    }
   | { readonly kind: "keyset"; readonly bytes: Uint8Array }
   | { readonly kind: "unreadable"; readonly error: unknown };
 
@@ -165,7 +197,7 @@ export function admit(channel: Channel, opened: Opened, context: AdmissionContex
       return admitKeyset(channel, opened.bytes, context, nowMs);
     case "message":
       if (channel.kind === "topic") return admitOnTopic(channel.topic, opened, context, nowMs);
-      if (channel.kind === "direct") return admitDirect(channel.peer, opened, context, nowMs);
+      if (channel.kind === "direct") return admitDirect(channel.peer, channel.prefix ?? "", opened, context, nowMs);
       return judged(context, "reject", "not-on-topic", "a DHT record holds keysets only");
   }
 }
@@ -221,9 +253,11 @@ function admitOnTopic(topic: string, opened: OpenedMessage, context: AdmissionCo
   if (route.to === "master") {
     if (!(body.projects ?? []).includes(topic))
       return judged(context, "reject", "wrong-project", `${name}.projects: expected it to name ${topic}, the topic`);
+    const forged = signatureProblem(context, opened, name);
+    if (forged !== null) return forged;
     if (!context.isMasterOf(topic)) return judged(context, "accept", "relayed", "");
-    const input = masterInputOf(name, signerHex, body);
-    return taken(context, opened, input === null ? [] : [{ machine: "master", project: topic, input }], nowMs);
+    const input = masterInputOf(name, signerHex, body, senderFacts(context, topic, signerHex, "", nowMs));
+    return takenUnledgered(context, input === null ? [] : [{ machine: "master", project: topic, input }]);
   }
   if (body.project !== topic)
     return judged(
@@ -232,14 +266,20 @@ function admitOnTopic(topic: string, opened: OpenedMessage, context: AdmissionCo
       "wrong-project",
       `${name}.project: expected ${topic}, got ${String(body.project)}`,
     );
-  const problem = announcerProblem(topic, signer, context, nowMs);
+  const problem = announcerProblem(topic, signer, context, nowMs) ?? signatureProblem(context, opened, name);
   if (problem !== null) return problem;
   if (!context.hasWorker) return judged(context, "accept", "relayed", "");
   const input = workerInputOf(name, signerHex, body);
   return taken(context, opened, input === null ? [] : [{ machine: "worker", input }], nowMs);
 }
 
-function admitDirect(peer: string, opened: OpenedMessage, context: AdmissionContext, nowMs: number): Admission {
+function admitDirect(
+  peer: string,
+  prefix: string,
+  opened: OpenedMessage,
+  context: AdmissionContext,
+  nowMs: number,
+): Admission {
   const name = messageDomainName(opened.tag);
   if (name === null) return judged(context, "reject", "unknown-domain", `${opened.tag} is no message of jobs/`);
   const { body, signer } = opened;
@@ -256,17 +296,59 @@ function admitDirect(peer: string, opened: OpenedMessage, context: AdmissionCont
   const project = body.project ?? "";
   if (side === "master") {
     if (!context.isMasterOf(project)) return judged(context, "ignore", "no-machine", `not master of ${project}`);
-    const input = masterInputOf(name, signerHex, body);
-    return taken(context, opened, input === null ? [] : [{ machine: "master", project, input }], nowMs);
+    const forged = signatureProblem(context, opened, name);
+    if (forged !== null) return forged;
+    const input = masterInputOf(name, signerHex, body, senderFacts(context, project, signerHex, prefix, nowMs));
+    return takenUnledgered(context, input === null ? [] : [{ machine: "master", project, input }]);
   }
   if (!context.hasWorker) return judged(context, "ignore", "no-machine", "this node runs no worker");
-  const problem = announcerProblem(project, signer, context, nowMs);
+  const problem = announcerProblem(project, signer, context, nowMs) ?? signatureProblem(context, opened, name);
   if (problem !== null) return problem;
   const input = workerInputOf(name, signerHex, body);
   return taken(context, opened, input === null ? [] : [{ machine: "worker", input }], nowMs);
 }
 
-/** The last check, for a message a machine here takes: its sequence number must be new from its signer. */
+/** A bad signature as a verdict (a forgery), or null when it verifies or opening already verified it. */
+function signatureProblem(context: AdmissionContext, opened: OpenedMessage, name: string): Admission | null {
+  if (opened.signatureValid === undefined || opened.signatureValid()) return null;
+  return judged(context, "reject", "forged", `${name}: the signature does not verify`);
+}
+
+/** Each keyset's runners and announcers with their expiry, by hex key: looked up once per worker message. */
+const runnerTables = new WeakMap<KeysetBody, Map<string, number>>();
+
+function isTrustedRunner(trust: ProjectTrust | undefined, signer: string, nowMs: number): boolean {
+  const keyset = trust?.keyset ?? null;
+  if (keyset === null || keyset.expiresAtMs + maxClockSkewMs < nowMs) return false;
+  let table = runnerTables.get(keyset);
+  if (table === undefined) {
+    table = new Map();
+    for (const entry of [...keyset.announcers, ...(keyset.runners ?? [])]) {
+      const key = hexOfKey(entry.key);
+      table.set(key, Math.max(table.get(key) ?? 0, entry.expiresAtMs));
+    }
+    runnerTables.set(keyset, table);
+  }
+  const expiresAtMs = table.get(signer);
+  return expiresAtMs !== undefined && expiresAtMs + maxClockSkewMs >= nowMs;
+}
+
+function senderFacts(
+  context: AdmissionContext,
+  project: string,
+  signer: string,
+  prefix: string,
+  nowMs: number,
+): SenderFacts {
+  return { runner: isTrustedRunner(context.trust.get(project), signer, nowMs), prefix };
+}
+
+/** A worker's message the master takes: no ledger (see rule 6). */
+function takenUnledgered(context: AdmissionContext, deliveries: readonly Delivery[]): Admission {
+  return { ...judged(context, "accept", "taken", ""), deliveries };
+}
+
+/** The last check, for a message a worker machine here takes: its sequence number must be new from its signer. */
 function taken(
   context: AdmissionContext,
   opened: OpenedMessage,

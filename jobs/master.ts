@@ -21,11 +21,32 @@
  *
  * A job's life: submit → announce (round 0) with a bid probability chosen so
  * that the expected number of bids is a small constant whatever the pool size
- * → bids collect for bidWindowMs → the best bids get awards with leases, the
- * others rejects → too few bids: re-announce with a higher probability →
+ * → bids collect for bidWindowMs → the chosen bids get awards with leases,
+ * the others rejects → too few bids: re-announce with a higher probability →
  * results grouped per shard by their digest → quorum reached on every shard:
  * verdict. Lost leases, refusals and disagreement make new attempts, up to
  * the job's bound; the deadline and cancel end a job at any time.
+ *
+ * Believe no one for free (the Sybil rules). Anyone can make keys, so:
+ * - Nothing a bidder states ranks it. Awards use what this master verified:
+ *   whether trust names the worker a runner of the project (the project's own
+ *   machines, from its keyset), and its record of agreeing results here.
+ *   Equals are chosen at random.
+ * - A result counts toward a quorum only with weight: a runner's result
+ *   anchors a quorum; any other worker's result weighs
+ *   consecutiveValid / validRunsForFullWeight (at most 1), so a fresh
+ *   identity weighs nothing, and one disagreement sets it back to nothing. A
+ *   digest decides a shard when `quorum` results agree on it and they hold a
+ *   runner or weigh at least quorumWeight, and no runner reported another.
+ * - Replicas of one shard go to workers on distinct network prefixes (as the
+ *   connection that carried the bid shows), so identities behind one address
+ *   cannot fill a shard.
+ * - A shard's first run goes to a worker whose result would anchor the
+ *   quorum (a runner or a fully weighed worker) when one bids; with
+ *   probability spotCheckFraction to a runner, which then has the last word.
+ *   The other runs go at random, to weighed workers before unweighed ones.
+ * - Only runners may run a shard alone (BOINC's adaptive replication), unless
+ *   the project opts in for volunteers.
  */
 import { explainPoolText, isEligible, type WorkerAdvert } from "../capabilities/index.ts";
 import { maxReasonChars } from "../crypto/index.ts";
@@ -80,6 +101,22 @@ export interface MasterConfig {
   readonly maxKnownWorkers: number;
   /** Workers with a reputation record. Default 100,000. */
   readonly maxReputations: number;
+  /**
+   * Weight a group of agreeing results must hold to decide a shard unless it holds a runner's result. A worker weighs
+   * consecutiveValid / validRunsForFullWeight, at most 1. 0 turns weight off: a count of agreeing results decides, as
+   * any identity's word counts. Default 1.
+   */
+  readonly quorumWeight: number;
+  /** Consecutive agreeing results after which a worker weighs 1. Default 10. */
+  readonly validRunsForFullWeight: number;
+  /** Whether replicas of one shard must come from distinct network prefixes. Default true. */
+  readonly distinctPrefixes: boolean;
+  /** Probability that a shard's first run goes to a runner when one bids, whose result then has the last word. Default 0.1. */
+  readonly spotCheckFraction: number;
+  /** Whether workers that are not runners may be trusted alone (adaptive replication). Default false. */
+  readonly trustVolunteersAlone: boolean;
+  /** Known workers with no agreeing result here yet, from adverts anyone can sign; the oldest go first. Default 10,000. */
+  readonly maxUnprovenWorkers: number;
 }
 
 export const defaultMasterConfig: Omit<MasterConfig, "project"> = {
@@ -95,6 +132,12 @@ export const defaultMasterConfig: Omit<MasterConfig, "project"> = {
   maxBidsPerWindow: 64,
   maxKnownWorkers: 100_000,
   maxReputations: 100_000,
+  quorumWeight: 1,
+  validRunsForFullWeight: 10,
+  distinctPrefixes: true,
+  spotCheckFraction: 0.1,
+  trustVolunteersAlone: false,
+  maxUnprovenWorkers: 10_000,
 };
 
 /** What the master keeps of a worker's advert: enough to count the eligible pool. */
@@ -104,6 +147,10 @@ export interface KnownWorker {
   readonly availability: WorkerAdvert["availability"];
   readonly freeSlots: number;
   readonly expiresAtMs: number;
+  /** The advert's sequence number: an advert not newer than the one held is dropped (a replay, or late). */
+  readonly seq: number;
+  /** Trust names this worker a runner of the project. */
+  readonly runner: boolean;
 }
 
 /** Distinct job requirement sets whose eligible-pool count is cached. */
@@ -116,6 +163,10 @@ export interface AttemptRecord {
   readonly attempt: number;
   readonly shard: number;
   readonly worker: string;
+  /** Trust named the worker a runner of the project when it bid. */
+  readonly runner: boolean;
+  /** The network prefix its bid came from; empty when unknown. */
+  readonly prefix: string;
   readonly awardedAtMs: number;
   leaseExpiresAtMs: number;
   state: AttemptState;
@@ -137,15 +188,17 @@ export interface ShardRecord {
   runsAwarded: number;
   /** A worker with a long record of agreeing results runs this shard alone (adaptive replication). */
   trustedAlone: string | null;
+  /** The shard's first run was offered to a runner first (a spot check). */
+  spotCheck: boolean;
 }
 
+/** A bid held until its window closes: only what this master verified of the bidder, nothing the bidder states. */
 export interface PendingBid {
   readonly worker: string;
   readonly round: number;
-  readonly eager: boolean;
-  readonly runningJobs: number;
-  readonly cachedInputBytes: number;
   readonly receivedAtMs: number;
+  readonly runner: boolean;
+  readonly prefix: string;
 }
 
 export interface JobRecord {
@@ -183,7 +236,12 @@ export interface MasterState {
   jobs: Record<string, JobRecord>;
   /** Ids of jobs in submission order, for eviction of the oldest ended ones. */
   jobOrder: string[];
+  /** Known workers with a record of agreeing results here, or runners. */
   workers: Record<string, KnownWorker>;
+  /** Known workers without one: anyone can sign adverts, so this table has its own, smaller bound. */
+  unproven: Record<string, KnownWorker>;
+  /** How many entries `unproven` holds. */
+  unprovenCount: number;
   reputation: Record<string, Reputation>;
   /** How many entries `reputation` holds. */
   reputationCount: number;
@@ -199,10 +257,18 @@ export interface MasterState {
 
 export type MasterInput =
   | { readonly kind: "submit"; readonly jobId: string; readonly job: JobSpec }
-  | { readonly kind: "bid"; readonly signer: string; readonly bid: Bid }
+  | {
+      readonly kind: "bid";
+      readonly signer: string;
+      readonly bid: Bid;
+      /** Trust names the signer a runner of the project (admission says). Default false. */
+      readonly runner?: boolean;
+      /** The network prefix of the connection the bid came on; empty or absent when unknown. */
+      readonly prefix?: string;
+    }
   | { readonly kind: "lease-renew"; readonly signer: string; readonly renew: LeaseRenew }
   | { readonly kind: "result"; readonly signer: string; readonly result: Result }
-  | { readonly kind: "advert"; readonly signer: string; readonly advert: WorkerAdvert }
+  | { readonly kind: "advert"; readonly signer: string; readonly advert: WorkerAdvert; readonly runner?: boolean }
   | { readonly kind: "log-chunk"; readonly signer: string; readonly chunk: LogChunk }
   | { readonly kind: "cancel"; readonly jobId: string; readonly reason: string }
   /** The node (re)started from its stored records: leases restart, wake-ups must be asked anew. */
@@ -227,6 +293,8 @@ export function createMaster(config: Partial<MasterConfig> & { project: string }
     jobs: {},
     jobOrder: [],
     workers: {},
+    unproven: {},
+    unprovenCount: 0,
     reputation: {},
     reputationCount: 0,
     timers: [],
@@ -253,31 +321,77 @@ function runBound(spec: JobSpec): number {
   return Math.max(spec.maxAttempts, spec.replicas);
 }
 
+/** What one worker's result weighs toward a quorum (see the file comment): runners anchor, others earn. */
+function weightOf(state: MasterState, worker: string, runner: boolean): number {
+  if (runner) return Number.POSITIVE_INFINITY;
+  return Math.min(1, reputationOf(state, worker).consecutiveValid / state.config.validRunsForFullWeight);
+}
+
+/** Whether a worker's result alone would carry a quorum's weight: the run worth giving first. */
+function anchors(state: MasterState, worker: string, runner: boolean): boolean {
+  return weightOf(state, worker, runner) >= state.config.quorumWeight;
+}
+
+interface DigestGroup {
+  readonly attempts: AttemptRecord[];
+  weight: number;
+}
+
+/** The shard's reported results grouped by digest, with their weight, and the digests runners reported. */
+function digestGroups(state: MasterState, job: JobRecord, shard: number) {
+  const groups = new Map<string, DigestGroup>();
+  const runnerDigests = new Set<string>();
+  for (const attempt of job.attempts) {
+    if (attempt.shard !== shard || attempt.state !== "reported" || attempt.digest === null) continue;
+    let group = groups.get(attempt.digest);
+    if (group === undefined) {
+      group = { attempts: [], weight: 0 };
+      groups.set(attempt.digest, group);
+    }
+    group.attempts.push(attempt);
+    group.weight += weightOf(state, attempt.worker, attempt.runner);
+    if (attempt.runner) runnerDigests.add(attempt.digest);
+  }
+  return { groups, runnerDigests };
+}
+
+/** Whether a group of agreeing results decides its shard: enough of them, enough weight, no runner against it. */
+function decides(
+  state: MasterState,
+  digest: string,
+  group: DigestGroup,
+  quorum: number,
+  runnerDigests: ReadonlySet<string>,
+): boolean {
+  if (group.attempts.length < quorum) return false;
+  if (runnerDigests.size > 0 && !runnerDigests.has(digest)) return false;
+  return group.weight >= state.config.quorumWeight;
+}
+
 /** Runs a shard still needs beyond those in flight (see the file comment for the rule). */
-function runsNeeded(job: JobRecord, shard: number): number {
+function runsNeeded(state: MasterState, job: JobRecord, shard: number): number {
   const record = job.shards[shard] as ShardRecord;
   if (job.status !== "open" || record.decidedDigest !== null || record.failure !== "") return 0;
   let live = 0;
   let reported = 0;
-  const counts = new Map<string, number>();
   for (const attempt of job.attempts) {
     if (attempt.shard !== shard) continue;
     if (attempt.state === "running") live++;
-    else if (attempt.state === "reported" && attempt.digest !== null) {
-      reported++;
-      counts.set(attempt.digest, (counts.get(attempt.digest) ?? 0) + 1);
-    }
+    else if (attempt.state === "reported" && attempt.digest !== null) reported++;
   }
   if (record.trustedAlone !== null) return live + reported === 0 ? 1 : 0;
+  const { groups } = digestGroups(state, job, shard);
   let best = 0;
-  for (const count of counts.values()) best = Math.max(best, count);
-  const wanted = Math.max(job.spec.replicas - reported - live, job.spec.quorum - best - live, 0);
+  for (const group of groups.values()) best = Math.max(best, group.attempts.length);
+  let wanted = Math.max(job.spec.replicas - reported - live, job.spec.quorum - best - live, 0);
+  // Enough results agree but they weigh too little (or a runner disagrees): one more run, once none is in flight.
+  if (wanted === 0 && live === 0) wanted = 1;
   return Math.min(wanted, runBound(job.spec) - record.runsAwarded);
 }
 
-function totalRunsNeeded(job: JobRecord): number {
+function totalRunsNeeded(state: MasterState, job: JobRecord): number {
   let total = 0;
-  for (let shard = 0; shard < job.shards.length; shard++) total += runsNeeded(job, shard);
+  for (let shard = 0; shard < job.shards.length; shard++) total += runsNeeded(state, job, shard);
   return total;
 }
 
@@ -297,7 +411,7 @@ function eligiblePool(state: MasterState, spec: JobSpec, nowMs: number): number 
   const cached = state.poolCache[key];
   if (cached !== undefined && cached[0] === state.workersVersion) return cached[1];
   let eligible = 0;
-  for (const worker of Object.values(state.workers)) {
+  for (const worker of knownWorkers(state)) {
     if (worker.expiresAtMs < nowMs || worker.availability === "paused" || worker.availability === "offline") continue;
     if (worker.freeSlots > 0 && isEligible(spec, worker)) eligible++;
   }
@@ -315,7 +429,7 @@ function schedule(state: MasterState, atMs: number, jobId: string): void {
 
 function announce(step: Step, job: JobRecord): void {
   const { state, nowMs } = step;
-  const wanted = Math.max(1, Math.min(totalRunsNeeded(job), maxWantedRuns));
+  const wanted = Math.max(1, Math.min(totalRunsNeeded(state, job), maxWantedRuns));
   job.eligibleEstimate = eligiblePool(state, job.spec, nowMs);
   const base =
     job.eligibleEstimate === 0 ? 1 : Math.min(1, (state.config.targetBidsPerRun * wanted) / job.eligibleEstimate);
@@ -362,16 +476,14 @@ function setReputation(step: Step, worker: string, reputation: Reputation): void
   state.reputation[worker] = reputation;
 }
 
-/** Best first: holds the inputs, then lower load, then higher reputation, then eager over reluctant, then first come. */
-function compareBids(state: MasterState, a: PendingBid, b: PendingBid): number {
-  return (
-    b.cachedInputBytes - a.cachedInputBytes ||
-    a.runningJobs - b.runningJobs ||
-    reputationOf(state, b.worker).consecutiveValid - reputationOf(state, a.worker).consecutiveValid ||
-    Number(b.eager) - Number(a.eager) ||
-    a.receivedAtMs - b.receivedAtMs ||
-    (a.worker < b.worker ? -1 : a.worker > b.worker ? 1 : 0)
-  );
+/** The bids in a random order (Fisher–Yates with the step's rng): equals are chosen at random. */
+function shuffled(bids: readonly PendingBid[], rng: Rng): PendingBid[] {
+  const order = [...bids];
+  for (let i = order.length - 1; i > 0; i--) {
+    const j = Math.floor(rng() * (i + 1));
+    [order[i], order[j]] = [order[j] as PendingBid, order[i] as PendingBid];
+  }
+  return order;
 }
 
 function workerUsedOnShard(job: JobRecord, worker: string, shard: number): boolean {
@@ -388,6 +500,8 @@ function award(step: Step, job: JobRecord, bid: PendingBid, shard: number): void
     attempt: job.attempts.length,
     shard,
     worker: bid.worker,
+    runner: bid.runner,
+    prefix: bid.prefix,
     awardedAtMs: nowMs,
     leaseExpiresAtMs: nowMs + state.config.leaseMs,
     state: "running",
@@ -429,7 +543,47 @@ function reject(step: Step, jobId: string, worker: string, round: number, reason
   });
 }
 
-/** Closes the bid window: awards the best bids to the runs each shard needs, rejects the rest, re-announces if short. */
+/** Whether a worker's result already stands on the shard or is in flight there, from one that would anchor it. */
+function shardAnchored(state: MasterState, job: JobRecord, shard: number): boolean {
+  return job.attempts.some(
+    (attempt) =>
+      attempt.shard === shard &&
+      (attempt.state === "running" || attempt.state === "reported") &&
+      anchors(state, attempt.worker, attempt.runner),
+  );
+}
+
+/** The next bid for a shard (see the file comment), or undefined when no bid may run it. */
+function pickBid(
+  state: MasterState,
+  job: JobRecord,
+  shard: number,
+  bids: readonly PendingBid[],
+  used: ReadonlySet<string>,
+  runnerFirst: boolean,
+): PendingBid | undefined {
+  const prefixes = new Set<string>();
+  if (state.config.distinctPrefixes)
+    for (const attempt of job.attempts) if (attempt.shard === shard && attempt.prefix) prefixes.add(attempt.prefix);
+  const open = bids.filter(
+    (bid) =>
+      !used.has(bid.worker) &&
+      !workerUsedOnShard(job, bid.worker, shard) &&
+      !workerHasLiveAttempt(job, bid.worker) &&
+      !(bid.prefix !== "" && prefixes.has(bid.prefix)),
+  );
+  if (runnerFirst) {
+    const runner = open.find((bid) => bid.runner);
+    if (runner !== undefined) return runner;
+  }
+  if (!shardAnchored(state, job, shard)) {
+    const anchor = open.find((bid) => anchors(state, bid.worker, bid.runner));
+    if (anchor !== undefined) return anchor;
+  }
+  return open.find((bid) => weightOf(state, bid.worker, bid.runner) > 0) ?? open[0];
+}
+
+/** Closes the bid window: awards bids to the runs each shard needs (pickBid), rejects the rest, re-announces if short. */
 function closeWindow(step: Step, job: JobRecord): void {
   const { state, rng } = step;
   // Leases that just lapsed may leave a shard undecidable: end the job (rejecting the bids) rather than award runs
@@ -437,17 +591,18 @@ function closeWindow(step: Step, job: JobRecord): void {
   evaluate(step, job);
   if (job.status !== "open") return;
   job.windowEndsAtMs = null;
-  const bids = job.bids.sort((a, b) => compareBids(state, a, b));
+  const bids = shuffled(job.bids, rng);
   job.bids = [];
   const used = new Set<string>();
   for (let shard = 0; shard < job.shards.length; shard++) {
-    let needed = runsNeeded(job, shard);
+    let needed = runsNeeded(state, job, shard);
     const record = job.shards[shard] as ShardRecord;
-    for (const bid of bids) {
-      if (needed <= 0) break;
-      if (used.has(bid.worker) || workerUsedOnShard(job, bid.worker, shard) || workerHasLiveAttempt(job, bid.worker))
-        continue;
-      if (record.runsAwarded === 0 && job.spec.replicas > 1) {
+    if (needed > 0 && record.runsAwarded === 0 && state.config.spotCheckFraction > 0)
+      record.spotCheck = rng() < state.config.spotCheckFraction;
+    while (needed > 0) {
+      const bid = pickBid(state, job, shard, bids, used, record.spotCheck && record.runsAwarded === 0);
+      if (bid === undefined) break;
+      if (record.runsAwarded === 0 && job.spec.replicas > 1 && (bid.runner || state.config.trustVolunteersAlone)) {
         // BOINC adaptive replication: a worker with CV consecutive valid results runs alone with probability 1 - 1/CV.
         const cv = reputationOf(state, bid.worker).consecutiveValid;
         if (cv >= state.config.trustAloneAfterValid && rng() < 1 - 1 / cv) {
@@ -480,7 +635,7 @@ function planNext(step: Step, job: JobRecord): void {
   if (job.status !== "open") return;
   evaluate(step, job);
   if (job.status !== "open") return;
-  const needed = totalRunsNeeded(job);
+  const needed = totalRunsNeeded(state, job);
   if (needed === 0 || job.windowEndsAtMs !== null) {
     if (needed === 0) job.reannounceAtMs = null;
     return;
@@ -498,33 +653,27 @@ function planNext(step: Step, job: JobRecord): void {
   }
 }
 
-function digestCounts(job: JobRecord, shard: number): Map<string, AttemptRecord[]> {
-  const groups = new Map<string, AttemptRecord[]>();
-  for (const attempt of job.attempts) {
-    if (attempt.shard !== shard || attempt.state !== "reported" || attempt.digest === null) continue;
-    const group = groups.get(attempt.digest);
-    if (group === undefined) groups.set(attempt.digest, [attempt]);
-    else group.push(attempt);
-  }
-  return groups;
-}
-
 /** Decides shards that reached quorum, fails shards that can no longer, and ends the job when every shard is settled. */
 function evaluate(step: Step, job: JobRecord): void {
   const { state } = step;
   for (let shard = 0; shard < job.shards.length; shard++) {
     const record = job.shards[shard] as ShardRecord;
     if (record.decidedDigest !== null || record.failure !== "") continue;
-    const groups = digestCounts(job, shard);
-    const quorum = record.trustedAlone !== null ? 1 : job.spec.quorum;
+    const { groups, runnerDigests } = digestGroups(state, job, shard);
     let winner: AttemptRecord[] | undefined;
-    for (const group of groups.values()) if (group.length >= quorum) winner = group;
+    if (record.trustedAlone !== null) {
+      for (const group of groups.values())
+        if (group.attempts.some((attempt) => attempt.worker === record.trustedAlone)) winner = group.attempts;
+    } else {
+      for (const [digest, group] of groups)
+        if (decides(state, digest, group, job.spec.quorum, runnerDigests)) winner = group.attempts;
+    }
     if (winner !== undefined) {
       const first = winner[0] as AttemptRecord;
       record.decidedDigest = first.digest;
       record.decidedOutcome = first.outcome;
       if (record.trustedAlone === null) {
-        for (const group of groups.values()) {
+        for (const { attempts: group } of groups.values()) {
           const agreed = group === winner;
           for (const attempt of group) {
             const reputation = reputationOf(state, attempt.worker);
@@ -556,14 +705,14 @@ function evaluate(step: Step, job: JobRecord): void {
       continue;
     }
     const live = job.attempts.some((attempt) => attempt.shard === shard && attempt.state === "running");
-    if (!live && runsNeeded(job, shard) === 0) {
+    if (!live && runsNeeded(state, job, shard) === 0) {
       const digests = [...groups.entries()]
-        .map(([digest, group]) => `${digest.slice(0, 12)}…×${group.length}`)
+        .map(([digest, group]) => `${digest.slice(0, 12)}…×${group.attempts.length} weighing ${group.weight}`)
         .join(", ");
       record.failure =
         groups.size === 0
           ? `no result after ${record.runsAwarded} runs (the bound): every run was lost or refused`
-          : `no ${quorum} agreeing results after ${record.runsAwarded} runs (the bound); digests ${digests}`;
+          : `no ${job.spec.quorum} agreeing results weighing ${state.config.quorumWeight} or holding a runner's after ${record.runsAwarded} runs (the bound); digests ${digests}`;
     }
   }
   const failed = job.shards.findIndex((record) => record.failure !== "");
@@ -683,6 +832,7 @@ function onSubmit(step: Step, jobId: string, spec: JobSpec): void {
       failure: "",
       runsAwarded: 0,
       trustedAlone: null,
+      spotCheck: false,
     })),
     bidsReceived: 0,
     announcements: 0,
@@ -697,7 +847,7 @@ function onSubmit(step: Step, jobId: string, spec: JobSpec): void {
   planNext(step, job);
 }
 
-function onBid(step: Step, worker: string, bid: Bid): void {
+function onBid(step: Step, worker: string, bid: Bid, runner: boolean, prefix: string): void {
   const { state, nowMs } = step;
   const job = state.jobs[bid.jobId];
   if (bid.project !== state.config.project) {
@@ -722,13 +872,13 @@ function onBid(step: Step, worker: string, bid: Bid): void {
     reject(step, job.jobId, worker, bid.round, "already running an attempt of this job");
     return;
   }
-  const known = state.workers[worker];
+  const known = state.workers[worker] ?? state.unproven[worker];
   if (known !== undefined && known.expiresAtMs >= nowMs && !isEligible(job.spec, known)) {
     // The worker's own advert says it cannot run this job: a bid from it is a bug or a lie, and either way not a run.
     reject(step, job.jobId, worker, bid.round, "not eligible: its advert does not meet the job's requirements");
     return;
   }
-  if (totalRunsNeeded(job) === 0) {
+  if (totalRunsNeeded(state, job) === 0) {
     reject(step, job.jobId, worker, bid.round, "no run wanted now");
     return;
   }
@@ -736,14 +886,7 @@ function onBid(step: Step, worker: string, bid: Bid): void {
     reject(step, job.jobId, worker, bid.round, "bid window full");
     return;
   }
-  job.bids.push({
-    worker,
-    round: bid.round,
-    eager: bid.availability === "eager",
-    runningJobs: bid.runningJobs,
-    cachedInputBytes: bid.cachedInputBytes,
-    receivedAtMs: nowMs,
-  });
+  job.bids.push({ worker, round: bid.round, receivedAtMs: nowMs, runner, prefix });
   if (job.windowEndsAtMs === null) {
     // A late bid (after its round's window) opens a short window of its own rather than wait for a re-announcement.
     job.windowEndsAtMs = nowMs + state.config.bidWindowMs;
@@ -873,23 +1016,52 @@ function onRestart(step: Step): void {
   }
 }
 
-function onAdvert(step: Step, worker: string, advert: WorkerAdvert): void {
+/** A worker with a record of agreeing results here, or a runner: its adverts go to the larger table. */
+function isProven(state: MasterState, worker: string, runner: boolean): boolean {
+  return runner || (state.reputation[worker]?.validTotal ?? 0) > 0;
+}
+
+function onAdvert(step: Step, worker: string, advert: WorkerAdvert, runner: boolean): void {
   const { state } = step;
   if (!advert.projects.includes(state.config.project)) return;
-  if (!(worker in state.workers)) {
-    // Listing the known workers on every new advert made a growing mesh cost the master O(n²): list them only to evict.
-    if (state.knownWorkerCount >= state.config.maxKnownWorkers)
-      delete state.workers[Object.keys(state.workers)[0] as string];
-    else state.knownWorkerCount++;
-  }
-  state.workers[worker] = {
+  const held = state.workers[worker] ?? state.unproven[worker];
+  if (held !== undefined && held.seq >= advert.seq) return; // a replay, or overtaken by a newer advert
+  const known: KnownWorker = {
     dimensions: advert.dimensions,
     specs: advert.specs,
     availability: advert.availability,
     freeSlots: advert.freeSlots,
     expiresAtMs: advert.expiresAtMs,
+    seq: advert.seq,
+    runner,
   };
+  if (isProven(state, worker, runner)) {
+    if (worker in state.unproven) {
+      delete state.unproven[worker];
+      state.unprovenCount--;
+    }
+    if (!(worker in state.workers)) {
+      // Listing the known workers on every new advert made a growing mesh cost the master O(n²): list them only to evict.
+      if (state.knownWorkerCount >= state.config.maxKnownWorkers)
+        delete state.workers[Object.keys(state.workers)[0] as string];
+      else state.knownWorkerCount++;
+    }
+    state.workers[worker] = known;
+  } else {
+    // Anyone can sign adverts with fresh keys: unproven workers have a table of their own, the least recently heard
+    // going first, so a flood of them neither grows the state past a bound nor pushes out the workers with a record.
+    if (worker in state.unproven) delete state.unproven[worker];
+    else if (state.unprovenCount >= state.config.maxUnprovenWorkers)
+      delete state.unproven[Object.keys(state.unproven)[0] as string];
+    else state.unprovenCount++;
+    state.unproven[worker] = known;
+  }
   state.workersVersion++;
+}
+
+/** Every known worker, with a record or not. */
+function knownWorkers(state: MasterState): KnownWorker[] {
+  return [...Object.values(state.workers), ...Object.values(state.unproven)];
 }
 
 function onTimer(step: Step, job: JobRecord): void {
@@ -956,7 +1128,7 @@ export function stepMaster(state: MasterState, input: MasterInput, nowMs: number
       onSubmit(step, input.jobId, input.job);
       break;
     case "bid":
-      onBid(step, input.signer, input.bid);
+      onBid(step, input.signer, input.bid, input.runner ?? false, input.prefix ?? "");
       break;
     case "lease-renew":
       onLeaseRenew(step, input.signer, input.renew);
@@ -965,7 +1137,7 @@ export function stepMaster(state: MasterState, input: MasterInput, nowMs: number
       onResult(step, input.signer, input.result);
       break;
     case "advert":
-      onAdvert(step, input.signer, input.advert);
+      onAdvert(step, input.signer, input.advert, input.runner ?? false);
       break;
     case "log-chunk":
       onLogChunk(step, input.signer, input.chunk);
@@ -1059,7 +1231,7 @@ export function explainJob(state: MasterState, jobId: string, nowMs: number): st
           : "undecided";
     lines.push(`shard ${shard}: ${state}, ${record.runsAwarded} of at most ${runBound(job.spec)} runs awarded`);
   });
-  const workers = Object.values(state.workers).filter((worker) => worker.expiresAtMs >= nowMs);
+  const workers = knownWorkers(state).filter((worker) => worker.expiresAtMs >= nowMs);
   lines.push(explainPoolText(job.spec, workers));
   const unavailable = workers.filter(
     (worker) => worker.availability === "paused" || worker.availability === "offline",

@@ -70,13 +70,28 @@ export function directSide(
   }
 }
 
+/** What admission knows of a worker's message beyond its body: whether trust names the signer a runner, and where it came from. */
+export interface SenderFacts {
+  /** The signer is a trusted runner of the project (crypto/'s trustedRunnersOf). */
+  readonly runner: boolean;
+  /** The network prefix of the connection a direct message came on; empty when unknown (gossip, or not told). */
+  readonly prefix: string;
+}
+
+const unknownSender: SenderFacts = { runner: false, prefix: "" };
+
 /** The master's input for a message it takes, or null. */
-export function masterInputOf(name: MessageDomainName, signer: string, body: unknown): MasterInput | null {
+export function masterInputOf(
+  name: MessageDomainName,
+  signer: string,
+  body: unknown,
+  sender: SenderFacts = unknownSender,
+): MasterInput | null {
   switch (name) {
     case "workerAdvert":
-      return { kind: "advert", signer, advert: body as never };
+      return { kind: "advert", signer, advert: body as never, runner: sender.runner };
     case "bid":
-      return { kind: "bid", signer, bid: body as never };
+      return { kind: "bid", signer, bid: body as never, runner: sender.runner, prefix: sender.prefix };
     case "result":
       return { kind: "result", signer, result: body as never };
     case "leaseRenew":

@@ -30,6 +30,13 @@ export const testTiming = {
   keysetRepublishMs: 1_000,
 };
 
+/**
+ * What masters believe in the mesh tests: every node is on 127.0.0.1 (one network prefix), and most tests are about
+ * the protocol's mechanics with volunteers that no project names as runners, so a count of agreeing results decides.
+ * The Sybil rules' own tests (test/attacks.test.ts) pass `{ weight: 1 }`, the default of a real node.
+ */
+export const testQuorum = { weight: 0, distinctPrefixes: false };
+
 const testEnv = { ...process.env, CIMESH_TEST_MESH: "1" };
 
 export async function until<T>(
@@ -105,7 +112,11 @@ export class Mesh {
   }
 
   /** `cimesh init` a data folder and set it for loopback tests. */
-  async initNode(name: string, timing: Partial<typeof testTiming> = {}): Promise<string> {
+  async initNode(
+    name: string,
+    timing: Partial<typeof testTiming> = {},
+    quorum: Partial<typeof testQuorum> = {},
+  ): Promise<string> {
     const dataDir = join(this.root, name);
     await cliOk(dataDir, ["init"]);
     const path = join(dataDir, "config.yaml");
@@ -113,22 +124,31 @@ export class Mesh {
     document.set("listen", ["/ip4/127.0.0.1/tcp/0"]);
     document.set("mdns", false);
     for (const [key, value] of Object.entries({ ...testTiming, ...timing })) document.setIn(["timing", key], value);
+    for (const [key, value] of Object.entries({ ...testQuorum, ...quorum })) document.setIn(["quorum", key], value);
     await writeFile(path, document.toString());
     return dataDir;
   }
 
-  /** A project node: its keys, keyset and config; returns the `trust add` arguments volunteers need. */
-  async initProject(dataDir: string): Promise<{ project: string; trustArgs: string[] }> {
-    const out = await cliOk(dataDir, ["project", "init"]);
+  /** A project node: its keys, keyset and config (`args` go to `project init`); returns the `trust add` arguments volunteers need. */
+  async initProject(dataDir: string, args: readonly string[] = []): Promise<{ project: string; trustArgs: string[] }> {
+    const out = await cliOk(dataDir, ["project", "init", ...args]);
     const match = /trust add (\S+) --roots (\S+) --threshold (\d+)/.exec(out);
     if (match === null) throw new Error(`project init printed no trust command: ${out}`);
     const [, project, roots, threshold] = match as unknown as [string, string, string, string];
     return { project, trustArgs: ["trust", "add", project, "--roots", roots, "--threshold", threshold] };
   }
 
-  async start(name: string, dataDir: string, flags: readonly string[]): Promise<NodeProcess> {
+  /** Starts `cimesh start`; `env` adds to (or, with undefined, removes from) the test environment. */
+  async start(
+    name: string,
+    dataDir: string,
+    flags: readonly string[],
+    options: { readonly env?: Readonly<Record<string, string | undefined>> } = {},
+  ): Promise<NodeProcess> {
+    const env: Record<string, string | undefined> = { ...testEnv, ...options.env };
+    for (const [key, value] of Object.entries(env)) if (value === undefined) delete env[key];
     const child = spawn(process.execPath, [cliPath, "start", ...flags, "--data-dir", dataDir], {
-      env: testEnv,
+      env,
       stdio: ["ignore", "pipe", "pipe"],
     });
     const events: NodeEvent[] = [];

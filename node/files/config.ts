@@ -114,6 +114,19 @@ export interface NodeConfig {
   /** Projects this node announces jobs for (it holds an announcer key in their keyset). */
   masters: string[];
   timing: TimingSettings;
+  quorum: QuorumSettings;
+}
+
+/** What a master believes of results (jobs/master.ts, the Sybil rules): for the projects this node is master of. */
+export interface QuorumSettings {
+  /** Weight agreeing results must hold unless a runner's result is among them; 0 = a count of any identities decides. */
+  weight: number;
+  /** Consecutive agreeing results after which a worker's result weighs 1. */
+  validRunsForFullWeight: number;
+  /** Replicas of one shard go to workers on distinct network prefixes (IPv4 /24, IPv6 /48). */
+  distinctPrefixes: boolean;
+  /** Probability that a shard's first run goes to one of the project's runners, whose result then has the last word. */
+  spotCheckFraction: number;
 }
 
 /** Anything wrong with the config other than one field (the file cannot be read or written). */
@@ -265,6 +278,22 @@ const timingSchema = z
     message: "expected less than leaseMs, so a lease is renewed before it lapses",
   });
 
+/** Weight above which no worker could ever decide: a full weight is 1 per worker. */
+export const maxQuorumWeight = 16;
+export const maxValidRunsForFullWeight = 10_000;
+
+const quorumSchema = z.strictObject({
+  weight: z.number().min(0).max(maxQuorumWeight).default(defaultMasterConfig.quorumWeight),
+  validRunsForFullWeight: z
+    .number()
+    .int()
+    .min(1)
+    .max(maxValidRunsForFullWeight)
+    .default(defaultMasterConfig.validRunsForFullWeight),
+  distinctPrefixes: z.boolean().default(defaultMasterConfig.distinctPrefixes),
+  spotCheckFraction: z.number().min(0).max(1).default(defaultMasterConfig.spotCheckFraction),
+});
+
 export const nodeConfigSchema = z
   .preprocess(
     (value) => (value === null || value === undefined ? {} : value),
@@ -277,6 +306,7 @@ export const nodeConfigSchema = z
       trust: z.array(trustEntrySchema).max(maxTrustedProjects).default([]),
       masters: z.array(projectIdSchema).max(maxMasterProjects).default([]),
       timing: timingSchema.prefault({}),
+      quorum: quorumSchema.prefault({}),
     }),
   )
   .superRefine((config, ctx) => {
@@ -374,6 +404,7 @@ export function configFileForm(config: NodeConfig): Record<string, unknown> {
     trust: config.trust.map((entry) => ({ ...entry })),
     masters: config.masters,
     timing: { ...config.timing },
+    quorum: { ...config.quorum },
   };
 }
 
@@ -429,6 +460,15 @@ timing:
   renewIntervalMs: 20000 # lease renewal of a running job (worker); less than leaseMs
   advertRepublishMs: 15000 # worker adverts on its projects' topics
   keysetRepublishMs: 10000 # keysets into the DHT (master); looked for by nodes lacking one
+
+# What a master believes of results (for the projects in \`masters\`). Anyone can make keys, so a result counts toward
+# a quorum only with weight: the project's runners (its announcers, and the runners its keyset names) anchor a quorum;
+# any other worker earns weight by results that agreed with decided quorums.
+quorum:
+  weight: 1 # agreeing results must weigh this much unless a runner's is among them; 0 = any identities' count decides
+  validRunsForFullWeight: 10 # consecutive agreeing results after which a worker weighs 1
+  distinctPrefixes: true # replicas of one shard go to distinct network prefixes (IPv4 /24, IPv6 /48)
+  spotCheckFraction: 0.1 # share of shards whose first run goes to a runner, whose result has the last word
 `;
 
 /**

@@ -168,7 +168,17 @@ async function prepareWorker(
 function masterConfigs(options: StartOptions, config: NodeConfig): (Partial<MasterConfig> & { project: string })[] {
   if (!options.master) return [];
   const { leaseMs, bidWindowMs, reannounceIntervalMs } = config.timing;
-  return config.masters.map((project) => ({ project, leaseMs, bidWindowMs, reannounceIntervalMs }));
+  const { weight: quorumWeight, validRunsForFullWeight, distinctPrefixes, spotCheckFraction } = config.quorum;
+  return config.masters.map((project) => ({
+    project,
+    leaseMs,
+    bidWindowMs,
+    reannounceIntervalMs,
+    quorumWeight,
+    validRunsForFullWeight,
+    distinctPrefixes,
+    spotCheckFraction,
+  }));
 }
 
 async function startHost(

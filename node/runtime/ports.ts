@@ -4,7 +4,7 @@
  * clock and the OS's randomness. Each port carries out; none decides.
  */
 import { randomBytes } from "node:crypto";
-import { CimeshError, type Identity, openAnyEnvelope, sealEnvelope } from "../../crypto/index.ts";
+import { CimeshError, type Identity, openAnyEnvelopeUnverified, sealEnvelope } from "../../crypto/index.ts";
 import {
   type DriverPorts,
   type ExecutionReport,
@@ -33,11 +33,20 @@ export function osRng(): Rng {
   return () => randomBytes(6).readUIntBE(0, 6) / 2 ** 48;
 }
 
-/** Opens an inbound message: a single-signed message of jobs/, a keyset (the multi-signed envelope), or why not. */
+/**
+ * Opens an inbound message: a single-signed message of jobs/, a keyset (the multi-signed envelope), or why not. The
+ * signature is left for admission to ask about once the cheaper rules pass (jobs/admission.ts).
+ */
 export function openInbound(bytes: Uint8Array, nowMs: number): Opened {
   try {
-    const verified = openAnyEnvelope(messageRegistry, bytes, nowMs);
-    return { kind: "message", tag: verified.domain, signer: verified.signer, body: verified.body as never };
+    const opened = openAnyEnvelopeUnverified(messageRegistry, bytes, nowMs);
+    return {
+      kind: "message",
+      tag: opened.domain,
+      signer: opened.signer,
+      body: opened.body as never,
+      signatureValid: opened.signatureValid,
+    };
   } catch (error) {
     // A keyset has the multi-signature envelope's shape, which the single-signed reader refuses as its envelope.
     if (
