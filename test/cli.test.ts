@@ -242,6 +242,7 @@ function fakeNode() {
     slots: 2,
     peers: 3,
     peerScores: {},
+    peerPenalties: { penalized: [], banned: [], bansTotal: 0, rateLimited: { gossip: 0, requests: 0 } },
     trusted: [],
   };
   const summary = (job: JobDetail): JobSummary => {

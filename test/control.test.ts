@@ -50,6 +50,7 @@ function fakeNode() {
     slots: 1,
     peers: 0,
     peerScores: {},
+    peerPenalties: { penalized: [], banned: [], bansTotal: 0, rateLimited: { gossip: 0, requests: 0 } },
     trusted: [{ project, share: 1, keysetVersion: "1.1" }],
   });
   const summaryOf = (job: JobDetail): JobSummary => {

@@ -54,6 +54,20 @@ export interface NodeStatus {
   readonly peers: number;
   /** gossipsub's score of each peer as this node sees it: a forger's falls below zero. */
   readonly peerScores: Readonly<Record<string, number>>;
+  /**
+   * What the host holds against peers (node/host): the most penalized with their points and offences, the bans in
+   * force, bans since start, and messages and streams dropped over their rate limits.
+   */
+  readonly peerPenalties: {
+    readonly penalized: readonly {
+      readonly peer: string;
+      readonly points: number;
+      readonly offences: Readonly<Record<string, number>>;
+    }[];
+    readonly banned: readonly { readonly peer: string; readonly untilMs: number }[];
+    readonly bansTotal: number;
+    readonly rateLimited: { readonly gossip: number; readonly requests: number };
+  };
   readonly trusted: readonly { project: string; share: number; keysetVersion: string | null }[];
 }
 

@@ -117,6 +117,7 @@ export function nodeApi(parts: ApiParts): NodeApi {
       slots: worker?.config.slots ?? 0,
       peers: host.peerCount(),
       peerScores: host.scores(),
+      peerPenalties: host.penalties(),
       trusted: [...driver.trust().entries()].map(([project, entry]) => ({
         project,
         share: parts.shares[project] ?? 0,
