@@ -13,8 +13,11 @@
  * thresholds: points decay with a half-life of penaltyHalfLifeMs, so a steady
  * rate r of offences holds about r × penaltyHalfLifeMs / ln 2 points; reaching
  * gossipsub's graylist threshold (−80) takes about one ignored message per
- * second, sustained for a minute, from one peer. A flood reaches banPoints in
- * a few hundred messages.
+ * second, sustained for a minute, from one peer. A flood of stale or forged
+ * messages reaches banPoints in a few hundred. A message over the rate limit
+ * costs less: it says the peer sends much, not that what it sends is bad (an
+ * honest relay on a busy topic may overrun the limit for a moment), so a pure
+ * volume flood is banned after a few thousand dropped messages.
  */
 
 /** What a peer did that costs it. */
@@ -23,7 +26,7 @@ export type Offence =
   | "forged"
   /** A message admission ignored for what the sender did (expired, not yet valid, replayed). */
   | "useless"
-  /** A message over the peer's rate limit, dropped unread. */
+  /** A message or stream over the peer's rate limit, dropped unread. */
   | "flooding"
   /** A direct stream broken before its request was read (oversize, malformed framing, too slow). */
   | "broken-stream";
@@ -32,7 +35,7 @@ export type Offence =
 export const offenceCosts: Readonly<Record<Offence, number>> = {
   forged: 10,
   useless: 1,
-  flooding: 1,
+  flooding: 0.2,
   "broken-stream": 2,
 };
 
