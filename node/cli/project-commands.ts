@@ -7,6 +7,7 @@ import { join } from "node:path";
 import type { Command } from "commander";
 import { CimeshError, keysetDomain, openMultiEnvelope } from "../../crypto/index.ts";
 import {
+  addRunner,
   chooseProject,
   configPath,
   delegateAnnouncer,
@@ -20,6 +21,7 @@ import {
   parseAnnouncerKey,
   parseSpecFile,
   publishSpec,
+  removeRunner,
   renewKeyset,
   revokeAnnouncer,
   rotateRoots,
@@ -56,6 +58,7 @@ export function addProjectCommand(): void {
   addProjectRevoke(project);
   addProjectRotate(project);
   addProjectRenew(project);
+  addProjectRunner(project);
 }
 
 function printKeysetChange(change: ProjectKeysetChange, dataDir: string): void {
@@ -66,6 +69,8 @@ function printKeysetChange(change: ProjectKeysetChange, dataDir: string): void {
   );
   for (const announcer of keyset.announcers)
     out(`  announcer ${Buffer.from(announcer.key).toString("hex")}  ${announcer.label}`);
+  for (const runner of keyset.runners ?? [])
+    out(`  runner ${Buffer.from(runner.key).toString("hex")}  ${runner.label}`);
   out(`stored in ${join(dataDir, "projects", change.project)}`);
 }
 
@@ -143,6 +148,49 @@ function addProjectDelegate(project: Command): void {
         nowMs: Date.now(),
         lifetimeMs: options.expiresIn,
         label: options.label,
+      });
+      printKeysetChange(change, dataDir);
+      out(restartHint);
+    });
+}
+
+/** `project runner add|remove <key>`: a keyset that names, or no longer names, one of the project's own workers. */
+function addProjectRunner(project: Command): void {
+  const runner = project
+    .command("runner")
+    .description(
+      "the project's own workers, named in its keyset: their results anchor a quorum, a volunteer's must earn weight",
+    );
+  runner
+    .command("add")
+    .description("new keyset (version + 1) that names a worker a runner of the project")
+    .argument("<key>", "the worker's public key (64 hex) or PeerId (what `cimesh id` prints on that node)")
+    .option("--project <id>", "the project (needed when this node holds several)")
+    .option("--label <text>", "a name for the runner, shown in the keyset")
+    .option("--expires-in <duration>", "how long the new keyset lasts", duration("--expires-in"))
+    .action(async (key: string, options: { project?: string; label?: string; expiresIn?: number }) => {
+      const dataDir = dataDirOf();
+      const id = await chooseProject(dataDir, options.project);
+      const change = await addRunner(dataDir, id, parseAnnouncerKey(key), {
+        nowMs: Date.now(),
+        lifetimeMs: options.expiresIn,
+        label: options.label,
+      });
+      printKeysetChange(change, dataDir);
+      out(restartHint);
+    });
+  runner
+    .command("remove")
+    .description("new keyset (version + 1) that no longer names a worker a runner")
+    .argument("<key>", "the worker's public key (64 hex) or PeerId")
+    .option("--project <id>", "the project (needed when this node holds several)")
+    .option("--expires-in <duration>", "how long the new keyset lasts", duration("--expires-in"))
+    .action(async (key: string, options: { project?: string; expiresIn?: number }) => {
+      const dataDir = dataDirOf();
+      const id = await chooseProject(dataDir, options.project);
+      const change = await removeRunner(dataDir, id, parseAnnouncerKey(key), {
+        nowMs: Date.now(),
+        lifetimeMs: options.expiresIn,
       });
       printKeysetChange(change, dataDir);
       out(restartHint);

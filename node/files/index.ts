@@ -29,6 +29,7 @@ export {
 } from "./identity.ts";
 export { defaultJobDeadlineInMs, maxJobFileBytes, maxSpecFileBytes, parseJobFile, parseSpecFile } from "./jobfile.ts";
 export {
+  addRunner,
   chooseProject,
   delegateAnnouncer,
   initProject,
@@ -38,6 +39,7 @@ export {
   type ProjectKeysetChange,
   parseAnnouncerKey,
   publishSpec,
+  removeRunner,
   renewKeyset,
   revokeAnnouncer,
   rotateRoots,

@@ -33,6 +33,7 @@ import {
   maxKeysetLifetimeMs,
   maxNameChars,
   maxRootKeys,
+  maxRunnerKeys,
   openEnvelope,
   openMultiEnvelope,
   projectIdSchema,
@@ -384,6 +385,7 @@ function nextBody(stored: StoredProject, nowMs: number, lifetimeMs: number): Key
     issuedAtMs: nowMs,
     expiresAtMs,
     announcers: withExpiry(stored.body.announcers, expiresAtMs),
+    ...(stored.body.runners === undefined ? {} : { runners: withExpiry(stored.body.runners, expiresAtMs) }),
   };
 }
 
@@ -433,6 +435,54 @@ export async function revokeAnnouncer(
   }
   const body = nextBody(stored, options.nowMs, options.lifetimeMs ?? defaultKeysetLifetimeMs);
   body.announcers = body.announcers.filter((announcer) => Buffer.compare(announcer.key, key) !== 0);
+  const bytes = await replaceKeyset(stored, body, stored.roots, options.nowMs);
+  await writeFileAtomic(join(stored.folder, keysetFileName), bytes, projectFileMode);
+  return changeOf(stored, body);
+}
+
+/**
+ * A new keyset (version + 1) that names `key` a runner: one of the project's own machines, whose results anchor a
+ * quorum (jobs/master.ts). Announcers are runners already.
+ */
+export async function addRunner(
+  dataDir: string,
+  project: string,
+  key: Uint8Array,
+  options: KeysetUpdateOptions & { readonly label?: string },
+): Promise<ProjectKeysetChange> {
+  const stored = await loadStoredProject(dataDir, project);
+  const runners = stored.body.runners ?? [];
+  if (runners.some((runner) => Buffer.compare(runner.key, key) === 0))
+    throw new AnnouncerChangeError(
+      `runner ${hexOf(key)}: expected a key not yet a runner in keyset version ${stored.body.version}, it is already there`,
+    );
+  if (runners.length >= maxRunnerKeys)
+    throw new AnnouncerChangeError(`expected at most ${maxRunnerKeys} runners: remove one first`);
+  const body = nextBody(stored, options.nowMs, options.lifetimeMs ?? defaultKeysetLifetimeMs);
+  const label = (options.label ?? announcerLabel(key)).slice(0, maxNameChars);
+  body.runners = [...(body.runners ?? []), { key, label, expiresAtMs: body.expiresAtMs }];
+  const bytes = await replaceKeyset(stored, body, stored.roots, options.nowMs);
+  await writeFileAtomic(join(stored.folder, keysetFileName), bytes, projectFileMode);
+  return changeOf(stored, body);
+}
+
+/** A new keyset (version + 1) that no longer names `key` a runner. */
+export async function removeRunner(
+  dataDir: string,
+  project: string,
+  key: Uint8Array,
+  options: KeysetUpdateOptions,
+): Promise<ProjectKeysetChange> {
+  const stored = await loadStoredProject(dataDir, project);
+  const runners = stored.body.runners ?? [];
+  if (!runners.some((runner) => Buffer.compare(runner.key, key) === 0))
+    throw new AnnouncerChangeError(
+      `runner ${hexOf(key)}: expected a runner of keyset version ${stored.body.version}, it is not there`,
+    );
+  const body = nextBody(stored, options.nowMs, options.lifetimeMs ?? defaultKeysetLifetimeMs);
+  const kept = (body.runners ?? []).filter((runner) => Buffer.compare(runner.key, key) !== 0);
+  if (kept.length > 0) body.runners = kept;
+  else delete body.runners;
   const bytes = await replaceKeyset(stored, body, stored.roots, options.nowMs);
   await writeFileAtomic(join(stored.folder, keysetFileName), bytes, projectFileMode);
   return changeOf(stored, body);
