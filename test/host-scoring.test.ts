@@ -13,7 +13,7 @@ import {
   type PeerScoreParams,
 } from "@libp2p/gossipsub/score";
 import test from "ava";
-import { gossipScoreParams, PeerPenalties, topicScoreParams } from "../node/host/index.ts";
+import { banPoints, gossipScoreParams, PeerPenalties, topicScoreParams } from "../node/host/index.ts";
 
 const thresholds = createPeerScoreThresholds();
 const sharedIp = "203.0.113.7";
@@ -149,3 +149,9 @@ test.serial(
     t.true(score.score("flooder") < thresholds.graylistThreshold, "still after reconnecting: P5 is kept by peer id");
   },
 );
+
+test("a peer is banned no later than its penalty points alone would graylist it, so every offence before is counted", (t) => {
+  const params = createPeerScoreParams(gossipScoreParams({ appSpecificScore: () => 0 }));
+  t.true(-banPoints * params.appSpecificWeight >= thresholds.graylistThreshold);
+  t.true(-banPoints * params.appSpecificWeight < thresholds.publishThreshold, "past the publish threshold first");
+});

@@ -3,8 +3,12 @@
  * penalty points per peer that decay with a half-life, and the bans of peers
  * that went past a bound. The host turns the points into gossipsub's
  * application-specific score (P5), so a peer that floods or sends what is
- * refused falls below gossipsub's thresholds (no gossip to it, then nothing
- * taken from it), and past banPoints it is hung up on and refused for banMs.
+ * refused falls below gossipsub's thresholds (at 10 points no gossip to it, at
+ * 50 nothing published to it), and at banPoints it is hung up on and refused
+ * for banMs. banPoints is gossipsub's graylist threshold: past it gossipsub
+ * would drop the peer's messages before they reach our validators, so no
+ * further offence could be counted and a slow flood would sit graylisted but
+ * connected for ever; it is cut off instead.
  *
  * The table survives disconnections: gossipsub forgets a peer's score when it
  * reconnects (its PeerScore.addPeer starts afresh), this record does not.
@@ -12,12 +16,12 @@
  * Costs are per offence, chosen so that an honest peer never comes near the
  * thresholds: points decay with a half-life of penaltyHalfLifeMs, so a steady
  * rate r of offences holds about r × penaltyHalfLifeMs / ln 2 points; reaching
- * gossipsub's graylist threshold (−80) takes about one ignored message per
- * second, sustained for a minute, from one peer. A flood of stale or forged
- * messages reaches banPoints in a few hundred. A message over the rate limit
- * costs less: it says the peer sends much, not that what it sends is bad (an
- * honest relay on a busy topic may overrun the limit for a moment), so a pure
- * volume flood is banned after a few thousand dropped messages.
+ * banPoints takes about one ignored message per second, sustained for a
+ * minute, from one peer, or eight forgeries. A flood of stale messages is
+ * banned within its first hundred. A message over the rate limit costs less:
+ * it says the peer sends much, not that what it sends is bad (an honest relay
+ * on a busy topic may overrun the limit for a moment), so a pure volume flood
+ * is banned after a few hundred dropped messages.
  */
 
 /** What a peer did that costs it. */
@@ -41,8 +45,8 @@ export const offenceCosts: Readonly<Record<Offence, number>> = {
 
 /** Points halve in this time. */
 export const penaltyHalfLifeMs = 60_000;
-/** Past this many points a peer is hung up on and refused for banMs. */
-export const banPoints = 500;
+/** At this many points a peer is hung up on and refused for banMs: gossipsub's graylist threshold (−80) as points. */
+export const banPoints = 80;
 /** How long a banned peer is refused (connections both ways, gossip, direct streams). */
 export const banMs = 10 * 60_000;
 /** Points stop growing here, so a peer that flooded comes back to zero within a bounded time after its ban. */
