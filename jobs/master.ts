@@ -36,8 +36,9 @@
  *   anchors a quorum; any other worker's result weighs
  *   consecutiveValid / validRunsForFullWeight (at most 1), so a fresh
  *   identity weighs nothing, and one disagreement sets it back to nothing. A
- *   digest decides a shard when `quorum` results agree on it and they hold a
- *   runner or weigh at least quorumWeight, and no runner reported another.
+ *   digest decides a shard when `quorum` results agree on it, they hold a
+ *   runner or weigh at least quorumWeight, they outweigh every other digest
+ *   reported for the shard, and no runner reported another.
  * - Replicas of one shard go to workers on distinct network prefixes (as the
  *   connection that carried the bid shows), so identities behind one address
  *   cannot fill a shard.
@@ -355,17 +356,24 @@ function digestGroups(state: MasterState, job: JobRecord, shard: number) {
   return { groups, runnerDigests };
 }
 
-/** Whether a group of agreeing results decides its shard: enough of them, enough weight, no runner against it. */
+/**
+ * Whether a group of agreeing results decides its shard: enough of them, no runner against it, and (unless weight is
+ * off) enough weight and more than any other digest's: fully weighed colluders cannot outvote an honest anchor.
+ */
 function decides(
   state: MasterState,
   digest: string,
   group: DigestGroup,
+  groups: ReadonlyMap<string, DigestGroup>,
   quorum: number,
   runnerDigests: ReadonlySet<string>,
 ): boolean {
   if (group.attempts.length < quorum) return false;
   if (runnerDigests.size > 0 && !runnerDigests.has(digest)) return false;
-  return group.weight >= state.config.quorumWeight;
+  if (state.config.quorumWeight === 0) return true;
+  if (group.weight < state.config.quorumWeight) return false;
+  for (const [other, rival] of groups) if (other !== digest && rival.weight >= group.weight) return false;
+  return true;
 }
 
 /** Runs a shard still needs beyond those in flight (see the file comment for the rule). */
@@ -666,7 +674,7 @@ function evaluate(step: Step, job: JobRecord): void {
         if (group.attempts.some((attempt) => attempt.worker === record.trustedAlone)) winner = group.attempts;
     } else {
       for (const [digest, group] of groups)
-        if (decides(state, digest, group, job.spec.quorum, runnerDigests)) winner = group.attempts;
+        if (decides(state, digest, group, groups, job.spec.quorum, runnerDigests)) winner = group.attempts;
     }
     if (winner !== undefined) {
       const first = winner[0] as AttemptRecord;
