@@ -1,8 +1,10 @@
 /**
  * Signed envelopes (crypto/envelope.ts). Verification runs its checks in a
  * fixed order, each with its own error: size, canonical form, domain, body
- * schema, signature, time. Each check is tried alone, then against the next
- * one, so a test also fails when two checks swap places.
+ * schema, time, signature (every check cheaper than a verification comes
+ * before it, so a stale message costs its receiver no verification). Each
+ * check is tried alone, then against the next one, so a test also fails when
+ * two checks swap places.
  */
 import { fc, testProp } from "@fast-check/ava";
 import test, { type ExecutionContext } from "ava";
@@ -25,6 +27,7 @@ import {
   NotYetValidError,
   OversizeError,
   openAnyEnvelope,
+  openAnyEnvelopeUnverified,
   openEnvelope,
   openMultiEnvelope,
   projectIdOf,
@@ -386,7 +389,38 @@ test("schema comes before signature: a bad body with a forged signature is Schem
   t.is(refused(t, opensAsBid(forged), SchemaError)?.field, "body.jobId");
 });
 
-// --- 5. signature ----------------------------------------------------------------
+// --- 5. time ---------------------------------------------------------------------
+
+test("time: past expiresAtMs + maxClockSkewMs is ExpiredError; up to it is accepted", (t) => {
+  const edge = bid.expiresAtMs + maxClockSkewMs;
+  t.notThrows(opensAsBid(sealedBid, bid.expiresAtMs));
+  t.notThrows(opensAsBid(sealedBid, bid.expiresAtMs + 1));
+  t.notThrows(opensAsBid(sealedBid, edge));
+  const error = refused(t, opensAsBid(sealedBid, edge + 1), ExpiredError, /^body\.expiresAtMs: /);
+  t.is(error?.code, "ERR_EXPIRED");
+  refused(t, () => openAnyEnvelope(messageRegistry, sealedBid, edge + 1), ExpiredError);
+});
+
+test("time: before issuedAtMs - maxClockSkewMs is NotYetValidError; from it on is accepted", (t) => {
+  const edge = bid.issuedAtMs - maxClockSkewMs;
+  t.notThrows(opensAsBid(sealedBid, bid.issuedAtMs - 1));
+  t.notThrows(opensAsBid(sealedBid, edge));
+  const error = refused(t, opensAsBid(sealedBid, edge - 1), NotYetValidError, /^body\.issuedAtMs: /);
+  t.is(error?.code, "ERR_NOT_YET_VALID");
+});
+
+test("time comes before signature: an expired or not yet valid forgery is ExpiredError or NotYetValidError", (t) => {
+  const { tag, body, sig } = parts(sealedBid);
+  const swapped = encodeCanonical([tag, body, stranger.publicKey, sig]);
+  const late = bid.expiresAtMs + maxClockSkewMs + 1;
+  const early = bid.issuedAtMs - maxClockSkewMs - 1;
+  refused(t, opensAsBid(swapped, late), ExpiredError);
+  refused(t, opensAsBid(swapped, early), NotYetValidError);
+  refused(t, opensAsBid(swapped), BadSignatureError);
+  refused(t, opensAsBid(sealedBid, late), ExpiredError);
+});
+
+// --- 6. signature ----------------------------------------------------------------
 
 test("signature: another valid signer key is BadSignatureError", (t) => {
   const { tag, body, sig } = parts(sealedBid);
@@ -419,32 +453,35 @@ test("signature: a signature by the stranger over the same body names the strang
   t.notDeepEqual(theirs, sealedBid);
 });
 
-test("signature comes before time: an expired forgery is BadSignatureError", (t) => {
+// --- the signature left to the receiver ------------------------------------------
+
+test("unverified: openAnyEnvelopeUnverified makes every check but the signature, which signatureValid() answers", (t) => {
   const { tag, body, sig } = parts(sealedBid);
   const swapped = encodeCanonical([tag, body, stranger.publicKey, sig]);
-  const late = bid.expiresAtMs + maxClockSkewMs + 1;
-  refused(t, opensAsBid(swapped, late), BadSignatureError);
-  refused(t, opensAsBid(sealedBid, late), ExpiredError);
-});
-
-// --- 6. time ---------------------------------------------------------------------
-
-test("time: past expiresAtMs + maxClockSkewMs is ExpiredError; up to it is accepted", (t) => {
-  const edge = bid.expiresAtMs + maxClockSkewMs;
-  t.notThrows(opensAsBid(sealedBid, bid.expiresAtMs));
-  t.notThrows(opensAsBid(sealedBid, bid.expiresAtMs + 1));
-  t.notThrows(opensAsBid(sealedBid, edge));
-  const error = refused(t, opensAsBid(sealedBid, edge + 1), ExpiredError, /^body\.expiresAtMs: /);
-  t.is(error?.code, "ERR_EXPIRED");
-  refused(t, () => openAnyEnvelope(messageRegistry, sealedBid, edge + 1), ExpiredError);
-});
-
-test("time: before issuedAtMs - maxClockSkewMs is NotYetValidError; from it on is accepted", (t) => {
-  const edge = bid.issuedAtMs - maxClockSkewMs;
-  t.notThrows(opensAsBid(sealedBid, bid.issuedAtMs - 1));
-  t.notThrows(opensAsBid(sealedBid, edge));
-  const error = refused(t, opensAsBid(sealedBid, edge - 1), NotYetValidError, /^body\.issuedAtMs: /);
-  t.is(error?.code, "ERR_NOT_YET_VALID");
+  const forged = openAnyEnvelopeUnverified(messageRegistry, swapped, nowMs);
+  t.deepEqual(forged.body, bid);
+  t.deepEqual(forged.signer, stranger.publicKey);
+  t.is(forged.domain, bidDomain.tag);
+  t.false(forged.signatureValid());
+  t.false(forged.signatureValid(), "the answer is the same when asked again");
+  const genuine = openAnyEnvelopeUnverified(messageRegistry, sealedBid, nowMs);
+  t.true(genuine.signatureValid());
+  t.is(genuine.bytes, sealedBid);
+  // The cheap checks are all made: time, schema, domain, form and size refuse as openAnyEnvelope does.
+  refused(
+    t,
+    () => openAnyEnvelopeUnverified(messageRegistry, swapped, bid.expiresAtMs + maxClockSkewMs + 1),
+    ExpiredError,
+  );
+  const badBody = encodeCanonical([tag, { ...bid, jobId: "" }, stranger.publicKey, sig]);
+  refused(t, () => openAnyEnvelopeUnverified(messageRegistry, badBody, nowMs), SchemaError);
+  const unknown = encodeCanonical(["cimesh/nothing/v1", body, stranger.publicKey, sig]);
+  refused(t, () => openAnyEnvelopeUnverified(messageRegistry, unknown, nowMs), UnknownDomainError);
+  refused(
+    t,
+    () => openAnyEnvelopeUnverified(messageRegistry, new Uint8Array(maxEnvelopeBytes + 1), nowMs),
+    OversizeError,
+  );
 });
 
 // --- every single bit matters ------------------------------------------------------
@@ -455,6 +492,8 @@ const bitFlipCodes = new Set([
   "ERR_DUPLICATE_KEY",
   "ERR_DOMAIN_MISMATCH",
   "ERR_SCHEMA",
+  "ERR_EXPIRED",
+  "ERR_NOT_YET_VALID",
   "ERR_BAD_SIGNATURE",
 ]);
 
@@ -493,6 +532,7 @@ test("flipping each bit of a signed bid in turn: never opens, and every stage of
     "ERR_NON_CANONICAL",
     "ERR_DOMAIN_MISMATCH",
     "ERR_SCHEMA",
+    "ERR_NOT_YET_VALID",
     "ERR_BAD_SIGNATURE",
   ]) {
     t.true(seen.has(code), `no flip gave ${code}`);
@@ -606,4 +646,19 @@ test("multi: the same check order as single envelopes: size, canonical, domain, 
   t.is(refused(t, () => openMultiEnvelope(noteDomain, badBody), SchemaError)?.field, "body.seq");
   // Time is left to the caller: an old multi envelope still opens.
   t.notThrows(() => openMultiEnvelope(noteDomain, sealed));
+});
+
+test("multi: verifySignatures false checks the signatures' shape and order but verifies none, and lists who claims to sign", (t) => {
+  const [tag, body, pairs] = multiParts(sealMultiEnvelope(noteDomain, note, roots));
+  const broken = pairs.map(([signer, signature]): [Uint8Array, Uint8Array] => [signer, flipped(signature, 10)]);
+  const forged = encodeCanonical([tag, body, broken]);
+  refused(t, () => openMultiEnvelope(noteDomain, forged), BadSignatureError);
+  const claimed = openMultiEnvelope(noteDomain, forged, { verifySignatures: false });
+  t.deepEqual(
+    claimed.signers,
+    sortedRoots.map((root) => root.publicKey),
+  );
+  t.deepEqual(claimed.body, note);
+  const repeated = encodeCanonical([tag, body, [broken[0], broken[0]]]);
+  refused(t, () => openMultiEnvelope(noteDomain, repeated, { verifySignatures: false }), SchemaError);
 });
