@@ -12,6 +12,7 @@ import test, { type ExecutionContext } from "ava";
 import {
   acceptKeyset,
   anchorFromGenesis,
+  BadSignatureError,
   type Identity,
   identityFromSeed,
   type KeysetBody,
@@ -69,6 +70,8 @@ const otherChain = sealKeyset(body(1, 999, { roots: keysOf([s1]), threshold: 1 }
 const strangerRotation = sealKeyset(body(2, 1, { roots: keysOf([s1, s2]), threshold: 2 }), [s1, s2]);
 /** A real root rotation: signed by the old threshold and the new one. */
 const rotation = sealKeyset(body(2, 1, { roots: keysOf([b1, b2]), threshold: 2 }), [a1, a2, b1, b2]);
+/** The newest real keyset with one signature byte changed. */
+const badSignature = real2.map((byte, at) => (at === real2.length - 1 ? byte ^ 1 : byte));
 /** Below the threshold of its own roots: 2 of [s1, s2] needed, s1 alone signed. */
 const selfBelow = sealKeyset(body(1, 8, { roots: keysOf([s1, s2]), threshold: 2 }), [s1]);
 
@@ -106,6 +109,7 @@ test("a pinned project: expired, future-dated, below-threshold, other-chain and 
   refused(t, pinnedAt2, otherChain, KeysetChainError, "other roots, after a keyset");
   refused(t, pinnedAt2, strangerRotation, ThresholdNotMetError, "a rotation not signed by the current roots");
   refused(t, pinnedAt2, real1, KeysetRollbackError, "older than the trusted one");
+  refused(t, pinnedFresh, badSignature, BadSignatureError, "a signature that does not verify");
   t.throws(() => rulesOf(pinnedFresh).validate("b".repeat(53), real2), undefined, "under another project's id");
 });
 
@@ -115,6 +119,7 @@ test("a project not pinned here: at least the time and the threshold of the reco
   refused(t, unpinned, futureDated, NotYetValidError, "future-dated");
   refused(t, unpinned, belowThreshold, ThresholdNotMetError, "below threshold");
   refused(t, unpinned, selfBelow, ThresholdNotMetError, "below the threshold of its own roots");
+  refused(t, unpinned, badSignature, BadSignatureError, "a signature that does not verify");
   t.throws(() => rulesOf(unpinned).validate("b".repeat(53), real2), undefined, "under another project's id");
   // Without the pinned roots a chain cannot be checked: a self-consistent keyset passes here, not where it matters.
   t.notThrows(() => rulesOf(unpinned).validate(project, otherChain));
