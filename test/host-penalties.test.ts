@@ -9,12 +9,14 @@ import {
   banMs,
   banPoints,
   EventLog,
+  maxPenalizedPeers,
+  maxPenaltyPoints,
   offenceCosts,
   PeerPenalties,
   penaltyHalfLifeMs,
   RateLimiter,
 } from "../node/host/index.ts";
-import { maxPenalizedPeers, maxPenaltyPoints } from "../node/host/penalties.ts";
+import { offenceOf } from "../node/runtime/index.ts";
 
 test("a token bucket lets a burst through, then the refill rate", (t) => {
   const limiter = new RateLimiter({ burst: 10, perSecond: 5 });
@@ -154,4 +156,19 @@ test("status lists the most penalized peers first, and the bans in force", (t) =
   t.deepEqual(view.penalized[0]?.offences, { forged: 2 });
   t.deepEqual(view.banned, [{ peer: "c", untilMs: 1_000 }]);
   t.is(penalties.bansTotal, 1);
+});
+
+test("what an admission costs its sender: a forgery, a stale or replayed message; not what says more about this node", (t) => {
+  t.is(offenceOf({ verdict: "reject", reason: "forged", detail: "BadSignatureError: ..." }), "forged");
+  t.is(offenceOf({ verdict: "reject", reason: "untrusted-signer", detail: "..." }), "forged");
+  t.is(offenceOf({ verdict: "ignore", reason: "stale", detail: "ExpiredError: expiresAtMs: ..." }), "useless");
+  t.is(offenceOf({ verdict: "ignore", reason: "replay", detail: "seq 4 ..." }), "useless");
+  for (const reason of ["untrusted-project", "no-keyset-yet", "no-machine", "keyset-old"])
+    t.is(offenceOf({ verdict: "ignore", reason, detail: "" }), null, reason);
+  t.is(
+    offenceOf({ verdict: "ignore", reason: "stale", detail: "KeysetExpiredError: keyset.expiresAtMs: ..." }),
+    null,
+    "this node's keyset expired: the announcers are unknown here, the relay did nothing wrong",
+  );
+  t.is(offenceOf({ verdict: "accept", reason: "taken", detail: "" }), null);
 });

@@ -27,7 +27,7 @@ import {
   trustFromAnchor,
 } from "../crypto/index.ts";
 import { createHost, type Host } from "../node/host/index.ts";
-import { keysetRecordRules } from "../node/runtime/records.ts";
+import { keysetRecordRules } from "../node/runtime/index.ts";
 
 const nowMs = 1_800_000_000_000;
 const dayMs = 24 * 60 * 60 * 1000;

@@ -40,6 +40,8 @@ export { EventLog, type EventLogLimits, type LogWrite, type RateLimit, RateLimit
 export {
   banMs,
   banPoints,
+  maxPenalizedPeers,
+  maxPenaltyPoints,
   type Offence,
   offenceCosts,
   PeerPenalties,

@@ -7,5 +7,15 @@ export {
   inputsDeadlineMs,
   runCarrier,
 } from "./inputs.ts";
-export { corruptOutputsDigest, type RunningNode, type StartOptions, startNode } from "./node.ts";
+export {
+  corruptOutputsDigest,
+  keepColocationEnv,
+  offenceOf,
+  type RunningNode,
+  type StartOptions,
+  senderFaultIgnores,
+  startNode,
+  stopDrainMs,
+} from "./node.ts";
 export { createNodePorts, type NodePorts, openInbound } from "./ports.ts";
+export { keysetRecordRules } from "./records.ts";

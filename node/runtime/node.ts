@@ -205,10 +205,16 @@ async function startHost(
 }
 
 /** What an admission's verdict costs the peer that sent the message, or null when nothing. */
-export function offenceOf(admission: { readonly verdict: string; readonly reason: string }): Offence | null {
+export function offenceOf(admission: {
+  readonly verdict: string;
+  readonly reason: string;
+  readonly detail: string;
+}): Offence | null {
   if (admission.verdict === "reject") return "forged";
-  if (admission.verdict === "ignore" && senderFaultIgnores.has(admission.reason)) return "useless";
-  return null;
+  if (admission.verdict !== "ignore" || !senderFaultIgnores.has(admission.reason)) return null;
+  // "stale" also covers this node's own keyset having expired (announcers unknown now): no sender's doing.
+  if (admission.detail.startsWith("KeysetExpiredError")) return null;
+  return "useless";
 }
 
 /**
