@@ -58,7 +58,8 @@ test("explainJob answers 'no worker picked up my job' with the requirement that 
 test("explainJob on a finished job gives its verdict and reason", (t) => {
   const loop = new Loop({ seed: 4 });
   const master = loop.addMaster({ project });
-  loop.addWorker({ shares: { [project]: 1 }, dimensions, specs: [] }, honest);
+  // One of the project's own runners: a lone volunteer's result weighs nothing, so it would decide no shard.
+  loop.addWorker({ shares: { [project]: 1 }, dimensions, specs: [] }, honest, "eager", { runner: true });
   loop.advertiseAll();
   loop.toMaster(master, {
     kind: "submit",
@@ -72,5 +73,31 @@ test("explainJob on a finished job gives its verdict and reason", (t) => {
   const text = explainJob(loop.master(master).state, "small", loop.nowMs);
   t.regex(text, /^job small: passed/);
   t.regex(text, /shard 0: decided \(succeeded\)/);
+  t.regex(text, /1 of 1 known worker is eligible/, "a runner's advert makes it a known worker");
   t.is(explainJob(loop.master(master).state, "nope", loop.nowMs), "no job nope on this master");
+});
+
+test("explainJob on a job that volunteers without a record could not decide says their results weighed nothing", (t) => {
+  const loop = new Loop({ seed: 5 });
+  const master = loop.addMaster({ project });
+  for (let i = 0; i < 3; i++) loop.addWorker({ shares: { [project]: 1 }, dimensions, specs: [] }, honest);
+  loop.advertiseAll();
+  loop.toMaster(master, {
+    kind: "submit",
+    jobId: "unweighed",
+    job: job(loop.nowMs + 3_600_000, {
+      requiredSpecs: [],
+      resources: { cpus: 1, memoryBytes: 2 ** 20, diskBytes: 0, processes: 8 },
+    }),
+  });
+  loop.run(loop.nowMs + 120_000);
+  const state = loop.master(master).state;
+  const text = explainJob(state, "unweighed", loop.nowMs);
+  t.log(text);
+  t.regex(text, /^job unweighed: failed/);
+  t.regex(text, /after 3 runs \(the bound\)/);
+  t.regex(text, /×3 weighing 0/, "the reason names the weight the agreeing results held");
+  t.regex(text, /3 of 3 known workers are eligible/, "unproven workers' adverts still count in the pool");
+  t.is(Object.keys(state.unproven).length, 3);
+  t.is(Object.keys(state.workers).length, 0);
 });

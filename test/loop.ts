@@ -9,6 +9,10 @@
  * Every worker starts with a restart input, as a node does, so it advertises
  * itself on its projects' topics; an advert reaches the masters of the topic's
  * project, whatever else is published reaches every worker.
+ *
+ * What admission tells a master of a worker's message beyond its body (whether
+ * trust names the worker a runner, the network prefix its bid came from) is
+ * fixed per worker when it is added.
  */
 import { uniformFloat64 } from "pure-rand/distribution/uniformFloat64";
 import { xoroshiro128plus } from "pure-rand/generator/xoroshiro128plus";
@@ -93,8 +97,17 @@ interface MasterNode extends Node {
   down: boolean;
 }
 
+/** What admission says of a worker's messages to a master (jobs/routing.ts's SenderFacts). */
+export interface SenderFacts {
+  /** Trust names the worker a runner of the project. Default false. */
+  readonly runner?: boolean;
+  /** The network prefix its bids come from. Default: unknown (""). */
+  readonly prefix?: string;
+}
+
 interface WorkerNode extends Node {
   state: WorkerState;
+  readonly sender: SenderFacts;
   behaviour: Behaviour;
   /** A vanished worker receives nothing and says nothing. */
   vanished: boolean;
@@ -144,6 +157,7 @@ export class Loop {
     config: Partial<WorkerConfig> & Pick<WorkerConfig, "shares" | "dimensions" | "specs">,
     behaviour: Behaviour = honest,
     availability: Availability = "eager",
+    sender: SenderFacts = {},
   ): string {
     const identity = this.newIdentity();
     const key = hexOf(identity.publicKey);
@@ -151,6 +165,7 @@ export class Loop {
       identity,
       nextSeq: 0,
       state: createWorker(key, config, availability),
+      sender,
       behaviour,
       vanished: false,
       finishing: new Map(),
@@ -272,13 +287,16 @@ export class Loop {
 
   private deliver(from: string, to: string, message: DeliveredMessage): void {
     if (this.masters.has(to)) {
+      const sender = this.workers.get(from)?.sender ?? {};
       switch (message.domain) {
         case "workerAdvert":
-          this.toMaster(to, { kind: "advert", signer: from, advert: message.body });
+          this.toMaster(to, { kind: "advert", signer: from, advert: message.body, runner: sender.runner ?? false });
           return;
-        case "bid":
-          this.toMaster(to, { kind: "bid", signer: from, bid: message.body });
+        case "bid": {
+          const { runner = false, prefix = "" } = sender;
+          this.toMaster(to, { kind: "bid", signer: from, bid: message.body, runner, prefix });
           return;
+        }
         case "leaseRenew":
           this.toMaster(to, { kind: "lease-renew", signer: from, renew: message.body });
           return;

@@ -38,16 +38,27 @@ function spec(deadlineMs: number, overrides: Partial<JobSpec> = {}): JobSpec {
 
 const roundTrip = <T>(value: T): T => JSON.parse(JSON.stringify(value)) as T;
 
+/** What admission says of the n-th runner: the project's own machine, each on a network prefix of its own. */
+const runnerFacts = (n: number) => ({ runner: true, prefix: `192.0.2.${n}/32` });
+
 test("master and worker states survive JSON mid-job, as a store would keep them, and the jobs still finish", (t) => {
   const loop = new Loop({ seed: 21 });
   const master = loop.addMaster({ project });
-  const workers = Array.from({ length: 4 }, () =>
-    loop.addWorker({ shares: { [project]: 1 }, dimensions, specs: [] }, (run, worker) => ({
-      ...(honest(run, worker) as NonNullable<ReturnType<typeof honest>>),
-      durationMs: 30_000,
-    })),
+  // The project's runners, whose results decide under the default quorum rules, and a volunteer without a record, whose
+  // advert the master keeps apart (unproven): the round trip carries both tables and the new attempt fields.
+  const slow = (run: Parameters<typeof honest>[0], worker: string) => ({
+    ...(honest(run, worker) as NonNullable<ReturnType<typeof honest>>),
+    durationMs: 30_000,
+  });
+  const workers = Array.from({ length: 4 }, (_, n) =>
+    loop.addWorker({ shares: { [project]: 1 }, dimensions, specs: [] }, slow, "eager", runnerFacts(n)),
+  );
+  workers.push(
+    loop.addWorker({ shares: { [project]: 1 }, dimensions, specs: [] }, slow, "eager", { prefix: "198.51.100.0/24" }),
   );
   loop.advertiseAll();
+  t.is(Object.keys(loop.master(master).state.workers).length, 4, "the runners are known workers");
+  t.is(Object.keys(loop.master(master).state.unproven).length, 1, "the volunteer is known, unproven");
   loop.toMaster(master, { kind: "submit", jobId: "a", job: spec(loop.nowMs + 3_600_000) });
   loop.toMaster(master, { kind: "submit", jobId: "b", job: spec(loop.nowMs + 3_600_000, { shards: 1 }) });
   loop.run(loop.nowMs + 10_000);
@@ -60,6 +71,9 @@ test("master and worker states survive JSON mid-job, as a store would keep them,
   const after = loop.master(master).state;
   t.is(after.jobs.a?.status, "passed");
   t.is(after.jobs.b?.status, "passed");
+  for (const job of Object.values(after.jobs))
+    for (const attempt of job.attempts)
+      t.is(attempt.runner, attempt.worker !== workers[4], "an attempt keeps whether its worker is a runner");
 });
 
 test("a bid from a worker whose own advert misses the job's requirements is rejected", (t) => {
@@ -108,11 +122,17 @@ test("a bid from a worker whose own advert misses the job's requirements is reje
 test("a master rebuilt mid-job from its job records and reputations through JSON, as the store keeps them, finishes its jobs", (t) => {
   const loop = new Loop({ seed: 23 });
   const master = loop.addMaster({ project });
+  // The project's runners: their results decide under the default quorum rules.
   for (let i = 0; i < 4; i++)
-    loop.addWorker({ shares: { [project]: 1 }, dimensions, specs: [] }, (run, worker) => ({
-      ...(honest(run, worker) as NonNullable<ReturnType<typeof honest>>),
-      durationMs: 30_000,
-    }));
+    loop.addWorker(
+      { shares: { [project]: 1 }, dimensions, specs: [] },
+      (run, worker) => ({
+        ...(honest(run, worker) as NonNullable<ReturnType<typeof honest>>),
+        durationMs: 30_000,
+      }),
+      "eager",
+      runnerFacts(i),
+    );
   loop.advertiseAll();
   loop.toMaster(master, { kind: "submit", jobId: "a", job: spec(loop.nowMs + 3_600_000) });
   loop.run(loop.nowMs + 10_000);
