@@ -19,7 +19,9 @@
  * is counted in answers: an honest provider needs about
  * maxRequestsPerProvider × treeChunkBytes per blobStallMs of upload. A peer
  * that merely lacks a blob or fails to answer is asked no more for that blob,
- * and nothing else happens to it.
+ * and nothing else happens to it; the blob is asked next of the providers
+ * that have sent a good blob in this fetch, so stallers cost one stall, not
+ * one each.
  *
  * A tree is checked against the caller's unpack limit as soon as its manifest
  * is in: one that would unpack past it is refused before any chunk is asked for.
@@ -179,6 +181,8 @@ export async function fetchTree(
   const live = [...new Set(providers)].slice(0, maxProvidersPerFetch);
   const states = new Map<string, ProviderState>();
   const dropped: string[] = [];
+  /** Providers that sent a good blob in this fetch. */
+  const proven = new Set<string>();
   let fetchedBlobs = 0;
   let fetchedBytes = 0;
   let failed = false;
@@ -285,7 +289,12 @@ export async function fetchTree(
     for (;;) {
       const stop = stopped();
       if (stop !== null) throw stop;
-      const order = live.map((_, offset) => live[(start + offset) % live.length] as string);
+      const rotated = live.map((_, offset) => live[(start + offset) % live.length] as string);
+      // A blob asked again (its first provider failed it) goes to those that have sent a good blob first.
+      const order =
+        tried.size === 0
+          ? rotated
+          : [...rotated.filter((peerId) => proven.has(peerId)), ...rotated.filter((peerId) => !proven.has(peerId))];
       const candidates = order.filter((peerId) => !tried.has(peerId) && usable(peerId));
       if (candidates.length === 0) {
         if (laterPending) {
@@ -329,6 +338,7 @@ export async function fetchTree(
         drop(peerId, String(error), "wrong-blob");
         continue;
       }
+      proven.add(peerId);
       fetchedBlobs += 1;
       fetchedBytes += bytes.length;
       return;
