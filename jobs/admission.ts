@@ -49,6 +49,7 @@ import {
   CimeshError,
   checkAnnouncer,
   type KeysetBody,
+  KeysetExpiredError,
   KeysetRollbackError,
   maxClockSkewMs,
   type ProjectTrust,
@@ -121,6 +122,7 @@ export const admissionReasons = [
   "untrusted-signer",
   "untrusted-project",
   "no-keyset-yet",
+  "keyset-expired",
   "no-machine",
   "keyset-old",
   "keyset-refused",
@@ -214,6 +216,8 @@ function admitKeyset(channel: Channel, bytes: Uint8Array, context: AdmissionCont
   } catch (error) {
     // Keysets are republished on the topic all the time: seeing the trusted one again is routine, not worth a log line.
     if (error instanceof KeysetRollbackError) return judged(context, "ignore", "keyset-old", "");
+    // Honest peers pass on the keyset they hold, expired or not: not worth a charge.
+    if (error instanceof KeysetExpiredError) return judged(context, "ignore", "keyset-expired", String(error));
     return isStale(error)
       ? judged(context, "ignore", "stale", String(error))
       : judged(context, "reject", "keyset-refused", String(error));
@@ -237,6 +241,9 @@ function announcerProblem(
     checkAnnouncer(trust, signer, nowMs);
     return null;
   } catch (error) {
+    // This node's own keyset of the project ran out: the sender did nothing wrong, it is this node that is behind.
+    if (error instanceof KeysetExpiredError)
+      return judged(context, "ignore", "keyset-expired", `the trusted keyset of ${project} has expired: ${error}`);
     return isStale(error)
       ? judged(context, "ignore", "stale", String(error))
       : judged(context, "reject", "untrusted-signer", String(error));

@@ -256,9 +256,15 @@ export class NodeDriver<W> {
     return new Promise((resolve) => this.idleWaiters.push(resolve));
   }
 
-  /** Takes nothing new; what is queued still runs. */
+  /**
+   * Takes nothing new and drops what is queued but not begun, so a flooded node stops in the time of one step: inbound
+   * messages are sent again by the protocol (retries, re-announcements, leases), a run's report is lost like the run
+   * of a node killed (the restart input refuses it and its master awards it again), and a caller waiting on a dropped
+   * input is told the node is stopping. Resolves once the task under way has persisted and carried out its effects.
+   */
   stop(): Promise<void> {
     this.stopped = true;
+    for (const dropped of this.queue.splice(0)) dropped.done?.(new Error("the node is stopping"));
     return this.idle();
   }
 

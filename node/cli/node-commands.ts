@@ -192,8 +192,8 @@ export function addStartCommand(): void {
           timer.unref();
           void (async () => {
             try {
-              await control.close();
-              await node.stop();
+              // Both at once: a request in flight (a submit) waits on the node, so the node stops first or alongside.
+              await Promise.all([node.stop(), control.close()]);
               out("stopped");
               process.exit(0);
             } catch (error) {

@@ -212,8 +212,6 @@ export function offenceOf(admission: {
 }): Offence | null {
   if (admission.verdict === "reject") return "forged";
   if (admission.verdict !== "ignore" || !senderFaultIgnores.has(admission.reason)) return null;
-  // "stale" also covers this node's own keyset having expired (announcers unknown now): no sender's doing.
-  if (admission.detail.startsWith("KeysetExpiredError")) return null;
   return "useless";
 }
 
