@@ -10,6 +10,7 @@ import { benchMasterStore } from "./master-store.ts";
 import { benchMesh } from "./mesh.ts";
 import { benchScheduling } from "./scheduling.ts";
 import { benchSim } from "./sim.ts";
+import { benchSybil } from "./sybil.ts";
 import { benchTransfer } from "./transfer.ts";
 
 const suites: Record<string, () => unknown> = {
@@ -18,6 +19,7 @@ const suites: Record<string, () => unknown> = {
   mesh: benchMesh,
   scheduling: benchScheduling,
   sim: benchSim,
+  sybil: () => benchSybil(),
   transfer: benchTransfer,
 };
 

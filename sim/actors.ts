@@ -7,18 +7,34 @@
  * - A spammer bids on every announcement it hears and never runs anything.
  * - A forger publishes announcements with a broken signature, or well signed
  *   by a key the project never delegated.
- * - A replayer records signed messages it hears on its topic and sends them
- *   again later: on the topic (every honest receiver's replay ledger must
- *   refuse them, or their expiry), and directly to the project's master (the
- *   signer is not the sending peer: refused as forged).
+ * - A replayer records signed messages it hears on its topic (adverts
+ *   included) and sends them again later: on the topic (every honest
+ *   receiver's replay ledger must refuse them, or their expiry; a master keeps
+ *   a worker's newest advert and drops older ones), and directly to the
+ *   project's master (the signer is not the sending peer: refused as forged).
+ * - A throwaway identity is a fresh key of a colluding group: it bids on every
+ *   announcement it hears, claiming to hold every input, and reports the
+ *   group's wrong digest for whatever it is awarded, soon, without running it.
  */
-import { announcementOf, type MessageDomainName, type StampedMessage } from "../jobs/index.ts";
+import { announcementOf, type MessageDomainName, maxCachedInputBytes, type StampedMessage } from "../jobs/index.ts";
 import type { Rng } from "./rng.ts";
 import { exponential } from "./rng.ts";
 
 /** Signed messages a replayer keeps to send again; the oldest is forgotten first. */
 export const maxRecordedWiresCount = 64;
 const hourMs = 3_600_000;
+
+/** What the actors count (Metrics.security). */
+export type ActorCounter =
+  | "spamBids"
+  | "forgeriesSent"
+  | "replaysSent"
+  | "throwawayBids"
+  | "throwawayAwards"
+  | "wrongResultsSent";
+
+/** How long the bids and results of a throwaway identity claim to stay valid. */
+export const throwawayMessageLifetimeMs = 60_000;
 
 /** What an actor needs of the simulated world. */
 export interface ActorWorld<W extends { readonly body: unknown; readonly domain: string }> {
@@ -37,9 +53,13 @@ export interface ActorWorld<W extends { readonly body: unknown; readonly domain:
   at(atMs: number, run: () => void): void;
   masterOf(topic: number): number;
   projectId(topic: number): string;
+  /** The topic (project index) of a project id. */
+  topicOf(project: string): number | undefined;
   jobSpec(deadlineAbsMs: number, durationMs: number): Record<string, unknown>;
   durationMs(): number;
-  count(counter: "spamBids" | "forgeriesSent" | "replaysSent"): void;
+  count(counter: ActorCounter): void;
+  /** A colluding identity of `group` was awarded a run of the shard: its partners there lie with it. */
+  colluded(group: number, index: number, jobId: string, shard: number): void;
   signerOf(wire: W): string | null;
 }
 
@@ -140,5 +160,75 @@ export class Replayer<W extends { readonly body: unknown; readonly domain: strin
       world.at(world.nowMs() + Math.max(1, Math.round(exponential(world.rng, hourMs / perHour))), replay);
     };
     world.at(Math.round(exponential(world.rng, hourMs / perHour)), replay);
+  }
+}
+
+export class Throwaway<W extends { readonly body: unknown; readonly domain: string }> {
+  private seq = 0;
+  private readonly world: ActorWorld<W>;
+  readonly index: number;
+  readonly group: number;
+  /** The group's shared wrong outputs digest. */
+  private readonly digest: string;
+  private readonly reportAfterMs: number;
+  constructor(world: ActorWorld<W>, index: number, group: number, digest: string, reportAfterMs: number) {
+    this.world = world;
+    this.index = index;
+    this.group = group;
+    this.digest = digest;
+    this.reportAfterMs = reportAfterMs;
+  }
+
+  private header(): { issuedAtMs: number; expiresAtMs: number; seq: number } {
+    const nowMs = this.world.absMs();
+    return { issuedAtMs: nowMs, expiresAtMs: nowMs + throwawayMessageLifetimeMs, seq: this.seq++ };
+  }
+
+  /** An announcement draws a bid, whatever its probability said, claiming every input held and nothing running. */
+  heard(wire: W, topic: number): void {
+    if (this.world.signerOf(wire) === null) return;
+    const announcement = announcementOf(wire.domain as MessageDomainName, wire.body);
+    if (announcement === null) return;
+    const world = this.world;
+    world.count("throwawayBids");
+    const body = {
+      ...this.header(),
+      project: announcement.project,
+      jobId: announcement.jobId,
+      round: announcement.round,
+      availability: "eager",
+      runningJobs: 0,
+      freeSlots: 1,
+      cachedInputBytes: maxCachedInputBytes,
+    };
+    world.sendWire(this.index, world.masterOf(topic), world.wire(this.index, { domain: "bid", body }));
+  }
+
+  /** A direct message reached it: an award is answered with the group's digest, without a run. */
+  direct(wire: W): void {
+    if (wire.domain !== "award" || this.world.signerOf(wire) === null) return;
+    const award = wire.body as { project: string; jobId: string; attempt: number; shard: number };
+    const world = this.world;
+    const topic = world.topicOf(award.project);
+    if (topic === undefined) return;
+    world.count("throwawayAwards");
+    world.colluded(this.group, this.index, award.jobId, award.shard);
+    world.at(world.nowMs() + this.reportAfterMs, () => {
+      world.count("wrongResultsSent");
+      const body = {
+        ...this.header(),
+        project: award.project,
+        jobId: award.jobId,
+        attempt: award.attempt,
+        shard: award.shard,
+        exitCode: 0,
+        outcome: "succeeded",
+        outputsDigest: this.digest,
+        logDigest: null,
+        summary: "succeeded",
+        durationMs: this.reportAfterMs,
+      };
+      world.sendWire(this.index, world.masterOf(topic), world.wire(this.index, { domain: "result", body }));
+    });
   }
 }

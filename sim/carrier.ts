@@ -1,14 +1,22 @@
 /**
  * What the simulated network carries between nodes: gossip through the gossip
  * model, routed as jobs/routing.ts says (adverts to the project's masters, the
- * rest to workers), and direct messages over the network's links. Each wire
- * that arrives is an event handing it to the receiver's driver, whose
- * admission decides, and to the actors that listen. The traffic is counted.
+ * rest to workers), and direct messages over the network's links, each with
+ * the network prefix of its sender's address (as a real node's transport
+ * knows it). Each wire that arrives is an event handing it to the receiver's
+ * driver, whose admission decides, and to the actors that listen. The
+ * traffic is counted.
  */
 import { changesNothing, type NodeDriver, topicRoute, workerInputOf } from "../jobs/index.ts";
 import { Histogram } from "./stats.ts";
 import type { Wire } from "./wire.ts";
 import type { SimNode, SimWorld } from "./world.ts";
+
+/** The sequence number of the advert a master's machine holds of a worker, or undefined when it holds none. */
+function heldAdvertSeq(driver: NodeDriver<Wire>, project: string, worker: string): number | undefined {
+  const state = driver.masterState(project);
+  return (state?.workers[worker] ?? state?.unproven[worker])?.seq;
+}
 
 /** One gossip message arriving at one node: the most common event, so an object with a method rather than a closure. */
 class GossipDelivery {
@@ -47,6 +55,8 @@ export class Carrier {
   gossipDelivered = 0;
   private readonly world: SimWorld;
   private readonly mastersByTopic = new Map<number, number[]>();
+  /** Actors that record adverts on a topic besides its masters (replayers). */
+  private readonly advertListenersByTopic = new Map<number, SimNode[]>();
 
   constructor(world: SimWorld) {
     this.world = world;
@@ -58,6 +68,15 @@ export class Carrier {
       const masters = this.mastersByTopic.get(topic);
       if (masters === undefined) this.mastersByTopic.set(topic, [master.index]);
       else masters.push(master.index);
+    }
+  }
+
+  /** An actor hears the adverts of its topics too (a replayer records them, as a real mesh's subscriber would). */
+  addAdvertListener(node: SimNode): void {
+    for (const topic of node.topics) {
+      const listeners = this.advertListenersByTopic.get(topic);
+      if (listeners === undefined) this.advertListenersByTopic.set(topic, [node]);
+      else listeners.push(node);
     }
   }
 
@@ -106,6 +125,11 @@ export class Carrier {
       this.gossipLatency.add(out.atMs - world.nowMs);
       world.queue.pushEvent(new GossipDelivery(Math.max(out.atMs, world.nowMs), this, master, topic, wire));
     }
+    for (const listener of this.advertListenersByTopic.get(topic) ?? []) {
+      if (listener.index === from || !world.network.reachable(from, listener.index)) continue;
+      const atMs = world.nowMs + world.network.latencyMs(from, listener.index, wire.size);
+      world.queue.pushEvent(new GossipDelivery(atMs, this, listener, topic, wire));
+    }
   }
 
   /** A direct message: dropped when the receiver is unreachable, down by arrival, or the network loses it. */
@@ -119,13 +143,18 @@ export class Carrier {
       return;
     }
     const driver = receiver.driver;
-    const peer = (world.nodes[from] as SimNode).key;
+    const sender = world.nodes[from] as SimNode;
+    const channel = { kind: "direct", peer: sender.key, prefix: sender.prefix } as const;
     world.at(world.nowMs + world.network.latencyMs(from, to, wire.size), () => {
+      if (receiver.throwaway !== null && receiver.online) {
+        receiver.throwaway.direct(wire);
+        return;
+      }
       if (!receiver.online || receiver.driver !== driver || driver === null) {
         this.counters.directDropped = (this.counters.directDropped as number) + 1;
         return;
       }
-      driver.receive({ kind: "direct", peer }, wire);
+      driver.receive(channel, wire);
     });
   }
 
@@ -135,8 +164,26 @@ export class Carrier {
       this.counters.deliveriesDropped = (this.counters.deliveriesDropped as number) + 1;
       return;
     }
-    if (driver !== null) driver.receive({ kind: "topic", topic: this.world.setup.projectOf(topic) }, wire);
+    if (driver !== null) {
+      const project = this.world.setup.projectOf(topic);
+      // What the master holds of the advert's signer, before and after: it must never go back to an older advert.
+      const advertSigner = wire.domain === "workerAdvert" && receiver.role === "master" ? this.signerKey(wire) : null;
+      const before = advertSigner === null ? undefined : heldAdvertSeq(driver, project, advertSigner);
+      driver.receive({ kind: "topic", topic: project }, wire);
+      if (advertSigner !== null)
+        this.world.observer.advertHeld(
+          receiver.index,
+          advertSigner,
+          before,
+          heldAdvertSeq(driver, project, advertSigner),
+        );
+    }
     receiver.spammer?.heard(wire, topic);
     receiver.replayer?.heard(wire);
+    receiver.throwaway?.heard(wire, topic);
+  }
+
+  private signerKey(wire: Wire): string {
+    return (this.world.nodes[wire.signer] as SimNode).key;
   }
 }

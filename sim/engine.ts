@@ -15,10 +15,10 @@
  * no wall clock is read here.
  */
 import type { JobSpec, StampedMessage } from "../jobs/index.ts";
-import type { ActorWorld } from "./actors.ts";
+import type { ActorCounter, ActorWorld } from "./actors.ts";
 import { Faults } from "./faults.ts";
 import { collectMetrics, type Metrics, newNodeCounts, type SeriesPoint, scheduleSamples } from "./metrics.ts";
-import { Observer, type Sabotage } from "./observer.ts";
+import { type EndedJob, Observer, type Sabotage } from "./observer.ts";
 import { feedNightFacts, Population, simProjectId } from "./population.ts";
 import { type Rng, seededRng } from "./rng.ts";
 import type { Scenario } from "./scenario.ts";
@@ -33,6 +33,8 @@ export interface RunOptions {
   readonly onProgress?: (simulatedMs: number, endMs: number, events: number) => void;
   /** Test-only: break the run on purpose to show that the invariants catch it. */
   readonly sabotage?: Sabotage;
+  /** Told of every job as it ends: for figures per job (bench/sybil.ts). */
+  readonly onJobEnded?: (job: EndedJob) => void;
 }
 
 /** The world as the hostile actors see it: the simulated world, with what they send counted by the observer. */
@@ -42,13 +44,15 @@ class SimActorWorld implements ActorWorld<Wire> {
   private readonly world: SimWorld;
   private readonly observer: Observer;
   private readonly population: Population;
+  private readonly workload: Workload;
 
-  constructor(scenario: Scenario, world: SimWorld, observer: Observer, population: Population) {
+  constructor(scenario: Scenario, world: SimWorld, observer: Observer, population: Population, workload: Workload) {
     this.rng = world.rng;
     this.scenario = scenario;
     this.world = world;
     this.observer = observer;
     this.population = population;
+    this.workload = workload;
   }
 
   nowMs(): number {
@@ -88,8 +92,12 @@ class SimActorWorld implements ActorWorld<Wire> {
     this.world.sendWire(from, to, wire);
   }
 
-  count(counter: "spamBids" | "forgeriesSent" | "replaysSent"): void {
+  count(counter: ActorCounter): void {
     this.observer.figures.count(counter);
+  }
+
+  colluded(group: number, index: number, jobId: string, shard: number): void {
+    this.workload.collusion.joined(group, index, jobId, shard, null);
   }
 
   masterOf(topic: number): number {
@@ -98,6 +106,10 @@ class SimActorWorld implements ActorWorld<Wire> {
 
   projectId(topic: number): string {
     return simProjectId(topic);
+  }
+
+  topicOf(project: string): number | undefined {
+    return this.population.topicOf(project);
   }
 
   jobSpec(deadlineMs: number, durationMs: number): JobSpec {
@@ -159,6 +171,7 @@ export class Simulation {
 
   run(options: RunOptions = {}): Metrics {
     const s = this.scenario;
+    this.observer.onJobEnded = options.onJobEnded;
     const endMs = s.duration + s.drain;
     this.setUp();
     scheduleSamples(this.world, this.observer, s.sampleInterval, endMs, this.series);
@@ -195,7 +208,9 @@ export class Simulation {
   /** The nodes (all brought online), then the arrivals and the faults on the clock. */
   private setUp(): void {
     this.population.addMastersAndWorkers();
-    this.population.addActors(new SimActorWorld(this.scenario, this.world, this.observer, this.population));
+    this.population.addActors(
+      new SimActorWorld(this.scenario, this.world, this.observer, this.population, this.workload),
+    );
     for (const node of this.world.nodes) this.world.bringOnline(node);
     this.workload.scheduleArrivals();
     this.faults.schedule();

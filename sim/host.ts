@@ -7,7 +7,7 @@
 import { type DriverPorts, type ExecutionRequest, NodeDriver, type StampedMessage } from "../jobs/index.ts";
 import { simEpochMs } from "./queue.ts";
 import type { Wire } from "./wire.ts";
-import type { SimNode, SimWorld } from "./world.ts";
+import type { SimNode, SimRun, SimWorld } from "./world.ts";
 
 export class NodeHost {
   private readonly world: SimWorld;
@@ -80,7 +80,10 @@ export class NodeHost {
       world.carrier.publish(node.index, topicIndex, out === message ? wire : world.wires.seal(node.index, out));
   }
 
-  /** A run in the simulated sandbox: what the world's `runOf` says, reported after its duration unless killed. */
+  /**
+   * A run in the simulated sandbox: what the world's `runOf` says, reported after its duration unless killed, or
+   * earlier with another report when the run's `started` hook asks (a colluder lying once a partner joins it).
+   */
   private execute(node: SimNode, run: ExecutionRequest): void {
     const world = this.world;
     const outcome = world.setup.runOf(node, run);
@@ -89,18 +92,22 @@ export class NodeHost {
     const token = ++this.executionToken;
     node.executing.set(run.runId, token);
     const driver = node.driver;
-    world.at(world.nowMs + outcome.durationMs, () => {
-      if (!node.online || node.driver !== driver || driver === null || node.executing.get(run.runId) !== token) return;
-      node.executing.delete(run.runId);
-      driver.runFinished({
-        runId: run.runId,
-        outcome: outcome.outcome,
-        exitCode: outcome.outcome === "succeeded" ? 0 : 1,
-        outputsDigest: outcome.outputsDigest,
-        logDigest: null,
-        summary: outcome.outcome,
-        durationMs: outcome.durationMs,
+    const finish = (afterMs: number, report: Omit<SimRun, "started">) =>
+      world.at(world.nowMs + afterMs, () => {
+        if (!node.online || node.driver !== driver || driver === null || node.executing.get(run.runId) !== token)
+          return;
+        node.executing.delete(run.runId);
+        driver.runFinished({
+          runId: run.runId,
+          outcome: report.outcome,
+          exitCode: report.outcome === "succeeded" ? 0 : 1,
+          outputsDigest: report.outputsDigest,
+          logDigest: null,
+          summary: report.outcome,
+          durationMs: report.durationMs,
+        });
       });
-    });
+    finish(outcome.durationMs, outcome);
+    outcome.started?.((afterMs, report) => finish(afterMs, report));
   }
 }

@@ -18,7 +18,7 @@ export {
 } from "./gossip.ts";
 export { invariantNames, type Violation } from "./invariants.ts";
 export type { Metrics, SeriesPoint } from "./metrics.ts";
-export type { Sabotage } from "./observer.ts";
+export type { EndedJob, Sabotage } from "./observer.ts";
 export { dayMs, simProjectId } from "./population.ts";
 export { simEpochMs } from "./queue.ts";
 export { renderReport } from "./report.ts";
@@ -41,8 +41,9 @@ export {
   ScenarioError,
   scenarioSchema,
   shrinkScenario,
+  withoutSybilRules,
 } from "./scenario.ts";
-export { Histogram, type Percentiles } from "./stats.ts";
+export { exactQuantile, Histogram, type Percentiles } from "./stats.ts";
 export { fastEnvelopeBytes } from "./wire.ts";
 export { simJobId } from "./workload.ts";
 

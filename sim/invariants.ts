@@ -13,7 +13,8 @@ export interface Violation {
     | "quorum"
     | "ends-after-heal"
     | "no-forgery-accepted"
-    | "no-replay-accepted";
+    | "no-replay-accepted"
+    | "advert-newest";
   readonly jobId: string;
   readonly detail: string;
 }
@@ -24,7 +25,8 @@ export const invariantNames = [
   "quorum: every accepted digest was reported by at least quorum distinct workers (1 where the master trusted a worker alone)",
   "ends-after-heal: every job has ended when the run stops, after every fault healed and the drain",
   "no-forgery-accepted: no tampered or untrusted message reaches a state machine",
-  "no-replay-accepted: no node's machine takes a signed message twice, however often it is sent again",
+  "no-replay-accepted: no node's machine takes a signed message twice, however often it is sent again (adverts aside: state, not events)",
+  "advert-newest: a master never goes back from a worker's advert to an older one (a replay, or one overtaken)",
 ] as const;
 
 /** Violations kept in the metrics: the first ones say enough. */
@@ -40,6 +42,8 @@ export interface JobTruth {
   readonly quorum: number;
   readonly shards: number;
   firstAwardAtMs: number | null;
+  /** Runs awarded (awards that left the master). */
+  awards: number;
   endedAtMs: number | null;
   status: "open" | "passed" | "failed" | "cancelled";
   terminalMessages: number;
@@ -93,6 +97,11 @@ export function liarDigest(node: number): string {
 
 export function sybilDigest(group: number): string {
   return `bsybilout${letters(group)}`;
+}
+
+/** A colluding group's shared wrong digest (its patient workers and its throwaway identities report it). */
+export function colluderDigest(group: number): string {
+  return `bcolludeout${letters(group)}`;
 }
 
 /** The violations of one run. */

@@ -80,6 +80,9 @@ export type NodeCounts = {
   replayers: number;
   liars: number;
   sybils: number;
+  colluders: number;
+  throwaways: number;
+  runners: number;
 };
 
 export function newNodeCounts(): NodeCounts {
@@ -97,6 +100,9 @@ export function newNodeCounts(): NodeCounts {
     replayers: 0,
     liars: 0,
     sybils: 0,
+    colluders: 0,
+    throwaways: 0,
+    runners: 0,
   };
 }
 

@@ -4,7 +4,9 @@
  * machines' own books. It is the one place of sim/ that reads message types:
  * it counts bids and awards, sees verdicts and cancels leave a master, sees
  * results reach one, and sees every admission verdict (a forged or replayed
- * message that reached a machine is a violation).
+ * message that reached a machine is a violation). One check looks inside: what
+ * a master holds of a worker's advert before and after each advert reaches it
+ * (nothing on the network shows that a master kept the newest).
  *
  * For the tests of the checker itself it can also break the system under test
  * on purpose (Sabotage), between a master and the network.
@@ -34,11 +36,26 @@ function sabotaged(sabotage: Sabotage, verdict: StampedMessage): StampedMessage[
 /** What the observer knows of a wire: who sent it, and whether an actor forged or replayed it. */
 export interface ObservedWire {
   readonly from: number;
+  /** The message's type (jobs/routing.ts MessageDomainName). */
+  readonly domain: string;
   readonly forged?: boolean;
   /** The wire a replayer sent again: set on the copy. */
   readonly original?: ObservedWire;
   /** The receivers (by their store: what a node remembers) whose machine took this wire; kept while replayers act. */
   takenBy?: Set<object>;
+}
+
+/** A job that ended, as the observer saw it (RunOptions.onJobEnded). */
+export interface EndedJob {
+  readonly jobId: string;
+  readonly status: "passed" | "failed" | "cancelled";
+  /** From its submission to its verdict or cancel. */
+  readonly timeToVerdictMs: number;
+  /** Runs its master awarded. */
+  readonly awards: number;
+  readonly shards: number;
+  /** The verdict accepted a digest no honest run reports. */
+  readonly wrongAccepted: boolean;
 }
 
 export class Observer {
@@ -50,6 +67,8 @@ export class Observer {
   private nowMs = 0;
   /** Whether replayers act: only then does a wire remember who took it. */
   private readonly tracksReplays: boolean;
+  /** Told of every job as it ends. */
+  onJobEnded: ((job: EndedJob) => void) | undefined;
 
   constructor(projects: number, sabotage: Sabotage | undefined, tracksReplays = false) {
     this.tracksReplays = tracksReplays;
@@ -90,6 +109,9 @@ export class Observer {
         `a forged message from node ${wire.from} reached node ${node}'s machine`,
       );
     }
+    // An advert is state, not an event: a master takes a worker's adverts without a ledger, keeps the newest and
+    // drops the others (checked by advertHeld), so a replayed one reaching the machine is no replay accepted.
+    if (wire.domain === "workerAdvert") return;
     if (wire.original !== undefined) {
       if (wire.original.takenBy?.has(memory) === true) {
         this.figures.count("replaysAccepted");
@@ -106,6 +128,20 @@ export class Observer {
     for (const delivery of admission.deliveries)
       if (delivery.machine === "master" && delivery.input.kind === "result")
         this.observeResult(wire.from, delivery.input.result);
+  }
+
+  /**
+   * An advert of `worker` reached master node `master`'s machine: the sequence number of the advert it held of that
+   * worker before and after (undefined: none). Going back to an older advert is a violation.
+   */
+  advertHeld(master: number, worker: string, before: number | undefined, after: number | undefined): void {
+    if (before === undefined || (after !== undefined && after >= before)) return;
+    this.figures.count("advertsTakenBack");
+    this.invariants.violate(
+      "advert-newest",
+      "-",
+      `master node ${master} held advert ${before} of worker ${worker.slice(0, 12)}… and then ${after ?? "none"}`,
+    );
   }
 
   /** A direct message leaves a node. */
@@ -144,7 +180,9 @@ export class Observer {
 
   private observeAward(jobId: string): void {
     const truth = this.jobs.get(jobId);
-    if (truth === undefined || truth.firstAwardAtMs !== null) return;
+    if (truth === undefined) return;
+    truth.awards++;
+    if (truth.firstAwardAtMs !== null) return;
     truth.firstAwardAtMs = this.nowMs;
     this.figures.claimed(this.nowMs - truth.submittedAtMs);
   }
@@ -172,6 +210,7 @@ export class Observer {
     truth.endedAtMs = this.nowMs;
     this.figures.ended(truth.project, this.nowMs - truth.submittedAtMs);
     const counts = this.figures.jobCounts;
+    let wrongAccepted = false;
     if (domain === "cancel") {
       truth.status = "cancelled";
       counts.cancelled++;
@@ -180,8 +219,17 @@ export class Observer {
       truth.status = verdict.outcome;
       if (verdict.outcome === "passed") counts.passed++;
       else counts.failed++;
-      if (this.invariants.checkQuorum(jobId, truth, verdict.acceptedDigests)) counts.wrongResultsAccepted++;
+      wrongAccepted = this.invariants.checkQuorum(jobId, truth, verdict.acceptedDigests);
+      if (wrongAccepted) counts.wrongResultsAccepted++;
     }
+    this.onJobEnded?.({
+      jobId,
+      status: truth.status as EndedJob["status"],
+      timeToVerdictMs: this.nowMs - truth.submittedAtMs,
+      awards: truth.awards,
+      shards: truth.shards,
+      wrongAccepted,
+    });
     truth.results = null;
     truth.trustedAlone = null;
   }

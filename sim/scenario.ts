@@ -9,6 +9,7 @@
  * milliseconds; fractions are numbers in [0, 1].
  */
 import { z } from "zod";
+import { defaultMasterConfig } from "../jobs/index.ts";
 import {
   describeValue,
   FileFieldError,
@@ -88,6 +89,11 @@ const workersSchema = z.strictObject({
   seenRounds: z.number().int().min(16).max(1_000_000).default(4096),
   /** How often a running job's lease is renewed (WorkerConfig.renewIntervalMs; a third of the lease if shorter). */
   renewInterval: duration(3_600_000).default(20_000),
+  /**
+   * Honest initial workers per project that its keyset names as runners (the project's own machines, whose results
+   * anchor a quorum): eager, day-and-night ones first. 0 names none.
+   */
+  runnersPerProject: z.number().int().min(0).max(256).default(2),
 });
 
 const jobsSchema = z.strictObject({
@@ -110,6 +116,11 @@ const networkSchema = z.strictObject({
   loss: fraction.default(0),
   /** Link bandwidth in megabits per second (transfer time = bytes / bandwidth). */
   bandwidthMbps: z.number().min(0.1).max(100_000).default(100),
+  /**
+   * Probability that an honest worker shares its network prefix (an IPv4 /24) with an earlier one, as volunteers
+   * behind one NAT or on one campus do; the others each have a prefix of their own.
+   */
+  sharedPrefix: fraction.default(0.1),
 });
 
 const gossipSchema = z.strictObject({
@@ -122,12 +133,36 @@ const gossipSchema = z.strictObject({
   seenTtl: duration(maxDrainMs).default(gossipsubDefaults.seenTtlMs),
 });
 
+/** Bounds of the quorum settings, those of a node's config file (node/files/config.ts). */
+export const maxQuorumWeight = 16;
+export const maxValidRunsForFullWeight = 10_000;
+
+const quorumSchema = z.strictObject({
+  /** Weight agreeing results must hold unless a runner's result is among them; 0 = a count of any identities decides. */
+  weight: z.number().min(0).max(maxQuorumWeight).default(defaultMasterConfig.quorumWeight),
+  /** Consecutive agreeing results after which a worker's result weighs 1. */
+  validRunsForFullWeight: z
+    .number()
+    .int()
+    .min(1)
+    .max(maxValidRunsForFullWeight)
+    .default(defaultMasterConfig.validRunsForFullWeight),
+  /** Replicas of one shard go to workers on distinct network prefixes. */
+  distinctPrefixes: z.boolean().default(defaultMasterConfig.distinctPrefixes),
+  /** Probability that a shard's first run goes to a runner, whose result then has the last word. */
+  spotCheckFraction: fraction.default(defaultMasterConfig.spotCheckFraction),
+  /** Whether volunteers (not runners) may run a shard alone after a long record (adaptive replication). */
+  trustVolunteersAlone: z.boolean().default(defaultMasterConfig.trustVolunteersAlone),
+});
+
 const masterSchema = z.strictObject({
   bidWindow: duration(3_600_000).default(250),
   lease: duration(3_600_000).default(60_000),
   targetBidsPerRun: z.number().min(0.1).max(100).default(3),
   reannounceInterval: duration(3_600_000).default(30_000),
   trustAloneAfterValid: z.number().int().min(1).max(1_000_000).default(10),
+  /** What the masters believe of results (jobs/master.ts, MasterConfig): the node defaults unless set. */
+  quorum: quorumSchema.default(quorumSchema.parse({})),
 });
 
 const churnSchema = z.strictObject({
@@ -163,6 +198,33 @@ const masterCrashSchema = z.strictObject({
   project: z.number().int().min(0).max(maxProjectsCount),
 });
 
+/**
+ * Colluding identities (sim/README.md, Colluders): workers that run the real node, in groups that each report one
+ * shared wrong digest, patient (honest until they have a record), and throwaway identities of the same groups that
+ * join mid-run with fresh keys, bid on every announcement and report the group's digest without running anything.
+ */
+const colludersSchema = z.strictObject({
+  /** Fraction of the initial workers that collude (rounded to a whole number of workers). */
+  fraction: fraction.default(0),
+  groups: z.number().int().min(1).max(maxActorsCount).default(1),
+  /** Network prefixes each group's identities sit on (their addresses: one machine, a few rented networks). */
+  prefixesPerGroup: z.number().int().min(1).max(256).default(1),
+  /** Runs a colluder does honestly in a project before it lies there: it earns weight first. */
+  patience: z.number().int().min(0).max(1_000_000).default(0),
+  /**
+   * When a colluder past its patience lies: `always` (every run), or `together` (only on a shard another identity of
+   * its group also holds: they tell each other, and those without a partner stay honest and keep their weight).
+   */
+  tactic: z.enum(["always", "together"]).default("always"),
+  /** How long after its award (or its partner's) a lying run reports: a lie needs no run, and an early one beats honest replicas. */
+  lieAfter: duration(maxJobDurationMs).default(5_000),
+  /** Throwaway identities (fresh keys, spread over the groups and their prefixes) that join during the run. */
+  throwaways: count(maxActorsCount).default(0),
+  /** They join at times drawn uniformly from [throwawaysFrom, throwawaysUntil). */
+  throwawaysFrom: duration(maxScenarioDurationMs).default(0),
+  throwawaysUntil: duration(maxScenarioDurationMs).default(0),
+});
+
 const actorsSchema = z.strictObject({
   /** Fraction of workers that return a wrong result (each its own wrong digest). */
   liars: fraction.default(0),
@@ -174,9 +236,10 @@ const actorsSchema = z.strictObject({
   replaysPerHour: z.number().min(0).max(1_000_000).default(60),
   /** Nodes that bid on every announcement they hear and never run anything. */
   spammers: count(maxActorsCount).default(0),
-  /** Sybil groups: identities of one actor that return the same wrong digest (colluding liars). */
+  /** Sybil groups: identities of one actor that return the same wrong digest (colluding liars), each group on one prefix. */
   sybilGroups: count(maxActorsCount).default(0),
   sybilGroupSize: count(maxActorsCount).default(0),
+  colluders: colludersSchema.default(colludersSchema.parse({})),
 });
 
 export const scenarioSchema = z
@@ -261,6 +324,14 @@ export const scenarioSchema = z
       if (c.back > s.duration) problem(["masterCrashes", i, "back"], "expected a time inside duration");
       if (c.project >= s.projects) problem(["masterCrashes", i, "project"], `expected an index below ${s.projects}`);
     });
+    const c = s.actors.colluders;
+    if (c.throwaways > 0 && c.throwawaysUntil > s.duration)
+      problem(["actors", "colluders", "throwawaysUntil"], "expected a time inside duration");
+    if (c.throwaways > 0 && c.throwawaysUntil < c.throwawaysFrom)
+      problem(
+        ["actors", "colluders", "throwawaysUntil"],
+        "expected a time at or after actors.colluders.throwawaysFrom",
+      );
     if (s.actors.sybilGroups > 0 !== s.actors.sybilGroupSize > 0)
       problem(["actors", "sybilGroupSize"], "expected sybilGroups and sybilGroupSize both zero or both positive");
   });
@@ -303,6 +374,21 @@ export const exampleScenarioNames = [
   "partition-heals",
   "bid-storm-10k",
 ] as const;
+
+/**
+ * The same scenario without the masters' Sybil rules: quorum weight 0, no runners in the keysets, no distinct
+ * prefixes, no spot checks, so a count of agreeing identities decides (the cost of the defence is measured against it).
+ */
+export function withoutSybilRules(scenario: Scenario): Scenario {
+  return {
+    ...scenario,
+    workers: { ...scenario.workers, runnersPerProject: 0 },
+    master: {
+      ...scenario.master,
+      quorum: { ...scenario.master.quorum, weight: 0, distinctPrefixes: false, spotCheckFraction: 0 },
+    },
+  };
+}
 
 /** A scenario at a smaller size: at most `workers` workers and `jobs` jobs, its faults, actors and timings kept. */
 export function shrinkScenario(

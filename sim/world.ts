@@ -29,7 +29,7 @@ import {
   type StampedMessage,
   type WorkerState,
 } from "../jobs/index.ts";
-import type { Replayer, Spammer } from "./actors.ts";
+import type { Replayer, Spammer, Throwaway } from "./actors.ts";
 import { Carrier } from "./carrier.ts";
 import { GossipModel, type GossipParams } from "./gossip.ts";
 import { NodeHost } from "./host.ts";
@@ -43,8 +43,12 @@ import { type Wire, Wires } from "./wire.ts";
 export { simEpochMs } from "./queue.ts";
 export type { Wire } from "./wire.ts";
 
-export type Role = "master" | "worker" | "spammer" | "forger" | "replayer";
-export type Behaviour = "honest" | "liar" | "sybil";
+export type Role = "master" | "worker" | "spammer" | "forger" | "replayer" | "throwaway";
+/**
+ * What a worker reports: the truth; its own wrong digest (liar); its group's wrong digest from the first run
+ * (sybil); its group's wrong digest once it has run `patience` jobs of the project honestly (colluder).
+ */
+export type Behaviour = "honest" | "liar" | "sybil" | "colluder";
 
 export interface SimNode {
   readonly index: number;
@@ -53,6 +57,8 @@ export interface SimNode {
   readonly signer: Uint8Array;
   readonly identity: Identity | null;
   readonly topics: readonly number[];
+  /** The network prefix (an IPv4 /24, as text) of the node's address: what a direct message's receiver sees. */
+  readonly prefix: string;
   online: boolean;
   /** Bumped whenever the node goes down: what was fed to its last life is not fed twice. */
   epoch: number;
@@ -72,17 +78,23 @@ export interface SimNode {
   everOnline: boolean;
   spammer: Spammer<Wire> | null;
   replayer: Replayer<Wire> | null;
+  throwaway: Throwaway<Wire> | null;
 }
 
 export type SimNodeFields = Partial<
   Pick<SimNode, "project" | "behaviour" | "group" | "speed" | "nightOnly" | "availability">
-> & { topics: number[] };
+> & { topics: number[]; prefix: string };
 
 /** What a run in the simulated sandbox reports, and after how long. */
 export interface SimRun {
   readonly durationMs: number;
   readonly outcome: Outcome;
   readonly outputsDigest: string | null;
+  /**
+   * Told once the run has started, with a way to end it `afterMs` from then with another report instead (while it
+   * still runs): a colluder that lies only together with a partner of its group uses it when one joins.
+   */
+  readonly started?: (finishEarly: (afterMs: number, report: Omit<SimRun, "started">) => void) => void;
 }
 
 export interface WorldSetup {
@@ -184,6 +196,7 @@ export class SimWorld {
       signer: keyOf(key),
       identity,
       topics: fields.topics,
+      prefix: fields.prefix,
       online: false,
       epoch: 0,
       driver: null,
@@ -199,6 +212,7 @@ export class SimWorld {
       everOnline: false,
       spammer: null,
       replayer: null,
+      throwaway: null,
     };
     this.nodes.push(node);
     this.keyIndex.set(key, index);

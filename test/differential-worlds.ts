@@ -52,6 +52,7 @@ import {
   type JobRecord,
   type JobSpec,
   type MasterConfig,
+  type MasterState,
   type MessageDomainName,
   messageDomainName,
   messageDomains,
@@ -122,8 +123,12 @@ export function workerState(self: string): WorkerState {
   });
 }
 
-/** The project's keyset at `nowMs`, naming the master's key as its one announcer. */
-export function keysetFor(masterKey: Uint8Array, nowMs: number): Uint8Array {
+/**
+ * The project's keyset at `nowMs`, naming the master's key as its one announcer and the honest workers' keys as its
+ * runners: their results anchor a quorum (jobs/master.ts), so the liar, a volunteer with no record, never decides one,
+ * and a one-replica job passes on a runner's result, with the master's default quorum rules.
+ */
+export function keysetFor(masterKey: Uint8Array, runnerKeys: readonly Uint8Array[], nowMs: number): Uint8Array {
   return sealKeyset(
     {
       project,
@@ -134,6 +139,7 @@ export function keysetFor(masterKey: Uint8Array, nowMs: number): Uint8Array {
       roots: [projectRoot.publicKey],
       threshold: 1,
       announcers: [{ key: masterKey, label: "master", expiresAtMs: nowMs + dayMs }],
+      runners: runnerKeys.map((key, i) => ({ key, label: `runner ${i}`, expiresAtMs: nowMs + dayMs })),
     },
     [projectRoot],
   );
@@ -223,6 +229,11 @@ function admissionRecord(
   };
 }
 
+/** Workers whose advert the master holds: runners and workers with a record, and the unproven ones (the liar). */
+function knownWorkerCount(state: MasterState | undefined): number {
+  return Object.keys(state?.workers ?? {}).length + Object.keys(state?.unproven ?? {}).length;
+}
+
 /** A message signed by a node of the world, with its bytes. */
 export interface Sealed {
   readonly signer: string;
@@ -255,6 +266,7 @@ export interface DiffWorld {
   submit(jobId: string, job: JobSpec): void;
   /** The master's jobs, or null while it is down. */
   masterJobs(): Readonly<Record<string, JobRecord>> | null;
+  /** Workers whose advert the master holds, proven or not. */
   masterWorkerCount(): number;
   setAvailability(node: string, availability: Availability): void;
   /** The node's process dies; its store stays. */
@@ -532,14 +544,20 @@ export class SimDiffWorld implements DiffWorld {
       projectOf: () => project,
       onAdmitted: (node, channel, admission, wire) => this.record(node, channel, admission, wire),
     });
-    this.add(masterName, this.world.addNode("master", { topics: [0], project: 0 }));
-    for (const name of honestNames) this.add(name, this.world.addNode("worker", { topics: [0] }));
-    this.add(liarName, this.world.addNode("worker", { topics: [0], behaviour: "liar" }));
+    // No network prefixes: the real world's memory transport tells admission none either.
+    const prefix = "";
+    this.add(masterName, this.world.addNode("master", { topics: [0], project: 0, prefix }));
+    for (const name of honestNames) this.add(name, this.world.addNode("worker", { topics: [0], prefix }));
+    this.add(liarName, this.world.addNode("worker", { topics: [0], behaviour: "liar", prefix }));
     // A node without a driver: the world carries what it sends, and gossip for it is not delivered to it.
-    this.add(attackerName, this.world.addNode("forger", { topics: [0] }));
+    this.add(attackerName, this.world.addNode("forger", { topics: [0], prefix }));
     this.trust = acceptKeyset(
       trustFromAnchor(projectAnchor),
-      keysetFor(this.node(masterName).signer, simEpochMs),
+      keysetFor(
+        this.node(masterName).signer,
+        honestNames.map((name) => this.node(name).signer),
+        simEpochMs,
+      ),
       simEpochMs,
     );
     for (const name of [masterName, ...workerNames]) this.world.bringOnline(this.node(name));
@@ -631,7 +649,7 @@ export class SimDiffWorld implements DiffWorld {
   }
 
   masterWorkerCount(): number {
-    return Object.keys(this.master.driver?.masterState(project)?.workers ?? {}).length;
+    return knownWorkerCount(this.master.driver?.masterState(project));
   }
 
   setAvailability(node: string, availability: Availability): void {
@@ -824,7 +842,11 @@ export class RealDiffWorld implements DiffWorld {
     if (attacker === undefined) throw new Error(`no identity for ${attackerName}`);
     this.attackerIdentity = attacker;
     this.nameOfKey.set(hexOf(attacker.publicKey), attackerName);
-    this.keyset = keysetFor(this.node(masterName).identity.publicKey, this.startedAtMs);
+    this.keyset = keysetFor(
+      this.node(masterName).identity.publicKey,
+      honestNames.map((name) => this.node(name).identity.publicKey),
+      this.startedAtMs,
+    );
     this.trust = acceptKeyset(trustFromAnchor(projectAnchor), this.keyset, this.startedAtMs);
   }
 
@@ -974,7 +996,7 @@ export class RealDiffWorld implements DiffWorld {
   }
 
   masterWorkerCount(): number {
-    return Object.keys(this.master?.masterState(project)?.workers ?? {}).length;
+    return knownWorkerCount(this.master?.masterState(project));
   }
 
   setAvailability(node: string, availability: Availability): void {

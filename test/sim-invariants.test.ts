@@ -4,6 +4,7 @@
  */
 import test from "ava";
 import { assertInvariants, exampleScenarioNames, InvariantError, simulate } from "../sim/index.ts";
+import { Observer } from "../sim/observer.ts";
 import { seedSweep, small } from "./sim-seeds.ts";
 
 seedSweep(exampleScenarioNames.slice(2));
@@ -38,4 +39,17 @@ test("liars acting alone never win a quorum of two", (t) => {
     t.true((metrics.security.wrongResultsSent ?? 0) > 0, "the liars did send wrong results");
     t.is(metrics.jobs.wrongResultsAccepted, 0);
   }
+});
+
+test("a master going back to an older advert of a worker is caught; keeping or replacing with a newer one is not", (t) => {
+  const observer = new Observer(1, undefined);
+  observer.advertHeld(0, "ab".repeat(32), undefined, 7);
+  observer.advertHeld(0, "ab".repeat(32), 7, 7);
+  observer.advertHeld(0, "ab".repeat(32), 7, 9);
+  t.deepEqual(observer.invariants.listed(), []);
+  observer.advertHeld(0, "ab".repeat(32), 9, 7);
+  t.deepEqual(
+    observer.invariants.listed().map((v) => v.invariant),
+    ["advert-newest"],
+  );
 });
