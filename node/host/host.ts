@@ -110,9 +110,10 @@ export const maxPeersInStatus = 20;
 /** What the runtime's validator decided about a gossip message. */
 export type GossipVerdict = "accept" | "reject" | "ignore";
 export type GossipHandler = (bytes: Uint8Array, fromPeerId: string) => GossipVerdict | Promise<GossipVerdict>;
-export type DirectHandler = (bytes: Uint8Array, fromPeerId: string) => void | Promise<void>;
+/** `remoteAddress`: the multiaddr of the connection the message came on, as text (its network prefix matters). */
+export type DirectHandler = (bytes: Uint8Array, fromPeerId: string, remoteAddress: string) => void | Promise<void>;
 /** Answers one request frame with one response frame (the blob protocol, say). */
-export type RequestHandler = (request: Uint8Array, fromPeerId: string) => Promise<Uint8Array>;
+export type RequestHandler = (request: Uint8Array, fromPeerId: string, remoteAddress: string) => Promise<Uint8Array>;
 
 export interface RequestProtocolOptions {
   readonly maxRequestBytes: number;
@@ -500,8 +501,8 @@ async function serveDirect(
     libp2p,
     directProtocol,
     directLimits,
-    async (bytes, from) => {
-      await handlerOf()(bytes, from);
+    async (bytes, from, remoteAddress) => {
+      await handlerOf()(bytes, from, remoteAddress);
       return directAck;
     },
     options,
@@ -612,7 +613,7 @@ async function serveRequests(
       try {
         if (turnMs > 0) await new Promise((resolve) => setTimeout(resolve, turnMs));
         request = await firstFrame(stream, limits.maxRequestBytes);
-        const response = await handler(request, from);
+        const response = await handler(request, from, connection.remoteAddr.toString());
         if (response.length > limits.maxResponseBytes)
           throw new HostError(`${protocol}: a response of ${response.length} bytes is over ${limits.maxResponseBytes}`);
         if (!stream.send(lp.encode.single(response))) await stream.onDrain({ signal });

@@ -48,6 +48,7 @@ export {
   type PenaltyLimits,
   penaltyHalfLifeMs,
 } from "./penalties.ts";
+export { ipPrefixOf, ipv4PrefixBits, ipv6PrefixBits, networkPrefixOf } from "./prefix.ts";
 export {
   gossipScoreParams,
   ipColocationThreshold,

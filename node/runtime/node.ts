@@ -27,6 +27,7 @@ import {
   EventLog,
   type Host,
   type LogWrite,
+  networkPrefixOf,
   type Offence,
   PeerBans,
   publicKeyHexOf,
@@ -227,7 +228,7 @@ function wireInbound(
   events: EventLog,
   stopping: () => boolean,
 ): void {
-  host.onDirect((bytes, fromPeerId) => {
+  host.onDirect((bytes, fromPeerId, remoteAddress) => {
     if (stopping()) throw new NodeStartError("the node is stopping");
     let peer: string;
     try {
@@ -237,7 +238,7 @@ function wireInbound(
       events.note("direct-refused", { from: fromPeerId, reason: "peer-key", error: String(error) });
       return;
     }
-    const admission = driver.receive({ kind: "direct", peer }, bytes);
+    const admission = driver.receive({ kind: "direct", peer, prefix: networkPrefixOf(remoteAddress) }, bytes);
     if (admission.verdict === "accept") return;
     const offence = offenceOf(admission);
     if (offence !== null) host.penalize(fromPeerId, offence);
