@@ -76,12 +76,47 @@ const honestReport = honest({} as ExecutionRequest, "") as Report;
 const honestDigest = resultDigest(honestReport);
 const liarDigest = resultDigest(liar({} as ExecutionRequest, "") as Report);
 
-function addWorkers(loop: Loop, count: number, behaviour: Behaviour = honest, options: { slots?: number } = {}) {
+/**
+ * The master config for tests of mechanics that have nothing to do with whom results are believed from (bidding,
+ * fair share): a count of agreeing results decides, as the quorum rules did before weights, runners and prefixes.
+ */
+const countOnly = {
+  quorumWeight: 0,
+  distinctPrefixes: false,
+  spotCheckFraction: 0,
+  trustVolunteersAlone: true,
+} as const;
+
+let runnerPrefixes = 0;
+
+/**
+ * Adds workers of the project. `runner`: trust names them runners of the project (its own machines, whose results
+ * decide a shard under the default quorum rules), each on a network prefix of its own; otherwise volunteers without a
+ * record, whose results weigh nothing until they earn it.
+ */
+function addWorkers(
+  loop: Loop,
+  count: number,
+  behaviour: Behaviour = honest,
+  options: { slots?: number; runner?: boolean } = {},
+) {
+  const { runner = false, ...config } = options;
   const keys: string[] = [];
   for (let i = 0; i < count; i++)
-    keys.push(loop.addWorker({ shares: { [project]: 1 }, dimensions, specs: [], ...options }, behaviour));
+    keys.push(
+      loop.addWorker(
+        { shares: { [project]: 1 }, dimensions, specs: [], ...config },
+        behaviour,
+        "eager",
+        runner ? { runner, prefix: `192.0.2.${runnerPrefixes++ % 256}/32` } : {},
+      ),
+    );
   return keys;
 }
+
+/** addWorkers for the project's runners. */
+const addRunners = (loop: Loop, count: number, behaviour: Behaviour = honest, options: { slots?: number } = {}) =>
+  addWorkers(loop, count, behaviour, { ...options, runner: true });
 
 function jobOf(loop: Loop, master: string, jobId: string): JobRecord {
   const job = loop.master(master).state.jobs[jobId];
@@ -152,10 +187,11 @@ function lateResult(loop: Loop, jobId: string, attempt: number): Result {
   };
 }
 
-test("happy path: replicas 2 quorum 2 on three signing workers passes with one verdict and credits both runs", (t) => {
+test("happy path: replicas 2 quorum 2 on a runner and two volunteers passes with one verdict and credits both runs", (t) => {
   const loop = new Loop({ sign: true, seed: 1 });
   const master = loop.addMaster({ project });
-  const workers = addWorkers(loop, 3);
+  const [runner] = addRunners(loop, 1);
+  const workers = [runner as string, ...addWorkers(loop, 2)];
   loop.advertiseAll();
   const start = loop.nowMs;
   loop.toMaster(master, { kind: "submit", jobId: "job-1", job: jobSpec(start + hourMs, { replicas: 2, quorum: 2 }) });
@@ -170,6 +206,7 @@ test("happy path: replicas 2 quorum 2 on three signing workers passes with one v
   );
   const awarded = job.attempts.map((attempt) => attempt.worker);
   t.is(new Set(awarded).size, 2, "two different workers ran the two replicas");
+  t.true(awarded.includes(runner as string), "the runner, whose result anchors the quorum, ran one");
   t.is(job.shards[0]?.decidedDigest, honestDigest);
 
   const verdicts = verdictsOf(loop, "job-1");
@@ -200,7 +237,7 @@ test("a worker that vanishes mid-job loses its lease; the job is re-awarded, com
     loop.worker(worker).vanished = true;
     return null;
   };
-  addWorkers(loop, 3, vanishOnce);
+  addRunners(loop, 3, vanishOnce);
   loop.advertiseAll();
   const start = loop.nowMs;
   loop.toMaster(master, { kind: "submit", jobId: "job-v", job: jobSpec(start + hourMs) });
@@ -247,7 +284,7 @@ test("a worker renews whatever lease it holds in time, even one shorter than its
   const leaseMs = 9 * secondMs;
   const master = loop.addMaster({ project, leaseMs });
   const long: Behaviour = (run, worker) => ({ ...(honest(run, worker) as Report), durationMs: 2 * minuteMs });
-  const workers = addWorkers(loop, 3, long);
+  const workers = addRunners(loop, 3, long);
   t.true(leaseMs < (loop.worker(workers[0] as string).state.config.renewIntervalMs ?? 0));
   loop.advertiseAll();
   const start = loop.nowMs;
@@ -263,9 +300,10 @@ test("a worker renews whatever lease it holds in time, even one shorter than its
 test("a liar among replicas forces a third run; the honest digest wins and only the liar is marked invalid", (t) => {
   const loop = new Loop({ seed: 3 });
   const master = loop.addMaster({ project });
-  // Only the liar and one honest worker exist at first, so both get the two replicas.
+  // Only the liar and one honest worker, a runner, exist at first, so both get the two replicas. The runner's digest
+  // decides once a second result agrees with it: the later volunteer's.
   const [cheat] = addWorkers(loop, 1, liar);
-  const [honestA] = addWorkers(loop, 1, honest);
+  const [honestA] = addRunners(loop, 1, honest);
   if (cheat === undefined || honestA === undefined) return t.fail();
   const start = loop.nowMs;
   loop.toMaster(master, { kind: "submit", jobId: "job-l", job: jobSpec(start + hourMs, { replicas: 2, quorum: 2 }) });
@@ -298,10 +336,15 @@ test("a liar among replicas forces a third run; the honest digest wins and only 
 test("reluctant workers bid only on a re-announcement: never in round 0, and never on a job an eager worker bid for", (t) => {
   const loop = new Loop({ seed: 4 });
   const master = loop.addMaster({ project });
-  const eager = addWorkers(loop, 3);
+  const eager = addRunners(loop, 3);
   const reluctant: string[] = [];
   for (let i = 0; i < 3; i++)
-    reluctant.push(loop.addWorker({ shares: { [project]: 1 }, dimensions, specs: [] }, honest, "reluctant"));
+    reluctant.push(
+      loop.addWorker({ shares: { [project]: 1 }, dimensions, specs: [] }, honest, "reluctant", {
+        runner: true,
+        prefix: `198.51.100.${i}/32`,
+      }),
+    );
   loop.advertiseAll();
   const start = loop.nowMs;
   const jobs = 40;
@@ -339,7 +382,9 @@ test("with only reluctant workers a job is done after a re-announcement", (t) =>
   const master = loop.addMaster({ project });
   const reluctant: string[] = [];
   for (let i = 0; i < 3; i++)
-    reluctant.push(loop.addWorker({ shares: { [project]: 1 }, dimensions, specs: [] }, honest, "reluctant"));
+    reluctant.push(
+      loop.addWorker({ shares: { [project]: 1 }, dimensions, specs: [] }, honest, "reluctant", { runner: true }),
+    );
   loop.advertiseAll();
   const start = loop.nowMs;
   loop.toMaster(master, { kind: "submit", jobId: "job-r", job: jobSpec(start + hourMs) });
@@ -364,7 +409,7 @@ test("a paused worker finishes what runs and takes nothing new until it is eager
   const loop = new Loop({ seed: 6 });
   const master = loop.addMaster({ project });
   const slow: Behaviour = (run, worker) => ({ ...(honest(run, worker) as Report), durationMs: 20 * secondMs });
-  const [worker] = addWorkers(loop, 1, slow, { slots: 2 });
+  const [worker] = addRunners(loop, 1, slow, { slots: 2 });
   if (worker === undefined) return t.fail();
   loop.advertiseAll();
   const start = loop.nowMs;
@@ -412,7 +457,7 @@ for (const availability of ["paused", "offline"] as const) {
   test(`a worker ${availability} between its bid and the award refuses the award instead of starting the run`, (t) => {
     const loop = new Loop({ seed: 17 });
     const master = loop.addMaster({ project });
-    const [worker] = addWorkers(loop, 1);
+    const [worker] = addRunners(loop, 1);
     if (worker === undefined) return t.fail();
     loop.advertiseAll();
     const start = loop.nowMs;
@@ -432,7 +477,7 @@ for (const availability of ["paused", "offline"] as const) {
     t.is(job.status, "open");
 
     // Another worker takes the job; the refusal cost one run of the bound, nothing more.
-    const [other] = addWorkers(loop, 1);
+    const [other] = addRunners(loop, 1);
     loop.run(start + 5 * minuteMs);
     t.is(job.status, "passed", job.reason);
     t.is(job.attempts.at(-1)?.worker, other);
@@ -443,8 +488,9 @@ test("fair share: one slot, two projects with shares 1 and 3 get slot time withi
   const projectA = projectOf(21);
   const projectB = projectOf(22);
   const loop = new Loop({ seed: 7 });
-  const masterA = loop.addMaster({ project: projectA });
-  const masterB = loop.addMaster({ project: projectB });
+  // Count-only: this is about the worker's slot time per project, not about whom a master believes.
+  const masterA = loop.addMaster({ project: projectA, ...countOnly });
+  const masterB = loop.addMaster({ project: projectB, ...countOnly });
   const durationMs = 1000;
   const fixed: Behaviour = (run, worker) => ({ ...(honest(run, worker) as Report), durationMs });
   const worker = loop.addWorker({ shares: { [projectA]: 1, [projectB]: 3 }, dimensions, specs: [], slots: 1 }, fixed);
@@ -496,7 +542,8 @@ test("fair share: one slot, two projects with shares 1 and 3 get slot time withi
 
 test("bid suppression: 10,000 eligible eager workers send a small constant number of bids per job", (t) => {
   const loop = new Loop({ seed: 1, latencyMs: 20 });
-  const master = loop.addMaster({ project });
+  // Count-only: this is about how many bids an announcement draws, not about whom the master believes.
+  const master = loop.addMaster({ project, ...countOnly });
   const pool = 10_000;
   addWorkers(loop, pool);
   loop.advertiseAll();
@@ -527,7 +574,8 @@ test("bid suppression: 10,000 eligible eager workers send a small constant numbe
 
 test("bid suppression: with 10 eligible workers under 10% of jobs need a re-announcement", (t) => {
   const loop = new Loop({ seed: 9 });
-  const master = loop.addMaster({ project });
+  // Count-only: this is about how many bids an announcement draws, not about whom the master believes.
+  const master = loop.addMaster({ project, ...countOnly });
   const fast: Behaviour = (run, worker) => ({ ...(honest(run, worker) as Report), durationMs: 500 });
   addWorkers(loop, 10, fast);
   loop.advertiseAll();
@@ -558,7 +606,7 @@ test("bid suppression: with 10 eligible workers under 10% of jobs need a re-anno
 test("sharding: four shards run with their index in the environment and end in one verdict of four digests", (t) => {
   const loop = new Loop({ seed: 10 });
   const master = loop.addMaster({ project });
-  addWorkers(loop, 5);
+  addRunners(loop, 5);
   loop.advertiseAll();
   const start = loop.nowMs;
   loop.toMaster(master, { kind: "submit", jobId: "sharded", job: jobSpec(start + hourMs, { shards: 4 }) });
@@ -592,7 +640,7 @@ test("sharding: a failing shard fails the job's one verdict, naming the shard", 
           summary: "2 failing",
         }
       : honest(run, worker);
-  addWorkers(loop, 5, shardTwoFails);
+  addRunners(loop, 5, shardTwoFails);
   loop.advertiseAll();
   const start = loop.nowMs;
   loop.toMaster(master, { kind: "submit", jobId: "sharded", job: jobSpec(start + hourMs, { shards: 4 }) });
@@ -808,7 +856,7 @@ test("a master down when the result comes gets it from the worker's outbox once 
   const loop = new Loop({ seed: 19, sign: true });
   const master = loop.addMaster({ project });
   const slow: Behaviour = (run, worker) => ({ ...(honest(run, worker) as Report), durationMs: 20 * secondMs });
-  const [worker] = addWorkers(loop, 1, slow);
+  const [worker] = addRunners(loop, 1, slow);
   if (worker === undefined) return t.fail();
   loop.advertiseAll();
   const start = loop.nowMs;
@@ -848,7 +896,7 @@ test("a worker that restarts mid-run reports the run refused, and the master awa
   const leaseMs = 5 * minuteMs;
   const master = loop.addMaster({ project, leaseMs });
   const long: Behaviour = (run, worker) => ({ ...(honest(run, worker) as Report), durationMs: 30 * secondMs });
-  addWorkers(loop, 2, long);
+  addRunners(loop, 2, long);
   loop.advertiseAll();
   const start = loop.nowMs;
   loop.toMaster(master, { kind: "submit", jobId: "interrupted", job: jobSpec(start + hourMs) });
@@ -891,10 +939,19 @@ function peakConcurrentRuns(loop: Loop, worker: string): number {
 }
 
 testProp(
-  "whatever the workers do, each job ends once, with one verdict, within its run bound per shard and the slots",
+  "whatever the workers do, each job ends once, with one verdict, within its run bound per shard and the slots; replicas of a shard on distinct prefixes, and only a runner's result decides",
   [
     fc.integer({ min: 1, max: 1_000_000 }),
-    fc.array(fc.tuple(arbBehaviour, fc.integer({ min: 1, max: 2 })), { minLength: 1, maxLength: 7 }),
+    fc.array(
+      fc.tuple(
+        arbBehaviour,
+        fc.integer({ min: 1, max: 2 }),
+        fc.boolean(),
+        // The worker's network prefix: unknown (0) or one of three, shared with whoever drew the same.
+        fc.integer({ min: 0, max: 3 }),
+      ),
+      { minLength: 1, maxLength: 7 },
+    ),
     fc.integer({ min: 1, max: 3 }),
     fc.integer({ min: 1, max: 3 }),
     fc.integer({ min: 1, max: 2 }),
@@ -916,10 +973,15 @@ testProp(
       hangs: () => null,
       fails: (run, worker) => ({ ...(honest(run, worker) as Report), outcome: "failed", exitCode: 2 }),
     };
-    const workers = kinds.map(([kind, slots]) => ({
-      key: addWorkers(loop, 1, behaviours[kind], { slots })[0] as string,
+    const workers = kinds.map(([kind, slots, runner, prefix]) => ({
+      key: loop.addWorker({ shares: { [project]: 1 }, dimensions, specs: [], slots }, behaviours[kind], "eager", {
+        runner,
+        prefix: prefix === 0 ? "" : `203.0.113.${prefix}/32`,
+      }),
       slots,
+      runner,
     }));
+    const runners = new Set(workers.filter((worker) => worker.runner).map((worker) => worker.key));
     loop.advertiseAll();
     const start = loop.nowMs;
     const deadlineMs = start + 15 * minuteMs;
@@ -937,10 +999,20 @@ testProp(
         t.true(runs.length <= bound, `shard ${shard}: ${runs.length} runs, bound ${bound}`);
         t.is(job.shards[shard]?.runsAwarded, runs.length);
         t.is(new Set(runs.map((attempt) => attempt.worker)).size, runs.length, "a worker runs a shard at most once");
+        const prefixes = runs.map((attempt) => attempt.prefix).filter((prefix) => prefix !== "");
+        t.is(new Set(prefixes).size, prefixes.length, `shard ${shard}: two replicas on one network prefix`);
+        for (const attempt of runs) t.is(attempt.runner, runners.has(attempt.worker));
         const decided = job.shards[shard]?.decidedDigest ?? null;
-        if (decided !== null && job.shards[shard]?.trustedAlone === null) {
+        const alone = job.shards[shard]?.trustedAlone ?? null;
+        if (alone !== null) t.true(runners.has(alone), "only a runner is trusted alone");
+        if (decided !== null && alone === null) {
           const agreeing = runs.filter((attempt) => attempt.state === "reported" && attempt.digest === decided);
           t.true(agreeing.length >= quorum, `shard ${shard} decided with ${agreeing.length} < ${quorum} agreeing`);
+          // A volunteer here agrees at most once per shard of three jobs of two shards: far from full weight (10).
+          t.true(
+            agreeing.some((attempt) => runners.has(attempt.worker)),
+            `shard ${shard} decided without a runner's result`,
+          );
         }
       }
       if (job.status === "passed")
