@@ -19,7 +19,7 @@ import {
   defaultReplayLedgerLimits,
   type Identity,
   identityFromSeed,
-  openAnyEnvelope,
+  openAnyEnvelopeUnverified,
   type ProjectTrust,
   restoreReplayLedger,
   type SignerWindow,
@@ -68,8 +68,11 @@ const masterId = identity(0x41);
 const otherMasterId = identity(0x42);
 const workerIds = [identity(0x61), identity(0x62), identity(0x63)] as const;
 
-/** A project whose keyset, signed by its genesis root, names `announcer` as its one announcer. */
-function projectTrust(root: Identity, announcer: Identity): ProjectTrust {
+/**
+ * A project whose keyset, signed by its genesis root, names `announcer` as its one announcer and `runners` as its
+ * runners (its own machines, whose results decide a shard under the master's default quorum rules).
+ */
+function projectTrust(root: Identity, announcer: Identity, runners: readonly Identity[] = []): ProjectTrust {
   const anchor = anchorFromGenesis([root.publicKey], 1);
   return acceptKeyset(
     trustFromAnchor(anchor),
@@ -83,6 +86,15 @@ function projectTrust(root: Identity, announcer: Identity): ProjectTrust {
         roots: [root.publicKey],
         threshold: 1,
         announcers: [{ key: announcer.publicKey, label: "master", expiresAtMs: startMs + 30 * dayMs }],
+        ...(runners.length === 0
+          ? {}
+          : {
+              runners: runners.map((runner, i) => ({
+                key: runner.publicKey,
+                label: `runner ${i}`,
+                expiresAtMs: startMs + 30 * dayMs,
+              })),
+            }),
       },
       [root],
     ),
@@ -90,8 +102,12 @@ function projectTrust(root: Identity, announcer: Identity): ProjectTrust {
   );
 }
 
-/** Every node pins both projects: the first announced by the master node, the second by another. */
-const trust = projectTrust(identity(0x11), masterId);
+/**
+ * Every node pins both projects: the first announced by the master node, with the first two workers its runners (the
+ * third is a volunteer without a record), the second by another.
+ */
+const trust = projectTrust(identity(0x11), masterId, [workerIds[0], workerIds[1]]);
+const runnerKeys = new Set([workerIds[0], workerIds[1]].map((id) => hexOf(id.publicKey)));
 const otherTrust = projectTrust(identity(0x12), otherMasterId);
 const project = trust.anchor.project;
 const otherProject = otherTrust.anchor.project;
@@ -387,11 +403,20 @@ class Host {
   }
 }
 
-/** What a shell's opening (crypto/) gives the driver: the verified message, or why its bytes are unreadable. */
+/**
+ * What a shell's opening (crypto/) gives the driver, as node/runtime/ports.ts opens it: the message with every check
+ * made but the signature, left to admission, or why its bytes are unreadable.
+ */
 function open(wire: Uint8Array, nowMs: number): Opened {
   try {
-    const verified = openAnyEnvelope(messageRegistry, wire, nowMs);
-    return { kind: "message", tag: verified.domain, signer: verified.signer, body: verified.body as SignedBody };
+    const opened = openAnyEnvelopeUnverified(messageRegistry, wire, nowMs);
+    return {
+      kind: "message",
+      tag: opened.domain,
+      signer: opened.signer,
+      body: opened.body as SignedBody,
+      signatureValid: opened.signatureValid,
+    };
   } catch (error) {
     return { kind: "unreadable", error };
   }
@@ -508,22 +533,36 @@ function checkSequence(t: ExecutionContext, host: Host): void {
 // ---------------------------------------------------------------------------
 
 test("a job passes end to end over sealed envelopes: adverts, announcement, bids, award, log, result, acknowledgement, verdict", async (t) => {
-  const { net, master, workers } = masterNet();
+  const { net, master, workers } = masterNet({ workers: 3 });
   net.start();
   await net.run(startMs + 2 * secondMs);
-  t.is(
-    Object.keys(master.driver.masterState(project)?.workers ?? {}).length,
-    2,
-    "the master knows both workers from their adverts",
+  const state = master.driver.masterState(project);
+  t.deepEqual(
+    Object.keys(state?.workers ?? {}).sort(),
+    [...runnerKeys].sort(),
+    "the master knows the runners from their adverts, as proven",
   );
+  t.deepEqual(
+    Object.keys(state?.unproven ?? {}),
+    [hexOf(workerIds[2].publicKey)],
+    "and the volunteer without a record, apart",
+  );
+  t.true(Object.values(state?.workers ?? {}).every((known) => known.runner));
   master.driver.toMaster(project, { kind: "submit", jobId: "job-1", job: jobSpec({ replicas: 2, quorum: 2 }) });
   await net.run(net.nowMs + minuteMs);
 
   const job = jobOf(master, "job-1");
   t.is(job.status, "passed", job.reason);
   t.is(job.attempts.length, 2);
-  t.deepEqual(job.attempts.map((attempt) => attempt.worker).sort(), workers.map((host) => host.key).sort());
-  for (const host of workers) {
+  t.is(new Set(job.attempts.map((attempt) => attempt.worker)).size, 2);
+  for (const attempt of job.attempts)
+    t.is(attempt.runner, runnerKeys.has(attempt.worker), "admission told the master which bidders are runners");
+  t.true(
+    job.attempts.some((attempt) => attempt.runner),
+    "a runner ran the first replica",
+  );
+  const ran = new Set(job.attempts.map((attempt) => attempt.worker));
+  for (const host of workers.filter((candidate) => ran.has(candidate.key))) {
     t.deepEqual(host.driver.workerState()?.outbox, {}, "every result was acknowledged");
     t.deepEqual(host.store.worker?.outbox, {}, "and the store knows it");
     t.true(host.admissions.some((admission) => admission.deliveries[0]?.input.kind === "result-ack"));
