@@ -232,6 +232,9 @@ masters: [${project}]
 timing:
   leaseMs: 9000
   renewIntervalMs: 3000
+quorum:
+  weight: 2
+  spotCheckFraction: 0.25
 `;
   const config = parseConfig(text, "config.yaml");
   t.deepEqual(config, {
@@ -264,6 +267,7 @@ timing:
       advertRepublishMs: 15_000,
       keysetRepublishMs: 10_000,
     },
+    quorum: { weight: 2, validRunsForFullWeight: 10, distinctPrefixes: true, spotCheckFraction: 0.25 },
   });
 });
 
@@ -284,6 +288,9 @@ test("config mistakes name their line and field", (t) => {
     ["worker:\n  availability: sleepy\n", 2, "worker.availability"],
     ["mdns: true\nwrker: {}\n", 2, "wrker"],
     ["apiPort: 70000\n", 1, "apiPort"],
+    ["quorum:\n  spotCheckFraction: 2\n", 2, "quorum.spotCheckFraction"],
+    ["quorum:\n  validRunsForFullWeight: 0\n", 2, "quorum.validRunsForFullWeight"],
+    ["quorum:\n  weigth: 1\n", 2, "quorum.weigth"],
     ["listen: [tcp-4001]\n", 1, "listen[0]"],
     [`trust:\n  - project: ${project}\n    roots: [${otherRoot}]\n`, 3, "trust[0].roots"],
     [`trust:\n  - project: ${project}\n    roots: [${rootHex}]\n    share: 0\n`, 4, "trust[0].share"],
