@@ -458,14 +458,14 @@ const cases: readonly Case[] = [
     reason: "keyset-refused",
   },
   {
-    title: "an expired keyset is ignored as stale",
+    title: "an expired keyset is ignored as keyset-expired: honest peers pass on what they hold",
     channel: topic(P),
     opened: {
       kind: "keyset",
       bytes: sealKeyset(keysetBody(3, { issuedAtMs: nowMs - 40 * dayMs, expiresAtMs: nowMs - 10 * dayMs }), [rootP]),
     },
     verdict: "ignore",
-    reason: "stale",
+    reason: "keyset-expired",
   },
   {
     title: "a keyset of a project this node does not pin is ignored",
@@ -582,12 +582,13 @@ const cases: readonly Case[] = [
     reason: "untrusted-signer",
   },
   {
-    title: "an announcement checked against an expired keyset is ignored as stale",
+    title:
+      "an announcement checked against an expired trusted keyset is ignored as keyset-expired: this node is behind",
     channel: topic(P),
     opened: announcement,
     node: { trust: new Map([[P, trustExpired]]) },
     verdict: "ignore",
-    reason: "stale",
+    reason: "keyset-expired",
   },
   {
     title: "a bid on a topic is rejected: it is a direct message",
