@@ -33,8 +33,8 @@ function errorOf(text: string): ScenarioError {
   throw new Error("expected a ScenarioError");
 }
 
-test("every example scenario parses, the large one included", (t) => {
-  for (const name of [...exampleScenarioNames, "scale-10k"])
+test("every example scenario parses, the large one and the colluders included", (t) => {
+  for (const name of [...exampleScenarioNames, "scale-10k", "colluders-15pct"])
     t.notThrows(() => loadScenario(exampleScenarioPath(name)), name);
 });
 
