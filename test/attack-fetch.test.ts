@@ -456,7 +456,8 @@ test.serial(
       const masterBlobs = await openBlobStore(join(master.dataDir, "blobs"));
       const inputsBomb = await bombTree(masterBlobs, 256);
 
-      // Inputs: 256 MiB unpacked, in a job that declares 1 MiB of disk. The worker's disk is watched all along.
+      // Inputs: 256 MiB unpacked, in a job that declares 1 MiB of disk (a run gets 16 MiB at least). The worker's disk is
+      // watched all along.
       const workDir = join(worker.dataDir, "work");
       let mostWorkBytes = 0;
       let watching = true;
@@ -480,7 +481,11 @@ test.serial(
       await watch;
       t.not(refusedJob.status, "passed");
       const summaries = refusedJob.attempts.map((attempt) => attempt.summary).join("\n");
-      t.regex(summaries, /resources\.diskBytes \(1048576 bytes\)/, "the refusal names the field");
+      t.regex(
+        summaries,
+        /within the job's resources\.diskBytes \(1048576 declared, at least 16777216 for any run\) \(16777216 bytes\)/,
+        "the refusal names the field",
+      );
       const refused = worker.events.find((event) => event.event === "inputs-refused");
       t.regex(String(refused?.error), /nothing was written/);
       t.true(mostWorkBytes < mib, `the worker's run folders held at most ${mostWorkBytes} bytes`);
@@ -502,7 +507,10 @@ test.serial(
       const download = join(mesh.root, "download");
       const result = await cli(master.dataDir, ["result", "sparse-outputs", "--download", download]);
       t.not(result.code, 0);
-      t.regex(result.stderr, /expected it to unpack within the job's resources\.diskBytes .*\(1048576 bytes\)/);
+      t.regex(
+        result.stderr,
+        /expected it to unpack within the job's resources\.diskBytes \(1048576 declared, .*\) \(16777216 bytes\)/,
+      );
       t.regex(result.stderr, /nothing was written/);
       t.is(await bytesUnder(download), 0, "nothing was written");
 

@@ -293,7 +293,7 @@ export function addResultCommand(): void {
     .option("--download <folder>", "fetch the accepted outputs into this folder (absent or empty)")
     .option(
       "--max-bytes <size>",
-      "with --download: refuse outputs that unpack past this (default: the job's declared disk, resources.diskBytes)",
+      "with --download: refuse outputs that unpack past this (default: the disk the job's runs had, resources.diskBytes)",
     )
     .action(async (jobId: string, options: { json?: boolean; download?: string; maxBytes?: string }) => {
       const api = client();
@@ -309,10 +309,12 @@ export function addResultCommand(): void {
         const holders = job.attempts
           .filter((attempt) => attempt.resultDigest === decided.resultDigest)
           .map((attempt) => attempt.worker);
-        // A run's outputs lived in its work folder, which the job's declared disk bounds: a larger tree is a lie.
+        // A run's outputs lived in its work folder, which the run's disk bounds: a larger tree is a lie.
+        const { minRunDiskBytes, runDiskLimitBytes } = await import("../sandbox/index.ts");
+        const declared = job.spec.resources.diskBytes;
         const limit = maxBytesOption(options.maxBytes) ?? {
-          maxBytes: job.spec.resources.diskBytes,
-          name: `the job's resources.diskBytes (job ${jobId}; --max-bytes overrides)`,
+          maxBytes: runDiskLimitBytes(declared),
+          name: `the job's resources.diskBytes (${declared} declared, at least ${minRunDiskBytes} for any run; --max-bytes overrides)`,
         };
         await fetchInto(api, decided.outputsDigest, resolve(options.download), holders, limit);
         return;

@@ -16,6 +16,7 @@ import {
   type PeerBans,
   peerIdOfPublicKeyHex,
 } from "../host/index.ts";
+import { minRunDiskBytes, runDiskLimitBytes } from "../sandbox/index.ts";
 import { type BlobStore, treeBlobs, type UnpackLimit, unpackTree } from "../store/index.ts";
 import type { NodeLog, RunCarrier } from "./ports.ts";
 
@@ -95,7 +96,7 @@ export async function heldBytes(blobs: BlobStore, root: string): Promise<number>
 
 /**
  * Runs on this worker: their inputs are fetched from the run's master (and the DHT) and unpacked before the first
- * step, within the job's declared disk (resources.diskBytes) and the inputs' deadline, pinned until the run ends, and
+ * step, within the run's disk (the job's resources.diskBytes, at least minRunDiskBytes) and the inputs' deadline, pinned until the run ends, and
  * their outputs provided in the DHT after it. Inputs past the disk or the deadline refuse the run (the executor
  * reports the error as the run's summary).
  */
@@ -131,7 +132,11 @@ export function runCarrier(options: {
         releases.push(undo);
         return undo;
       };
-      const limit: UnpackLimit = { maxBytes: run.job.resources.diskBytes, name: "the job's resources.diskBytes" };
+      // The inputs share the run's disk: what the job declares, with the floor every run gets (the sandbox's measure).
+      const limit: UnpackLimit = {
+        maxBytes: runDiskLimitBytes(run.job.resources.diskBytes),
+        name: `the job's resources.diskBytes (${run.job.resources.diskBytes} declared, at least ${minRunDiskBytes} for any run)`,
+      };
       const startedMs = Date.now();
       const stop = new AbortController();
       let totalBytes: number | null = null;
