@@ -391,8 +391,8 @@ export function addRunCommand(): void {
       const parsed = parseJobFile(text, path, Date.now());
       if (options.shard >= parsed.spec.shards)
         throw new CliOptionError("--shard", `below the job's shards (${parsed.spec.shards})`, options.shard);
-      const { createExecutor } = await import("../sandbox/index.ts");
-      const { openBlobStore, packTree, unpackTree } = await import("../store/index.ts");
+      const { createExecutor, minRunDiskBytes, runDiskLimitBytes } = await import("../sandbox/index.ts");
+      const { MissingBlobError, openBlobStore, packTree, unpackTree } = await import("../store/index.ts");
       const workRoot = await mkdtemp(join(tmpdir(), "cimesh-run-"));
       // The node's blob store: it holds what `inputs:` packs here, and on a worker the trees the mesh sent it.
       const store = await openBlobStore(join(dataDirOf(), "blobs"));
@@ -433,7 +433,14 @@ export function addRunCommand(): void {
               inputsRoot === null
                 ? undefined
                 : async (folder) => {
-                    await unpackTree(inputsRoot as string, store, folder).catch((error: unknown) => {
+                    // Held to the run's disk as a worker holds them, so the job runs here as it would there.
+                    const declared = parsed.spec.resources.diskBytes;
+                    const limit = {
+                      maxBytes: runDiskLimitBytes(declared),
+                      name: `the job's resources.diskBytes (${declared} declared, at least ${minRunDiskBytes} for any run)`,
+                    };
+                    await unpackTree(inputsRoot as string, store, folder, { limit }).catch((error: unknown) => {
+                      if (!(error instanceof MissingBlobError)) throw error;
                       throw new TransferError(
                         `inputs ${inputsRoot}: ${String(error)}; \`cimesh fetch ${inputsRoot} <folder>\` brings a tree from the mesh`,
                       );
