@@ -814,8 +814,10 @@ function arbAnnouncer(maxLabel: number): fc.Arbitrary<Announcer> {
 /**
  * Keyset bodies. Announcers: up to 8 with labels up to maxNameChars (3.6 KiB at
  * worst), or up to maxAnnouncerKeys with labels up to 16 characters (30 KiB of
- * maxKeysetBytes' 64). The project id is generated, not derived from the roots:
- * use projectIdOf(roots, threshold) where a test needs the two to agree.
+ * maxKeysetBytes' 64). Runners: mostly none (the field absent), else up to 8
+ * with labels up to maxNameChars. The project id is generated, not derived from
+ * the roots: use projectIdOf(roots, threshold) where a test needs the two to
+ * agree.
  */
 export const arbKeyset: fc.Arbitrary<KeysetBody> = fc
   .tuple(
@@ -830,8 +832,14 @@ export const arbKeyset: fc.Arbitrary<KeysetBody> = fc
         manyOf(arbAnnouncer(16), maxAnnouncerKeys),
       ),
     }),
+    mostly(fc.constant(null), fc.array(arbAnnouncer(maxNameChars), { maxLength: fewItems })),
   )
-  .map(([lifetime, roots, rest]) => ({ ...rest, ...lifetime, ...roots }));
+  .map(([lifetime, roots, rest, runners]) => ({
+    ...rest,
+    ...lifetime,
+    ...roots,
+    ...(runners === null ? {} : { runners }),
+  }));
 
 // ---------------------------------------------------------------------------
 // All of them
