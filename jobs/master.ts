@@ -36,9 +36,12 @@
  *   anchors a quorum; any other worker's result weighs
  *   consecutiveValid / validRunsForFullWeight (at most 1), so a fresh
  *   identity weighs nothing, and one disagreement sets it back to nothing. A
- *   digest decides a shard when `quorum` results agree on it, they hold a
- *   runner or weigh at least quorumWeight, they outweigh every other digest
- *   reported for the shard, and no runner reported another.
+ *   runner's result decides its shard (it is the project's own machine);
+ *   otherwise a digest decides when `quorum` results that each carry weight
+ *   agree on it, weigh at least quorumWeight together, and outweigh every
+ *   other digest reported for the shard by quorumWeight. No digest decides
+ *   against a runner's. So throwaway identities cannot complete a quorum,
+ *   and colluders who earned weight cannot outvote an anchor.
  * - Replicas of one shard go to workers on distinct network prefixes (as the
  *   connection that carried the bid shows), so identities behind one address
  *   cannot fill a shard.
@@ -335,7 +338,12 @@ function anchors(state: MasterState, worker: string, runner: boolean): boolean {
 
 interface DigestGroup {
   readonly attempts: AttemptRecord[];
+  /** The sum of its results' weights (Infinity with a runner's). */
   weight: number;
+  /** Its results that carry weight of their own: a runner's, or a worker's with an agreeing record here. */
+  weighed: number;
+  /** A runner reported this digest. */
+  runner: boolean;
 }
 
 /** The shard's reported results grouped by digest, with their weight, and the digests runners reported. */
@@ -346,19 +354,26 @@ function digestGroups(state: MasterState, job: JobRecord, shard: number) {
     if (attempt.shard !== shard || attempt.state !== "reported" || attempt.digest === null) continue;
     let group = groups.get(attempt.digest);
     if (group === undefined) {
-      group = { attempts: [], weight: 0 };
+      group = { attempts: [], weight: 0, weighed: 0, runner: false };
       groups.set(attempt.digest, group);
     }
     group.attempts.push(attempt);
-    group.weight += weightOf(state, attempt.worker, attempt.runner);
-    if (attempt.runner) runnerDigests.add(attempt.digest);
+    const weight = weightOf(state, attempt.worker, attempt.runner);
+    group.weight += weight;
+    if (weight > 0) group.weighed++;
+    if (attempt.runner) {
+      group.runner = true;
+      runnerDigests.add(attempt.digest);
+    }
   }
   return { groups, runnerDigests };
 }
 
 /**
- * Whether a group of agreeing results decides its shard: enough of them, no runner against it, and (unless weight is
- * off) enough weight and more than any other digest's: fully weighed colluders cannot outvote an honest anchor.
+ * Whether a group of agreeing results decides its shard (the file comment's rules). No runner may have reported
+ * another digest. With weight off, `quorum` results decide. Otherwise a runner's result decides (it is the project's
+ * own machine), or `quorum` results that each carry weight, weighing quorumWeight together and more than any rival
+ * digest by quorumWeight: unweighed identities cannot complete a quorum, and colluders cannot outvote an anchor.
  */
 function decides(
   state: MasterState,
@@ -368,11 +383,13 @@ function decides(
   quorum: number,
   runnerDigests: ReadonlySet<string>,
 ): boolean {
-  if (group.attempts.length < quorum) return false;
-  if (runnerDigests.size > 0 && !runnerDigests.has(digest)) return false;
-  if (state.config.quorumWeight === 0) return true;
-  if (group.weight < state.config.quorumWeight) return false;
-  for (const [other, rival] of groups) if (other !== digest && rival.weight >= group.weight) return false;
+  // Runners that disagree leave the shard undecided: the project's own machines do not agree on the answer.
+  if (runnerDigests.size > 1 || (runnerDigests.size === 1 && !runnerDigests.has(digest))) return false;
+  const { quorumWeight } = state.config;
+  if (quorumWeight === 0) return group.attempts.length >= quorum;
+  if (group.runner) return true;
+  if (group.weighed < quorum || group.weight < quorumWeight) return false;
+  for (const [other, rival] of groups) if (other !== digest && group.weight - rival.weight < quorumWeight) return false;
   return true;
 }
 
@@ -389,8 +406,10 @@ function runsNeeded(state: MasterState, job: JobRecord, shard: number): number {
   }
   if (record.trustedAlone !== null) return live + reported === 0 ? 1 : 0;
   const { groups } = digestGroups(state, job, shard);
+  // With weight on, only results that carry weight count toward a quorum.
   let best = 0;
-  for (const group of groups.values()) best = Math.max(best, group.attempts.length);
+  for (const group of groups.values())
+    best = Math.max(best, state.config.quorumWeight === 0 ? group.attempts.length : group.weighed);
   let wanted = Math.max(job.spec.replicas - reported - live, job.spec.quorum - best - live, 0);
   // Enough results agree but they weigh too little (or a runner disagrees): one more run, once none is in flight.
   if (wanted === 0 && live === 0) wanted = 1;
