@@ -39,9 +39,13 @@
  *   runner's result decides its shard (it is the project's own machine);
  *   otherwise a digest decides when `quorum` results that each carry weight
  *   agree on it, weigh at least quorumWeight together, and outweigh every
- *   other digest reported for the shard by quorumWeight. No digest decides
- *   against a runner's. So throwaway identities cannot complete a quorum,
- *   and colluders who earned weight cannot outvote an anchor.
+ *   other digest reported for the shard by quorumWeight, once no replica of
+ *   the shard is in flight. No digest decides against a runner's, and when
+ *   results disagree and the project has a runner that could run the job,
+ *   only a runner's result settles the shard (the next run goes to a
+ *   runner). So throwaway identities cannot complete a quorum, and colluders
+ *   who earned weight cannot outvote an honest replica, however early they
+ *   report.
  * - Replicas of one shard go to workers on distinct network prefixes (as the
  *   connection that carried the bid shows), so identities behind one address
  *   cannot fill a shard.
@@ -382,19 +386,53 @@ function decides(
   groups: ReadonlyMap<string, DigestGroup>,
   quorum: number,
   runnerDigests: ReadonlySet<string>,
+  live: number,
+  runnerWanted: boolean,
 ): boolean {
   // Runners that disagree leave the shard undecided: the project's own machines do not agree on the answer.
   if (runnerDigests.size > 1 || (runnerDigests.size === 1 && !runnerDigests.has(digest))) return false;
   const { quorumWeight } = state.config;
   if (quorumWeight === 0) return group.attempts.length >= quorum;
   if (group.runner) return true;
+  // Every replica in flight is heard first: colluders who report at once must not decide before the honest ones.
+  if (live > 0 || runnerWanted) return false;
   if (group.weighed < quorum || group.weight < quorumWeight) return false;
   for (const [other, rival] of groups) if (other !== digest && group.weight - rival.weight < quorumWeight) return false;
   return true;
 }
 
+/** Whether a runner of the project could run this job now, by its advert: who settles a dispute. */
+function runnerKnown(state: MasterState, spec: JobSpec, nowMs: number): boolean {
+  for (const worker of Object.values(state.workers))
+    if (
+      worker.runner &&
+      worker.expiresAtMs >= nowMs &&
+      worker.availability !== "paused" &&
+      worker.availability !== "offline" &&
+      isEligible(spec, worker)
+    )
+      return true;
+  return false;
+}
+
+/**
+ * Whether the shard waits for a runner's result: results disagree (any of them, weighed or not), no runner reported,
+ * weight is on and the project has a runner that could run it. Disputes are settled by the project's own machines;
+ * without one, the weight margin of `decides` settles them.
+ */
+function awaitsRunner(
+  state: MasterState,
+  job: JobRecord,
+  groups: ReadonlyMap<string, DigestGroup>,
+  runnerDigests: ReadonlySet<string>,
+  nowMs: number,
+): boolean {
+  if (state.config.quorumWeight === 0 || groups.size < 2 || runnerDigests.size > 0) return false;
+  return runnerKnown(state, job.spec, nowMs);
+}
+
 /** Runs a shard still needs beyond those in flight (see the file comment for the rule). */
-function runsNeeded(state: MasterState, job: JobRecord, shard: number): number {
+function runsNeeded(state: MasterState, job: JobRecord, shard: number, nowMs: number): number {
   const record = job.shards[shard] as ShardRecord;
   if (job.status !== "open" || record.decidedDigest !== null || record.failure !== "") return 0;
   let live = 0;
@@ -405,7 +443,13 @@ function runsNeeded(state: MasterState, job: JobRecord, shard: number): number {
     else if (attempt.state === "reported" && attempt.digest !== null) reported++;
   }
   if (record.trustedAlone !== null) return live + reported === 0 ? 1 : 0;
-  const { groups } = digestGroups(state, job, shard);
+  const { groups, runnerDigests } = digestGroups(state, job, shard);
+  if (awaitsRunner(state, job, groups, runnerDigests, nowMs)) {
+    const runnerLive = job.attempts.some(
+      (attempt) => attempt.shard === shard && attempt.state === "running" && attempt.runner,
+    );
+    return runnerLive ? 0 : Math.min(1, runBound(job.spec) - record.runsAwarded);
+  }
   // With weight on, only results that carry weight count toward a quorum.
   let best = 0;
   for (const group of groups.values())
@@ -416,9 +460,9 @@ function runsNeeded(state: MasterState, job: JobRecord, shard: number): number {
   return Math.min(wanted, runBound(job.spec) - record.runsAwarded);
 }
 
-function totalRunsNeeded(state: MasterState, job: JobRecord): number {
+function totalRunsNeeded(state: MasterState, job: JobRecord, nowMs: number): number {
   let total = 0;
-  for (let shard = 0; shard < job.shards.length; shard++) total += runsNeeded(state, job, shard);
+  for (let shard = 0; shard < job.shards.length; shard++) total += runsNeeded(state, job, shard, nowMs);
   return total;
 }
 
@@ -456,7 +500,7 @@ function schedule(state: MasterState, atMs: number, jobId: string): void {
 
 function announce(step: Step, job: JobRecord): void {
   const { state, nowMs } = step;
-  const wanted = Math.max(1, Math.min(totalRunsNeeded(state, job), maxWantedRuns));
+  const wanted = Math.max(1, Math.min(totalRunsNeeded(state, job, nowMs), maxWantedRuns));
   job.eligibleEstimate = eligiblePool(state, job.spec, nowMs);
   const base =
     job.eligibleEstimate === 0 ? 1 : Math.min(1, (state.config.targetBidsPerRun * wanted) / job.eligibleEstimate);
@@ -588,6 +632,7 @@ function pickBid(
   bids: readonly PendingBid[],
   used: ReadonlySet<string>,
   runnerFirst: boolean,
+  runnerOnly: boolean,
 ): PendingBid | undefined {
   const prefixes = new Set<string>();
   if (state.config.distinctPrefixes)
@@ -597,8 +642,10 @@ function pickBid(
       !used.has(bid.worker) &&
       !workerUsedOnShard(job, bid.worker, shard) &&
       !workerHasLiveAttempt(job, bid.worker) &&
-      !(bid.prefix !== "" && prefixes.has(bid.prefix)),
+      // The project's own machines are not who the prefix rule guards against.
+      (bid.runner || bid.prefix === "" || !prefixes.has(bid.prefix)),
   );
+  if (runnerOnly) return open.find((bid) => bid.runner);
   if (runnerFirst) {
     const runner = open.find((bid) => bid.runner);
     if (runner !== undefined) return runner;
@@ -612,7 +659,7 @@ function pickBid(
 
 /** Closes the bid window: awards bids to the runs each shard needs (pickBid), rejects the rest, re-announces if short. */
 function closeWindow(step: Step, job: JobRecord): void {
-  const { state, rng } = step;
+  const { state, rng, nowMs } = step;
   // Leases that just lapsed may leave a shard undecidable: end the job (rejecting the bids) rather than award runs
   // that the evaluation after the awards would cancel in the same step.
   evaluate(step, job);
@@ -622,12 +669,15 @@ function closeWindow(step: Step, job: JobRecord): void {
   job.bids = [];
   const used = new Set<string>();
   for (let shard = 0; shard < job.shards.length; shard++) {
-    let needed = runsNeeded(state, job, shard);
+    let needed = runsNeeded(state, job, shard, nowMs);
     const record = job.shards[shard] as ShardRecord;
     if (needed > 0 && record.runsAwarded === 0 && state.config.spotCheckFraction > 0)
       record.spotCheck = rng() < state.config.spotCheckFraction;
+    const { groups, runnerDigests } = digestGroups(state, job, shard);
+    // A dispute is the project's runners' to settle: only a runner's bid may run the shard then.
+    const runnerOnly = awaitsRunner(state, job, groups, runnerDigests, nowMs);
     while (needed > 0) {
-      const bid = pickBid(state, job, shard, bids, used, record.spotCheck && record.runsAwarded === 0);
+      const bid = pickBid(state, job, shard, bids, used, record.spotCheck && record.runsAwarded === 0, runnerOnly);
       if (bid === undefined) break;
       if (record.runsAwarded === 0 && job.spec.replicas > 1 && (bid.runner || state.config.trustVolunteersAlone)) {
         // BOINC adaptive replication: a worker with CV consecutive valid results runs alone with probability 1 - 1/CV.
@@ -662,7 +712,7 @@ function planNext(step: Step, job: JobRecord): void {
   if (job.status !== "open") return;
   evaluate(step, job);
   if (job.status !== "open") return;
-  const needed = totalRunsNeeded(state, job);
+  const needed = totalRunsNeeded(state, job, nowMs);
   if (needed === 0 || job.windowEndsAtMs !== null) {
     if (needed === 0) job.reannounceAtMs = null;
     return;
@@ -687,13 +737,16 @@ function evaluate(step: Step, job: JobRecord): void {
     const record = job.shards[shard] as ShardRecord;
     if (record.decidedDigest !== null || record.failure !== "") continue;
     const { groups, runnerDigests } = digestGroups(state, job, shard);
+    const live = job.attempts.filter((attempt) => attempt.shard === shard && attempt.state === "running").length;
+    const runnerWanted = awaitsRunner(state, job, groups, runnerDigests, step.nowMs);
     let winner: AttemptRecord[] | undefined;
     if (record.trustedAlone !== null) {
       for (const group of groups.values())
         if (group.attempts.some((attempt) => attempt.worker === record.trustedAlone)) winner = group.attempts;
     } else {
       for (const [digest, group] of groups)
-        if (decides(state, digest, group, groups, job.spec.quorum, runnerDigests)) winner = group.attempts;
+        if (decides(state, digest, group, groups, job.spec.quorum, runnerDigests, live, runnerWanted))
+          winner = group.attempts;
     }
     if (winner !== undefined) {
       const first = winner[0] as AttemptRecord;
@@ -731,8 +784,7 @@ function evaluate(step: Step, job: JobRecord): void {
           cancelAttempt(step, job, attempt, "shard already decided");
       continue;
     }
-    const live = job.attempts.some((attempt) => attempt.shard === shard && attempt.state === "running");
-    if (!live && runsNeeded(state, job, shard) === 0) {
+    if (live === 0 && runsNeeded(state, job, shard, step.nowMs) === 0) {
       const digests = [...groups.entries()]
         .map(([digest, group]) => `${digest.slice(0, 12)}…×${group.attempts.length} weighing ${group.weight}`)
         .join(", ");
@@ -905,7 +957,7 @@ function onBid(step: Step, worker: string, bid: Bid, runner: boolean, prefix: st
     reject(step, job.jobId, worker, bid.round, "not eligible: its advert does not meet the job's requirements");
     return;
   }
-  if (totalRunsNeeded(state, job) === 0) {
+  if (totalRunsNeeded(state, job, nowMs) === 0) {
     reject(step, job.jobId, worker, bid.round, "no run wanted now");
     return;
   }
