@@ -24,6 +24,13 @@ export const loopbackHost = "127.0.0.1";
 /** Timings that differ from the config's defaults: the mesh forms in seconds, not in a minute. */
 export const benchTiming = { advertRepublishMs: 1_000, keysetRepublishMs: 1_000 };
 
+/**
+ * What masters believe here: every node is on 127.0.0.1 (one network prefix) and the workers are volunteers the
+ * project does not name as runners, so a count of agreeing results decides. The benchmarks measure claims and
+ * transfers, not the quorum rules (those cost is measured by `npm run bench -- sybil` in the simulator).
+ */
+export const benchQuorum = { weight: 0, distinctPrefixes: false };
+
 /** Bound on one CLI command (init, project init, trust add). */
 export const cliTimeoutMs = 60_000;
 /** Bound on a node's start, up to its "listening on" line. */
@@ -184,7 +191,7 @@ function cliOk(dataDir: string, args: readonly string[]): Promise<string> {
   });
 }
 
-/** `cimesh init` the data folder `<root>/<name>` for loopback: listen on loopbackHost, no mDNS, benchTiming. */
+/** `cimesh init` the data folder `<root>/<name>` for loopback: listen on loopbackHost, no mDNS, benchTiming, benchQuorum. */
 export async function initNode(root: string, name: string): Promise<string> {
   const dataDir = join(root, name);
   await cliOk(dataDir, ["init"]);
@@ -193,6 +200,7 @@ export async function initNode(root: string, name: string): Promise<string> {
   document.set("listen", [`/ip4/${loopbackHost}/tcp/0`]);
   document.set("mdns", false);
   for (const [key, value] of Object.entries(benchTiming)) document.setIn(["timing", key], value);
+  for (const [key, value] of Object.entries(benchQuorum)) document.setIn(["quorum", key], value);
   await writeFile(path, document.toString());
   return dataDir;
 }
