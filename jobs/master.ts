@@ -393,9 +393,11 @@ function decides(
   if (runnerDigests.size > 1 || (runnerDigests.size === 1 && !runnerDigests.has(digest))) return false;
   const { quorumWeight } = state.config;
   if (quorumWeight === 0) return group.attempts.length >= quorum;
+  // Every replica in flight is heard first: colluders who report at once must not decide before the honest ones, and
+  // volunteers replicating next to a runner earn their weight by agreeing with it.
+  if (live > 0) return false;
   if (group.runner) return true;
-  // Every replica in flight is heard first: colluders who report at once must not decide before the honest ones.
-  if (live > 0 || runnerWanted) return false;
+  if (runnerWanted) return false;
   if (group.weighed < quorum || group.weight < quorumWeight) return false;
   for (const [other, rival] of groups) if (other !== digest && group.weight - rival.weight < quorumWeight) return false;
   return true;
