@@ -208,6 +208,7 @@ export class Simulation {
   /** The nodes (all brought online), then the arrivals and the faults on the clock. */
   private setUp(): void {
     this.population.addMastersAndWorkers();
+    for (let p = 0; p < this.scenario.projects; p++) this.observer.setRunners(p, this.population.runnersOf(p));
     this.population.addActors(
       new SimActorWorld(this.scenario, this.world, this.observer, this.population, this.workload),
     );

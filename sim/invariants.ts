@@ -22,7 +22,7 @@ export interface Violation {
 export const invariantNames = [
   "no-job-lost: every submitted job ends with exactly one verdict or cancel",
   "accepted-once: no job gets a second verdict",
-  "quorum: every accepted digest was reported by at least quorum distinct workers (1 where the master trusted a worker alone)",
+  "quorum: every accepted digest was reported by at least quorum distinct workers (1 where the master trusted a worker alone, or where one of them is a runner of the project)",
   "ends-after-heal: every job has ended when the run stops, after every fault healed and the drain",
   "no-forgery-accepted: no tampered or untrusted message reaches a state machine",
   "no-replay-accepted: no node's machine takes a signed message twice, however often it is sent again (adverts aside: state, not events)",
@@ -129,14 +129,23 @@ export class Invariants {
 
   /**
    * A verdict's accepted digests against the results that reached the master: each needs its quorum of agreeing
-   * workers (one where the master trusted a worker alone). Returns whether it accepted a digest no honest run reports.
+   * workers, or one where the master trusted a worker alone or one of them is a runner of the project (`runners`,
+   * node indices: the project's own machines, named in its keyset). Returns whether it accepted a digest no honest
+   * run reports.
    */
-  checkQuorum(jobId: string, truth: JobTruth, acceptedDigests: readonly (string | null)[]): boolean {
+  checkQuorum(
+    jobId: string,
+    truth: JobTruth,
+    acceptedDigests: readonly (string | null)[],
+    runners: ReadonlySet<number>,
+  ): boolean {
     let wrong = false;
     acceptedDigests.forEach((digest, shard) => {
       if (digest === null) return;
-      const agreeing = truth.results?.[shard]?.get(digest)?.size ?? 0;
-      const needed = truth.trustedAlone?.has(shard) === true ? 1 : truth.quorum;
+      const workers = truth.results?.[shard]?.get(digest);
+      const agreeing = workers?.size ?? 0;
+      const byRunner = workers !== undefined && [...workers].some((worker) => runners.has(worker));
+      const needed = truth.trustedAlone?.has(shard) === true || byRunner ? 1 : truth.quorum;
       if (agreeing < needed)
         this.violate(
           "quorum",

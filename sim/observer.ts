@@ -69,6 +69,8 @@ export class Observer {
   private readonly tracksReplays: boolean;
   /** Told of every job as it ends. */
   onJobEnded: ((job: EndedJob) => void) | undefined;
+  /** Each project's runners (node indices), as its keyset names them: one result of a runner decides a shard. */
+  private readonly runners: ReadonlySet<number>[] = [];
 
   constructor(projects: number, sabotage: Sabotage | undefined, tracksReplays = false) {
     this.tracksReplays = tracksReplays;
@@ -85,6 +87,11 @@ export class Observer {
     this.jobs.set(jobId, truth);
     this.figures.submitted++;
     this.figures.openJobs++;
+  }
+
+  /** The project's runners, by node index (from its keyset). */
+  setRunners(project: number, runners: Iterable<number>): void {
+    this.runners[project] = new Set(runners);
   }
 
   /** A message leaves a node (sealed or not): counted by type. */
@@ -219,7 +226,12 @@ export class Observer {
       truth.status = verdict.outcome;
       if (verdict.outcome === "passed") counts.passed++;
       else counts.failed++;
-      wrongAccepted = this.invariants.checkQuorum(jobId, truth, verdict.acceptedDigests);
+      wrongAccepted = this.invariants.checkQuorum(
+        jobId,
+        truth,
+        verdict.acceptedDigests,
+        this.runners[truth.project] ?? new Set(),
+      );
       if (wrongAccepted) counts.wrongResultsAccepted++;
     }
     this.onJobEnded?.({

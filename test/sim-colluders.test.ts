@@ -1,9 +1,8 @@
 /**
  * sim/scenarios/colluders-15pct.yaml over 200 seeds with the masters' default quorum rules: patient colluders in
  * groups on two prefixes each, lying together, and throwaway identities joining mid-run. Every invariant holds; no
- * wrong result is accepted (known to fail today: see that test); the attack did act (colluders lied, throwaways were
- * awarded runs); and the same scenario without the rules (withoutSybilRules) does get wrong results accepted, so the
- * seeds test a real attack.
+ * wrong result is accepted; the attack did act (colluders lied, throwaways were awarded runs); and the same scenario
+ * without the rules (withoutSybilRules) does get wrong results accepted, so the seeds test a real attack.
  */
 import { relative } from "node:path";
 import test from "ava";
@@ -62,13 +61,7 @@ test.serial(
   },
 );
 
-/**
- * Known to fail with jobs/master.ts as it is: a colluder that earned full weight and one throwaway identity of its
- * group, on the group's other prefix, agree on a shard 5 s after their awards, and their two results (weight 1)
- * decide it before the honest replica reports; two patient colluders of a group do the same. `.failing` keeps the
- * sweep green and turns red the day masters hold: then drop it.
- */
-test.serial.failing(`${name}: no wrong result accepted over ${colluderSeedsCount} seeds`, (t) => {
+test.serial(`${name}: no wrong result accepted over ${colluderSeedsCount} seeds`, (t) => {
   t.deepEqual(
     found.wrongSeeds,
     [],
