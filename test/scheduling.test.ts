@@ -300,11 +300,20 @@ test("a worker renews whatever lease it holds in time, even one shorter than its
 test("a liar among replicas forces a third run; the honest digest wins and only the liar is marked invalid", (t) => {
   const loop = new Loop({ seed: 3 });
   const master = loop.addMaster({ project });
-  // Only the liar and one honest worker, a runner, exist at first, so both get the two replicas. The runner's digest
-  // decides once a second result agrees with it: the later volunteer's.
+  // Volunteers with a full record here (no runner in this mesh): two disagreeing results weigh the same, and a third
+  // that agrees with one of them outweighs the other by a full weight. Only the liar and one honest worker exist at
+  // first, so both get the two replicas.
   const [cheat] = addWorkers(loop, 1, liar);
-  const [honestA] = addRunners(loop, 1, honest);
+  const [honestA] = addWorkers(loop, 1, honest);
   if (cheat === undefined || honestA === undefined) return t.fail();
+  const fullWeight = loop.master(master).state.config.validRunsForFullWeight;
+  const record = (worker: string) => {
+    const state = loop.master(master).state;
+    state.reputation[worker] = { consecutiveValid: fullWeight, validTotal: fullWeight, invalidTotal: 0 };
+    state.reputationCount = Object.keys(state.reputation).length;
+  };
+  record(cheat);
+  record(honestA);
   const start = loop.nowMs;
   loop.toMaster(master, { kind: "submit", jobId: "job-l", job: jobSpec(start + hourMs, { replicas: 2, quorum: 2 }) });
   loop.run(start + 5 * secondMs);
@@ -315,6 +324,7 @@ test("a liar among replicas forces a third run; the honest digest wins and only 
 
   const [honestB] = addWorkers(loop, 1, honest);
   if (honestB === undefined) return t.fail();
+  record(honestB);
   loop.run(start + 10 * minuteMs);
   t.is(job.status, "passed", job.reason);
   t.is(job.attempts.length, 3, "a third run settled it");
@@ -326,10 +336,10 @@ test("a liar among replicas forces a third run; the honest digest wins and only 
   t.deepEqual(verdicts[0]?.acceptedDigests, [honestDigest]);
 
   const reputation = loop.master(master).state.reputation;
-  t.like(reputation[cheat], { consecutiveValid: 0, validTotal: 0, invalidTotal: 1 });
+  t.like(reputation[cheat], { consecutiveValid: 0, validTotal: fullWeight, invalidTotal: 1 });
   for (const worker of [honestA, honestB]) {
     t.is(reputation[worker]?.invalidTotal, 0);
-    t.is(reputation[worker]?.consecutiveValid, 1);
+    t.is(reputation[worker]?.consecutiveValid, fullWeight + 1);
   }
 });
 
@@ -939,7 +949,7 @@ function peakConcurrentRuns(loop: Loop, worker: string): number {
 }
 
 testProp(
-  "whatever the workers do, each job ends once, with one verdict, within its run bound per shard and the slots; replicas of a shard on distinct prefixes, and only a runner's result decides",
+  "whatever the workers do, each job ends once, with one verdict, within its run bound per shard and the slots; volunteers' replicas of a shard on distinct prefixes, and a runner's digest has the last word",
   [
     fc.integer({ min: 1, max: 1_000_000 }),
     fc.array(
@@ -999,20 +1009,25 @@ testProp(
         t.true(runs.length <= bound, `shard ${shard}: ${runs.length} runs, bound ${bound}`);
         t.is(job.shards[shard]?.runsAwarded, runs.length);
         t.is(new Set(runs.map((attempt) => attempt.worker)).size, runs.length, "a worker runs a shard at most once");
-        const prefixes = runs.map((attempt) => attempt.prefix).filter((prefix) => prefix !== "");
-        t.is(new Set(prefixes).size, prefixes.length, `shard ${shard}: two replicas on one network prefix`);
+        // The project's own machines are not who the prefix rule guards against: only volunteers' prefixes differ.
+        const prefixes = runs
+          .filter((attempt) => !attempt.runner)
+          .map((attempt) => attempt.prefix)
+          .filter((prefix) => prefix !== "");
+        t.is(new Set(prefixes).size, prefixes.length, `shard ${shard}: two volunteers' replicas on one network prefix`);
         for (const attempt of runs) t.is(attempt.runner, runners.has(attempt.worker));
         const decided = job.shards[shard]?.decidedDigest ?? null;
         const alone = job.shards[shard]?.trustedAlone ?? null;
         if (alone !== null) t.true(runners.has(alone), "only a runner is trusted alone");
         if (decided !== null && alone === null) {
           const agreeing = runs.filter((attempt) => attempt.state === "reported" && attempt.digest === decided);
-          t.true(agreeing.length >= quorum, `shard ${shard} decided with ${agreeing.length} < ${quorum} agreeing`);
-          // A volunteer here agrees at most once per shard of three jobs of two shards: far from full weight (10).
+          // A runner's result decides its shard; anyone else's only `quorum` of them together.
           t.true(
-            agreeing.some((attempt) => runners.has(attempt.worker)),
-            `shard ${shard} decided without a runner's result`,
+            agreeing.length >= quorum || agreeing.some((attempt) => runners.has(attempt.worker)),
+            `shard ${shard} decided with ${agreeing.length} < ${quorum} agreeing and no runner's`,
           );
+          const byRunners = runs.filter((attempt) => attempt.state === "reported" && runners.has(attempt.worker));
+          for (const attempt of byRunners) t.is(attempt.digest, decided, "a runner's digest has the last word");
         }
       }
       if (job.status === "passed")
