@@ -115,7 +115,7 @@ export interface MasterConfig {
    * any identity's word counts. Default 1.
    */
   readonly quorumWeight: number;
-  /** Consecutive agreeing results after which a worker weighs 1. Default 10. */
+  /** Consecutive agreeing results after which a worker weighs 1. Default 5. */
   readonly validRunsForFullWeight: number;
   /** Whether replicas of one shard must come from distinct network prefixes. Default true. */
   readonly distinctPrefixes: boolean;
@@ -141,7 +141,7 @@ export const defaultMasterConfig: Omit<MasterConfig, "project"> = {
   maxKnownWorkers: 100_000,
   maxReputations: 100_000,
   quorumWeight: 1,
-  validRunsForFullWeight: 10,
+  validRunsForFullWeight: 5,
   distinctPrefixes: true,
   spotCheckFraction: 0.1,
   trustVolunteersAlone: false,
@@ -635,6 +635,7 @@ function pickBid(
   used: ReadonlySet<string>,
   runnerFirst: boolean,
   runnerOnly: boolean,
+  weighedOnly: boolean,
 ): PendingBid | undefined {
   const prefixes = new Set<string>();
   if (state.config.distinctPrefixes)
@@ -656,7 +657,8 @@ function pickBid(
     const anchor = open.find((bid) => anchors(state, bid.worker, bid.runner));
     if (anchor !== undefined) return anchor;
   }
-  return open.find((bid) => weightOf(state, bid.worker, bid.runner) > 0) ?? open[0];
+  const weighed = open.find((bid) => weightOf(state, bid.worker, bid.runner) > 0);
+  return weighed !== undefined || weighedOnly ? weighed : open[0];
 }
 
 /** Closes the bid window: awards bids to the runs each shard needs (pickBid), rejects the rest, re-announces if short. */
@@ -676,10 +678,23 @@ function closeWindow(step: Step, job: JobRecord): void {
     if (needed > 0 && record.runsAwarded === 0 && state.config.spotCheckFraction > 0)
       record.spotCheck = rng() < state.config.spotCheckFraction;
     const { groups, runnerDigests } = digestGroups(state, job, shard);
-    // A dispute is the project's runners' to settle: only a runner's bid may run the shard then.
+    // A dispute is the project's runners' to settle: only a runner's bid may run the shard then. Results that agree
+    // but weigh too little want weight, not another result that weighs nothing: only a weighed bid may run it then
+    // (spending the run bound on more unweighed volunteers would fail the job).
     const runnerOnly = awaitsRunner(state, job, groups, runnerDigests, nowMs);
+    const weighedOnly =
+      state.config.quorumWeight > 0 && [...groups.values()].some((group) => group.attempts.length >= job.spec.quorum);
     while (needed > 0) {
-      const bid = pickBid(state, job, shard, bids, used, record.spotCheck && record.runsAwarded === 0, runnerOnly);
+      const bid = pickBid(
+        state,
+        job,
+        shard,
+        bids,
+        used,
+        record.spotCheck && record.runsAwarded === 0,
+        runnerOnly,
+        weighedOnly,
+      );
       if (bid === undefined) break;
       if (record.runsAwarded === 0 && job.spec.replicas > 1 && (bid.runner || state.config.trustVolunteersAlone)) {
         // BOINC adaptive replication: a worker with CV consecutive valid results runs alone with probability 1 - 1/CV.

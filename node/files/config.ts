@@ -466,7 +466,7 @@ timing:
 # any other worker earns weight by results that agreed with decided quorums.
 quorum:
   weight: 1 # agreeing results must weigh this much unless a runner's is among them; 0 = any identities' count decides
-  validRunsForFullWeight: 10 # consecutive agreeing results after which a worker weighs 1
+  validRunsForFullWeight: 5 # consecutive agreeing results after which a worker weighs 1
   distinctPrefixes: true # replicas of one shard go to distinct network prefixes (IPv4 /24, IPv6 /48)
   spotCheckFraction: 0.1 # share of shards whose first run goes to a runner, whose result has the last word
 `;
