@@ -166,7 +166,7 @@ test("what an admission costs its sender: a forgery, a stale or replayed message
   for (const reason of ["untrusted-project", "no-keyset-yet", "no-machine", "keyset-old"])
     t.is(offenceOf({ verdict: "ignore", reason, detail: "" }), null, reason);
   t.is(
-    offenceOf({ verdict: "ignore", reason: "stale", detail: "KeysetExpiredError: keyset.expiresAtMs: ..." }),
+    offenceOf({ verdict: "ignore", reason: "keyset-expired", detail: "KeysetExpiredError: keyset.expiresAtMs: ..." }),
     null,
     "this node's keyset expired: the announcers are unknown here, the relay did nothing wrong",
   );
