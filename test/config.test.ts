@@ -8,7 +8,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import test from "ava";
 import { anchorFromGenesis } from "../crypto/index.ts";
-import { jobSpecSchema } from "../jobs/index.ts";
+import { defaultMasterConfig, jobSpecSchema } from "../jobs/index.ts";
 import {
   configTemplate,
   defaultConfig,
@@ -267,7 +267,12 @@ quorum:
       advertRepublishMs: 15_000,
       keysetRepublishMs: 10_000,
     },
-    quorum: { weight: 2, validRunsForFullWeight: 10, distinctPrefixes: true, spotCheckFraction: 0.25 },
+    quorum: {
+      weight: 2,
+      validRunsForFullWeight: defaultMasterConfig.validRunsForFullWeight,
+      distinctPrefixes: true,
+      spotCheckFraction: 0.25,
+    },
   });
 });
 
