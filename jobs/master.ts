@@ -250,6 +250,10 @@ export interface MasterState {
   unproven: Record<string, KnownWorker>;
   /** How many entries `unproven` holds. */
   unprovenCount: number;
+  /** Keys of `unproven` in the order they came (with keys since gone, skipped): the oldest is evicted first. */
+  unprovenOrder: string[];
+  /** Where the live part of `unprovenOrder` starts. */
+  unprovenHead: number;
   reputation: Record<string, Reputation>;
   /** How many entries `reputation` holds. */
   reputationCount: number;
@@ -303,6 +307,8 @@ export function createMaster(config: Partial<MasterConfig> & { project: string }
     workers: {},
     unproven: {},
     unprovenCount: 0,
+    unprovenOrder: [],
+    unprovenHead: 0,
     reputation: {},
     reputationCount: 0,
     timers: [],
@@ -412,6 +418,24 @@ function runnerKnown(state: MasterState, spec: JobSpec, nowMs: number): boolean 
       worker.availability !== "paused" &&
       worker.availability !== "offline" &&
       isEligible(spec, worker)
+    )
+      return true;
+  return false;
+}
+
+/**
+ * Whether a worker that carries weight (a runner, or one with an agreeing record) and has not run this shard could
+ * run the job now, by its advert: only then is it worth waiting for one rather than spending the run bound.
+ */
+function weighedWorkerKnown(state: MasterState, job: JobRecord, shard: number, nowMs: number): boolean {
+  for (const [key, worker] of Object.entries(state.workers))
+    if (
+      worker.expiresAtMs >= nowMs &&
+      worker.availability !== "paused" &&
+      worker.availability !== "offline" &&
+      weightOf(state, key, worker.runner) > 0 &&
+      !workerUsedOnShard(job, key, shard) &&
+      isEligible(job.spec, worker)
     )
       return true;
   return false;
@@ -683,7 +707,9 @@ function closeWindow(step: Step, job: JobRecord): void {
     // (spending the run bound on more unweighed volunteers would fail the job).
     const runnerOnly = awaitsRunner(state, job, groups, runnerDigests, nowMs);
     const weighedOnly =
-      state.config.quorumWeight > 0 && [...groups.values()].some((group) => group.attempts.length >= job.spec.quorum);
+      state.config.quorumWeight > 0 &&
+      [...groups.values()].some((group) => group.attempts.length >= job.spec.quorum) &&
+      weighedWorkerKnown(state, job, shard, nowMs);
     while (needed > 0) {
       const bid = pickBid(
         state,
@@ -979,8 +1005,17 @@ function onBid(step: Step, worker: string, bid: Bid, runner: boolean, prefix: st
     return;
   }
   if (job.bids.length >= state.config.maxBidsPerWindow) {
-    reject(step, job.jobId, worker, bid.round, "bid window full");
-    return;
+    // Unweighed identities are free: a full window of them must not lock out a runner or a worker with a record.
+    const unweighed =
+      weightOf(state, worker, runner) > 0
+        ? job.bids.findIndex((pending) => weightOf(state, pending.worker, pending.runner) === 0)
+        : -1;
+    if (unweighed < 0) {
+      reject(step, job.jobId, worker, bid.round, "bid window full");
+      return;
+    }
+    const [displaced] = job.bids.splice(unweighed, 1) as [PendingBid];
+    reject(step, job.jobId, displaced.worker, displaced.round, "bid window full: displaced by a weighed bid");
   }
   job.bids.push({ worker, round: bid.round, receivedAtMs: nowMs, runner, prefix });
   if (job.windowEndsAtMs === null) {
@@ -1135,6 +1170,11 @@ function onAdvert(step: Step, worker: string, advert: WorkerAdvert, runner: bool
     if (worker in state.unproven) {
       delete state.unproven[worker];
       state.unprovenCount--;
+      // Its key stays in unprovenOrder, skipped; keep the stale ones from outgrowing the table.
+      if (state.unprovenOrder.length - state.unprovenHead > 2 * state.unprovenCount + 1024) {
+        state.unprovenOrder = state.unprovenOrder.slice(state.unprovenHead).filter((key) => key in state.unproven);
+        state.unprovenHead = 0;
+      }
     }
     if (!(worker in state.workers)) {
       // Listing the known workers on every new advert made a growing mesh cost the master O(n²): list them only to evict.
@@ -1146,13 +1186,37 @@ function onAdvert(step: Step, worker: string, advert: WorkerAdvert, runner: bool
   } else {
     // Anyone can sign adverts with fresh keys: unproven workers have a table of their own, the least recently heard
     // going first, so a flood of them neither grows the state past a bound nor pushes out the workers with a record.
-    if (worker in state.unproven) delete state.unproven[worker];
-    else if (state.unprovenCount >= state.config.maxUnprovenWorkers)
-      delete state.unproven[Object.keys(state.unproven)[0] as string];
-    else state.unprovenCount++;
+    if (worker in state.workers) {
+      // A runner no longer named by the keyset: it is held in one table only.
+      delete state.workers[worker];
+      state.knownWorkerCount--;
+    }
+    if (!(worker in state.unproven)) {
+      if (state.unprovenCount >= state.config.maxUnprovenWorkers) evictOldestUnproven(state);
+      state.unprovenCount++;
+      state.unprovenOrder.push(worker);
+    }
     state.unproven[worker] = known;
   }
   state.workersVersion++;
+}
+
+/** Drops the unproven worker heard of first, in constant time on average: listing the table per advert made a flood cost O(n) each. */
+function evictOldestUnproven(state: MasterState): void {
+  const order = state.unprovenOrder;
+  while (state.unprovenHead < order.length) {
+    const key = order[state.unprovenHead++] as string;
+    if (key in state.unproven) {
+      delete state.unproven[key];
+      state.unprovenCount--;
+      break;
+    }
+  }
+  // What was passed is dropped once it is half the array: a copy now and then, constant time per advert on average.
+  if (state.unprovenHead > order.length / 2) {
+    state.unprovenOrder = order.slice(state.unprovenHead);
+    state.unprovenHead = 0;
+  }
 }
 
 /** Every known worker, with a record or not. */
