@@ -1170,11 +1170,9 @@ function onAdvert(step: Step, worker: string, advert: WorkerAdvert, runner: bool
     if (worker in state.unproven) {
       delete state.unproven[worker];
       state.unprovenCount--;
-      // Its key stays in unprovenOrder, skipped; keep the stale ones from outgrowing the table.
-      if (state.unprovenOrder.length - state.unprovenHead > 2 * state.unprovenCount + 1024) {
-        state.unprovenOrder = state.unprovenOrder.slice(state.unprovenHead).filter((key) => key in state.unproven);
-        state.unprovenHead = 0;
-      }
+      // Rare (a worker's first agreeing result), so its place in the order may cost a search.
+      const place = state.unprovenOrder.indexOf(worker, state.unprovenHead);
+      if (place >= 0) state.unprovenOrder.splice(place, 1);
     }
     if (!(worker in state.workers)) {
       // Listing the known workers on every new advert made a growing mesh cost the master O(n²): list them only to evict.
@@ -1184,8 +1182,8 @@ function onAdvert(step: Step, worker: string, advert: WorkerAdvert, runner: bool
     }
     state.workers[worker] = known;
   } else {
-    // Anyone can sign adverts with fresh keys: unproven workers have a table of their own, the least recently heard
-    // going first, so a flood of them neither grows the state past a bound nor pushes out the workers with a record.
+    // Anyone can sign adverts with fresh keys: unproven workers have a table of their own, the first heard going first,
+    // so a flood of them neither grows the state past a bound nor pushes out the workers with a record.
     if (worker in state.workers) {
       // A runner no longer named by the keyset: it is held in one table only.
       delete state.workers[worker];

@@ -455,10 +455,12 @@ function checkAwards(model: Model, state: MasterState, before: Before, effects: 
     const spotCheck = onShard.length === 0 && job.shards[shard]?.spotCheck === true;
     const who = `${jobId}: shard ${shard}, run ${onShard.length}, to ${bid.worker.slice(0, 8)}`;
     const groupsNow = reportedGroups(job, shard);
-    // Results that agree in number but weigh too little want weight: only a weighed bid may run the shard.
+    // Results that agree in number but weigh too little want weight: a weighed bid goes before an unweighed one (and
+    // the master waits for one while a weighed worker it knows of could come; the model checks the bids it saw).
     const weighedOnly =
       model.config.quorumWeight > 0 && [...groupsNow.values()].some((members) => members.length >= job.spec.quorum);
-    if (weighedOnly && !weighedMaybe(bid.worker)) fail(`${who}: agreeing results want weight, and it weighs nothing`);
+    if (weighedOnly && !weighedMaybe(bid.worker) && strict.some((candidate) => weighedSure(candidate.worker)))
+      fail(`${who}: agreeing results want weight, a weighed bidder bid, and this one weighs nothing`);
     if (awaitsRunner(model, groupsNow)) {
       if (!bid.runner) fail(`${who}: a dispute, and not a runner`);
     } else if (spotCheck && strict.some((candidate) => candidate.runner)) {
@@ -889,7 +891,7 @@ function apply(model: Model, real: Real, input: MasterInput): readonly Effect[] 
  * What the master must hold after an advert (the rules, not jobs/master.ts): an advert for another project, or not
  * newer than the one held, changes nothing; a runner's, or a worker's with an agreeing result here, goes to the
  * proven table (the oldest entry there leaves when it is full; a worker held keeps its place); anyone else's to the
- * unproven table, at its end (the least recently heard leaves when it is full).
+ * unproven table, at its end if new (the first heard leaves when it is full; a worker held keeps its place).
  */
 function modelAdvert(model: Model, worker: string, advert: KnownAdvert, projects: readonly string[]): void {
   if (!projects.includes(project)) return;
@@ -903,8 +905,9 @@ function modelAdvert(model: Model, worker: string, advert: KnownAdvert, projects
     proven.set(worker, advert);
     return;
   }
-  if (unproven.has(worker)) unproven.delete(worker);
-  else if (unproven.size >= model.config.maxUnprovenWorkers) unproven.delete(unproven.keys().next().value as string);
+  proven.delete(worker);
+  if (!unproven.has(worker) && unproven.size >= model.config.maxUnprovenWorkers)
+    unproven.delete(unproven.keys().next().value as string);
   unproven.set(worker, advert);
 }
 
