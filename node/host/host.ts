@@ -316,7 +316,8 @@ class PeerGuard {
     if (this.gossip.take(peerId, Date.now())) return true;
     this.rateLimited.gossip++;
     this.log("peer-rate-limited", { from: peerId, reason: "gossip", topic: topic.slice(0, 12) });
-    this.charge(peerId, "flooding");
+    // Dropped, not charged: an honest peer relays a flood of valid messages it cannot tell from honest traffic, and
+    // charging it would ban the flood's relays, not its source. What is read and refused is charged (runtime).
     return false;
   }
 
