@@ -124,10 +124,18 @@ async function ended(master: NodeProcess, jobId: string, limitMs = jobEndLimitMs
   );
 }
 
-/** Logs what each node last did, for whoever reads a failure. */
+/** Logs what each node did (how many of each event) and last did, for whoever reads a failure. */
 function logTails(t: ExecutionContext, nodes: readonly NodeProcess[], count = 30): void {
-  for (const node of nodes)
-    t.log(node.name, JSON.stringify(node.events.filter((event) => event.event !== "bid").slice(-count)).slice(-6000));
+  for (const node of nodes) {
+    const counts: Record<string, number> = {};
+    for (const event of node.events) counts[event.event] = (counts[event.event] ?? 0) + 1;
+    t.log(node.name, JSON.stringify(counts), JSON.stringify(node.events.slice(-count)).slice(-6000));
+  }
+}
+
+/** Logs why the master says a job is where it is. */
+async function logExplain(t: ExecutionContext, master: NodeProcess, jobId: string): Promise<void> {
+  t.log(await master.control.explain(jobId).catch((error: unknown) => String(error)));
 }
 
 interface ProjectMesh {
@@ -369,7 +377,10 @@ test.serial(
 
       await submitJob(mesh, master, project, "after-flood-1");
       const first = await ended(master, "after-flood-1");
-      if (first.status !== "passed") logTails(t, [master, ...workers]);
+      if (first.status !== "passed") {
+        logTails(t, [master, ...workers]);
+        await logExplain(t, master, "after-flood-1");
+      }
       phase("the first job ended");
       t.is(first.status, "passed", `after the flood: ${first.reason}`);
 
@@ -388,7 +399,10 @@ test.serial(
       await submitJob(mesh, restarted, project, "after-restart-1");
       const second = await ended(restarted, "after-restart-1");
       phase("the job after the restart ended");
-      if (second.status !== "passed") logTails(t, [restarted, ...workers]);
+      if (second.status !== "passed") {
+        logTails(t, [restarted, ...workers]);
+        await logExplain(t, restarted, "after-restart-1");
+      }
       t.is(second.status, "passed", `after the restart: ${second.reason}`);
       t.is(replayRefusals(restarted), 0, "the restarted master refused nothing as a replay");
       for (const [index, worker] of workers.entries())
@@ -443,7 +457,10 @@ test.serial(
       t.is(submitted.code, 0, `submit during the flood: ${submitted.stderr}${submitted.stdout}`);
       if (submitted.code === 0) {
         const detail = await ended(master, "frozen-1");
-        if (detail.status !== "passed") logTails(t, [master, ...workers]);
+        if (detail.status !== "passed") {
+          logTails(t, [master, ...workers]);
+          await logExplain(t, master, "frozen-1");
+        }
         t.is(detail.status, "passed", detail.reason);
       }
 
