@@ -5,6 +5,7 @@
  */
 import { mkdirSync, writeFileSync } from "node:fs";
 import { arch, cpus, platform } from "node:os";
+import { benchClaim } from "./claim.ts";
 import { benchCrypto } from "./crypto.ts";
 import { benchMasterStore } from "./master-store.ts";
 import { benchMesh } from "./mesh.ts";
@@ -14,6 +15,7 @@ import { benchSybil } from "./sybil.ts";
 import { benchTransfer } from "./transfer.ts";
 
 const suites: Record<string, () => unknown> = {
+  claim: benchClaim,
   crypto: benchCrypto,
   "master-store": benchMasterStore,
   mesh: benchMesh,
