@@ -13,8 +13,8 @@
  * - a worker's resident memory (VmRSS) after `idleSettleMs` idle, before any
  *   job and again after the run.
  *
- * Protocol timings are the config's defaults except advertRepublishMs and
- * keysetRepublishMs, shortened so the mesh forms fast (they do not sit on a
+ * Protocol timings are the config's defaults except keysetRepublishMs,
+ * shortened so the mesh forms fast (they do not sit on a
  * job's path). Every wait is bounded; every process started here is stopped
  * and every temp folder removed, on failure too.
  */

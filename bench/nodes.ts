@@ -22,7 +22,7 @@ export const cliPath = fileURLToPath(new URL("../node/cli/index.ts", import.meta
 export const loopbackHost = "127.0.0.1";
 
 /** Timings that differ from the config's defaults: the mesh forms in seconds, not in a minute. */
-export const benchTiming = { advertRepublishMs: 1_000, keysetRepublishMs: 1_000 };
+export const benchTiming = { keysetRepublishMs: 1_000 };
 
 /**
  * What masters believe here: every node is on 127.0.0.1 (one network prefix) and the workers are volunteers the

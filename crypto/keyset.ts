@@ -153,6 +153,15 @@ export function sealKeyset(body: KeysetBody, roots: readonly Identity[]): Uint8A
   return sealMultiEnvelope(keysetDomain, body, roots);
 }
 
+/** The project a keyset names, read without verifying it (acceptKeyset judges it), or null for bytes of no keyset. */
+export function keysetProjectOf(bytes: Uint8Array): string | null {
+  try {
+    return openMultiEnvelope(keysetDomain, bytes, { verifySignatures: false }).body.project;
+  } catch {
+    return null;
+  }
+}
+
 /**
  * Accepts a keyset into a project's trust, or throws why not.
  * Returns the new trust; the old one is left unchanged, so a refused keyset loses nothing.
@@ -219,6 +228,19 @@ export function checkAnnouncer(trust: ProjectTrust, signer: Uint8Array, nowMs: n
     );
   }
   return announcer;
+}
+
+/**
+ * The project's masters now: the unexpired announcer keys of its keyset (hex, sorted). A worker sends them its
+ * standing offers (jobs/worker.ts); none while no keyset is known or it has expired.
+ */
+export function announcersOf(trust: ProjectTrust, nowMs: number): string[] {
+  const keyset = trust.keyset;
+  if (keyset === null || keyset.expiresAtMs + maxClockSkewMs < nowMs) return [];
+  const keys = new Set<string>();
+  for (const entry of keyset.announcers)
+    if (entry.expiresAtMs + maxClockSkewMs >= nowMs) keys.add(Buffer.from(entry.key).toString("hex"));
+  return [...keys].sort();
 }
 
 /**

@@ -13,15 +13,14 @@
  * 2. A keyset (on a project topic, or a DHT record under a project) is
  *    accepted into that project's trust only as crypto/keyset.ts allows: a
  *    newer version signed by the current roots; an older one is ignored.
- * 3. On a topic: only adverts, announcements, verdicts and cancels travel
- *    (jobs/routing.ts); each must name the topic's project; announcements,
- *    verdicts and cancels must be signed by an announcer of the project's
- *    keyset.
+ * 3. On a topic: only announcements, verdicts and cancels travel
+ *    (jobs/routing.ts); each must name the topic's project and be signed by
+ *    an announcer of the project's keyset.
  * 4. Direct: the signer must be the authenticated peer that sent it; the
- *    master takes bids, results, log chunks and a worker's lease renewals for
- *    the projects it is master of; the worker takes awards, rejects, cancels,
- *    renewals and acknowledgements only from an announcer of a project it
- *    trusts.
+ *    master takes offers, bids, results, log chunks and a worker's lease
+ *    renewals for the projects it is master of; the worker takes awards,
+ *    rejects, cancels, renewals and acknowledgements only from an announcer of
+ *    a project it trusts. A keyset may come directly too (rule 2).
  * 5. The signature, only now: opening checked size, form, schema and time,
  *    and the rules above need no verification, so what fails them costs a
  *    decode, not a signature check. A bad signature is a forgery.
@@ -32,7 +31,7 @@
  *    machine takes must carry a sequence number not seen before from its
  *    signer. What workers sign needs no ledger: a direct message's signer is
  *    the authenticated peer that sent it (no third party can send it again),
- *    and an advert is state, not an event (the master keeps a worker's newest
+ *    and an offer is state, not an event (the master keeps a worker's newest
  *    and drops older ones). A message this node only relays (gossip for
  *    others) is accepted without a ledger entry: it changes nothing here, and
  *    each receiver's own ledger judges it.
@@ -51,6 +50,7 @@ import {
   type KeysetBody,
   KeysetExpiredError,
   KeysetRollbackError,
+  keysetProjectOf,
   maxClockSkewMs,
   type ProjectTrust,
   type ReplayLedger,
@@ -204,10 +204,15 @@ export function admit(channel: Channel, opened: Opened, context: AdmissionContex
   }
 }
 
+/**
+ * A keyset on a topic, in the DHT or pushed directly by a peer (a master hands its projects' keysets to each peer it
+ * meets, so a fresh worker learns the project's masters at once): whichever way it came, only the project's roots
+ * make it count. A direct one names its project in the keyset itself.
+ */
 function admitKeyset(channel: Channel, bytes: Uint8Array, context: AdmissionContext, nowMs: number): Admission {
-  if (channel.kind === "direct")
-    return judged(context, "reject", "not-direct", "keysets travel on topics and in the DHT");
-  const project = channel.kind === "topic" ? channel.topic : channel.project;
+  const project =
+    channel.kind === "topic" ? channel.topic : channel.kind === "record" ? channel.project : keysetProjectOf(bytes);
+  if (project === null) return judged(context, "reject", "keyset-refused", "a keyset that names no project");
   const current = context.trust.get(project);
   if (current === undefined) return judged(context, "ignore", "untrusted-project", `${project} is not pinned here`);
   try {
@@ -257,15 +262,6 @@ function admitOnTopic(topic: string, opened: OpenedMessage, context: AdmissionCo
   if (route === null) return judged(context, "reject", "not-on-topic", `${name} is a direct message`);
   const { body, signer } = opened;
   const signerHex = hexOf(signer);
-  if (route.to === "master") {
-    if (!(body.projects ?? []).includes(topic))
-      return judged(context, "reject", "wrong-project", `${name}.projects: expected it to name ${topic}, the topic`);
-    const forged = signatureProblem(context, opened, name);
-    if (forged !== null) return forged;
-    if (!context.isMasterOf(topic)) return judged(context, "accept", "relayed", "");
-    const input = masterInputOf(name, signerHex, body, senderFacts(context, topic, signerHex, "", nowMs));
-    return takenUnledgered(context, input === null ? [] : [{ machine: "master", project: topic, input }]);
-  }
   if (body.project !== topic)
     return judged(
       context,

@@ -25,7 +25,7 @@
  * - A restart is an input to each machine ("restart"); what survives it is
  *   what the machines persisted, nothing a shell chose.
  */
-import type { ProjectTrust, ReplayLedger, SignerWindow } from "../crypto/index.ts";
+import { announcersOf, type ProjectTrust, type ReplayLedger, type SignerWindow } from "../crypto/index.ts";
 import { type Admission, admit, type Channel, type Delivery, type Opened } from "./admission.ts";
 import type { Effect, ExecutionRequest, LogChunkRecord, OutboundMessage, Rng } from "./effects.ts";
 import {
@@ -152,6 +152,8 @@ export class NodeDriver<W> {
   private draining = false;
   private idleWaiters: (() => void)[] = [];
   private stopped = false;
+  /** Set by start(): machine inputs (the masters of a project) wait for the restart input that wakes them. */
+  private started = false;
 
   constructor(options: DriverOptions<W>) {
     this.self = options.self;
@@ -178,8 +180,19 @@ export class NodeDriver<W> {
 
   /** Wakes every machine as after a restart (the first start is one): they ask for their wake-ups again. */
   start(): void {
+    this.started = true;
     for (const project of this.masters.keys()) this.toMaster(project, { kind: "restart" });
-    if (this.worker !== null) this.toWorker({ kind: "restart" });
+    if (this.worker !== null) {
+      this.toWorker({ kind: "restart" });
+      for (const project of this.trustByProject.keys()) this.tellMasters(project);
+    }
+  }
+
+  /** Tells the worker who the project's masters are now (its keyset's announcers): where its offers go. */
+  private tellMasters(project: string): void {
+    const trust = this.trustByProject.get(project);
+    if (this.worker === null || trust === undefined) return;
+    this.toWorker({ kind: "masters", project, masters: announcersOf(trust, this.ports.nowMs()) });
   }
 
   /** An inbound message: admitted at once (the verdict is the gossip validator's answer), stepped in turn. */
@@ -193,6 +206,7 @@ export class NodeDriver<W> {
     if (admission.keyset !== null) {
       this.trustByProject.set(admission.keyset.project, admission.keyset.trust);
       this.pendingWrites.push({ space: "keyset", project: admission.keyset.project, bytes: admission.keyset.bytes });
+      if (this.started) this.tellMasters(admission.keyset.project);
     }
     this.ports.admitted?.(channel, admission, wire);
     for (const delivery of admission.deliveries) this.deliver(delivery);
@@ -242,6 +256,7 @@ export class NodeDriver<W> {
     const admission = admit({ kind: "record", project }, { kind: "keyset", bytes }, this.admissionContext(), nowMs);
     if (admission.keyset !== null) {
       this.trustByProject.set(project, admission.keyset.trust);
+      if (this.started) this.tellMasters(project);
       if (persist) {
         this.pendingWrites.push({ space: "keyset", project, bytes });
         this.enqueue(() => this.commit([]));
@@ -418,10 +433,8 @@ export class NodeDriver<W> {
           const wire = this.ports.seal(stamped);
           this.ports.publish(effect.topic, wire, stamped);
           // gossipsub does not hand a node its own messages: a machine here that takes them hears them through the door.
-          const route = topicRoute(effect.message.domain);
-          const takenHere =
-            route?.to === "master" ? this.masters.has(effect.topic) : route?.to === "worker" && this.worker !== null;
-          if (takenHere) this.receive({ kind: "topic", topic: effect.topic }, wire);
+          if (topicRoute(effect.message.domain) !== null && this.worker !== null)
+            this.receive({ kind: "topic", topic: effect.topic }, wire);
           break;
         }
         case "send": {

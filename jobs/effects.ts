@@ -4,7 +4,6 @@
  * them out on its virtual network. Keys of peers are lowercase hex strings so
  * that every state and effect is plain, serialisable data.
  */
-import type { WorkerAdvert } from "../capabilities/index.ts";
 import type {
   Award,
   Bid,
@@ -13,6 +12,7 @@ import type {
   JobSpec,
   LeaseRenew,
   LogChunk,
+  Offer,
   Reject,
   Result,
   ResultAck,
@@ -30,7 +30,7 @@ export type Unsequenced<T> = Omit<T, "seq">;
 
 /** A message for the shell core to stamp, sign with the node's identity (messageDomains[domain]) and deliver. */
 export type OutboundMessage =
-  | { readonly domain: "workerAdvert"; readonly body: Unsequenced<WorkerAdvert> }
+  | { readonly domain: "offer"; readonly body: Unsequenced<Offer> }
   | { readonly domain: "jobAnnouncement"; readonly body: Unsequenced<JobAnnouncement> }
   | { readonly domain: "bid"; readonly body: Unsequenced<Bid> }
   | { readonly domain: "award"; readonly body: Unsequenced<Award> }

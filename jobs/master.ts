@@ -18,13 +18,22 @@
  *   (from adverts) are soft state: they come back with the next adverts.
  * - A restart is an input: running leases are extended (restartGraceMs),
  *   since no worker could renew with a master that was down.
+ * - An award uses one slot of the worker's offer at once; a worker that
+ *   refuses an award (its slot was taken) offers nothing until it says so
+ *   again, and the run goes to the next offer in the same step.
  *
- * A job's life: submit → announce (round 0) with a bid probability chosen so
- * that the expected number of bids is a small constant whatever the pool size
- * → bids collect for bidWindowMs → the chosen bids get awards with leases,
- * the others rejects → too few bids: re-announce with a higher probability →
- * results grouped per shard by their digest → quorum reached on every shard:
- * verdict. Lost leases, refusals and disagreement make new attempts, up to
+ * A job's life: submit → awarded at once, every shard and replica in the
+ * same step, to distinct workers whose standing offers are on hand (signed
+ * "k free slots until T", sent directly by eager workers; chosen as bids are,
+ * below) → what offers cannot cover is announced (round 0) with a bid
+ * probability chosen so that the expected number of bids is a small constant
+ * whatever the pool size, when some known worker would answer (a reluctant
+ * one, or none is known) → bids collect for bidWindowMs, or until enough are
+ * in → the chosen bids get awards with leases, the others rejects → too few
+ * bids: re-announce with a higher probability → an offer that arrives while
+ * a job wants runs is awarded at once → results grouped per shard by their
+ * digest → quorum reached on every shard: verdict (gossiped only for a job
+ * that was announced: nobody else holds it). Lost leases, refusals and disagreement make new attempts, up to
  * the job's bound; the deadline and cancel end a job at any time.
  *
  * Believe no one for free (the Sybil rules). Anyone can make keys, so:
@@ -56,7 +65,7 @@
  * - Only runners may run a shard alone (BOINC's adaptive replication), unless
  *   the project opts in for volunteers.
  */
-import { explainPoolText, isEligible, type WorkerAdvert } from "../capabilities/index.ts";
+import { explainPoolText, isEligible } from "../capabilities/index.ts";
 import { maxReasonChars } from "../crypto/index.ts";
 import { resultDigest } from "./digest.ts";
 import type { Rng, StepOutput } from "./effects.ts";
@@ -74,6 +83,7 @@ import {
   maxResultAckLifetimeMs,
   maxVerdictLifetimeMs,
   maxWantedRuns,
+  type Offer,
   type Outcome,
   type Result,
 } from "./messages.ts";
@@ -148,18 +158,24 @@ export const defaultMasterConfig: Omit<MasterConfig, "project"> = {
   maxUnprovenWorkers: 10_000,
 };
 
-/** What the master keeps of a worker's advert: enough to count the eligible pool. */
+/** What the master keeps of a worker's standing offer: what to award from, and the eligible pool to count. */
 export interface KnownWorker {
-  readonly dimensions: WorkerAdvert["dimensions"];
-  readonly specs: WorkerAdvert["specs"];
-  readonly availability: WorkerAdvert["availability"];
-  readonly freeSlots: number;
+  readonly dimensions: Offer["dimensions"];
+  readonly specs: Offer["specs"];
+  readonly availability: Offer["availability"];
+  /** Slots offered and not yet used by an award of this master. */
+  freeSlots: number;
   readonly expiresAtMs: number;
-  /** The advert's sequence number: an advert not newer than the one held is dropped (a replay, or late). */
+  /** The offer's sequence number: an offer not newer than the one held is dropped (a replay, or late). */
   readonly seq: number;
   /** Trust names this worker a runner of the project. */
   readonly runner: boolean;
+  /** The network prefix of the connection the offer came on; empty when unknown. */
+  readonly prefix: string;
 }
+
+/** Offers looked at to award one job's runs: all of them up to this many, else this many drawn at random. */
+export const maxOfferCandidates = 256;
 
 /** Distinct job requirement sets whose eligible-pool count is cached. */
 export const maxPoolCacheEntries = 1024;
@@ -262,9 +278,15 @@ export interface MasterState {
   timerAtMs: number | null;
   /** Bumped when the known workers change, to invalidate cached pool estimates. */
   workersVersion: number;
-  /** How many entries `workers` holds, so an advert checks the bound without listing every known worker. */
+  /** How many entries `workers` holds, so an offer checks the bound without listing every known worker. */
   knownWorkerCount: number;
-  poolCache: Record<string, [version: number, eligible: number]>;
+  poolCache: Record<string, [version: number, eligible: number, reluctant: number, eager: number]>;
+  /** Known workers whose offer has eager slots left to award, in no order (removed by swapping in the last). */
+  offering: string[];
+  /** Where each offering worker sits in `offering`. */
+  offeringAt: Record<string, number>;
+  /** Open jobs that want runs no award covers yet: an offer that arrives is given to them at once. */
+  hungry: Record<string, true>;
 }
 
 export type MasterInput =
@@ -280,7 +302,15 @@ export type MasterInput =
     }
   | { readonly kind: "lease-renew"; readonly signer: string; readonly renew: LeaseRenew }
   | { readonly kind: "result"; readonly signer: string; readonly result: Result }
-  | { readonly kind: "advert"; readonly signer: string; readonly advert: WorkerAdvert; readonly runner?: boolean }
+  | {
+      readonly kind: "offer";
+      readonly signer: string;
+      readonly offer: Offer;
+      /** Trust names the signer a runner of the project (admission says). Default false. */
+      readonly runner?: boolean;
+      /** The network prefix of the connection the offer came on; empty or absent when unknown. */
+      readonly prefix?: string;
+    }
   | { readonly kind: "log-chunk"; readonly signer: string; readonly chunk: LogChunk }
   | { readonly kind: "cancel"; readonly jobId: string; readonly reason: string }
   /** The node (re)started from its stored records: leases restart, wake-ups must be asked anew. */
@@ -316,6 +346,9 @@ export function createMaster(config: Partial<MasterConfig> & { project: string }
     workersVersion: 0,
     knownWorkerCount: 0,
     poolCache: {},
+    offering: [],
+    offeringAt: {},
+    hungry: {},
   };
 }
 
@@ -502,22 +535,37 @@ function requirementKey(spec: JobSpec): string {
   ]);
 }
 
-/** How many known workers could run this job now: the pool the bid probability is scaled to. */
-function eligiblePool(state: MasterState, spec: JobSpec, nowMs: number): number {
+/** The known workers that could run a job now, counted: the pool the bid probability is scaled to, and who would answer. */
+interface Pool {
+  /** Eligible and available with a free slot, or reluctant (those offer none): who could answer an announcement. */
+  readonly eligible: number;
+  /** Eligible and reluctant: they answer only an announcement (a re-announcement), never offer. */
+  readonly reluctant: number;
+  /** Eligible and eager, busy or not: they offer when a slot frees, with no announcement needed. */
+  readonly eager: number;
+}
+
+function eligiblePool(state: MasterState, spec: JobSpec, nowMs: number): Pool {
   const key = requirementKey(spec);
   const cached = state.poolCache[key];
-  if (cached !== undefined && cached[0] === state.workersVersion) return cached[1];
+  if (cached !== undefined && cached[0] === state.workersVersion)
+    return { eligible: cached[1], reluctant: cached[2], eager: cached[3] };
   let eligible = 0;
+  let reluctant = 0;
+  let eager = 0;
   for (const worker of knownWorkers(state)) {
     if (worker.expiresAtMs < nowMs || worker.availability === "paused" || worker.availability === "offline") continue;
-    if (worker.freeSlots > 0 && isEligible(spec, worker)) eligible++;
+    if (!isEligible(spec, worker)) continue;
+    if (worker.availability === "reluctant") reluctant++;
+    else eager++;
+    if (worker.freeSlots > 0 || worker.availability === "reluctant") eligible++;
   }
   // Cached as capped: a cache hit must not hand the announcement an estimate its schema refuses.
   const capped = Math.min(eligible, maxEligiblePool);
   // Entries of older worker versions are dead weight: drop them all when the table is full.
   if (cached === undefined && Object.keys(state.poolCache).length >= maxPoolCacheEntries) state.poolCache = {};
-  state.poolCache[key] = [state.workersVersion, capped];
-  return capped;
+  state.poolCache[key] = [state.workersVersion, capped, reluctant, eager];
+  return { eligible: capped, reluctant, eager };
 }
 
 function schedule(state: MasterState, atMs: number, jobId: string): void {
@@ -527,7 +575,7 @@ function schedule(state: MasterState, atMs: number, jobId: string): void {
 function announce(step: Step, job: JobRecord): void {
   const { state, nowMs } = step;
   const wanted = Math.max(1, Math.min(totalRunsNeeded(state, job, nowMs), maxWantedRuns));
-  job.eligibleEstimate = eligiblePool(state, job.spec, nowMs);
+  job.eligibleEstimate = eligiblePool(state, job.spec, nowMs).eligible;
   const base =
     job.eligibleEstimate === 0 ? 1 : Math.min(1, (state.config.targetBidsPerRun * wanted) / job.eligibleEstimate);
   // A re-announcement never lowers the probability: it exists because the last one drew too few bids.
@@ -612,6 +660,12 @@ function award(step: Step, job: JobRecord, bid: PendingBid, shard: number): void
   job.attempts.push(attempt);
   (job.shards[shard] as ShardRecord).runsAwarded++;
   schedule(state, attempt.leaseExpiresAtMs, job.jobId);
+  // Every award uses a slot of what the worker offered, whether it came from the offer or from a bid.
+  const known = state.workers[bid.worker] ?? state.unproven[bid.worker];
+  if (known !== undefined) {
+    known.freeSlots = Math.max(0, known.freeSlots - 1);
+    if (known.freeSlots === 0) stopOffering(state, bid.worker);
+  }
   step.send(bid.worker, {
     domain: "award",
     body: {
@@ -622,8 +676,64 @@ function award(step: Step, job: JobRecord, bid: PendingBid, shard: number): void
       attempt: attempt.attempt,
       shard,
       leaseExpiresAtMs: attempt.leaseExpiresAtMs,
+      job: job.spec,
     },
   });
+}
+
+/** The worker's offer has no eager slot left to award (used, refused, lapsed, withdrawn or evicted). */
+function stopOffering(state: MasterState, worker: string): void {
+  const at = state.offeringAt[worker];
+  if (at === undefined) return;
+  const last = state.offering.pop() as string;
+  if (last !== worker) {
+    state.offering[at] = last;
+    state.offeringAt[last] = at;
+  }
+  delete state.offeringAt[worker];
+}
+
+function startOffering(state: MasterState, worker: string): void {
+  if (worker in state.offeringAt) return;
+  state.offeringAt[worker] = state.offering.length;
+  state.offering.push(worker);
+}
+
+/**
+ * The offers on hand that could run this job now, as bids (what this master verified of each: runner, prefix): every
+ * one while they are few, else maxOfferCandidates drawn at random. Lapsed offers met on the way are dropped.
+ */
+function offerCandidates(step: Step, job: JobRecord): PendingBid[] {
+  const { state, nowMs, rng } = step;
+  const candidates: PendingBid[] = [];
+  const consider = (worker: string) => {
+    const known = state.workers[worker] ?? state.unproven[worker];
+    if (known === undefined || known.expiresAtMs < nowMs || known.freeSlots <= 0 || known.availability !== "eager") {
+      stopOffering(state, worker);
+      return;
+    }
+    if (!isEligible(job.spec, known)) return;
+    candidates.push({ worker, round: job.round, receivedAtMs: nowMs, runner: known.runner, prefix: known.prefix });
+  };
+  if (state.offering.length <= maxOfferCandidates) {
+    for (const worker of [...state.offering]) consider(worker);
+    return shuffled(candidates, rng);
+  }
+  const drawn = new Set<string>();
+  for (let tries = 0; tries < maxOfferCandidates * 2 && drawn.size < maxOfferCandidates; tries++) {
+    const worker = state.offering[Math.floor(rng() * state.offering.length)];
+    if (worker === undefined || drawn.has(worker)) continue;
+    drawn.add(worker);
+    consider(worker);
+  }
+  return candidates;
+}
+
+/** Awards what offers on hand can cover of the runs a job wants, in this step (no announcement, no window). */
+function awardFromOffers(step: Step, job: JobRecord): void {
+  if (step.state.offering.length === 0) return;
+  const candidates = offerCandidates(step, job);
+  if (candidates.length > 0) awardRuns(step, job, candidates, new Set());
 }
 
 function reject(step: Step, jobId: string, worker: string, round: number, reason: string): void {
@@ -685,25 +795,21 @@ function pickBid(
   return weighed !== undefined || weighedOnly ? weighed : open[0];
 }
 
-/** Closes the bid window: awards bids to the runs each shard needs (pickBid), rejects the rest, re-announces if short. */
-function closeWindow(step: Step, job: JobRecord): void {
+/**
+ * Awards the runs each shard needs to candidates (bids, or offers on hand) by pickBid's rules, each worker at most
+ * once per job; `used` gathers the workers awarded.
+ */
+function awardRuns(step: Step, job: JobRecord, candidates: readonly PendingBid[], used: Set<string>): void {
   const { state, rng, nowMs } = step;
-  // Leases that just lapsed may leave a shard undecidable: end the job (rejecting the bids) rather than award runs
-  // that the evaluation after the awards would cancel in the same step.
-  evaluate(step, job);
-  if (job.status !== "open") return;
-  job.windowEndsAtMs = null;
-  const bids = shuffled(job.bids, rng);
-  job.bids = [];
-  const used = new Set<string>();
   for (let shard = 0; shard < job.shards.length; shard++) {
     let needed = runsNeeded(state, job, shard, nowMs);
+    if (needed === 0) continue;
     const record = job.shards[shard] as ShardRecord;
-    if (needed > 0 && record.runsAwarded === 0 && state.config.spotCheckFraction > 0)
+    if (record.runsAwarded === 0 && state.config.spotCheckFraction > 0)
       record.spotCheck = rng() < state.config.spotCheckFraction;
     const { groups, runnerDigests } = digestGroups(state, job, shard);
-    // A dispute is the project's runners' to settle: only a runner's bid may run the shard then. Results that agree
-    // but weigh too little want weight, not another result that weighs nothing: only a weighed bid may run it then
+    // A dispute is the project's runners' to settle: only a runner may run the shard then. Results that agree but
+    // weigh too little want weight, not another result that weighs nothing: only a weighed worker may run it then
     // (spending the run bound on more unweighed volunteers would fail the job).
     const runnerOnly = awaitsRunner(state, job, groups, runnerDigests, nowMs);
     const weighedOnly =
@@ -715,7 +821,7 @@ function closeWindow(step: Step, job: JobRecord): void {
         state,
         job,
         shard,
-        bids,
+        candidates,
         used,
         record.spotCheck && record.runsAwarded === 0,
         runnerOnly,
@@ -737,6 +843,31 @@ function closeWindow(step: Step, job: JobRecord): void {
       if (record.trustedAlone !== null) break;
     }
   }
+}
+
+/**
+ * Bids after which a window closes at once: the bids the announcement aimed at (targetBidsPerRun per wanted run), or
+ * every eligible worker known, whichever is fewer, and never fewer than the runs wanted.
+ */
+function enoughBids(state: MasterState, job: JobRecord, nowMs: number): number {
+  const wanted = totalRunsNeeded(state, job, nowMs);
+  const aimed = Math.ceil(wanted * state.config.targetBidsPerRun);
+  const eligible = job.eligibleEstimate > 0 ? job.eligibleEstimate : aimed;
+  return Math.max(1, wanted, Math.min(aimed, eligible, state.config.maxBidsPerWindow));
+}
+
+/** Closes the bid window: awards bids to the runs each shard needs (awardRuns), rejects the rest, re-announces if short. */
+function closeWindow(step: Step, job: JobRecord): void {
+  const { rng } = step;
+  // Leases that just lapsed may leave a shard undecidable: end the job (rejecting the bids) rather than award runs
+  // that the evaluation after the awards would cancel in the same step.
+  evaluate(step, job);
+  if (job.status !== "open") return;
+  job.windowEndsAtMs = null;
+  const bids = shuffled(job.bids, rng);
+  job.bids = [];
+  const used = new Set<string>();
+  awardRuns(step, job, bids, used);
   for (const bid of bids)
     if (!used.has(bid.worker))
       reject(
@@ -752,15 +883,35 @@ function closeWindow(step: Step, job: JobRecord): void {
 /** After anything that changes what a job needs: end it, or make sure runs still wanted get announced. */
 function planNext(step: Step, job: JobRecord): void {
   const { state, nowMs } = step;
-  if (job.status !== "open") return;
-  evaluate(step, job);
-  if (job.status !== "open") return;
-  const needed = totalRunsNeeded(state, job, nowMs);
-  if (needed === 0 || job.windowEndsAtMs !== null) {
-    if (needed === 0) job.reannounceAtMs = null;
+  if (job.status !== "open") {
+    delete state.hungry[job.jobId];
     return;
   }
+  evaluate(step, job);
+  if (job.status !== "open") {
+    delete state.hungry[job.jobId];
+    return;
+  }
+  let needed = totalRunsNeeded(state, job, nowMs);
+  if (needed > 0) {
+    awardFromOffers(step, job);
+    needed = totalRunsNeeded(state, job, nowMs);
+  }
+  if (needed === 0) {
+    delete state.hungry[job.jobId];
+    job.reannounceAtMs = null;
+    return;
+  }
+  state.hungry[job.jobId] = true;
+  if (job.windowEndsAtMs !== null) return;
   if (job.reannounceAtMs !== null && job.reannounceAtMs > nowMs) return;
+  if (!announcementAnswerable(state, job, nowMs)) {
+    // Every worker known to could run it is eager: each offers a slot as one frees, and the offer is awarded at once.
+    // Look again later: offers lapse, and a worker may turn reluctant.
+    job.reannounceAtMs = nowMs + state.config.reannounceIntervalMs;
+    schedule(state, job.reannounceAtMs, job.jobId);
+    return;
+  }
   if (
     job.announcements === 0 ||
     job.bidProbability < 1 ||
@@ -771,6 +922,16 @@ function planNext(step: Step, job: JobRecord): void {
     job.reannounceAtMs = job.lastAnnouncedAtMs + state.config.reannounceIntervalMs;
     schedule(state, job.reannounceAtMs, job.jobId);
   }
+}
+
+/**
+ * Whether an announcement could draw an answer the offers will not bring: a known reluctant worker could bid (eager
+ * ones offer, never bid), or no known worker could run the job at all (an announcement reaches the workers this
+ * master has not heard of). Announcing to eager workers that are all busy would flood the topic for nothing.
+ */
+function announcementAnswerable(state: MasterState, job: JobRecord, nowMs: number): boolean {
+  const pool = eligiblePool(state, job.spec, nowMs);
+  return pool.reluctant > 0 || pool.eager === 0;
 }
 
 /** Decides shards that reached quorum, fails shards that can no longer, and ends the job when every shard is settled. */
@@ -882,7 +1043,10 @@ function end(step: Step, job: JobRecord, status: Exclude<JobStatus, "open">, rea
   job.bids = [];
   for (const attempt of job.attempts)
     if (attempt.state === "running") cancelAttempt(step, job, attempt, `job ${status}: ${job.reason}`);
-  if (status === "cancelled") {
+  delete state.hungry[job.jobId];
+  // Only an announced job is held by workers other than those it was awarded to (told directly above).
+  const heldElsewhere = job.announcements > 0;
+  if (status === "cancelled" && heldElsewhere) {
     step.publish(state.config.project, {
       domain: "cancel",
       body: {
@@ -893,7 +1057,7 @@ function end(step: Step, job: JobRecord, status: Exclude<JobStatus, "open">, rea
         reason: job.reason,
       },
     });
-  } else {
+  } else if (status !== "cancelled" && heldElsewhere) {
     const agreeing = new Set<string>();
     for (let shard = 0; shard < job.shards.length; shard++) {
       const digest = (job.shards[shard] as ShardRecord).decidedDigest;
@@ -1018,6 +1182,10 @@ function onBid(step: Step, worker: string, bid: Bid, runner: boolean, prefix: st
     reject(step, job.jobId, displaced.worker, displaced.round, "bid window full: displaced by a weighed bid");
   }
   job.bids.push({ worker, round: bid.round, receivedAtMs: nowMs, runner, prefix });
+  if (job.bids.length >= enoughBids(state, job, nowMs)) {
+    closeWindow(step, job);
+    return;
+  }
   if (job.windowEndsAtMs === null) {
     // A late bid (after its round's window) opens a short window of its own rather than wait for a re-announcement.
     job.windowEndsAtMs = nowMs + state.config.bidWindowMs;
@@ -1114,6 +1282,10 @@ function onResult(step: Step, worker: string, result: Result): void {
     attempt.state = "refused";
     const record = job.shards[attempt.shard] as ShardRecord;
     if (record.trustedAlone === worker) record.trustedAlone = null;
+    // A worker that refused has no slot for this master now (another award took it): nothing more goes to its offer.
+    const known = step.state.workers[worker] ?? step.state.unproven[worker];
+    if (known !== undefined) known.freeSlots = 0;
+    stopOffering(step.state, worker);
   } else {
     attempt.state = "reported";
     attempt.digest = resultDigest(result);
@@ -1152,19 +1324,21 @@ function isProven(state: MasterState, worker: string, runner: boolean): boolean 
   return runner || (state.reputation[worker]?.validTotal ?? 0) > 0;
 }
 
-function onAdvert(step: Step, worker: string, advert: WorkerAdvert, runner: boolean): void {
+/** A worker's standing offer: held as what the master knows of it, and awarded at once to jobs that want runs. */
+function onOffer(step: Step, worker: string, offer: Offer, runner: boolean, prefix: string): void {
   const { state } = step;
-  if (!advert.projects.includes(state.config.project)) return;
+  if (offer.project !== state.config.project) return;
   const held = state.workers[worker] ?? state.unproven[worker];
-  if (held !== undefined && held.seq >= advert.seq) return; // a replay, or overtaken by a newer advert
+  if (held !== undefined && held.seq >= offer.seq) return; // a replay, or overtaken by a newer offer
   const known: KnownWorker = {
-    dimensions: advert.dimensions,
-    specs: advert.specs,
-    availability: advert.availability,
-    freeSlots: advert.freeSlots,
-    expiresAtMs: advert.expiresAtMs,
-    seq: advert.seq,
+    dimensions: offer.dimensions,
+    specs: offer.specs,
+    availability: offer.availability,
+    freeSlots: offer.freeSlots,
+    expiresAtMs: offer.expiresAtMs,
+    seq: offer.seq,
     runner,
+    prefix,
   };
   if (isProven(state, worker, runner)) {
     if (worker in state.unproven) {
@@ -1176,9 +1350,11 @@ function onAdvert(step: Step, worker: string, advert: WorkerAdvert, runner: bool
     }
     if (!(worker in state.workers)) {
       // Listing the known workers on every new advert made a growing mesh cost the master O(n²): list them only to evict.
-      if (state.knownWorkerCount >= state.config.maxKnownWorkers)
-        delete state.workers[Object.keys(state.workers)[0] as string];
-      else state.knownWorkerCount++;
+      if (state.knownWorkerCount >= state.config.maxKnownWorkers) {
+        const oldest = Object.keys(state.workers)[0] as string;
+        delete state.workers[oldest];
+        stopOffering(state, oldest);
+      } else state.knownWorkerCount++;
     }
     state.workers[worker] = known;
   } else {
@@ -1197,6 +1373,27 @@ function onAdvert(step: Step, worker: string, advert: WorkerAdvert, runner: bool
     state.unproven[worker] = known;
   }
   state.workersVersion++;
+  if (known.availability === "eager" && known.freeSlots > 0) startOffering(state, worker);
+  else {
+    stopOffering(state, worker);
+    return;
+  }
+  // Jobs that want runs take the offer at once: the highest priority first, then the oldest.
+  const hungry = Object.keys(state.hungry)
+    .map((jobId) => state.jobs[jobId])
+    .filter((job): job is JobRecord => job !== undefined && job.status === "open")
+    .sort(
+      (a, b) =>
+        b.spec.priority - a.spec.priority ||
+        a.submittedAtMs - b.submittedAtMs ||
+        (a.jobId < b.jobId ? -1 : a.jobId > b.jobId ? 1 : 0),
+    );
+  for (const job of hungry) {
+    if (!(worker in state.offeringAt)) break;
+    const awarded = job.attempts.length;
+    planNext(step, job);
+    if (job.attempts.length !== awarded || job.status !== "open") step.changedJobs.add(job.jobId);
+  }
 }
 
 /** Drops the unproven worker heard of first, in constant time on average: listing the table per advert made a flood cost O(n) each. */
@@ -1207,6 +1404,7 @@ function evictOldestUnproven(state: MasterState): void {
     if (key in state.unproven) {
       delete state.unproven[key];
       state.unprovenCount--;
+      stopOffering(state, key);
       break;
     }
   }
@@ -1294,8 +1492,8 @@ export function stepMaster(state: MasterState, input: MasterInput, nowMs: number
     case "result":
       onResult(step, input.signer, input.result);
       break;
-    case "advert":
-      onAdvert(step, input.signer, input.advert, input.runner ?? false);
+    case "offer":
+      onOffer(step, input.signer, input.offer, input.runner ?? false, input.prefix ?? "");
       break;
     case "log-chunk":
       onLogChunk(step, input.signer, input.chunk);
@@ -1356,6 +1554,8 @@ export function restoreMaster(
     if (job.reannounceAtMs !== null) schedule(state, job.reannounceAtMs, job.jobId);
     for (const attempt of job.attempts)
       if (attempt.state === "running") schedule(state, attempt.leaseExpiresAtMs, job.jobId);
+    // Whether it still wants runs is known at its first wake-up; until then an offer may be given to it.
+    state.hungry[job.jobId] = true;
   }
   state.reputation = { ...reputation };
   state.reputationCount = Object.keys(state.reputation).length;

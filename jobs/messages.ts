@@ -8,10 +8,13 @@ import { z } from "zod";
 import {
   availabilitySchema,
   capabilitySpecDomain,
+  dimensionsSchema,
+  maxSlots,
+  maxSpecsPerAdvert,
+  maxSpecVersion,
   platformNameSchema,
   specUuidSchema,
   stepSchema,
-  workerAdvertDomain,
 } from "../capabilities/index.ts";
 import {
   boundedBytes,
@@ -65,7 +68,9 @@ export const maxReportRefChars = 256;
 
 export const maxAnnouncementBytes = 64 * 1024;
 export const maxBidBytes = 2 * 1024;
-export const maxAwardBytes = 2 * 1024;
+/** An award carries the job it gives (the worker may never have seen its announcement): an announcement's room. */
+export const maxAwardBytes = maxAnnouncementBytes + 2 * 1024;
+export const maxOfferBytes = 16 * 1024;
 export const maxRejectBytes = 4 * 1024;
 export const maxLeaseRenewBytes = 2 * 1024;
 export const maxLogChunkEnvelopeBytes = maxLogChunkBytes + 4 * 1024;
@@ -82,6 +87,8 @@ export const maxResultAckBytes = 2 * 1024;
 export const maxAnnouncementLifetimeMs = hourMs;
 export const maxBidLifetimeMs = 5 * minuteMs;
 export const maxAwardLifetimeMs = 10 * minuteMs;
+/** A standing offer lasts at most this long: a worker that vanished holds no master's slots for longer. */
+export const maxOfferLifetimeMs = hourMs;
 export const maxLeaseRenewLifetimeMs = 10 * minuteMs;
 export const maxLogChunkLifetimeMs = dayMs;
 export const maxResultLifetimeMs = 7 * dayMs;
@@ -198,7 +205,37 @@ export const awardSchema = z.strictObject({
   attempt: attemptSchema,
   shard: shardSchema,
   leaseExpiresAtMs: timestampMsSchema,
+  /** The job to run: an award made from a standing offer reaches a worker that never saw the job's announcement. */
+  job: jobSpecSchema,
 });
+
+/** A capability spec the worker ran the self-check of, and whether it passed: what eligibility for a job rests on. */
+export const specClaimSchema = z.strictObject({
+  uuid: specUuidSchema,
+  version: z.number().int().min(1).max(maxSpecVersion),
+  passed: z.boolean(),
+  checkedAtMs: timestampMsSchema,
+});
+
+/**
+ * A worker's signed standing offer to one master of a project (Swarming's polling bot, signed): "freeSlots slots for
+ * this project, my dimensions and capability claims, until expiresAtMs". It is also the worker's advert: 0 free slots
+ * says the worker exists (busy, reluctant or paused) without offering anything. A newer offer supersedes an older one.
+ */
+export const offerSchema = z
+  .strictObject({
+    ...signedHeaderShape,
+    project: projectIdSchema,
+    freeSlots: z.number().int().min(0).max(maxSlots),
+    totalSlots: z.number().int().min(1).max(maxSlots),
+    availability: availabilitySchema,
+    dimensions: dimensionsSchema,
+    specs: z.array(specClaimSchema).max(maxSpecsPerAdvert),
+  })
+  .refine((offer) => offer.freeSlots <= offer.totalSlots, {
+    path: ["freeSlots"],
+    message: "expected at most totalSlots",
+  });
 
 export const rejectSchema = z.strictObject({
   ...signedHeaderShape,
@@ -286,6 +323,8 @@ export type Resources = z.infer<typeof resourcesSchema>;
 export type JobAnnouncement = z.infer<typeof jobAnnouncementSchema>;
 export type Bid = z.infer<typeof bidSchema>;
 export type Award = z.infer<typeof awardSchema>;
+export type Offer = z.infer<typeof offerSchema>;
+export type SpecClaim = z.infer<typeof specClaimSchema>;
 export type Reject = z.infer<typeof rejectSchema>;
 export type LeaseRenew = z.infer<typeof leaseRenewSchema>;
 export type LogChunk = z.infer<typeof logChunkSchema>;
@@ -303,6 +342,10 @@ export const jobAnnouncementDomain = defineDomain("cimesh/job-announcement/v1", 
 export const bidDomain = defineDomain("cimesh/bid/v1", bidSchema, {
   maxBytes: maxBidBytes,
   maxLifetimeMs: maxBidLifetimeMs,
+});
+export const offerDomain = defineDomain("cimesh/offer/v1", offerSchema, {
+  maxBytes: maxOfferBytes,
+  maxLifetimeMs: maxOfferLifetimeMs,
 });
 export const awardDomain = defineDomain("cimesh/award/v1", awardSchema, {
   maxBytes: maxAwardBytes,
@@ -344,7 +387,7 @@ export const reportDomain = defineDomain("cimesh/report/v1", reportSchema, {
 /** Every single-signed message type of the protocol; keysets are multi-signed and verified apart (crypto/keyset.ts). */
 export const messageDomains = {
   capabilitySpec: capabilitySpecDomain,
-  workerAdvert: workerAdvertDomain,
+  offer: offerDomain,
   jobAnnouncement: jobAnnouncementDomain,
   bid: bidDomain,
   award: awardDomain,

@@ -22,18 +22,14 @@ export function messageDomainName(tag: string): MessageDomainName | null {
 }
 
 /**
- * A message on a project topic: adverts (signed by any worker) go to the project's master; announcements,
- * verdicts and cancels go to workers and must be signed by an announcer of the project's keyset. Anything else
- * has no business on a topic (null): a sender that puts it there is to be refused.
+ * A message on a project topic: announcements, verdicts and cancels go to workers and must be signed by an
+ * announcer of the project's keyset. Anything else has no business on a topic (null): a sender that puts it there is
+ * to be refused. What a worker tells masters (offers, bids, results) goes to them directly, never to every worker.
  */
-export type TopicRoute =
-  | { readonly to: "master"; readonly signer: "any" }
-  | { readonly to: "worker"; readonly signer: "announcer" };
+export type TopicRoute = { readonly to: "worker"; readonly signer: "announcer" };
 
 export function topicRoute(name: MessageDomainName): TopicRoute | null {
   switch (name) {
-    case "workerAdvert":
-      return { to: "master", signer: "any" };
     case "jobAnnouncement":
     case "verdict":
     case "cancel":
@@ -44,7 +40,7 @@ export function topicRoute(name: MessageDomainName): TopicRoute | null {
 }
 
 /**
- * The machine that takes a direct message: bids, results and log chunks come from workers to the master; awards,
+ * The machine that takes a direct message: offers, bids, results and log chunks come from workers to the master; awards,
  * rejects, cancels and result acknowledgements from the master (an announcer) to a worker; a lease renewal goes either way, and one that
  * names its signer as the worker is the worker's asking. Null: not a direct message.
  */
@@ -54,6 +50,7 @@ export function directSide(
   signer: string,
 ): "master" | "worker" | null {
   switch (name) {
+    case "offer":
     case "bid":
     case "result":
     case "logChunk":
@@ -74,7 +71,7 @@ export function directSide(
 export interface SenderFacts {
   /** The signer is a trusted runner of the project (crypto/'s trustedRunnersOf). */
   readonly runner: boolean;
-  /** The network prefix of the connection a direct message came on; empty when unknown (gossip, or not told). */
+  /** The network prefix of the connection a direct message came on; empty when unknown (not told). */
   readonly prefix: string;
 }
 
@@ -88,8 +85,8 @@ export function masterInputOf(
   sender: SenderFacts = unknownSender,
 ): MasterInput | null {
   switch (name) {
-    case "workerAdvert":
-      return { kind: "advert", signer, advert: body as never, runner: sender.runner };
+    case "offer":
+      return { kind: "offer", signer, offer: body as never, runner: sender.runner, prefix: sender.prefix };
     case "bid":
       return { kind: "bid", signer, bid: body as never, runner: sender.runner, prefix: sender.prefix };
     case "result":

@@ -7,16 +7,27 @@
  * - Inputs arrive verified: the shell opened the envelope, checked the
  *   announcer against the project's keyset and the replay ledger. This machine
  *   still refuses any project the volunteer did not pin (it has no share).
- * - Work is pulled: the worker bids, the master awards. A bid holds a slot
- *   until it is answered or pendingBidMs passes, so a worker never wins more
- *   runs than it has slots.
+ * - Work is pulled: free slots are offered, the master awards. A worker with
+ *   free slots sends each master of its projects a signed standing offer
+ *   ("k free slots, my dimensions and claims, until T"), renewed before it
+ *   lapses and superseded at once when slots are taken (0 withdraws it). The
+ *   master awards from offers on hand at once, with no announcement; what
+ *   offers cannot cover it announces, and the worker bids. A bid holds a slot
+ *   until it is answered or pendingBidMs passes. An award that finds no free
+ *   slot (two masters used one offered slot) is refused at once, so its
+ *   master gives the run to the next offer, not after a lease.
  * - Availability: eager bids at once; reluctant only on a re-announcement
  *   (round >= 1: nobody eager took the job); paused never bids but finishes
  *   what runs; offline has left (what runs is killed). Rules (time windows in
  *   the volunteer's local time, a load-average ceiling) turn eager or
  *   reluctant into paused while they do not hold; the shell feeds the facts.
  * - Fair share (BOINC's resource share): when several projects want a slot,
- *   the project with the least decayed usage per unit of share wins.
+ *   the project with the least decayed usage per unit of share wins. A slot
+ *   that comes free is offered to that project first and to the next ones
+ *   offerStaggerMs apart, so a project below its share that has work takes
+ *   the slot before the others hear of it; among announcements, the same
+ *   order picks what to bid on. Only eager workers offer slots; reluctant
+ *   ones bid on re-announcements, paused ones take nothing new.
  * - A finished run's result stays in the outbox, and is sent again with a
  *   backoff, until its master acknowledges it (resultAck) or it expires: a
  *   master that is restarting still gets it, and the outbox is persisted with
@@ -24,18 +35,12 @@
  * - A restart is an input: runs of the last process are gone (each is
  *   reported refused, so its master need not wait for the lease), undelivered
  *   results are sent again, adverts and wake-ups are asked for anew.
- * - The worker advertises itself on each pinned project's topic every
- *   advertIntervalMs, and at once when what it offers changes.
+ * - Offers (and nothing else a worker says) go to the project's masters
+ *   directly, never to every worker: the masters are the announcers of the
+ *   project's keyset, which the shell core hands over ("masters").
  * - The state is plain data, updated in place; every table has a bound.
  */
-import {
-  type Dimensions,
-  isEligible,
-  maxAdvertLifetimeMs,
-  maxProjectsPerAdvert,
-  maxSpecsPerAdvert,
-  type WorkerAdvert,
-} from "../capabilities/index.ts";
+import { type Dimensions, isEligible, maxSpecsPerAdvert, type WorkerAdvert } from "../capabilities/index.ts";
 import type { OutboundMessage, Rng, StepOutput, Unsequenced } from "./effects.ts";
 import { keyOf, StepContext } from "./effects.ts";
 import {
@@ -48,6 +53,7 @@ import {
   maxCachedInputBytes,
   maxLeaseRenewLifetimeMs,
   maxLogChunkLifetimeMs,
+  maxOfferLifetimeMs,
   maxResultLifetimeMs,
   maxRunningJobs,
   type Outcome,
@@ -100,10 +106,14 @@ export interface WorkerConfig {
   readonly maxSeenRounds: number;
   /** Bids last this long. Default 60 s. */
   readonly bidLifetimeMs: number;
-  /** How often the worker advertises itself on its projects' topics. Default 15 s. */
-  readonly advertIntervalMs: number;
-  /** The first advert after a (re)start comes within this much of it, at a random phase, so a mesh that starts at once does not advertise in one burst. Default 1 s. */
-  readonly advertJitterMs: number;
+  /** How long a standing offer lasts; it is renewed when a quarter of it is left. Default 20 min (at most maxOfferLifetimeMs). */
+  readonly offerLifetimeMs: number;
+  /** A free slot is offered to the project most below its share first, to each next one this much later. Default 250 ms. */
+  readonly offerStaggerMs: number;
+  /** The first offers after a (re)start come within this much of it, at a random phase, so a mesh that starts at once does not offer in one burst. Default 1 s. */
+  readonly offerJitterMs: number;
+  /** Masters of one project that get offers (a keyset may name more announcers). Default 8. */
+  readonly maxMastersPerProject: number;
   /** Wait before an unacknowledged result is sent again; doubled for each try after, up to maxResultRetryWaitMs. Default 1 s. */
   readonly resultRetryBaseMs: number;
   /** Longest wait between two tries of a result. Default 10 s. */
@@ -114,8 +124,6 @@ export interface WorkerConfig {
   readonly maxOutboxResults: number;
 }
 
-/** An advert lasts this many advert intervals: one or two lost adverts do not make a worker vanish from its masters' pools. */
-export const advertLifetimeIntervals = 4;
 /** How long a log chunk a worker sends is valid. */
 export const logChunkLifetimeMs = 60 * 60_000;
 
@@ -130,8 +138,10 @@ export const defaultWorkerConfig: Omit<WorkerConfig, "shares" | "dimensions" | "
   maxCandidates: 1024,
   maxSeenRounds: 4096,
   bidLifetimeMs: 60_000,
-  advertIntervalMs: 15_000,
-  advertJitterMs: 1_000,
+  offerLifetimeMs: 20 * 60_000,
+  offerStaggerMs: 250,
+  offerJitterMs: 1_000,
+  maxMastersPerProject: 8,
   resultRetryBaseMs: 1_000,
   maxResultRetryWaitMs: 10_000,
   resultDeliveryMs: 60 * 60_000,
@@ -182,6 +192,15 @@ export interface OutboxEntry {
   tries: number;
 }
 
+/** What the worker last offered one master of one project: the master holds the same, less one slot per award it made. */
+export interface SentOffer {
+  freeSlots: number;
+  readonly availability: Availability;
+  expiresAtMs: number;
+  /** The worker's claims version it carried: new claims are offered again. */
+  readonly claimsVersion: number;
+}
+
 export interface Usage {
   /** Slot time used, decayed to `atMs`. */
   decayedMs: number;
@@ -212,8 +231,18 @@ export interface WorkerState {
   usage: Record<string, Usage>;
   /** Results not yet acknowledged, by run id, oldest first. */
   outbox: Record<string, OutboxEntry>;
-  /** When the next advert goes out; null until the first (re)start. */
-  nextAdvertAtMs: number | null;
+  /** Each pinned project's masters (hex keys), as the shell core read them from the project's keyset. */
+  masters: Record<string, string[]>;
+  /** What each master holds of this worker's offer, by offerKey(project, master). */
+  offers: Record<string, SentOffer>;
+  /** When offers may go out; null until the first (re)start. */
+  offersFromMs: number | null;
+  /** When the slots on offer last grew: the stagger between projects counts from here. */
+  freeSinceMs: number;
+  /** Slots offered to eager projects after the last step, to see them grow. */
+  lastOffering: number;
+  /** Bumped when the capability claims change, so every master hears the new ones. */
+  claimsVersion: number;
   timerAtMs: number | null;
 }
 
@@ -246,6 +275,8 @@ export type WorkerInput =
   | { readonly kind: "facts"; readonly facts: WorkerFacts }
   /** The outcome of the capability spec self-checks the node ran: the claims adverts and bids rest on. */
   | { readonly kind: "specs"; readonly specs: WorkerAdvert["specs"] }
+  /** The masters of a pinned project now (the announcers of its keyset, hex): where offers go. */
+  | { readonly kind: "masters"; readonly project: string; readonly masters: readonly string[] }
   /** The node (re)started from its stored state: what the last process ran is gone, wake-ups must be asked anew. */
   | { readonly kind: "restart" }
   | { readonly kind: "tick" };
@@ -259,6 +290,8 @@ export function createWorker(
   if (!Number.isInteger(full.slots) || full.slots < 1 || full.slots > maxRunningJobs) {
     throw new RangeError(`slots: expected 1..${maxRunningJobs}, got ${full.slots}`);
   }
+  if (!(full.offerLifetimeMs >= 1 && full.offerLifetimeMs <= maxOfferLifetimeMs))
+    throw new RangeError(`offerLifetimeMs: expected 1..${maxOfferLifetimeMs}, got ${full.offerLifetimeMs}`);
   for (const [project, share] of Object.entries(full.shares)) {
     if (!(share > 0) || !Number.isFinite(share))
       throw new RangeError(`shares.${project}: expected a positive weight, got ${share}`);
@@ -276,7 +309,12 @@ export function createWorker(
     running: {},
     usage: {},
     outbox: {},
-    nextAdvertAtMs: null,
+    masters: {},
+    offers: {},
+    offersFromMs: null,
+    freeSinceMs: 0,
+    lastOffering: 0,
+    claimsVersion: 0,
     timerAtMs: null,
   };
 }
@@ -363,7 +401,11 @@ export function canServe(state: WorkerState, project: string, job: JobSpec): boo
   return isEligible(job, { dimensions: state.config.dimensions, specs: state.config.specs });
 }
 
-/** Bids on the best candidates while slots are free: least decayed usage per share first, then priority, then age. */
+/**
+ * Bids on the best candidates while slots are free: least decayed usage per share first, then priority, then age.
+ * Only a reluctant worker holds candidates (an eager one offers its slots instead); it bids on a re-announcement,
+ * which says nobody eager took the job.
+ */
 function bidWhileFree(step: Step): void {
   const { state, nowMs } = step;
   const availability = effectiveAvailability(state);
@@ -434,8 +476,15 @@ function onAnnouncement(step: Step, master: string, announcement: JobAnnouncemen
   if (!canServe(state, project, announcement.job)) return;
   if (!remember(state, `${jobKey(project, jobId)}#${round}`)) return;
   const key = jobKey(project, jobId);
-  // Each eligible worker bids with the announced probability, so the expected number of bids stays flat as the mesh grows.
+  // Each eligible worker answers with the announced probability, so the expected number of answers stays flat as the mesh grows.
   if (rng() >= announcement.bidProbability) return;
+  if (effectiveAvailability(state) === "eager") {
+    // An eager worker offers its free slots rather than bid: a master that announces while this worker has a slot
+    // free has lost its offer (a restart, a lost message), so it hears it again; a busy one offers when a slot frees.
+    const held = state.offers[offerKey(project, master)];
+    if (held !== undefined && freeSlots(state) > 0) held.expiresAtMs = Math.min(held.expiresAtMs, nowMs);
+    return;
+  }
   addCandidate(state, key, {
     project,
     jobId,
@@ -493,6 +542,10 @@ function refuse(step: Step, award: Award, master: string, reason: string): void 
   report(step, runIdOf(award.project, award.jobId, award.attempt), master, refusal(step, award, reason));
 }
 
+function offerKey(project: string, master: string): string {
+  return `${project}/${master}`;
+}
+
 function onAward(step: Step, master: string, award: Award): void {
   const { state, nowMs } = step;
   const key = jobKey(award.project, award.jobId);
@@ -505,21 +558,28 @@ function onAward(step: Step, master: string, award: Award): void {
   if (runId in state.running) return; // a duplicate award
   const held = pending?.master === master ? pending : undefined;
   if (held !== undefined) delete state.pending[key];
-  const candidate = state.candidates[key];
-  const spec = held?.job ?? (candidate?.master === master ? candidate.job : undefined);
-  if (spec === undefined) {
-    refuse(step, award, master, "the worker no longer holds this job's announcement");
+  dropCandidate(state, key);
+  // The master counts one slot of its offer used by any award it makes, answered or not: so does the worker.
+  const offered = state.offers[offerKey(award.project, master)];
+  if (offered !== undefined) offered.freeSlots = Math.max(0, offered.freeSlots - 1);
+  const spec = award.job;
+  const refuseNow = (reason: string) => {
+    // A master drops the offer of a worker that refused: the worker offers again what it has free.
+    if (offered !== undefined) offered.freeSlots = 0;
+    refuse(step, award, master, reason);
+  };
+  if (!canServe(state, award.project, spec)) {
+    refuseNow("the worker cannot run this job (its project, requirements or network)");
     return;
   }
   const availability = effectiveAvailability(state);
-  if (held === undefined && candidate !== undefined) dropCandidate(state, key);
-  // Paused or offline since the bid went out: an award is something new, and those states take nothing new.
+  // Paused or offline since the offer or bid went out: an award is something new, and those states take nothing new.
   if (availability !== "eager" && availability !== "reluctant") {
-    refuse(step, award, master, `the worker is ${availability} since it bid`);
+    refuseNow(`the worker is ${availability} since it offered or bid`);
     return;
   }
   if (held === undefined && freeSlots(state) <= 0) {
-    refuse(step, award, master, "award came after the bid lapsed and the worker is full");
+    refuseNow("no free slot: another award took the slot offered");
     return;
   }
   state.running[runId] = {
@@ -648,21 +708,116 @@ function onRestart(step: Step): void {
   state.pending = {};
   for (const entry of Object.values(state.outbox)) entry.nextTryAtMs = nowMs;
   retryResults(step);
-  state.nextAdvertAtMs = nowMs + Math.floor(rng() * state.config.advertJitterMs);
+  // Every master hears this worker's offer anew: what they held described the last process.
+  state.offers = {};
+  state.offersFromMs = nowMs + Math.floor(rng() * state.config.offerJitterMs);
+  state.freeSinceMs = state.offersFromMs;
+  state.lastOffering = 0;
 }
 
-function advertise(step: Step): void {
+/** The pinned projects with known masters, the one furthest below its share first (ties by id, for determinism). */
+function projectsByShare(state: WorkerState, nowMs: number): string[] {
+  const shares = state.config.shares;
+  const ranked = Object.keys(state.masters)
+    .filter((project) => project in shares && (state.masters[project]?.length ?? 0) > 0)
+    .map((project) => ({ project, score: projectLoad(state, project, nowMs) / (shares[project] as number) }));
+  ranked.sort((a, b) => a.score - b.score || (a.project < b.project ? -1 : a.project > b.project ? 1 : 0));
+  return ranked.map((entry) => entry.project);
+}
+
+/** When an offer is renewed: once a quarter of its lifetime is left. */
+function renewalAtMs(state: WorkerState, offer: SentOffer): number {
+  return offer.expiresAtMs - Math.floor(state.config.offerLifetimeMs / 4);
+}
+
+/**
+ * Brings every master's view of this worker's offer up to date (see the file comment): fewer slots at once, more
+ * slots in fair-share order (the project most below its share at once, each next one offerStaggerMs later), the same
+ * again when it nears its end or the claims or availability changed.
+ */
+function offerSlots(step: Step): void {
   const { state, nowMs } = step;
-  const lifetimeMs = Math.min(state.config.advertIntervalMs * advertLifetimeIntervals, maxAdvertLifetimeMs);
-  const body = { ...step.header(lifetimeMs), ...advertOf(state) };
-  for (const project of body.projects) step.publish(project, { domain: "workerAdvert", body });
-  state.nextAdvertAtMs = nowMs + state.config.advertIntervalMs;
+  if (state.offersFromMs === null || nowMs < state.offersFromMs) return;
+  const availability = effectiveAvailability(state);
+  const offering = availability === "eager" ? Math.max(0, freeSlots(state)) : 0;
+  if (offering > state.lastOffering) state.freeSinceMs = nowMs;
+  state.lastOffering = offering;
+  const lifetimeMs = Math.min(state.config.offerLifetimeMs, maxOfferLifetimeMs);
+  const projects = projectsByShare(state, nowMs);
+  for (let rank = 0; rank < projects.length; rank++) {
+    const project = projects[rank] as string;
+    const due = nowMs >= state.freeSinceMs + rank * state.config.offerStaggerMs;
+    for (const master of state.masters[project] as string[]) {
+      const key = offerKey(project, master);
+      const held = state.offers[key];
+      // More slots wait for the project's turn; fewer go at once (the master must not award a slot now taken).
+      if (!due && held === undefined) continue;
+      const slots = due ? offering : Math.min(offering, held?.freeSlots ?? 0);
+      if (
+        held !== undefined &&
+        held.freeSlots === slots &&
+        held.availability === availability &&
+        held.claimsVersion === state.claimsVersion &&
+        renewalAtMs(state, held) > nowMs
+      )
+        continue;
+      state.offers[key] = {
+        freeSlots: slots,
+        availability,
+        expiresAtMs: nowMs + lifetimeMs,
+        claimsVersion: state.claimsVersion,
+      };
+      step.send(master, {
+        domain: "offer",
+        body: {
+          ...step.header(lifetimeMs),
+          project,
+          freeSlots: slots,
+          totalSlots: state.config.slots,
+          availability,
+          dimensions: state.config.dimensions,
+          specs: state.config.specs,
+        },
+      });
+    }
+  }
+}
+
+/** The next time offerSlots has something to do: a project's turn for a slot come free, or an offer's renewal. */
+function nextOfferAtMs(state: WorkerState, nowMs: number): number {
+  if (state.offersFromMs === null) return Number.POSITIVE_INFINITY;
+  if (nowMs < state.offersFromMs) return state.offersFromMs;
+  let next = Number.POSITIVE_INFINITY;
+  for (const offer of Object.values(state.offers)) next = Math.min(next, renewalAtMs(state, offer));
+  const offering = state.lastOffering;
+  if (offering > 0) {
+    const projects = projectsByShare(state, nowMs);
+    for (let rank = 0; rank < projects.length; rank++) {
+      const project = projects[rank] as string;
+      const dueAtMs = state.freeSinceMs + rank * state.config.offerStaggerMs;
+      if (dueAtMs <= nowMs) continue;
+      const short = (state.masters[project] as string[]).some(
+        (master) => (state.offers[offerKey(project, master)]?.freeSlots ?? 0) < offering,
+      );
+      if (short) next = Math.min(next, dueAtMs);
+    }
+  }
+  return next;
+}
+
+/** The masters of a project changed (its keyset): offers go to the new ones, those no longer named are forgotten. */
+function onMasters(state: WorkerState, project: string, masters: readonly string[]): void {
+  if (!(project in state.config.shares)) return;
+  const kept = [...new Set(masters)].slice(0, state.config.maxMastersPerProject);
+  for (const master of state.masters[project] ?? [])
+    if (!kept.includes(master)) delete state.offers[offerKey(project, master)];
+  if (kept.length === 0) delete state.masters[project];
+  else state.masters[project] = kept;
 }
 
 function onTick(step: Step): void {
   const { state, nowMs } = step;
   retryResults(step);
-  if (state.nextAdvertAtMs !== null && state.nextAdvertAtMs <= nowMs) advertise(step);
   for (const run of Object.values(state.running)) {
     if (run.leaseExpiresAtMs <= nowMs) {
       kill(step, run, "lease lost: the master did not renew it in time");
@@ -697,7 +852,7 @@ function renewDueAtMs(state: WorkerState, run: RunRecord): number {
   return run.lastRenewAtMs + Math.max(1, Math.min(state.config.renewIntervalMs, Math.floor(run.leaseGrantedMs / 3)));
 }
 
-function nextWake(state: WorkerState): number | null {
+function nextWake(state: WorkerState, nowMs: number): number | null {
   let next = Number.POSITIVE_INFINITY;
   for (const run of Object.values(state.running)) {
     next = Math.min(next, run.leaseExpiresAtMs, renewDueAtMs(state, run));
@@ -705,7 +860,7 @@ function nextWake(state: WorkerState): number | null {
   for (const pending of Object.values(state.pending))
     next = Math.min(next, pending.sentAtMs + state.config.pendingBidMs);
   for (const entry of Object.values(state.outbox)) next = Math.min(next, entry.nextTryAtMs);
-  if (state.nextAdvertAtMs !== null) next = Math.min(next, state.nextAdvertAtMs);
+  next = Math.min(next, nextOfferAtMs(state, nowMs));
   return Number.isFinite(next) ? next : null;
 }
 
@@ -748,7 +903,6 @@ export function stepWorker(state: WorkerState, input: WorkerInput, nowMs: number
       state.availability = input.availability;
       if (input.availability === "offline")
         for (const run of Object.values(state.running)) kill(step, run, "the worker went offline");
-      if (state.nextAdvertAtMs !== null) advertise(step);
       break;
     case "facts":
       state.facts = input.facts;
@@ -757,14 +911,18 @@ export function stepWorker(state: WorkerState, input: WorkerInput, nowMs: number
       if (input.specs.length > maxSpecsPerAdvert)
         throw new RangeError(`specs: expected at most ${maxSpecsPerAdvert} claims, got ${input.specs.length}`);
       state.config = { ...state.config, specs: [...input.specs] };
-      if (state.nextAdvertAtMs !== null) advertise(step);
+      state.claimsVersion++;
+      break;
+    case "masters":
+      onMasters(state, input.project, input.masters);
       break;
     case "tick":
       onTick(step);
       break;
   }
   bidWhileFree(step);
-  const next = nextWake(state);
+  offerSlots(step);
+  const next = nextWake(state, nowMs);
   if (next !== null && next !== state.timerAtMs) {
     state.timerAtMs = next;
     step.effects.push({ type: "set-timer", atMs: next });
@@ -781,16 +939,10 @@ export function changesNothing(state: WorkerState, input: WorkerInput): boolean 
   return input.kind === "verdict" && !(jobKey(input.verdict.project, input.verdict.jobId) in state.candidates);
 }
 
-/** The worker's advert body fields (the shell adds the header and signs). */
-export function advertOf(state: WorkerState): Omit<WorkerAdvert, "issuedAtMs" | "expiresAtMs" | "seq"> {
-  return {
-    projects: Object.keys(state.config.shares).slice(0, maxProjectsPerAdvert),
-    specs: state.config.specs,
-    dimensions: state.config.dimensions,
-    availability: effectiveAvailability(state),
-    freeSlots: Math.max(0, freeSlots(state)),
-    totalSlots: state.config.slots,
-  };
+/** What the worker offers now, as a status line would show it: its availability and the slots it would offer. */
+export function offerStatus(state: WorkerState): { readonly availability: Availability; readonly freeSlots: number } {
+  const availability = effectiveAvailability(state);
+  return { availability, freeSlots: availability === "eager" ? Math.max(0, freeSlots(state)) : 0 };
 }
 
 /** A stretch of a running job's output, as the message that carries it to the run's master; null for a run not held. */

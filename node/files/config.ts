@@ -29,6 +29,7 @@ import {
   type AvailabilityRules,
   defaultMasterConfig,
   defaultWorkerConfig,
+  maxOfferLifetimeMs,
 } from "../../jobs/index.ts";
 import { FileFieldError, parseSizeBytes, readYaml, validateYaml } from "./yamlfile.ts";
 
@@ -91,8 +92,8 @@ export interface TimingSettings {
   reannounceIntervalMs: number;
   /** How often a running job's lease is renewed (worker); well under leaseMs. */
   renewIntervalMs: number;
-  /** How often a worker re-advertises itself on its projects' topics. */
-  advertRepublishMs: number;
+  /** How long a worker's standing offer to a master lasts (renewed when a quarter is left); at most an hour. */
+  offerLifetimeMs: number;
   /** How often a master re-puts its keysets in the DHT, and a node lacking one looks for it. */
   keysetRepublishMs: number;
 }
@@ -270,8 +271,12 @@ const timingSchema = z
     bidWindowMs: timingMsSchema(defaultMasterConfig.bidWindowMs),
     reannounceIntervalMs: timingMsSchema(defaultMasterConfig.reannounceIntervalMs),
     renewIntervalMs: timingMsSchema(defaultWorkerConfig.renewIntervalMs),
-    advertRepublishMs: timingMsSchema(15_000),
+    offerLifetimeMs: timingMsSchema(defaultWorkerConfig.offerLifetimeMs),
     keysetRepublishMs: timingMsSchema(10_000),
+  })
+  .refine((timing) => timing.offerLifetimeMs <= maxOfferLifetimeMs, {
+    path: ["offerLifetimeMs"],
+    message: `expected at most ${maxOfferLifetimeMs} ms (an hour), so a vanished worker's offer does not linger`,
   })
   .refine((timing) => timing.renewIntervalMs < timing.leaseMs, {
     path: ["renewIntervalMs"],
@@ -458,7 +463,7 @@ timing:
   bidWindowMs: 250 # bids collect this long before awards go out (master)
   reannounceIntervalMs: 30000 # re-announcement of a job that still wants runs (master)
   renewIntervalMs: 20000 # lease renewal of a running job (worker); less than leaseMs
-  advertRepublishMs: 15000 # worker adverts on its projects' topics
+  offerLifetimeMs: 1200000 # a worker's standing offer of its free slots to each master (worker); renewed before it lapses
   keysetRepublishMs: 10000 # keysets into the DHT (master); looked for by nodes lacking one
 
 # What a master believes of results (for the projects in \`masters\`). Anyone can make keys, so a result counts toward

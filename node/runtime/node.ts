@@ -158,7 +158,7 @@ async function prepareWorker(
       allowNetwork: config.worker.allowNetwork,
       rules: config.worker.rules,
       renewIntervalMs: config.timing.renewIntervalMs,
-      advertIntervalMs: config.timing.advertRepublishMs,
+      offerLifetimeMs: config.timing.offerLifetimeMs,
       cannotRun: sandboxProblem,
     },
     config.worker.availability,
