@@ -223,6 +223,8 @@ export interface PendingBid {
   readonly receivedAtMs: number;
   readonly runner: boolean;
   readonly prefix: string;
+  /** A standing offer on hand, not a bid: it may take several runs of one job, one per slot it offers. */
+  readonly offered?: boolean;
 }
 
 export interface JobRecord {
@@ -713,7 +715,14 @@ function offerCandidates(step: Step, job: JobRecord): PendingBid[] {
       return;
     }
     if (!isEligible(job.spec, known)) return;
-    candidates.push({ worker, round: job.round, receivedAtMs: nowMs, runner: known.runner, prefix: known.prefix });
+    candidates.push({
+      worker,
+      round: job.round,
+      receivedAtMs: nowMs,
+      runner: known.runner,
+      prefix: known.prefix,
+      offered: true,
+    });
   };
   if (state.offering.length <= maxOfferCandidates) {
     for (const worker of [...state.offering]) consider(worker);
@@ -778,10 +787,13 @@ function pickBid(
     (bid) =>
       !used.has(bid.worker) &&
       !workerUsedOnShard(job, bid.worker, shard) &&
-      !workerHasLiveAttempt(job, bid.worker) &&
+      // A bid holds one slot; an offer may hold more, each for another shard.
+      (bid.offered === true || !workerHasLiveAttempt(job, bid.worker)) &&
       // The project's own machines are not who the prefix rule guards against.
       (bid.runner || bid.prefix === "" || !prefixes.has(bid.prefix)),
   );
+  // Spread a job across workers: those not yet running any of it come first.
+  open.sort((a, b) => Number(workerHasLiveAttempt(job, a.worker)) - Number(workerHasLiveAttempt(job, b.worker)));
   if (runnerOnly) return open.find((bid) => bid.runner);
   if (runnerFirst) {
     const runner = open.find((bid) => bid.runner);
@@ -837,8 +849,10 @@ function awardRuns(step: Step, job: JobRecord, candidates: readonly PendingBid[]
           step.log("trusted-alone", { jobId: job.jobId, shard, worker: bid.worker, consecutiveValid: cv });
         }
       }
-      used.add(bid.worker);
       award(step, job, bid, shard);
+      // A bid is one slot; an offer is spent when the slots it offered are.
+      const known = bid.offered === true ? (state.workers[bid.worker] ?? state.unproven[bid.worker]) : undefined;
+      if (known === undefined || known.freeSlots <= 0) used.add(bid.worker);
       needed--;
       if (record.trustedAlone !== null) break;
     }
