@@ -172,6 +172,8 @@ export interface KnownWorker {
   readonly runner: boolean;
   /** The network prefix of the connection the offer came on; empty when unknown. */
   readonly prefix: string;
+  /** The volunteer lets jobs that ask for the network have it. */
+  readonly network: boolean;
 }
 
 /** Offers looked at to award one job's runs: all of them up to this many, else this many drawn at random. */
@@ -534,6 +536,7 @@ function requirementKey(spec: JobSpec): string {
     spec.resources.cpus,
     spec.resources.memoryBytes,
     spec.resources.diskBytes,
+    spec.network,
   ]);
 }
 
@@ -557,7 +560,7 @@ function eligiblePool(state: MasterState, spec: JobSpec, nowMs: number): Pool {
   let eager = 0;
   for (const worker of knownWorkers(state)) {
     if (worker.expiresAtMs < nowMs || worker.availability === "paused" || worker.availability === "offline") continue;
-    if (!isEligible(spec, worker)) continue;
+    if ((spec.network && !worker.network) || !isEligible(spec, worker)) continue;
     if (worker.availability === "reluctant") reluctant++;
     else eager++;
     if (worker.freeSlots > 0 || worker.availability === "reluctant") eligible++;
@@ -714,7 +717,7 @@ function offerCandidates(step: Step, job: JobRecord): PendingBid[] {
       stopOffering(state, worker);
       return;
     }
-    if (!isEligible(job.spec, known)) return;
+    if ((job.spec.network && !known.network) || !isEligible(job.spec, known)) return;
     candidates.push({
       worker,
       round: job.round,
@@ -1353,6 +1356,7 @@ function onOffer(step: Step, worker: string, offer: Offer, runner: boolean, pref
     seq: offer.seq,
     runner,
     prefix,
+    network: offer.network,
   };
   if (isProven(state, worker, runner)) {
     if (worker in state.unproven) {

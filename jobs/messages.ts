@@ -229,6 +229,8 @@ export const offerSchema = z
     freeSlots: z.number().int().min(0).max(maxSlots),
     totalSlots: z.number().int().min(1).max(maxSlots),
     availability: availabilitySchema,
+    /** Whether the volunteer lets a job that asks for the network have it: a master awards such jobs only then. */
+    network: z.boolean(),
     dimensions: dimensionsSchema,
     specs: z.array(specClaimSchema).max(maxSpecsPerAdvert),
   })

@@ -775,6 +775,7 @@ function offerSlots(step: Step): void {
           freeSlots: slots,
           totalSlots: state.config.slots,
           availability,
+          network: state.config.allowNetwork,
           dimensions: state.config.dimensions,
           specs: state.config.specs,
         },
