@@ -6,13 +6,16 @@
  * With `sign: true` every message is sealed with the sender's identity and
  * opened (verified) by the receiver, as a real node would.
  *
- * Every worker starts with a restart input, as a node does, so it advertises
- * itself on its projects' topics; an advert reaches the masters of the topic's
- * project, whatever else is published reaches every worker.
+ * Every worker starts with a restart input, as a node does, then hears the
+ * masters of each of its projects (every master in the loop of that project),
+ * as jobs/driver.ts tells it the announcers of the project's keyset: its
+ * offers go to them directly. A master added later is told to the workers of
+ * its project as a new keyset would be. Whatever is published on a topic
+ * (announcements, verdicts, cancels) reaches every worker.
  *
  * What admission tells a master of a worker's message beyond its body (whether
- * trust names the worker a runner, the network prefix its bid came from) is
- * fixed per worker when it is added.
+ * trust names the worker a runner, the network prefix its offers and bids come
+ * from) is fixed per worker when it is added.
  */
 import { uniformFloat64 } from "pure-rand/distribution/uniformFloat64";
 import { xoroshiro128plus } from "pure-rand/generator/xoroshiro128plus";
@@ -121,7 +124,7 @@ export class Loop {
   readonly sign: boolean;
   readonly masters = new Map<string, MasterNode>();
   readonly workers = new Map<string, WorkerNode>();
-  /** Every effect but wake-ups and adverts (which no test reads, and which would fill memory in a large mesh). */
+  /** Every effect but wake-ups (which no test reads, and which would fill memory in a large mesh). */
   readonly log: { atMs: number; node: string; effect: Effect }[] = [];
   /** Messages sent, by domain. */
   readonly delivered: Record<string, number> = {};
@@ -150,7 +153,28 @@ export class Loop {
     const identity = this.newIdentity();
     const key = hexOf(identity.publicKey);
     this.masters.set(key, { identity, nextSeq: 0, state: createMaster(config), down: false });
+    for (const [worker, node] of this.workers)
+      if (config.project in node.state.config.shares) this.tellMasters(worker, config.project);
     return key;
+  }
+
+  /** The masters of a project: every master in the loop of it, as a keyset's announcers (hex, sorted). */
+  mastersOf(project: string): string[] {
+    return [...this.masters]
+      .filter(([, node]) => node.state.config.project === project)
+      .map(([key]) => key)
+      .sort();
+  }
+
+  /** Tells a worker who the project's masters are now, as the driver does from trust. */
+  private tellMasters(worker: string, project: string): void {
+    this.toWorker(worker, { kind: "masters", project, masters: this.mastersOf(project) });
+  }
+
+  /** The restart input, then the masters of each of the worker's projects: what a node's start() hands its worker. */
+  private startWorker(key: string): void {
+    this.toWorker(key, { kind: "restart" });
+    for (const project of Object.keys(this.worker(key).state.config.shares)) this.tellMasters(key, project);
   }
 
   addWorker(
@@ -170,7 +194,7 @@ export class Loop {
       vanished: false,
       finishing: new Map(),
     });
-    this.toWorker(key, { kind: "restart" });
+    this.startWorker(key);
     return key;
   }
 
@@ -241,13 +265,17 @@ export class Loop {
   }
 
   /**
-   * Runs the loop until every worker's first advert (sent on its start) has reached the masters, so that they can
-   * size the eligible pool before a job is submitted.
+   * Runs the loop until every worker's first offers (sent after its start) have reached the masters, so that they
+   * hold the workers' offers (and know the eligible pool) before a job is submitted.
    */
-  advertiseAll(): void {
-    // A worker's first advert goes out within advertJitterMs of its start.
+  offerAll(): void {
+    // A worker's first offer goes out within offerJitterMs of its start, to each next project offerStaggerMs later.
     let withinMs = 0;
-    for (const node of this.workers.values()) withinMs = Math.max(withinMs, node.state.config.advertJitterMs);
+    for (const node of this.workers.values()) {
+      const { offerJitterMs, offerStaggerMs, shares } = node.state.config;
+      const projects = Object.keys(shares).length;
+      withinMs = Math.max(withinMs, offerJitterMs + Math.max(0, projects - 1) * offerStaggerMs);
+    }
     this.run(this.nowMs + withinMs + this.latencyMs);
   }
 
@@ -255,7 +283,7 @@ export class Loop {
   restartWorker(key: string): void {
     const node = this.worker(key);
     node.finishing.clear();
-    this.toWorker(key, { kind: "restart" });
+    this.startWorker(key);
   }
 
   /** The master goes down: what is sent to it is lost and its wake-ups do nothing, until restartMaster. */
@@ -289,9 +317,11 @@ export class Loop {
     if (this.masters.has(to)) {
       const sender = this.workers.get(from)?.sender ?? {};
       switch (message.domain) {
-        case "workerAdvert":
-          this.toMaster(to, { kind: "advert", signer: from, advert: message.body, runner: sender.runner ?? false });
+        case "offer": {
+          const { runner = false, prefix = "" } = sender;
+          this.toMaster(to, { kind: "offer", signer: from, offer: message.body, runner, prefix });
           return;
+        }
         case "bid": {
           const { runner = false, prefix = "" } = sender;
           this.toMaster(to, { kind: "bid", signer: from, bid: message.body, runner, prefix });
@@ -339,18 +369,12 @@ export class Loop {
 
   private carryOut(from: string, sender: Node, effects: readonly Effect[]): void {
     for (const effect of effects) {
-      const advert = effect.type === "publish" && effect.message.domain === "workerAdvert";
-      if (effect.type !== "set-timer" && !advert) this.log.push({ atMs: this.nowMs, node: from, effect });
+      if (effect.type !== "set-timer") this.log.push({ atMs: this.nowMs, node: from, effect });
       switch (effect.type) {
         case "publish": {
           const message = this.transport(effect.message, sender);
-          if (advert) {
-            for (const [to, master] of this.masters)
-              if (master.state.config.project === effect.topic)
-                this.at(this.nowMs + this.latencyMs, () => this.deliver(from, to, message));
-          } else
-            for (const to of this.workers.keys())
-              this.at(this.nowMs + this.latencyMs, () => this.deliver(from, to, message));
+          for (const to of this.workers.keys())
+            this.at(this.nowMs + this.latencyMs, () => this.deliver(from, to, message));
           break;
         }
         case "send": {
