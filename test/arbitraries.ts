@@ -41,7 +41,6 @@ import {
   maxLabels,
   maxMemoryBytes,
   maxPlatformsPerSpec,
-  maxProjectsPerAdvert,
   maxSelfCheckSteps,
   maxSelfCheckTimeoutMs,
   maxSemverRangeChars,
@@ -55,7 +54,6 @@ import {
   maxVersionChars,
   type Requirements,
   type Step,
-  type WorkerAdvert,
 } from "../capabilities/index.ts";
 import {
   type Announcer,
@@ -113,6 +111,7 @@ import {
   maxSummaryChars,
   maxWantedRuns,
   messageDomains,
+  type Offer,
   type Outcome,
   outcomeSchema,
   type Reject,
@@ -120,6 +119,7 @@ import {
   type Resources,
   type Result,
   type ResultAck,
+  type SpecClaim,
   type Verdict,
 } from "../jobs/index.ts";
 
@@ -373,7 +373,7 @@ function arbVersionLike(maxChars: number): fc.Arbitrary<string> {
 }
 
 // ---------------------------------------------------------------------------
-// capabilities/: CapabilitySpec, WorkerAdvert
+// capabilities/: CapabilitySpec, and the dimensions and spec claims of an offer
 // ---------------------------------------------------------------------------
 
 function arbStep(maxName: number, maxRun: number): fc.Arbitrary<Step> {
@@ -428,9 +428,9 @@ export const arbCapabilitySpec: fc.Arbitrary<CapabilitySpec> = withHeader(
   }),
 );
 
-/** Free and total slots with free <= total. */
+/** Free and total slots with free <= total; an offer has at least one slot in all. */
 const arbSlots: fc.Arbitrary<{ freeSlots: number; totalSlots: number }> = fc
-  .tuple(int(0, maxSlots), int(0, maxSlots))
+  .tuple(int(0, maxSlots), int(1, maxSlots))
   .map(([a, b]) => ({ freeSlots: Math.min(a, b), totalSlots: Math.max(a, b) }));
 
 function arbDimensions(tools: fc.Arbitrary<Dimensions["tools"]>, labels: fc.Arbitrary<string[]>) {
@@ -445,7 +445,7 @@ function arbDimensions(tools: fc.Arbitrary<Dimensions["tools"]>, labels: fc.Arbi
   });
 }
 
-const arbAdvertSpec = record<WorkerAdvert["specs"][number]>({
+const arbSpecClaim = record<SpecClaim>({
   uuid: arbSpecUuid,
   version: int(1, maxSpecVersion),
   passed: fc.boolean(),
@@ -453,36 +453,32 @@ const arbAdvertSpec = record<WorkerAdvert["specs"][number]>({
 });
 
 /**
- * Worker advert bodies. Typical: up to 8 projects, specs, tools (name and version up
- * to their maximum) and labels, about 6 KiB at worst. Large variants fill one array:
- * 64 projects (3.5 KiB), 64 specs (6 KiB), 128 tools of names and versions up to
- * 16 characters (10 KiB) or 32 labels of 64 characters (2 KiB). Worst case about
- * 14 KiB of maxAdvertBytes (16 KiB).
+ * Standing offer bodies: one project, the worker's slots, dimensions and spec claims. Typical: up to 8 specs, tools
+ * (name and version up to their maximum) and labels, about 6 KiB at worst. Large variants fill one array: 64 specs
+ * (6 KiB), 128 tools of names and versions up to 16 characters (10 KiB) or 32 labels of 64 characters (2 KiB). Worst
+ * case about 12 KiB of maxOfferBytes (16 KiB).
  */
-export const arbWorkerAdvert: fc.Arbitrary<WorkerAdvert> = (() => {
+export const arbOffer: fc.Arbitrary<Offer> = (() => {
   const tool = record({ name: arbToolName, version: arbVersionLike(maxVersionChars) });
   const shortTool = record({ name: arbShortToolName, version: arbText(16, 1) });
   const typicalTools = fc.array(tool, { maxLength: fewItems });
   const typicalLabels = fc.array(arbLabel, { maxLength: fewItems });
-  const parts = (
-    projects: fc.Arbitrary<string[]>,
-    specs: fc.Arbitrary<WorkerAdvert["specs"]>,
-    dimensions: fc.Arbitrary<Dimensions>,
-  ) =>
+  const parts = (specs: fc.Arbitrary<SpecClaim[]>, dimensions: fc.Arbitrary<Dimensions>) =>
     withHeader(
-      messageDomains.workerAdvert,
+      messageDomains.offer,
       fc
-        .tuple(record({ projects, specs, dimensions, availability: arbAvailability }), arbSlots)
+        .tuple(
+          record({ project: arbProjectId, specs, dimensions, availability: arbAvailability, network: fc.boolean() }),
+          arbSlots,
+        )
         .map(([fields, slots]) => ({ ...fields, ...slots })),
     );
-  const typicalProjects = fc.array(arbProjectId, { maxLength: fewItems });
-  const typicalSpecs = fc.array(arbAdvertSpec, { maxLength: fewItems });
+  const typicalSpecs = fc.array(arbSpecClaim, { maxLength: fewItems });
   return mostly(
-    parts(typicalProjects, typicalSpecs, arbDimensions(typicalTools, typicalLabels)),
-    parts(manyOf(arbProjectId, maxProjectsPerAdvert), typicalSpecs, arbDimensions(typicalTools, typicalLabels)),
-    parts(typicalProjects, manyOf(arbAdvertSpec, maxSpecsPerAdvert), arbDimensions(typicalTools, typicalLabels)),
-    parts(typicalProjects, typicalSpecs, arbDimensions(manyOf(shortTool, maxToolsPerWorker), typicalLabels)),
-    parts(typicalProjects, typicalSpecs, arbDimensions(typicalTools, manyOf(arbLabel, maxLabels))),
+    parts(typicalSpecs, arbDimensions(typicalTools, typicalLabels)),
+    parts(manyOf(arbSpecClaim, maxSpecsPerAdvert), arbDimensions(typicalTools, typicalLabels)),
+    parts(typicalSpecs, arbDimensions(manyOf(shortTool, maxToolsPerWorker), typicalLabels)),
+    parts(typicalSpecs, arbDimensions(typicalTools, manyOf(arbLabel, maxLabels))),
   );
 })();
 
@@ -662,7 +658,7 @@ export const arbBid: fc.Arbitrary<Bid> = withHeader(
   }),
 );
 
-/** Award bodies. */
+/** Award bodies: they carry the job they give; see arbJobSpec for its size (maxAwardBytes leaves it an announcement's room). */
 export const arbAward: fc.Arbitrary<Award> = withHeader(
   messageDomains.award,
   record({
@@ -672,6 +668,7 @@ export const arbAward: fc.Arbitrary<Award> = withHeader(
     attempt: arbAttempt,
     shard: arbShard,
     leaseExpiresAtMs: arbTimestampMs,
+    job: arbJobSpec,
   }),
 );
 
@@ -848,7 +845,7 @@ export const arbKeyset: fc.Arbitrary<KeysetBody> = fc
 /** One arbitrary per message type, keyed like messageDomains, plus the multi-signed keyset. */
 export interface MessageArbitraries {
   readonly capabilitySpec: fc.Arbitrary<CapabilitySpec>;
-  readonly workerAdvert: fc.Arbitrary<WorkerAdvert>;
+  readonly offer: fc.Arbitrary<Offer>;
   readonly jobAnnouncement: fc.Arbitrary<JobAnnouncement>;
   readonly bid: fc.Arbitrary<Bid>;
   readonly award: fc.Arbitrary<Award>;
@@ -865,7 +862,7 @@ export interface MessageArbitraries {
 
 export const arbitraries: MessageArbitraries = {
   capabilitySpec: arbCapabilitySpec,
-  workerAdvert: arbWorkerAdvert,
+  offer: arbOffer,
   jobAnnouncement: arbJobAnnouncement,
   bid: arbBid,
   award: arbAward,

@@ -5,7 +5,7 @@
  */
 import { fc, testProp } from "@fast-check/ava";
 import test, { type ExecutionContext } from "ava";
-import { maxSlots } from "../capabilities/index.ts";
+import { maxSlots, maxSpecsPerAdvert } from "../capabilities/index.ts";
 import {
   acceptKeyset,
   anchorFromGenesis,
@@ -38,10 +38,12 @@ import {
 import {
   cancelSchema,
   type JobAnnouncement,
+  type JobSpec,
   maxAnnouncementBytes,
   maxAnnouncementRounds,
   maxAttemptNumber,
   maxAttemptsPerJob,
+  maxAwardBytes,
   maxCachedInputBytes,
   maxDigestChars,
   maxDurationMs,
@@ -357,16 +359,53 @@ testProp(
 );
 
 testProp(
-  "schema: freeSlots above totalSlots is refused as body.freeSlots",
-  [arbitraries.workerAdvert],
+  "schema: an offer's freeSlots above totalSlots is refused as body.freeSlots",
+  [arbitraries.offer],
   (t, body) => {
     const totalSlots = Math.min(body.totalSlots, maxSlots - 1);
     const broken = { ...body, totalSlots, freeSlots: totalSlots + 1 };
-    const error = t.throws(() => sealEnvelope(messageDomains.workerAdvert, broken, signer), {
+    const error = t.throws(() => sealEnvelope(messageDomains.offer, broken, signer), {
       instanceOf: SchemaError,
     });
     t.is(error.field, "body.freeSlots");
     t.is(error.message, "body.freeSlots: expected at most totalSlots");
+  },
+  schemaRuns,
+);
+
+testProp(
+  "schema: an offer of no slots in all, or of more than maxSlots, is refused as body.totalSlots",
+  [arbitraries.offer, fc.constantFrom(0, -1, maxSlots + 1)],
+  (t, body, totalSlots) => {
+    assertSchemaError(t, messageDomains.offer, { ...body, totalSlots, freeSlots: 0 }, "body.totalSlots");
+  },
+  schemaRuns,
+);
+
+testProp(
+  "schema: an offer names one project (not a list), and more than maxSpecsPerAdvert claims are refused as body.specs",
+  [arbitraries.offer],
+  (t, body) => {
+    assertSchemaError(t, messageDomains.offer, { ...body, project: [body.project] as never }, "body.project");
+    const claim = { uuid: typicalSpecUuid, version: 1, passed: true, checkedAtMs: baseNowMs };
+    const specs = Array.from({ length: maxSpecsPerAdvert + 1 }, () => claim);
+    assertSchemaError(t, messageDomains.offer, { ...body, specs }, "body.specs");
+  },
+  schemaRuns,
+);
+
+testProp(
+  "schema: an award without the job it gives is refused as body.job, one with a broken job as that field",
+  [arbitraries.award],
+  (t, body) => {
+    const { job: _, ...withoutJob } = body;
+    assertSchemaError(t, messageDomains.award, withoutJob as never, "body.job");
+    assertSchemaError(
+      t,
+      messageDomains.award,
+      { ...body, job: { ...body.job, quorum: body.job.replicas + 1 } },
+      "body.job.quorum",
+    );
   },
   schemaRuns,
 );
@@ -486,41 +525,44 @@ testProp(
   { numRuns: 50 },
 );
 
+/** A job with every array at its maximum count and every number at its limit. */
+const maximalJob: JobSpec = {
+  name: wide(maxNameChars),
+  steps: Array.from({ length: maxStepsPerJob }, (_, i) => ({
+    name: `step ${i} ${"s".repeat(24)}`,
+    run: `${"x".repeat(190)} ${i}`,
+  })),
+  env: Object.fromEntries(
+    Array.from({ length: maxEnvVars }, (_, i) => [`VARIABLE_${i}_${"V".repeat(20)}`, "v".repeat(128)]),
+  ),
+  timeoutMs: maxJobTimeoutMs,
+  resources: {
+    cpus: maxJobCpus,
+    memoryBytes: maxJobMemoryBytes,
+    diskBytes: maxJobDiskBytes,
+    processes: maxJobProcesses,
+  },
+  network: true,
+  outputs: Array.from({ length: maxOutputsPerJob }, (_, i) =>
+    `out/${i}/${"o".repeat(maxOutputPathChars)}`.slice(0, maxOutputPathChars),
+  ),
+  inputsDigest: longestDigest,
+  requiredSpecs: Array.from({ length: maxRequiredSpecs }, () => typicalSpecUuid),
+  os: "linux",
+  replicas: maxReplicas,
+  quorum: maxReplicas,
+  shards: maxShards,
+  priority: maxPriority,
+  maxAttempts: maxAttemptsPerJob,
+  deadlineMs: maxTimestampMs,
+};
+
 test("size: a maximal-ish job announcement, every array at its maximum count, fits maxAnnouncementBytes", (t) => {
   const body: JobAnnouncement = {
     ...header(messageDomains.jobAnnouncement),
     project,
     jobId: longestId,
-    job: {
-      name: wide(maxNameChars),
-      steps: Array.from({ length: maxStepsPerJob }, (_, i) => ({
-        name: `step ${i} ${"s".repeat(24)}`,
-        run: `${"x".repeat(190)} ${i}`,
-      })),
-      env: Object.fromEntries(
-        Array.from({ length: maxEnvVars }, (_, i) => [`VARIABLE_${i}_${"V".repeat(20)}`, "v".repeat(128)]),
-      ),
-      timeoutMs: maxJobTimeoutMs,
-      resources: {
-        cpus: maxJobCpus,
-        memoryBytes: maxJobMemoryBytes,
-        diskBytes: maxJobDiskBytes,
-        processes: maxJobProcesses,
-      },
-      network: true,
-      outputs: Array.from({ length: maxOutputsPerJob }, (_, i) =>
-        `out/${i}/${"o".repeat(maxOutputPathChars)}`.slice(0, maxOutputPathChars),
-      ),
-      inputsDigest: longestDigest,
-      requiredSpecs: Array.from({ length: maxRequiredSpecs }, () => typicalSpecUuid),
-      os: "linux",
-      replicas: maxReplicas,
-      quorum: maxReplicas,
-      shards: maxShards,
-      priority: maxPriority,
-      maxAttempts: maxAttemptsPerJob,
-      deadlineMs: maxTimestampMs,
-    },
+    job: maximalJob,
     round: maxAnnouncementRounds,
     bidProbability: 1,
     wantedRuns: maxWantedRuns,
@@ -531,6 +573,32 @@ test("size: a maximal-ish job announcement, every array at its maximum count, fi
   t.true(bytes.length <= maxAnnouncementBytes);
   t.deepEqual(openEnvelope(messageDomains.jobAnnouncement, bytes, baseNowMs).body, body);
 });
+
+testProp(
+  "size: the job of any announcement that fits fits an award: an award outgrows its announcement by less than maxAwardBytes leaves over maxAnnouncementBytes",
+  [arbitraries.jobAnnouncement, arbSeed],
+  (t, announcement, seed) => {
+    const identity = identityFromSeed(seed);
+    const award = {
+      ...header(messageDomains.award),
+      project: announcement.project,
+      jobId: announcement.jobId,
+      worker,
+      attempt: maxAttemptNumber,
+      shard: maxShards - 1,
+      leaseExpiresAtMs: maxTimestampMs,
+      job: announcement.job,
+    };
+    const announced = sealEnvelope(messageDomains.jobAnnouncement, announcement, identity);
+    const awarded = sealEnvelope(messageDomains.award, award, identity);
+    t.true(
+      awarded.length - announced.length <= maxAwardBytes - maxAnnouncementBytes,
+      `${awarded.length - announced.length} bytes more`,
+    );
+    t.deepEqual(openEnvelope(messageDomains.award, awarded, baseNowMs).body.job, announcement.job);
+  },
+  { numRuns: 100 },
+);
 
 interface WorstCase {
   readonly name: string;
@@ -562,6 +630,7 @@ const worstCases: readonly WorstCase[] = [
     attempt: maxAttemptNumber,
     shard: maxShards - 1,
     leaseExpiresAtMs: maxTimestampMs,
+    job: maximalJob,
   }),
   worstCase("reject", messageDomains.reject, {
     ...header(messageDomains.reject),
