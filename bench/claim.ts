@@ -26,9 +26,10 @@
  * `npm run bench -- claim`.
  */
 import { type ChildProcess, spawn } from "node:child_process";
+import { readFileSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import { createServer } from "node:net";
-import { tmpdir } from "node:os";
+import { loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
 import { parseJobFile } from "../node/index.ts";
@@ -77,6 +78,10 @@ const runTimeoutMs = 10 * 60_000;
 /** Lines of a process's output kept for the error message of a failed run. */
 const stderrTailLines = 300;
 const msPerSecond = 1000;
+/** Linux's USER_HZ: the unit of the CPU times in /proc/<pid>/stat. */
+const clockTicksPerSecond = 100;
+/** The claim bound the protocol aims for with idle workers: claims at most this long are counted apart. */
+const fastClaimMs = 20;
 
 /** How to get redis-server on Debian and Ubuntu, printed when it is absent. */
 const redisInstallHint = "apt-get install redis-server";
@@ -93,9 +98,15 @@ export interface SettingResult {
   readonly jobsInFlight: number;
   readonly jobs: number;
   readonly claimLatency: Distribution;
+  /** Measured claims of at most fastClaimMs. */
+  readonly fastClaims: number;
   readonly jobsPerSecond: number;
   /** Every worker of the setting, with 0 for one that ran nothing. */
   readonly jobsPerWorker: Readonly<Record<string, number>>;
+  /** The machine's 1-minute load average when the measured run ended: other work on it slows every figure. */
+  readonly loadAverage1m: number;
+  /** cimesh only. */
+  readonly breakdown?: ClaimBreakdown;
 }
 
 export interface SystemResult {
@@ -129,6 +140,44 @@ export interface ClaimBench {
 interface Claim {
   readonly claimMs: number;
   readonly worker: string;
+  /** cimesh: the job, when this process submitted it and when a worker logged execution-started (Date.now()). */
+  readonly jobId?: string;
+  readonly submittedAtMs?: number;
+  readonly startedAtMs?: number;
+}
+
+/** Where a cimesh claim's time goes, by the master's own record of each measured job. */
+export interface ClaimBreakdown {
+  /** This process's submit → the master's submittedAtMs (control API and admission). */
+  readonly submitToAdmittedMs: Distribution;
+  /** The master's submittedAtMs → a worker's execution-started (award, transport, worker). */
+  readonly admittedToStartedMs: Distribution;
+  /** Jobs that took more than one attempt (a refused or lapsed award). */
+  readonly jobsWithMoreThanOneAttempt: number;
+  /** CPU time per measured job over the run: the master's, and all workers' with their sandboxes. */
+  readonly masterCpuMsPerJob: number;
+  readonly workersCpuMsPerJob: number;
+}
+
+/** CPU time a process and its reaped children used so far (/proc/<pid>/stat utime+stime+cutime+cstime), in ms. */
+function cpuMs(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+  // Fields after the command name (in parentheses, which may hold spaces): state is field 3, utime field 14.
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  const ticks = [11, 12, 13, 14].reduce((sum, index) => sum + Number(fields[index]), 0);
+  if (!Number.isFinite(ticks)) throw new Error(`/proc/${pid}/stat: expected numeric CPU times`);
+  return (ticks * 1000) / clockTicksPerSecond;
+}
+
+/** CPU ms of the master and of all workers so far. */
+function meshCpuMs(mesh: { readonly master: MeshNode; readonly workers: readonly MeshNode[] }): {
+  master: number;
+  workers: number;
+} {
+  return {
+    master: cpuMs(mesh.master.child.pid as number),
+    workers: mesh.workers.reduce((sum, worker) => sum + cpuMs(worker.child.pid as number), 0),
+  };
 }
 
 function distribution(values: readonly number[]): Distribution {
@@ -149,8 +198,10 @@ function settingResult(workers: readonly string[], claims: readonly Claim[], run
     jobsInFlight: workers.length,
     jobs: claims.length,
     claimLatency: distribution(claims.map((claim) => claim.claimMs)),
+    fastClaims: claims.filter((claim) => claim.claimMs <= fastClaimMs).length,
     jobsPerSecond: (claims.length * msPerSecond) / runMs,
     jobsPerWorker,
+    loadAverage1m: loadavg()[0] as number,
   };
 }
 
@@ -391,7 +442,43 @@ function cimeshJobRunner(mesh: Mesh, board: ClaimBoard): (jobId: string) => Prom
     const job = await submitAndWait(master, board, project, jobId, spec, ["execution-started"], cimeshJobTimeoutMs);
     const [start] = job.events;
     if (start === undefined) throw new Error(`expected the execution-started event of ${jobId}`);
-    return { claimMs: start.t - job.submittedAtMs, worker: board.startedOn.get(jobId) ?? "?" };
+    return {
+      claimMs: start.t - job.submittedAtMs,
+      worker: board.startedOn.get(jobId) ?? "?",
+      jobId,
+      submittedAtMs: job.submittedAtMs,
+      startedAtMs: start.t,
+    };
+  };
+}
+
+/**
+ * The breakdown of measured cimesh claims, from the master's job records (read after the run, off the timed path),
+ * and the CPU the mesh spent per job (`cpuBefore`, `cpuAfter`: meshCpuMs around the run).
+ */
+async function breakdown(
+  master: MeshNode,
+  claims: readonly Claim[],
+  cpuBefore: ReturnType<typeof meshCpuMs>,
+  cpuAfter: ReturnType<typeof meshCpuMs>,
+): Promise<ClaimBreakdown> {
+  const toAdmitted: number[] = [];
+  const toStarted: number[] = [];
+  let retried = 0;
+  for (const claim of claims) {
+    if (claim.jobId === undefined || claim.submittedAtMs === undefined || claim.startedAtMs === undefined) continue;
+    const detail = await master.control.job(claim.jobId);
+    if (detail === null) throw new Error(`expected the master to hold job ${claim.jobId}`);
+    toAdmitted.push(detail.submittedAtMs - claim.submittedAtMs);
+    toStarted.push(claim.startedAtMs - detail.submittedAtMs);
+    if (detail.attempts.length > 1) retried++;
+  }
+  return {
+    submitToAdmittedMs: distribution(toAdmitted),
+    admittedToStartedMs: distribution(toStarted),
+    jobsWithMoreThanOneAttempt: retried,
+    masterCpuMsPerJob: (cpuAfter.master - cpuBefore.master) / claims.length,
+    workersCpuMsPerJob: (cpuAfter.workers - cpuBefore.workers) / claims.length,
   };
 }
 
@@ -420,8 +507,13 @@ async function benchCimesh(): Promise<SystemResult> {
     const warmOneStartMs = Date.now();
     await runLanes(1, cimeshWarmupJobsOne, "one-warmup", runJob);
     console.log(`warm-up: ${cimeshWarmupJobsOne} jobs in ${Date.now() - warmOneStartMs} ms`);
+    const oneCpuBefore = meshCpuMs(mesh);
     const oneRun = await runLanes(1, measuredJobs, "one", runJob);
-    const one = settingResult(["worker0"], oneRun.claims, oneRun.runMs);
+    const oneCpuAfter = meshCpuMs(mesh);
+    const one = {
+      ...settingResult(["worker0"], oneRun.claims, oneRun.runMs),
+      breakdown: await breakdown(master, oneRun.claims, oneCpuBefore, oneCpuAfter),
+    };
 
     console.log(`cimesh: ${workerCount - 1} more workers join`);
     await addWorkers(root, mesh, trust, 1, workerCount, board, nodes);
@@ -441,9 +533,14 @@ async function benchCimesh(): Promise<SystemResult> {
     console.log(
       `warm-up: ${warmupJobs} jobs in ${Date.now() - warmFiveStartMs} ms, on ${new Set(warm.claims.map((claim) => claim.worker)).size} of ${workerCount} workers; master knows ${known.count ?? "(not stated)"} workers`,
     );
+    const fiveCpuBefore = meshCpuMs(mesh);
     const fiveRun = await runLanes(workerCount, measuredJobs, "five", runJob);
+    const fiveCpuAfter = meshCpuMs(mesh);
     const names = mesh.workers.map((worker) => worker.name);
-    const five = settingResult(names, fiveRun.claims, fiveRun.runMs);
+    const five = {
+      ...settingResult(names, fiveRun.claims, fiveRun.runMs),
+      breakdown: await breakdown(master, fiveRun.claims, fiveCpuBefore, fiveCpuAfter),
+    };
     return { one, five };
   } catch (error) {
     printStderrTails(nodes);
@@ -465,11 +562,11 @@ function spread(jobsPerWorker: Readonly<Record<string, number>>): number | null 
 }
 
 function printTable(cimesh: SystemResult, bullmq: SystemResult | { skipped: string }): void {
-  const header = `${"setting".padEnd(26)}${"system".padEnd(8)}${"claim p50".padStart(12)}${"claim p99".padStart(12)}${"jobs/s".padStart(10)}   jobs per worker`;
+  const header = `${"setting".padEnd(26)}${"system".padEnd(8)}${"claim p50".padStart(12)}${"claim p99".padStart(12)}${`≤${fastClaimMs} ms`.padStart(9)}${"jobs/s".padStart(10)}${"load".padStart(6)}   jobs per worker`;
   console.log(header);
   const row = (label: string, system: string, result: SettingResult) =>
     console.log(
-      `${label.padEnd(26)}${system.padEnd(8)}${formatMs(result.claimLatency.p50Ms).padStart(12)}${formatMs(result.claimLatency.p99Ms).padStart(12)}${result.jobsPerSecond.toFixed(1).padStart(10)}   ${Object.values(result.jobsPerWorker).join(" / ")}`,
+      `${label.padEnd(26)}${system.padEnd(8)}${formatMs(result.claimLatency.p50Ms).padStart(12)}${formatMs(result.claimLatency.p99Ms).padStart(12)}${String(result.fastClaims).padStart(9)}${result.jobsPerSecond.toFixed(1).padStart(10)}${result.loadAverage1m.toFixed(1).padStart(6)}   ${Object.values(result.jobsPerWorker).join(" / ")}`,
     );
   for (const [key, label] of [
     ["one", "1 worker, 1 in flight"],
@@ -478,6 +575,11 @@ function printTable(cimesh: SystemResult, bullmq: SystemResult | { skipped: stri
     if ("one" in bullmq) row(label, "bullmq", bullmq[key]);
     else console.log(`${label.padEnd(26)}${"bullmq".padEnd(8)}  skipped: redis-server is not installed`);
     row(label, "cimesh", cimesh[key]);
+    const parts = cimesh[key].breakdown;
+    if (parts !== undefined)
+      console.log(
+        `${"".padEnd(26)}cimesh p50: submit → master admitted ${formatMs(parts.submitToAdmittedMs.p50Ms)}, admitted → started ${formatMs(parts.admittedToStartedMs.p50Ms)}; ${parts.jobsWithMoreThanOneAttempt} job(s) took more than one attempt; CPU per job: master ${formatMs(parts.masterCpuMsPerJob)}, workers ${formatMs(parts.workersCpuMsPerJob)}`,
+      );
     if ("one" in bullmq)
       console.log(
         `${"".padEnd(26)}cimesh p50 / bullmq p50: ${(cimesh[key].claimLatency.p50Ms / bullmq[key].claimLatency.p50Ms).toFixed(1)}x`,
