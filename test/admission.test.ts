@@ -20,6 +20,7 @@ import {
   type Identity,
   identityFromSeed,
   type KeysetBody,
+  keysetProjectOf,
   maxClockSkewMs,
   openAnyEnvelopeUnverified,
   type ProjectTrust,
@@ -106,7 +107,7 @@ const trustExpired = acceptKeyset(
 );
 
 type Name =
-  | "workerAdvert"
+  | "offer"
   | "jobAnnouncement"
   | "verdict"
   | "cancel"
@@ -147,15 +148,16 @@ function bodyOf(name: Name, header: Header, project: string, worker: Uint8Array)
     durationMs: 1,
   };
   switch (name) {
-    case "workerAdvert":
+    case "offer":
       return {
         ...header,
-        projects: [project],
-        specs: [],
-        dimensions,
-        availability: "eager",
+        project,
         freeSlots: 1,
         totalSlots: 1,
+        availability: "eager",
+        network: false,
+        dimensions,
+        specs: [],
       };
     case "jobAnnouncement":
       return { ...typicalAnnouncement(project, header.issuedAtMs), ...header };
@@ -174,7 +176,15 @@ function bodyOf(name: Name, header: Header, project: string, worker: Uint8Array)
         cachedInputBytes: 0,
       };
     case "award":
-      return { ...header, ...job, worker, attempt: 0, shard: 0, leaseExpiresAtMs: header.issuedAtMs + minuteMs };
+      return {
+        ...header,
+        ...job,
+        worker,
+        attempt: 0,
+        shard: 0,
+        leaseExpiresAtMs: header.issuedAtMs + minuteMs,
+        job: typicalAnnouncement(project, header.issuedAtMs).job,
+      };
     case "reject":
       return { ...header, ...job, worker, round: 0, reason: "not chosen" };
     case "leaseRenew":
@@ -312,6 +322,12 @@ interface Case {
 }
 
 const bidByW1 = message("bid", { signer: w1 });
+/** A bid's envelope: bytes that are no keyset. */
+const bidBytesByW1 = seal(
+  "bid",
+  bodyOf("bid", { issuedAtMs: nowMs, expiresAtMs: nowMs + minuteMs, seq: 1 }, P, w1.publicKey),
+  w1,
+);
 const announcement = message("jobAnnouncement");
 
 const cases: readonly Case[] = [
@@ -348,13 +364,22 @@ const cases: readonly Case[] = [
     verifies: true,
   },
   {
-    title: "a forged advert is rejected as forged, even where it would only be relayed",
-    channel: topic(P),
-    opened: message("workerAdvert", { signer: w1, forged: true }),
-    node: { masterOf: [] },
+    title: "a forged offer to the project's master is rejected as forged",
+    channel: direct(w1),
+    opened: message("offer", { signer: w1, forged: true }),
+    node: { masterOf: [P] },
     verdict: "reject",
     reason: "forged",
     verifies: true,
+  },
+  {
+    title: "a forged offer on a topic is not-on-topic, with no verification: no offer travels there",
+    channel: topic(P),
+    opened: message("offer", { signer: w1, forged: true }),
+    node: { masterOf: [P] },
+    verdict: "reject",
+    reason: "not-on-topic",
+    verifies: false,
   },
   {
     title: "a forged award to a worker is rejected as forged",
@@ -475,11 +500,74 @@ const cases: readonly Case[] = [
     reason: "untrusted-project",
   },
   {
-    title: "a keyset sent on a direct stream is rejected",
+    title:
+      "a newer keyset pushed on a direct stream, chaining to the pinned roots, is accepted into its project's trust",
     channel: direct(announcer),
     opened: { kind: "keyset", bytes: keysetV2 },
+    verdict: "accept",
+    reason: "keyset-accepted",
+  },
+  {
+    title: "the first keyset of a project pinned without one is accepted from any peer that pushes it directly",
+    channel: direct(stranger),
+    opened: {
+      kind: "keyset",
+      bytes: sealKeyset(keysetBody(1, { project: Q, roots: [rootQ.publicKey] }), [rootQ]),
+    },
+    verdict: "accept",
+    reason: "keyset-accepted",
+  },
+  {
+    title: "a keyset pushed directly and signed by a key that is not a root is refused",
+    channel: direct(stranger),
+    opened: { kind: "keyset", bytes: sealKeyset(keysetBody(3), [stranger]) },
     verdict: "reject",
-    reason: "not-direct",
+    reason: "keyset-refused",
+  },
+  {
+    title: "a keyset pushed directly whose root signature does not verify is refused",
+    channel: direct(announcer),
+    opened: { kind: "keyset", bytes: forgedBytes(sealKeyset(keysetBody(3), [rootP])) },
+    verdict: "reject",
+    reason: "keyset-refused",
+  },
+  {
+    title: "a keyset pushed directly naming a project but signed with another project's roots is refused",
+    channel: direct(stranger),
+    opened: { kind: "keyset", bytes: sealKeyset(keysetBody(3, { roots: [rootQ.publicKey] }), [rootQ]) },
+    verdict: "reject",
+    reason: "keyset-refused",
+  },
+  {
+    title: "a keyset pushed directly for a project pinned without one, under another project's roots, is refused",
+    channel: direct(stranger),
+    opened: { kind: "keyset", bytes: sealKeyset(keysetBody(1, { project: Q }), [rootP]) },
+    verdict: "reject",
+    reason: "keyset-refused",
+  },
+  {
+    title: "a keyset pushed directly no newer than the one held is ignored: no rollback",
+    channel: direct(announcer),
+    opened: { kind: "keyset", bytes: keysetV1 },
+    verdict: "ignore",
+    reason: "keyset-old",
+  },
+  {
+    title: "a keyset pushed directly of a project this node does not pin is ignored",
+    channel: direct(stranger),
+    opened: {
+      kind: "keyset",
+      bytes: sealKeyset(keysetBody(1, { project: R, roots: [rootR.publicKey] }), [rootR]),
+    },
+    verdict: "ignore",
+    reason: "untrusted-project",
+  },
+  {
+    title: "bytes pushed directly as a keyset that are none are refused: they name no project",
+    channel: direct(stranger),
+    opened: { kind: "keyset", bytes: forgedBytes(bidBytesByW1) },
+    verdict: "reject",
+    reason: "keyset-refused",
   },
   {
     title: "a DHT record holds keysets only",
@@ -515,21 +603,20 @@ const cases: readonly Case[] = [
     reason: "relayed",
   },
   {
-    title: "a worker's advert on the topic is taken by the project's master",
+    title: "a worker's offer on the topic is refused even at the project's master: offers go to masters directly",
     channel: topic(P),
-    opened: message("workerAdvert", { signer: w1 }),
+    opened: message("offer", { signer: w1 }),
     node: { masterOf: [P] },
-    verdict: "accept",
-    reason: "taken",
-    deliveries: ["master P advert by w1"],
+    verdict: "reject",
+    reason: "not-on-topic",
   },
   {
-    title: "a worker's advert on the topic, at a node that is not the project's master, is only relayed",
+    title: "a worker's offer on the topic is refused at a node that would only relay it: no one passes it on",
     channel: topic(P),
-    opened: message("workerAdvert", { signer: w1 }),
+    opened: message("offer", { signer: w1 }),
     node: { masterOf: [Q] },
-    verdict: "accept",
-    reason: "relayed",
+    verdict: "reject",
+    reason: "not-on-topic",
   },
   {
     title: "an announcement on a topic naming another project is rejected",
@@ -539,12 +626,12 @@ const cases: readonly Case[] = [
     reason: "wrong-project",
   },
   {
-    title: "an advert on a topic whose project it does not name is rejected",
+    title: "an offer on a topic whose project it does not name is not-on-topic: no offer travels on a topic",
     channel: topic(P),
-    opened: message("workerAdvert", { signer: w1, project: Q }),
+    opened: message("offer", { signer: w1, project: Q }),
     node: { masterOf: [P] },
     verdict: "reject",
-    reason: "wrong-project",
+    reason: "not-on-topic",
   },
   {
     title: "an announcement on the topic of a project this node does not pin is ignored",
@@ -698,12 +785,47 @@ const cases: readonly Case[] = [
     reason: "not-direct",
   },
   {
-    title: "an advert sent direct is rejected",
+    title: "a worker's offer sent by the worker is taken by the project's master",
     channel: direct(w1),
-    opened: message("workerAdvert", { signer: w1 }),
+    opened: message("offer", { signer: w1 }),
+    node: { masterOf: [P] },
+    verdict: "accept",
+    reason: "taken",
+    deliveries: ["master P offer by w1"],
+  },
+  {
+    title: "an offer signed by another key than the peer that sent it is rejected: no one offers for another",
+    channel: direct(w2),
+    opened: message("offer", { signer: w1 }),
     node: { masterOf: [P] },
     verdict: "reject",
-    reason: "not-direct",
+    reason: "signer-not-sender",
+    verifies: false,
+  },
+  {
+    title: "an offer to a node that is not the master of its project is ignored, with no verification",
+    channel: direct(w1),
+    opened: message("offer", { signer: w1 }),
+    node: { masterOf: [Q] },
+    verdict: "ignore",
+    reason: "no-machine",
+    verifies: false,
+  },
+  {
+    title: "an offer for a project its master does not even pin is ignored: the node is master of another project",
+    channel: direct(w1),
+    opened: message("offer", { signer: w1, project: R }),
+    node: { masterOf: [P] },
+    verdict: "ignore",
+    reason: "no-machine",
+  },
+  {
+    title: "an offer is not for a worker: a node with a worker and no master ignores it",
+    channel: direct(w1),
+    opened: message("offer", { signer: w1 }),
+    node: { masterOf: [], hasWorker: true },
+    verdict: "ignore",
+    reason: "no-machine",
   },
   {
     title: "a message signed by another key than the peer that sent it is rejected",
@@ -762,14 +884,14 @@ const cases: readonly Case[] = [
     deliveries: ["master P bid by w1"],
   },
   {
-    title: "the same advert a second time is taken again, with no ledger entry: the master keeps a worker's newest",
-    channel: topic(P),
-    opened: message("workerAdvert", { signer: w1 }),
+    title: "the same offer a second time is taken again, with no ledger entry: the master keeps a worker's newest",
+    channel: direct(w1),
+    opened: message("offer", { signer: w1 }),
     node: { masterOf: [P] },
-    before: [{ channel: topic(P), opened: message("workerAdvert", { signer: w1 }) }],
+    before: [{ channel: direct(w1), opened: message("offer", { signer: w1 }) }],
     verdict: "accept",
     reason: "taken",
-    deliveries: ["master P advert by w1"],
+    deliveries: ["master P offer by w1"],
   },
   {
     title: "the same award a second time is ignored as a replay",
@@ -845,7 +967,12 @@ function checkCase(t: ExecutionContext, c: Case): void {
     t.deepEqual(admission.keyset?.bytes, c.opened.bytes);
     t.is(
       admission.keyset?.project,
-      c.channel.kind === "topic" ? c.channel.topic : (c.channel as { project: string }).project,
+      c.channel.kind === "topic"
+        ? c.channel.topic
+        : c.channel.kind === "record"
+          ? c.channel.project
+          : (keysetProjectOf(c.opened.bytes) ?? undefined),
+      "a keyset pushed directly counts for the project it names",
     );
     t.deepEqual(admission.keyset?.trust.keysetBytes, c.opened.bytes, "the new trust holds the keyset");
   } else t.is(admission.keyset, null);
@@ -916,9 +1043,31 @@ test("a bid carries whether trust names its signer a runner (keyset runners and 
   t.like(plain.deliveries[0]?.input, { kind: "bid", runner: false, prefix });
 });
 
-test("an advert carries whether trust names its signer a runner; gossip tells no prefix", (t) => {
-  t.like(senderFacts(topic(P), message("workerAdvert", { signer: w2 })), { kind: "advert", runner: true });
-  t.like(senderFacts(topic(P), message("workerAdvert", { signer: w1 })), { kind: "advert", runner: false });
+test("an offer carries whether trust names its signer a runner and its connection's prefix, and its body whole", (t) => {
+  const prefix = "2001:db8:1::/48";
+  t.deepEqual(senderFacts(direct(w2, prefix), message("offer", { signer: w2 })), {
+    kind: "offer",
+    runner: true,
+    prefix,
+  });
+  t.deepEqual(senderFacts(direct(w1, prefix), message("offer", { signer: w1 })), {
+    kind: "offer",
+    runner: false,
+    prefix,
+  });
+  t.deepEqual(
+    senderFacts(direct(stranger, prefix), message("offer", { signer: stranger })),
+    { kind: "offer", runner: false, prefix },
+    "a runner whose entry ended is no runner",
+  );
+  t.deepEqual(senderFacts(direct(w1), message("offer", { signer: w1 })), { kind: "offer", runner: false, prefix: "" });
+  const opened = message("offer", { signer: w1, seq: 9 });
+  const delivery = admit(direct(w1, prefix), opened, node({ masterOf: [P] }), nowMs).deliveries[0];
+  if (delivery?.machine !== "master" || delivery.input.kind !== "offer")
+    return t.fail("expected an offer to the master");
+  t.is(delivery.project, P);
+  t.is(delivery.input.signer, hexOf(w1.publicKey));
+  t.like(delivery.input.offer, { project: P, seq: 9, freeSlots: 1, totalSlots: 1, availability: "eager" });
 });
 
 test("a runner is no announcer: what it signs for workers is refused as from an untrusted signer", (t) => {
@@ -934,6 +1083,101 @@ test("admission is pure: the same message to equal nodes gets the same admission
   t.deepEqual(a.deliveries, b.deliveries);
   t.deepEqual([...a.ledger.signers.keys()], [...b.ledger.signers.keys()]);
 });
+
+// ---------------------------------------------------------------------------
+// Property: keysets pushed directly
+// ---------------------------------------------------------------------------
+
+/** A keyset a peer pushes: the project it names, the roots it lists, who signs it, its version, whether it expired. */
+interface PushedKeyset {
+  readonly names: "P" | "Q" | "R";
+  readonly roots: "P" | "Q";
+  readonly signedBy: readonly ("P" | "Q" | "stranger")[];
+  readonly version: number;
+  readonly expired: boolean;
+  /** One root signature does not verify. */
+  readonly forged: boolean;
+  /** Not a keyset at all: some message's bytes. */
+  readonly garbage: boolean;
+}
+
+/** Mostly false: each way a keyset fails on its own comes now and then, so the roots and signers decide most runs. */
+const rarely = fc.oneof({ weight: 4, arbitrary: fc.constant(false) }, { weight: 1, arbitrary: fc.constant(true) });
+
+const arbPushedKeyset: fc.Arbitrary<PushedKeyset> = fc.record({
+  names: fc.constantFrom("P" as const, "Q" as const, "R" as const),
+  roots: fc.constantFrom("P" as const, "Q" as const),
+  signedBy: fc.subarray(["P" as const, "Q" as const, "stranger" as const], { minLength: 1 }),
+  version: fc.integer({ min: 1, max: 4 }),
+  expired: rarely,
+  forged: rarely,
+  garbage: rarely,
+});
+
+const rootOf = { P: rootP, Q: rootQ, R: rootR, stranger } as const;
+const projectOf = { P, Q, R } as const;
+
+/**
+ * What a keyset pushed directly must come to, stated apart from jobs/admission.ts and crypto/keyset.ts for the
+ * node pinning P (keyset v1 held) and Q (none yet): bytes that are no keyset are refused; an unpinned project's
+ * keyset is ignored, an expired one too, one no newer than P's v1 is old; otherwise it counts only when it lists the
+ * project's pinned roots (or, as the first keyset of Q, rotates to others both sets signed) and every signature holds.
+ */
+function pushedOracle(k: PushedKeyset): `${AdmissionVerdict} ${AdmissionReason}` {
+  if (k.garbage) return "reject keyset-refused";
+  if (k.names === "R") return "ignore untrusted-project";
+  if (k.expired) return "ignore keyset-expired";
+  if (k.names === "P" && k.version <= 1) return "ignore keyset-old";
+  const pinnedRoot = k.names;
+  const signedByPinned = k.signedBy.includes(pinnedRoot);
+  const chains =
+    k.roots === pinnedRoot
+      ? signedByPinned
+      : // A first keyset may rotate away from the genesis roots, signed by both; one with a keyset held may not.
+        k.names === "Q" && signedByPinned && k.signedBy.includes(k.roots);
+  return chains && !k.forged ? "accept keyset-accepted" : "reject keyset-refused";
+}
+
+function pushedBytes(k: PushedKeyset): Uint8Array {
+  if (k.garbage) return bidBytesByW1;
+  const rootsOf = rootOf[k.roots];
+  const body = keysetBody(k.version, {
+    project: projectOf[k.names],
+    roots: [rootsOf.publicKey],
+    ...(k.expired ? { issuedAtMs: nowMs - 40 * dayMs, expiresAtMs: nowMs - 10 * dayMs } : {}),
+  });
+  const bytes = sealKeyset(
+    body,
+    k.signedBy.map((who) => rootOf[who]),
+  );
+  return k.forged ? forgedBytes(bytes) : bytes;
+}
+
+testProp(
+  "a keyset pushed directly by any peer counts exactly as the same keyset on its project's topic or in its DHT record: only the project's roots make it count",
+  [arbPushedKeyset, fc.constantFrom(announcer, w1, stranger)],
+  (t, pushed, peer) => {
+    const bytes = pushedBytes(pushed);
+    const context = node();
+    const admission = admit(direct(peer), { kind: "keyset", bytes }, context, nowMs);
+    t.is(`${admission.verdict} ${admission.reason}`, pushedOracle(pushed), admission.detail);
+    t.deepEqual(admission.deliveries, [], "a keyset is no machine's input");
+    t.is(admission.ledgerEntry, null, "a keyset does not touch the replay ledger");
+    if (admission.reason === "keyset-accepted") {
+      t.is(admission.keyset?.project, projectOf[pushed.names]);
+      t.deepEqual(admission.keyset?.trust.keysetBytes, bytes);
+      t.is(admission.keyset?.trust.keyset?.version, pushed.version);
+    } else t.is(admission.keyset, null, "a keyset not accepted leaves trust as it was");
+    if (pushed.garbage) return;
+    const named = projectOf[pushed.names];
+    for (const channel of [topic(named), { kind: "record", project: named } as const]) {
+      const elsewhere = admit(channel, { kind: "keyset", bytes }, node(), nowMs);
+      t.is(`${elsewhere.verdict} ${elsewhere.reason}`, `${admission.verdict} ${admission.reason}`, channel.kind);
+      t.deepEqual(elsewhere.keyset?.trust.keyset ?? null, admission.keyset?.trust.keyset ?? null);
+    }
+  },
+  { numRuns: 500 },
+);
 
 // ---------------------------------------------------------------------------
 // Properties: random traffic against an oracle
@@ -967,8 +1211,17 @@ const strangers: readonly Identity[] = Array.from({ length: 11 }, (_, i) => iden
 const signers: readonly Identity[] = [announcer, w1, w2, ...strangers, ...moreAnnouncers, ...crowd];
 const indexesOf = (group: readonly Identity[]): number[] => group.map((member) => signers.indexOf(member));
 const announcerHexes = new Set([announcer, ...moreAnnouncers].map((a) => hexOf(a.publicKey)));
-const topicNames: readonly Name[] = ["workerAdvert", "jobAnnouncement", "verdict", "cancel"];
-const directNames: readonly Name[] = ["bid", "award", "reject", "leaseRenew", "logChunk", "result", "resultAck"];
+const topicNames: readonly Name[] = ["jobAnnouncement", "verdict", "cancel"];
+const directNames: readonly Name[] = [
+  "offer",
+  "bid",
+  "award",
+  "reject",
+  "leaseRenew",
+  "logChunk",
+  "result",
+  "resultAck",
+];
 const names: readonly Name[] = [...topicNames, ...directNames, "report"];
 
 /** Whom a property's events are signed (and sent) by, as indexes into `signers`. */
@@ -1094,7 +1347,7 @@ const pinnedWithKeyset = new Set([P]);
 const pinned = new Set([P, Q]);
 
 const masterKinds: Partial<Record<Name, string>> = {
-  workerAdvert: "advert",
+  offer: "offer",
   bid: "bid",
   result: "result",
   leaseRenew: "lease-renew",
@@ -1112,13 +1365,12 @@ const workerKinds: Partial<Record<Name, string>> = {
 
 /**
  * The rules of admission, stated apart from jobs/admission.ts: a stale envelope is ignored; a DHT record holds no
- * messages; on a topic, adverts naming the topic go to its master (relayed elsewhere), announcements, verdicts and
- * cancels naming the topic go to a worker when an announcer of a pinned keyset signed them (relayed by a node with no
- * worker), nothing else travels; direct, the signer must be the peer, bids, results, log chunks and a worker's own
- * renewals go to the master of their project, awards, rejects, cancels, answered renewals and acknowledgements go to
- * a worker from an announcer of a pinned keyset, nothing else travels. A bad signature is a forgery, checked once
- * every other rule let the message through (so before it is relayed or taken). Only what a worker takes meets the
- * ledger.
+ * messages; on a topic, announcements, verdicts and cancels naming the topic go to a worker when an announcer of a
+ * pinned keyset signed them (relayed by a node with no worker), nothing else travels (offers included); direct, the
+ * signer must be the peer, offers, bids, results, log chunks and a worker's own renewals go to the master of their
+ * project, awards, rejects, cancels, answered renewals and acknowledgements go to a worker from an announcer of a
+ * pinned keyset, nothing else travels. A bad signature is a forgery, checked once every other rule let the message
+ * through (so before it is relayed or taken). Only what a worker takes meets the ledger.
  */
 function oracle(
   setup: NodeSetup,
@@ -1152,12 +1404,6 @@ function oracle(
   if (event.channel === "record") return judged("reject", "not-on-topic");
   if (event.channel === "topic") {
     const topicProject = event.project;
-    if (event.name === "workerAdvert") {
-      if (bodyProject !== topicProject) return judged("reject", "wrong-project");
-      if (event.forged) return forged;
-      if (!setup.masterOf.includes(topicProject)) return judged("accept", "relayed");
-      return forMaster(topicProject, "advert");
-    }
     if (!topicNames.includes(event.name)) return judged("reject", "not-on-topic");
     if (bodyProject !== topicProject) return judged("reject", "wrong-project");
     const outcome = forWorker(topicProject, workerKinds[event.name] as string);
@@ -1166,6 +1412,7 @@ function oracle(
   const peer = event.sentBySigner ? signer : hexOf((signers[event.peer] as Identity).publicKey);
   if (peer !== signer) return judged("reject", "signer-not-sender");
   const toMaster =
+    event.name === "offer" ||
     event.name === "bid" ||
     event.name === "result" ||
     event.name === "logChunk" ||
