@@ -1,12 +1,12 @@
 import test from "ava";
 import { anchorFromGenesis, identityFromSeed } from "../crypto/index.ts";
 import {
-  advertOf,
   type Cancel,
   createWorker,
   effectiveAvailability,
   hexOf,
   type JobSpec,
+  offerStatus,
   stepWorker,
   type WorkerState,
 } from "../jobs/index.ts";
@@ -43,25 +43,9 @@ function running(): WorkerState {
     specs: [],
   });
   const header = { issuedAtMs: nowMs, expiresAtMs: nowMs + 60_000, seq: 0 };
-  state = stepWorker(
-    state,
-    {
-      kind: "announcement",
-      signer: master,
-      announcement: {
-        ...header,
-        project,
-        jobId: "j",
-        job,
-        round: 0,
-        bidProbability: 1,
-        wantedRuns: 2,
-        eligiblePoolEstimate: 1,
-      },
-    },
-    nowMs,
-    rng,
-  ).state;
+  state = stepWorker(state, { kind: "restart" }, nowMs, rng).state;
+  state = stepWorker(state, { kind: "masters", project, masters: [master] }, nowMs, rng).state;
+  // An award made from the worker's standing offer: it carries the job, which the worker never saw announced.
   const award = {
     ...header,
     project,
@@ -70,6 +54,7 @@ function running(): WorkerState {
     attempt: 5,
     shard: 1,
     leaseExpiresAtMs: nowMs + 60_000,
+    job,
   };
   const out = stepWorker(state, { kind: "award", signer: master, award }, nowMs, rng);
   if (!out.effects.some((effect) => effect.type === "start-execution"))
@@ -109,7 +94,7 @@ test("a cancel naming another attempt of the job leaves this run alone; one nami
   );
 });
 
-test("a worker that cannot run (no sandbox) acts paused and bids on nothing, and keeps its volunteer's choice for when it can", (t) => {
+test("a worker that cannot run (no sandbox) acts paused, offers no slot and bids on nothing, and keeps its volunteer's choice for when it can", (t) => {
   const rng = seededRng(2);
   const dimensions = {
     os: "linux",
@@ -120,7 +105,7 @@ test("a worker that cannot run (no sandbox) acts paused and bids on nothing, and
     tools: [],
     labels: [],
   };
-  const blocked = createWorker(
+  let blocked = createWorker(
     self,
     { shares: { [project]: 1 }, dimensions, specs: [], cannotRun: "no sandbox" },
     "eager",
@@ -151,7 +136,22 @@ test("a worker that cannot run (no sandbox) acts paused and bids on nothing, and
     effects.some((effect) => effect.type === "send"),
     "no bid",
   );
-  t.is(advertOf(blocked).availability, "paused", "its adverts say so");
+  t.deepEqual(offerStatus(blocked), { availability: "paused", freeSlots: 0 }, "its offers say so");
+  const offers = [];
+  // The first offer goes out within offerJitterMs of the (re)start, once the worker knows its project's master.
+  const inputs = [
+    [{ kind: "restart" }, nowMs],
+    [{ kind: "masters", project, masters: [master] }, nowMs],
+    [{ kind: "tick" }, nowMs + blocked.config.offerJitterMs],
+  ] as const;
+  for (const [input, atMs] of inputs) {
+    const out = stepWorker(blocked, input, atMs, rng);
+    blocked = out.state;
+    for (const effect of out.effects)
+      if (effect.type === "send" && effect.message.domain === "offer") offers.push(effect.message.body);
+  }
+  t.is(offers.length, 1, "it tells its master it exists");
+  t.like(offers[0], { freeSlots: 0, availability: "paused" });
   const able = { ...blocked, config: { ...blocked.config, cannotRun: "" } };
   t.is(effectiveAvailability(able), "eager");
 });
