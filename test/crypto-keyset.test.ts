@@ -2,7 +2,9 @@
  * Projects and keysets (crypto/keyset.ts; DESIGN.md, Trust): a project id that
  * proves itself, keysets accepted only newer, unexpired and signed by the root
  * threshold, root rotation one step at a time, revocation, and recovery from a
- * fast-forward by rotating the roots.
+ * fast-forward by rotating the roots; the project's masters a keyset names
+ * (announcersOf), and the project a keyset names, read before it is judged
+ * (keysetProjectOf).
  */
 import { fc, testProp } from "@fast-check/ava";
 import test, { type ExecutionContext } from "ava";
@@ -10,6 +12,7 @@ import {
   AnnouncerNotAuthorizedError,
   acceptKeyset,
   anchorFromGenesis,
+  announcersOf,
   CimeshError,
   checkAnnouncer,
   decodeCanonical,
@@ -21,6 +24,7 @@ import {
   KeysetExpiredError,
   KeysetRollbackError,
   keysetDomain,
+  keysetProjectOf,
   maxClockSkewMs,
   maxKeysetLifetimeMs,
   NotYetValidError,
@@ -30,12 +34,14 @@ import {
   projectIdOf,
   projectIdSchema,
   SchemaError,
+  sealEnvelope,
   sealKeyset,
   ThresholdNotMetError,
   trustFromAnchor,
   UnknownDomainError,
 } from "../crypto/index.ts";
-import { messageRegistry } from "../jobs/index.ts";
+import { messageDomains, messageRegistry } from "../jobs/index.ts";
+import { arbitraries, arbSeed } from "./arbitraries.ts";
 
 const nowMs = 1_800_000_000_000;
 const hourMs = 60 * 60 * 1000;
@@ -413,4 +419,173 @@ testProp(
     }
   },
   { numRuns: 100 },
+);
+
+// --- the project's masters: where workers send their offers ---------------------------------
+
+const hexOfKey = (identity: Identity) => Buffer.from(identity.publicKey).toString("hex");
+
+test("announcersOf: none before any keyset is trusted; then the keyset's announcers as hex, sorted, each once", (t) => {
+  t.deepEqual(announcersOf(genesis, nowMs), []);
+  t.deepEqual(announcersOf(v1, nowMs), [hexOfKey(m1), hexOfKey(m2)].sort());
+  const twice = accept(
+    v1,
+    keyset(1, 2, {
+      announcers: [
+        { key: m2.publicKey, label: "master-2", expiresAtMs: nowMs + dayMs },
+        { key: m1.publicKey, label: "master-1", expiresAtMs: nowMs + dayMs },
+        { key: m2.publicKey, label: "master-2 again", expiresAtMs: nowMs + 2 * dayMs },
+      ],
+    }),
+    [a1, a2],
+  );
+  t.deepEqual(announcersOf(twice, nowMs), [hexOfKey(m1), hexOfKey(m2)].sort());
+});
+
+test("announcersOf: a runner is no master, and an announcer dropped from the newest keyset is no longer one", (t) => {
+  const withRunner = accept(
+    v1,
+    keyset(1, 2, {
+      announcers: [{ key: m1.publicKey, label: "master-1", expiresAtMs: nowMs + dayMs }],
+      runners: [{ key: m2.publicKey, label: "runner", expiresAtMs: nowMs + dayMs }],
+    }),
+    [a1, a2],
+  );
+  t.deepEqual(announcersOf(withRunner, nowMs), [hexOfKey(m1)]);
+  t.deepEqual(announcersOf(v1, nowMs), [hexOfKey(m1), hexOfKey(m2)].sort(), "the trust passed in is unchanged");
+});
+
+test("announcersOf: an announcer whose entry ended, beyond the clock skew, is left out; an expired keyset names none", (t) => {
+  const brief = accept(
+    v1,
+    keyset(1, 2, {
+      announcers: [
+        { key: m1.publicKey, label: "master-1", expiresAtMs: nowMs + hourMs },
+        { key: m2.publicKey, label: "master-2", expiresAtMs: nowMs + 30 * dayMs },
+      ],
+    }),
+    [a1, a2],
+  );
+  const edge = nowMs + hourMs + maxClockSkewMs;
+  t.deepEqual(announcersOf(brief, edge), [hexOfKey(m1), hexOfKey(m2)].sort());
+  t.deepEqual(announcersOf(brief, edge + 1), [hexOfKey(m2)]);
+  const keysetEdge = nowMs + 30 * dayMs + maxClockSkewMs;
+  t.deepEqual(announcersOf(brief, keysetEdge), [hexOfKey(m2)]);
+  t.deepEqual(announcersOf(brief, keysetEdge + 1), [], "a frozen keyset names no masters");
+});
+
+testProp(
+  "announcersOf names exactly the keys checkAnnouncer lets announce, at any time",
+  [
+    fc.array(fc.tuple(fc.constantFrom(m1, m2, stranger), fc.integer({ min: -2, max: 40 })), { maxLength: 6 }),
+    fc.integer({ min: -1, max: 45 }),
+  ],
+  (t, entries, atDay) => {
+    const body = keyset(1, 2, {
+      announcers: entries.map(([who, days], i) => ({
+        key: who.publicKey,
+        label: `announcer ${i}`,
+        expiresAtMs: nowMs + days * dayMs,
+      })),
+    });
+    const trust = accept(v1, body, [a1, a2]);
+    const atMs = nowMs + atDay * dayMs;
+    const allowed = [m1, m2, stranger].filter((who) => {
+      try {
+        checkAnnouncer(trust, who.publicKey, atMs);
+        return true;
+      } catch {
+        return false;
+      }
+    });
+    const masters = announcersOf(trust, atMs);
+    const unexpired = entries.filter(([, days]) => nowMs + days * dayMs + maxClockSkewMs >= atMs);
+    t.deepEqual(
+      masters,
+      atMs > nowMs + 30 * dayMs + maxClockSkewMs ? [] : [...new Set(unexpired.map(([who]) => hexOfKey(who)))].sort(),
+      "the keys with an unexpired entry in an unexpired keyset",
+    );
+    for (const who of allowed)
+      t.true(masters.includes(hexOfKey(who)), "an announcer checkAnnouncer allows is a master");
+    // A key listed twice: checkAnnouncer reads its first entry, announcersOf any unexpired one; else they agree.
+    if (new Set(entries.map(([who]) => who)).size === entries.length)
+      t.deepEqual(masters, allowed.map(hexOfKey).sort());
+  },
+  { numRuns: 100 },
+);
+
+// --- the project a keyset names, before it is judged ----------------------------------------
+
+test("keysetProjectOf reads the project a keyset names, whoever signed it and whether or not it verifies", (t) => {
+  t.is(keysetProjectOf(v1.keysetBytes as Uint8Array), project);
+  const other = projectIdOf(keysOf([b1]), 1);
+  const foreign = sealKeyset(keyset(1, 2, { project: other }), [stranger]);
+  t.is(keysetProjectOf(foreign), other, "read, not judged: acceptKeyset judges it");
+  const forged = Uint8Array.from(foreign);
+  forged[forged.length - 1] = (forged[forged.length - 1] as number) ^ 1;
+  t.is(keysetProjectOf(forged), other, "no signature is checked");
+  refused(t, () => acceptKeyset(genesis, forged, nowMs), KeysetChainError);
+});
+
+test("keysetProjectOf is null for bytes that are no keyset: empty, garbage, or a single-signed message", (t) => {
+  t.is(keysetProjectOf(new Uint8Array(0)), null);
+  t.is(keysetProjectOf(Uint8Array.of(0x83, 0x00)), null);
+  const bid = sealEnvelope(
+    messageDomains.bid,
+    {
+      issuedAtMs: nowMs,
+      expiresAtMs: nowMs + hourMs / 60,
+      seq: 1,
+      project,
+      jobId: "job-1",
+      round: 0,
+      availability: "eager",
+      runningJobs: 0,
+      freeSlots: 1,
+      cachedInputBytes: 0,
+    },
+    m1,
+  );
+  t.is(keysetProjectOf(bid), null);
+});
+
+testProp(
+  "keysetProjectOf gives back the project of any sealed keyset body",
+  [arbitraries.keyset, fc.array(arbSeed, { minLength: 1, maxLength: 3 })],
+  (t, body, seeds) => {
+    t.is(
+      keysetProjectOf(
+        sealKeyset(
+          body,
+          seeds.map((seed) => identityFromSeed(seed)),
+        ),
+      ),
+      body.project,
+    );
+  },
+  { numRuns: 100 },
+);
+
+testProp(
+  "keysetProjectOf never throws: on any bytes, or a keyset with bytes changed, it is a valid project id or null",
+  [
+    fc.oneof(
+      fc.uint8Array({ maxLength: 512 }),
+      fc.tuple(fc.nat(), fc.integer({ min: 1, max: 255 })).map(([at, mask]) => {
+        const bytes = Uint8Array.from(v1.keysetBytes as Uint8Array);
+        const index = at % bytes.length;
+        bytes[index] = (bytes[index] as number) ^ mask;
+        return bytes;
+      }),
+      fc.nat().map((cut) => (v1.keysetBytes as Uint8Array).subarray(0, cut % (v1.keysetBytes as Uint8Array).length)),
+    ),
+  ],
+  (t, bytes) => {
+    let named: string | null = null;
+    t.notThrows(() => {
+      named = keysetProjectOf(bytes);
+    });
+    if (named !== null) t.true(projectIdSchema.safeParse(named).success, named);
+  },
+  { numRuns: 500 },
 );
