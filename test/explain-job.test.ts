@@ -41,7 +41,7 @@ test("explainJob answers 'no worker picked up my job' with the requirement that 
   const loop = new Loop({ seed: 3 });
   const master = loop.addMaster({ project });
   for (let i = 0; i < 4; i++) loop.addWorker({ shares: { [project]: 1 }, dimensions, specs: [] }, honest);
-  loop.advertiseAll();
+  loop.offerAll();
   loop.toMaster(master, { kind: "submit", jobId: "big-build", job: job(loop.nowMs + 3_600_000) });
   loop.run(loop.nowMs + 120_000);
   const state = loop.master(master).state;
@@ -60,7 +60,7 @@ test("explainJob on a finished job gives its verdict and reason", (t) => {
   const master = loop.addMaster({ project });
   // One of the project's own runners: a lone volunteer's result weighs nothing, so it would decide no shard.
   loop.addWorker({ shares: { [project]: 1 }, dimensions, specs: [] }, honest, "eager", { runner: true });
-  loop.advertiseAll();
+  loop.offerAll();
   loop.toMaster(master, {
     kind: "submit",
     jobId: "small",
@@ -73,7 +73,7 @@ test("explainJob on a finished job gives its verdict and reason", (t) => {
   const text = explainJob(loop.master(master).state, "small", loop.nowMs);
   t.regex(text, /^job small: passed/);
   t.regex(text, /shard 0: decided \(succeeded\)/);
-  t.regex(text, /1 of 1 known worker is eligible/, "a runner's advert makes it a known worker");
+  t.regex(text, /1 of 1 known worker is eligible/, "a runner's offer makes it a known worker");
   t.is(explainJob(loop.master(master).state, "nope", loop.nowMs), "no job nope on this master");
 });
 
@@ -84,7 +84,7 @@ test("explainJob on a job that volunteers without a record could not decide says
   const loop = new Loop({ seed: 5 });
   const master = loop.addMaster({ project });
   for (let i = 0; i < 3; i++) loop.addWorker({ shares: { [project]: 1 }, dimensions, specs: [] }, honest);
-  loop.advertiseAll();
+  loop.offerAll();
   loop.toMaster(master, {
     kind: "submit",
     jobId: "agreed",
@@ -97,7 +97,7 @@ test("explainJob on a job that volunteers without a record could not decide says
   const state = loop.master(master).state;
   const text = explainJob(state, "agreed", loop.nowMs);
   t.log(text);
-  t.regex(text, /3 of 3 known workers are eligible/, "unproven workers' adverts still count in the pool");
+  t.regex(text, /3 of 3 known workers are eligible/, "unproven workers' offers still count in the pool");
   t.is(Object.keys(state.unproven).length, 3);
   t.is(Object.keys(state.workers).length, 0);
   t.regex(text, /weigh/, "the explanation names the weight the results lack");

@@ -45,7 +45,7 @@ test("master and worker states survive JSON mid-job, as a store would keep them,
   const loop = new Loop({ seed: 21 });
   const master = loop.addMaster({ project });
   // The project's runners, whose results decide under the default quorum rules, and a volunteer without a record, whose
-  // advert the master keeps apart (unproven): the round trip carries both tables and the new attempt fields.
+  // offer the master keeps apart (unproven): the round trip carries both tables and the new attempt fields.
   const slow = (run: Parameters<typeof honest>[0], worker: string) => ({
     ...(honest(run, worker) as NonNullable<ReturnType<typeof honest>>),
     durationMs: 30_000,
@@ -56,7 +56,7 @@ test("master and worker states survive JSON mid-job, as a store would keep them,
   workers.push(
     loop.addWorker({ shares: { [project]: 1 }, dimensions, specs: [] }, slow, "eager", { prefix: "198.51.100.0/24" }),
   );
-  loop.advertiseAll();
+  loop.offerAll();
   t.is(Object.keys(loop.master(master).state.workers).length, 4, "the runners are known workers");
   t.is(Object.keys(loop.master(master).state.unproven).length, 1, "the volunteer is known, unproven");
   loop.toMaster(master, { kind: "submit", jobId: "a", job: spec(loop.nowMs + 3_600_000) });
@@ -76,14 +76,14 @@ test("master and worker states survive JSON mid-job, as a store would keep them,
       t.is(attempt.runner, attempt.worker !== workers[4], "an attempt keeps whether its worker is a runner");
 });
 
-test("a bid from a worker whose own advert misses the job's requirements is rejected", (t) => {
+test("a bid from a worker whose own offer misses the job's requirements is rejected", (t) => {
   const loop = new Loop({ seed: 22 });
   const master = loop.addMaster({ project });
   const small = loop.addWorker(
     { shares: { [project]: 1 }, dimensions: { ...dimensions, cores: 1 }, specs: [] },
     honest,
   );
-  loop.advertiseAll();
+  loop.offerAll();
   loop.toMaster(master, {
     kind: "submit",
     jobId: "wide",
@@ -133,7 +133,7 @@ test("a master rebuilt mid-job from its job records and reputations through JSON
       "eager",
       runnerFacts(i),
     );
-  loop.advertiseAll();
+  loop.offerAll();
   loop.toMaster(master, { kind: "submit", jobId: "a", job: spec(loop.nowMs + 3_600_000) });
   loop.run(loop.nowMs + 10_000);
   const before = loop.master(master).state;
