@@ -14,6 +14,7 @@ import test, { type ExecutionContext } from "ava";
 import {
   acceptKeyset,
   anchorFromGenesis,
+  CimeshError,
   createReplayLedger,
   type Domain,
   defaultReplayLedgerLimits,
@@ -263,6 +264,8 @@ interface HostOptions {
   readonly asyncPersist?: boolean;
   /** How long a run takes; null: it never ends. */
   readonly runMs?: number | null;
+  /** The worker's availability from the start. Default eager. */
+  readonly availability?: "eager" | "reluctant";
 }
 
 class Host {
@@ -296,6 +299,7 @@ class Host {
     this.down = false;
     const shares = Object.fromEntries((this.options.shares ?? [project]).map((name) => [name, 1]));
     const worker = this.options.worker ? createWorker(this.key, { shares, dimensions, specs: [] }) : null;
+    if (worker !== null && this.options.availability !== undefined) worker.availability = this.options.availability;
     this.driver = new NodeDriver<Uint8Array>({
       self: this.key,
       ports: this.ports(this.generation),
@@ -405,7 +409,8 @@ class Host {
 
 /**
  * What a shell's opening (crypto/) gives the driver, as node/runtime/ports.ts opens it: the message with every check
- * made but the signature, left to admission, or why its bytes are unreadable.
+ * made but the signature, left to admission, a keyset (the multi-signed envelope the single-signed reader refuses as
+ * its envelope), or why its bytes are unreadable.
  */
 function open(wire: Uint8Array, nowMs: number): Opened {
   try {
@@ -418,6 +423,12 @@ function open(wire: Uint8Array, nowMs: number): Opened {
       signatureValid: opened.signatureValid,
     };
   } catch (error) {
+    if (
+      error instanceof CimeshError &&
+      error.code === "ERR_SCHEMA" &&
+      (error as { field?: string }).field === "envelope"
+    )
+      return { kind: "keyset", bytes: wire };
     return { kind: "unreadable", error };
   }
 }
@@ -532,7 +543,7 @@ function checkSequence(t: ExecutionContext, host: Host): void {
 // Scenarios
 // ---------------------------------------------------------------------------
 
-test("a job passes end to end over sealed envelopes: adverts, announcement, bids, award, log, result, acknowledgement, verdict", async (t) => {
+test("a job passes end to end over sealed envelopes: offers, awards carrying the job at once, log, result, acknowledgement; no announcement, no verdict gossip", async (t) => {
   const { net, master, workers } = masterNet({ workers: 3 });
   net.start();
   await net.run(startMs + 2 * secondMs);
@@ -540,7 +551,7 @@ test("a job passes end to end over sealed envelopes: adverts, announcement, bids
   t.deepEqual(
     Object.keys(state?.workers ?? {}).sort(),
     [...runnerKeys].sort(),
-    "the master knows the runners from their adverts, as proven",
+    "the master knows the runners from their offers, as proven",
   );
   t.deepEqual(
     Object.keys(state?.unproven ?? {}),
@@ -570,11 +581,58 @@ test("a job passes end to end over sealed envelopes: adverts, announcement, bids
   t.is(master.store.jobs.get(project)?.get("job-1")?.status, "passed", "the ended job is persisted");
   t.is(master.store.logs.filter((entry) => entry.jobId === "job-1").length, 2, "each run's output was stored");
   t.deepEqual(master.store.logs[0]?.chunk.data, new TextEncoder().encode("ok\n"));
-  const verdicts = master.calls.filter((call) => call.kind === "publish" && call.message.domain === "verdict");
-  t.is(verdicts.length, 1);
+  const published = master.calls.flatMap((call) => (call.kind === "publish" ? [call.message.domain] : []));
+  t.deepEqual(published, [], "awarded from offers: nothing announced, so no verdict for anyone else to hear");
+  const awards = master.calls.flatMap((call) =>
+    call.kind === "send" && call.message.domain === "award" ? [call.message.body] : [],
+  );
+  t.is(awards.length, 2, "both replicas awarded");
+  for (const body of awards) t.deepEqual((body as { job: JobSpec }).job, jobSpec({ replicas: 2, quorum: 2 }));
+  for (const host of workers) {
+    const offers = host.calls.flatMap((call) =>
+      call.kind === "send" && call.message.domain === "offer" ? [call] : [],
+    );
+    t.true(offers.length >= 1, "each worker offered its slot");
+    t.true(
+      offers.every((call) => call.kind === "send" && call.to === master.key),
+      "to the project's master only",
+    );
+    t.deepEqual(
+      host.calls.filter((call) => call.kind === "publish"),
+      [],
+      "a worker gossips nothing",
+    );
+  }
   t.true(
     [master, ...workers].every((host) => host.admissions.every((admission) => admission.verdict !== "reject")),
     "no node refused anything another sent",
+  );
+});
+
+test("a job no offer covers is announced to reluctant workers, bid on, awarded, and its verdict gossiped", async (t) => {
+  const { net, master, workers } = masterNet({ workers: 2, worker: { availability: "reluctant" } });
+  net.start();
+  await net.run(startMs + 2 * secondMs);
+  const known = master.driver.masterState(project)?.workers ?? {};
+  t.deepEqual(
+    Object.values(known).map((worker) => [worker.availability, worker.freeSlots]),
+    [
+      ["reluctant", 0],
+      ["reluctant", 0],
+    ],
+    "reluctant workers offer no slot, yet the master knows them",
+  );
+  master.driver.toMaster(project, { kind: "submit", jobId: "announced", job: jobSpec() });
+  await net.run(net.nowMs + 2 * minuteMs);
+  const job = jobOf(master, "announced");
+  t.is(job.status, "passed", job.reason);
+  t.true(job.announcements >= 2, "a reluctant worker bids on a re-announcement only");
+  const published = master.calls.flatMap((call) => (call.kind === "publish" ? [call.message.domain] : []));
+  t.true(published.includes("jobAnnouncement"));
+  t.is(published.filter((domain) => domain === "verdict").length, 1, "an announced job's verdict is gossiped");
+  t.true(
+    workers.some((host) => host.calls.some((call) => call.kind === "send" && call.message.domain === "bid")),
+    "a worker bid",
   );
 });
 
@@ -598,14 +656,14 @@ test("one node's sequence numbers rise strictly across its master's and its work
 
   for (const host of [a, b]) {
     const domains = new Set(host.calls.flatMap((call) => (call.kind === "seal" ? [call.domain] : [])));
-    for (const domain of ["jobAnnouncement", "award", "verdict", "resultAck", "workerAdvert", "bid", "result"])
+    for (const domain of ["award", "resultAck", "offer", "result", "logChunk"])
       t.true(domains.has(domain), `the node signed a ${domain}`);
     checkSequence(t, host);
     t.true((host.seqs()[0] ?? 0) >= sequenceFloorAt(startMs), "a fresh node starts at the clock's floor");
   }
 });
 
-test("a node that is master and worker of one project works its own jobs: its own gossip reaches its machines through admission", async (t) => {
+test("a node that is master and worker of one project works its own jobs: its own offer reaches its master through admission", async (t) => {
   const net = new Net();
   const alone = net.add(masterId, { masters: [{ project }], worker: true, shares: [project] });
   net.start();
@@ -613,6 +671,24 @@ test("a node that is master and worker of one project works its own jobs: its ow
   alone.driver.toMaster(project, { kind: "submit", jobId: "own-1", job: jobSpec() });
   await net.run(net.nowMs + minuteMs);
   const job = jobOf(alone, "own-1");
+  t.is(job.status, "passed", job.reason);
+  t.is(job.attempts[0]?.worker, alone.key);
+  t.true(alone.admissions.some((admission) => admission.deliveries[0]?.input.kind === "offer"));
+});
+
+test("a node that is master and a reluctant worker of one project works its own announced job: its own gossip reaches its worker through admission", async (t) => {
+  const net = new Net();
+  const alone = net.add(masterId, {
+    masters: [{ project }],
+    worker: true,
+    shares: [project],
+    availability: "reluctant",
+  });
+  net.start();
+  await net.run(startMs + 2 * secondMs);
+  alone.driver.toMaster(project, { kind: "submit", jobId: "own-2", job: jobSpec() });
+  await net.run(net.nowMs + 2 * minuteMs);
+  const job = jobOf(alone, "own-2");
   t.is(job.status, "passed", job.reason);
   t.is(job.attempts[0]?.worker, alone.key);
   t.true(alone.admissions.some((admission) => admission.deliveries[0]?.input.kind === "announcement"));
@@ -838,9 +914,10 @@ test("a node restarted without its store signs above its old sequence: the clock
   const { net, master, workers } = masterNet({ workers: 1 });
   const [worker] = workers as [Host];
   net.start();
-  await net.run(startMs + 40 * secondMs);
+  // Offers are renewed when a quarter of their life is left: a few renewals take most of an hour.
+  await net.run(startMs + 40 * minuteMs);
   const old = worker.seqs();
-  t.true(old.length >= 3, "the worker advertised a few times");
+  t.true(old.length >= 3, "the worker offered, and renewed its offer, a few times");
 
   // The store is lost: the node starts from nothing, a second later.
   await net.run(net.nowMs + secondMs);
@@ -850,12 +927,126 @@ test("a node restarted without its store signs above its old sequence: the clock
   const fresh = worker.seqs().slice(old.length);
   t.true(fresh.length > 0);
   t.true(Math.min(...fresh) > Math.max(...old), "above every number of the lost process");
-  const adverts = master.admissions.filter((admission) => admission.deliveries[0]?.input.kind === "advert");
-  t.true(adverts.length > old.length, "the master took the new process's adverts");
+  const offers = master.admissions.filter((admission) => admission.deliveries[0]?.input.kind === "offer");
+  t.true(offers.length > old.length, "the master took the new process's offer");
+  const held = master.driver.masterState(project)?.workers[worker.key];
+  t.is(held?.seq, Math.max(...fresh), "and holds it: its number is above the lost process's");
   t.false(
     master.admissions.some((admission) => admission.reason === "replay"),
     "none was refused as a replay",
   );
+});
+
+// ---------------------------------------------------------------------------
+// The masters a worker offers its slots to: from trust, at start and with each keyset accepted
+// ---------------------------------------------------------------------------
+
+/** A keyset of the first project signed by its root, naming `announcers` (the runners stay the first two workers). */
+function keysetOfProject(version: number, announcers: readonly Identity[], signer = identity(0x11)): Uint8Array {
+  return sealKeyset(
+    {
+      project,
+      rootVersion: 1,
+      version,
+      issuedAtMs: startMs,
+      expiresAtMs: startMs + 30 * dayMs,
+      roots: [identity(0x11).publicKey],
+      threshold: 1,
+      announcers: announcers.map((announcer, i) => ({
+        key: announcer.publicKey,
+        label: `master ${i}`,
+        expiresAtMs: startMs + 30 * dayMs,
+      })),
+      runners: [workerIds[0], workerIds[1]].map((runner, i) => ({
+        key: runner.publicKey,
+        label: `runner ${i}`,
+        expiresAtMs: startMs + 30 * dayMs,
+      })),
+    },
+    [signer],
+  );
+}
+
+/** Where a host sent offers, by recipient, from the call at `from` on. */
+function offeredTo(host: Host, from = 0): string[] {
+  return [
+    ...new Set(
+      host.calls
+        .slice(from)
+        .flatMap((call) => (call.kind === "send" && call.message.domain === "offer" ? [call.to] : [])),
+    ),
+  ].sort();
+}
+
+test("the driver tells the worker its projects' masters at start and with each keyset accepted, directly or from the DHT; offers follow them", async (t) => {
+  const net = new Net();
+  const secondId = identity(0x43);
+  const master = net.add(masterId, { masters: [{ project }] });
+  const second = net.add(secondId, { masters: [{ project }] });
+  const worker = net.add(workerIds[0], { worker: true });
+  t.deepEqual(worker.driver.workerState()?.masters, {}, "no masters before the node starts");
+
+  net.start();
+  await net.run(startMs + 2 * secondMs);
+  t.deepEqual(worker.driver.workerState()?.masters, { [project]: [master.key] }, "the pinned keyset's announcer");
+  t.deepEqual(offeredTo(worker), [master.key]);
+
+  // A master pushes a newer keyset naming a second master, on a direct stream.
+  const both = keysetOfProject(2, [masterId, secondId]);
+  let from = worker.calls.length;
+  const pushed = worker.driver.receive({ kind: "direct", peer: master.key }, both);
+  t.is(`${pushed.verdict} ${pushed.reason}`, "accept keyset-accepted");
+  await net.run(net.nowMs + 2 * secondMs);
+  t.deepEqual(worker.driver.workerState()?.masters, { [project]: [master.key, second.key].sort() });
+  t.deepEqual(offeredTo(worker, from), [second.key], "the new master hears the offer; the old one holds it already");
+  t.true(second.admissions.some((admission) => admission.deliveries[0]?.input.kind === "offer"));
+  t.truthy(second.driver.masterState(project)?.workers[worker.key], "and knows the worker, a runner, as proven");
+  t.deepEqual(worker.store.keysets.get(project), both, "the keyset is persisted");
+
+  // Forged, or older: refused or ignored, and the masters stay as they are.
+  const forged = worker.driver.receive({ kind: "direct", peer: master.key }, keysetOfProject(3, [], identity(0x51)));
+  t.is(`${forged.verdict} ${forged.reason}`, "reject keyset-refused");
+  const older = worker.driver.receive({ kind: "direct", peer: master.key }, keysetOfProject(1, [masterId]));
+  t.is(`${older.verdict} ${older.reason}`, "ignore keyset-old");
+  await net.run(net.nowMs + secondMs);
+  t.deepEqual(worker.driver.workerState()?.masters, { [project]: [master.key, second.key].sort() });
+
+  // The DHT's record drops the first master: its offer is forgotten, the second keeps its own.
+  from = worker.calls.length;
+  const record = worker.driver.receiveKeysetRecord(project, keysetOfProject(4, [secondId]));
+  t.is(`${record.verdict} ${record.reason}`, "accept keyset-accepted");
+  await net.run(net.nowMs + 2 * secondMs);
+  const state = worker.driver.workerState();
+  t.deepEqual(state?.masters, { [project]: [second.key] });
+  t.deepEqual(
+    Object.keys(state?.offers ?? {}),
+    [`${project}/${second.key}`],
+    "what the dropped master held is forgotten",
+  );
+  t.deepEqual(offeredTo(worker, from), [], "nothing new to say to the master left");
+
+  // A new process of the worker learns its masters from the keyset it stored, and offers to them anew.
+  from = worker.calls.length;
+  worker.restart();
+  await net.run(net.nowMs + 2 * secondMs);
+  t.deepEqual(worker.driver.workerState()?.masters, { [project]: [second.key] });
+  t.deepEqual(offeredTo(worker, from), [second.key]);
+});
+
+test("a keyset that comes before the node starts tells the worker nothing until start, which tells it the newest", async (t) => {
+  const net = new Net();
+  const secondId = identity(0x43);
+  net.add(masterId, { masters: [{ project }] });
+  const second = net.add(secondId, { masters: [{ project }] });
+  const worker = net.add(workerIds[0], { worker: true });
+  const record = worker.driver.receiveKeysetRecord(project, keysetOfProject(2, [secondId]));
+  t.is(record.reason, "keyset-accepted");
+  await net.idle();
+  t.deepEqual(worker.driver.workerState()?.masters, {}, "the worker is woken by start, not before");
+  net.start();
+  await net.run(startMs + 2 * secondMs);
+  t.deepEqual(worker.driver.workerState()?.masters, { [project]: [second.key] });
+  t.deepEqual(offeredTo(worker), [second.key]);
 });
 
 // ---------------------------------------------------------------------------
