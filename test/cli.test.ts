@@ -240,6 +240,8 @@ function fakeNode() {
     availability: "eager",
     running: 0,
     slots: 2,
+    offering: { freeSlots: 2, masters: { "fake-project": ["ef".repeat(32)] } },
+    offersHeld: {},
     peers: 3,
     peerScores: {},
     peerPenalties: { penalized: [], banned: [], bansTotal: 0, rateLimited: { gossip: 0, requests: 0 } },
@@ -397,6 +399,7 @@ test("submit --wait prints the state changes and the logs, and exits 0 when the 
   const status = await cimesh(dir, "status");
   ok(t, status, "status");
   t.regex(status.stdout, /peer id +12D3KooWfakefakefake/);
+  t.regex(status.stdout, /offering +2 slot\(s\) to fake-project's 1 master\(s\): efefefefefefefef/);
   const jobs = await cimesh(dir, "jobs", "--json");
   t.is((JSON.parse(jobs.stdout) as JobSummary[])[0]?.status, "passed");
   const result = await cimesh(dir, "result", "build-1");

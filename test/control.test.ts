@@ -48,6 +48,8 @@ function fakeNode() {
     availability,
     running: 0,
     slots: 1,
+    offering: { freeSlots: 1, masters: {} },
+    offersHeld: { [project]: { workers: 0, freeSlots: 0 } },
     peers: 0,
     peerScores: {},
     peerPenalties: { penalized: [], banned: [], bansTotal: 0, rateLimited: { gossip: 0, requests: 0 } },

@@ -26,7 +26,6 @@ export const testTiming = {
   bidWindowMs: 300,
   reannounceIntervalMs: 1_500,
   renewIntervalMs: 1_000,
-  advertRepublishMs: 1_000,
   keysetRepublishMs: 1_000,
 };
 
@@ -81,6 +80,9 @@ export async function cliOk(dataDir: string, args: readonly string[]): Promise<s
   return out.stdout;
 }
 
+/** A config field's path and its value. */
+export type Setting = readonly [path: readonly string[], value: unknown];
+
 export interface NodeEvent {
   readonly event: string;
   readonly [field: string]: unknown;
@@ -103,6 +105,8 @@ export interface NodeProcess {
 export class Mesh {
   readonly root: string;
   readonly nodes: NodeProcess[] = [];
+  /** The peer id `cimesh init` printed, by data folder: a node's bootstrap address is known before it starts. */
+  readonly peerIds = new Map<string, string>();
   private constructor(root: string) {
     this.root = root;
   }
@@ -118,15 +122,25 @@ export class Mesh {
     quorum: Partial<typeof testQuorum> = {},
   ): Promise<string> {
     const dataDir = join(this.root, name);
-    await cliOk(dataDir, ["init"]);
+    const out = await cliOk(dataDir, ["init"]);
+    const peerId = /peer id (\S+)/.exec(out)?.[1];
+    if (peerId === undefined) throw new Error(`cimesh init printed no peer id: ${out}`);
+    this.peerIds.set(dataDir, peerId);
+    await this.configure(dataDir, [
+      [["listen"], ["/ip4/127.0.0.1/tcp/0"]],
+      [["mdns"], false],
+      ...Object.entries({ ...testTiming, ...timing }).map(([key, value]): Setting => [["timing", key], value]),
+      ...Object.entries({ ...testQuorum, ...quorum }).map(([key, value]): Setting => [["quorum", key], value]),
+    ]);
+    return dataDir;
+  }
+
+  /** Sets fields of a node's config.yaml (before it starts), each by its path: `[["worker", "slots"], 2]`. */
+  async configure(dataDir: string, settings: readonly Setting[]): Promise<void> {
     const path = join(dataDir, "config.yaml");
     const document = parseDocument(await readFile(path, "utf8"));
-    document.set("listen", ["/ip4/127.0.0.1/tcp/0"]);
-    document.set("mdns", false);
-    for (const [key, value] of Object.entries({ ...testTiming, ...timing })) document.setIn(["timing", key], value);
-    for (const [key, value] of Object.entries({ ...testQuorum, ...quorum })) document.setIn(["quorum", key], value);
+    for (const [at, value] of settings) document.setIn(at, value);
     await writeFile(path, document.toString());
-    return dataDir;
   }
 
   /** A project node: its keys, keyset and config (`args` go to `project init`); returns the `trust add` arguments volunteers need. */

@@ -234,7 +234,16 @@ function printStatus(status: NodeStatus): void {
   if (status.roles.worker) {
     out(`availability ${status.availability ?? "-"}`);
     out(`running      ${status.running} of ${status.slots} slot(s)`);
+    const offering = status.offering ?? { freeSlots: 0, masters: {} };
+    const projects = Object.entries(offering.masters);
+    if (projects.length === 0) out("offering     nothing: no project's masters known yet (no keyset)");
+    for (const [project, masters] of projects)
+      out(
+        `offering     ${offering.freeSlots} slot(s) to ${project}'s ${masters.length} master(s): ${masters.map((key) => key.slice(0, 16)).join(", ")}`,
+      );
   }
+  for (const [project, held] of Object.entries(status.offersHeld))
+    out(`offers held  ${project}: ${held.freeSlots} slot(s) of ${held.workers} worker(s)`);
   out(`peers        ${status.peers}`);
   for (const entry of status.trusted)
     out(`trusts       ${entry.project}  share ${entry.share}  keyset ${entry.keysetVersion ?? "none yet"}`);

@@ -51,6 +51,19 @@ export interface NodeStatus {
   readonly availability: Availability | null;
   readonly running: number;
   readonly slots: number;
+  /**
+   * A worker's standing offer: the slots it offers now (0 unless eager and free) and, per pinned project, the masters
+   * it offers them to (hex keys, the announcers of the project's keyset). Null on a node without a worker.
+   */
+  readonly offering: {
+    readonly freeSlots: number;
+    readonly masters: Readonly<Record<string, readonly string[]>>;
+  } | null;
+  /**
+   * A master's offers on hand, per project it is master of: the workers whose standing offers have free slots left,
+   * and those slots (what a job submitted now is awarded from at once, with no announcement).
+   */
+  readonly offersHeld: Readonly<Record<string, { readonly workers: number; readonly freeSlots: number }>>;
   readonly peers: number;
   /** gossipsub's score of each peer as this node sees it: a forger's falls below zero. */
   readonly peerScores: Readonly<Record<string, number>>;

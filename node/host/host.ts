@@ -67,8 +67,12 @@ export const maxGossipMessageBytes = maxEnvelopeBytes;
 export const streamTimeoutMs = 10_000;
 /** How long a send may spend finding and dialling its peer. */
 export const dialTimeoutMs = 10_000;
-/** How often a node with no connection to a bootstrap peer dials it again. */
+/** How often a node with no connection to a bootstrap peer dials it again, at most (after the first tries). */
 export const bootstrapRetryMs = 5_000;
+/** The first wait before a bootstrap peer not reached is dialled again; doubled each round, up to bootstrapRetryMs. */
+export const bootstrapFirstRetryMs = 200;
+/** How long a direct message that comes before the node is wired waits for it (host.onDirect), at most. */
+export const directWiringWaitMs = 5_000;
 /** How many direct streams one peer may have open to us at once. */
 export const maxInboundDirectStreams = 64;
 /** The direct protocol's frame limits and time limit per stream; its answer is an empty acknowledgement. */
@@ -188,9 +192,23 @@ export interface Host {
   /** Joins a topic; every message from a peer on it goes through the handler, whose verdict gossipsub acts on (our own do not: the driver hands them to its machines). */
   subscribe(topic: string, handler: GossipHandler): void;
   publish(topic: string, bytes: Uint8Array): Promise<void>;
-  /** Sends one envelope to the peer whose ed25519 public key (hex) is given, dialling it if needed. */
-  send(toPublicKeyHex: string, bytes: Uint8Array): Promise<void>;
+  /**
+   * Sends one envelope to the peer whose ed25519 public key (hex) is given, dialling it if needed. Unacknowledged,
+   * the connections to the peer are dropped (the next try dials afresh) unless `keepConnection`: a courtesy message
+   * that failed is no reason to drop a peer.
+   */
+  send(toPublicKeyHex: string, bytes: Uint8Array, options?: { readonly keepConnection?: boolean }): Promise<void>;
+  /**
+   * Until a handler is set, a direct message waits for it (up to directWiringWaitMs, then it is refused
+   * unacknowledged and its sender tries again): the host is up, and dialling its bootstrap peers, before the node
+   * that takes its messages is wired.
+   */
   onDirect(handler: DirectHandler): void;
+  /**
+   * Told once per connection, after identify, of a peer that speaks the direct protocol (by PeerId): a node hands it
+   * what it should know at once (a master, its projects' keysets). The handler must not block.
+   */
+  onPeerMet(handler: (peerId: string) => void): void;
   /** Serves a request/response protocol: one frame in, one frame out, per stream. */
   handleRequests(protocol: string, options: RequestProtocolOptions, handler: RequestHandler): Promise<void>;
   /** One request to a peer (by PeerId) on a request/response protocol; dials it if needed. */
@@ -365,19 +383,20 @@ export async function createHost(options: HostOptions): Promise<Host> {
   // The service's public type omits the score, which the class has: scores are what the rogue-node tests read.
   const pubsub = libp2p.services.pubsub as ScoredGossipSub;
   const dht = libp2p.services.dht as KadDHT;
-  let directHandler: DirectHandler = () => undefined;
-  await serveDirect(libp2p, () => directHandler, options, guard);
-  const bootstrapTimer = await keepBootstrapped(libp2p, options.bootstrap);
+  const direct = new DirectDoor();
+  await serveDirect(libp2p, () => direct.handler(), options, guard);
+  const setPeerMet = watchPeersMet(libp2p);
+  const stopBootstrap = await keepBootstrapped(libp2p, options.bootstrap);
 
   return {
     peerId: libp2p.peerId.toString(),
     multiaddrs: () => libp2p.getMultiaddrs().map((address) => address.toString()),
     peerCount: () => libp2p.getPeers().length,
     ...gossipMethods(libp2p, pubsub, guard),
-    send: (toPublicKeyHex, bytes) => sendDirect(libp2p, toPublicKeyHex, bytes),
-    onDirect(handler) {
-      directHandler = handler;
-    },
+    send: (toPublicKeyHex, bytes, sendOptions) =>
+      sendDirect(libp2p, toPublicKeyHex, bytes, sendOptions?.keepConnection === true),
+    onDirect: (handler) => direct.open(handler),
+    onPeerMet: (handler) => setPeerMet(handler),
     handleRequests: (protocol, limits, handler) => serveRequests(libp2p, protocol, limits, handler, options, guard),
     request: (peerId, protocol, bytes, limits) => requestOnce(libp2p, peerId, protocol, bytes, limits),
     async hangUp(peerId) {
@@ -388,7 +407,7 @@ export async function createHost(options: HostOptions): Promise<Host> {
     penalties: () => guard.status(),
     ...recordMethods(dht, validators, options.recordSelectors ?? {}),
     async stop() {
-      if (bootstrapTimer !== null) clearInterval(bootstrapTimer);
+      stopBootstrap();
       await libp2p.stop();
     },
   };
@@ -487,6 +506,47 @@ function gossipService(options: HostOptions, guard: PeerGuard) {
 }
 
 /**
+ * Where direct messages go: the node's handler once it is set. Until then a message waits for it, up to
+ * directWiringWaitMs (a peer met while the node starts, a master handing over its keyset, is not turned away).
+ */
+class DirectDoor {
+  private current: DirectHandler | null = null;
+  private readonly waiting = new Set<() => void>();
+
+  open(handler: DirectHandler): void {
+    this.current = handler;
+    for (const wake of this.waiting) wake();
+    this.waiting.clear();
+  }
+
+  async handler(): Promise<DirectHandler> {
+    if (this.current !== null) return this.current;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    let wake: () => void = () => undefined;
+    try {
+      await new Promise<void>((resolve, reject) => {
+        wake = resolve;
+        this.waiting.add(wake);
+        timer = setTimeout(
+          () => reject(new HostError(`direct message: this node took none within ${directWiringWaitMs} ms of it`)),
+          directWiringWaitMs,
+        );
+      });
+    } finally {
+      clearTimeout(timer);
+      this.waiting.delete(wake);
+    }
+    const handler = this.now();
+    if (handler === null) throw new HostError("direct message: expected the node's handler once woken");
+    return handler;
+  }
+
+  private now(): DirectHandler | null {
+    return this.current;
+  }
+}
+
+/**
  * The direct protocol: one frame per stream, handed to the node, then acknowledged with an empty frame. The sender
  * counts a message delivered only when the acknowledgement comes back: a stream opened on a connection whose other
  * end has died (a peer killed and restarted on the same address) accepts writes and closes without error, so a
@@ -494,7 +554,7 @@ function gossipService(options: HostOptions, guard: PeerGuard) {
  */
 async function serveDirect(
   libp2p: Libp2p,
-  handlerOf: () => DirectHandler,
+  handlerOf: () => Promise<DirectHandler>,
   options: HostOptions,
   guard: PeerGuard,
 ): Promise<void> {
@@ -503,7 +563,7 @@ async function serveDirect(
     directProtocol,
     directLimits,
     async (bytes, from, remoteAddress) => {
-      await handlerOf()(bytes, from, remoteAddress);
+      await (await handlerOf())(bytes, from, remoteAddress);
       return directAck;
     },
     options,
@@ -512,23 +572,67 @@ async function serveDirect(
 }
 
 /**
- * Dials the bootstrap peers, then again every bootstrapRetryMs those not
- * connected; returns the timer of the retries (null with no bootstrap peer).
+ * Tells `met` (set later) once per connection of a peer that, as identify reports it, serves the direct protocol.
+ * identify runs on every new connection, inbound or outbound, and again on an identify push: the connections told of
+ * are remembered (weakly: a closed connection is forgotten with it) so that a push tells nothing twice. Peers met
+ * before `met` is set (the host dials its bootstrap peers before the node is wired) are told when it is, if still
+ * connected.
  */
-async function keepBootstrapped(
-  libp2p: Libp2p,
-  addresses: readonly string[],
-): Promise<ReturnType<typeof setInterval> | null> {
+function watchPeersMet(libp2p: Libp2p): (met: (peerId: string) => void) => void {
+  const told = new WeakSet<Connection>();
+  let early: Connection[] = [];
+  let handler: ((peerId: string) => void) | null = null;
+  libp2p.addEventListener("peer:identify", (event) => {
+    const { peerId, protocols, connection } = event.detail;
+    if (told.has(connection) || !protocols.includes(directProtocol)) return;
+    told.add(connection);
+    if (handler !== null) handler(peerId.toString());
+    else if (early.length < maxConnections) early.push(connection);
+  });
+  return (met) => {
+    handler = met;
+    for (const connection of early) if (connection.status === "open") met(connection.remotePeer.toString());
+    early = [];
+  };
+}
+
+/**
+ * Dials the bootstrap peers, then those not connected again: bootstrapFirstRetryMs later, twice that after each
+ * round that left one unconnected, up to bootstrapRetryMs (nodes of a mesh started together find each other in a
+ * fraction of a second, a peer that is down is not dialled more than every bootstrapRetryMs). Returns a stop function.
+ */
+async function keepBootstrapped(libp2p: Libp2p, addresses: readonly string[]): Promise<() => void> {
   const bootstrap = addresses.map((address) => multiaddr(address));
-  const dialBootstrap = async () => {
+  if (bootstrap.length === 0) return () => undefined;
+  /** Dials every bootstrap peer not connected; true when all are connected afterwards. */
+  const dialBootstrap = async (): Promise<boolean> => {
+    let all = true;
     for (const address of bootstrap) {
       const id = address.getComponents().find((component) => component.name === "p2p")?.value;
       if (id !== undefined && libp2p.getConnections(peerIdFromString(id)).length > 0) continue;
-      await libp2p.dial(address, { signal: AbortSignal.timeout(dialTimeoutMs) }).catch(() => undefined);
+      const connected = await libp2p.dial(address, { signal: AbortSignal.timeout(dialTimeoutMs) }).then(
+        () => true,
+        () => false,
+      );
+      all &&= connected;
     }
+    return all;
   };
-  await dialBootstrap();
-  return bootstrap.length > 0 ? setInterval(() => void dialBootstrap(), bootstrapRetryMs) : null;
+  let waitMs = bootstrapFirstRetryMs;
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  let stopped = false;
+  const schedule = (connected: boolean) => {
+    if (stopped) return;
+    // All connected: look again at the slow pace, and start the backoff afresh once one is lost.
+    const delayMs = connected ? bootstrapRetryMs : waitMs;
+    waitMs = connected ? bootstrapFirstRetryMs : Math.min(waitMs * 2, bootstrapRetryMs);
+    timer = setTimeout(() => void dialBootstrap().then(schedule), delayMs);
+  };
+  schedule(await dialBootstrap());
+  return () => {
+    stopped = true;
+    clearTimeout(timer);
+  };
 }
 
 /** The gossip side of a host: topics and their validators, publishing, peer scores. */
@@ -571,7 +675,12 @@ function gossipMethods(
 }
 
 /** Sends one frame to a peer (by public key) on the direct protocol, dialling it if needed. */
-async function sendDirect(libp2p: Libp2p, toPublicKeyHex: string, bytes: Uint8Array): Promise<void> {
+async function sendDirect(
+  libp2p: Libp2p,
+  toPublicKeyHex: string,
+  bytes: Uint8Array,
+  keepConnection: boolean,
+): Promise<void> {
   if (bytes.length > maxFrameBytes)
     throw new HostError(`direct frame: expected at most ${maxFrameBytes} bytes, got ${bytes.length}`);
   const peer = peerIdOfPublicKeyHex(toPublicKeyHex);
@@ -579,7 +688,7 @@ async function sendDirect(libp2p: Libp2p, toPublicKeyHex: string, bytes: Uint8Ar
     await requestOnce(libp2p, peer.toString(), directProtocol, bytes, directLimits);
   } catch (error) {
     // No acknowledgement: drop the connections to the peer, so that the next try dials it afresh.
-    await libp2p.hangUp(peer).catch(() => undefined);
+    if (!keepConnection) await libp2p.hangUp(peer).catch(() => undefined);
     throw error;
   }
 }

@@ -13,7 +13,9 @@ import {
   type JobRecord,
   type JobSpec,
   type MasterInput,
+  type MasterState,
   type NodeDriver,
+  offerStatus,
   type WorkerInput,
 } from "../../jobs/index.ts";
 import type { FetchStatus, JobDetail, JobSummary, LogLine, NodeApi, NodeStatus } from "../control/index.ts";
@@ -41,6 +43,19 @@ export interface ApiParts {
   readonly shares: Readonly<Record<string, number>>;
   /** Why this worker takes no job (no sandbox), or empty. */
   readonly sandboxProblem: string;
+}
+
+/** The unexpired standing offers a master holds with slots left: how many workers, how many slots. */
+function offersOnHand(state: MasterState, nowMs: number): { workers: number; freeSlots: number } {
+  let workers = 0;
+  let freeSlots = 0;
+  for (const key of state.offering) {
+    const known = state.workers[key] ?? state.unproven[key];
+    if (known === undefined || known.expiresAtMs <= nowMs || known.freeSlots <= 0) continue;
+    workers++;
+    freeSlots += known.freeSlots;
+  }
+  return { workers, freeSlots };
 }
 
 function summary(project: string, job: JobRecord): JobSummary {
@@ -115,6 +130,14 @@ export function nodeApi(parts: ApiParts): NodeApi {
       availability: worker === null ? null : effectiveAvailability(worker),
       running: worker === null ? 0 : Object.keys(worker.running).length,
       slots: worker?.config.slots ?? 0,
+      offering:
+        worker === null ? null : { freeSlots: offerStatus(worker).freeSlots, masters: structuredClone(worker.masters) },
+      offersHeld: Object.fromEntries(
+        driver.masterProjects().map((project) => {
+          const state = driver.masterState(project);
+          return [project, state === undefined ? { workers: 0, freeSlots: 0 } : offersOnHand(state, Date.now())];
+        }),
+      ),
       peers: host.peerCount(),
       peerScores: host.scores(),
       peerPenalties: host.penalties(),

@@ -58,8 +58,22 @@ export const stopDrainMs = 5_000;
 export const keepColocationEnv = "CIMESH_TEST_REAL_COLOCATION";
 /** Admission reasons of an Ignore that are the sender's doing (it sent something out of date or again); they cost it. */
 export const senderFaultIgnores: ReadonlySet<string> = new Set(["stale", "replay"]);
+/**
+ * Keyset pushes to peers met (a master hands its projects' keysets to each peer it connects to) under way at once; a
+ * peer met beyond it is not told (it finds the keyset in the DHT or on the topic, as before).
+ */
+export const maxKeysetPushesInFlight = 32;
+/** Tries of one keyset push (a failed one leaves the connection up: the DHT and the topic carry the keyset too). */
+export const keysetPushAttempts = 2;
+/** Wait between two tries of a keyset push. */
+export const keysetPushRetryMs = 1_000;
 /** Events of the driver's ports a peer can multiply (one per message it sends): written through the EventLog. */
-const floodableEvents: ReadonlySet<string> = new Set(["step-failed", "send-failed", "publish-failed"]);
+const floodableEvents: ReadonlySet<string> = new Set([
+  "step-failed",
+  "send-failed",
+  "publish-failed",
+  "keyset-push-failed",
+]);
 
 export interface StartOptions {
   readonly dataDir: string;
@@ -239,10 +253,18 @@ function wireInbound(
       return;
     }
     const admission = driver.receive({ kind: "direct", peer, prefix: networkPrefixOf(remoteAddress) }, bytes);
+    if (admission.keyset !== null)
+      events.note("keyset-accepted", {
+        project: admission.keyset.project.slice(0, 12),
+        from: fromPeerId,
+        via: "direct",
+      });
     if (admission.verdict === "accept") return;
     const offence = offenceOf(admission);
     if (offence !== null) host.penalize(fromPeerId, offence);
-    events.note("direct-refused", { from: fromPeerId, reason: admission.reason, error: admission.detail });
+    // An empty detail is routine (a keyset this node trusts already, pushed again): not worth a line.
+    if (admission.detail !== "")
+      events.note("direct-refused", { from: fromPeerId, reason: admission.reason, error: admission.detail });
   });
   for (const topic of topics)
     host.subscribe(topic, (bytes, fromPeerId) => {
@@ -260,6 +282,40 @@ function wireInbound(
         });
       return admission.verdict;
     });
+}
+
+/**
+ * A master hands its projects' keysets to every peer it meets, directly, once per connection: a fresh worker learns
+ * the project's masters (the keyset's announcers) at once and offers its slots, instead of waiting for the DHT or the
+ * topic. The receiver's admission judges it like any keyset; one that does not pin the project ignores it, free.
+ * Bounded (maxKeysetPushesInFlight) and never awaited by the host's event.
+ */
+function pushKeysets(host: Host, ownKeysets: ReadonlyMap<string, Uint8Array>, log: NodeLog, stopping: () => boolean) {
+  if (ownKeysets.size === 0) return;
+  let inFlight = 0;
+  const push = async (peerId: string): Promise<void> => {
+    const key = publicKeyHexOf(peerId);
+    for (const [project, bytes] of ownKeysets)
+      for (let attempt = 1; attempt <= keysetPushAttempts && !stopping(); attempt++) {
+        try {
+          await host.send(key, bytes, { keepConnection: true });
+          break;
+        } catch (error) {
+          if (attempt === keysetPushAttempts)
+            log("keyset-push-failed", { to: key.slice(0, 8), project: project.slice(0, 12), error: String(error) });
+          else await new Promise((resolve) => setTimeout(resolve, keysetPushRetryMs));
+        }
+      }
+  };
+  host.onPeerMet((peerId) => {
+    if (stopping() || inFlight >= maxKeysetPushesInFlight) return;
+    inFlight++;
+    void push(peerId)
+      .catch(() => undefined)
+      .finally(() => {
+        inFlight--;
+      });
+  });
 }
 
 /** Resolves true when `promise` settles within `limitMs`, false when the time runs out first. */
@@ -317,7 +373,9 @@ export async function startNode(options: StartOptions): Promise<RunningNode> {
   });
   const workerParts = options.worker ? await prepareWorker(options, config, self, shares, blobs, log) : null;
   let driver: NodeDriver<Uint8Array> | null = null;
+  let stopping = false;
   const host = await startHost(options, config, identity, () => driver?.trust() ?? trust, events);
+  pushKeysets(host, ownKeysets, portLog, () => stopping);
   await serveBlobs(host, blobs);
   const fetchFrom = treeFetcher(host, blobs, new PeerBans(), log);
 
@@ -356,7 +414,6 @@ export async function startNode(options: StartOptions): Promise<RunningNode> {
     stored: await store.load(),
   });
   for (const [project, bytes] of ownKeysets) driver.receiveKeysetRecord(project, bytes);
-  let stopping = false;
   wireInbound(host, driver, trust.keys(), events, () => stopping);
   driver.start();
 
