@@ -26,7 +26,6 @@ import { yamux } from "@chainsafe/libp2p-yamux";
 import { type GossipSub, gossipsub, StrictNoSign } from "@libp2p/gossipsub";
 import { identify } from "@libp2p/identify";
 import { memory } from "@libp2p/memory";
-import { peerIdFromString } from "@libp2p/peer-id";
 import { multiaddr } from "@multiformats/multiaddr";
 import * as lp from "it-length-prefixed";
 import { createLibp2p, type Libp2p } from "libp2p";
@@ -118,8 +117,7 @@ export function workerState(self: string): WorkerState {
     specs: [],
     slots: 1,
     renewIntervalMs: 1_000,
-    advertIntervalMs: 1_000,
-    advertJitterMs: 500,
+    offerJitterMs: 500,
   });
 }
 
@@ -229,9 +227,15 @@ function admissionRecord(
   };
 }
 
-/** Workers whose advert the master holds: runners and workers with a record, and the unproven ones (the liar). */
-function knownWorkerCount(state: MasterState | undefined): number {
-  return Object.keys(state?.workers ?? {}).length + Object.keys(state?.unproven ?? {}).length;
+/**
+ * What the master holds of each worker's offer, proven (runners, workers with a record) or not (the liar): its
+ * availability and the slots it has left to award, as "eager/1", by the worker's name.
+ */
+function knownWorkers(state: MasterState | undefined, nameOf: (key: string) => string): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const table of [state?.workers ?? {}, state?.unproven ?? {}])
+    for (const [key, known] of Object.entries(table)) out[nameOf(key)] = `${known.availability}/${known.freeSlots}`;
+  return out;
 }
 
 /** A message signed by a node of the world, with its bytes. */
@@ -266,8 +270,8 @@ export interface DiffWorld {
   submit(jobId: string, job: JobSpec): void;
   /** The master's jobs, or null while it is down. */
   masterJobs(): Readonly<Record<string, JobRecord>> | null;
-  /** Workers whose advert the master holds, proven or not. */
-  masterWorkerCount(): number;
+  /** What the master holds of each worker's offer, by name: "availability/free slots". Empty while it is down. */
+  masterKnownWorkers(): Record<string, string>;
   setAvailability(node: string, availability: Availability): void;
   /** The node's process dies; its store stays. */
   crash(node: string): Promise<void>;
@@ -279,6 +283,7 @@ export interface DiffWorld {
   connectAttacker(target: string): Promise<void>;
   sealAsAttacker(message: StampedMessage): Sealed;
   injectOnTopic(sealed: Sealed): Promise<void>;
+  /** Sends a message over the direct protocol to any node of the world, from the attacker. */
   injectDirect(to: string, sealed: Sealed): Promise<void>;
   stop(): Promise<void>;
 }
@@ -310,7 +315,7 @@ export interface ScenarioOutcome {
   targetTookAnnouncement: boolean;
   /** How many admissions the world had recorded when the attack began. */
   attackMark: number;
-  readonly injected: Record<"replay" | "wrongProject" | "direct", InjectedVerdict | null>;
+  readonly injected: Record<Injected, InjectedVerdict | null>;
   readonly timeline: string[];
   failure: string | null;
   elapsedMs: number;
@@ -319,6 +324,9 @@ export interface ScenarioOutcome {
 /** The worker the attacker talks to. */
 export const targetName = "W1";
 
+/** What the attacker injects, each judged by one node (see runScenario, step 5). */
+export type Injected = "replay" | "wrongProject" | "direct" | "offerOnTopic" | "offerToMaster";
+
 export async function runScenario(world: DiffWorld): Promise<ScenarioOutcome> {
   const outcome: ScenarioOutcome = {
     world: world.kind,
@@ -326,7 +334,7 @@ export async function runScenario(world: DiffWorld): Promise<ScenarioOutcome> {
     crashedWorker: null,
     targetTookAnnouncement: false,
     attackMark: 0,
-    injected: { replay: null, wrongProject: null, direct: null },
+    injected: { replay: null, wrongProject: null, direct: null, offerOnTopic: null, offerToMaster: null },
     timeline: [],
     failure: null,
     elapsedMs: 0,
@@ -357,30 +365,48 @@ export async function runScenario(world: DiffWorld): Promise<ScenarioOutcome> {
     note(`${jobId} runs on ${start.node}`);
     return start.node;
   };
-  /** W's admission of an injected message: the first one after `mark` with its bytes, on the channel. */
-  const admissionOf = async (mark: number, channel: "topic" | "direct", sealed: Sealed): Promise<InjectedVerdict> => {
+  /** A node's admission of an injected message (W's unless told): the first one after `mark` with its bytes, on the channel. */
+  const admissionOf = async (
+    mark: number,
+    channel: "topic" | "direct",
+    sealed: Sealed,
+    node: string = targetName,
+  ): Promise<InjectedVerdict> => {
     const digest = digestOf(sealed.bytes);
     const find = () =>
       world.admissions
         .slice(mark)
-        .find((record) => record.node === targetName && record.channel === channel && record.digest === digest);
-    await world.waitFor(`${targetName}'s admission of the injected message (${channel})`, () => find() !== undefined);
+        .find((record) => record.node === node && record.channel === channel && record.digest === digest);
+    await world.waitFor(`${node}'s admission of the injected message (${channel})`, () => find() !== undefined);
     const record = find() as AdmissionRecord;
-    note(`${targetName} admitted it: ${record.verdict}/${record.reason} (${record.detail})`);
+    note(`${node} admitted it: ${record.verdict}/${record.reason} (${record.detail})`);
     return { verdict: record.verdict, reason: record.reason, detail: record.detail };
+  };
+  /** Waits until the master holds every worker's offer as `expected` says ("availability/free slots", by name). */
+  const masterHolds = async (expected: Record<string, string>) => {
+    const wanted = JSON.stringify(expected, Object.keys(expected).sort());
+    const held = () => {
+      const known = world.masterKnownWorkers();
+      return JSON.stringify(known, Object.keys(known).sort());
+    };
+    await world.waitFor(`the master to hold the offers ${wanted}`, () => held() === wanted);
+    note(`the master holds ${wanted}`);
   };
 
   try {
-    // 1. Every worker heard of by the master.
-    await world.waitFor("the master to hear every worker's advert", () => world.masterWorkerCount() === 4);
-    note("the master knows all 4 workers");
+    // 1. Every worker reluctant, and heard of by the master: their offers say so, with no slot in them.
+    for (const name of workerNames) world.setAvailability(name, "reluctant");
+    await masterHolds(Object.fromEntries(workerNames.map((name) => [name, "reluctant/0"])));
 
-    // 2. J1: three replicas, quorum two; the liar, if chosen, is outvoted.
+    // 2. J1: three replicas, quorum two. No offer covers it, so it is announced; reluctant workers bid on the
+    // re-announcement (the liar, if chosen, is outvoted), and its verdict is gossiped.
     world.submit("j1", jobSpec(world.nowMs(), { replicas: 3, quorum: 2 }));
     await ended("j1");
-    // J2 and J3 run on one replica each: with the liar paused, their one result is an honest one in both worlds,
-    // so which worker wins a bid cannot make their accepted digests differ.
+    // J2 and J3 run on one replica each, awarded at once from the honest workers' offers: with the liar paused, their
+    // one result is an honest one in both worlds, so which offer is taken cannot make their accepted digests differ.
+    for (const name of honestNames) world.setAvailability(name, "eager");
     world.setAvailability(liarName, "paused");
+    await masterHolds({ ...Object.fromEntries(honestNames.map((name) => [name, "eager/1"])), [liarName]: "paused/0" });
 
     // 3. J2: the worker running it crashes and restarts from its store.
     world.submit("j2", jobSpec(world.nowMs(), { replicas: 1, quorum: 1 }));
@@ -452,6 +478,32 @@ export async function runScenario(world: DiffWorld): Promise<ScenarioOutcome> {
     mark = world.admissions.length;
     await world.injectDirect(targetName, captured);
     outcome.injected.direct = await admissionOf(mark, "direct", captured);
+
+    // (d) A standing offer of the attacker's own, on the project's topic: offers go to masters directly, never there.
+    const offerBody = {
+      issuedAtMs: nowMs,
+      expiresAtMs: nowMs + 10 * 60_000,
+      seq: sequenceFloorAt(nowMs) + 1,
+      project,
+      freeSlots: 1,
+      totalSlots: 1,
+      availability: "eager",
+      network: false,
+      dimensions,
+      specs: [],
+    };
+    const offer = world.sealAsAttacker({ domain: "offer", body: offerBody });
+    mark = world.admissions.length;
+    await world.injectOnTopic(offer);
+    outcome.injected.offerOnTopic = await admissionOf(mark, "topic", offer);
+
+    // (e) The same kind of offer sent straight to the master: anyone may offer, and the master holds it (as unproven).
+    const direct = world.sealAsAttacker({ domain: "offer", body: { ...offerBody, seq: offerBody.seq + 1 } });
+    mark = world.admissions.length;
+    await world.injectDirect(masterName, direct);
+    outcome.injected.offerToMaster = await admissionOf(mark, "direct", direct, masterName);
+    await world.waitFor("the master to hold the attacker's offer", () => attackerName in world.masterKnownWorkers());
+    note(`the master holds the attacker's offer: ${world.masterKnownWorkers()[attackerName]}`);
   } catch (error) {
     outcome.failure = error instanceof Error ? error.message : String(error);
     note(`failed: ${outcome.failure}`);
@@ -498,9 +550,9 @@ class TappingObserver extends Observer {
     this.onPublish = onPublish;
     this.onLog = onLog;
   }
-  override published(master: number, message: StampedMessage): StampedMessage[] {
+  override published(master: number, message: StampedMessage): void {
     this.onPublish(master, message);
-    return super.published(master, message);
+    super.published(master, message);
   }
   override logged(event: string, fields: Readonly<Record<string, unknown>>): void {
     this.onLog(event, fields);
@@ -648,8 +700,8 @@ export class SimDiffWorld implements DiffWorld {
     return this.master.driver?.masterState(project)?.jobs ?? null;
   }
 
-  masterWorkerCount(): number {
-    return knownWorkerCount(this.master.driver?.masterState(project));
+  masterKnownWorkers(): Record<string, string> {
+    return knownWorkers(this.master.driver?.masterState(project), (key) => this.nameOf(key));
   }
 
   setAvailability(node: string, availability: Availability): void {
@@ -682,10 +734,13 @@ export class SimDiffWorld implements DiffWorld {
     return { signer: attackerName, message, bytes: wire.bytes as Uint8Array };
   }
 
-  /** The wire the attacker puts on the network: sealed bytes it holds, signed by whoever signed them. */
+  /**
+   * The wire the attacker puts on the network: sealed bytes it holds, signed by whoever signed them. What it signs
+   * claims to be what it is not, a forgery to the observer, except an offer: anyone may offer its own slots.
+   */
   private attackerWire(sealed: Sealed): Wire {
     const attacker = this.node(attackerName);
-    const own = sealed.signer === attackerName;
+    const own = sealed.signer === attackerName && sealed.message.domain !== "offer";
     return {
       from: attacker.index,
       signer: this.node(sealed.signer).index,
@@ -995,8 +1050,8 @@ export class RealDiffWorld implements DiffWorld {
     return this.master?.masterState(project)?.jobs ?? null;
   }
 
-  masterWorkerCount(): number {
-    return knownWorkerCount(this.master?.masterState(project));
+  masterKnownWorkers(): Record<string, string> {
+    return knownWorkers(this.master?.masterState(project), (key) => this.nameOf(key));
   }
 
   setAvailability(node: string, availability: Availability): void {
@@ -1061,10 +1116,10 @@ export class RealDiffWorld implements DiffWorld {
     this.log(attackerName, "published", { recipients: sent.recipients.map((peer) => peer.toString().slice(-8)) });
   }
 
-  /** One frame on the direct protocol, as node/host's sendDirect writes it. */
+  /** One frame on the direct protocol, as node/host's sendDirect writes it; dialled by address (the attacker knows only W). */
   async injectDirect(to: string, sealed: Sealed): Promise<void> {
     const signal = AbortSignal.timeout(this.stepLimitMs);
-    const stream = await this.attackerNode.dialProtocol(peerIdFromString(this.node(to).peerId), directProtocol, {
+    const stream = await this.attackerNode.dialProtocol(multiaddr(this.node(to).address), directProtocol, {
       signal,
     });
     if (!stream.send(lp.encode.single(sealed.bytes))) await stream.onDrain({ signal });

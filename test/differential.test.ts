@@ -2,11 +2,14 @@
  * Differential test of the shell core (jobs/driver.ts): one scripted scenario
  * (test/differential-worlds.ts, runScenario) played on the simulator's ports
  * and on real libp2p nodes over @libp2p/memory. A master and four workers (one
- * a liar) run three jobs through a worker crash and a master crash; then an
- * attacker sends a restarted worker W a replayed announcement on the topic, a
- * self-signed announcement of another project on the topic, and the replayed
- * announcement over the direct protocol. W's admission of each, and each job's
- * outcome, must be the same in both worlds and the expected one.
+ * a liar) run three jobs: the first announced to reluctant workers, which bid,
+ * the other two awarded at once from standing offers, through a worker crash
+ * and a master crash; then an attacker sends a restarted worker W a replayed
+ * announcement on the topic, a self-signed announcement of another project on
+ * the topic, the replayed announcement over the direct protocol and an offer
+ * of its own on the topic, and sends the master an offer of its own directly.
+ * The admission of each, and each job's outcome, must be the same in both
+ * worlds and the expected one.
  */
 import test from "ava";
 import { resultDigest } from "../jobs/index.ts";
@@ -23,11 +26,13 @@ import {
 
 const honestDigest = resultDigest({ outcome: "succeeded", exitCode: 0, outputsDigest: honestOutputs });
 
-/** What each injected message must get from W. */
+/** What each injected message must get from W (the offer sent directly: from the master). */
 const expectedInjected = {
   replay: { verdict: "ignore", reason: "replay" },
   wrongProject: { verdict: "reject", reason: "wrong-project" },
   direct: { verdict: "reject", reason: "signer-not-sender" },
+  offerOnTopic: { verdict: "reject", reason: "not-on-topic" },
+  offerToMaster: { verdict: "accept", reason: "taken" },
 } as const;
 
 /** What happened in a world, for the log: its timeline, W's admissions, every node's admissions by verdict. */
