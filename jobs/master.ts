@@ -176,8 +176,11 @@ export interface KnownWorker {
   readonly network: boolean;
 }
 
-/** Offers looked at to award one job's runs: all of them up to this many, else this many drawn at random. */
+/** Offers of one tier looked at to award one job's runs: all of them up to this many, else this many drawn at random. */
 export const maxOfferCandidates = 256;
+
+/** Who made an offer, as this master verified it: a runner of the project, a worker with a record here, or anyone. */
+export type OfferTier = "runner" | "proven" | "unproven";
 
 /** Distinct job requirement sets whose eligible-pool count is cached. */
 export const maxPoolCacheEntries = 1024;
@@ -285,10 +288,13 @@ export interface MasterState {
   /** How many entries `workers` holds, so an offer checks the bound without listing every known worker. */
   knownWorkerCount: number;
   poolCache: Record<string, [version: number, eligible: number, reluctant: number, eager: number]>;
-  /** Known workers whose offer has eager slots left to award, in no order (removed by swapping in the last). */
-  offering: string[];
+  /**
+   * Known workers whose offer has eager slots left to award, by tier (runners, workers with a record here, the
+   * rest), each in no order (removed by swapping in the last): a flood of fresh keys fills only the last tier.
+   */
+  offering: Record<OfferTier, string[]>;
   /** Where each offering worker sits in `offering`. */
-  offeringAt: Record<string, number>;
+  offeringAt: Record<string, [tier: OfferTier, index: number]>;
   /** Open jobs that want runs no award covers yet: an offer that arrives is given to them at once. */
   hungry: Record<string, true>;
 }
@@ -350,7 +356,7 @@ export function createMaster(config: Partial<MasterConfig> & { project: string }
     workersVersion: 0,
     knownWorkerCount: 0,
     poolCache: {},
-    offering: [],
+    offering: { runner: [], proven: [], unproven: [] },
     offeringAt: {},
     hungry: {},
   };
@@ -690,23 +696,32 @@ function award(step: Step, job: JobRecord, bid: PendingBid, shard: number): void
 function stopOffering(state: MasterState, worker: string): void {
   const at = state.offeringAt[worker];
   if (at === undefined) return;
-  const last = state.offering.pop() as string;
+  const [tier, index] = at;
+  const list = state.offering[tier];
+  const last = list.pop() as string;
   if (last !== worker) {
-    state.offering[at] = last;
-    state.offeringAt[last] = at;
+    list[index] = last;
+    state.offeringAt[last] = [tier, index];
   }
   delete state.offeringAt[worker];
 }
 
-function startOffering(state: MasterState, worker: string): void {
-  if (worker in state.offeringAt) return;
-  state.offeringAt[worker] = state.offering.length;
-  state.offering.push(worker);
+function startOffering(state: MasterState, worker: string, tier: OfferTier): void {
+  const at = state.offeringAt[worker];
+  if (at !== undefined && at[0] === tier) return;
+  stopOffering(state, worker);
+  state.offeringAt[worker] = [tier, state.offering[tier].length];
+  state.offering[tier].push(worker);
+}
+
+function offersOnHand(state: MasterState): number {
+  return state.offering.runner.length + state.offering.proven.length + state.offering.unproven.length;
 }
 
 /**
- * The offers on hand that could run this job now, as bids (what this master verified of each: runner, prefix): every
- * one while they are few, else maxOfferCandidates drawn at random. Lapsed offers met on the way are dropped.
+ * The offers on hand that could run this job now, as bids (what this master verified of each: runner, prefix): of
+ * each tier, every one while they are few, else maxOfferCandidates drawn at random; every runner's always. Lapsed
+ * offers met on the way are dropped.
  */
 function offerCandidates(step: Step, job: JobRecord): PendingBid[] {
   const { state, nowMs, rng } = step;
@@ -727,23 +742,26 @@ function offerCandidates(step: Step, job: JobRecord): PendingBid[] {
       offered: true,
     });
   };
-  if (state.offering.length <= maxOfferCandidates) {
-    for (const worker of [...state.offering]) consider(worker);
-    return shuffled(candidates, rng);
+  for (const tier of ["runner", "proven", "unproven"] as const) {
+    const list = state.offering[tier];
+    if (tier === "runner" || list.length <= maxOfferCandidates) {
+      for (const worker of [...list]) consider(worker);
+      continue;
+    }
+    const drawn = new Set<string>();
+    for (let tries = 0; tries < maxOfferCandidates * 2 && drawn.size < maxOfferCandidates; tries++) {
+      const worker = list[Math.floor(rng() * list.length)];
+      if (worker === undefined || drawn.has(worker)) continue;
+      drawn.add(worker);
+      consider(worker);
+    }
   }
-  const drawn = new Set<string>();
-  for (let tries = 0; tries < maxOfferCandidates * 2 && drawn.size < maxOfferCandidates; tries++) {
-    const worker = state.offering[Math.floor(rng() * state.offering.length)];
-    if (worker === undefined || drawn.has(worker)) continue;
-    drawn.add(worker);
-    consider(worker);
-  }
-  return candidates;
+  return shuffled(candidates, rng);
 }
 
 /** Awards what offers on hand can cover of the runs a job wants, in this step (no announcement, no window). */
 function awardFromOffers(step: Step, job: JobRecord): void {
-  if (step.state.offering.length === 0) return;
+  if (offersOnHand(step.state) === 0) return;
   const candidates = offerCandidates(step, job);
   if (candidates.length > 0) awardRuns(step, job, candidates, new Set());
 }
@@ -815,50 +833,64 @@ function pickBid(
  * once per job; `used` gathers the workers awarded.
  */
 function awardRuns(step: Step, job: JobRecord, candidates: readonly PendingBid[], used: Set<string>): void {
+  // Each shard's first run before any shard's second: anchors (runners, weighed workers) go first to the shards
+  // that have none, rather than two of them to one shard and none to the next.
+  for (const firstRunsOnly of [true, false])
+    for (let shard = 0; shard < job.shards.length; shard++)
+      awardShardRuns(step, job, shard, candidates, used, firstRunsOnly);
+}
+
+function awardShardRuns(
+  step: Step,
+  job: JobRecord,
+  shard: number,
+  candidates: readonly PendingBid[],
+  used: Set<string>,
+  firstRunOnly: boolean,
+): void {
   const { state, rng, nowMs } = step;
-  for (let shard = 0; shard < job.shards.length; shard++) {
-    let needed = runsNeeded(state, job, shard, nowMs);
-    if (needed === 0) continue;
-    const record = job.shards[shard] as ShardRecord;
-    if (record.runsAwarded === 0 && state.config.spotCheckFraction > 0)
-      record.spotCheck = rng() < state.config.spotCheckFraction;
-    const { groups, runnerDigests } = digestGroups(state, job, shard);
-    // A dispute is the project's runners' to settle: only a runner may run the shard then. Results that agree but
-    // weigh too little want weight, not another result that weighs nothing: only a weighed worker may run it then
-    // (spending the run bound on more unweighed volunteers would fail the job).
-    const runnerOnly = awaitsRunner(state, job, groups, runnerDigests, nowMs);
-    const weighedOnly =
-      state.config.quorumWeight > 0 &&
-      [...groups.values()].some((group) => group.attempts.length >= job.spec.quorum) &&
-      weighedWorkerKnown(state, job, shard, nowMs);
-    while (needed > 0) {
-      const bid = pickBid(
-        state,
-        job,
-        shard,
-        candidates,
-        used,
-        record.spotCheck && record.runsAwarded === 0,
-        runnerOnly,
-        weighedOnly,
-      );
-      if (bid === undefined) break;
-      if (record.runsAwarded === 0 && job.spec.replicas > 1 && (bid.runner || state.config.trustVolunteersAlone)) {
-        // BOINC adaptive replication: a worker with CV consecutive valid results runs alone with probability 1 - 1/CV.
-        const cv = reputationOf(state, bid.worker).consecutiveValid;
-        if (cv >= state.config.trustAloneAfterValid && rng() < 1 - 1 / cv) {
-          record.trustedAlone = bid.worker;
-          needed = 1;
-          step.log("trusted-alone", { jobId: job.jobId, shard, worker: bid.worker, consecutiveValid: cv });
-        }
+  let needed = runsNeeded(state, job, shard, nowMs);
+  if (needed === 0) return;
+  if (firstRunOnly) needed = 1;
+  const record = job.shards[shard] as ShardRecord;
+  if (firstRunOnly && record.runsAwarded === 0 && state.config.spotCheckFraction > 0)
+    record.spotCheck = rng() < state.config.spotCheckFraction;
+  const { groups, runnerDigests } = digestGroups(state, job, shard);
+  // A dispute is the project's runners' to settle: only a runner may run the shard then. Results that agree but
+  // weigh too little want weight, not another result that weighs nothing: only a weighed worker may run it then
+  // (spending the run bound on more unweighed volunteers would fail the job).
+  const runnerOnly = awaitsRunner(state, job, groups, runnerDigests, nowMs);
+  const weighedOnly =
+    state.config.quorumWeight > 0 &&
+    [...groups.values()].some((group) => group.attempts.length >= job.spec.quorum) &&
+    weighedWorkerKnown(state, job, shard, nowMs);
+  while (needed > 0) {
+    const bid = pickBid(
+      state,
+      job,
+      shard,
+      candidates,
+      used,
+      record.spotCheck && record.runsAwarded === 0,
+      runnerOnly,
+      weighedOnly,
+    );
+    if (bid === undefined) break;
+    if (record.runsAwarded === 0 && job.spec.replicas > 1 && (bid.runner || state.config.trustVolunteersAlone)) {
+      // BOINC adaptive replication: a worker with CV consecutive valid results runs alone with probability 1 - 1/CV.
+      const cv = reputationOf(state, bid.worker).consecutiveValid;
+      if (cv >= state.config.trustAloneAfterValid && rng() < 1 - 1 / cv) {
+        record.trustedAlone = bid.worker;
+        needed = 1;
+        step.log("trusted-alone", { jobId: job.jobId, shard, worker: bid.worker, consecutiveValid: cv });
       }
-      award(step, job, bid, shard);
-      // A bid is one slot; an offer is spent when the slots it offered are.
-      const known = bid.offered === true ? (state.workers[bid.worker] ?? state.unproven[bid.worker]) : undefined;
-      if (known === undefined || known.freeSlots <= 0) used.add(bid.worker);
-      needed--;
-      if (record.trustedAlone !== null) break;
     }
+    award(step, job, bid, shard);
+    // A bid is one slot; an offer is spent when the slots it offered are.
+    const known = bid.offered === true ? (state.workers[bid.worker] ?? state.unproven[bid.worker]) : undefined;
+    if (known === undefined || known.freeSlots <= 0) used.add(bid.worker);
+    needed--;
+    if (record.trustedAlone !== null) break;
   }
 }
 
@@ -1391,7 +1423,8 @@ function onOffer(step: Step, worker: string, offer: Offer, runner: boolean, pref
     state.unproven[worker] = known;
   }
   state.workersVersion++;
-  if (known.availability === "eager" && known.freeSlots > 0) startOffering(state, worker);
+  if (known.availability === "eager" && known.freeSlots > 0)
+    startOffering(state, worker, runner ? "runner" : worker in state.workers ? "proven" : "unproven");
   else {
     stopOffering(state, worker);
     return;

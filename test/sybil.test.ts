@@ -597,9 +597,9 @@ test("70,000 offers from fresh keys keep the unproven table within its bound, an
   t.is(job.status, "passed", job.reason);
 });
 
-// Failing while jobs/master.ts's offerCandidates draws maxOfferCandidates offers at random among all those on hand:
-// among thousands of throwaway offers the runners' are seldom drawn, so most first runs go to throwaway identities.
-test.failing("a flood of fresh-key offers does not keep the runner's offer from a shard's first run: it is awarded at once, as an anchoring bid would be", (t) => {
+// Offers are drawn by tier (runners always, proven workers, then the rest) and each shard's first run is awarded
+// before any shard's second: thousands of throwaway offers neither hide a runner's offer nor take its shard.
+test("a flood of fresh-key offers does not keep the runner's offer from a shard's first run: it is awarded at once, as an anchoring bid would be", (t) => {
   const flood = 2_000;
   const shards = 3;
   const seeds = 10;
