@@ -2,10 +2,12 @@
  * Model-based test of the master state machine (jobs/master.ts): one master,
  * driven by fast-check commands in any order over a virtual clock: submits,
  * bids, results (honest, lying, refused, late, duplicate, misaddressed), lease
- * renewals, log chunks, adverts, cancels, restarts and the passing of time.
+ * renewals, log chunks, standing offers, cancels, restarts and the passing of
+ * time.
  * After every step the harness checks the real state and the step's effects
  * against what the model knows (the results it saw accepted and acknowledged,
- * the awards and endings it saw go out, the wake-up the shell was asked for),
+ * the awards and endings it saw go out, the slots each worker offered and the
+ * awards that used them, the wake-up the shell was asked for),
  * keeps what a store would hold from the step's changes, and on a restart
  * rebuilds the master from that store alone. A drain phase with honest fresh
  * workers and the project's runners then checks that every job ends within a
@@ -17,12 +19,17 @@
  * decided only once no replica is in flight, by a runner's result, or (no
  * runner known to settle a dispute) by `quorum` weighed results that weigh
  * enough and outweigh every other digest by a full quorum weight, never
- * against a runner's; awards only to open bids, volunteers' replicas of a
+ * against a runner's; awards only to open bids or to offers with a slot left
+ * (never more awards from a worker's offer than the slots it offered), a
+ * submit awarded at once when an offer is on hand, volunteers' replicas of a
  * shard on distinct prefixes, a dispute's run to a runner, a shard's first
- * run to a runner on a spot check, to an anchoring bidder on a shard without
- * one, weighed bidders before unweighed ones; only runners trusted alone
- * unless volunteers may be; adverts kept in two bounded tables, proven and
- * unproven, each in the order the rules say.
+ * run to a runner on a spot check, to an anchoring candidate on a shard
+ * without one, weighed candidates before unweighed ones, among the bids or
+ * the offers the award came from; only runners trusted alone unless
+ * volunteers may be; offers kept in two bounded tables, proven and unproven,
+ * each in the order the rules say; an announcement only when a known
+ * reluctant worker could answer it or no eager one is known; a verdict or
+ * cancel gossiped for a job that was announced, and only then.
  */
 import { isDeepStrictEqual } from "node:util";
 import test from "ava";
@@ -74,7 +81,7 @@ const freshPerRound = 10;
 
 /**
  * The pool the commands draw workers from: eight ed25519-sized keys as lowercase hex; the first six are volunteers,
- * the last two the project's runners (trust names them; admission says so with each bid and advert).
+ * the last two the project's runners (trust names them; admission says so with each bid and offer).
  */
 const pool: readonly string[] = Array.from({ length: 8 }, (_, i) => (i + 1).toString(16).padStart(2, "0").repeat(32));
 const volunteerCount = 6;
@@ -92,8 +99,8 @@ const poolPrefixes: readonly string[] = [
   "10.8.0.0/24",
 ];
 const freshWorker = (n: number): string => `fe${n.toString(16).padStart(62, "0")}`;
-/** A key that only ever advertises: anyone can sign adverts with fresh keys. */
-const advertOnly = (n: number): string => `ad${n.toString(16).padStart(62, "0")}`;
+/** A key that only ever offers: anyone can sign offers with fresh keys. */
+const offerOnly = (n: number): string => `ad${n.toString(16).padStart(62, "0")}`;
 /** A worker's network prefix: the pool's own, a prefix per fresh worker. */
 function prefixOf(worker: string): string {
   const index = pool.indexOf(worker);
@@ -120,8 +127,6 @@ interface Model {
   readonly tallies: Map<string, Map<string, number>[]>;
   /** Award effects seen per job. */
   readonly awards: Map<string, number>;
-  /** Workers that made an admissible bid on a job: the only ones an award may go to. */
-  readonly bidders: Map<string, Set<string>>;
   /** The wake-up the shell holds: the last set-timer, consumed by a tick at or after it. */
   wakeUp: number | null;
   /** Every wake-up asked for, oldest first: deadlines may fall on one to the millisecond. */
@@ -133,17 +138,33 @@ interface Model {
   readonly config: MasterConfig;
   /** Each worker's reputation as the model counts it, from the shards it saw decided. */
   readonly reputation: Map<string, Reputation>;
-  /** The adverts the master should hold: proven workers and runners, and the unproven, each in table order. */
-  readonly known: { readonly proven: Map<string, KnownAdvert>; readonly unproven: Map<string, KnownAdvert> };
-  /** The seq of the last advert the test made per worker. */
-  readonly advertSeqs: Map<string, number>;
-  advertOnlyCount: number;
+  /** The offers the master should hold: proven workers and runners, and the unproven, each in table order. */
+  readonly known: { readonly proven: Map<string, KnownOffer>; readonly unproven: Map<string, KnownOffer> };
+  /** The seq of the last offer the test made per worker. */
+  readonly offerSeqs: Map<string, number>;
+  offerOnlyCount: number;
+  /** Jobs the master announced: only those are ended with a gossiped verdict or cancel. */
+  readonly announced: Set<string>;
 }
 
-/** What the model keeps of an advert the master took. */
-interface KnownAdvert {
+/** What the model keeps of an offer the master took: its slots less one per award the master made to the worker since. */
+interface KnownOffer {
   readonly seq: number;
   readonly expiresAtMs: number;
+  readonly availability: "eager" | "reluctant" | "paused" | "offline";
+  freeSlots: number;
+}
+
+/** The known worker's offer, in either table. */
+function knownOffer(model: Model, worker: string): KnownOffer | undefined {
+  return model.known.proven.get(worker) ?? model.known.unproven.get(worker);
+}
+
+/** Slots an award may use now: the offer is eager, unexpired and has some left. */
+function offeredSlots(model: Model, worker: string): number {
+  const offer = knownOffer(model, worker);
+  if (offer === undefined || offer.availability !== "eager" || offer.expiresAtMs < model.nowMs) return 0;
+  return offer.freeSlots;
 }
 
 interface Real {
@@ -267,10 +288,32 @@ function decidesByRules(
   return true;
 }
 
-/** Whether a runner of the project could run a job now, by the adverts the master holds: who settles a dispute. */
+/**
+ * The known workers that could run a job now (every job of this test fits every worker), eager and reluctant; with
+ * `lapsed`, those whose offer has lapsed too.
+ */
+function knownPool(model: Model, options: { lapsed?: boolean } = {}): { eager: number; reluctant: number } {
+  let eager = 0;
+  let reluctant = 0;
+  for (const offer of [...model.known.proven.values(), ...model.known.unproven.values()]) {
+    if (offer.expiresAtMs < model.nowMs && options.lapsed !== true) continue;
+    if (offer.availability === "paused" || offer.availability === "offline") continue;
+    if (offer.availability === "reluctant") reluctant++;
+    else eager++;
+  }
+  return { eager, reluctant };
+}
+
+/** Whether a runner of the project could run a job now, by the offers the master holds: who settles a dispute. */
 function runnerKnown(model: Model): boolean {
-  for (const [worker, advert] of model.known.proven)
-    if (isRunner(worker) && advert.expiresAtMs >= model.nowMs) return true;
+  for (const [worker, offer] of model.known.proven)
+    if (
+      isRunner(worker) &&
+      offer.expiresAtMs >= model.nowMs &&
+      offer.availability !== "paused" &&
+      offer.availability !== "offline"
+    )
+      return true;
   return false;
 }
 
@@ -387,14 +430,30 @@ function checkDecisions(model: Model, state: MasterState, before: Before): void 
   for (const [worker, record] of moved) model.reputation.set(worker, record);
 }
 
+/** A worker an award may go to: one that bid on the job, or one whose offer has a slot left. */
+interface Candidate {
+  readonly worker: string;
+  readonly runner: boolean;
+  readonly prefix: string;
+}
+
 /**
- * Every award of the step went to an open bid of the window, and in the order the rules say: a shard's first run to
- * a runner on a spot check; on a shard no anchoring run holds, to an anchoring bidder when one bids; weighed bidders
+ * Every award of the step went to an open bid of the window (or the bid the step took) or to an offer with a slot
+ * left, never more awards from a worker's offer than the slots it offered (`slots`, used up as the awards go), and
+ * in the order the rules say among the candidates it came from, bids or offers: a shard's first run to a runner on
+ * a spot check; on a shard no anchoring run holds, to an anchoring candidate when one is on hand; weighed candidates
  * before unweighed ones. The step may move reputations (a decision) and end leases (a tick) before its awards, so
  * each rule is checked only where it holds whatever happened first: weights are bounded by their values before and
  * after the step, and a worker whose run may have ended in the step counts as busy.
  */
-function checkAwards(model: Model, state: MasterState, before: Before, effects: readonly Effect[]): void {
+function checkAwards(
+  model: Model,
+  state: MasterState,
+  before: Before,
+  effects: readonly Effect[],
+  input: MasterInput,
+  slots: Map<string, number>,
+): void {
   const { quorumWeight, validRunsForFullWeight, distinctPrefixes } = model.config;
   const span = (worker: string): [number, number] => {
     if (isRunner(worker)) return [Number.POSITIVE_INFINITY, Number.POSITIVE_INFINITY];
@@ -411,6 +470,14 @@ function checkAwards(model: Model, state: MasterState, before: Before, effects: 
   const weighedMaybe = (worker: string) => span(worker)[1] > 0;
   const runs = new Map<string, { worker: string; shard: number; prefix: string; sure: boolean; maybe: boolean }[]>();
   const used = new Map<string, Set<string>>();
+  // A bid may close its window at once (enough bids): the bid the step took is a candidate too.
+  const taken =
+    input.kind === "bid" &&
+    input.bid.project === project &&
+    input.bid.availability !== "paused" &&
+    input.bid.availability !== "offline"
+      ? { jobId: input.bid.jobId, worker: input.signer, runner: input.runner ?? false, prefix: input.prefix ?? "" }
+      : null;
   for (const effect of effects) {
     if (effect.type !== "send" || effect.message.domain !== "award") continue;
     const { jobId, attempt, shard } = effect.message.body;
@@ -436,51 +503,96 @@ function checkAwards(model: Model, state: MasterState, before: Before, effects: 
     const busyBefore = new Set(
       (before.attempts.get(jobId) ?? []).filter((a) => a.state === "running").map((a) => a.worker),
     );
-    const bids = before.bids.get(jobId) ?? [];
-    const bid = bids.find((candidate) => candidate.worker === effect.to);
-    if (bid === undefined) fail(`${jobId}: award to ${effect.to.slice(0, 8)}, who had no bid in the window`);
-    if (record.runner !== bid.runner || record.prefix !== bid.prefix)
-      fail(`${jobId}: attempt ${attempt} does not keep its bid's runner and prefix`);
+    const bids: Candidate[] = [...(before.bids.get(jobId) ?? []), ...(taken?.jobId === jobId ? [taken] : [])];
+    const offers: Candidate[] = [...slots]
+      .filter(([, left]) => left > 0)
+      .map(([worker]) => ({ worker, runner: isRunner(worker), prefix: prefixOf(worker) }));
+    const fromBid = bids.find((candidate) => candidate.worker === effect.to);
+    const fromOffer = offers.find((candidate) => candidate.worker === effect.to);
+    if (fromBid === undefined && fromOffer === undefined)
+      fail(`${jobId}: award to ${effect.to.slice(0, 8)}, who neither bid in the window nor has a slot offered`);
+    const awardee: Candidate = { worker: effect.to, runner: record.runner, prefix: record.prefix };
+    const source = fromBid ?? fromOffer;
+    if (record.runner !== source?.runner || record.prefix !== source?.prefix)
+      fail(`${jobId}: attempt ${attempt} does not keep its bid's or offer's runner and prefix`);
     const onShard = held.filter((run) => run.shard === shard);
     const prefixes = new Set(distinctPrefixes ? onShard.map((run) => run.prefix).filter((p) => p !== "") : []);
-    // Open to the shard whatever the step did first (`loose`), and for sure (`strict`: not busy before the step).
-    const loose = (candidate: { worker: string; prefix: string; runner: boolean }) =>
-      !usedHere.has(candidate.worker) &&
+    // Open to the shard: never a worker that ran it, nor a volunteer on a prefix one of its runs came from.
+    const openToShard = (candidate: Candidate) =>
       !onShard.some((run) => run.worker === candidate.worker) &&
       (candidate.runner || candidate.prefix === "" || !prefixes.has(candidate.prefix));
-    const strict = bids.filter((candidate) => loose(candidate) && !busyBefore.has(candidate.worker));
-    const open = bids.filter(loose);
-    if (!loose(bid))
-      fail(`${jobId}: shard ${shard} awarded to ${bid.worker.slice(0, 8)}, already used here or on a taken prefix`);
+    if (!openToShard(awardee))
+      fail(`${jobId}: shard ${shard} awarded to ${effect.to.slice(0, 8)}, who ran it already or on a taken prefix`);
+    // A bid holds one slot: a bidder runs one run of a job at a time. An offer's slots may take one run of each shard.
+    // Open whatever the step did first (`loose`), and for sure (`strict`: not busy before the step either).
+    const looseFor = (offered: boolean) => (candidate: Candidate) =>
+      openToShard(candidate) && (offered || !usedHere.has(candidate.worker));
+    const strictFor = (offered: boolean) => (candidate: Candidate) =>
+      looseFor(offered)(candidate) && (offered || !busyBefore.has(candidate.worker));
+    if (fromOffer === undefined && !looseFor(false)(awardee))
+      fail(`${jobId}: shard ${shard} awarded to bidder ${effect.to.slice(0, 8)}, who runs some of the job already`);
+    // A job spreads across workers: one that surely runs some of it now goes after one that surely runs none.
+    const runsSome = (worker: string) =>
+      usedHere.has(worker) ||
+      (before.attempts.get(jobId) ?? []).some(
+        (a, index) => a.worker === worker && job.attempts[index]?.state === "running",
+      );
+    const runsNone = (worker: string) => !usedHere.has(worker) && !busyBefore.has(worker);
     const spotCheck = onShard.length === 0 && job.shards[shard]?.spotCheck === true;
-    const who = `${jobId}: shard ${shard}, run ${onShard.length}, to ${bid.worker.slice(0, 8)}`;
+    const who = `${jobId}: shard ${shard}, run ${onShard.length}, to ${effect.to.slice(0, 8)}`;
     const groupsNow = reportedGroups(job, shard);
-    // Results that agree in number but weigh too little want weight: a weighed bid goes before an unweighed one (and
-    // the master waits for one while a weighed worker it knows of could come; the model checks the bids it saw).
+    // Results that agree in number but weigh too little want weight: a weighed candidate goes before an unweighed one
+    // (and the master waits for one while a weighed worker it knows of could come; the model checks those it saw).
     const weighedOnly =
       model.config.quorumWeight > 0 && [...groupsNow.values()].some((members) => members.length >= job.spec.quorum);
-    if (weighedOnly && !weighedMaybe(bid.worker) && strict.some((candidate) => weighedSure(candidate.worker)))
-      fail(`${who}: agreeing results want weight, a weighed bidder bid, and this one weighs nothing`);
-    if (awaitsRunner(model, groupsNow)) {
-      if (!bid.runner) fail(`${who}: a dispute, and not a runner`);
-    } else if (spotCheck && strict.some((candidate) => candidate.runner)) {
-      if (!bid.runner) fail(`${who}: a spot check, and a runner bid`);
-    } else {
-      const anchoredMaybe = onShard.some((run) => run.maybe && anchorMaybe(run.worker));
-      const anchoredSure = onShard.some((run) => run.sure && anchorSure(run.worker));
-      if (!anchoredMaybe && strict.some((candidate) => anchorSure(candidate.worker))) {
-        if (!anchorMaybe(bid.worker)) fail(`${who}: no anchor on the shard, and an anchoring bidder bid`);
-      } else if (anchoredSure || !open.some((candidate) => anchorMaybe(candidate.worker))) {
-        if (strict.some((candidate) => weighedSure(candidate.worker)) && !weighedMaybe(bid.worker))
-          fail(`${who}: unweighed, and a weighed bidder bid`);
+    /** What the award breaks of the rules, had it been chosen among these candidates; null when nothing. */
+    const violation = (candidates: readonly Candidate[], offered: boolean): string | null => {
+      const strict = candidates.filter(strictFor(offered));
+      const open = candidates.filter(looseFor(offered));
+      // Surely ranked no lower in any way the master ranks (a runner, or a sure weight at least the awardee's most).
+      const noLower = (candidate: Candidate) =>
+        candidate.runner || (!awardee.runner && span(candidate.worker)[0] >= span(effect.to)[1]);
+      if (
+        runsSome(effect.to) &&
+        strict.some((candidate) => runsNone(candidate.worker) && noLower(candidate) && candidate.worker !== effect.to)
+      )
+        return `${who}: runs some of the job already, and a candidate ranked no lower runs none of it`;
+      if (weighedOnly && !weighedMaybe(effect.to) && strict.some((candidate) => weighedSure(candidate.worker)))
+        return `${who}: agreeing results want weight, a weighed candidate was on hand, and this one weighs nothing`;
+      if (awaitsRunner(model, groupsNow)) {
+        if (!awardee.runner) return `${who}: a dispute, and not a runner`;
+      } else if (spotCheck && strict.some((candidate) => candidate.runner)) {
+        if (!awardee.runner) return `${who}: a spot check, and a runner was on hand`;
+      } else {
+        const anchoredMaybe = onShard.some((run) => run.maybe && anchorMaybe(run.worker));
+        const anchoredSure = onShard.some((run) => run.sure && anchorSure(run.worker));
+        if (!anchoredMaybe && strict.some((candidate) => anchorSure(candidate.worker))) {
+          if (!anchorMaybe(effect.to)) return `${who}: no anchor on the shard, and an anchoring candidate was on hand`;
+        } else if (anchoredSure || !open.some((candidate) => anchorMaybe(candidate.worker))) {
+          if (strict.some((candidate) => weighedSure(candidate.worker)) && !weighedMaybe(effect.to))
+            return `${who}: unweighed, and a weighed candidate was on hand`;
+        }
       }
-    }
-    usedHere.add(bid.worker);
-    held.push({ worker: bid.worker, shard, prefix: bid.prefix, sure: true, maybe: true });
+      return null;
+    };
+    const problems = [
+      fromBid === undefined ? null : violation(bids, false),
+      fromOffer === undefined ? null : violation(offers, true),
+    ].filter((_, index) => (index === 0 ? fromBid : fromOffer) !== undefined);
+    if (problems.every((problem) => problem !== null)) fail(problems[0] as string);
+    // Every award uses a slot of the worker's offer at the master, from a bid or not; one from no bid must have it.
+    const left = slots.get(effect.to) ?? 0;
+    if (fromBid === undefined && left <= 0) fail(`${who}: more awards from its offer than the slots it offered`);
+    slots.set(effect.to, Math.max(0, left - 1));
+    usedHere.add(effect.to);
+    held.push({ worker: effect.to, shard, prefix: record.prefix, sure: true, maybe: true });
   }
 }
 
-/** The adverts the master holds are the model's: the same workers, in the same order, with the same seq. */
+/**
+ * The offers the master holds are the model's: the same workers, in the same order, with the same seq, and the same
+ * slots left (what they offered, less one per award the master made to them since).
+ */
 function checkKnown(model: Model, state: MasterState): void {
   const tables = [
     ["workers", state.workers, model.known.proven, state.knownWorkerCount, model.config.maxKnownWorkers],
@@ -493,10 +605,14 @@ function checkKnown(model: Model, state: MasterState): void {
         `${name}: holds ${keys.map((k) => k.slice(0, 4))}, the rules ${[...expected.keys()].map((k) => k.slice(0, 4))}`,
       );
     if (count !== keys.length || count > bound) fail(`${name}: counts ${count} of ${keys.length}, bound ${bound}`);
-    for (const [worker, { seq }] of expected) {
+    for (const [worker, { seq, freeSlots, availability }] of expected) {
       const known = held[worker];
       if (known?.seq !== seq || known.runner !== isRunner(worker))
-        fail(`${name}: ${worker.slice(0, 8)} held with seq ${known?.seq}, the last advert taken had ${seq}`);
+        fail(`${name}: ${worker.slice(0, 8)} held with seq ${known?.seq}, the last offer taken had ${seq}`);
+      if (known.freeSlots !== freeSlots || known.availability !== availability)
+        fail(
+          `${name}: ${worker.slice(0, 8)} held with ${known.freeSlots} slots ${known.availability}, the rules ${freeSlots} ${availability}`,
+        );
     }
   }
   for (const worker of Object.keys(state.workers))
@@ -525,7 +641,9 @@ function checkState(model: Model, state: MasterState): void {
       if (attempt.attempt !== index) fail(`${jobId}: attempt ${attempt.attempt} at index ${index}`);
       if (attempt.shard < 0 || attempt.shard >= spec.shards) fail(`${jobId}: attempt on shard ${attempt.shard}`);
       if (attempt.state === "running") {
-        if (liveByWorker.has(attempt.worker)) fail(`${jobId}: worker ${attempt.worker} holds two live attempts`);
+        // Several live attempts of one job (on distinct shards) only from an offer of several slots.
+        if (liveByWorker.has(attempt.worker) && !model.offerSeqs.has(attempt.worker))
+          fail(`${jobId}: worker ${attempt.worker} holds two live attempts and never offered`);
         liveByWorker.add(attempt.worker);
         needTimer(jobId, attempt.leaseExpiresAtMs, `the lease of attempt ${index}`);
       }
@@ -548,7 +666,14 @@ function checkState(model: Model, state: MasterState): void {
     job.shards.forEach((record, shard) => {
       const onShard = job.attempts.filter((attempt) => attempt.shard === shard);
       const live = onShard.filter((attempt) => attempt.state === "running").length;
-      if (live > liveBound) fail(`${jobId}: ${live} live attempts on shard ${shard}, bound ${liveBound}`);
+      // A dispute is a runner's to settle: its run may go out beside a volunteer's still in flight.
+      const disputeRun =
+        reportedGroups(job, shard).size > 1 &&
+        onShard.some((attempt) => attempt.state === "running" && isRunner(attempt.worker))
+          ? 1
+          : 0;
+      if (live > liveBound + disputeRun)
+        fail(`${jobId}: ${live} live attempts on shard ${shard}, bound ${liveBound} (+${disputeRun} for a dispute)`);
       if (record.runsAwarded !== onShard.length)
         fail(`${jobId}: shard ${shard} counts ${record.runsAwarded} runs, holds ${onShard.length}`);
       if (onShard.length > runBound) fail(`${jobId}: ${onShard.length} runs on shard ${shard}, bound ${runBound}`);
@@ -683,20 +808,31 @@ function checkEffects(
         model.endings.set(jobId, (model.endings.get(jobId) ?? 0) + 1);
         if ((model.endings.get(jobId) ?? 0) > 1) fail(`${jobId}: a second verdict or cancel published`);
       } else if (message.domain !== "jobAnnouncement") fail(`published a ${message.domain}`);
-      else if (state.jobs[message.body.jobId]?.status !== "open")
-        fail(`${message.body.jobId}: announced while not open`);
+      else {
+        const { jobId } = message.body;
+        if (state.jobs[jobId]?.status !== "open") fail(`${jobId}: announced while not open`);
+        // Announced only when someone could answer what offers do not bring: a reluctant worker known (it bids on a
+        // re-announcement), or no eager one (the announcement reaches workers the master has not heard of). The master
+        // counts its pool once per change of its known workers, so a reluctant offer that lapsed since still counts.
+        const { eager } = knownPool(model);
+        const { reluctant } = knownPool(model, { lapsed: true });
+        if (reluctant === 0 && eager > 0)
+          fail(`${jobId}: announced with ${eager} eager workers known and no reluctant one: nobody would answer`);
+        model.announced.add(jobId);
+      }
       continue;
     }
     if (!isHexKey(effect.to)) fail(`sent to ${effect.to}, not a hex key`);
     if (message.domain === "award") {
       const { jobId, attempt, shard } = message.body;
-      if (input.kind === "bid" || input.kind === "result" || input.kind === "lease-renew" || input.kind === "cancel")
+      if (input.kind === "lease-renew" || input.kind === "cancel" || input.kind === "log-chunk")
         fail(`${jobId}: an award on a ${input.kind}`);
       const record = state.jobs[jobId]?.attempts[attempt];
       if (record === undefined || record.state !== "running" || record.worker !== effect.to || record.shard !== shard)
         fail(`${jobId}: award of attempt ${attempt} to ${effect.to}, but the state holds ${JSON.stringify(record)}`);
       if (record.leaseExpiresAtMs !== message.body.leaseExpiresAtMs) fail(`${jobId}: award lease differs`);
-      if (!model.bidders.get(jobId)?.has(effect.to)) fail(`${jobId}: award to ${effect.to}, who never bid`);
+      if (!isDeepStrictEqual(message.body.job, state.jobs[jobId]?.spec))
+        fail(`${jobId}: the award carries another job`);
       model.awards.set(jobId, (model.awards.get(jobId) ?? 0) + 1);
     }
     if (message.domain === "resultAck") {
@@ -717,8 +853,10 @@ function checkEffects(
   for (const [jobId, before] of statusBefore) {
     const after = state.jobs[jobId]?.status;
     if (before === "open" && after !== undefined && after !== "open") {
-      if ((endingsNow.get(jobId) ?? 0) !== 1)
-        fail(`${jobId}: ended ${after} with ${endingsNow.get(jobId) ?? 0} verdicts`);
+      // Only an announced job is held by workers it was not awarded to: only then is its end gossiped.
+      const expected = model.announced.has(jobId) ? 1 : 0;
+      if ((endingsNow.get(jobId) ?? 0) !== expected)
+        fail(`${jobId}: ended ${after} with ${endingsNow.get(jobId) ?? 0} verdicts, announced: ${expected === 1}`);
       model.ended.add(jobId);
     }
   }
@@ -772,8 +910,8 @@ function apply(model: Model, real: Real, input: MasterInput): readonly Effect[] 
   if (input.kind === "restart") model.wakeUp = null;
   // The shell verifies what it hands over: an input the schema would refuse is a bug of this test, not the master's.
   const body =
-    input.kind === "advert"
-      ? { domain: messageDomains.workerAdvert as Domain, body: input.advert }
+    input.kind === "offer"
+      ? { domain: messageDomains.offer as Domain, body: input.offer }
       : input.kind === "bid"
         ? { domain: messageDomains.bid as Domain, body: input.bid }
         : input.kind === "result"
@@ -784,26 +922,32 @@ function apply(model: Model, real: Real, input: MasterInput): readonly Effect[] 
               ? { domain: messageDomains.logChunk as Domain, body: input.chunk }
               : null;
   if (body !== null && !body.domain.schema.safeParse(body.body).success) fail(`test bug: an invalid ${input.kind}`);
-  if (input.kind === "bid") {
-    const { bid } = input;
-    if (bid.project === project && bid.availability !== "paused" && bid.availability !== "offline") {
-      const bidders = model.bidders.get(bid.jobId) ?? new Set<string>();
-      bidders.add(input.signer);
-      model.bidders.set(bid.jobId, bidders);
-    }
-  }
+  const offeredBefore = [...model.known.proven.keys(), ...model.known.unproven.keys()].some(
+    (worker) => offeredSlots(model, worker) > 0,
+  );
 
   const before = snapshot(real.state);
   const output = stepMaster(real.state, input, model.nowMs, real.rng);
   real.state = output.state;
   const { state, effects, changes } = output;
-  if (input.kind === "advert")
-    modelAdvert(
-      model,
-      input.signer,
-      { seq: input.advert.seq, expiresAtMs: input.advert.expiresAtMs },
-      input.advert.projects,
-    );
+  if (input.kind === "offer") {
+    const { offer } = input;
+    modelOffer(model, input.signer, offer.project, {
+      seq: offer.seq,
+      expiresAtMs: offer.expiresAtMs,
+      availability: offer.availability,
+      freeSlots: offer.freeSlots,
+    });
+  }
+  // A worker that refused a run it held has no slot for this master: nothing more goes to its offer.
+  if (input.kind === "result" && target?.live === true && input.result.outcome === "refused") {
+    const offer = knownOffer(model, input.signer);
+    if (offer !== undefined) offer.freeSlots = 0;
+  }
+  // The slots awards may use in this step, as the step's input left them.
+  const slots = new Map<string, number>();
+  for (const worker of [...model.known.proven.keys(), ...model.known.unproven.keys()])
+    if (offeredSlots(model, worker) > 0) slots.set(worker, offeredSlots(model, worker));
   // What the shell core persists of the step: the records its changes name, and nothing else.
   for (const jobId of changes.jobs) {
     const record = state.jobs[jobId];
@@ -825,7 +969,21 @@ function apply(model: Model, real: Real, input: MasterInput): readonly Effect[] 
     coverage.set(name, (coverage.get(name) ?? 0) + 1);
   }
   checkEffects(model, state, input, effects, statusBefore);
-  checkAwards(model, state, before, effects);
+  checkAwards(model, state, before, effects, input, slots);
+  // Every award the master made used a slot of the worker's offer, if it holds one.
+  for (const effect of effects)
+    if (effect.type === "send" && effect.message.domain === "award") {
+      const offer = knownOffer(model, effect.to);
+      if (offer !== undefined) offer.freeSlots = Math.max(0, offer.freeSlots - 1);
+    }
+  // A job that comes while an offer is on hand is awarded in the same step: no announcement, no bid window first.
+  if (input.kind === "submit" && offeredBefore && state.jobs[input.jobId]?.status === "open") {
+    const awarded = effects.filter(
+      (effect) =>
+        effect.type === "send" && effect.message.domain === "award" && effect.message.body.jobId === input.jobId,
+    );
+    if (awarded.length === 0) fail(`${input.jobId}: submitted with an offer on hand, and not awarded at once`);
+  }
   checkDecisions(model, state, before);
 
   if (input.kind === "result" && target !== null) {
@@ -888,27 +1046,28 @@ function apply(model: Model, real: Real, input: MasterInput): readonly Effect[] 
 }
 
 /**
- * What the master must hold after an advert (the rules, not jobs/master.ts): an advert for another project, or not
+ * What the master must hold after an offer (the rules, not jobs/master.ts): an offer for another project, or not
  * newer than the one held, changes nothing; a runner's, or a worker's with an agreeing result here, goes to the
  * proven table (the oldest entry there leaves when it is full; a worker held keeps its place); anyone else's to the
- * unproven table, at its end if new (the first heard leaves when it is full; a worker held keeps its place).
+ * unproven table, at its end if new (the first heard leaves when it is full; a worker held keeps its place). The
+ * offer's slots replace what was left of the last one.
  */
-function modelAdvert(model: Model, worker: string, advert: KnownAdvert, projects: readonly string[]): void {
-  if (!projects.includes(project)) return;
+function modelOffer(model: Model, worker: string, offerProject: string, offer: KnownOffer): void {
+  if (offerProject !== project) return;
   const { proven, unproven } = model.known;
   const held = proven.get(worker) ?? unproven.get(worker);
-  if (held !== undefined && held.seq >= advert.seq) return;
+  if (held !== undefined && held.seq >= offer.seq) return;
   if (isRunner(worker) || (model.reputation.get(worker)?.validTotal ?? 0) > 0) {
     unproven.delete(worker);
     if (!proven.has(worker) && proven.size >= model.config.maxKnownWorkers)
       proven.delete(proven.keys().next().value as string);
-    proven.set(worker, advert);
+    proven.set(worker, offer);
     return;
   }
   proven.delete(worker);
   if (!unproven.has(worker) && unproven.size >= model.config.maxUnprovenWorkers)
     unproven.delete(unproven.keys().next().value as string);
-  unproven.set(worker, advert);
+  unproven.set(worker, offer);
 }
 
 /** A step the master must refuse with MasterInputError (a caller's mistake); the state must stay consistent. */
@@ -1216,7 +1375,7 @@ class RestartCmd implements MasterCommand {
       fail("the store's reputations differ from the master's: a step changed one without naming it");
     if (!isDeepStrictEqual(restored.jobOrder, live.jobOrder)) fail("the restored jobs are in another order");
     real.state = restored;
-    // Known workers are soft state: they come back with the next adverts.
+    // Known workers are soft state: they come back with their next offers.
     model.known.proven.clear();
     model.known.unproven.clear();
     const running: AttemptRecord[] = [];
@@ -1234,22 +1393,38 @@ class RestartCmd implements MasterCommand {
   }
 }
 
-/** Who advertises: a worker of the pool, a fresh key that only advertises, or one of those again. */
-type Advertiser =
+/** Who offers: a worker of the pool, a fresh key that only offers, or one of those again. */
+type Offerer =
   | { readonly kind: "pool"; readonly index: number }
   | { readonly kind: "fresh" }
   | { readonly kind: "again"; readonly pick: number };
 
-/** A worker says it is there: now and then late, replayed or foreign. */
-class AdvertCmd implements MasterCommand {
-  readonly worker: Advertiser;
-  /** How this advert's seq stands to the worker's last one: -1 older, 0 the same (a replay), 1 newer. */
+/**
+ * A worker's standing offer: some free slots (0 says it exists and offers nothing), eager, reluctant or paused, for
+ * a long while or about a lease; now and then late, replayed or foreign.
+ */
+class OfferCmd implements MasterCommand {
+  readonly worker: Offerer;
+  /** How this offer's seq stands to the worker's last one: -1 older, 0 the same (a replay), 1 newer. */
   readonly order: -1 | 0 | 1;
   readonly foreign: boolean;
-  constructor(worker: Advertiser, order: -1 | 0 | 1, foreign: boolean) {
+  readonly freeSlots: number;
+  readonly availability: "eager" | "reluctant" | "paused";
+  readonly lifetimeMs: number;
+  constructor(
+    worker: Offerer,
+    order: -1 | 0 | 1,
+    foreign: boolean,
+    freeSlots = 1,
+    availability: "eager" | "reluctant" | "paused" = "eager",
+    lifetimeMs = dayMs / 4,
+  ) {
     this.worker = worker;
     this.order = order;
     this.foreign = foreign;
+    this.freeSlots = freeSlots;
+    this.availability = availability;
+    this.lifetimeMs = lifetimeMs;
   }
   check(): boolean {
     return true;
@@ -1259,21 +1434,26 @@ class AdvertCmd implements MasterCommand {
     const signer =
       worker.kind === "pool"
         ? (pool[worker.index] as string)
-        : worker.kind === "again" && model.advertOnlyCount > 0
-          ? advertOnly(worker.pick % model.advertOnlyCount)
-          : advertOnly(model.advertOnlyCount++);
-    const last = model.advertSeqs.get(signer);
+        : worker.kind === "again" && model.offerOnlyCount > 0
+          ? offerOnly(worker.pick % model.offerOnlyCount)
+          : offerOnly(model.offerOnlyCount++);
+    const last = model.offerSeqs.get(signer);
     const seq = last === undefined ? 1 : Math.max(0, last + this.order);
-    if (this.order > 0 || last === undefined) model.advertSeqs.set(signer, seq);
+    if (this.order > 0 || last === undefined) model.offerSeqs.set(signer, seq);
     apply(model, real, {
-      kind: "advert",
+      kind: "offer",
       signer,
       runner: isRunner(signer),
-      advert: {
+      prefix: prefixOf(signer),
+      offer: {
         issuedAtMs: model.nowMs,
-        expiresAtMs: model.nowMs + dayMs / 4,
+        expiresAtMs: model.nowMs + this.lifetimeMs,
         seq,
-        projects: [this.foreign ? otherProject : project],
+        project: this.foreign ? otherProject : project,
+        freeSlots: this.freeSlots,
+        totalSlots: Math.max(1, this.freeSlots),
+        availability: this.availability,
+        network: false,
         specs: [],
         dimensions: {
           os: "linux",
@@ -1284,16 +1464,14 @@ class AdvertCmd implements MasterCommand {
           tools: [],
           labels: [],
         },
-        availability: "eager",
-        freeSlots: 1,
-        totalSlots: 1,
       },
     });
   }
   toString(): string {
     const { worker } = this;
     const who = worker.kind === "pool" ? `w${worker.index}` : worker.kind === "fresh" ? "fresh" : `again${worker.pick}`;
-    return `Advert(${who} ${["older", "same", "newer"][this.order + 1]}${this.foreign ? " foreign" : ""})`;
+    const order = ["older", "same", "newer"][this.order + 1];
+    return `Offer(${who} ${order} ${this.freeSlots} ${this.availability} ${this.lifetimeMs}ms${this.foreign ? " foreign" : ""})`;
   }
 }
 
@@ -1403,17 +1581,20 @@ const logChunkCmdArb = fc
   })
   .map((r) => new LogChunkCmd(r.target, r.worker, r.foreign, r.offset));
 const restartArb = fc.constant(null).map(() => new RestartCmd());
-const advertCmdArb = fc
+const offerCmdArb = fc
   .record({
     worker: fc.oneof(
-      { arbitrary: workerArb.map((index): Advertiser => ({ kind: "pool", index })), weight: 3 },
-      { arbitrary: fc.constant<Advertiser>({ kind: "fresh" }), weight: 2 },
-      { arbitrary: fc.nat({ max: 7 }).map((pick): Advertiser => ({ kind: "again", pick })), weight: 2 },
+      { arbitrary: workerArb.map((index): Offerer => ({ kind: "pool", index })), weight: 3 },
+      { arbitrary: fc.constant<Offerer>({ kind: "fresh" }), weight: 2 },
+      { arbitrary: fc.nat({ max: 7 }).map((pick): Offerer => ({ kind: "again", pick })), weight: 2 },
     ),
     order: fc.constantFrom<-1 | 0 | 1>(1, 1, 1, 0, -1),
     foreign: fc.oneof({ arbitrary: fc.constant(false), weight: 9 }, { arbitrary: fc.constant(true), weight: 1 }),
+    freeSlots: fc.constantFrom(0, 1, 1, 2),
+    availability: fc.constantFrom<"eager" | "reluctant" | "paused">("eager", "eager", "eager", "reluctant", "paused"),
+    lifetimeMs: fc.constantFrom(dayMs / 4, dayMs / 4, leaseMs),
   })
-  .map((a) => new AdvertCmd(a.worker, a.order, a.foreign));
+  .map((o) => new OfferCmd(o.worker, o.order, o.foreign, o.freeSlots, o.availability, o.lifetimeMs));
 const advanceArb = fc
   .oneof(
     fc.integer({ min: 0, max: 2 * leaseMs }),
@@ -1438,7 +1619,7 @@ const commandsArb = fc.commands<Model, Real>(
     ...Array.from({ length: 5 }, () => resultCmdArb),
     ...Array.from({ length: 2 }, () => renewCmdArb),
     ...Array.from({ length: 3 }, () => advanceArb),
-    ...Array.from({ length: 2 }, () => advertCmdArb),
+    ...Array.from({ length: 3 }, () => offerCmdArb),
     cancelCmdArb,
     logChunkCmdArb,
     restartArb,
@@ -1475,7 +1656,7 @@ const rulesArb: fc.Arbitrary<Rules> = fc.oneof(
 );
 
 /**
- * The master starts with `maxJobs`, the rules drawn, small tables of known workers (so that adverts evict), and, per
+ * The master starts with `maxJobs`, the rules drawn, small tables of known workers (so that offers evict), and, per
  * pool worker, a record of consecutive valid results (the state is plain data a node restores on start), so that
  * adaptive replication's trusted-alone runs and weighed volunteers come up often.
  */
@@ -1505,7 +1686,6 @@ function setup(maxJobs: number, seed: number, history: readonly number[], rules:
       endings: new Map(),
       tallies: new Map(),
       awards: new Map(),
-      bidders: new Map(),
       wakeUp: null,
       wakeUps: [],
       bodySeq: 0,
@@ -1513,8 +1693,9 @@ function setup(maxJobs: number, seed: number, history: readonly number[], rules:
       config: state.config,
       reputation: new Map(Object.entries(structuredClone(state.reputation))),
       known: { proven: new Map(), unproven: new Map() },
-      advertSeqs: new Map(),
-      advertOnlyCount: 0,
+      offerSeqs: new Map(),
+      offerOnlyCount: 0,
+      announced: new Set(),
     },
     real: {
       state,
@@ -1595,7 +1776,7 @@ type Run = [
   seed: number,
   history: number[],
   rules: Rules,
-  runnersAdvertised: boolean,
+  runnersOffered: boolean,
   commands: Iterable<MasterCommand>,
 ];
 
@@ -1665,14 +1846,14 @@ test("master: invariants hold under any order of inputs, and honest workers end 
       fc.integer({ min: 1, max: 2 ** 31 - 1 }),
       fc.array(fc.oneof(fc.constant(0), fc.nat({ max: 12 })), { minLength: pool.length, maxLength: pool.length }),
       rulesArb,
-      // The runners' adverts from the start: a runner known settles every dispute.
+      // The runners' offers from the start: a runner known settles every dispute.
       fc.boolean(),
       commandsArb,
-      (maxJobs, seed, history, rules, runnersAdvertised, cmds) => {
+      (maxJobs, seed, history, rules, runnersOffered, cmds) => {
         const { model, real } = setup(maxJobs, seed, history, rules);
-        if (runnersAdvertised)
+        if (runnersOffered)
           for (let index = volunteerCount; index < pool.length; index++)
-            new AdvertCmd({ kind: "pool", index }, 1, false).run(model, real);
+            new OfferCmd({ kind: "pool", index }, 1, false).run(model, real);
         fc.modelRun(() => ({ model, real }), cmds);
         const rounds = drain(model, real);
         maxRounds = Math.max(maxRounds, rounds);
