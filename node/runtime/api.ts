@@ -45,16 +45,16 @@ export interface ApiParts {
   readonly sandboxProblem: string;
 }
 
-/** The unexpired standing offers a master holds with slots left: how many workers, how many slots. */
+/** The unexpired standing offers of eager workers a master holds with slots left: how many workers, how many slots. */
 function offersOnHand(state: MasterState, nowMs: number): { workers: number; freeSlots: number } {
   let workers = 0;
   let freeSlots = 0;
-  for (const key of state.offering) {
-    const known = state.workers[key] ?? state.unproven[key];
-    if (known === undefined || known.expiresAtMs <= nowMs || known.freeSlots <= 0) continue;
-    workers++;
-    freeSlots += known.freeSlots;
-  }
+  for (const table of [state.workers, state.unproven])
+    for (const known of Object.values(table)) {
+      if (known.availability !== "eager" || known.expiresAtMs <= nowMs || known.freeSlots <= 0) continue;
+      workers++;
+      freeSlots += known.freeSlots;
+    }
   return { workers, freeSlots };
 }
 
