@@ -7,11 +7,14 @@
  * - A spammer bids on every announcement it hears and never runs anything.
  * - A forger publishes announcements with a broken signature, or well signed
  *   by a key the project never delegated.
- * - A replayer records signed messages it hears on its topic (adverts
- *   included) and sends them again later: on the topic (every honest
- *   receiver's replay ledger must refuse them, or their expiry; a master keeps
- *   a worker's newest advert and drops older ones), and directly to the
- *   project's master (the signer is not the sending peer: refused as forged).
+ * - A replayer records the signed messages it hears on its topic (the
+ *   master's announcements, verdicts and cancels) and, tapping the master's
+ *   network path, what workers send the master directly (offers, bids,
+ *   results). It sends each again later, on the topic and directly to the
+ *   project's master: every honest receiver's replay ledger (or the message's
+ *   expiry) must refuse a replayed announcement, verdict or cancel; a worker's
+ *   message has no business on a topic, and sent by another peer than its
+ *   signer it is refused as such.
  * - A throwaway identity is a fresh key of a colluding group: it bids on every
  *   announcement it hears, claiming to hold every input, and reports the
  *   group's wrong digest for whatever it is awarded, soon, without running it.
@@ -130,8 +133,17 @@ export function startForger<W extends { readonly body: unknown; readonly domain:
   world.at(Math.round(exponential(world.rng, hourMs / perHour)), forge);
 }
 
+/** Keeps a recorded wire, forgetting the oldest beyond maxRecordedWiresCount. */
+function keep<W>(recorded: W[], wire: W): void {
+  recorded.push(wire);
+  if (recorded.length > maxRecordedWiresCount) recorded.shift();
+}
+
 export class Replayer<W extends { readonly body: unknown; readonly domain: string }> {
+  /** What it heard on the topic: the master's messages. */
   private readonly recorded: W[] = [];
+  /** What it overheard reaching the master directly: workers' messages. */
+  private readonly overheardWires: W[] = [];
   private readonly world: ActorWorld<W>;
   readonly index: number;
   readonly topic: number;
@@ -141,9 +153,14 @@ export class Replayer<W extends { readonly body: unknown; readonly domain: strin
     this.topic = topic;
   }
 
+  /** Gossip on its topic reached it. */
   heard(wire: W): void {
-    this.recorded.push(wire);
-    if (this.recorded.length > maxRecordedWiresCount) this.recorded.shift();
+    keep(this.recorded, wire);
+  }
+
+  /** A worker's direct message to the master passed it on the way. */
+  overheard(wire: W): void {
+    keep(this.overheardWires, wire);
   }
 
   start(perHour: number, endMs: number): void {
@@ -151,8 +168,10 @@ export class Replayer<W extends { readonly body: unknown; readonly domain: strin
     const world = this.world;
     const replay = () => {
       if (world.nowMs() >= endMs) return;
-      if (this.recorded.length > 0) {
-        const original = this.recorded[Math.floor(world.rng() * this.recorded.length)] as W;
+      // One of the master's messages and one of a worker's, each on the topic and straight to the master.
+      for (const recorded of [this.recorded, this.overheardWires]) {
+        if (recorded.length === 0) continue;
+        const original = recorded[Math.floor(world.rng() * recorded.length)] as W;
         world.count("replaysSent");
         world.publishWire(this.index, this.topic, world.replay(this.index, original));
         world.sendWire(this.index, world.masterOf(this.topic), world.replay(this.index, original));

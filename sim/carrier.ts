@@ -1,19 +1,19 @@
 /**
  * What the simulated network carries between nodes: gossip through the gossip
- * model, routed as jobs/routing.ts says (adverts to the project's masters, the
- * rest to workers), and direct messages over the network's links, each with
- * the network prefix of its sender's address (as a real node's transport
- * knows it). Each wire that arrives is an event handing it to the receiver's
- * driver, whose admission decides, and to the actors that listen. The
- * traffic is counted.
+ * model (only what jobs/routing.ts lets travel on a topic: announcements,
+ * verdicts and cancels, for workers), and direct messages over the network's
+ * links (offers, bids, results, awards and the rest), each with the network
+ * prefix of its sender's address (as a real node's transport knows it). Each
+ * wire that arrives is an event handing it to the receiver's driver, whose
+ * admission decides, and to the actors that listen. The traffic is counted.
  */
-import { changesNothing, type NodeDriver, topicRoute, workerInputOf } from "../jobs/index.ts";
+import { changesNothing, type NodeDriver, workerInputOf } from "../jobs/index.ts";
 import { Histogram } from "./stats.ts";
 import type { Wire } from "./wire.ts";
 import type { SimNode, SimWorld } from "./world.ts";
 
-/** The sequence number of the advert a master's machine holds of a worker, or undefined when it holds none. */
-function heldAdvertSeq(driver: NodeDriver<Wire>, project: string, worker: string): number | undefined {
+/** The sequence number of the offer a master's machine holds of a worker, or undefined when it holds none. */
+function heldOfferSeq(driver: NodeDriver<Wire>, project: string, worker: string): number | undefined {
   const state = driver.masterState(project);
   return (state?.workers[worker] ?? state?.unproven[worker])?.seq;
 }
@@ -54,40 +54,27 @@ export class Carrier {
   gossipExpected = 0;
   gossipDelivered = 0;
   private readonly world: SimWorld;
-  private readonly mastersByTopic = new Map<number, number[]>();
-  /** Actors that record adverts on a topic besides its masters (replayers). */
-  private readonly advertListenersByTopic = new Map<number, SimNode[]>();
+  /** Replayers that get a copy of what reaches a master directly, by the master's node index. */
+  private readonly tapsByMaster = new Map<number, SimNode[]>();
 
   constructor(world: SimWorld) {
     this.world = world;
   }
 
-  /** A master joined: adverts on its topics are for it. */
-  addMaster(master: SimNode): void {
-    for (const topic of master.topics) {
-      const masters = this.mastersByTopic.get(topic);
-      if (masters === undefined) this.mastersByTopic.set(topic, [master.index]);
-      else masters.push(master.index);
-    }
+  /**
+   * A replayer records what workers send a master directly (offers, bids, results) as an attacker on the master's
+   * network path, or reading a leak of it, would: the strongest replayer (a real stream is encrypted end to end).
+   */
+  tapMaster(master: number, replayer: SimNode): void {
+    const taps = this.tapsByMaster.get(master);
+    if (taps === undefined) this.tapsByMaster.set(master, [replayer]);
+    else taps.push(replayer);
   }
 
-  /** An actor hears the adverts of its topics too (a replayer records them, as a real mesh's subscriber would). */
-  addAdvertListener(node: SimNode): void {
-    for (const topic of node.topics) {
-      const listeners = this.advertListenersByTopic.get(topic);
-      if (listeners === undefined) this.advertListenersByTopic.set(topic, [node]);
-      else listeners.push(node);
-    }
-  }
-
-  /** Gossip on a topic, routed as jobs/routing.ts says: adverts to the project's master, the rest to workers. */
+  /** Gossip on a topic: every subscriber gets it (or relays it), and workers' machines take it (jobs/routing.ts). */
   publish(from: number, topic: number, wire: Wire): void {
     const world = this.world;
     this.gossipPublishes++;
-    if (topicRoute(wire.domain)?.to === "master") {
-      this.publishToMasters(from, topic, wire);
-      return;
-    }
     const out = world.gossip.publish(topic, from, world.nowMs, wire.size);
     this.counters.gossipTransmissions = (this.counters.gossipTransmissions as number) + out.transmissions;
     this.counters.gossipDuplicates = (this.counters.gossipDuplicates as number) + out.duplicates;
@@ -109,26 +96,6 @@ export class Carrier {
       const worker = receiver.driver?.workerState() ?? null;
       if (input !== null && worker !== null && changesNothing(worker, input)) continue;
       world.queue.pushEvent(new GossipDelivery(Math.max(atMs, world.nowMs), this, receiver, topic, wire));
-    }
-  }
-
-  /** An advert: flooded on the topic (counted), taken by the topic's masters only (see GossipModel.publishTo). */
-  private publishToMasters(from: number, topic: number, wire: Wire): void {
-    const world = this.world;
-    for (const index of this.mastersByTopic.get(topic) ?? []) {
-      const master = world.nodes[index] as SimNode;
-      const out = world.gossip.publishTo(topic, from, master.index, world.nowMs, wire.size);
-      this.counters.gossipTransmissions = (this.counters.gossipTransmissions as number) + out.transmissions;
-      this.counters.gossipDuplicates = (this.counters.gossipDuplicates as number) + out.duplicates;
-      world.observer.figures.interval.messages += out.transmissions;
-      if (out.atMs === null) continue;
-      this.gossipLatency.add(out.atMs - world.nowMs);
-      world.queue.pushEvent(new GossipDelivery(Math.max(out.atMs, world.nowMs), this, master, topic, wire));
-    }
-    for (const listener of this.advertListenersByTopic.get(topic) ?? []) {
-      if (listener.index === from || !world.network.reachable(from, listener.index)) continue;
-      const atMs = world.nowMs + world.network.latencyMs(from, listener.index, wire.size);
-      world.queue.pushEvent(new GossipDelivery(atMs, this, listener, topic, wire));
     }
   }
 
@@ -154,7 +121,22 @@ export class Carrier {
         this.counters.directDropped = (this.counters.directDropped as number) + 1;
         return;
       }
+      if (receiver.role !== "master") {
+        driver.receive(channel, wire);
+        return;
+      }
+      if (wire.original === undefined && wire.forged !== true)
+        for (const tap of this.tapsByMaster.get(to) ?? []) tap.replayer?.overheard(wire);
+      if (wire.domain !== "offer") {
+        driver.receive(channel, wire);
+        return;
+      }
+      // What the master holds of the offer's signer, before and after: it must never go back to an older offer.
+      const project = String(wire.body.project);
+      const signer = this.signerKey(wire);
+      const before = heldOfferSeq(driver, project, signer);
       driver.receive(channel, wire);
+      this.world.observer.offerHeld(to, signer, before, heldOfferSeq(driver, project, signer));
     });
   }
 
@@ -164,20 +146,7 @@ export class Carrier {
       this.counters.deliveriesDropped = (this.counters.deliveriesDropped as number) + 1;
       return;
     }
-    if (driver !== null) {
-      const project = this.world.setup.projectOf(topic);
-      // What the master holds of the advert's signer, before and after: it must never go back to an older advert.
-      const advertSigner = wire.domain === "workerAdvert" && receiver.role === "master" ? this.signerKey(wire) : null;
-      const before = advertSigner === null ? undefined : heldAdvertSeq(driver, project, advertSigner);
-      driver.receive({ kind: "topic", topic: project }, wire);
-      if (advertSigner !== null)
-        this.world.observer.advertHeld(
-          receiver.index,
-          advertSigner,
-          before,
-          heldAdvertSeq(driver, project, advertSigner),
-        );
-    }
+    if (driver !== null) driver.receive({ kind: "topic", topic: this.world.setup.projectOf(topic) }, wire);
     receiver.spammer?.heard(wire, topic);
     receiver.replayer?.heard(wire);
     receiver.throwaway?.heard(wire, topic);

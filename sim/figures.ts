@@ -1,21 +1,41 @@
 /**
- * What the observer counts: messages by type, admissions by reason, the
- * security events, jobs by outcome, the claim and verdict latencies (overall
- * and per project), and the figures of the current sample interval.
+ * What the observer counts: messages by type, offers by what they changed,
+ * admissions by reason, the security events, jobs by outcome and the runs
+ * they wanted, the claim, award and verdict latencies (overall and per
+ * project), and the figures of the current sample interval.
  */
 import type { JobTruth } from "./invariants.ts";
 import { exactQuantile, Histogram } from "./stats.ts";
 
 export interface SeriesInterval {
   messages: number;
+  offers: number;
   bids: number;
   verdicts: number;
   claims: number[];
   verdictTimes: number[];
 }
 
+/**
+ * Offers sent, by what each told its master against what the master held of the worker's offer: the last offer,
+ * less one slot for each award the master sent the worker since.
+ */
+export interface OfferKinds {
+  /** The first offer of the worker to that master. */
+  first: number;
+  /** More free slots than held (a slot came free). */
+  more: number;
+  /** Fewer (a slot was taken, by another master's award; 0 withdraws the offer). */
+  fewer: number;
+  /** As many: a renewal before it lapses, or new availability or claims. */
+  same: number;
+}
+
 export class Figures {
+  /** Submit to the first run of the job that starts on a worker. */
   readonly claim = new Histogram();
+  /** Submit to the job's first award leaving its master. */
+  readonly award = new Histogram();
   readonly verdictLatency = new Histogram();
   readonly perProjectVerdict: Histogram[];
   readonly jobCounts = { passed: 0, failed: 0, cancelled: 0, wrongResultsAccepted: 0 };
@@ -31,10 +51,16 @@ export class Figures {
     spamBids: 0,
     wrongResultsSent: 0,
   };
+  readonly offerKinds: OfferKinds = { first: 0, more: 0, fewer: 0, same: 0 };
   openJobs = 0;
   submitted = 0;
+  /** Runs the submitted jobs want: shards × replicas of each. */
+  wantedRuns = 0;
   bids = 0;
-  interval: SeriesInterval = { messages: 0, bids: 0, verdicts: 0, claims: [], verdictTimes: [] };
+  offers = 0;
+  /** Offers that reached a master's machine. */
+  offersDelivered = 0;
+  interval: SeriesInterval = { messages: 0, offers: 0, bids: 0, verdicts: 0, claims: [], verdictTimes: [] };
 
   constructor(projects: number) {
     this.perProjectVerdict = Array.from({ length: projects }, () => new Histogram());
@@ -53,6 +79,11 @@ export class Figures {
   }
 
   /** A job's first award, `latencyMs` after its submission. */
+  awarded(latencyMs: number): void {
+    this.award.add(latencyMs);
+  }
+
+  /** A job's first run started on a worker, `latencyMs` after its submission. */
   claimed(latencyMs: number): void {
     this.claim.add(latencyMs);
     this.interval.claims.push(latencyMs);
@@ -94,6 +125,7 @@ export class Figures {
   /** The figures of one sample interval, then a fresh interval. */
   takeInterval(): {
     messages: number;
+    offers: number;
     bids: number;
     verdicts: number;
     claimP50Ms: number | null;
@@ -105,9 +137,10 @@ export class Figures {
         0.5,
       );
     const i = this.interval;
-    this.interval = { messages: 0, bids: 0, verdicts: 0, claims: [], verdictTimes: [] };
+    this.interval = { messages: 0, offers: 0, bids: 0, verdicts: 0, claims: [], verdictTimes: [] };
     return {
       messages: i.messages,
+      offers: i.offers,
       bids: i.bids,
       verdicts: i.verdicts,
       claimP50Ms: median(i.claims),

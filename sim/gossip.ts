@@ -85,12 +85,6 @@ class Topic {
   readonly members: number[] = [];
   readonly position = new Map<number, number>();
   readonly mesh = new Map<number, number[]>();
-  /** Sum of mesh degrees (twice the links): what a flood costs, without flooding. */
-  degreeSum = 0;
-  /** Bumped on every change of the mesh, so cached hop distances know they are stale. */
-  version = 0;
-  /** Hop distances from one node (the target of publishTo), valid while `version` matches. */
-  hops: { target: number; version: number; distance: Map<number, number> } | null = null;
 }
 
 function removeFrom(list: number[], value: number): void {
@@ -150,8 +144,6 @@ class GossipMesh {
   }
 
   private link(topic: Topic, topicId: number, a: number, b: number): void {
-    topic.degreeSum += 2;
-    topic.version++;
     (topic.mesh.get(a) as number[]).push(b);
     const peers = topic.mesh.get(b) as number[];
     peers.push(a);
@@ -161,10 +153,6 @@ class GossipMesh {
   private unlink(topic: Topic, topicId: number, a: number, b: number): void {
     const pa = topic.mesh.get(a);
     const pb = topic.mesh.get(b);
-    if (pa?.includes(b) === true) {
-      topic.degreeSum -= 2;
-      topic.version++;
-    }
     if (pa !== undefined) removeFrom(pa, b);
     if (pb !== undefined) {
       removeFrom(pb, a);
@@ -191,7 +179,6 @@ class GossipMesh {
     topic.position.set(node, topic.members.length);
     topic.members.push(node);
     topic.mesh.set(node, []);
-    topic.version++;
     this.graft(topic, topicId, node);
   }
 
@@ -205,7 +192,6 @@ class GossipMesh {
       topic.position.set(last, index);
     }
     topic.position.delete(node);
-    topic.version++;
     for (const peer of [...(topic.mesh.get(node) ?? [])]) this.unlink(topic, topicId, node, peer);
     topic.mesh.delete(node);
   }
@@ -261,30 +247,6 @@ class GossipMesh {
 export class GossipModel extends GossipMesh {
   private readonly scratch = new PublishScratch();
 
-  /**
-   * Publishes a message that only one node acts on (a worker's advert, read by the project's master): the flood is
-   * counted, not computed (every member forwards once to its mesh peers but its source), and the message reaches
-   * the target along a shortest hop path of the mesh, each hop a latency draw and a loss draw. Null when it does
-   * not arrive (lost, or no path): adverts repeat, so a lost one is not pulled again.
-   */
-  publishTo(
-    topicId: number,
-    from: number,
-    target: number,
-    nowMs: number,
-    bytes: number,
-  ): { atMs: number | null; transmissions: number; duplicates: number; subscribers: number } {
-    const topic = this.topics.get(topicId);
-    if (topic === undefined) return { atMs: null, transmissions: 0, duplicates: 0, subscribers: 0 };
-    const members = topic.members.length;
-    const transmissions = Math.max(0, topic.degreeSum - (members - 1));
-    const duplicates = Math.max(0, transmissions - (members - 1));
-    const subscribers = topic.position.has(from) ? members - 1 : members;
-    if (!topic.position.has(target)) return { atMs: null, transmissions, duplicates, subscribers };
-    const atMs = shortestPathArrival(topic, this.links, from, target, nowMs, bytes);
-    return { atMs, transmissions, duplicates, subscribers };
-  }
-
   /** Publishes a message of `bytes` bytes from `from` at `nowMs`: who gets it and when. */
   publish(topicId: number, from: number, nowMs: number, bytes: number): PublishOutcome {
     const topic = this.topics.get(topicId);
@@ -308,62 +270,6 @@ export class GossipModel extends GossipMesh {
       control: pulled.control,
     };
   }
-}
-
-/**
- * When a message from `from` reaches `target` along a shortest hop path of
- * the topic's mesh (each hop a loss draw and a latency draw), or null when it
- * does not (lost, or no path).
- */
-function shortestPathArrival(
-  topic: Topic,
-  links: Links,
-  from: number,
-  target: number,
-  nowMs: number,
-  bytes: number,
-): number | null {
-  const distance = hopDistancesTo(topic, target);
-  let hops = distance.get(from);
-  if (hops === undefined) return null;
-  // Walk a shortest path: at each step, any peer one hop closer to the target.
-  let at = nowMs;
-  let node = from;
-  while (hops > 0) {
-    const peers = topic.mesh.get(node) ?? [];
-    let next = -1;
-    for (const peer of peers)
-      if (distance.get(peer) === hops - 1) {
-        next = peer;
-        break;
-      }
-    if (next < 0) return null;
-    if (links.lossy && links.lost()) return null;
-    at += links.latencyMs(node, next, bytes);
-    node = next;
-    hops--;
-  }
-  return at;
-}
-
-/** Every member's hops to `target` over the topic's mesh, cached on the topic until its mesh changes. */
-function hopDistancesTo(topic: Topic, target: number): Map<number, number> {
-  if (topic.hops === null || topic.hops.target !== target || topic.hops.version !== topic.version) {
-    // Breadth-first from the target: the mesh is undirected, so this gives every member's hops to it.
-    const distance = new Map<number, number>([[target, 0]]);
-    const queue = [target];
-    for (let head = 0; head < queue.length; head++) {
-      const node = queue[head] as number;
-      const d = distance.get(node) as number;
-      for (const peer of topic.mesh.get(node) ?? [])
-        if (!distance.has(peer)) {
-          distance.set(peer, d + 1);
-          queue.push(peer);
-        }
-    }
-    topic.hops = { target, version: topic.version, distance };
-  }
-  return topic.hops.distance;
 }
 
 /**

@@ -43,8 +43,8 @@ export class NodeHost {
       open: (wire, nowMs) => world.wires.open(wire, nowMs),
       publish: (topic, wire, message) => this.publishFromNode(node, topic, wire, message),
       send: (to, wire, message) => {
-        observer.sent(message);
         const index = world.indexOfKey(to);
+        observer.sent(message, node.index, index ?? -1);
         if (index !== undefined) world.carrier.send(node.index, index, wire);
       },
       wakeAt: (atMs) => {
@@ -58,7 +58,10 @@ export class NodeHost {
         node.executing.delete(runId);
       },
       persist: (batch) => node.store.persist(batch),
-      log: (event, fields) => observer.logged(event, fields),
+      log: (event, fields) => {
+        observer.logged(event, fields);
+        if (event === "job-ended" && node.role === "master") this.reportEnd(node, String(fields.jobId));
+      },
       admitted: (channel, admission, wire) => {
         observer.admitted(node.index, node.store, admission, wire);
         world.setup.onAdmitted?.(node, channel, admission, wire);
@@ -66,18 +69,28 @@ export class NodeHost {
     };
   }
 
-  /** A master's gossip passes the observer (which may sabotage it, in the checker's tests) before the network. */
+  /** Gossip from a node: the observer sees it (a master's verdicts and cancels), then the network carries it. */
   private publishFromNode(node: SimNode, topic: string, wire: Wire, message: StampedMessage): void {
     const world = this.world;
     const topicIndex = world.setup.topicOf(topic);
     if (topicIndex === undefined) return;
-    if (node.role !== "master") {
-      world.observer.carried(message);
-      world.carrier.publish(node.index, topicIndex, wire);
-      return;
-    }
-    for (const out of world.observer.published(node.index, message))
-      world.carrier.publish(node.index, topicIndex, out === message ? wire : world.wires.seal(node.index, out));
+    if (node.role === "master") world.observer.published(node.index, message);
+    else world.observer.carried(message);
+    world.carrier.publish(node.index, topicIndex, wire);
+  }
+
+  /**
+   * A master logged that a job ended: what it tells the job's submitter (as a node's control API shows it) is the
+   * record it persisted just before, its status and the digest decided for each shard.
+   */
+  private reportEnd(node: SimNode, jobId: string): void {
+    const record = node.store.job(this.world.setup.projectOf(node.project), jobId);
+    if (record === undefined || record.status === "open") return;
+    this.world.observer.reportedEnd(node.index, {
+      jobId,
+      status: record.status,
+      acceptedDigests: record.shards.map((shard) => shard.decidedDigest),
+    });
   }
 
   /**
@@ -89,6 +102,7 @@ export class NodeHost {
     const outcome = world.setup.runOf(node, run);
     if (outcome === null) return;
     node.runsStarted++;
+    world.observer.started(run.jobId);
     const token = ++this.executionToken;
     node.executing.set(run.runId, token);
     const driver = node.driver;

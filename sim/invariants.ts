@@ -14,19 +14,19 @@ export interface Violation {
     | "ends-after-heal"
     | "no-forgery-accepted"
     | "no-replay-accepted"
-    | "advert-newest";
+    | "offer-newest";
   readonly jobId: string;
   readonly detail: string;
 }
 
 export const invariantNames = [
-  "no-job-lost: every submitted job ends with exactly one verdict or cancel",
-  "accepted-once: no job gets a second verdict",
+  "no-job-lost: every submitted job ends with exactly one verdict or cancel (as its master reports it)",
+  "accepted-once: no job gets a second verdict, reported or on its topic",
   "quorum: every accepted digest was reported by at least quorum distinct workers (1 where the master trusted a worker alone, or where one of them is a runner of the project)",
   "ends-after-heal: every job has ended when the run stops, after every fault healed and the drain",
   "no-forgery-accepted: no tampered or untrusted message reaches a state machine",
-  "no-replay-accepted: no node's machine takes a signed message twice, however often it is sent again (adverts aside: state, not events)",
-  "advert-newest: a master never goes back from a worker's advert to an older one (a replay, or one overtaken)",
+  "no-replay-accepted: no node's machine takes a signed message twice, however often it is sent again (offers aside: state, not events)",
+  "offer-newest: a master never goes back from a worker's offer to an older one (one overtaken on the way)",
 ] as const;
 
 /** Violations kept in the metrics: the first ones say enough. */
@@ -41,12 +41,18 @@ export interface JobTruth {
   readonly failing: boolean;
   readonly quorum: number;
   readonly shards: number;
+  readonly replicas: number;
   firstAwardAtMs: number | null;
+  /** When the job's first run started on a worker (its claim). */
+  firstStartAtMs: number | null;
   /** Runs awarded (awards that left the master). */
   awards: number;
   endedAtMs: number | null;
   status: "open" | "passed" | "failed" | "cancelled";
+  /** Job ends its master reported (one is right). */
   terminalMessages: number;
+  /** Verdicts and whole-job cancels its master published (at most one: only an announced job gets one). */
+  endsPublished: number;
   /** Per shard: digest → workers whose result with that digest reached the master. */
   results: Map<string, Set<number>>[] | null;
   trustedAlone: Set<number> | null;

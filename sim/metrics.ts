@@ -3,6 +3,7 @@
  * nodes come and go, and the Metrics collected at its end from the world's
  * counters and what the observer saw.
  */
+import type { OfferKinds } from "./figures.ts";
 import { invariantNames, type Violation } from "./invariants.ts";
 import type { Observer } from "./observer.ts";
 import type { Scenario } from "./scenario.ts";
@@ -14,6 +15,7 @@ export interface SeriesPoint {
   readonly openJobs: number;
   readonly liveWorkers: number;
   readonly messages: number;
+  readonly offers: number;
   readonly bids: number;
   readonly verdicts: number;
   readonly claimP50Ms: number | null;
@@ -35,10 +37,28 @@ export interface Metrics {
     readonly lost: number;
     readonly wrongResultsAccepted: number;
   };
+  /** From a job's submission to the start of its first run on a worker. */
   readonly claimLatencyMs: Percentiles;
+  /** From a job's submission to its first award leaving the master. */
+  readonly awardLatencyMs: Percentiles;
   readonly timeToVerdictMs: Percentiles;
+  /** Runs the submitted jobs wanted: the sum of shards × replicas over them (not the awards it took). */
+  readonly wantedRuns: number;
+  readonly offersPerJob: number;
   readonly bidsPerJob: number;
+  /** Offers and bids sent, each over the wanted runs, and together. */
+  readonly offersPerWantedRun: number;
+  readonly bidsPerWantedRun: number;
+  readonly offersAndBidsPerWantedRun: number;
+  /** Runs awarded over the wanted runs: re-awards after lost leases, refusals, disputes and spot checks add to 1. */
+  readonly awardsPerWantedRun: number;
+  /** Offers sent, those that reached a master's machine, and each by what it changed (figures.ts, OfferKinds). */
+  readonly offers: OfferKinds & { readonly sent: number; readonly delivered: number };
+  /** Every transmission (gossip hops, gossip control, direct messages) over the submitted jobs. */
   readonly messagesPerJob: number;
+  /** Every transmission over the hours workers spent online, all workers together (`workerHours`). */
+  readonly messagesPerWorkerHour: number;
+  readonly workerHours: number;
   readonly messages: Record<string, number>;
   readonly messagesByDomain: Record<string, number>;
   /** Admission verdicts of every node, by reason (jobs/admission.ts). */
@@ -153,7 +173,12 @@ export function collectMetrics(end: RunEnd): Metrics {
     (world.carrier.counters.gossipTransmissions as number) +
     (world.carrier.counters.gossipControl as number) +
     (world.carrier.counters.direct as number);
-  const submitted = observer.figures.submitted;
+  const figures = observer.figures;
+  const submitted = figures.submitted;
+  const wanted = Math.max(1, figures.wantedRuns);
+  const workerHours = world.workerOnlineMs() / 3_600_000;
+  let awards = 0;
+  for (const truth of observer.jobs.values()) awards += truth.awards;
   return {
     scenario: s.name,
     seed: end.seed,
@@ -169,10 +194,20 @@ export function collectMetrics(end: RunEnd): Metrics {
       lost,
       wrongResultsAccepted: observer.figures.jobCounts.wrongResultsAccepted,
     },
-    claimLatencyMs: observer.figures.claim.summary(),
-    timeToVerdictMs: observer.figures.verdictLatency.summary(),
-    bidsPerJob: round(observer.figures.bids / Math.max(1, submitted)),
+    claimLatencyMs: figures.claim.summary(),
+    awardLatencyMs: figures.award.summary(),
+    timeToVerdictMs: figures.verdictLatency.summary(),
+    wantedRuns: figures.wantedRuns,
+    offersPerJob: round(figures.offers / Math.max(1, submitted)),
+    bidsPerJob: round(figures.bids / Math.max(1, submitted)),
+    offersPerWantedRun: round(figures.offers / wanted),
+    bidsPerWantedRun: round(figures.bids / wanted),
+    offersAndBidsPerWantedRun: round((figures.offers + figures.bids) / wanted),
+    awardsPerWantedRun: round(awards / wanted),
+    offers: { sent: figures.offers, delivered: figures.offersDelivered, ...figures.offerKinds },
     messagesPerJob: round(totalMessages / Math.max(1, submitted)),
+    messagesPerWorkerHour: round(totalMessages / Math.max(1e-9, workerHours)),
+    workerHours: round(workerHours),
     messages: { ...world.carrier.counters, total: totalMessages },
     messagesByDomain: observer.figures.byDomain,
     admissions: observer.figures.admissions,

@@ -1,15 +1,20 @@
 /**
  * The simulator's observer: it watches the run from outside the machines and
- * checks the invariants against what the network carried, never against the
- * machines' own books. It is the one place of sim/ that reads message types:
- * it counts bids and awards, sees verdicts and cancels leave a master, sees
- * results reach one, and sees every admission verdict (a forged or replayed
- * message that reached a machine is a violation). One check looks inside: what
- * a master holds of a worker's advert before and after each advert reaches it
- * (nothing on the network shows that a master kept the newest).
+ * checks the invariants against what the network carried and what a master
+ * tells its users, never against the machines' working state. It is the one
+ * place of sim/ that reads message types: it counts offers, bids and awards,
+ * sees verdicts and cancels leave a master, sees results reach one, and sees
+ * every admission verdict (a forged or replayed message that reached a
+ * machine is a violation). A job's end is what its master reports: the
+ * "job-ended" log line and the job record it persisted (status and decided
+ * digests), as a node's control API shows it to the submitter; a job awarded
+ * from offers alone ends with no message on the network (only announced jobs
+ * get a gossiped verdict). One check looks inside: what a master holds of a
+ * worker's offer before and after each offer reaches it (nothing on the
+ * network shows that a master kept the newest).
  *
  * For the tests of the checker itself it can also break the system under test
- * on purpose (Sabotage), between a master and the network.
+ * on purpose (Sabotage), between a master and what it reports.
  *
  * What it counts is in sim/figures.ts; the invariants it checks, the truth
  * they are checked against and the violations found, in sim/invariants.ts.
@@ -20,17 +25,22 @@ import { Invariants, type JobTruth, type ReachedResult, resultReached } from "./
 
 /**
  * Deliberate defects in the system under test, for the tests of the invariant checker only: each one breaks the
- * first verdict a master publishes, between the machine and the network.
+ * first job end a master reports that has a verdict, between the machine and its user.
  */
 export type Sabotage = "drop-verdict" | "duplicate-verdict" | "unreported-digest";
 
-/** What a sabotage makes of a verdict: nothing, two of it, or one accepting a digest no worker reported. */
-function sabotaged(sabotage: Sabotage, verdict: StampedMessage): StampedMessage[] {
+/** A job's end as its master reports it: its status and, for a verdict, the digest decided for each shard. */
+export interface ReportedEnd {
+  readonly jobId: string;
+  readonly status: "passed" | "failed" | "cancelled";
+  readonly acceptedDigests: readonly (string | null)[];
+}
+
+/** What a sabotage makes of a reported verdict: nothing, two of it, or one accepting a digest no worker reported. */
+function sabotaged(sabotage: Sabotage, end: ReportedEnd): ReportedEnd[] {
   if (sabotage === "drop-verdict") return [];
-  if (sabotage === "duplicate-verdict") return [verdict, verdict];
-  if (sabotage !== "unreported-digest") return [verdict];
-  const digests = verdict.body.acceptedDigests as (string | null)[];
-  return [{ domain: "verdict", body: { ...verdict.body, acceptedDigests: digests.map(() => "bnobodyreportedthis") } }];
+  if (sabotage === "duplicate-verdict") return [end, end];
+  return [{ ...end, acceptedDigests: end.acceptedDigests.map(() => "bnobodyreportedthis") }];
 }
 
 /** What the observer knows of a wire: who sent it, and whether an actor forged or replayed it. */
@@ -71,6 +81,8 @@ export class Observer {
   onJobEnded: ((job: EndedJob) => void) | undefined;
   /** Each project's runners (node indices), as its keyset names them: one result of a runner decides a shard. */
   private readonly runners: ReadonlySet<number>[] = [];
+  /** The free slots each master holds of each worker's offer, as the messages tell, by "worker index>master index". */
+  private readonly lastOffers = new Map<string, number>();
 
   constructor(projects: number, sabotage: Sabotage | undefined, tracksReplays = false) {
     this.tracksReplays = tracksReplays;
@@ -86,6 +98,7 @@ export class Observer {
   submit(truth: JobTruth, jobId: string): void {
     this.jobs.set(jobId, truth);
     this.figures.submitted++;
+    this.figures.wantedRuns += truth.shards * truth.replicas;
     this.figures.openJobs++;
   }
 
@@ -116,9 +129,9 @@ export class Observer {
         `a forged message from node ${wire.from} reached node ${node}'s machine`,
       );
     }
-    // An advert is state, not an event: a master takes a worker's adverts without a ledger, keeps the newest and
-    // drops the others (checked by advertHeld), so a replayed one reaching the machine is no replay accepted.
-    if (wire.domain === "workerAdvert") return;
+    // An offer is state, not an event: a master takes a worker's offers without a ledger, keeps the newest and
+    // drops the others (checked by offerHeld), so one reaching the machine again is no replay accepted.
+    if (wire.domain === "offer") return;
     if (wire.original !== undefined) {
       if (wire.original.takenBy?.has(memory) === true) {
         this.figures.count("replaysAccepted");
@@ -138,42 +151,75 @@ export class Observer {
   }
 
   /**
-   * An advert of `worker` reached master node `master`'s machine: the sequence number of the advert it held of that
-   * worker before and after (undefined: none). Going back to an older advert is a violation.
+   * An offer of `worker` reached master node `master` directly: the sequence number of the offer its machine held of
+   * that worker before and after (undefined: none). Going back to an older offer is a violation.
    */
-  advertHeld(master: number, worker: string, before: number | undefined, after: number | undefined): void {
+  offerHeld(master: number, worker: string, before: number | undefined, after: number | undefined): void {
+    this.figures.offersDelivered++;
     if (before === undefined || (after !== undefined && after >= before)) return;
-    this.figures.count("advertsTakenBack");
+    this.figures.count("offersTakenBack");
     this.invariants.violate(
-      "advert-newest",
+      "offer-newest",
       "-",
-      `master node ${master} held advert ${before} of worker ${worker.slice(0, 12)}… and then ${after ?? "none"}`,
+      `master node ${master} held offer ${before} of worker ${worker.slice(0, 12)}… and then ${after ?? "none"}`,
     );
   }
 
-  /** A direct message leaves a node. */
-  sent(message: StampedMessage): void {
+  /** A direct message leaves node `from` for node `to` (-1: unknown). */
+  sent(message: StampedMessage, from = -1, to = -1): void {
     this.carried(message);
     if (message.domain === "bid") {
       this.figures.bids++;
       this.figures.interval.bids++;
     }
-    if (message.domain === "award") this.observeAward(String(message.body.jobId));
+    if (message.domain === "offer") this.observeOffer(from, to, Number(message.body.freeSlots));
+    if (message.domain === "award") {
+      this.observeAward(String(message.body.jobId));
+      // The award uses a slot of what the worker offered this master, and both sides count it so without a message.
+      const held = this.lastOffers.get(`${to}>${from}`);
+      if (held !== undefined && held > 0) this.lastOffers.set(`${to}>${from}`, held - 1);
+    }
+  }
+
+  /** A run of the job started on a worker: the first one is the job's claim. */
+  started(jobId: string): void {
+    const truth = this.jobs.get(jobId);
+    if (truth === undefined || truth.firstStartAtMs !== null) return;
+    truth.firstStartAtMs = this.nowMs;
+    this.figures.claimed(this.nowMs - truth.submittedAtMs);
+  }
+
+  /** A message a master publishes: a job gets at most one verdict or whole-job cancel on its topic. */
+  published(master: number, message: StampedMessage): void {
+    this.carried(message);
+    const { domain, body } = message;
+    if (domain !== "verdict" && !(domain === "cancel" && body.attempt === null)) return;
+    const jobId = String(body.jobId);
+    const truth = this.jobs.get(jobId);
+    if (truth === undefined) {
+      this.invariants.violate(
+        "no-job-lost",
+        jobId,
+        `master node ${master} published the end of a job nobody submitted`,
+      );
+      return;
+    }
+    truth.endsPublished++;
+    if (truth.endsPublished > 1)
+      this.invariants.violate("accepted-once", jobId, `verdict or cancel number ${truth.endsPublished} on the topic`);
   }
 
   /**
-   * A message a master publishes: a verdict or a whole-job cancel ends a job. Returns what goes on the network:
-   * the message itself, or what the sabotage (tests of the checker only) made of it.
+   * Master node `master` reports a job ended (its "job-ended" log line and the record it persisted). Passed through
+   * the sabotage (tests of the checker only) first.
    */
-  published(master: number, message: StampedMessage): StampedMessage[] {
-    this.carried(message);
-    let out = [message];
-    if (this.sabotage !== undefined && message.domain === "verdict") {
-      out = sabotaged(this.sabotage, message);
+  reportedEnd(master: number, end: ReportedEnd): void {
+    let ends = [end];
+    if (this.sabotage !== undefined && end.status !== "cancelled") {
+      ends = sabotaged(this.sabotage, end);
       this.sabotage = undefined;
     }
-    for (const copy of out) this.observeMasterPublish(master, copy);
-    return out;
+    for (const copy of ends) this.observeEnd(master, copy);
   }
 
   /** A machine's log line: the master's "trusted-alone" tells the quorum check to expect one result. */
@@ -185,13 +231,28 @@ export class Observer {
     truth.trustedAlone.add(Number(fields.shard));
   }
 
+  /** An offer of `freeSlots` from worker node `from` to master node `to`: counted by what it changed. */
+  private observeOffer(from: number, to: number, freeSlots: number): void {
+    const figures = this.figures;
+    figures.offers++;
+    figures.interval.offers++;
+    const key = `${from}>${to}`;
+    const last = this.lastOffers.get(key);
+    this.lastOffers.set(key, freeSlots);
+    const kinds = figures.offerKinds;
+    if (last === undefined) kinds.first++;
+    else if (freeSlots > last) kinds.more++;
+    else if (freeSlots < last) kinds.fewer++;
+    else kinds.same++;
+  }
+
   private observeAward(jobId: string): void {
     const truth = this.jobs.get(jobId);
     if (truth === undefined) return;
     truth.awards++;
     if (truth.firstAwardAtMs !== null) return;
     truth.firstAwardAtMs = this.nowMs;
-    this.figures.claimed(this.nowMs - truth.submittedAtMs);
+    this.figures.awarded(this.nowMs - truth.submittedAtMs);
   }
 
   private observeResult(from: number, result: ReachedResult): void {
@@ -199,11 +260,9 @@ export class Observer {
     if (truth !== undefined) resultReached(truth, from, result);
   }
 
-  /** A verdict or whole-job cancel ends its job, once: the verdict's accepted digests are checked against the results. */
-  private observeMasterPublish(master: number, message: StampedMessage): void {
-    const { domain, body } = message;
-    if (domain !== "verdict" && !(domain === "cancel" && body.attempt === null)) return;
-    const jobId = String(body.jobId);
+  /** A job ends, once: a verdict's accepted digests are checked against the results that reached the master. */
+  private observeEnd(master: number, end: ReportedEnd): void {
+    const jobId = end.jobId;
     const truth = this.jobs.get(jobId);
     if (truth === undefined) {
       this.invariants.violate("no-job-lost", jobId, `master node ${master} ended a job nobody submitted`);
@@ -211,25 +270,22 @@ export class Observer {
     }
     truth.terminalMessages++;
     if (truth.terminalMessages > 1) {
-      this.invariants.violate("accepted-once", jobId, `verdict or cancel number ${truth.terminalMessages} for the job`);
+      this.invariants.violate("accepted-once", jobId, `job end number ${truth.terminalMessages} for the job`);
       return;
     }
     truth.endedAtMs = this.nowMs;
     this.figures.ended(truth.project, this.nowMs - truth.submittedAtMs);
     const counts = this.figures.jobCounts;
     let wrongAccepted = false;
-    if (domain === "cancel") {
-      truth.status = "cancelled";
-      counts.cancelled++;
-    } else {
-      const verdict = body as { outcome: "passed" | "failed"; acceptedDigests: (string | null)[] };
-      truth.status = verdict.outcome;
-      if (verdict.outcome === "passed") counts.passed++;
+    truth.status = end.status;
+    if (end.status === "cancelled") counts.cancelled++;
+    else {
+      if (end.status === "passed") counts.passed++;
       else counts.failed++;
       wrongAccepted = this.invariants.checkQuorum(
         jobId,
         truth,
-        verdict.acceptedDigests,
+        end.acceptedDigests,
         this.runners[truth.project] ?? new Set(),
       );
       if (wrongAccepted) counts.wrongResultsAccepted++;

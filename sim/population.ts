@@ -28,8 +28,8 @@ export const hourMs = 3_600_000;
 export const nightStartMinute = 20 * 60;
 /** ...until this one (08:00). */
 export const nightEndMinute = 8 * 60;
-/** The first advert of a worker comes within this much of its start (or one advert interval, if shorter). */
-export const maxAdvertJitterMs = 5_000;
+/** A worker's first offers come within this much of its start, at a random phase: a mesh started at once does not offer in one burst. */
+export const offerJitterMs = 5_000;
 /** How long the simulated projects' keysets are valid from the start of the run. */
 export const simKeysetLifetimeMs = 300 * dayMs;
 
@@ -117,8 +117,9 @@ export function simWorkerState(scenario: Scenario, node: SimNode): WorkerState {
       slots: w.slots,
       maxSeenRounds: w.seenRounds,
       renewIntervalMs: w.renewInterval,
-      advertIntervalMs: scenario.advertInterval,
-      advertJitterMs: Math.min(scenario.advertInterval, maxAdvertJitterMs),
+      offerLifetimeMs: w.offerLifetime,
+      offerStaggerMs: w.offerStagger,
+      offerJitterMs: Math.min(w.offerLifetime, offerJitterMs),
       shares,
       dimensions: baseDimensions,
       specs: [],
@@ -302,7 +303,7 @@ export class Population {
       const node = this.world.addNode("replayer", { topics: [topic], prefix: this.freshPrefix() });
       node.replayer = new Replayer(actors, node.index, topic);
       node.replayer.start(a.replaysPerHour, this.scenario.duration);
-      this.world.carrier.addAdvertListener(node);
+      this.world.carrier.tapMaster(this.masterOf(topic), node);
       this.counts.replayers++;
     }
     this.scheduleThrowaways(actors);

@@ -45,6 +45,7 @@ export function renderReport(metrics: Metrics): string {
     openJobs: m.series.map((p) => p.openJobs),
     liveWorkers: m.series.map((p) => p.liveWorkers),
     messages: m.series.map((p) => p.messages),
+    offers: m.series.map((p) => p.offers),
     bids: m.series.map((p) => p.bids),
     verdicts: m.series.map((p) => p.verdicts),
     claim: m.series.map((p) => (p.claimP50Ms === null ? null : p.claimP50Ms / 1000)),
@@ -85,13 +86,23 @@ ${verdict}
 </div>
 ${table("Jobs", Object.entries(m.jobs))}
 ${table("Latencies (ms)", [
-  ["claim latency (submit to first award)", m.claimLatencyMs],
+  ["claim latency (submit to the first run started)", m.claimLatencyMs],
+  ["award latency (submit to the first award sent)", m.awardLatencyMs],
   ["time to verdict", m.timeToVerdictMs],
   ["gossip delivery latency", m.gossip.latencyMs],
 ])}
 ${table("Messages", [
+  ["wanted runs (shards × replicas of the submitted jobs)", m.wantedRuns],
+  ["offers per job", m.offersPerJob],
   ["bids per job", m.bidsPerJob],
-  ["messages per job", m.messagesPerJob],
+  ["offers per wanted run", m.offersPerWantedRun],
+  ["bids per wanted run", m.bidsPerWantedRun],
+  ["offers and bids per wanted run", m.offersAndBidsPerWantedRun],
+  ["awards per wanted run", m.awardsPerWantedRun],
+  ["offers sent, delivered, and by what they changed", m.offers],
+  ["messages per job (gossip hops, gossip control, direct)", m.messagesPerJob],
+  ["messages per worker per hour online", m.messagesPerWorkerHour],
+  ["worker hours online", m.workerHours],
   ["gossip publishes", m.gossip.publishes],
   ["gossip delivery fraction", m.gossip.deliveryFraction],
   ...Object.entries(m.messages),
@@ -123,7 +134,7 @@ function chart(id, title, series, values) {
 chart("queue", "Queue depth (open jobs)", [{ label: "open jobs", stroke: "#1f77b4" }], [d.openJobs]);
 chart("latency", "Latencies (p50 per interval, s)", [{ label: "claim", stroke: "#2ca02c" }, { label: "verdict", stroke: "#d62728" }], [d.claim, d.verdict]);
 chart("live", "Live workers", [{ label: "live workers", stroke: "#9467bd" }], [d.liveWorkers]);
-chart("messages", "Messages per interval", [{ label: "messages", stroke: "#8c564b" }, { label: "bids", stroke: "#ff7f0e" }, { label: "verdicts", stroke: "#17becf" }], [d.messages, d.bids, d.verdicts]);
+chart("messages", "Messages per interval", [{ label: "messages", stroke: "#8c564b" }, { label: "offers", stroke: "#2ca02c" }, { label: "bids", stroke: "#ff7f0e" }, { label: "verdicts", stroke: "#17becf" }], [d.messages, d.offers, d.bids, d.verdicts]);
 </script>
 </body>
 </html>

@@ -118,8 +118,9 @@ export async function runSimCommand(scenarioPath: string, options: { seed?: numb
   process.stdout.write(
     [
       `jobs: ${j.submitted} submitted, ${j.passed} passed, ${j.failed} failed, ${j.lost} lost, ${j.wrongResultsAccepted} wrong results accepted`,
-      `claim latency p50/p99: ${metrics.claimLatencyMs.p50}/${metrics.claimLatencyMs.p99} ms; time to verdict p50/p99: ${metrics.timeToVerdictMs.p50}/${metrics.timeToVerdictMs.p99} ms`,
-      `bids per job ${metrics.bidsPerJob}, messages per job ${metrics.messagesPerJob}, gossip delivery ${metrics.gossip.deliveryFraction}`,
+      `claim latency (submit to first run started) p50/p99: ${metrics.claimLatencyMs.p50}/${metrics.claimLatencyMs.p99} ms; time to verdict p50/p99: ${metrics.timeToVerdictMs.p50}/${metrics.timeToVerdictMs.p99} ms`,
+      `offers per job ${metrics.offersPerJob}, bids per job ${metrics.bidsPerJob}; per wanted run (shards × replicas): offers ${metrics.offersPerWantedRun}, bids ${metrics.bidsPerWantedRun}, together ${metrics.offersAndBidsPerWantedRun}, awards ${metrics.awardsPerWantedRun}`,
+      `messages per job ${metrics.messagesPerJob}, per worker per hour online ${metrics.messagesPerWorkerHour}; gossip delivery ${metrics.gossip.deliveryFraction}`,
       `${metrics.run.events} events in ${(wallMs / 1000).toFixed(2)} s wall, ${(cpuMs / 1000).toFixed(2)} s cpu (${Math.round(metrics.run.events / (wallMs / 1000))} events/s), peak RSS ${Math.round(process.resourceUsage().maxRSS / 1024)} MiB`,
       `wrote ${join(out, "metrics.json")} and ${join(out, "report.html")}`,
       "",

@@ -9,7 +9,7 @@
  * milliseconds; fractions are numbers in [0, 1].
  */
 import { z } from "zod";
-import { defaultMasterConfig } from "../jobs/index.ts";
+import { defaultMasterConfig, defaultWorkerConfig, maxOfferLifetimeMs } from "../jobs/index.ts";
 import {
   describeValue,
   FileFieldError,
@@ -89,6 +89,13 @@ const workersSchema = z.strictObject({
   seenRounds: z.number().int().min(16).max(1_000_000).default(4096),
   /** How often a running job's lease is renewed (WorkerConfig.renewIntervalMs; a third of the lease if shorter). */
   renewInterval: duration(3_600_000).default(20_000),
+  /**
+   * How long a worker's standing offer to a master lasts (WorkerConfig.offerLifetimeMs): it is renewed when a
+   * quarter is left, so an idle worker sends each master of each of its projects one offer per three quarters of it.
+   */
+  offerLifetime: duration(maxOfferLifetimeMs).default(defaultWorkerConfig.offerLifetimeMs),
+  /** A freed slot is offered to the project furthest below its share first, to each next one this much later. */
+  offerStagger: duration(3_600_000).default(defaultWorkerConfig.offerStaggerMs),
   /**
    * Honest initial workers per project that its keyset names as runners (the project's own machines, whose results
    * anchor a quorum): eager, day-and-night ones first. 0 names none.
@@ -263,8 +270,6 @@ export const scenarioSchema = z
     /** "real" signs and verifies every message with ed25519; "fast" skips both (documented in sim/README.md). */
     signatures: z.enum(["real", "fast"]).default("real"),
     projects: z.number().int().min(1).max(maxProjectsCount),
-    /** How often a worker publishes its advert (what masters size the eligible pool from). */
-    advertInterval: duration(maxDrainMs).default(600_000),
     /** Width of one point of the time series in the report. */
     sampleInterval: duration(maxDrainMs).default(60_000),
     workers: workersSchema,
@@ -306,7 +311,7 @@ export const scenarioSchema = z
         ["sampleInterval"],
         `expected at most ${maxSampleCount} points over duration + drain: at least ${Math.ceil((s.duration + s.drain) / maxSampleCount)} ms`,
       );
-    if (s.advertInterval <= 0) problem(["advertInterval"], "expected a positive duration");
+    if (s.workers.offerLifetime <= 0) problem(["workers", "offerLifetime"], "expected a positive duration");
     if (s.workers.projectsPerWorker > s.projects)
       problem(["workers", "projectsPerWorker"], `expected at most projects (${s.projects})`);
     s.exodus.forEach((e, i) => {

@@ -69,6 +69,11 @@ export class SimStore {
     }
   }
 
+  /** The job record last persisted for a project's job, if any. */
+  job(project: string, jobId: string): JobRecord | undefined {
+    return this.jobs.get(project)?.get(jobId);
+  }
+
   load(): StoredNode {
     const ledger = createReplayLedger();
     ledger.floorExpiresAtMs = this.floorExpiresAtMs;

@@ -26,9 +26,9 @@ import {
 /** Envelope sizes in fast-signature mode (no envelope is made): typical sealed sizes measured in real mode. */
 export const fastEnvelopeBytes: Readonly<Record<string, number>> = {
   jobAnnouncement: 700,
-  workerAdvert: 300,
+  offer: 390,
   bid: 240,
-  award: 240,
+  award: 600,
   reject: 300,
   leaseRenew: 260,
   logChunk: 400,

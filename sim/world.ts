@@ -9,8 +9,8 @@
  * clock, the nodes and their lives. The observer watches what the network
  * carries.
  *
- * House rules (DESIGN.md, Rule 2): no protocol decision here. Gossip is routed
- * by jobs/routing.ts (adverts to masters, the rest to workers) and every
+ * House rules (DESIGN.md, Rule 2): no protocol decision here. What travels on
+ * a topic and what goes directly is jobs/routing.ts's to say, and every
  * message is handed to the receiver's driver, whose admission decides.
  *
  * Determinism: one seeded generator draws everything in event order; events
@@ -139,6 +139,10 @@ export class SimWorld {
   private readonly host: NodeHost;
   private readonly keyIndex = new Map<string, number>();
   private repairScheduled = false;
+  /** Time workers spent online in spans that have ended (workerOnlineMs adds those still open). */
+  private closedWorkerOnlineMs = 0;
+  /** When each worker online now came online. */
+  private readonly workerOnlineSince = new Map<number, number>();
 
   constructor(setup: WorldSetup) {
     this.setup = setup;
@@ -216,8 +220,14 @@ export class SimWorld {
     };
     this.nodes.push(node);
     this.keyIndex.set(key, index);
-    if (role === "master") this.carrier.addMaster(node);
     return node;
+  }
+
+  /** Time all workers together spent online up to now: what per-worker rates are taken over. */
+  workerOnlineMs(): number {
+    let open = 0;
+    for (const since of this.workerOnlineSince.values()) open += this.nowMs - since;
+    return this.closedWorkerOnlineMs + open;
   }
 
   indexOfKey(key: string): number | undefined {
@@ -228,6 +238,8 @@ export class SimWorld {
   bringOnline(node: SimNode): void {
     node.online = true;
     node.everOnline = true;
+    if (node.role === "worker" && !this.workerOnlineSince.has(node.index))
+      this.workerOnlineSince.set(node.index, this.nowMs);
     for (const topic of node.topics) this.gossip.join(topic, node.index);
     if (node.role !== "master" && node.role !== "worker") return;
     if (node.driver === null) this.host.boot(node);
@@ -238,6 +250,11 @@ export class SimWorld {
   /** The node's process dies (or, with `keepProcess`, only its network goes): events for it are dropped. */
   takeOffline(node: SimNode, keepProcess = false): void {
     node.online = false;
+    const since = this.workerOnlineSince.get(node.index);
+    if (since !== undefined) {
+      this.closedWorkerOnlineMs += this.nowMs - since;
+      this.workerOnlineSince.delete(node.index);
+    }
     node.epoch++;
     node.executing.clear();
     if (!keepProcess) node.driver = null;

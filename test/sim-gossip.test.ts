@@ -79,16 +79,3 @@ test("a partition: nothing crosses it, by push or by gossip", (t) => {
   t.is(out.deliveries.length, 99);
   t.is(model.publish(0, 5, 0, 256).deliveries.length, 199);
 });
-
-test("an advert reaches its one reader along a shortest mesh path; its flood is counted, not computed", (t) => {
-  const model = mesh(200);
-  const full = model.publish(0, 3, 0, 256);
-  const toTarget = full.deliveries.find((d) => d.node === 150);
-  const advert = model.publishTo(0, 3, 150, 0, 256);
-  t.is(advert.atMs, (toTarget?.hops ?? -1) * 10, "hops × the per-hop latency, as the full flood found");
-  t.is(advert.subscribers, 199);
-  t.is(advert.transmissions - advert.duplicates, 199, "every other member gets one first copy");
-  t.is(advert.transmissions, full.transmissions, "as many copies as the computed flood sends");
-  model.leave(0, 150);
-  t.is(model.publishTo(0, 3, 150, 0, 256).atMs, null, "a reader that left gets nothing");
-});

@@ -41,15 +41,15 @@ test("liars acting alone never win a quorum of two", (t) => {
   }
 });
 
-test("a master going back to an older advert of a worker is caught; keeping or replacing with a newer one is not", (t) => {
+test("a master going back to an older offer of a worker is caught; keeping or replacing with a newer one is not", (t) => {
   const observer = new Observer(1, undefined);
-  observer.advertHeld(0, "ab".repeat(32), undefined, 7);
-  observer.advertHeld(0, "ab".repeat(32), 7, 7);
-  observer.advertHeld(0, "ab".repeat(32), 7, 9);
+  observer.offerHeld(0, "ab".repeat(32), undefined, 7);
+  observer.offerHeld(0, "ab".repeat(32), 7, 7);
+  observer.offerHeld(0, "ab".repeat(32), 7, 9);
   t.deepEqual(observer.invariants.listed(), []);
-  observer.advertHeld(0, "ab".repeat(32), 9, 7);
+  observer.offerHeld(0, "ab".repeat(32), 9, 7);
   t.deepEqual(
     observer.invariants.listed().map((v) => v.invariant),
-    ["advert-newest"],
+    ["offer-newest"],
   );
 });
