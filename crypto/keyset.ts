@@ -237,10 +237,16 @@ export function checkAnnouncer(trust: ProjectTrust, signer: Uint8Array, nowMs: n
 export function announcersOf(trust: ProjectTrust, nowMs: number): string[] {
   const keyset = trust.keyset;
   if (keyset === null || keyset.expiresAtMs + maxClockSkewMs < nowMs) return [];
-  const keys = new Set<string>();
-  for (const entry of keyset.announcers)
-    if (entry.expiresAtMs + maxClockSkewMs >= nowMs) keys.add(Buffer.from(entry.key).toString("hex"));
-  return [...keys].sort();
+  // A key listed twice counts by its first entry, as checkAnnouncer reads it: never a master whose awards are refused.
+  const first = new Map<string, number>();
+  for (const entry of keyset.announcers) {
+    const key = Buffer.from(entry.key).toString("hex");
+    if (!first.has(key)) first.set(key, entry.expiresAtMs);
+  }
+  return [...first]
+    .filter(([, expiresAtMs]) => expiresAtMs + maxClockSkewMs >= nowMs)
+    .map(([key]) => key)
+    .sort();
 }
 
 /**
