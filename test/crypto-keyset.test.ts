@@ -499,17 +499,15 @@ testProp(
       }
     });
     const masters = announcersOf(trust, atMs);
-    const unexpired = entries.filter(([, days]) => nowMs + days * dayMs + maxClockSkewMs >= atMs);
+    // A key listed twice counts by its first entry, as checkAnnouncer reads it.
+    const firstEntries = entries.filter(([who], i) => entries.findIndex(([other]) => other === who) === i);
+    const unexpired = firstEntries.filter(([, days]) => nowMs + days * dayMs + maxClockSkewMs >= atMs);
     t.deepEqual(
       masters,
-      atMs > nowMs + 30 * dayMs + maxClockSkewMs ? [] : [...new Set(unexpired.map(([who]) => hexOfKey(who)))].sort(),
-      "the keys with an unexpired entry in an unexpired keyset",
+      atMs > nowMs + 30 * dayMs + maxClockSkewMs ? [] : unexpired.map(([who]) => hexOfKey(who)).sort(),
+      "the keys whose first entry is unexpired, in an unexpired keyset",
     );
-    for (const who of allowed)
-      t.true(masters.includes(hexOfKey(who)), "an announcer checkAnnouncer allows is a master");
-    // A key listed twice: checkAnnouncer reads its first entry, announcersOf any unexpired one; else they agree.
-    if (new Set(entries.map(([who]) => who)).size === entries.length)
-      t.deepEqual(masters, allowed.map(hexOfKey).sort());
+    t.deepEqual(masters, allowed.map(hexOfKey).sort(), "exactly the announcers checkAnnouncer allows");
   },
   { numRuns: 100 },
 );
