@@ -174,6 +174,10 @@ export interface KnownWorker {
   readonly prefix: string;
   /** The volunteer lets jobs that ask for the network have it. */
   readonly network: boolean;
+  /** The worker process the offer came from (the offer's epoch). */
+  readonly epoch: number;
+  /** Awards this master made to that process: with the offer's awardsSeen, the slots of awards still in flight. */
+  awardsMade: number;
 }
 
 /** Offers of one tier looked at to award one job's runs: all of them up to this many, else this many drawn at random. */
@@ -287,7 +291,10 @@ export interface MasterState {
   workersVersion: number;
   /** How many entries `workers` holds, so an offer checks the bound without listing every known worker. */
   knownWorkerCount: number;
-  poolCache: Record<string, [version: number, eligible: number, reluctant: number, eager: number]>;
+  poolCache: Record<
+    string,
+    [version: number, eligible: number, reluctant: number, eager: number, validUntilMs: number]
+  >;
   /**
    * Known workers whose offer has eager slots left to award, by tier (runners, workers with a record here, the
    * rest), each in no order (removed by swapping in the last): a flood of fresh keys fills only the last tier.
@@ -559,14 +566,17 @@ interface Pool {
 function eligiblePool(state: MasterState, spec: JobSpec, nowMs: number): Pool {
   const key = requirementKey(spec);
   const cached = state.poolCache[key];
-  if (cached !== undefined && cached[0] === state.workersVersion)
+  // A count holds until the workers change or the first offer it counted lapses.
+  if (cached !== undefined && cached[0] === state.workersVersion && nowMs <= cached[4])
     return { eligible: cached[1], reluctant: cached[2], eager: cached[3] };
   let eligible = 0;
   let reluctant = 0;
   let eager = 0;
+  let validUntilMs = Number.MAX_SAFE_INTEGER;
   for (const worker of knownWorkers(state)) {
     if (worker.expiresAtMs < nowMs || worker.availability === "paused" || worker.availability === "offline") continue;
     if ((spec.network && !worker.network) || !isEligible(spec, worker)) continue;
+    validUntilMs = Math.min(validUntilMs, worker.expiresAtMs);
     if (worker.availability === "reluctant") reluctant++;
     else eager++;
     if (worker.freeSlots > 0 || worker.availability === "reluctant") eligible++;
@@ -575,7 +585,7 @@ function eligiblePool(state: MasterState, spec: JobSpec, nowMs: number): Pool {
   const capped = Math.min(eligible, maxEligiblePool);
   // Entries of older worker versions are dead weight: drop them all when the table is full.
   if (cached === undefined && Object.keys(state.poolCache).length >= maxPoolCacheEntries) state.poolCache = {};
-  state.poolCache[key] = [state.workersVersion, capped, reluctant, eager];
+  state.poolCache[key] = [state.workersVersion, capped, reluctant, eager, validUntilMs];
   return { eligible: capped, reluctant, eager };
 }
 
@@ -674,6 +684,7 @@ function award(step: Step, job: JobRecord, bid: PendingBid, shard: number): void
   // Every award uses a slot of what the worker offered, whether it came from the offer or from a bid.
   const known = state.workers[bid.worker] ?? state.unproven[bid.worker];
   if (known !== undefined) {
+    known.awardsMade++;
     known.freeSlots = Math.max(0, known.freeSlots - 1);
     if (known.freeSlots === 0) stopOffering(state, bid.worker);
   }
@@ -1379,16 +1390,21 @@ function onOffer(step: Step, worker: string, offer: Offer, runner: boolean, pref
   if (offer.project !== state.config.project) return;
   const held = state.workers[worker] ?? state.unproven[worker];
   if (held !== undefined && held.seq >= offer.seq) return; // a replay, or overtaken by a newer offer
+  // Awards made to this process that it had not seen when it offered are on their way: their slots are not free.
+  const awardsMade = held !== undefined && held.epoch === offer.epoch ? held.awardsMade : 0;
+  const inFlight = Math.max(0, awardsMade - offer.awardsSeen);
   const known: KnownWorker = {
     dimensions: offer.dimensions,
     specs: offer.specs,
     availability: offer.availability,
-    freeSlots: offer.freeSlots,
+    freeSlots: Math.max(0, offer.freeSlots - inFlight),
     expiresAtMs: offer.expiresAtMs,
     seq: offer.seq,
     runner,
     prefix,
     network: offer.network,
+    epoch: offer.epoch,
+    awardsMade,
   };
   if (isProven(state, worker, runner)) {
     if (worker in state.unproven) {

@@ -217,10 +217,16 @@ export const specClaimSchema = z.strictObject({
   checkedAtMs: timestampMsSchema,
 });
 
+/** Awards one worker process has counted from one master: a count that never wraps. */
+export const maxAwardsSeen = Number.MAX_SAFE_INTEGER;
+
 /**
  * A worker's signed standing offer to one master of a project (Swarming's polling bot, signed): "freeSlots slots for
  * this project, my dimensions and capability claims, until expiresAtMs". It is also the worker's advert: 0 free slots
  * says the worker exists (busy, reluctant or paused) without offering anything. A newer offer supersedes an older one.
+ * `epoch` names the worker process (its start) and `awardsSeen` the awards it had from this master since: the master
+ * takes off the slots of the awards it made that the worker had not seen, so an offer that crosses an award in flight
+ * does not offer that slot twice.
  */
 export const offerSchema = z
   .strictObject({
@@ -231,6 +237,8 @@ export const offerSchema = z
     availability: availabilitySchema,
     /** Whether the volunteer lets a job that asks for the network have it: a master awards such jobs only then. */
     network: z.boolean(),
+    epoch: timestampMsSchema,
+    awardsSeen: z.number().int().min(0).max(maxAwardsSeen),
     dimensions: dimensionsSchema,
     specs: z.array(specClaimSchema).max(maxSpecsPerAdvert),
   })

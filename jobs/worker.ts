@@ -49,6 +49,7 @@ import {
   type JobAnnouncement,
   type JobSpec,
   type LeaseRenew,
+  maxAwardsSeen,
   maxBidLifetimeMs,
   maxCachedInputBytes,
   maxLeaseRenewLifetimeMs,
@@ -199,6 +200,8 @@ export interface SentOffer {
   expiresAtMs: number;
   /** The worker's claims version it carried: new claims are offered again. */
   readonly claimsVersion: number;
+  /** Awards had from this master since this process's offers began (the offer's `awardsSeen`). */
+  awardsSeen: number;
 }
 
 export interface Usage {
@@ -235,7 +238,7 @@ export interface WorkerState {
   masters: Record<string, string[]>;
   /** What each master holds of this worker's offer, by offerKey(project, master). */
   offers: Record<string, SentOffer>;
-  /** When offers may go out; null until the first (re)start. */
+  /** When offers may go out; null until the first (re)start. It names this process's offers too (their `epoch`). */
   offersFromMs: number | null;
   /** When the slots on offer last grew: the stagger between projects counts from here. */
   freeSinceMs: number;
@@ -409,7 +412,7 @@ export function canServe(state: WorkerState, project: string, job: JobSpec): boo
 function bidWhileFree(step: Step): void {
   const { state, nowMs } = step;
   const availability = effectiveAvailability(state);
-  if (availability !== "eager" && availability !== "reluctant") return;
+  if (availability !== "reluctant") return;
   while (freeSlots(state) > 0) {
     let best: Candidate | undefined;
     let bestKey = "";
@@ -561,7 +564,10 @@ function onAward(step: Step, master: string, award: Award): void {
   dropCandidate(state, key);
   // The master counts one slot of its offer used by any award it makes, answered or not: so does the worker.
   const offered = state.offers[offerKey(award.project, master)];
-  if (offered !== undefined) offered.freeSlots = Math.max(0, offered.freeSlots - 1);
+  if (offered !== undefined) {
+    offered.freeSlots = Math.max(0, offered.freeSlots - 1);
+    offered.awardsSeen = Math.min(offered.awardsSeen + 1, maxAwardsSeen);
+  }
   const spec = award.job;
   const refuseNow = (reason: string) => {
     // A master drops the offer of a worker that refused: the worker offers again what it has free.
@@ -761,11 +767,13 @@ function offerSlots(step: Step): void {
         renewalAtMs(state, held) > nowMs
       )
         continue;
+      const awardsSeen = held?.awardsSeen ?? 0;
       state.offers[key] = {
         freeSlots: slots,
         availability,
         expiresAtMs: nowMs + lifetimeMs,
         claimsVersion: state.claimsVersion,
+        awardsSeen,
       };
       step.send(master, {
         domain: "offer",
@@ -776,6 +784,8 @@ function offerSlots(step: Step): void {
           totalSlots: state.config.slots,
           availability,
           network: state.config.allowNetwork,
+          epoch: state.offersFromMs,
+          awardsSeen,
           dimensions: state.config.dimensions,
           specs: state.config.specs,
         },

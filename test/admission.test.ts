@@ -156,6 +156,8 @@ function bodyOf(name: Name, header: Header, project: string, worker: Uint8Array)
         totalSlots: 1,
         availability: "eager",
         network: false,
+        epoch: header.issuedAtMs,
+        awardsSeen: 0,
         dimensions,
         specs: [],
       };

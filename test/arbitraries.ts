@@ -84,6 +84,7 @@ import {
   maxAnnouncementRounds,
   maxAttemptNumber,
   maxAttemptsPerJob,
+  maxAwardsSeen,
   maxCachedInputBytes,
   maxDigestChars,
   maxDurationMs,
@@ -468,7 +469,15 @@ export const arbOffer: fc.Arbitrary<Offer> = (() => {
       messageDomains.offer,
       fc
         .tuple(
-          record({ project: arbProjectId, specs, dimensions, availability: arbAvailability, network: fc.boolean() }),
+          record({
+            project: arbProjectId,
+            specs,
+            dimensions,
+            availability: arbAvailability,
+            network: fc.boolean(),
+            epoch: arbTimestampMs,
+            awardsSeen: mostly(int(0, 64), int(0, maxAwardsSeen)),
+          }),
           arbSlots,
         )
         .map(([fields, slots]) => ({ ...fields, ...slots })),

@@ -489,6 +489,8 @@ export async function runScenario(world: DiffWorld): Promise<ScenarioOutcome> {
       totalSlots: 1,
       availability: "eager",
       network: false,
+      epoch: nowMs,
+      awardsSeen: 0,
       dimensions,
       specs: [],
     };

@@ -1454,6 +1454,9 @@ class OfferCmd implements MasterCommand {
         totalSlots: Math.max(1, this.freeSlots),
         availability: this.availability,
         network: false,
+        // Each offer is of a process of its own (a new epoch, no award seen): the master takes its slots as offered.
+        epoch: seq,
+        awardsSeen: 0,
         specs: [],
         dimensions: {
           os: "linux",

@@ -176,6 +176,9 @@ class Bench {
         totalSlots: 1,
         availability: "eager",
         network: false,
+        // Each offer is of a process of its own (a new epoch, no award seen): the master takes its slots as offered.
+        epoch: this.nowMs + this.seq,
+        awardsSeen: 0,
         specs: [],
         dimensions,
       },
