@@ -15,6 +15,7 @@ import {
   type Availability,
   type Award,
   type Bid,
+  createMaster,
   createWorker,
   type Effect,
   type ExecutionReport,
@@ -25,6 +26,7 @@ import {
   type Offer,
   offerStatus,
   type Result,
+  stepMaster,
   stepWorker,
   type Unsequenced,
   type WorkerInput,
@@ -856,3 +858,52 @@ testProp(
   },
   { numRuns: 40 },
 );
+
+test("an offer that crosses an award in flight does not offer that slot twice: the master takes off the awards the worker had not seen when it offered, until a new process offers afresh", (t) => {
+  const startMs = 1_000_000;
+  const rng = seededRng(5);
+  let master = createMaster({ project, ...countOnly });
+  const worker = "ab".repeat(32);
+  let seq = 1;
+  const offer = (epoch: number, awardsSeen: number, freeSlots: number, atMs: number): MasterInput => ({
+    kind: "offer",
+    signer: worker,
+    offer: {
+      issuedAtMs: atMs,
+      expiresAtMs: atMs + hourMs,
+      seq: seq++,
+      project,
+      freeSlots,
+      totalSlots: 1,
+      availability: "eager",
+      network: false,
+      epoch,
+      awardsSeen,
+      dimensions,
+      specs: [],
+    },
+  });
+  const step = (input: MasterInput, atMs: number) => {
+    const out = stepMaster(master, input, atMs, rng);
+    master = out.state;
+    return out.effects;
+  };
+  const awardsIn = (effects: readonly Effect[]) =>
+    effects.filter((effect) => effect.type === "send" && effect.message.domain === "award").length;
+  step(offer(startMs, 0, 1, startMs), startMs);
+  t.is(awardsIn(step({ kind: "submit", jobId: "a", job: jobSpec(startMs + hourMs) }, startMs)), 1, "the slot offered");
+  // The worker renews its offer before the award reaches it: the same slot, no award seen yet.
+  t.is(awardsIn(step(offer(startMs, 0, 1, startMs + 1), startMs + 1)), 0);
+  t.is(
+    awardsIn(step({ kind: "submit", jobId: "b", job: jobSpec(startMs + hourMs) }, startMs + 2)),
+    0,
+    "the renewal crossed the award: its slot is not offered twice",
+  );
+  t.is(master.jobs.b?.attempts.length, 0);
+  // The worker ran the first job and offers its slot again, having seen the award: job b takes it at once.
+  t.is(awardsIn(step(offer(startMs, 1, 1, startMs + 3), startMs + 3)), 1, "a slot freed after the award is offered");
+  t.is(master.jobs.b?.attempts[0]?.worker, worker);
+  // A new process of the worker (a restart) has seen no award of the old one: its slots are taken as offered.
+  step({ kind: "submit", jobId: "c", job: jobSpec(startMs + hourMs) }, startMs + 4);
+  t.is(awardsIn(step(offer(startMs + 5, 0, 1, startMs + 5), startMs + 5)), 1, "a new process offers afresh");
+});
