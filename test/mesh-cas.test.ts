@@ -56,7 +56,10 @@ async function meshWithWorker(mesh: Mesh) {
   const workerDir = await mesh.initNode("worker");
   await cliOk(workerDir, trustArgs);
   const worker = await mesh.start("worker", workerDir, ["--worker", "--bootstrap", master.address]);
-  await until("the worker connected", async () => (await master.control.status()).peers >= 1);
+  await until(
+    "the worker's offer held by the master",
+    async () => ((await master.control.status()).offersHeld[project]?.workers ?? 0) >= 1,
+  );
   return { project, master, worker };
 }
 

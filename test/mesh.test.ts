@@ -44,10 +44,10 @@ async function projectWithWorkers(
       ]),
     );
   }
-  // Ready when the master has heard every worker's advert.
-  await until(`${workerCount} workers known to the master`, async () => {
-    const status = await master.control.status();
-    return status.peers >= workerCount;
+  // Ready when the master holds every worker's standing offer: a job submitted now is awarded at once.
+  await until(`offers of ${workerCount} workers held by the master`, async () => {
+    const held = (await master.control.status()).offersHeld[project];
+    return held !== undefined && held.workers >= workerCount;
   });
   return { project, trustArgs, master, workers };
 }
@@ -130,6 +130,18 @@ test.serial(
       await cliOk(untrustingDir, other.trustArgs);
       const untrusting = await mesh.start("untrusting", untrustingDir, ["--worker", "--bootstrap", master.address]);
       await until("the untrusting worker connected", async () => (await master.control.status()).peers >= 1);
+      // The master hands its keyset to each peer it meets: one that does not pin the project ignores it, free.
+      await until("the untrusting worker to ignore the master's keyset", () =>
+        untrusting.events.some(
+          (event) =>
+            event.event === "direct-refused" && event.reason === "untrusted-project" && event.from === master.peerId,
+        ),
+      );
+      const held = (await untrusting.control.status()).peerPenalties.penalized;
+      t.false(
+        held.some((entry) => entry.peer === master.peerId),
+        "an honest keyset of a project not pinned here costs its sender nothing",
+      );
 
       // Only the untrusting worker is up: the job is announced round after round and draws no bid.
       const jobFile = await writeJob(mesh, "wanted", project, { id: "wanted-1", steps: ["echo never"], timeout: "1m" });

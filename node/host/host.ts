@@ -98,7 +98,8 @@ export const maxConnections = 300;
 export const dhtNamespace = "cimesh";
 /**
  * Gossip messages one peer may hand our validators (each is opened and judged): a burst, then a rate. Above what one
- * relay delivers first on a busy topic (adverts of a few thousand workers every 15 s); what is over it is dropped unread.
+ * relay delivers first on a busy topic (a project's announcements, verdicts and cancels when thousands of jobs start or
+ * end at once); what is over it is dropped unread.
  */
 export const gossipRateLimit: RateLimit = { burst: 1000, perSecond: 250 };
 /**
