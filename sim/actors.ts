@@ -15,9 +15,11 @@
  *   expiry) must refuse a replayed announcement, verdict or cancel; a worker's
  *   message has no business on a topic, and sent by another peer than its
  *   signer it is refused as such.
- * - A throwaway identity is a fresh key of a colluding group: it bids on every
- *   announcement it hears, claiming to hold every input, and reports the
- *   group's wrong digest for whatever it is awarded, soon, without running it.
+ * - A throwaway identity is a fresh key of a colluding group: it offers
+ *   every project's master its slots (renewed, and again after each award),
+ *   bids on every announcement it hears, claiming to hold every input, and
+ *   reports the group's wrong digest for whatever it is awarded, soon,
+ *   without running it.
  */
 import { announcementOf, type MessageDomainName, maxCachedInputBytes, type StampedMessage } from "../jobs/index.ts";
 import type { Rng } from "./rng.ts";
@@ -38,6 +40,10 @@ export type ActorCounter =
 
 /** How long the bids and results of a throwaway identity claim to stay valid. */
 export const throwawayMessageLifetimeMs = 60_000;
+/** How long a throwaway identity's standing offers last; renewed when a quarter is left. */
+export const throwawayOfferLifetimeMs = 20 * 60_000;
+/** Slots a throwaway identity offers each master: more than an honest volunteer has, as an attacker would claim. */
+export const throwawayOfferSlotsCount = 8;
 
 /** What an actor needs of the simulated world. */
 export interface ActorWorld<W extends { readonly body: unknown; readonly domain: string }> {
@@ -63,6 +69,12 @@ export interface ActorWorld<W extends { readonly body: unknown; readonly domain:
   count(counter: ActorCounter): void;
   /** A colluding identity of `group` was awarded a run of the shard: its partners there lie with it. */
   colluded(group: number, index: number, jobId: string, shard: number): void;
+  /** The machine an honest volunteer describes in its offers: a throwaway claims the same. */
+  readonly dimensions: Readonly<Record<string, unknown>>;
+  /** The projects (topics) of the mesh. */
+  projectsCount(): number;
+  /** When actors stop acting (the end of the scenario's duration). */
+  readonly endMs: number;
   signerOf(wire: W): string | null;
 }
 
@@ -190,6 +202,10 @@ export class Throwaway<W extends { readonly body: unknown; readonly domain: stri
   /** The group's shared wrong outputs digest. */
   private readonly digest: string;
   private readonly reportAfterMs: number;
+  /** The start of this identity's offers (their epoch). */
+  private epochMs = 0;
+  /** Awards had from each project's master (by topic). */
+  private readonly awardsSeen = new Map<number, number>();
   constructor(world: ActorWorld<W>, index: number, group: number, digest: string, reportAfterMs: number) {
     this.world = world;
     this.index = index;
@@ -198,9 +214,39 @@ export class Throwaway<W extends { readonly body: unknown; readonly domain: stri
     this.reportAfterMs = reportAfterMs;
   }
 
-  private header(): { issuedAtMs: number; expiresAtMs: number; seq: number } {
+  private header(lifetimeMs = throwawayMessageLifetimeMs): { issuedAtMs: number; expiresAtMs: number; seq: number } {
     const nowMs = this.world.absMs();
-    return { issuedAtMs: nowMs, expiresAtMs: nowMs + throwawayMessageLifetimeMs, seq: this.seq++ };
+    return { issuedAtMs: nowMs, expiresAtMs: nowMs + lifetimeMs, seq: this.seq++ };
+  }
+
+  /** Joined: offers every project's master its slots, renewed until the actors stop. */
+  start(): void {
+    const world = this.world;
+    this.epochMs = world.absMs();
+    const renew = () => {
+      if (world.nowMs() >= world.endMs) return;
+      for (let topic = 0; topic < world.projectsCount(); topic++) this.offer(topic);
+      world.at(world.nowMs() + Math.floor((throwawayOfferLifetimeMs * 3) / 4), renew);
+    };
+    renew();
+  }
+
+  /** A standing offer of every slot to the project's master, saying how many of its awards it has had. */
+  private offer(topic: number): void {
+    const world = this.world;
+    const body = {
+      ...this.header(throwawayOfferLifetimeMs),
+      project: world.projectId(topic),
+      freeSlots: throwawayOfferSlotsCount,
+      totalSlots: throwawayOfferSlotsCount,
+      availability: "eager",
+      network: false,
+      epoch: this.epochMs,
+      awardsSeen: this.awardsSeen.get(topic) ?? 0,
+      dimensions: world.dimensions,
+      specs: [],
+    };
+    world.sendWire(this.index, world.masterOf(topic), world.wire(this.index, { domain: "offer", body }));
   }
 
   /** An announcement draws a bid, whatever its probability said, claiming every input held and nothing running. */
@@ -232,6 +278,9 @@ export class Throwaway<W extends { readonly body: unknown; readonly domain: stri
     if (topic === undefined) return;
     world.count("throwawayAwards");
     world.colluded(this.group, this.index, award.jobId, award.shard);
+    this.awardsSeen.set(topic, (this.awardsSeen.get(topic) ?? 0) + 1);
+    // Offer the slots again at once: the attacker wants every run it can get.
+    if (world.nowMs() < world.endMs) this.offer(topic);
     world.at(world.nowMs() + this.reportAfterMs, () => {
       world.count("wrongResultsSent");
       const body = {

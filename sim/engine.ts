@@ -19,7 +19,7 @@ import type { ActorCounter, ActorWorld } from "./actors.ts";
 import { Faults } from "./faults.ts";
 import { collectMetrics, type Metrics, newNodeCounts, type SeriesPoint, scheduleSamples } from "./metrics.ts";
 import { type EndedJob, Observer, type Sabotage } from "./observer.ts";
-import { feedNightFacts, Population, simProjectId } from "./population.ts";
+import { feedNightFacts, Population, simDimensions, simProjectId } from "./population.ts";
 import { type Rng, seededRng } from "./rng.ts";
 import type { Scenario } from "./scenario.ts";
 import { simJobSpec, Workload } from "./workload.ts";
@@ -40,6 +40,8 @@ export interface RunOptions {
 /** The world as the hostile actors see it: the simulated world, with what they send counted by the observer. */
 class SimActorWorld implements ActorWorld<Wire> {
   readonly rng: Rng;
+  readonly dimensions = simDimensions;
+  readonly endMs: number;
   private readonly scenario: Scenario;
   private readonly world: SimWorld;
   private readonly observer: Observer;
@@ -48,6 +50,7 @@ class SimActorWorld implements ActorWorld<Wire> {
 
   constructor(scenario: Scenario, world: SimWorld, observer: Observer, population: Population, workload: Workload) {
     this.rng = world.rng;
+    this.endMs = scenario.duration;
     this.scenario = scenario;
     this.world = world;
     this.observer = observer;
@@ -102,6 +105,10 @@ class SimActorWorld implements ActorWorld<Wire> {
 
   masterOf(topic: number): number {
     return this.population.masterOf(topic);
+  }
+
+  projectsCount(): number {
+    return this.scenario.projects;
   }
 
   projectId(topic: number): string {

@@ -47,6 +47,7 @@ export class Figures {
     refusedUntrusted: 0,
     forgeriesAccepted: 0,
     replaysSent: 0,
+    replaysRefused: 0,
     replaysAccepted: 0,
     spamBids: 0,
     wrongResultsSent: 0,

@@ -54,9 +54,7 @@ export class NodeHost {
         });
       },
       startRun: (run) => this.execute(node, run),
-      killRun: (runId) => {
-        node.executing.delete(runId);
-      },
+      killRun: (runId) => world.endRun(node, runId),
       persist: (batch) => node.store.persist(batch),
       log: (event, fields) => {
         observer.logged(event, fields);
@@ -104,13 +102,13 @@ export class NodeHost {
     node.runsStarted++;
     world.observer.started(run.jobId);
     const token = ++this.executionToken;
-    node.executing.set(run.runId, token);
+    node.executing.set(run.runId, { token, startMs: world.nowMs });
     const driver = node.driver;
     const finish = (afterMs: number, report: Omit<SimRun, "started">) =>
       world.at(world.nowMs + afterMs, () => {
-        if (!node.online || node.driver !== driver || driver === null || node.executing.get(run.runId) !== token)
+        if (!node.online || node.driver !== driver || driver === null || node.executing.get(run.runId)?.token !== token)
           return;
-        node.executing.delete(run.runId);
+        world.endRun(node, run.runId);
         driver.runFinished({
           runId: run.runId,
           outcome: report.outcome,

@@ -68,6 +68,8 @@ export interface Metrics {
     readonly workersEverOnline: number;
     readonly runsPerWorker: { mean: number; p50: number | null; p90: number | null; max: number };
     readonly idleWorkers: number;
+    /** Slot time runs took over the slot time of workers online: how busy the mesh was on average. */
+    readonly busySlotFraction: number;
   };
   readonly fairness: {
     readonly jainCompletion: number | null;
@@ -225,6 +227,7 @@ export function collectMetrics(end: RunEnd): Metrics {
         max: runs[runs.length - 1] ?? 0,
       },
       idleWorkers: runs.filter((r) => r === 0).length,
+      busySlotFraction: round(world.busySlotMs / Math.max(1, s.workers.slots * world.workerOnlineMs())),
     },
     fairness: {
       jainCompletion: jainIndex(withJobs.map((p) => (p.passed + p.failed) / p.submitted)),

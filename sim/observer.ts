@@ -120,6 +120,7 @@ export class Observer {
    */
   admitted(node: number, memory: object, admission: Admission, wire: ObservedWire): void {
     this.figures.admitted(admission.reason);
+    if (wire.original !== undefined && admission.verdict !== "accept") this.figures.count("replaysRefused");
     if (admission.deliveries.length === 0) return;
     if (wire.forged === true) {
       this.figures.count("forgeriesAccepted");

@@ -48,7 +48,8 @@ export function simProjectId(index: number): string {
   return `bsim${letters(index)}`.padEnd(53, "a");
 }
 
-const baseDimensions = {
+/** The machine every simulated volunteer describes in its offers. */
+export const simDimensions = {
   os: "linux",
   arch: "x64",
   cores: 8,
@@ -121,7 +122,7 @@ export function simWorkerState(scenario: Scenario, node: SimNode): WorkerState {
       offerStaggerMs: w.offerStagger,
       offerJitterMs: Math.min(w.offerLifetime, offerJitterMs),
       shares,
-      dimensions: baseDimensions,
+      dimensions: simDimensions,
       specs: [],
       rules: {
         windows: node.nightOnly ? [{ days: [], startMinute: nightStartMinute, endMinute: nightEndMinute }] : [],
@@ -329,6 +330,7 @@ export class Population {
         node.throwaway = new Throwaway(actors, node.index, group, colluderDigest(group), c.lieAfter);
         this.counts.throwaways++;
         this.world.bringOnline(node);
+        node.throwaway.start();
       });
     }
   }

@@ -73,7 +73,7 @@ export interface SimNode {
   readonly nightOnly: boolean;
   readonly availability: Availability;
   /** Runs in flight: runId → token, so a killed run's finish is ignored. */
-  readonly executing: Map<string, number>;
+  readonly executing: Map<string, { readonly token: number; readonly startMs: number }>;
   runsStarted: number;
   everOnline: boolean;
   spammer: Spammer<Wire> | null;
@@ -139,6 +139,8 @@ export class SimWorld {
   private readonly host: NodeHost;
   private readonly keyIndex = new Map<string, number>();
   private repairScheduled = false;
+  /** Slot time runs took on workers, ended runs only. */
+  busySlotMs = 0;
   /** Time workers spent online in spans that have ended (workerOnlineMs adds those still open). */
   private closedWorkerOnlineMs = 0;
   /** When each worker online now came online. */
@@ -223,6 +225,14 @@ export class SimWorld {
     return node;
   }
 
+  /** A run on the node ends (finished, killed, or its node gone): its slot time is counted. */
+  endRun(node: SimNode, runId: string): void {
+    const run = node.executing.get(runId);
+    if (run === undefined) return;
+    this.busySlotMs += this.nowMs - run.startMs;
+    node.executing.delete(runId);
+  }
+
   /** Time all workers together spent online up to now: what per-worker rates are taken over. */
   workerOnlineMs(): number {
     let open = 0;
@@ -256,7 +266,7 @@ export class SimWorld {
       this.workerOnlineSince.delete(node.index);
     }
     node.epoch++;
-    node.executing.clear();
+    for (const runId of [...node.executing.keys()]) this.endRun(node, runId);
     if (!keepProcess) node.driver = null;
     for (const topic of node.topics) this.gossip.leave(topic, node.index);
   }
