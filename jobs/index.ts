@@ -55,6 +55,7 @@ export {
   MasterInputError,
   type MasterState,
   type MasterStepOutput,
+  offersHeld,
   type Reputation,
   restoreMaster,
   type ShardRecord,

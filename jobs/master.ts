@@ -725,7 +725,7 @@ function startOffering(state: MasterState, worker: string, tier: OfferTier): voi
   state.offering[tier].push(worker);
 }
 
-function offersOnHand(state: MasterState): number {
+function offeringCount(state: MasterState): number {
   return state.offering.runner.length + state.offering.proven.length + state.offering.unproven.length;
 }
 
@@ -772,7 +772,7 @@ function offerCandidates(step: Step, job: JobRecord): PendingBid[] {
 
 /** Awards what offers on hand can cover of the runs a job wants, in this step (no announcement, no window). */
 function awardFromOffers(step: Step, job: JobRecord): void {
-  if (offersOnHand(step.state) === 0) return;
+  if (offeringCount(step.state) === 0) return;
   const candidates = offerCandidates(step, job);
   if (candidates.length > 0) awardRuns(step, job, candidates, new Set());
 }
@@ -1627,6 +1627,19 @@ export function restoreMaster(
   state.reputation = { ...reputation };
   state.reputationCount = Object.keys(state.reputation).length;
   return state;
+}
+
+/** The unexpired standing offers of eager workers this master holds with slots left: how many workers, how many slots. */
+export function offersHeld(state: MasterState, nowMs: number): { workers: number; freeSlots: number } {
+  let workers = 0;
+  let freeSlots = 0;
+  for (const table of [state.workers, state.unproven])
+    for (const known of Object.values(table)) {
+      if (known.availability !== "eager" || known.expiresAtMs < nowMs || known.freeSlots <= 0) continue;
+      workers++;
+      freeSlots += known.freeSlots;
+    }
+  return { workers, freeSlots };
 }
 
 /** What the master knows about a job, for `cimesh status` and `explain`. */

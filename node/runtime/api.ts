@@ -13,9 +13,9 @@ import {
   type JobRecord,
   type JobSpec,
   type MasterInput,
-  type MasterState,
   type NodeDriver,
   offerStatus,
+  offersHeld,
   type WorkerInput,
 } from "../../jobs/index.ts";
 import type { FetchStatus, JobDetail, JobSummary, LogLine, NodeApi, NodeStatus } from "../control/index.ts";
@@ -43,19 +43,6 @@ export interface ApiParts {
   readonly shares: Readonly<Record<string, number>>;
   /** Why this worker takes no job (no sandbox), or empty. */
   readonly sandboxProblem: string;
-}
-
-/** The unexpired standing offers of eager workers a master holds with slots left: how many workers, how many slots. */
-function offersOnHand(state: MasterState, nowMs: number): { workers: number; freeSlots: number } {
-  let workers = 0;
-  let freeSlots = 0;
-  for (const table of [state.workers, state.unproven])
-    for (const known of Object.values(table)) {
-      if (known.availability !== "eager" || known.expiresAtMs <= nowMs || known.freeSlots <= 0) continue;
-      workers++;
-      freeSlots += known.freeSlots;
-    }
-  return { workers, freeSlots };
 }
 
 function summary(project: string, job: JobRecord): JobSummary {
@@ -135,7 +122,7 @@ export function nodeApi(parts: ApiParts): NodeApi {
       offersHeld: Object.fromEntries(
         driver.masterProjects().map((project) => {
           const state = driver.masterState(project);
-          return [project, state === undefined ? { workers: 0, freeSlots: 0 } : offersOnHand(state, Date.now())];
+          return [project, state === undefined ? { workers: 0, freeSlots: 0 } : offersHeld(state, Date.now())];
         }),
       ),
       peers: host.peerCount(),
