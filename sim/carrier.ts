@@ -71,6 +71,12 @@ export class Carrier {
     else taps.push(replayer);
   }
 
+  /** Every transmission so far: gossip hops, gossip control messages and direct messages. */
+  totalMessages(): number {
+    const c = this.counters;
+    return (c.gossipTransmissions as number) + (c.gossipControl as number) + (c.direct as number);
+  }
+
   /** Gossip on a topic: every subscriber gets it (or relays it), and workers' machines take it (jobs/routing.ts). */
   publish(from: number, topic: number, wire: Wire): void {
     const world = this.world;

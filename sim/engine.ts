@@ -17,7 +17,14 @@
 import type { JobSpec, StampedMessage } from "../jobs/index.ts";
 import type { ActorCounter, ActorWorld } from "./actors.ts";
 import { Faults } from "./faults.ts";
-import { collectMetrics, type Metrics, newNodeCounts, type SeriesPoint, scheduleSamples } from "./metrics.ts";
+import {
+  type ArrivalWindow,
+  collectMetrics,
+  type Metrics,
+  newNodeCounts,
+  type SeriesPoint,
+  scheduleSamples,
+} from "./metrics.ts";
 import { type EndedJob, Observer, type Sabotage } from "./observer.ts";
 import { feedNightFacts, Population, simDimensions, simProjectId } from "./population.ts";
 import { type Rng, seededRng } from "./rng.ts";
@@ -182,6 +189,11 @@ export class Simulation {
     const endMs = s.duration + s.drain;
     this.setUp();
     scheduleSamples(this.world, this.observer, s.sampleInterval, endMs, this.series);
+    // What the mesh carried while jobs arrived: the steady cost per worker, apart from the drain's tail.
+    let arrivals: ArrivalWindow | null = null;
+    this.world.at(s.duration, () => {
+      arrivals = { messages: this.world.carrier.totalMessages(), workerOnlineMs: this.world.workerOnlineMs() };
+    });
     let endedEarly = false;
     for (;;) {
       const next = this.world.queue.peekMs();
@@ -207,6 +219,7 @@ export class Simulation {
       observer: this.observer,
       events: this.events,
       endedEarly,
+      arrivals,
       nodes: this.nodeCounts,
       series: this.series,
     });

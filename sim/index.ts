@@ -39,6 +39,7 @@ export {
   parseScenario,
   type Scenario,
   ScenarioError,
+  scaleScenario,
   scenarioSchema,
   shrinkScenario,
   withoutSybilRules,

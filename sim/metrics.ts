@@ -59,6 +59,8 @@ export interface Metrics {
   /** Every transmission over the hours workers spent online, all workers together (`workerHours`). */
   readonly messagesPerWorkerHour: number;
   readonly workerHours: number;
+  /** The same while jobs arrive (up to `duration`): the steady cost per worker, without the drain's tail. */
+  readonly messagesPerWorkerHourArriving: number;
   readonly messages: Record<string, number>;
   readonly messagesByDomain: Record<string, number>;
   /** Admission verdicts of every node, by reason (jobs/admission.ts). */
@@ -150,6 +152,12 @@ export function scheduleSamples(
   world.at(0, sample);
 }
 
+/** What the mesh had carried, and how long workers had been online, when the last job arrived (at `duration`). */
+export interface ArrivalWindow {
+  readonly messages: number;
+  readonly workerOnlineMs: number;
+}
+
 /** What a finished run hands over for its Metrics. */
 export interface RunEnd {
   readonly scenario: Scenario;
@@ -159,6 +167,8 @@ export interface RunEnd {
   readonly events: number;
   /** The run stopped because every job had ended, before its end time. */
   readonly endedEarly: boolean;
+  /** Taken at `duration`; null when the run stopped before. */
+  readonly arrivals: ArrivalWindow | null;
   readonly nodes: NodeCounts;
   readonly series: readonly SeriesPoint[];
 }
@@ -171,10 +181,8 @@ export function collectMetrics(end: RunEnd): Metrics {
   const runs = workers.map((n) => n.runsStarted).sort((a, b) => a - b);
   const perProject = observer.figures.perProject(observer.jobs.values());
   const withJobs = perProject.filter((p) => p.submitted > 0);
-  const totalMessages =
-    (world.carrier.counters.gossipTransmissions as number) +
-    (world.carrier.counters.gossipControl as number) +
-    (world.carrier.counters.direct as number);
+  const totalMessages = world.carrier.totalMessages();
+  const arrivals = end.arrivals ?? { messages: totalMessages, workerOnlineMs: world.workerOnlineMs() };
   const figures = observer.figures;
   const submitted = figures.submitted;
   const wanted = Math.max(1, figures.wantedRuns);
@@ -210,6 +218,7 @@ export function collectMetrics(end: RunEnd): Metrics {
     messagesPerJob: round(totalMessages / Math.max(1, submitted)),
     messagesPerWorkerHour: round(totalMessages / Math.max(1e-9, workerHours)),
     workerHours: round(workerHours),
+    messagesPerWorkerHourArriving: round(arrivals.messages / Math.max(1e-9, arrivals.workerOnlineMs / 3_600_000)),
     messages: { ...world.carrier.counters, total: totalMessages },
     messagesByDomain: observer.figures.byDomain,
     admissions: observer.figures.admissions,

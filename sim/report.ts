@@ -102,6 +102,7 @@ ${table("Messages", [
   ["offers sent, delivered, and by what they changed", m.offers],
   ["messages per job (gossip hops, gossip control, direct)", m.messagesPerJob],
   ["messages per worker per hour online", m.messagesPerWorkerHour],
+  ["the same while jobs arrive", m.messagesPerWorkerHourArriving],
   ["worker hours online", m.workerHours],
   ["gossip publishes", m.gossip.publishes],
   ["gossip delivery fraction", m.gossip.deliveryFraction],

@@ -378,6 +378,7 @@ export const exampleScenarioNames = [
   "liars-10pct",
   "partition-heals",
   "bid-storm-10k",
+  "mixed-400",
 ] as const;
 
 /**
@@ -391,6 +392,36 @@ export function withoutSybilRules(scenario: Scenario): Scenario {
     master: {
       ...scenario.master,
       quorum: { ...scenario.master.quorum, weight: 0, distinctPrefixes: false, spotCheckFraction: 0 },
+    },
+  };
+}
+
+/**
+ * The same mesh shape at another size and for another duration: `workers` workers, projects and jobs in proportion
+ * (so each project has as many workers and each worker as much work as before), job arrivals spread over `duration`
+ * and every fault's time scaled with it; churn rates, the drain and the job deadline kept.
+ */
+export function scaleScenario(
+  scenario: Scenario,
+  sizes: { readonly workers: number; readonly duration: number },
+): Scenario {
+  const factor = sizes.workers / Math.max(1, scenario.workers.count);
+  const time = sizes.duration / scenario.duration;
+  const at = (ms: number) => Math.round(ms * time);
+  const c = scenario.actors.colluders;
+  return {
+    ...scenario,
+    duration: sizes.duration,
+    sampleInterval: Math.max(scenario.sampleInterval, Math.ceil((sizes.duration + scenario.drain) / maxSampleCount)),
+    projects: Math.max(scenario.workers.projectsPerWorker, Math.round(scenario.projects * factor)),
+    workers: { ...scenario.workers, count: sizes.workers },
+    jobs: { ...scenario.jobs, count: Math.round(scenario.jobs.count * factor * time) },
+    exodus: scenario.exodus.map((e) => ({ ...e, at: at(e.at), back: at(e.back) })),
+    partitions: scenario.partitions.map((p) => ({ ...p, at: at(p.at), heal: at(p.heal) })),
+    masterCrashes: scenario.masterCrashes.map((m) => ({ ...m, at: at(m.at), back: at(m.back) })),
+    actors: {
+      ...scenario.actors,
+      colluders: { ...c, throwawaysFrom: at(c.throwawaysFrom), throwawaysUntil: at(c.throwawaysUntil) },
     },
   };
 }
