@@ -1,7 +1,9 @@
 /**
  * The simulator's figures: simulated events per second (fast and real signatures),
  * the wall time, CPU time and peak memory of the 10,000-worker, 100-project,
- * 100,000-job, one-simulated-day scenario, and how far the gossip model's
+ * 100,000-job, one-simulated-day scenario, what standing offers cost per
+ * worker as the mesh grows (the mixed-400 shape at 1,000, 3,000 and 10,000
+ * workers: messages per worker per hour), and how far the gossip model's
  * delivery latencies are from real libp2p nodes on @libp2p/memory.
  *
  * The large runs go in a child process (this file with --sim-child), so the
@@ -11,7 +13,14 @@
 import { spawnSync } from "node:child_process";
 import { performance } from "node:perf_hooks";
 import { fileURLToPath } from "node:url";
-import { compareGossipWithLibp2p, exampleScenarioPath, loadScenario, type Scenario, simulate } from "../sim/index.ts";
+import {
+  compareGossipWithLibp2p,
+  exampleScenarioPath,
+  loadScenario,
+  type Scenario,
+  scaleScenario,
+  simulate,
+} from "../sim/index.ts";
 
 /** Runs per figure of events per second: the median is reported. */
 export const eventRateRunsCount = 3;
@@ -19,6 +28,11 @@ export const eventRateRunsCount = 3;
 export const semiSpaceMiB = 64;
 /** A large run that takes longer than this is stopped, and said to have been. */
 export const childTimeoutMs = 40 * 60_000;
+/** The mesh sizes the per-worker cost is measured at, and how long jobs arrive at each (the mixed-400 shape). */
+export const perWorkerSizesCount = [1_000, 3_000, 10_000] as const;
+export const perWorkerArrivalsMs = 10 * 60_000;
+/** Messages per worker per hour may grow this much from the smallest mesh to the largest and still be flat. */
+export const maxPerWorkerGrowthRatio = 1.5;
 
 interface ChildFigures {
   readonly scenario: string;
@@ -131,8 +145,51 @@ function describe(f: ChildFigures | Stopped): string {
   return `${f.scenario} (${f.signatures} signatures): ${(f.wallMs / 1000).toFixed(1)} s wall, ${(f.cpuMs / 1000).toFixed(1)} s cpu, ${fmt(f.events)} events (${fmt(f.eventsPerSecond)}/s), max RSS ${mib(f.maxRssBytes)}, peak heap ${mib(f.peakHeapBytes)}; jobs ${fmt(f.submitted)} submitted, ${fmt(f.passed)} passed, ${f.lost} lost; bids/job ${f.bidsPerJob}; violations ${f.violations}`;
 }
 
+/**
+ * The mixed-400 shape (6 projects per 400 workers, 3 per worker, 2 slots, jobs of 2 shards × 2 replicas, churn and a
+ * partition) at each size, projects and jobs in proportion, jobs arriving for perWorkerArrivalsMs: every transmission
+ * over the hours workers spent online while jobs arrived. Flat means the largest mesh's figure is at most
+ * maxPerWorkerGrowthRatio times the smallest's.
+ */
+function perWorkerCost(): Record<string, unknown> {
+  const base = loadScenario(exampleScenarioPath("mixed-400"));
+  const figures: Record<string, unknown>[] = [];
+  for (const workers of perWorkerSizesCount) {
+    const scenario = scaleScenario(base, { workers, duration: perWorkerArrivalsMs });
+    const cpuStart = process.cpuUsage();
+    const m = simulate(scenario, scenario.seed);
+    const cpu = process.cpuUsage(cpuStart);
+    const row = {
+      workers,
+      projects: scenario.projects,
+      jobs: m.jobs.submitted,
+      messagesPerWorkerHourArriving: m.messagesPerWorkerHourArriving,
+      messagesPerWorkerHour: m.messagesPerWorkerHour,
+      messagesPerJob: m.messagesPerJob,
+      offersAndBidsPerWantedRun: m.offersAndBidsPerWantedRun,
+      passed: m.jobs.passed,
+      failed: m.jobs.failed,
+      lost: m.jobs.lost,
+      violations: m.invariants.violations.length,
+      cpuMs: Math.round((cpu.user + cpu.system) / 1000),
+    };
+    figures.push(row);
+    console.log(
+      `${`messages per worker per hour, mixed-400 shape at ${fmt(workers)} workers`.padEnd(58)} ${row.messagesPerWorkerHourArriving.toFixed(1).padStart(12)}   (while jobs arrive; ${row.messagesPerWorkerHour.toFixed(1)} over the whole run; ${fmt(scenario.projects)} projects, ${fmt(row.jobs)} jobs: ${row.passed} passed, ${row.failed} failed, ${row.lost} lost; ${row.messagesPerJob.toFixed(0)} messages and ${row.offersAndBidsPerWantedRun} offers and bids per wanted run; ${row.violations} violations; ${(row.cpuMs / 1000).toFixed(1)} s cpu)`,
+    );
+  }
+  const first = figures[0]?.messagesPerWorkerHourArriving as number;
+  const last = figures[figures.length - 1]?.messagesPerWorkerHourArriving as number;
+  const ratio = last / Math.max(1e-9, first);
+  console.log(
+    `${`per-worker cost ${fmt(perWorkerSizesCount[perWorkerSizesCount.length - 1] as number)} / ${fmt(perWorkerSizesCount[0])} workers`.padEnd(58)} ${ratio.toFixed(2).padStart(12)}   (flat: at most ${maxPerWorkerGrowthRatio}; ${ratio <= maxPerWorkerGrowthRatio ? "holds" : "DOES NOT HOLD"})`,
+  );
+  return { figures, ratio, flat: ratio <= maxPerWorkerGrowthRatio };
+}
+
 export async function benchSim(): Promise<unknown> {
   const results: Record<string, unknown> = {};
+  results.perWorkerCost = perWorkerCost();
   const partition = loadScenario(exampleScenarioPath("partition-heals"));
   for (const signatures of ["fast", "real"] as const) {
     const rate = eventsPerSecond({ ...partition, signatures });
