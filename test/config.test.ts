@@ -264,7 +264,7 @@ quorum:
       bidWindowMs: 250,
       reannounceIntervalMs: 30_000,
       renewIntervalMs: 3000,
-      advertRepublishMs: 15_000,
+      offerLifetimeMs: 1_200_000,
       keysetRepublishMs: 10_000,
     },
     quorum: {
