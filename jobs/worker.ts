@@ -10,13 +10,15 @@
  * - Work is pulled: free slots are offered, the master awards. A worker with
  *   free slots sends each master of its projects a signed standing offer
  *   ("k free slots, my dimensions and claims, until T"), renewed before it
- *   lapses and superseded at once when slots are taken (0 withdraws it). The
- *   master awards from offers on hand at once, with no announcement; what
- *   offers cannot cover it announces, and the worker bids. A bid holds a slot
- *   until it is answered or pendingBidMs passes. An award that finds no free
- *   slot (two masters used one offered slot) is refused at once, so its
- *   master gives the run to the next offer, not after a lease.
- * - Availability: eager bids at once; reluctant only on a re-announcement
+ *   lapses, superseded when more slots come free, and withdrawn (0) once every
+ *   slot is taken (fewer slots with some left are not told: see offerToSend).
+ *   The master counts each award it makes against the offer, awards from
+ *   offers on hand at once, with no announcement; what offers cannot cover it
+ *   announces, and a reluctant worker bids. A bid holds a slot until it is
+ *   answered or pendingBidMs passes. An award that finds no free slot (two
+ *   masters used one offered slot) is refused at once, so its master gives
+ *   the run to the next offer, not after a lease.
+ * - Availability: eager offers its slots; reluctant bids only on a re-announcement
  *   (round >= 1: nobody eager took the job); paused never bids but finishes
  *   what runs; offline has left (what runs is killed). Rules (time windows in
  *   the volunteer's local time, a load-average ceiling) turn eager or
@@ -107,7 +109,7 @@ export interface WorkerConfig {
   readonly maxSeenRounds: number;
   /** Bids last this long. Default 60 s. */
   readonly bidLifetimeMs: number;
-  /** How long a standing offer lasts; it is renewed when a quarter of it is left. Default 20 min (at most maxOfferLifetimeMs). */
+  /** How long a standing offer lasts; it is renewed when a quarter of it is left. Default 1 hour (maxOfferLifetimeMs). */
   readonly offerLifetimeMs: number;
   /** A free slot is offered to the project most below its share first, to each next one this much later. Default 250 ms. */
   readonly offerStaggerMs: number;
@@ -139,7 +141,7 @@ export const defaultWorkerConfig: Omit<WorkerConfig, "shares" | "dimensions" | "
   maxCandidates: 1024,
   maxSeenRounds: 4096,
   bidLifetimeMs: 60_000,
-  offerLifetimeMs: 20 * 60_000,
+  offerLifetimeMs: 60 * 60_000,
   offerStaggerMs: 250,
   offerJitterMs: 1_000,
   maxMastersPerProject: 8,
@@ -756,17 +758,8 @@ function offerSlots(step: Step): void {
     for (const master of state.masters[project] as string[]) {
       const key = offerKey(project, master);
       const held = state.offers[key];
-      // More slots wait for the project's turn; fewer go at once (the master must not award a slot now taken).
-      if (!due && held === undefined) continue;
-      const slots = due ? offering : Math.min(offering, held?.freeSlots ?? 0);
-      if (
-        held !== undefined &&
-        held.freeSlots === slots &&
-        held.availability === availability &&
-        held.claimsVersion === state.claimsVersion &&
-        renewalAtMs(state, held) > nowMs
-      )
-        continue;
+      const slots = offerToSend(state, held, offering, availability, due, nowMs);
+      if (slots === null) continue;
       const awardsSeen = held?.awardsSeen ?? 0;
       state.offers[key] = {
         freeSlots: slots,
@@ -792,6 +785,33 @@ function offerSlots(step: Step): void {
       });
     }
   }
+}
+
+/**
+ * What to offer a master now, or null for nothing (see offerSlots): the first offer in the project's turn; the
+ * offer again when it nears its end or what it says of the worker changed; more slots in the project's turn; a
+ * withdrawal (0) once every slot is taken. Fewer slots with some still free are not sent: a master that awards a slot
+ * already taken is refused at once and gives the run to the next offer, which costs less than telling every master
+ * of every award (each run would cost a message per project the worker serves).
+ */
+function offerToSend(
+  state: WorkerState,
+  held: SentOffer | undefined,
+  offering: number,
+  availability: Availability,
+  due: boolean,
+  nowMs: number,
+): number | null {
+  if (held === undefined) return due ? offering : null;
+  if (
+    held.availability !== availability ||
+    held.claimsVersion !== state.claimsVersion ||
+    renewalAtMs(state, held) <= nowMs
+  )
+    return due ? offering : Math.min(offering, held.freeSlots);
+  if (offering === 0 && held.freeSlots > 0) return 0;
+  if (due && offering > held.freeSlots) return offering;
+  return null;
 }
 
 /** The next time offerSlots has something to do: a project's turn for a slot come free, or an offer's renewal. */

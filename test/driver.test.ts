@@ -914,8 +914,8 @@ test("a node restarted without its store signs above its old sequence: the clock
   const { net, master, workers } = masterNet({ workers: 1 });
   const [worker] = workers as [Host];
   net.start();
-  // Offers are renewed when a quarter of their life is left: a few renewals take most of an hour.
-  await net.run(startMs + 40 * minuteMs);
+  // Offers are renewed when a quarter of their life (an hour) is left: a few renewals take a few hours.
+  await net.run(startMs + 150 * minuteMs);
   const old = worker.seqs();
   t.true(old.length >= 3, "the worker offered, and renewed its offer, a few times");
 
