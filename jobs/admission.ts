@@ -77,7 +77,16 @@ export type Channel =
    * A direct stream from the peer whose key (hex) the transport authenticated; `prefix` is the network prefix of the
    * connection (an IPv4 /24 or IPv6 /48, as text), empty when unknown.
    */
-  | { readonly kind: "direct"; readonly peer: string; readonly prefix?: string }
+  | {
+      readonly kind: "direct";
+      readonly peer: string;
+      readonly prefix?: string;
+      /**
+       * Set only by the shell core for a node's message to itself (its master and its worker share one key): which
+       * machine takes it, where the signer cannot tell (a lease renewal names the worker both ways).
+       */
+      readonly to?: "master" | "worker";
+    }
   /** A keyset record found in the DHT under a project's id. */
   | { readonly kind: "record"; readonly project: string };
 
@@ -199,7 +208,8 @@ export function admit(channel: Channel, opened: Opened, context: AdmissionContex
       return admitKeyset(channel, opened.bytes, context, nowMs);
     case "message":
       if (channel.kind === "topic") return admitOnTopic(channel.topic, opened, context, nowMs);
-      if (channel.kind === "direct") return admitDirect(channel.peer, channel.prefix ?? "", opened, context, nowMs);
+      if (channel.kind === "direct")
+        return admitDirect(channel.peer, channel.prefix ?? "", opened, context, nowMs, channel.to);
       return judged(context, "reject", "not-on-topic", "a DHT record holds keysets only");
   }
 }
@@ -282,6 +292,7 @@ function admitDirect(
   opened: OpenedMessage,
   context: AdmissionContext,
   nowMs: number,
+  to?: "master" | "worker",
 ): Admission {
   const name = messageDomainName(opened.tag);
   if (name === null) return judged(context, "reject", "unknown-domain", `${opened.tag} is no message of jobs/`);
@@ -294,7 +305,7 @@ function admitDirect(
       "signer-not-sender",
       `${name}: signed by ${signerHex.slice(0, 16)}…, sent by ${peer.slice(0, 16)}…`,
     );
-  const side = directSide(name, body, signerHex);
+  const side = directSide(name, body, signerHex) === null ? null : (to ?? directSide(name, body, signerHex));
   if (side === null) return judged(context, "reject", "not-direct", `${name} travels on a topic`);
   const project = body.project ?? "";
   if (side === "master") {

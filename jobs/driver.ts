@@ -441,7 +441,12 @@ export class NodeDriver<W> {
           const stamped = this.stamp(effect.message);
           const wire = this.ports.seal(stamped);
           // A node's master and worker talk through the same door as everyone else.
-          if (effect.to === this.self) this.receive({ kind: "direct", peer: this.self }, wire);
+          // (Its signer cannot tell which of them a lease renewal is for: the sending machine says.)
+          if (effect.to === this.self)
+            this.receive(
+              { kind: "direct", peer: this.self, to: role === undefined || role === "" ? "master" : "worker" },
+              wire,
+            );
           else this.ports.send(effect.to, wire, stamped);
           break;
         }

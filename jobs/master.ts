@@ -96,6 +96,12 @@ export interface MasterConfig {
   /** Lease an award carries; a worker renews it well before it lapses. Default 60 s. */
   readonly leaseMs: number;
   /**
+   * A worker answers an award at once (a lease renewal as it starts the run, or a refusal): an award unanswered this
+   * long is lost, and the run goes elsewhere, rather than wait out a lease for a worker that vanished with its offer
+   * standing. Default 15 s.
+   */
+  readonly awardAnswerMs: number;
+  /**
    * After a restart, running leases last at least this long: the workers could not renew with a master that was
    * down, and one that finished meanwhile delivers its result from its outbox, whose retries wait up to 10 s.
    * Default 30 s.
@@ -140,6 +146,7 @@ export interface MasterConfig {
 export const defaultMasterConfig: Omit<MasterConfig, "project"> = {
   bidWindowMs: 250,
   leaseMs: 60_000,
+  awardAnswerMs: 15_000,
   restartGraceMs: 30_000,
   announcementTtlMs: 10 * 60_000,
   targetBidsPerRun: 3,
@@ -202,6 +209,8 @@ export interface AttemptRecord {
   readonly prefix: string;
   readonly awardedAtMs: number;
   leaseExpiresAtMs: number;
+  /** The worker answered the award (a renewal or a result); absent in a record kept before answers were asked for. */
+  answered?: boolean;
   state: AttemptState;
   digest: string | null;
   outcome: Outcome | null;
@@ -670,6 +679,7 @@ function award(step: Step, job: JobRecord, bid: PendingBid, shard: number): void
     prefix: bid.prefix,
     awardedAtMs: nowMs,
     leaseExpiresAtMs: nowMs + state.config.leaseMs,
+    answered: false,
     state: "running",
     digest: null,
     outcome: null,
@@ -681,6 +691,7 @@ function award(step: Step, job: JobRecord, bid: PendingBid, shard: number): void
   job.attempts.push(attempt);
   (job.shards[shard] as ShardRecord).runsAwarded++;
   schedule(state, attempt.leaseExpiresAtMs, job.jobId);
+  schedule(state, nowMs + state.config.awardAnswerMs, job.jobId);
   // Every award uses a slot of what the worker offered, whether it came from the offer or from a bid.
   const known = state.workers[bid.worker] ?? state.unproven[bid.worker];
   if (known !== undefined) {
@@ -701,6 +712,13 @@ function award(step: Step, job: JobRecord, bid: PendingBid, shard: number): void
       job: job.spec,
     },
   });
+}
+
+/** Nothing more is awarded from what the worker offered, until it offers again. */
+function dropOffer(state: MasterState, worker: string): void {
+  const known = state.workers[worker] ?? state.unproven[worker];
+  if (known !== undefined) known.freeSlots = 0;
+  stopOffering(state, worker);
 }
 
 /** The worker's offer has no eager slot left to award (used, refused, lapsed, withdrawn or evicted). */
@@ -1280,6 +1298,7 @@ function onLeaseRenew(step: Step, worker: string, renew: LeaseRenew): void {
     });
     return;
   }
+  attempt.answered = true;
   attempt.leaseExpiresAtMs = Math.max(attempt.leaseExpiresAtMs, nowMs + state.config.leaseMs);
   schedule(state, attempt.leaseExpiresAtMs, job.jobId);
   step.send(worker, {
@@ -1333,6 +1352,7 @@ function onResult(step: Step, worker: string, result: Result): void {
     });
     return;
   }
+  attempt.answered = true;
   attempt.outcome = result.outcome;
   attempt.exitCode = result.exitCode;
   attempt.outputsDigest = result.outputsDigest;
@@ -1343,9 +1363,7 @@ function onResult(step: Step, worker: string, result: Result): void {
     const record = job.shards[attempt.shard] as ShardRecord;
     if (record.trustedAlone === worker) record.trustedAlone = null;
     // A worker that refused has no slot for this master now (another award took it): nothing more goes to its offer.
-    const known = step.state.workers[worker] ?? step.state.unproven[worker];
-    if (known !== undefined) known.freeSlots = 0;
-    stopOffering(step.state, worker);
+    dropOffer(step.state, worker);
   } else {
     attempt.state = "reported";
     attempt.digest = resultDigest(result);
@@ -1373,6 +1391,8 @@ function onRestart(step: Step): void {
       if (attempt.state !== "running") continue;
       const graceMs = Math.max(state.config.leaseMs, state.config.restartGraceMs);
       attempt.leaseExpiresAtMs = Math.max(attempt.leaseExpiresAtMs, nowMs + graceMs);
+      // Its answer may have come while this master was down: the grace, not the answer's wait, decides now.
+      attempt.answered = true;
       schedule(state, attempt.leaseExpiresAtMs, job.jobId);
       step.changedJobs.add(job.jobId);
     }
@@ -1488,19 +1508,26 @@ function knownWorkers(state: MasterState): KnownWorker[] {
 }
 
 function onTimer(step: Step, job: JobRecord): void {
-  const { nowMs } = step;
+  const { state, nowMs } = step;
   if (job.status !== "open") return;
   if (job.spec.deadlineMs <= nowMs) {
     end(step, job, "failed", `deadline passed at ${job.spec.deadlineMs} before every shard reached quorum`);
     return;
   }
   for (const attempt of job.attempts) {
-    if (attempt.state === "running" && attempt.leaseExpiresAtMs <= nowMs) {
-      attempt.state = "lost";
-      const record = job.shards[attempt.shard] as ShardRecord;
-      if (record.trustedAlone === attempt.worker) record.trustedAlone = null;
-      step.log("lease-lapsed", { jobId: job.jobId, attempt: attempt.attempt, worker: attempt.worker });
-    }
+    if (attempt.state !== "running") continue;
+    const unanswered = attempt.answered === false && attempt.awardedAtMs + state.config.awardAnswerMs <= nowMs;
+    if (attempt.leaseExpiresAtMs > nowMs && !unanswered) continue;
+    attempt.state = "lost";
+    const record = job.shards[attempt.shard] as ShardRecord;
+    if (record.trustedAlone === attempt.worker) record.trustedAlone = null;
+    // A worker that let a run go unanswered may be gone: nothing more goes to its offer until it offers again.
+    dropOffer(state, attempt.worker);
+    step.log(unanswered ? "award-unanswered" : "lease-lapsed", {
+      jobId: job.jobId,
+      attempt: attempt.attempt,
+      worker: attempt.worker,
+    });
   }
   if (job.windowEndsAtMs !== null && job.windowEndsAtMs <= nowMs) closeWindow(step, job);
   else planNext(step, job);

@@ -590,7 +590,7 @@ function onAward(step: Step, master: string, award: Award): void {
     refuseNow("no free slot: another award took the slot offered");
     return;
   }
-  state.running[runId] = {
+  const run: RunRecord = {
     runId,
     project: award.project,
     jobId: award.jobId,
@@ -602,6 +602,9 @@ function onAward(step: Step, master: string, award: Award): void {
     leaseGrantedMs: Math.max(0, award.leaseExpiresAtMs - nowMs),
     lastRenewAtMs: nowMs,
   };
+  state.running[runId] = run;
+  // The master hears at once that the award was taken: one it does not hear of soon is lost, and the run goes elsewhere.
+  renewLease(step, run);
   step.effects.push({
     type: "start-execution",
     run: {
@@ -854,25 +857,28 @@ function onTick(step: Step): void {
       kill(step, run, "lease lost: the master did not renew it in time");
       continue;
     }
-    if (renewDueAtMs(state, run) <= nowMs) {
-      run.lastRenewAtMs = nowMs;
-      step.send(run.master, {
-        domain: "leaseRenew",
-        body: {
-          ...step.header(maxLeaseRenewLifetimeMs),
-          project: run.project,
-          jobId: run.jobId,
-          worker: keyOf(state.self),
-          attempt: run.attempt,
-          progressPermille: 0,
-          leaseExpiresAtMs: run.leaseExpiresAtMs,
-        },
-      });
-    }
+    if (renewDueAtMs(state, run) <= nowMs) renewLease(step, run);
   }
   for (const [key, pending] of Object.entries(state.pending)) {
     if (pending.sentAtMs + state.config.pendingBidMs <= nowMs) delete state.pending[key];
   }
+}
+
+/** Asks the run's master to renew its lease; the first, as the run starts, is the award's answer. */
+function renewLease(step: Step, run: RunRecord): void {
+  run.lastRenewAtMs = step.nowMs;
+  step.send(run.master, {
+    domain: "leaseRenew",
+    body: {
+      ...step.header(maxLeaseRenewLifetimeMs),
+      project: run.project,
+      jobId: run.jobId,
+      worker: keyOf(step.state.self),
+      attempt: run.attempt,
+      progressPermille: 0,
+      leaseExpiresAtMs: run.leaseExpiresAtMs,
+    },
+  });
 }
 
 /**

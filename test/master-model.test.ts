@@ -970,6 +970,14 @@ function apply(model: Model, real: Real, input: MasterInput): readonly Effect[] 
   }
   checkEffects(model, state, input, effects, statusBefore);
   checkAwards(model, state, before, effects, input, slots);
+  // A run lost in this step (its lease lapsed, or its award went unanswered) drops its worker's offer: the worker
+  // may be gone, and nothing more goes to it until it offers again.
+  for (const [jobId, attempts] of before.attempts)
+    attempts.forEach((attempt, index) => {
+      if (attempt.state !== "running" || state.jobs[jobId]?.attempts[index]?.state !== "lost") return;
+      const offer = knownOffer(model, attempt.worker);
+      if (offer !== undefined) offer.freeSlots = 0;
+    });
   // Every award the master made used a slot of the worker's offer, if it holds one.
   for (const effect of effects)
     if (effect.type === "send" && effect.message.domain === "award") {
