@@ -264,7 +264,7 @@ quorum:
       bidWindowMs: 250,
       reannounceIntervalMs: 30_000,
       renewIntervalMs: 3000,
-      offerLifetimeMs: 1_200_000,
+      offerLifetimeMs: 3_600_000,
       keysetRepublishMs: 10_000,
     },
     quorum: {

@@ -463,7 +463,7 @@ timing:
   bidWindowMs: 250 # bids collect this long before awards go out (master)
   reannounceIntervalMs: 30000 # re-announcement of a job that still wants runs (master)
   renewIntervalMs: 20000 # lease renewal of a running job (worker); less than leaseMs
-  offerLifetimeMs: 1200000 # a worker's standing offer of its free slots to each master (worker); renewed before it lapses
+  offerLifetimeMs: 3600000 # a worker's standing offer of its free slots to each master (worker); renewed before it lapses
   keysetRepublishMs: 10000 # keysets into the DHT (master); looked for by nodes lacking one
 
 # What a master believes of results (for the projects in \`masters\`). Anyone can make keys, so a result counts toward
