@@ -122,7 +122,8 @@ test.serial(
         t.deepEqual(await snapshot(lied), await snapshot(copy), "the fetch completed from the honest peer");
         const dropped = third.events.find((event) => event.event === "blob-peer-dropped");
         t.is(dropped?.peerId, liarPeer, "the liar was dropped");
-        t.regex(String(dropped?.why), /hash|mismatch|expected/i);
+        // Dropped for its lie, or, on a loaded machine, for stalling first (blobStallMs): either way not believed.
+        t.regex(String(dropped?.why), /hash|mismatch|expected|stalled/i);
         t.regex(liarOut, /answered 1\b/, "the liar was asked, once");
         t.notRegex(liarOut, /answered 2\b/, "and never again in that fetch");
       } finally {
