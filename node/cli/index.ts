@@ -13,10 +13,10 @@
  *
  * The commands live in one file per group: node-commands.ts (init, id, start,
  * status, availability), project-commands.ts (project, trust, spec),
- * job-commands.ts (submit, jobs, logs, result, fetch, explain, cancel, run)
- * and sim-command.ts (sim); common.ts holds the root command and what they
- * share. This file adds the commands, in the order `cimesh --help` lists
- * them, and runs the one asked for.
+ * job-commands.ts (submit, jobs, logs, result, fetch, explain, cancel, run),
+ * sim-command.ts (sim) and setup.ts (setup); common.ts holds the root
+ * command and what they share. This file adds the commands, in the order
+ * `cimesh --help` lists them, and runs the one asked for.
  */
 import { CimeshError } from "../../crypto/index.ts";
 import { program } from "./common.ts";
@@ -38,8 +38,10 @@ import {
   addStatusCommand,
 } from "./node-commands.ts";
 import { addProjectCommand, addSpecCommand, addTrustCommand } from "./project-commands.ts";
+import { addSetupCommand } from "./setup.ts";
 import { addSimCommand } from "./sim-command.ts";
 
+addSetupCommand();
 addInitCommand();
 addIdCommand();
 addProjectCommand();

@@ -15,7 +15,7 @@ export {
   SandboxUnavailableError,
 } from "./executor.ts";
 export { maxOutputDepth, maxOutputFilesPerRun, OutputRefusedError, resolveInside } from "./outputs.ts";
-export { neutralWorkRoot, probeSandbox, type SandboxProbe } from "./sandbox.ts";
+export { locateExecutable, neutralWorkRoot, probeSandbox, type SandboxProbe } from "./sandbox.ts";
 export {
   type CompiledFilter,
   compileSeccompFilter,
