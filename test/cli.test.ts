@@ -240,6 +240,7 @@ function fakeNode() {
     availability: "eager",
     running: 0,
     slots: 2,
+    busySlots: [],
     offering: { freeSlots: 2, masters: { "fake-project": ["ef".repeat(32)] } },
     offersHeld: {},
     peers: 3,
@@ -256,6 +257,9 @@ function fakeNode() {
       throw new Error("fetch is not part of this fake node");
     },
     fetchStatus: async () => null,
+    runs: async () => [],
+    runLogs: async () => [],
+    metrics: async () => "",
     status: async () => status,
     async submit(project, jobId, spec) {
       calls.push(`submit ${project} ${jobId}`);

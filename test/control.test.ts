@@ -48,6 +48,7 @@ function fakeNode() {
     availability,
     running: 0,
     slots: 1,
+    busySlots: [],
     offering: { freeSlots: 1, masters: {} },
     offersHeld: { [project]: { workers: 0, freeSlots: 0 } },
     peers: 0,
@@ -77,6 +78,9 @@ function fakeNode() {
       return status;
     },
     fetchStatus: async (id) => fetches.get(id) ?? null,
+    runs: async () => [],
+    runLogs: async () => [],
+    metrics: async () => "",
     status: async () => status(),
     async submit(projectId, jobId, jobSpec) {
       if (projectId !== project) throw new UnknownProjectRequest(projectId);

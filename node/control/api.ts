@@ -43,6 +43,46 @@ export interface LogLine {
   readonly text: string;
 }
 
+/**
+ * A run this node carried out as a worker, from its own history (node/runtime/history.ts): what a volunteer sees
+ * with `cimesh jobs`, `cimesh result` and `cimesh logs` on a worker.
+ */
+export interface RunSummary {
+  readonly project: string;
+  readonly jobId: string;
+  readonly name: string;
+  readonly shard: number;
+  /** The job's shards (CIMESH_TOTAL_SHARDS). */
+  readonly shards: number;
+  readonly attempt: number;
+  /** The master that awarded the run, as a PeerId. */
+  readonly master: string;
+  readonly state: "running" | "ended";
+  /** The executor's outcome, `interrupted` for a run the node's process ended with; null while it runs. */
+  readonly outcome: string | null;
+  readonly exitCode: number | null;
+  readonly startedAtMs: number;
+  readonly endedAtMs: number | null;
+  /** As the executor measured it (what the master was told); null while it runs. */
+  readonly durationMs: number | null;
+  /** What replicas compare: the digest of outcome, exit code and outputs digest. */
+  readonly resultDigest: string | null;
+  readonly outputsDigest: string | null;
+  readonly logDigest: string | null;
+  readonly summary: string;
+}
+
+/** What one busy slot of a worker runs, and since when. */
+export interface BusySlot {
+  readonly project: string;
+  readonly jobId: string;
+  /** The job's name, when the node's history has it; empty otherwise. */
+  readonly name: string;
+  readonly shard: number;
+  readonly attempt: number;
+  readonly sinceMs: number;
+}
+
 export interface NodeStatus {
   readonly peerId: string;
   readonly publicKey: string;
@@ -51,6 +91,8 @@ export interface NodeStatus {
   readonly availability: Availability | null;
   readonly running: number;
   readonly slots: number;
+  /** What each busy slot of the worker runs; empty on a node without a worker. */
+  readonly busySlots: readonly BusySlot[];
   /**
    * A worker's standing offer: the slots it offers now (0 unless eager and free) and, per pinned project, the masters
    * it offers them to (hex keys, the announcers of the project's keyset). Null on a node without a worker.
@@ -120,4 +162,10 @@ export interface NodeApi {
     limit?: { readonly maxBytes: number; readonly name: string },
   ): Promise<FetchStatus>;
   fetchStatus(id: string): Promise<FetchStatus | null>;
+  /** The runs this node's worker carried out and runs now (its history), oldest first; with jobId, that job's only. */
+  runs(jobId?: string): Promise<readonly RunSummary[]>;
+  /** The log the worker's history keeps of a job's runs (the first bytes of each stream), per attempt and stream. */
+  runLogs(jobId: string): Promise<readonly LogLine[]>;
+  /** Every metric of the node in Prometheus's text exposition format. */
+  metrics(): Promise<string>;
 }

@@ -17,7 +17,12 @@
  * Routes: GET /v1/status, GET /v1/jobs, POST /v1/jobs {project, jobId?, spec},
  * GET /v1/jobs/:id, GET /v1/jobs/:id/logs, GET /v1/jobs/:id/explain,
  * POST /v1/jobs/:id/cancel {reason?}, POST /v1/availability {availability},
- * POST /v1/fetches {root, destination, providers?, limit?}, GET /v1/fetches/:id.
+ * POST /v1/fetches {root, destination, providers?, limit?}, GET /v1/fetches/:id,
+ * GET /v1/runs (the worker's own runs), GET /v1/runs/:job, GET /v1/runs/:job/logs,
+ * and GET /metrics: Prometheus's text format, the one answer that is not
+ * JSON. It needs the token like every route (a scraper sends it as a bearer
+ * token): what the node runs and for whom is no one's business but whoever
+ * may read its data folder.
  */
 import { randomBytes, timingSafeEqual } from "node:crypto";
 import { readFileSync } from "node:fs";
@@ -38,7 +43,7 @@ import {
 } from "../../crypto/index.ts";
 import { type Availability, type JobSpec, jobSpecSchema } from "../../jobs/index.ts";
 import { writeFileAtomic } from "../files/index.ts";
-import type { FetchStatus, JobDetail, JobSummary, LogLine, NodeApi, NodeStatus } from "./api.ts";
+import type { FetchStatus, JobDetail, JobSummary, LogLine, NodeApi, NodeStatus, RunSummary } from "./api.ts";
 
 export const controlHost = "127.0.0.1";
 export const tokenFileName = "api.token";
@@ -55,6 +60,10 @@ export const maxControlResponseBytes = 256 * 1024 * 1024;
 export const controlRequestTimeoutMs = 30_000;
 /** The client gives up on a node that takes longer than this to answer. */
 export const controlClientTimeoutMs = 30_000;
+/** Where Prometheus looks by default: the metrics route, outside /v1/ as scrapers expect it. */
+export const metricsPath = "/metrics";
+/** The content type of Prometheus's text exposition format. */
+export const metricsContentType = "text/plain; version=0.0.4; charset=utf-8";
 /** Reason given for a cancel that names none. */
 export const defaultCancelReason = "cancelled by the operator";
 
@@ -134,6 +143,25 @@ function send(res: ServerResponse, status: number, value: unknown, headers: Reco
     ...headers,
   });
   res.end(body);
+}
+
+/** An answer that is text, not JSON (the metrics). */
+class TextAnswer {
+  readonly text: string;
+  readonly contentType: string;
+  constructor(text: string, contentType: string) {
+    this.text = text;
+    this.contentType = contentType;
+  }
+}
+
+function sendText(res: ServerResponse, status: number, answer: TextAnswer): void {
+  res.writeHead(status, {
+    "content-type": answer.contentType,
+    "content-length": String(Buffer.byteLength(answer.text)),
+    "cache-control": "no-store",
+  });
+  res.end(answer.text);
 }
 
 function sendError(res: ServerResponse, error: ControlError, headers: Record<string, string> = {}): void {
@@ -300,6 +328,19 @@ function routesOf(api: NodeApi): { pattern: RegExp; methods: Record<string, Rout
         },
       },
     },
+    { pattern: /^\/v1\/runs$/, methods: { GET: async () => [200, await api.runs()] } },
+    {
+      pattern: /^\/v1\/runs\/([^/]+)$/,
+      methods: { GET: async (_req, [id]) => [200, await api.runs(jobIdOf(id as string))] },
+    },
+    {
+      pattern: /^\/v1\/runs\/([^/]+)\/logs$/,
+      methods: { GET: async (_req, [id]) => [200, await api.runLogs(jobIdOf(id as string))] },
+    },
+    {
+      pattern: /^\/metrics$/,
+      methods: { GET: async () => [200, new TextAnswer(await api.metrics(), metricsContentType)] },
+    },
     {
       pattern: /^\/v1\/availability$/,
       methods: {
@@ -359,7 +400,7 @@ export async function startControlServer(api: NodeApi, dataDir: string, port: nu
           throw new ControlError(
             404,
             "ERR_NO_SUCH_ROUTE",
-            `${req.method} ${path}: no such route; the routes are under /v1/`,
+            `${req.method} ${path}: no such route; the routes are under /v1/, and ${metricsPath}`,
           );
         }
         const handler = route.methods[req.method ?? ""];
@@ -372,7 +413,8 @@ export async function startControlServer(api: NodeApi, dataDir: string, port: nu
         }
         const params = (route.pattern.exec(path) ?? []).slice(1);
         const [status, value] = await handler(req, params);
-        send(res, status, value);
+        if (value instanceof TextAnswer) sendText(res, status, value);
+        else send(res, status, value);
       } catch (error) {
         const failure = controlErrorOf(error);
         if (res.headersSent) {
@@ -458,7 +500,13 @@ export function connectControl(dataDir: string, options: ControlClientOptions = 
     throw new NoNodeRunningError(dataDir, `${portFileName} holds no port`);
   const timeoutMs = options.timeoutMs ?? controlClientTimeoutMs;
 
-  const call = <T>(method: "GET" | "POST", path: string, body?: unknown): Promise<{ status: number; value: T }> =>
+  /** One request; with `asText`, a successful answer is taken as text rather than JSON (the metrics). */
+  const call = <T>(
+    method: "GET" | "POST",
+    path: string,
+    body?: unknown,
+    asText = false,
+  ): Promise<{ status: number; value: T }> =>
     new Promise((resolve, reject) => {
       const payload = body === undefined ? undefined : Buffer.from(toJson(body), "utf8");
       const req = request(
@@ -494,6 +542,11 @@ export function connectControl(dataDir: string, options: ControlClientOptions = 
             chunks.push(chunk);
           });
           res.on("end", () => {
+            const succeeded = (res.statusCode ?? 0) >= 200 && (res.statusCode ?? 0) < 300;
+            if (asText && succeeded) {
+              resolve({ status: res.statusCode ?? 200, value: Buffer.concat(chunks).toString("utf8") as T });
+              return;
+            }
             let value: unknown;
             try {
               value = JSON.parse(Buffer.concat(chunks).toString("utf8"));
@@ -570,5 +623,11 @@ export function connectControl(dataDir: string, options: ControlClientOptions = 
         throw error;
       }
     },
+    runs: async (jobId?: string) =>
+      (await call<RunSummary[]>("GET", jobId === undefined ? "/v1/runs" : `/v1/runs/${encodeURIComponent(jobId)}`))
+        .value,
+    runLogs: async (jobId: string) =>
+      (await call<LogLine[]>("GET", `/v1/runs/${encodeURIComponent(jobId)}/logs`)).value,
+    metrics: async () => (await call<string>("GET", metricsPath, undefined, true)).value,
   };
 }

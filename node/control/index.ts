@@ -3,13 +3,24 @@
  * 127.0.0.1 (control.ts), and the NodeApi both its server and its client
  * speak (api.ts).
  */
-export type { FetchStatus, JobDetail, JobSummary, LogLine, NodeApi, NodeStatus } from "./api.ts";
+export type {
+  BusySlot,
+  FetchStatus,
+  JobDetail,
+  JobSummary,
+  LogLine,
+  NodeApi,
+  NodeStatus,
+  RunSummary,
+} from "./api.ts";
 export {
   type ControlClient,
   ControlRequestError,
   connectControl,
   controlTokenBytes,
   maxControlBodyBytes,
+  metricsContentType,
+  metricsPath,
   NoNodeRunningError,
   portFileName,
   startControlServer,

@@ -41,7 +41,7 @@ import { ping } from "@libp2p/ping";
 import { tcp } from "@libp2p/tcp";
 import { multiaddr } from "@multiformats/multiaddr";
 import * as lp from "it-length-prefixed";
-import { createLibp2p } from "libp2p";
+import { createLibp2p, type Libp2pOptions } from "libp2p";
 import { CID } from "multiformats/cid";
 import * as raw from "multiformats/codecs/raw";
 import { create as createDigest } from "multiformats/hashes/digest";
@@ -158,6 +158,8 @@ export interface HostOptions {
   readonly log?: LogWrite;
   /** The per-peer limits; tests make them small. Default: defaultHostLimits. */
   readonly limits?: Partial<HostLimits>;
+  /** libp2p's own metrics (connections, streams, bytes, the DHT), e.g. @libp2p/prometheus-metrics. Default: none. */
+  readonly metrics?: Libp2pOptions["metrics"];
 }
 
 export interface HostLimits {
@@ -431,6 +433,7 @@ async function startLibp2p(
     connectionManager: { maxConnections, dialTimeout: dialTimeoutMs },
     connectionGater: guard.gater(),
     connectionMonitor: { enabled: options.connectionMonitor ?? true },
+    metrics: options.metrics,
     peerDiscovery: options.mdns === true ? [mdns()] : [],
     services: {
       identify: identify(),

@@ -18,12 +18,14 @@ import {
   offersHeld,
   type WorkerInput,
 } from "../../jobs/index.ts";
-import type { FetchStatus, JobDetail, JobSummary, LogLine, NodeApi, NodeStatus } from "../control/index.ts";
-import type { Host } from "../host/index.ts";
+import type { FetchStatus, JobDetail, JobSummary, LogLine, NodeApi, NodeStatus, RunSummary } from "../control/index.ts";
+import { type Host, peerIdOfPublicKeyHex } from "../host/index.ts";
 import type { BlobStore, NodeStore, UnpackLimit } from "../store/index.ts";
 import { unpackTree } from "../store/index.ts";
 import { NodeRequestError } from "./errors.ts";
+import type { RunHistory, RunHistoryEntry } from "./history.ts";
 import type { FetchFrom } from "./inputs.ts";
+import type { NodeMetrics } from "./metrics.ts";
 
 /** Fetches the node remembers for the CLI to ask about; the oldest is forgotten first. */
 export const maxFetchRecords = 64;
@@ -43,6 +45,40 @@ export interface ApiParts {
   readonly shares: Readonly<Record<string, number>>;
   /** Why this worker takes no job (no sandbox), or empty. */
   readonly sandboxProblem: string;
+  /** The worker's own runs; null on a node without a worker. */
+  readonly history: RunHistory | null;
+  readonly metrics: NodeMetrics;
+}
+
+/** A master's key as the CLI shows it: its PeerId (the key itself when it is not one). */
+function peerIdOrKey(hex: string): string {
+  try {
+    return peerIdOfPublicKeyHex(hex).toString();
+  } catch {
+    return hex;
+  }
+}
+
+function runSummary(entry: RunHistoryEntry): RunSummary {
+  return {
+    project: entry.project,
+    jobId: entry.jobId,
+    name: entry.name,
+    shard: entry.shard,
+    shards: entry.shards,
+    attempt: entry.attempt,
+    master: peerIdOrKey(entry.master),
+    state: entry.endedAtMs === null ? "running" : "ended",
+    outcome: entry.outcome,
+    exitCode: entry.exitCode,
+    startedAtMs: entry.startedAtMs,
+    endedAtMs: entry.endedAtMs,
+    durationMs: entry.durationMs,
+    resultDigest: entry.resultDigest,
+    outputsDigest: entry.outputsDigest,
+    logDigest: entry.logDigest,
+    summary: entry.summary,
+  };
 }
 
 function summary(project: string, job: JobRecord): JobSummary {
@@ -117,6 +153,16 @@ export function nodeApi(parts: ApiParts): NodeApi {
       availability: worker === null ? null : effectiveAvailability(worker),
       running: worker === null ? 0 : Object.keys(worker.running).length,
       slots: worker?.config.slots ?? 0,
+      busySlots: Object.values(worker?.running ?? {})
+        .map((run) => ({
+          project: run.project,
+          jobId: run.jobId,
+          name: parts.history?.running(run.runId)?.name ?? "",
+          shard: run.shard,
+          attempt: run.attempt,
+          sinceMs: run.startedAtMs,
+        }))
+        .sort((a, b) => a.sinceMs - b.sinceMs),
       offering:
         worker === null ? null : { freeSlots: offerStatus(worker).freeSlots, masters: structuredClone(worker.masters) },
       offersHeld: Object.fromEntries(
@@ -206,6 +252,21 @@ export function nodeApi(parts: ApiParts): NodeApi {
       return status();
     },
     ...fetchApi(parts),
+    async runs(jobId?: string) {
+      const history = parts.history;
+      if (history === null) return [];
+      return (jobId === undefined ? history.list() : history.ofJob(jobId)).map(runSummary);
+    },
+    async runLogs(jobId: string): Promise<LogLine[]> {
+      const chunks = (await parts.history?.logs(jobId)) ?? [];
+      return chunks.map((chunk) => ({
+        attempt: chunk.attempt,
+        stream: chunk.stream,
+        offset: chunk.offset,
+        text: Buffer.from(chunk.data).toString("utf8"),
+      }));
+    },
+    metrics: () => parts.metrics.text(),
   };
 }
 

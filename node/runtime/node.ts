@@ -37,7 +37,9 @@ import { createExecutor, type Executor, neutralWorkRoot } from "../sandbox/index
 import { type BlobStore, type NodeStore, openBlobStore, openNodeStore } from "../store/index.ts";
 import { nodeApi } from "./api.ts";
 import { NodeStartError } from "./errors.ts";
+import { openRunHistory, type RunHistory, recordedRuns } from "./history.ts";
 import { heldBytes, runCarrier, treeFetcher } from "./inputs.ts";
+import { createNodeMetrics, folderBytes, jobStates, type NodeMetrics } from "./metrics.ts";
 import { createNodePorts, type NodeLog, type NodePorts } from "./ports.ts";
 import { keysetKeeper, keysetRecordRules, publishSpecs, specChecker, validateSpecRecord } from "./records.ts";
 
@@ -202,6 +204,7 @@ async function startHost(
   identity: Identity,
   trustOf: () => ReadonlyMap<string, ProjectTrust>,
   events: EventLog,
+  metrics: NodeMetrics,
 ): Promise<Host> {
   const testMesh = process.env.CIMESH_TEST_MESH === "1";
   const keysets = keysetRecordRules(trustOf);
@@ -216,6 +219,7 @@ async function startHost(
     recordSelectors: { keyset: keysets.select },
     onRefusedStream: (from, why) => note("direct-refused", { from, reason: "stream", why }),
     log: note,
+    metrics: metrics.libp2p,
   });
 }
 
@@ -318,6 +322,58 @@ function pushKeysets(host: Host, ownKeysets: ReadonlyMap<string, Uint8Array>, lo
   });
 }
 
+/**
+ * The ports, counted for the metrics: each signed message sent or published by its type, and each admission's
+ * verdict (with the type of the message it judged) as the driver reports it.
+ */
+function countedPorts(ports: NodePorts, metrics: NodeMetrics, self: string): NodePorts {
+  return {
+    ...ports,
+    open(wire, nowMs) {
+      const opened = ports.open(wire, nowMs);
+      metrics.opened(opened);
+      return opened;
+    },
+    publish(topic, wire, message) {
+      metrics.sent(message.domain);
+      ports.publish(topic, wire, message);
+    },
+    send(to, wire, message) {
+      metrics.sent(message.domain);
+      ports.send(to, wire, message);
+    },
+    admitted(channel, admission) {
+      metrics.admitted(channel, admission, channel.kind === "direct" && channel.peer === self);
+    },
+  };
+}
+
+/** What the metrics' gauges read of a running node. */
+function bindMetrics(
+  metrics: NodeMetrics,
+  parts: { driver: NodeDriver<Uint8Array>; host: Host; blobs: BlobStore; history: RunHistory; dataDir: string },
+): void {
+  const { driver, host, blobs, history } = parts;
+  metrics.bind({
+    *jobs() {
+      for (const project of driver.masterProjects()) {
+        const counts = new Map<string, number>(jobStates.map((state) => [state, 0]));
+        for (const job of Object.values(driver.masterState(project)?.jobs ?? {}))
+          counts.set(job.status, (counts.get(job.status) ?? 0) + 1);
+        for (const [state, count] of counts) yield { project, state, count };
+      }
+    },
+    peers: () => host.peerCount(),
+    slots() {
+      const worker = driver.workerState();
+      return worker === null ? null : { total: worker.config.slots, busy: Object.keys(worker.running).length };
+    },
+    storeBytes: () => folderBytes(join(parts.dataDir, "store")),
+    blobCacheBytes: () => blobs.usedBytes(),
+    historyEntries: () => history.list().length,
+  });
+}
+
 /** Resolves true when `promise` settles within `limitMs`, false when the time runs out first. */
 async function settledWithin(promise: Promise<unknown>, limitMs: number): Promise<boolean> {
   let timer: NodeJS.Timeout | undefined;
@@ -366,7 +422,12 @@ export async function startNode(options: StartOptions): Promise<RunningNode> {
   const portLog: NodeLog = (event, fields = {}) =>
     floodableEvents.has(event) ? events.note(event, fields) : log(event, fields);
   const { trust, shares, ownKeysets } = await loadTrust(options, config);
+  const metrics = createNodeMetrics({ dataDir: options.dataDir });
   const store: NodeStore = await openNodeStore(join(options.dataDir, "store"));
+  // Opened on every node, so a node started without --worker still shows what it ran as one.
+  const history = await openRunHistory(store.db, {
+    onWriteError: (error) => log("history-write-failed", { error: String(error) }),
+  });
   // Job inputs and outputs by content; a worker's is a cache with a quota, a master's keeps what it was given.
   const blobs = await openBlobStore(join(options.dataDir, "blobs"), {
     quotaBytes: options.worker && !options.master ? config.worker.cacheQuota : null,
@@ -374,7 +435,7 @@ export async function startNode(options: StartOptions): Promise<RunningNode> {
   const workerParts = options.worker ? await prepareWorker(options, config, self, shares, blobs, log) : null;
   let driver: NodeDriver<Uint8Array> | null = null;
   let stopping = false;
-  const host = await startHost(options, config, identity, () => driver?.trust() ?? trust, events);
+  const host = await startHost(options, config, identity, () => driver?.trust() ?? trust, events, metrics);
   pushKeysets(host, ownKeysets, portLog, () => stopping);
   await serveBlobs(host, blobs);
   const fetchFrom = treeFetcher(host, blobs, new PeerBans(), log);
@@ -383,19 +444,27 @@ export async function startNode(options: StartOptions): Promise<RunningNode> {
   const runs =
     workerParts === null
       ? null
-      : runCarrier({
-          executor: workerParts.executor,
-          host,
-          blobs,
-          fetchFrom,
-          log,
-          corruptOutputsDigest: options.faultInjectCorruptResults ? corruptOutputsDigest : null,
-        });
+      : recordedRuns(
+          runCarrier({
+            executor: workerParts.executor,
+            host,
+            blobs,
+            fetchFrom,
+            log,
+            corruptOutputsDigest: options.faultInjectCorruptResults ? corruptOutputsDigest : null,
+          }),
+          history,
+          {
+            masterOf: (runId) => driverOf().workerState()?.running[runId]?.master ?? "",
+            log,
+            onEnded: (entry) => metrics.runEnded(entry.outcome ?? "refused"),
+          },
+        );
   const checkSpecs =
     workerParts === null || workerParts.sandboxProblem !== ""
       ? undefined
       : specChecker({ host, executor: workerParts.executor, driver: driverOf, log });
-  const ports: NodePorts = createNodePorts({
+  const basePorts: NodePorts = createNodePorts({
     identity,
     host,
     store,
@@ -405,6 +474,7 @@ export async function startNode(options: StartOptions): Promise<RunningNode> {
     inputsHeld: (root) => heldBytes(blobs, root),
     checkSpecs: checkSpecs === undefined ? undefined : (project, uuids) => void checkSpecs(project, uuids),
   });
+  const ports = countedPorts(basePorts, metrics, self);
   driver = new NodeDriver<Uint8Array>({
     self,
     ports,
@@ -415,6 +485,7 @@ export async function startNode(options: StartOptions): Promise<RunningNode> {
   });
   for (const [project, bytes] of ownKeysets) driver.receiveKeysetRecord(project, bytes);
   wireInbound(host, driver, trust.keys(), events, () => stopping);
+  bindMetrics(metrics, { driver, host, blobs, history, dataDir: options.dataDir });
   driver.start();
 
   const keysets = keysetKeeper({ host, driver: driverOf, ownKeysets, log });
@@ -441,6 +512,8 @@ export async function startNode(options: StartOptions): Promise<RunningNode> {
     self,
     shares,
     sandboxProblem: workerParts?.sandboxProblem ?? "",
+    history,
+    metrics,
   });
   const running = driver;
   return {
@@ -454,8 +527,18 @@ export async function startNode(options: StartOptions): Promise<RunningNode> {
       ports.close();
       const worker = running.workerState();
       for (const runId of Object.keys(worker?.running ?? {})) workerParts?.executor.kill(runId, "the node is stopping");
-      if (!(await settledWithin(running.stop(), stopDrainMs)))
+      // The killed runs are written down in the history while the driver drains: both before the store closes.
+      const [drained, recorded] = await Promise.all([
+        settledWithin(running.stop(), stopDrainMs),
+        settledWithin(
+          history.noneRunning().then(() => history.flushed()),
+          stopDrainMs,
+        ),
+      ]);
+      if (!drained)
         log("stop-drain-abandoned", { waitedMs: stopDrainMs, why: "the driver's queue did not drain in time" });
+      if (!recorded) log("history-drain-abandoned", { waitedMs: stopDrainMs, why: "a killed run did not end in time" });
+      await history.close();
       await host.stop();
       events.close();
       await store.close();
