@@ -405,7 +405,7 @@ test("submit --wait prints the state changes and the logs, and exits 0 when the 
   t.regex(status.stdout, /peer id +12D3KooWfakefakefake/);
   t.regex(status.stdout, /offering +2 slot\(s\) to fake-project's 1 master\(s\): efefefefefefefef/);
   const jobs = await cimesh(dir, "jobs", "--json");
-  t.is((JSON.parse(jobs.stdout) as JobSummary[])[0]?.status, "passed");
+  t.is((JSON.parse(jobs.stdout) as { master: JobSummary[] }).master[0]?.status, "passed");
   const result = await cimesh(dir, "result", "build-1");
   t.regex(result.stdout, /status +passed \(quorum reached\)/);
   ok(t, await cimesh(dir, "availability", "paused"), "availability");

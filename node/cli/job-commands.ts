@@ -11,7 +11,7 @@ import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import cliProgress from "cli-progress";
 import { CimeshError } from "../../crypto/index.ts";
-import type { FetchStatus, JobDetail, JobSummary, LogLine, NodeApi } from "../control/index.ts";
+import type { FetchStatus, JobDetail, JobSummary, LogLine, NodeApi, RunSummary } from "../control/index.ts";
 import { formatDuration, maxJobFileBytes, parseJobFile, parseSizeBytes } from "../files/index.ts";
 import { CliOptionError, client, dataDirOf, integer, out, program, readInputFile, time } from "./common.ts";
 
@@ -240,20 +240,49 @@ async function waitForJob(api: NodeApi, jobId: string, giveUpAtMs: number): Prom
   return job.status === "passed";
 }
 
-/** Adds `jobs`: the running master's jobs. */
+/** What a run of this node's worker came to: its outcome and exit code and how long it took, or since when it runs. */
+function runState(run: RunSummary): string {
+  if (run.state === "running") return `running since ${time(run.startedAtMs)}`;
+  const exit = run.exitCode === null ? "" : `, exit ${run.exitCode}`;
+  const took = run.durationMs === null ? "" : ` after ${formatDuration(run.durationMs)}`;
+  return `${run.outcome ?? "ended"}${exit}${took}`;
+}
+
+/** One run of this node's worker, as `jobs` lists it: job, shard, attempt, outcome, exit code, duration, when, project. */
+function runLine(run: RunSummary): string {
+  const when = run.endedAtMs === null ? "" : `; ended ${time(run.endedAtMs)}`;
+  return `${run.jobId}  shard ${run.shard} of ${run.shards}, attempt ${run.attempt}  ${runState(run)}${when}  ${run.name}  (project ${shortKey(run.project)})`;
+}
+
+/**
+ * Adds `jobs`: the running master's jobs and the runs its worker did. A node that is both shows both, each under its
+ * heading; a master alone shows its jobs as they always were.
+ */
 export function addJobsCommand(): void {
   program
     .command("jobs")
-    .description("list the jobs of the running master node")
-    .option("--json", "print JSON")
+    .description("list the jobs of the running master node, and the runs this node did as a worker")
+    .option("--json", 'print JSON: {"master": the jobs or null, "worker": the runs or null}')
     .action(async (options: { json?: boolean }) => {
-      const jobs = await client().jobs();
+      const api = client();
+      const [status, jobs, runs] = await Promise.all([api.status(), api.jobs(), api.runs()]);
+      // A view for each role the node has now, and for what it kept of a role it had before.
+      const masterView = status.roles.master.length > 0 || jobs.length > 0;
+      const workerView = status.roles.worker || runs.length > 0;
       if (options.json === true) {
-        out(JSON.stringify(jobs, null, 2));
+        out(JSON.stringify({ master: masterView ? jobs : null, worker: workerView ? runs : null }, null, 2));
         return;
       }
-      if (jobs.length === 0) out("no jobs: submit one with `cimesh submit job.yaml`");
-      for (const job of [...jobs].sort((a, b) => a.submittedAtMs - b.submittedAtMs)) out(summaryLine(job));
+      if (masterView || !workerView) {
+        if (workerView) out(`jobs of the projects this node is master of (${status.roles.master.length}):`);
+        if (jobs.length === 0) out("no jobs: submit one with `cimesh submit job.yaml`");
+        for (const job of [...jobs].sort((a, b) => a.submittedAtMs - b.submittedAtMs)) out(summaryLine(job));
+      }
+      if (!workerView) return;
+      if (masterView) out("");
+      out("runs this node did as a worker (oldest first):");
+      if (runs.length === 0) out("no runs yet: this worker has run no job");
+      for (const run of runs) out(runLine(run));
     });
 }
 
@@ -266,7 +295,11 @@ export function addLogsCommand(): void {
     .option("--follow", "keep printing new log text until the job ends")
     .action(async (jobId: string, options: { follow?: boolean }) => {
       const api = client();
-      const job = await jobOrThrow(api, jobId);
+      const job = await api.job(jobId);
+      if (job === null) {
+        await printRunLogs(api, jobId, options.follow === true);
+        return;
+      }
       const print = logPrinter();
       const follow = options.follow === true && job.status === "open";
       print(await api.logs(jobId), !follow);
@@ -283,6 +316,45 @@ export function addLogsCommand(): void {
     });
 }
 
+/**
+ * `logs <job>` on a node that is not the job's master: the log its worker kept of its own runs of the job (the first
+ * bytes of each stream), and with `follow` the rest as it comes while one of them runs.
+ */
+async function printRunLogs(api: NodeApi, jobId: string, follow: boolean): Promise<void> {
+  let runs = await api.runs(jobId);
+  if (runs.length === 0) throw new NoSuchJobError(jobId);
+  const running = () => runs.some((run) => run.state === "running");
+  const print = logPrinter();
+  const following = follow && running();
+  print(await api.runLogs(jobId), !following);
+  if (!following) return;
+  // A run ends by its job's timeout at the latest, which the executor enforces.
+  while (running()) {
+    await sleep(pollIntervalMs);
+    runs = await api.runs(jobId);
+    print(await api.runLogs(jobId), !running());
+  }
+  out(
+    `==> ${jobId}: ${runs.map((run) => `shard ${run.shard}, attempt ${run.attempt}: ${runState(run)}`).join("; ")} <==`,
+  );
+}
+
+/** `result <job>` on a node that is not the job's master: what its worker's own runs of the job came to. */
+function printRunResults(jobId: string, runs: readonly RunSummary[]): void {
+  const first = runs[0] as RunSummary;
+  out(`job        ${jobId} "${first.name}" (project ${first.project}): the runs of this node's worker`);
+  for (const run of runs) {
+    out(
+      `run        shard ${run.shard} of ${run.shards}, attempt ${run.attempt}, for master ${run.master}: ${runState(run)}`,
+    );
+    out(`  started  ${time(run.startedAtMs)}; ended ${time(run.endedAtMs)}`);
+    if (run.resultDigest !== null) out(`  result   ${run.resultDigest}`);
+    if (run.outputsDigest !== null) out(`  outputs  ${run.outputsDigest}`);
+    if (run.logDigest !== null) out(`  log      ${run.logDigest}`);
+    if (run.summary !== "") out(`  summary  ${run.summary.split("\n")[0]}`);
+  }
+}
+
 /** Adds `result <job>`: a job's outcome, and with --download its accepted outputs. */
 export function addResultCommand(): void {
   program
@@ -297,7 +369,19 @@ export function addResultCommand(): void {
     )
     .action(async (jobId: string, options: { json?: boolean; download?: string; maxBytes?: string }) => {
       const api = client();
-      const job = await jobOrThrow(api, jobId);
+      const job = await api.job(jobId);
+      if (job === null) {
+        // Not this node's job as master: what its worker ran of it, if anything.
+        const runs = await api.runs(jobId);
+        if (runs.length === 0) throw new NoSuchJobError(jobId);
+        if (options.download !== undefined)
+          throw new TransferError(
+            `--download: this node is not the master of job ${jobId}, which holds its accepted outputs; this worker's own outputs are in its blob store: ${runs.flatMap((run) => (run.outputsDigest === null ? [] : [`cimesh fetch ${run.outputsDigest} <folder>`])).join(", ") || "none"}`,
+          );
+        if (options.json === true) out(JSON.stringify(runs, null, 2));
+        else printRunResults(jobId, runs);
+        return;
+      }
       if (options.download !== undefined) {
         const decided = job.attempts.find(
           (attempt) => attempt.resultDigest !== null && attempt.resultDigest === job.acceptedDigests[attempt.shard],

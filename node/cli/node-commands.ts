@@ -17,6 +17,7 @@ import {
 import {
   configPath,
   configTemplate,
+  formatDuration,
   generateIdentity,
   loadConfig,
   peerIdOf,
@@ -24,7 +25,7 @@ import {
   writeFileAtomic,
 } from "../files/index.ts";
 import type { RunningNode, StartOptions } from "../runtime/index.ts";
-import { client, collect, dataDirOf, exists, keyFileName, nodeIdentity, out, program } from "./common.ts";
+import { client, collect, dataDirOf, exists, keyFileName, nodeIdentity, out, program, time } from "./common.ts";
 
 /** How long `start` gives the node to stop on SIGINT/SIGTERM before it exits anyway. */
 export const stopTimeoutMs = 15_000;
@@ -234,6 +235,11 @@ function printStatus(status: NodeStatus): void {
   if (status.roles.worker) {
     out(`availability ${status.availability ?? "-"}`);
     out(`running      ${status.running} of ${status.slots} slot(s)`);
+    const nowMs = Date.now();
+    for (const slot of status.busySlots)
+      out(
+        `slot         ${slot.jobId}${slot.name === "" ? "" : ` "${slot.name}"`} shard ${slot.shard}, attempt ${slot.attempt} (project ${slot.project}) since ${time(slot.sinceMs)} (${formatDuration(Math.max(0, Math.floor((nowMs - slot.sinceMs) / 1000) * 1000))} ago)`,
+      );
     const offering = status.offering ?? { freeSlots: 0, masters: {} };
     const projects = Object.entries(offering.masters);
     if (projects.length === 0) out("offering     nothing: no project's masters known yet (no keyset)");
