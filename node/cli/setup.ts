@@ -160,8 +160,8 @@ function runCommand(argv: readonly string[]): Promise<number | null> {
   });
 }
 
-/** Finds the packages missing, and installs them or says exactly how. */
-async function provide(needs: readonly SystemNeed[], checkOnly: boolean): Promise<string[]> {
+/** Finds the packages missing, and installs them or says exactly how (`again`: the cimesh command that would). */
+async function provide(needs: readonly SystemNeed[], checkOnly: boolean, again: string): Promise<string[]> {
   const missing = await missingOf(needs);
   if (missing.length === 0) return [];
   const manager: PackageManager | null =
@@ -176,7 +176,7 @@ async function provide(needs: readonly SystemNeed[], checkOnly: boolean): Promis
   const root = runsAsRoot();
   if (checkOnly || !root)
     throw new SetupError(
-      `${listed(missing)}: run \`${shown(commands, !root)}\`, or \`cimesh setup\` as root, which runs it`,
+      `${listed(missing)}: run \`${shown(commands, !root)}\`, or \`${again}\` as root, which runs it`,
     );
   out(`cimesh setup: installing ${packages.join(" ")} with ${manager}`);
   for (const argv of commands) {
@@ -256,7 +256,8 @@ export function addSetupCommand(): void {
         });
       };
       const needs = [...sandboxNeeds(compileFilter), ...(options.withTestDeps === true ? testNeeds : [])];
-      const installed = await provide(needs, options.check === true);
+      const again = `npx cimesh setup${options.withTestDeps === true ? " --with-test-deps" : ""}`;
+      const installed = await provide(needs, options.check === true, again);
       const sandbox = await probe(compileFilter);
       const tools = options.withTestDeps === true ? ", make and cc present" : "";
       const added = installed.length > 0 ? ` (installed ${installed.join(" ")})` : "";
