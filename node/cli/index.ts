@@ -12,7 +12,7 @@
  * other command needs.
  *
  * The commands live in one file per group: node-commands.ts (init, id, start,
- * status, availability), project-commands.ts (project, trust, spec),
+ * stop, status, availability), project-commands.ts (project, trust, spec),
  * job-commands.ts (submit, jobs, logs, result, fetch, explain, cancel, run),
  * sim-command.ts (sim) and setup.ts (setup); common.ts holds the root
  * command and what they share. This file adds the commands, in the order
@@ -36,6 +36,7 @@ import {
   addInitCommand,
   addStartCommand,
   addStatusCommand,
+  addStopCommand,
 } from "./node-commands.ts";
 import { addProjectCommand, addSpecCommand, addTrustCommand } from "./project-commands.ts";
 import { addSetupCommand } from "./setup.ts";
@@ -48,6 +49,7 @@ addProjectCommand();
 addTrustCommand();
 addSpecCommand();
 addStartCommand();
+addStopCommand();
 addSubmitCommand();
 addStatusCommand();
 addJobsCommand();
@@ -70,5 +72,6 @@ try {
   process.stderr.write(`cimesh: ${describeFailure(error)}\n`);
   if (!(error instanceof CimeshError) && process.env.CIMESH_DEBUG === "1" && error instanceof Error)
     process.stderr.write(`${error.stack}\n`);
-  process.exitCode = 1;
+  // At once: a start that failed part way may still hold a socket or a file that would keep the process alive.
+  process.exit(1);
 }

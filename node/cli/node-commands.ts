@@ -7,6 +7,7 @@ import { mkdir } from "node:fs/promises";
 import { join } from "node:path";
 import { Argument } from "commander";
 import { CimeshError } from "../../crypto/index.ts";
+import type { Availability } from "../../jobs/index.ts";
 import {
   type ControlClient,
   ControlRequestError,
@@ -15,12 +16,18 @@ import {
   portFileName,
 } from "../control/index.ts";
 import {
+  type AddressRole,
+  acquireNodeLock,
+  addressProblem,
   configPath,
   configTemplate,
   formatDuration,
   generateIdentity,
   loadConfig,
+  lockFileName,
+  lockHolder,
   peerIdOf,
+  processRuns,
   saveIdentity,
   writeFileAtomic,
 } from "../files/index.ts";
@@ -37,7 +44,7 @@ export class NodeAlreadyRunningError extends CimeshError {
   constructor(dataDir: string, port: number) {
     super(
       "ERR_NODE_RUNNING",
-      `a node is already running in ${dataDir} (control API on port ${port}): expected none; stop it first (Ctrl-C or kill its process)`,
+      `a node is already running in ${dataDir} (control API on port ${port}): expected none; stop it first with \`cimesh stop --data-dir ${dataDir}\` (or Ctrl-C where it runs)`,
     );
   }
 }
@@ -128,6 +135,9 @@ export function addStartCommand(): void {
         faultInjectCorruptResults?: boolean;
       }) => {
         const dataDir = dataDirOf();
+        // Before anything is opened: a mistyped address is one line, not a node half started.
+        checkAddresses("--listen", "listen", options.listen ?? []);
+        checkAddresses("--bootstrap", "bootstrap", options.bootstrap ?? []);
         await nodeIdentity(dataDir);
         const config = await loadConfig(dataDir);
         await refuseIfRunning(dataDir);
@@ -160,12 +170,21 @@ export function addStartCommand(): void {
           throw new RuntimeUnavailableError((error as Error).message);
         }
         const { startControlServer } = await import("../control/index.ts");
-        const node: RunningNode = await startNode(startOptions);
+        // Names this process to a start that finds the store held; released when the node stops.
+        const lock = await acquireNodeLock(dataDir);
+        let node: RunningNode;
         let control: Awaited<ReturnType<typeof startControlServer>>;
         try {
-          control = await startControlServer(node, dataDir, config.apiPort);
+          node = await startNode(startOptions);
+          try {
+            control = await startControlServer(node, dataDir, config.apiPort);
+          } catch (error) {
+            await node.stop();
+            throw error;
+          }
+          await lock.setApiPort(control.port);
         } catch (error) {
-          await node.stop();
+          await lock.release();
           throw error;
         }
         const roles = [
@@ -176,7 +195,8 @@ export function addStartCommand(): void {
         for (const address of node.addresses()) out(`listening on ${address}`);
         out(`control API on 127.0.0.1:${control.port} (port in ${join(dataDir, portFileName)})`);
         out(`roles: ${roles.length === 0 ? "none (relays gossip only; add --worker or --master)" : roles.join("; ")}`);
-        out("running; Ctrl-C stops it");
+        if (startOptions.worker) out(availabilityLine(config.worker.availability, (await node.status()).availability));
+        out("running; Ctrl-C or `cimesh stop` stops it");
 
         let stopping = false;
         const stop = (signal: string) => {
@@ -195,6 +215,7 @@ export function addStartCommand(): void {
             try {
               // Both at once: a request in flight (a submit) waits on the node, so the node stops first or alongside.
               await Promise.all([node.stop(), control.close()]);
+              await lock.release();
               out("stopped");
               process.exit(0);
             } catch (error) {
@@ -223,6 +244,20 @@ async function refuseIfRunning(dataDir: string): Promise<void> {
     (error: unknown) => error instanceof ControlRequestError,
   );
   if (answers) throw new NodeAlreadyRunningError(dataDir, running.port);
+}
+
+/** Refuses a --listen or --bootstrap value that is no address of its kind: the flag, the value, what one looks like. */
+function checkAddresses(flag: string, role: AddressRole, values: readonly string[]): void {
+  for (const value of values) {
+    const problem = addressProblem(role, value);
+    if (problem !== null) throw new StartRefusedError(`${flag}: ${problem}`);
+  }
+}
+
+/** What a starting worker says of its availability: the one it resumed with, and what holds now if a rule differs. */
+function availabilityLine(chosen: Availability, inForce: Availability | null): string {
+  const now = inForce !== null && inForce !== chosen ? `; ${inForce} now, by its rules or for want of a sandbox` : "";
+  return `availability: ${chosen}, as config.yaml's worker.availability says (\`cimesh availability\` changes it and keeps it there${now})`;
 }
 
 function printStatus(status: NodeStatus): void {
@@ -265,6 +300,43 @@ export function addStatusCommand(): void {
       const status = await client().status();
       if (options.json === true) out(JSON.stringify(status, null, 2));
       else printStatus(status);
+    });
+}
+
+/** How often `stop` looks whether the node's process has ended. */
+export const stopPollMs = 100;
+
+/** `stop` found no node to stop. */
+export class NothingToStopError extends CimeshError {
+  constructor(dataDir: string) {
+    super(
+      "ERR_NOTHING_TO_STOP",
+      `no node is running in ${dataDir}: expected a live process named by ${join(dataDir, lockFileName)}, found none (a node started before node.lock existed stops with Ctrl-C where it runs)`,
+    );
+  }
+}
+
+/** Adds `stop`: stops the node running in the data folder as Ctrl-C would, and waits until it has. */
+export function addStopCommand(): void {
+  program
+    .command("stop")
+    .description("stop the node running in the data folder (a clean stop, as Ctrl-C) and wait until it has")
+    .action(async () => {
+      const dataDir = dataDirOf();
+      const holder = await lockHolder(dataDir);
+      if (holder === null) throw new NothingToStopError(dataDir);
+      process.kill(holder.pid, "SIGTERM");
+      // The node exits by itself within stopTimeoutMs of the signal; a little more for the process to end.
+      const deadlineMs = Date.now() + stopTimeoutMs + runningCheckTimeoutMs;
+      while (processRuns(holder.pid)) {
+        if (Date.now() > deadlineMs)
+          throw new CimeshError(
+            "ERR_STOP_TIMEOUT",
+            `cimesh pid ${holder.pid}: expected it to stop within ${stopTimeoutMs + runningCheckTimeoutMs} ms of SIGTERM, it still runs; \`kill -9 ${holder.pid}\` ends it without a clean stop`,
+          );
+        await new Promise((resolve) => setTimeout(resolve, stopPollMs));
+      }
+      out(`stopped the node in ${dataDir} (cimesh pid ${holder.pid})`);
     });
 }
 

@@ -31,6 +31,7 @@ import {
   defaultWorkerConfig,
   maxOfferLifetimeMs,
 } from "../../jobs/index.ts";
+import { type AddressRole, addressProblem } from "./addresses.ts";
 import { FileFieldError, parseSizeBytes, readYaml, validateYaml } from "./yamlfile.ts";
 
 export const configFileName = "config.yaml";
@@ -161,10 +162,15 @@ const timeOfDaySchema = z
   .regex(/^([01]\d|2[0-3]):[0-5]\d$/, 'expected a time of day as "HH:MM" in quotes, such as "18:30"')
   .transform((text) => Number(text.slice(0, 2)) * 60 + Number(text.slice(3, 5)));
 
-const addressSchema = z
-  .string()
-  .max(maxAddressChars)
-  .regex(/^\/\S+$/, "expected a libp2p multiaddr such as /ip4/0.0.0.0/tcp/4001");
+/** A multiaddr of the config, checked as `--listen` or `--bootstrap` would be (node/files/addresses.ts). */
+const addressSchema = (role: AddressRole) =>
+  z
+    .string()
+    .max(maxAddressChars)
+    .superRefine((text, ctx) => {
+      const problem = addressProblem(role, text);
+      if (problem !== null) ctx.addIssue({ code: "custom", message: problem });
+    });
 
 const rootKeyHexSchema = z
   .string()
@@ -303,8 +309,8 @@ export const nodeConfigSchema = z
   .preprocess(
     (value) => (value === null || value === undefined ? {} : value),
     z.strictObject({
-      listen: z.array(addressSchema).max(maxListenAddresses).default(defaultListenAddresses),
-      bootstrap: z.array(addressSchema).max(maxBootstrapAddresses).default([]),
+      listen: z.array(addressSchema("listen")).max(maxListenAddresses).default(defaultListenAddresses),
+      bootstrap: z.array(addressSchema("bootstrap")).max(maxBootstrapAddresses).default([]),
       mdns: z.boolean().default(true),
       apiPort: z.number().int().min(0).max(maxApiPort).default(defaultApiPort),
       worker: workerSchema.prefault({}),

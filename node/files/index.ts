@@ -2,9 +2,12 @@
  * node/files: the files of a node that people write or keep. The node key
  * (identity.ts), the config file (config.ts), job files and capability spec
  * files (jobfile.ts), a project's keys, keysets and published specs
- * (projects.ts), and the YAML reading they share (yamlfile.ts), which sim/'s
- * scenario files use too.
+ * (projects.ts), the YAML reading they share (yamlfile.ts), which sim/'s
+ * scenario files use too, the libp2p addresses people type (addresses.ts),
+ * and the lock that names the process running a data folder's node
+ * (lockfile.ts).
  */
+export { type AddressRole, addressProblem, bootstrapExample, listenExample } from "./addresses.ts";
 export {
   configPath,
   configTemplate,
@@ -28,6 +31,16 @@ export {
   toLibp2pPrivateKey,
 } from "./identity.ts";
 export { defaultJobDeadlineInMs, maxJobFileBytes, maxSpecFileBytes, parseJobFile, parseSpecFile } from "./jobfile.ts";
+export {
+  acquireNodeLock,
+  heldText,
+  lockFileName,
+  lockHolder,
+  NodeHeldError,
+  type NodeLock,
+  type NodeLockHandle,
+  processRuns,
+} from "./lockfile.ts";
 export {
   addRunner,
   chooseProject,

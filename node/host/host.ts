@@ -33,7 +33,7 @@ import { type GossipSub, gossipsub, StrictNoSign } from "@libp2p/gossipsub";
 import type { PeerScore } from "@libp2p/gossipsub/score";
 import { identify } from "@libp2p/identify";
 import type { Connection, Libp2p, PeerId, Stream } from "@libp2p/interface";
-import { type KadDHT, kadDHT, passthroughMapper } from "@libp2p/kad-dht";
+import { type KadDHT, kadDHT, passthroughMapper, type SingleKadDHT } from "@libp2p/kad-dht";
 import { mdns } from "@libp2p/mdns";
 import { memory } from "@libp2p/memory";
 import { peerIdFromString } from "@libp2p/peer-id";
@@ -228,7 +228,15 @@ export interface Host {
   scoreOf(peerId: string): number;
   /** Scores of every peer gossipsub knows. */
   scores(): Record<string, number>;
+  /**
+   * Puts a record in the DHT. With no peer of the cimesh DHT in the routing table it fails at once with
+   * NoDhtPeersError (kad would wait for one up to its query timeout, then fail): try again when one joins.
+   */
   putRecord(kind: string, id: string, value: Uint8Array): Promise<void>;
+  /** Peers of the cimesh DHT in the routing table: 0 on a lone node, or one whose peers speak no cimesh DHT. */
+  dhtPeerCount(): number;
+  /** Told each time a peer joins the DHT routing table (a record put that had no peer can be tried again). */
+  onDhtPeer(handler: () => void): void;
   getRecord(kind: string, id: string): Promise<Uint8Array | null>;
   /** Announces in the DHT that this node provides `name` (a capability spec uuid, say). */
   provide(name: string): Promise<void>;
@@ -239,6 +247,16 @@ export interface Host {
 export class HostError extends CimeshError {
   constructor(message: string) {
     super("ERR_HOST", message);
+  }
+}
+
+/** A DHT record put on a node with no DHT peer yet: expected on a lone node, not a fault. */
+export class NoDhtPeersError extends CimeshError {
+  constructor(key: string) {
+    super(
+      "ERR_NO_DHT_PEERS",
+      `DHT put of ${key}: expected a peer of the cimesh DHT to store it on, none connected yet`,
+    );
   }
 }
 
@@ -779,12 +797,14 @@ function recordMethods(
   dht: KadDHT,
   validators: Readonly<Record<string, RecordValidator>>,
   selectors: Readonly<Record<string, RecordSelector>>,
-): Pick<Host, "putRecord" | "getRecord" | "provide" | "findProviders"> {
+): Pick<Host, "putRecord" | "getRecord" | "provide" | "findProviders" | "dhtPeerCount" | "onDhtPeer"> {
+  const { routingTable } = dht as SingleKadDHT;
   return {
     async putRecord(kind, id, value) {
       const validate = validators[kind];
       if (validate === undefined) throw new HostError(`record kind ${kind}: this node accepts no such record`);
       await validate(id, value); // publish nothing this node would itself refuse
+      if (routingTable.size === 0) throw new NoDhtPeersError(`/${dhtNamespace}/${kind}/${id.slice(0, 16)}`);
       const signal = AbortSignal.timeout(dhtQueryTimeoutMs);
       for await (const _event of dht.put(recordKey(kind, id), value, { signal })) {
         // draining the query is what runs it
@@ -816,6 +836,11 @@ function recordMethods(
       if (found.length === 0) return null;
       const select = selectors[kind];
       return found[select === undefined ? 0 : select(id, found)] ?? null;
+    },
+    dhtPeerCount: () => routingTable.size,
+    onDhtPeer(handler) {
+      // kad's routing table is an event target ("peer:add"), which its public type leaves out.
+      (routingTable as unknown as EventTarget).addEventListener("peer:add", () => handler());
     },
     async provide(name) {
       const signal = AbortSignal.timeout(dhtQueryTimeoutMs);

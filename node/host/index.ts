@@ -30,6 +30,7 @@ export {
   type HostLimits,
   type HostOptions,
   maxFrameBytes,
+  NoDhtPeersError,
   type PeerPenaltyStatus,
   peerIdOfPublicKeyHex,
   publicKeyHexOf,

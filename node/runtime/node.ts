@@ -34,7 +34,7 @@ import {
   serveBlobs,
 } from "../host/index.ts";
 import { createExecutor, type Executor, neutralWorkRoot } from "../sandbox/index.ts";
-import { type BlobStore, type NodeStore, openBlobStore, openNodeStore } from "../store/index.ts";
+import { type BlobStore, type NodeStore, openBlobStore } from "../store/index.ts";
 import { nodeApi } from "./api.ts";
 import { NodeStartError } from "./errors.ts";
 import { openRunHistory, type RunHistory, recordedRuns } from "./history.ts";
@@ -42,6 +42,7 @@ import { heldBytes, runCarrier, treeFetcher } from "./inputs.ts";
 import { createNodeMetrics, folderBytes, jobStates, type NodeMetrics } from "./metrics.ts";
 import { createNodePorts, type NodeLog, type NodePorts } from "./ports.ts";
 import { keysetKeeper, keysetRecordRules, publishSpecs, specChecker, validateSpecRecord } from "./records.ts";
+import { keepAvailability, openStoreOf, resumeAvailability } from "./startup.ts";
 
 /** How often a worker hands its machine the local time and load average, the facts its availability rules read. */
 export const factsIntervalMs = 30_000;
@@ -423,7 +424,7 @@ export async function startNode(options: StartOptions): Promise<RunningNode> {
     floodableEvents.has(event) ? events.note(event, fields) : log(event, fields);
   const { trust, shares, ownKeysets } = await loadTrust(options, config);
   const metrics = createNodeMetrics({ dataDir: options.dataDir });
-  const store: NodeStore = await openNodeStore(join(options.dataDir, "store"));
+  const store: NodeStore = await openStoreOf(options.dataDir);
   // Opened on every node, so a node started without --worker still shows what it ran as one.
   const history = await openRunHistory(store.db, {
     onWriteError: (error) => log("history-write-failed", { error: String(error) }),
@@ -485,10 +486,21 @@ export async function startNode(options: StartOptions): Promise<RunningNode> {
   });
   for (const [project, bytes] of ownKeysets) driver.receiveKeysetRecord(project, bytes);
   wireInbound(host, driver, trust.keys(), events, () => stopping);
+  if (workerParts !== null) resumeAvailability(driver, config.worker.availability);
   bindMetrics(metrics, { driver, host, blobs, history, dataDir: options.dataDir });
   driver.start();
 
-  const keysets = keysetKeeper({ host, driver: driverOf, ownKeysets, log });
+  const keysets = keysetKeeper({
+    host,
+    driver: driverOf,
+    ownKeysets,
+    log,
+    republishMs: config.timing.keysetRepublishMs,
+  });
+  // A keyset put that found no DHT peer goes in as soon as one joins.
+  host.onDhtPeer(() => {
+    if (!stopping && keysets.waitingForDhtPeers()) void keysets.publish();
+  });
   const keysetTimer = setInterval(() => {
     void keysets.publish();
     void keysets.fetch();
@@ -518,6 +530,11 @@ export async function startNode(options: StartOptions): Promise<RunningNode> {
   const running = driver;
   return {
     ...api,
+    async setAvailability(availability) {
+      const status = await api.setAvailability(availability);
+      await keepAvailability(options.dataDir, availability);
+      return status;
+    },
     peerId: host.peerId,
     addresses: () => host.multiaddrs(),
     async stop() {

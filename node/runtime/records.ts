@@ -35,7 +35,7 @@ import {
 } from "../../crypto/index.ts";
 import type { NodeDriver } from "../../jobs/index.ts";
 import { loadPublishedSpecs, parseJobFile } from "../files/index.ts";
-import type { Host } from "../host/index.ts";
+import { type Host, NoDhtPeersError } from "../host/index.ts";
 import type { Executor } from "../sandbox/index.ts";
 import { NodeStartError } from "./errors.ts";
 import type { NodeLog } from "./ports.ts";
@@ -132,16 +132,40 @@ export function keysetKeeper(options: {
   readonly driver: () => NodeDriver<Uint8Array>;
   readonly ownKeysets: ReadonlyMap<string, Uint8Array>;
   readonly log: NodeLog;
+  /** How often publish runs (timing.keysetRepublishMs), for the line that says when it tries again. */
+  readonly republishMs: number;
 }) {
   const { host, driver, ownKeysets, log } = options;
   let lastFetchMs = 0;
+  /** Projects whose keyset put found no DHT peer and has not been put since: said once, at info level. */
+  const deferred = new Set<string>();
   return {
+    /** Whether a put waits for a DHT peer: the node calls publish again when one joins. */
+    waitingForDhtPeers: () => deferred.size > 0,
     async publish(): Promise<void> {
       for (const [project, bytes] of ownKeysets) {
-        // A lone master has no DHT peer to store it on yet: that is not a fault, the next round tries again.
-        await host.putRecord("keyset", project, bytes).catch((error: unknown) => {
-          if (host.peerCount() > 0) log("dht-put-failed", { project: project.slice(0, 12), error: String(error) });
-        });
+        const short = project.slice(0, 12);
+        await host.putRecord("keyset", project, bytes).then(
+          () => {
+            if (deferred.delete(project))
+              log("dht-put-done", { level: "info", project: short, dhtPeers: host.dhtPeerCount() });
+          },
+          (error: unknown) => {
+            // A lone master (or one whose peers speak no cimesh DHT) has nowhere to put it yet: expected, not a fault.
+            if (!(error instanceof NoDhtPeersError)) {
+              log("dht-put-failed", { level: "warn", project: short, error: String(error) });
+              return;
+            }
+            if (deferred.has(project)) return;
+            deferred.add(project);
+            log("dht-put-deferred", {
+              level: "info",
+              project: short,
+              peers: host.peerCount(),
+              why: `no peer of the cimesh DHT yet: the keyset goes into the DHT when one joins (tried again then, and every ${options.republishMs} ms); peers this node meets get it directly meanwhile`,
+            });
+          },
+        );
         await host.publish(project, bytes).catch(() => undefined);
       }
     },
@@ -169,6 +193,8 @@ export async function publishSpecs(host: Host, dataDir: string, log: NodeLog): P
       const { body } = openEnvelope(capabilitySpecDomain, bytes, Date.now());
       await host.putRecord("spec", body.uuid, bytes);
     } catch (error) {
+      // No DHT peer yet: the keyset's dht-put-deferred line says so once; the next round tries again.
+      if (error instanceof NoDhtPeersError) return;
       log("spec-publish-failed", { error: String(error) });
     }
   }
