@@ -7,7 +7,7 @@
  * cimesh's series, all prefixed `cimesh_`:
  * - `cimesh_jobs{project,state}`: a master's jobs by state (open, passed, failed, cancelled).
  * - `cimesh_runs_total{outcome}`: runs this node's worker ended since it started, by outcome.
- * - `cimesh_worker_slots`, `cimesh_worker_slots_busy`: the worker's slots, and those running a job.
+ * - `cimesh_worker_slots`, `cimesh_worker_slots_busy`: the worker's slots, and those running a job (0 without one).
  * - `cimesh_messages_sent_total{type}`, `cimesh_messages_received_total{type}`: signed messages this node handed
  *   to the network (direct or gossip) and those it took from peers, by type (`offer`, `bid`, `award`, `result`, ...).
  * - `cimesh_admissions_total{verdict,reason}`: every verdict of admission (the door of every inbound message), so
@@ -158,12 +158,10 @@ export function createNodeMetrics(options: { readonly dataDir: string }): NodeMe
       });
       new Gauge({
         name: "cimesh_worker_slots",
-        help: "The worker's slots (jobs at once); absent without a worker",
+        help: "The worker's slots (jobs at once); 0 without a worker",
         registers,
         collect() {
-          this.reset();
-          const slots = sources.slots();
-          if (slots !== null) this.set(slots.total);
+          this.set(sources.slots()?.total ?? 0);
         },
       });
       new Gauge({
@@ -171,9 +169,7 @@ export function createNodeMetrics(options: { readonly dataDir: string }): NodeMe
         help: "The worker's slots running a job now",
         registers,
         collect() {
-          this.reset();
-          const slots = sources.slots();
-          if (slots !== null) this.set(slots.busy);
+          this.set(sources.slots()?.busy ?? 0);
         },
       });
       new Gauge({
