@@ -24,12 +24,11 @@ import { prometheusMetrics } from "@libp2p/prometheus-metrics";
 import { Counter, Gauge, Registry } from "prom-client";
 import { type Admission, type Channel, messageDomainName, messageDomains, type Opened } from "../../jobs/index.ts";
 import type { HostOptions } from "../host/index.ts";
-import { interruptedOutcome } from "./history.ts";
 
 /** The job states a master's jobs are counted by. */
 export const jobStates = ["open", "passed", "failed", "cancelled"] as const;
 /** The outcomes a worker's runs are counted by. */
-export const runOutcomes = ["succeeded", "failed", "timed-out", "killed", "refused", interruptedOutcome] as const;
+export const runOutcomes = ["succeeded", "failed", "timed-out", "killed", "refused"] as const;
 /** Type of a received message that is a keyset (it has an envelope of its own), and of one that could not be read. */
 export const keysetMessageType = "keyset";
 export const unreadableMessageType = "unreadable";
