@@ -34,7 +34,8 @@
  * a job wants runs is awarded at once → results grouped per shard by their
  * digest → quorum reached on every shard: verdict (gossiped only for a job
  * that was announced: nobody else holds it). Lost leases, refusals and disagreement make new attempts, up to
- * the job's bound; the deadline and cancel end a job at any time.
+ * the job's bound (runs started count toward maxAttempts, awards refused or unanswered toward
+ * maxUnstartedAwardsPerShard); the deadline and cancel end a job at any time.
  *
  * Believe no one for free (the Sybil rules). Anyone can make keys, so:
  * - Nothing a bidder states ranks it. Awards use what this master verified:
@@ -61,7 +62,7 @@
  * - A shard's first run goes to a worker whose result would anchor the
  *   quorum (a runner or a fully weighed worker) when one bids; with
  *   probability spotCheckFraction to a runner, which then has the last word.
- *   The other runs go at random, to weighed workers before unweighed ones.
+ *   The other runs go to the heaviest workers first (equals at random).
  * - Only runners may run a shard alone (BOINC's adaptive replication), unless
  *   the project opts in for volunteers.
  */
@@ -141,6 +142,12 @@ export interface MasterConfig {
   readonly trustVolunteersAlone: boolean;
   /** Known workers with no agreeing result here yet, from adverts anyone can sign; the oldest go first. Default 10,000. */
   readonly maxUnprovenWorkers: number;
+  /**
+   * Awards of one shard that no worker started (refused at once, or unanswered within awardAnswerMs): bounded apart
+   * from the runs (maxAttempts), so that standing offers of workers cut off by a partition, or slots taken a moment
+   * before the award, cost a job time, not its runs. Default 16.
+   */
+  readonly maxUnstartedAwardsPerShard: number;
 }
 
 export const defaultMasterConfig: Omit<MasterConfig, "project"> = {
@@ -163,6 +170,7 @@ export const defaultMasterConfig: Omit<MasterConfig, "project"> = {
   spotCheckFraction: 0.1,
   trustVolunteersAlone: false,
   maxUnprovenWorkers: 10_000,
+  maxUnstartedAwardsPerShard: 16,
 };
 
 /** What the master keeps of a worker's standing offer: what to award from, and the eligible pool to count. */
@@ -226,7 +234,10 @@ export interface ShardRecord {
   decidedOutcome: Outcome | null;
   /** Why the shard cannot be decided; empty while it still can. */
   failure: string;
-  /** Runs awarded for this shard, lost ones included: bounded by the job's maxAttempts. */
+  /**
+   * Awards made for this shard, every state included. Those a worker started count toward the job's maxAttempts;
+   * those refused or unanswered toward maxUnstartedAwardsPerShard (see unstartedAwards).
+   */
   runsAwarded: number;
   /** A worker with a long record of agreeing results runs this shard alone (adaptive replication). */
   trustedAlone: string | null;
@@ -311,8 +322,20 @@ export interface MasterState {
   offering: Record<OfferTier, string[]>;
   /** Where each offering worker sits in `offering`. */
   offeringAt: Record<string, [tier: OfferTier, index: number]>;
-  /** Open jobs that want runs no award covers yet: an offer that arrives is given to them at once. */
-  hungry: Record<string, true>;
+  /**
+   * Open jobs that want runs no award covers yet, each with the least weight its next run must carry (as of its last
+   * plan; a job is planned again at least every reannounceIntervalMs): an offer from a worker that weighs as much is
+   * given to them at once.
+   */
+  hungry: Record<string, number>;
+  /** Bumped when a worker with a record here offers, goes, or its record changes: what weighs who is known. */
+  provenVersion: number;
+  /**
+   * Whether a worker of some weight that has not run a shard is known (workerOfWeightKnown), by job, shard and weight:
+   * valid while provenVersion and the job's awards are unchanged, until the worker it found lapses. Asked for every
+   * hungry job at every offer, it cost a busy master a scan of every worker with a record each time.
+   */
+  weightKnownCache: Record<string, [provenVersion: number, awards: number, validUntilMs: number, known: boolean]>;
 }
 
 export type MasterInput =
@@ -372,6 +395,8 @@ export function createMaster(config: Partial<MasterConfig> & { project: string }
     workersVersion: 0,
     knownWorkerCount: 0,
     poolCache: {},
+    provenVersion: 0,
+    weightKnownCache: {},
     offering: { runner: [], proven: [], unproven: [] },
     offeringAt: {},
     hungry: {},
@@ -392,6 +417,31 @@ class Step extends StepContext<MasterState> {
 
 function runBound(spec: JobSpec): number {
   return Math.max(spec.maxAttempts, spec.replicas);
+}
+
+/** Awards of a shard its worker never started: refused at once, or lost without an answer. */
+function unstartedAwards(job: JobRecord, shard: number): number {
+  let unstarted = 0;
+  for (const attempt of job.attempts)
+    if (
+      attempt.shard === shard &&
+      (attempt.state === "refused" || (attempt.state === "lost" && attempt.answered === false))
+    )
+      unstarted++;
+  return unstarted;
+}
+
+/** Awards a shard may still get: runs within the job's run bound, and unstarted awards within theirs. */
+function awardsLeft(state: MasterState, job: JobRecord, shard: number): number {
+  const record = job.shards[shard] as ShardRecord;
+  const unstarted = unstartedAwards(job, shard);
+  return Math.max(
+    0,
+    Math.min(
+      runBound(job.spec) - (record.runsAwarded - unstarted),
+      state.config.maxUnstartedAwardsPerShard - unstarted,
+    ),
+  );
 }
 
 /** What one worker's result weighs toward a quorum (see the file comment): runners anchor, others earn. */
@@ -483,21 +533,50 @@ function runnerKnown(state: MasterState, spec: JobSpec, nowMs: number): boolean 
 }
 
 /**
- * Whether a worker that carries weight (a runner, or one with an agreeing record) and has not run this shard could
- * run the job now, by its advert: only then is it worth waiting for one rather than spending the run bound.
+ * Whether a worker that weighs at least minWeight (runners weigh without bound) and has not run this shard could run
+ * the job now, by its offer: only then is it worth waiting for one rather than spending the run bound.
  */
-function weighedWorkerKnown(state: MasterState, job: JobRecord, shard: number, nowMs: number): boolean {
-  for (const [key, worker] of Object.entries(state.workers))
+function workerOfWeightKnown(
+  state: MasterState,
+  job: JobRecord,
+  shard: number,
+  nowMs: number,
+  minWeight: number,
+): boolean {
+  const memoKey = `${job.jobId}/${shard}/${minWeight}`;
+  const cached = state.weightKnownCache[memoKey];
+  if (
+    cached !== undefined &&
+    cached[0] === state.provenVersion &&
+    cached[1] === job.attempts.length &&
+    nowMs <= cached[2]
+  )
+    return cached[3];
+  let found: KnownWorker | undefined;
+  for (const key in state.workers) {
+    const worker = state.workers[key] as KnownWorker;
     if (
       worker.expiresAtMs >= nowMs &&
       worker.availability !== "paused" &&
       worker.availability !== "offline" &&
-      weightOf(state, key, worker.runner) > 0 &&
+      weightOf(state, key, worker.runner) >= minWeight &&
       !workerUsedOnShard(job, key, shard) &&
       isEligible(job.spec, worker)
-    )
-      return true;
-  return false;
+    ) {
+      found = worker;
+      break;
+    }
+  }
+  // Entries of older versions are dead weight: drop them all when the table is full.
+  if (cached === undefined && Object.keys(state.weightKnownCache).length >= maxPoolCacheEntries)
+    state.weightKnownCache = {};
+  state.weightKnownCache[memoKey] = [
+    state.provenVersion,
+    job.attempts.length,
+    found?.expiresAtMs ?? Number.MAX_SAFE_INTEGER,
+    found !== undefined,
+  ];
+  return found !== undefined;
 }
 
 /**
@@ -533,7 +612,7 @@ function runsNeeded(state: MasterState, job: JobRecord, shard: number, nowMs: nu
     const runnerLive = job.attempts.some(
       (attempt) => attempt.shard === shard && attempt.state === "running" && attempt.runner,
     );
-    return runnerLive ? 0 : Math.min(1, runBound(job.spec) - record.runsAwarded);
+    return runnerLive ? 0 : Math.min(1, awardsLeft(state, job, shard));
   }
   // With weight on, only results that carry weight count toward a quorum.
   let best = 0;
@@ -542,7 +621,7 @@ function runsNeeded(state: MasterState, job: JobRecord, shard: number, nowMs: nu
   let wanted = Math.max(job.spec.replicas - reported - live, job.spec.quorum - best - live, 0);
   // Enough results agree but they weigh too little (or a runner disagrees): one more run, once none is in flight.
   if (wanted === 0 && live === 0) wanted = 1;
-  return Math.min(wanted, runBound(job.spec) - record.runsAwarded);
+  return Math.min(wanted, awardsLeft(state, job, shard));
 }
 
 function totalRunsNeeded(state: MasterState, job: JobRecord, nowMs: number): number {
@@ -582,7 +661,7 @@ function eligiblePool(state: MasterState, spec: JobSpec, nowMs: number): Pool {
   let reluctant = 0;
   let eager = 0;
   let validUntilMs = Number.MAX_SAFE_INTEGER;
-  for (const worker of knownWorkers(state)) {
+  for (const worker of eachKnownWorker(state)) {
     if (worker.expiresAtMs < nowMs || worker.availability === "paused" || worker.availability === "offline") continue;
     if ((spec.network && !worker.network) || !isEligible(spec, worker)) continue;
     validUntilMs = Math.min(validUntilMs, worker.expiresAtMs);
@@ -638,6 +717,7 @@ function reputationOf(state: MasterState, worker: string): Reputation {
 
 function setReputation(step: Step, worker: string, reputation: Reputation): void {
   const { state } = step;
+  state.provenVersion++;
   step.changedReputations.add(worker);
   if (!(worker in state.reputation)) {
     // As with adverts: count, and list the records only when one must go.
@@ -649,6 +729,12 @@ function setReputation(step: Step, worker: string, reputation: Reputation): void
     } else state.reputationCount++;
   }
   state.reputation[worker] = reputation;
+  // A worker's first agreeing result moves its standing offer among the proven, where weight is looked for.
+  const unproven = state.unproven[worker];
+  if (reputation.validTotal > 0 && unproven !== undefined) {
+    holdProven(state, worker, unproven);
+    if (state.offeringAt[worker]?.[0] === "unproven") startOffering(state, worker, "proven");
+  }
 }
 
 /** The bids in a random order (Fisher–Yates with the step's rng): equals are chosen at random. */
@@ -749,49 +835,51 @@ function offeringCount(state: MasterState): number {
 
 /**
  * The offers on hand that could run this job now, as bids (what this master verified of each: runner, prefix): of
- * each tier, every one while they are few, else maxOfferCandidates drawn at random; every runner's always. Lapsed
- * offers met on the way are dropped.
+ * each tier, every one while they are few, else maxOfferCandidates drawn at random; every runner's always. Unproven
+ * workers all weigh nothing, so of them only enough for the runs wanted are drawn (twice as many, and a few more for
+ * those a prefix rule passes over). Lapsed offers met on the way are dropped.
  */
-function offerCandidates(step: Step, job: JobRecord): PendingBid[] {
+function offerCandidates(step: Step, job: JobRecord, wanted: number): PendingBid[] {
   const { state, nowMs, rng } = step;
   const candidates: PendingBid[] = [];
-  const consider = (worker: string) => {
-    const known = state.workers[worker] ?? state.unproven[worker];
-    if (known === undefined || known.expiresAtMs < nowMs || known.freeSlots <= 0 || known.availability !== "eager") {
-      stopOffering(state, worker);
-      return;
-    }
-    if ((job.spec.network && !known.network) || !isEligible(job.spec, known)) return;
-    candidates.push({
-      worker,
-      round: job.round,
-      receivedAtMs: nowMs,
-      runner: known.runner,
-      prefix: known.prefix,
-      offered: true,
-    });
-  };
   for (const tier of ["runner", "proven", "unproven"] as const) {
     const list = state.offering[tier];
-    if (tier === "runner" || list.length <= maxOfferCandidates) {
-      for (const worker of [...list]) consider(worker);
+    const enough = tier === "unproven" ? Math.min(maxOfferCandidates, 2 * wanted + 8) : maxOfferCandidates;
+    const before = candidates.length;
+    if (tier === "runner" || list.length <= enough) {
+      for (const worker of [...list]) {
+        const candidate = offerCandidate(state, job, worker, nowMs);
+        if (candidate !== undefined) candidates.push(candidate);
+      }
       continue;
     }
     const drawn = new Set<string>();
-    for (let tries = 0; tries < maxOfferCandidates * 2 && drawn.size < maxOfferCandidates; tries++) {
+    for (let tries = 0; tries < enough * 2 && candidates.length - before < enough; tries++) {
       const worker = list[Math.floor(rng() * list.length)];
       if (worker === undefined || drawn.has(worker)) continue;
       drawn.add(worker);
-      consider(worker);
+      const candidate = offerCandidate(state, job, worker, nowMs);
+      if (candidate !== undefined) candidates.push(candidate);
     }
   }
   return shuffled(candidates, rng);
 }
 
+/** A worker's standing offer as a bid for this job, if it could run it now; a lapsed or spent offer is dropped. */
+function offerCandidate(state: MasterState, job: JobRecord, worker: string, nowMs: number): PendingBid | undefined {
+  const known = state.workers[worker] ?? state.unproven[worker];
+  if (known === undefined || known.expiresAtMs < nowMs || known.freeSlots <= 0 || known.availability !== "eager") {
+    stopOffering(state, worker);
+    return undefined;
+  }
+  if ((job.spec.network && !known.network) || !isEligible(job.spec, known)) return undefined;
+  return { worker, round: job.round, receivedAtMs: nowMs, runner: known.runner, prefix: known.prefix, offered: true };
+}
+
 /** Awards what offers on hand can cover of the runs a job wants, in this step (no announcement, no window). */
 function awardFromOffers(step: Step, job: JobRecord): void {
   if (offeringCount(step.state) === 0) return;
-  const candidates = offerCandidates(step, job);
+  const candidates = offerCandidates(step, job, totalRunsNeeded(step.state, job, step.nowMs));
   if (candidates.length > 0) awardRuns(step, job, candidates, new Set());
 }
 
@@ -828,13 +916,14 @@ function pickBid(
   used: ReadonlySet<string>,
   runnerFirst: boolean,
   runnerOnly: boolean,
-  weighedOnly: boolean,
+  minWeight: number,
 ): PendingBid | undefined {
   const prefixes = new Set<string>();
   if (state.config.distinctPrefixes)
     for (const attempt of job.attempts) if (attempt.shard === shard && attempt.prefix) prefixes.add(attempt.prefix);
   const open = bids.filter(
     (bid) =>
+      (minWeight === 0 || weightOf(state, bid.worker, bid.runner) >= minWeight) &&
       !used.has(bid.worker) &&
       !workerUsedOnShard(job, bid.worker, shard) &&
       // A bid holds one slot; an offer may hold more, each for another shard.
@@ -853,8 +942,19 @@ function pickBid(
     const anchor = open.find((bid) => anchors(state, bid.worker, bid.runner));
     if (anchor !== undefined) return anchor;
   }
-  const weighed = open.find((bid) => weightOf(state, bid.worker, bid.runner) > 0);
-  return weighed !== undefined || weighedOnly ? weighed : open[0];
+  // Then the heaviest (weight is what a quorum wants; equals in the random order they came in), those not running
+  // any of the job before the others.
+  let heaviest: PendingBid | undefined;
+  let heaviestWeight = 0;
+  for (const bid of open) {
+    if (heaviest !== undefined && workerHasLiveAttempt(job, bid.worker)) break;
+    const weight = weightOf(state, bid.worker, bid.runner);
+    if (weight > heaviestWeight) {
+      heaviest = bid;
+      heaviestWeight = weight;
+    }
+  }
+  return heaviest !== undefined || minWeight > 0 ? heaviest : open[0];
 }
 
 /**
@@ -867,6 +967,48 @@ function awardRuns(step: Step, job: JobRecord, candidates: readonly PendingBid[]
   for (const firstRunsOnly of [true, false])
     for (let shard = 0; shard < job.shards.length; shard++)
       awardShardRuns(step, job, shard, candidates, used, firstRunsOnly);
+}
+
+/**
+ * The least weight the shard's next run must carry (0: any worker). Results that agree but weigh too little want
+ * weight, not another result that weighs nothing: spending the run bound on more unweighed volunteers would fail the
+ * job. When a worker is known whose result would complete the leading group (a runner, or one weighing what it lacks
+ * while enough of its results carry weight), only such a worker may run it; else, when a weighed one is known, only
+ * weighed ones. Their offers are awarded as they come.
+ */
+function weightWanted(
+  state: MasterState,
+  job: JobRecord,
+  shard: number,
+  groups: ReadonlyMap<string, DigestGroup>,
+  nowMs: number,
+): number {
+  if (state.config.quorumWeight === 0) return 0;
+  let leading: DigestGroup | undefined;
+  for (const group of groups.values())
+    if (group.attempts.length >= job.spec.quorum && (leading === undefined || group.weight > leading.weight))
+      leading = group;
+  if (leading === undefined) return 0;
+  const lacking = state.config.quorumWeight - leading.weight;
+  const completing = leading.weighed + 1 >= job.spec.quorum ? Math.max(lacking, Number.MIN_VALUE) : Infinity;
+  if (workerOfWeightKnown(state, job, shard, nowMs, completing)) return completing;
+  return workerOfWeightKnown(state, job, shard, nowMs, Number.MIN_VALUE) ? Number.MIN_VALUE : 0;
+}
+
+/** The least weight any of the job's next runs must carry: the least over its shards that want runs. */
+function leastWeightWanted(state: MasterState, job: JobRecord, nowMs: number): number {
+  let least = Number.POSITIVE_INFINITY;
+  for (let shard = 0; shard < job.shards.length && least > 0; shard++) {
+    if (runsNeeded(state, job, shard, nowMs) === 0) continue;
+    const { groups, runnerDigests } = digestGroups(state, job, shard);
+    // A dispute waits for a runner.
+    const wanted = awaitsRunner(state, job, groups, runnerDigests, nowMs)
+      ? Number.POSITIVE_INFINITY
+      : weightWanted(state, job, shard, groups, nowMs);
+    least = Math.min(least, wanted);
+  }
+  // Kept JSON-safe: a runner, which weighs without bound, is still heavier.
+  return Math.min(least, Number.MAX_VALUE);
 }
 
 function awardShardRuns(
@@ -885,14 +1027,9 @@ function awardShardRuns(
   if (firstRunOnly && record.runsAwarded === 0 && state.config.spotCheckFraction > 0)
     record.spotCheck = rng() < state.config.spotCheckFraction;
   const { groups, runnerDigests } = digestGroups(state, job, shard);
-  // A dispute is the project's runners' to settle: only a runner may run the shard then. Results that agree but
-  // weigh too little want weight, not another result that weighs nothing: only a weighed worker may run it then
-  // (spending the run bound on more unweighed volunteers would fail the job).
+  // A dispute is the project's runners' to settle: only a runner may run the shard then.
   const runnerOnly = awaitsRunner(state, job, groups, runnerDigests, nowMs);
-  const weighedOnly =
-    state.config.quorumWeight > 0 &&
-    [...groups.values()].some((group) => group.attempts.length >= job.spec.quorum) &&
-    weighedWorkerKnown(state, job, shard, nowMs);
+  const minWeight = weightWanted(state, job, shard, groups, nowMs);
   while (needed > 0) {
     const bid = pickBid(
       state,
@@ -902,7 +1039,7 @@ function awardShardRuns(
       used,
       record.spotCheck && record.runsAwarded === 0,
       runnerOnly,
-      weighedOnly,
+      minWeight,
     );
     if (bid === undefined) break;
     if (record.runsAwarded === 0 && job.spec.replicas > 1 && (bid.runner || state.config.trustVolunteersAlone)) {
@@ -980,7 +1117,7 @@ function planNext(step: Step, job: JobRecord): void {
     job.reannounceAtMs = null;
     return;
   }
-  state.hungry[job.jobId] = true;
+  state.hungry[job.jobId] = leastWeightWanted(state, job, nowMs);
   if (job.windowEndsAtMs !== null) return;
   if (job.reannounceAtMs !== null && job.reannounceAtMs > nowMs) return;
   if (!announcementAnswerable(state, job, nowMs)) {
@@ -1070,10 +1207,12 @@ function evaluate(step: Step, job: JobRecord): void {
       const digests = [...groups.entries()]
         .map(([digest, group]) => `${digest.slice(0, 12)}…×${group.attempts.length} weighing ${group.weight}`)
         .join(", ");
+      const unstarted = unstartedAwards(job, shard);
+      const awards = `${record.runsAwarded - unstarted} runs started and ${unstarted} awards refused or unanswered (the bound: ${runBound(job.spec)} runs, ${state.config.maxUnstartedAwardsPerShard} awards not started)`;
       record.failure =
         groups.size === 0
-          ? `no result after ${record.runsAwarded} runs (the bound): every run was lost or refused`
-          : `no ${job.spec.quorum} agreeing results weighing ${state.config.quorumWeight} or holding a runner's after ${record.runsAwarded} runs (the bound); digests ${digests}`;
+          ? `no result after ${awards}: every run was lost or refused`
+          : `no ${job.spec.quorum} agreeing results weighing ${state.config.quorumWeight} or holding a runner's after ${awards}; digests ${digests}`;
     }
   }
   const failed = job.shards.findIndex((record) => record.failure !== "");
@@ -1404,6 +1543,27 @@ function isProven(state: MasterState, worker: string, runner: boolean): boolean 
   return runner || (state.reputation[worker]?.validTotal ?? 0) > 0;
 }
 
+/** Holds what is known of a worker with a record here (or a runner) in the table of proven workers. */
+function holdProven(state: MasterState, worker: string, known: KnownWorker): void {
+  if (worker in state.unproven) {
+    delete state.unproven[worker];
+    state.unprovenCount--;
+    // Rare (a worker's first agreeing result), so its place in the order may cost a search.
+    const place = state.unprovenOrder.indexOf(worker, state.unprovenHead);
+    if (place >= 0) state.unprovenOrder.splice(place, 1);
+  }
+  if (!(worker in state.workers)) {
+    // Listing the known workers on every new advert made a growing mesh cost the master O(n²): list them only to evict.
+    if (state.knownWorkerCount >= state.config.maxKnownWorkers) {
+      const oldest = Object.keys(state.workers)[0] as string;
+      delete state.workers[oldest];
+      stopOffering(state, oldest);
+    } else state.knownWorkerCount++;
+  }
+  state.workers[worker] = known;
+  state.provenVersion++;
+}
+
 /** A worker's standing offer: held as what the master knows of it, and awarded at once to jobs that want runs. */
 function onOffer(step: Step, worker: string, offer: Offer, runner: boolean, prefix: string): void {
   const { state } = step;
@@ -1426,30 +1586,15 @@ function onOffer(step: Step, worker: string, offer: Offer, runner: boolean, pref
     epoch: offer.epoch,
     awardsMade,
   };
-  if (isProven(state, worker, runner)) {
-    if (worker in state.unproven) {
-      delete state.unproven[worker];
-      state.unprovenCount--;
-      // Rare (a worker's first agreeing result), so its place in the order may cost a search.
-      const place = state.unprovenOrder.indexOf(worker, state.unprovenHead);
-      if (place >= 0) state.unprovenOrder.splice(place, 1);
-    }
-    if (!(worker in state.workers)) {
-      // Listing the known workers on every new advert made a growing mesh cost the master O(n²): list them only to evict.
-      if (state.knownWorkerCount >= state.config.maxKnownWorkers) {
-        const oldest = Object.keys(state.workers)[0] as string;
-        delete state.workers[oldest];
-        stopOffering(state, oldest);
-      } else state.knownWorkerCount++;
-    }
-    state.workers[worker] = known;
-  } else {
+  if (isProven(state, worker, runner)) holdProven(state, worker, known);
+  else {
     // Anyone can sign adverts with fresh keys: unproven workers have a table of their own, the first heard going first,
     // so a flood of them neither grows the state past a bound nor pushes out the workers with a record.
     if (worker in state.workers) {
       // A runner no longer named by the keyset: it is held in one table only.
       delete state.workers[worker];
       state.knownWorkerCount--;
+      state.provenVersion++;
     }
     if (!(worker in state.unproven)) {
       if (state.unprovenCount >= state.config.maxUnprovenWorkers) evictOldestUnproven(state);
@@ -1465,8 +1610,11 @@ function onOffer(step: Step, worker: string, offer: Offer, runner: boolean, pref
     stopOffering(state, worker);
     return;
   }
-  // Jobs that want runs take the offer at once: the highest priority first, then the oldest.
+  // Jobs that want runs take the offer at once: the highest priority first, then the oldest. Jobs whose next runs want
+  // more weight than the worker carries are passed over (most offers come from workers that weigh nothing).
+  const weight = weightOf(state, worker, runner);
   const hungry = Object.keys(state.hungry)
+    .filter((jobId) => (state.hungry[jobId] as number) <= weight)
     .map((jobId) => state.jobs[jobId])
     .filter((job): job is JobRecord => job !== undefined && job.status === "open")
     .sort(
@@ -1475,11 +1623,20 @@ function onOffer(step: Step, worker: string, offer: Offer, runner: boolean, pref
         a.submittedAtMs - b.submittedAtMs ||
         (a.jobId < b.jobId ? -1 : a.jobId > b.jobId ? 1 : 0),
     );
+  // Only the new offer is tried: the offers already on hand were tried when each job last planned, and trying them all
+  // again for every offer made a busy master's cost grow with hungry jobs times offers.
   for (const job of hungry) {
     if (!(worker in state.offeringAt)) break;
+    const candidate = offerCandidate(state, job, worker, step.nowMs);
+    if (candidate === undefined) continue;
     const awarded = job.attempts.length;
-    planNext(step, job);
-    if (job.attempts.length !== awarded || job.status !== "open") step.changedJobs.add(job.jobId);
+    awardRuns(step, job, [candidate], new Set());
+    if (job.attempts.length === awarded) continue;
+    step.changedJobs.add(job.jobId);
+    if (totalRunsNeeded(state, job, step.nowMs) === 0) {
+      delete state.hungry[job.jobId];
+      job.reannounceAtMs = null;
+    } else state.hungry[job.jobId] = leastWeightWanted(state, job, step.nowMs);
   }
 }
 
@@ -1500,6 +1657,12 @@ function evictOldestUnproven(state: MasterState): void {
     state.unprovenOrder = order.slice(state.unprovenHead);
     state.unprovenHead = 0;
   }
+}
+
+/** Every known worker, with a record or not, without listing them first. */
+function* eachKnownWorker(state: MasterState): Generator<KnownWorker> {
+  for (const key in state.workers) yield state.workers[key] as KnownWorker;
+  for (const key in state.unproven) yield state.unproven[key] as KnownWorker;
 }
 
 /** Every known worker, with a record or not. */
@@ -1649,7 +1812,7 @@ export function restoreMaster(
     for (const attempt of job.attempts)
       if (attempt.state === "running") schedule(state, attempt.leaseExpiresAtMs, job.jobId);
     // Whether it still wants runs is known at its first wake-up; until then an offer may be given to it.
-    state.hungry[job.jobId] = true;
+    state.hungry[job.jobId] = 0;
   }
   state.reputation = { ...reputation };
   state.reputationCount = Object.keys(state.reputation).length;
@@ -1688,13 +1851,16 @@ export function explainJob(state: MasterState, jobId: string, nowMs: number): st
     `announced ${job.announcements} time(s), last bid probability ${job.bidProbability.toFixed(4)}, ${job.bidsReceived} bid(s) received, ${job.attempts.length} run(s) awarded, ${live} running`,
   );
   job.shards.forEach((record, shard) => {
-    const state =
+    const standing =
       record.decidedDigest !== null
         ? `decided (${record.decidedOutcome})`
         : record.failure !== ""
           ? `failed: ${record.failure}`
           : "undecided";
-    lines.push(`shard ${shard}: ${state}, ${record.runsAwarded} of at most ${runBound(job.spec)} runs awarded`);
+    const unstarted = unstartedAwards(job, shard);
+    lines.push(
+      `shard ${shard}: ${standing}, ${record.runsAwarded - unstarted} of at most ${runBound(job.spec)} runs started, ${unstarted} of at most ${state.config.maxUnstartedAwardsPerShard} awards refused or unanswered`,
+    );
   });
   const workers = knownWorkers(state).filter((worker) => worker.expiresAtMs >= nowMs);
   lines.push(explainPoolText(job.spec, workers));

@@ -407,12 +407,19 @@ function checkDecisions(model: Model, state: MasterState, before: Before): void 
     for (const [digest, members] of reportedGroups(job, shard))
       for (const attempt of members) {
         const was = moved.get(attempt.worker) ?? { consecutiveValid: 0, validTotal: 0, invalidTotal: 0 };
-        moved.set(
-          attempt.worker,
+        const next =
           digest === job.shards[shard]?.decidedDigest
             ? { ...was, consecutiveValid: was.consecutiveValid + 1, validTotal: was.validTotal + 1 }
-            : { ...was, consecutiveValid: 0, invalidTotal: was.invalidTotal + 1 },
-        );
+            : { ...was, consecutiveValid: 0, invalidTotal: was.invalidTotal + 1 };
+        moved.set(attempt.worker, next);
+        // A worker's first agreeing result moves what is known of it to the proven table, as an offer would.
+        const unprovenOffer = model.known.unproven.get(attempt.worker);
+        if (next.validTotal > 0 && unprovenOffer !== undefined) {
+          model.known.unproven.delete(attempt.worker);
+          if (model.known.proven.size >= model.config.maxKnownWorkers)
+            model.known.proven.delete(model.known.proven.keys().next().value as string);
+          model.known.proven.set(attempt.worker, unprovenOffer);
+        }
       }
   if (!exact)
     for (const [worker, expected] of moved) {
@@ -676,7 +683,16 @@ function checkState(model: Model, state: MasterState): void {
         fail(`${jobId}: ${live} live attempts on shard ${shard}, bound ${liveBound} (+${disputeRun} for a dispute)`);
       if (record.runsAwarded !== onShard.length)
         fail(`${jobId}: shard ${shard} counts ${record.runsAwarded} runs, holds ${onShard.length}`);
-      if (onShard.length > runBound) fail(`${jobId}: ${onShard.length} runs on shard ${shard}, bound ${runBound}`);
+      // Awards refused or unanswered are bounded apart from the runs started.
+      const unstarted = onShard.filter(
+        (attempt) => attempt.state === "refused" || (attempt.state === "lost" && attempt.answered === false),
+      ).length;
+      if (onShard.length - unstarted > runBound)
+        fail(`${jobId}: ${onShard.length - unstarted} runs started on shard ${shard}, bound ${runBound}`);
+      if (unstarted > state.config.maxUnstartedAwardsPerShard)
+        fail(
+          `${jobId}: ${unstarted} awards not started on shard ${shard}, bound ${state.config.maxUnstartedAwardsPerShard}`,
+        );
       if (model.config.distinctPrefixes) {
         // The project's own machines are not who the prefix rule guards against.
         const prefixes = onShard

@@ -14,6 +14,7 @@ import {
   type Cancel,
   canServe,
   createMaster,
+  defaultMasterConfig,
   type ExecutionReport,
   type ExecutionRequest,
   explainJob,
@@ -904,9 +905,10 @@ test("cancel: a job that was announced is cancelled on its topic too, once, sinc
   t.deepEqual(verdictsOf(loop, "unheard"), []);
 });
 
-test("retry bound: workers that always refuse make the job fail after maxAttempts runs, naming the bound", (t) => {
+test("retry bound: workers that always refuse make the job fail after maxUnstartedAwardsPerShard awards, naming the bound", (t) => {
   const loop = new Loop({ seed: 14 });
-  const master = loop.addMaster({ project });
+  const maxUnstarted = 3;
+  const master = loop.addMaster({ project, maxUnstartedAwardsPerShard: maxUnstarted });
   const refuses: Behaviour = (run, worker) => ({
     ...(honest(run, worker) as Report),
     outcome: "refused",
@@ -918,23 +920,23 @@ test("retry bound: workers that always refuse make the job fail after maxAttempt
   addWorkers(loop, 6, refuses);
   loop.offerAll();
   const start = loop.nowMs;
-  const maxAttempts = 3;
+  const maxAttempts = 2;
   loop.toMaster(master, { kind: "submit", jobId: "refused", job: jobSpec(start + hourMs, { maxAttempts }) });
   loop.run(start + 30 * minuteMs);
 
   const job = jobOf(loop, master, "refused");
   t.is(job.status, "failed");
   t.regex(job.reason, /the bound/);
-  t.regex(job.reason, new RegExp(`${maxAttempts} runs`));
-  t.is(job.attempts.length, maxAttempts);
-  t.is(job.shards[0]?.runsAwarded, maxAttempts);
+  t.regex(job.reason, new RegExp(`0 runs started and ${maxUnstarted} awards refused or unanswered`));
+  t.is(job.attempts.length, maxUnstarted);
+  t.is(job.shards[0]?.runsAwarded, maxUnstarted);
   t.true(job.attempts.every((attempt) => attempt.state === "refused"));
-  t.is(new Set(job.attempts.map((attempt) => attempt.worker)).size, maxAttempts, "never the same worker twice");
+  t.is(new Set(job.attempts.map((attempt) => attempt.worker)).size, maxUnstarted, "never the same worker twice");
   const awards = loop.log.filter(
     ({ effect }) =>
       effect.type === "send" && effect.message.domain === "award" && effect.message.body.jobId === "refused",
   );
-  t.is(awards.length, maxAttempts, "the master never awarded more runs than the bound");
+  t.is(awards.length, maxUnstarted, "the master never awarded more than the bound");
   verdictOf(t, loop, job);
 });
 
@@ -1169,7 +1171,17 @@ testProp(
       verdictOf(t, loop, job);
       for (let shard = 0; shard < shards; shard++) {
         const runs = job.attempts.filter((attempt) => attempt.shard === shard);
-        t.true(runs.length <= bound, `shard ${shard}: ${runs.length} runs, bound ${bound}`);
+        const unstarted = runs.filter(
+          (attempt) => attempt.state === "refused" || (attempt.state === "lost" && attempt.answered === false),
+        ).length;
+        t.true(
+          runs.length - unstarted <= bound,
+          `shard ${shard}: ${runs.length - unstarted} runs started, bound ${bound}`,
+        );
+        t.true(
+          unstarted <= defaultMasterConfig.maxUnstartedAwardsPerShard,
+          `shard ${shard}: ${unstarted} awards not started, bound ${defaultMasterConfig.maxUnstartedAwardsPerShard}`,
+        );
         t.is(job.shards[shard]?.runsAwarded, runs.length);
         t.is(new Set(runs.map((attempt) => attempt.worker)).size, runs.length, "a worker runs a shard at most once");
         // The project's own machines are not who the prefix rule guards against: only volunteers' prefixes differ.
