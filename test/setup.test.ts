@@ -100,11 +100,13 @@ test("setup --check without bubblewrap on the PATH: one line naming it, exit 1",
   t.is(await readFile(log, "utf8").catch(() => ""), "", "--check runs no package manager");
 });
 
-test("npm test's pretest check without bubblewrap: one line from cimesh, exit non-zero", async (t) => {
+test("npm test's pretest without bubblewrap and no package manager to get it: one line from cimesh, exit non-zero", async (t) => {
   const manifest = JSON.parse(await readFile(join(root, "package.json"), "utf8")) as {
     scripts: Record<string, string>;
   };
-  t.regex(manifest.scripts.pretest ?? "", /\bsetup --check\b/, "pretest runs the check, which installs nothing");
+  // As root on a fresh machine, pretest installs what is missing (the README's two commands pass there); here the PATH
+  // holds no package manager, so it can only say what is missing.
+  t.regex(manifest.scripts.pretest ?? "", /\bsetup --with-test-deps\b/, "pretest runs setup");
   const npm = await locateExecutable("npm");
   if (npm === null) throw new Error("npm is not on the PATH: this test runs `npm run pretest`");
   const npmCli = realpathSync(npm);
@@ -113,7 +115,7 @@ test("npm test's pretest check without bubblewrap: one line from cimesh, exit no
   t.not(result.code, 0, `npm run pretest fails\nstdout: ${result.stdout}\nstderr: ${result.stderr}`);
   const ours = result.stderr.split("\n").filter((line) => line.startsWith("cimesh: "));
   t.is(ours.length, 1, `one line from cimesh: ${result.stderr}`);
-  t.regex(ours[0] ?? "", /bubblewrap \(bwrap on the PATH, the job sandbox\).* missing/);
+  t.regex(ours[0] ?? "", /bubblewrap \(bwrap on the PATH, the job sandbox\)/);
   t.false(/^\s+at /m.test(result.stderr), "no stack trace");
 });
 

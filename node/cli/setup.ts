@@ -10,8 +10,9 @@
  * that unprivileged user namespaces work here. Whatever cannot be made to
  * work ends the command with one line and exit 1.
  *
- * --check installs nothing: `npm test` runs it first, so a machine that
- * cannot run the tests gets one message instead of a cascade of failures.
+ * `npm test` runs it first (as pretest): as root on a fresh machine it
+ * installs what the tests need, and a machine that cannot run them gets one
+ * message instead of a cascade of failures. --check installs nothing.
  */
 import { spawn } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";
