@@ -274,6 +274,7 @@ function fakeNode() {
         runsAwarded: 0,
         runsLive: 0,
         spec,
+        waiting: "no worker has offered its slots yet",
         attempts: [],
         acceptedDigests: [null],
       };
@@ -287,6 +288,7 @@ function fakeNode() {
       const look = (looks.get(jobId) ?? 0) + 1;
       looks.set(jobId, look);
       const worker = "ef".repeat(32);
+      const workerPeerId = peerIdOf(hexToBytes(worker)).toString();
       if (look === 2)
         return {
           ...job,
@@ -297,6 +299,7 @@ function fakeNode() {
               attempt: 0,
               shard: 0,
               worker,
+              workerPeerId,
               state: "running",
               outcome: null,
               exitCode: null,
@@ -319,6 +322,7 @@ function fakeNode() {
               attempt: 0,
               shard: 0,
               worker,
+              workerPeerId,
               state: "finished",
               outcome: "succeeded",
               exitCode: 0,
@@ -393,9 +397,10 @@ test("submit --wait prints the state changes and the logs, and exits 0 when the 
   t.deepEqual(fake.calls, [`submit ${project} build-1`]);
   const out = run.stdout;
   t.regex(out, /submitted build-1/);
-  t.regex(out, /build-1: open \(waiting for bids\)/);
-  t.regex(out, /attempt 0 \(shard 0\) on worker efefefefefef…: running/);
-  t.regex(out, /attempt 0 \(shard 0\) on worker efefefefefef…: finished, succeeded, exit 0/);
+  t.regex(out, /build-1: open \(no worker has offered its slots yet\)/);
+  const workerPeerId = peerIdOf(hexToBytes("ef".repeat(32))).toString();
+  t.true(out.includes(`attempt 0 (shard 0) on worker ${workerPeerId}: running`), out);
+  t.true(out.includes(`attempt 0 (shard 0) on worker ${workerPeerId}: finished, succeeded, exit 0`), out);
   t.regex(out, /==> attempt 0, stdout <==\nhello from the job\nbye\n/);
   t.regex(out, /build-1: passed \(quorum reached\)\n$/);
   t.true(out.indexOf(": running") < out.indexOf("hello from the job"));

@@ -96,6 +96,7 @@ function fakeNode() {
         runsAwarded: 0,
         runsLive: 0,
         spec: jobSpec,
+        waiting: "",
         attempts: [],
         acceptedDigests: [null],
       };

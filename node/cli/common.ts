@@ -54,6 +54,11 @@ export function dataDirOf(): string {
   return program.opts<{ dataDir: string }>().dataDir;
 }
 
+/** Whether the data folder was named (--data-dir or CIMESH_HOME), not taken by default: where a command may write unasked. */
+export function dataDirNamed(): boolean {
+  return program.getOptionValueSource("dataDir") === "cli" || process.env.CIMESH_HOME !== undefined;
+}
+
 /** Prints one line on stdout. */
 export function out(line = ""): void {
   process.stdout.write(`${line}\n`);

@@ -11,9 +11,20 @@ import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import cliProgress from "cli-progress";
 import { CimeshError } from "../../crypto/index.ts";
+import { resultDigest } from "../../jobs/index.ts";
 import type { FetchStatus, JobDetail, JobSummary, LogLine, NodeApi, RunSummary } from "../control/index.ts";
 import { formatDuration, maxJobFileBytes, parseJobFile, parseSizeBytes } from "../files/index.ts";
-import { CliOptionError, client, dataDirOf, integer, out, program, readInputFile, time } from "./common.ts";
+import {
+  CliOptionError,
+  client,
+  dataDirNamed,
+  dataDirOf,
+  integer,
+  out,
+  program,
+  readInputFile,
+  time,
+} from "./common.ts";
 
 /** How often `submit --wait` and `logs --follow` ask the node. */
 export const pollIntervalMs = 500;
@@ -60,7 +71,7 @@ function attemptKey(attempt: JobDetail["attempts"][number]): string {
 }
 
 function attemptLine(attempt: JobDetail["attempts"][number]): string {
-  return `attempt ${attempt.attempt} (shard ${attempt.shard}) on worker ${shortKey(attempt.worker)}: ${attemptKey(attempt)}${
+  return `attempt ${attempt.attempt} (shard ${attempt.shard}) on worker ${attempt.workerPeerId}: ${attemptKey(attempt)}${
     attempt.summary === "" ? "" : ` (${attempt.summary.split("\n")[0]})`
   }`;
 }
@@ -213,7 +224,9 @@ async function waitForJob(api: NodeApi, jobId: string, giveUpAtMs: number): Prom
   const attempts = new Map<number, string>();
   let job = await jobOrThrow(api, jobId);
   for (;;) {
-    const line = `${job.jobId}: ${job.status}${job.reason === "" ? "" : ` (${job.reason})`}`;
+    // An open job says why it is still open (the master's view: offers, bids, runs); an ended one, how it ended.
+    const why = job.status === "open" && job.waiting !== "" ? job.waiting : job.reason;
+    const line = `${job.jobId}: ${job.status}${why === "" ? "" : ` (${why})`}`;
     if (line !== shown) {
       out(`[${clock()}] ${line}`);
       shown = line;
@@ -355,6 +368,63 @@ function printRunResults(jobId: string, runs: readonly RunSummary[]): void {
   }
 }
 
+/** A shard's accepted result with outputs: the CID to fetch and the workers that hold it; or why there is none. */
+function acceptedOutputs(job: JobDetail, shard: number): { cid: string; holders: string[] } | string {
+  const accepted = job.acceptedDigests[shard] ?? null;
+  if (accepted === null) return "no agreed result yet";
+  const agreeing = job.attempts.filter((attempt) => attempt.shard === shard && attempt.resultDigest === accepted);
+  const cid = agreeing.find((attempt) => attempt.outputsDigest !== null)?.outputsDigest ?? null;
+  if (cid === null) return "its accepted result has no outputs (the job declares none, or the run made none)";
+  return { cid, holders: agreeing.map((attempt) => attempt.worker) };
+}
+
+/**
+ * `result --download`: the accepted outputs of every shard, each into `<folder>/shard-N` when the job has several
+ * (into the folder itself with one shard, or `--shard N`), saying what it wrote and which shard had nothing; a shard
+ * without outputs fails the command once the others are written.
+ */
+async function downloadOutputs(
+  api: NodeApi,
+  job: JobDetail,
+  folder: string,
+  onlyShard: number | null,
+  maxBytes: string | undefined,
+): Promise<void> {
+  const shards = job.acceptedDigests.length;
+  if (onlyShard !== null && onlyShard >= shards)
+    throw new CliOptionError("--shard", `a shard of job ${job.jobId}, from 0 to ${shards - 1}`, onlyShard);
+  // A run's outputs lived in its work folder, which the run's disk bounds: a larger tree is a lie.
+  const { minRunDiskBytes, runDiskLimitBytes } = await import("../sandbox/index.ts");
+  const declared = job.spec.resources.diskBytes;
+  const limit = maxBytesOption(maxBytes) ?? {
+    maxBytes: runDiskLimitBytes(declared),
+    name: `the job's resources.diskBytes (${declared} declared, at least ${minRunDiskBytes} for any run; --max-bytes overrides)`,
+  };
+  const wanted = onlyShard === null ? [...Array(shards).keys()] : [onlyShard];
+  const perShardFolders = onlyShard === null && shards > 1;
+  const written: string[] = [];
+  const missing: string[] = [];
+  for (const shard of wanted) {
+    const outputs = acceptedOutputs(job, shard);
+    if (typeof outputs === "string") {
+      missing.push(`shard ${shard}: ${outputs}`);
+      out(`shard ${shard}: nothing written, ${outputs}`);
+      continue;
+    }
+    const destination = perShardFolders ? join(folder, `shard-${shard}`) : folder;
+    await fetchInto(api, outputs.cid, destination, outputs.holders, limit);
+    written.push(perShardFolders ? `shard-${shard}/` : `shard ${shard}`);
+  }
+  if (written.length > 0)
+    out(
+      `wrote the accepted outputs of ${written.length} of ${wanted.length} shard(s) of ${job.jobId} into ${folder}${perShardFolders ? `: ${written.join(", ")}` : ""}`,
+    );
+  if (missing.length > 0)
+    throw new TransferError(
+      `job ${job.jobId}: expected an accepted result with outputs for ${onlyShard === null ? "every shard" : `shard ${onlyShard}`}, but ${missing.join("; ")}`,
+    );
+}
+
 /** Adds `result <job>`: a job's outcome, and with --download its accepted outputs. */
 export function addResultCommand(): void {
   program
@@ -362,63 +432,57 @@ export function addResultCommand(): void {
     .description("show a job's outcome: status, the accepted result digest per shard, every attempt")
     .argument("<job>", "the job id")
     .option("--json", "print JSON")
-    .option("--download <folder>", "fetch the accepted outputs into this folder (absent or empty)")
+    .option(
+      "--download <folder>",
+      "fetch the accepted outputs into this folder (absent or empty): of a sharded job, each shard's into <folder>/shard-N",
+    )
+    .option(
+      "--shard <n>",
+      "with --download: only this shard's outputs, into the folder itself",
+      integer("--shard", 0, 255),
+    )
     .option(
       "--max-bytes <size>",
       "with --download: refuse outputs that unpack past this (default: the disk the job's runs had, resources.diskBytes)",
     )
-    .action(async (jobId: string, options: { json?: boolean; download?: string; maxBytes?: string }) => {
-      const api = client();
-      const job = await api.job(jobId);
-      if (job === null) {
-        // Not this node's job as master: what its worker ran of it, if anything.
-        const runs = await api.runs(jobId);
-        if (runs.length === 0) throw new NoSuchJobError(jobId);
-        if (options.download !== undefined)
-          throw new TransferError(
-            `--download: this node is not the master of job ${jobId}, which holds its accepted outputs; this worker's own outputs are in its blob store: ${runs.flatMap((run) => (run.outputsDigest === null ? [] : [`cimesh fetch ${run.outputsDigest} <folder>`])).join(", ") || "none"}`,
-          );
-        if (options.json === true) out(JSON.stringify(runs, null, 2));
-        else printRunResults(jobId, runs);
-        return;
-      }
-      if (options.download !== undefined) {
-        const decided = job.attempts.find(
-          (attempt) => attempt.resultDigest !== null && attempt.resultDigest === job.acceptedDigests[attempt.shard],
-        );
-        if (decided === undefined || decided.outputsDigest === null)
-          throw new TransferError(
-            `job ${jobId}: expected an accepted result with outputs to download, but it has none yet`,
-          );
-        const holders = job.attempts
-          .filter((attempt) => attempt.resultDigest === decided.resultDigest)
-          .map((attempt) => attempt.worker);
-        // A run's outputs lived in its work folder, which the run's disk bounds: a larger tree is a lie.
-        const { minRunDiskBytes, runDiskLimitBytes } = await import("../sandbox/index.ts");
-        const declared = job.spec.resources.diskBytes;
-        const limit = maxBytesOption(options.maxBytes) ?? {
-          maxBytes: runDiskLimitBytes(declared),
-          name: `the job's resources.diskBytes (${declared} declared, at least ${minRunDiskBytes} for any run; --max-bytes overrides)`,
-        };
-        await fetchInto(api, decided.outputsDigest, resolve(options.download), holders, limit);
-        return;
-      }
-      if (options.json === true) {
-        out(JSON.stringify(job, null, 2));
-        return;
-      }
-      out(`job        ${job.jobId} "${job.name}" (project ${job.project})`);
-      out(`status     ${job.status}${job.reason === "" ? "" : ` (${job.reason})`}`);
-      out(`submitted  ${time(job.submittedAtMs)}; ended ${time(job.endedAtMs)}`);
-      job.acceptedDigests.forEach((digest, shard) => {
-        out(`shard ${shard}    ${digest ?? "no agreed result"}`);
-      });
-      for (const attempt of job.attempts) {
-        out(`  ${attemptLine(attempt)}`);
-        if (attempt.outputsDigest !== null) out(`    outputs ${attempt.outputsDigest}`);
-        if (attempt.logDigest !== null) out(`    log     ${attempt.logDigest}`);
-      }
-    });
+    .action(
+      async (jobId: string, options: { json?: boolean; download?: string; shard?: number; maxBytes?: string }) => {
+        const api = client();
+        const job = await api.job(jobId);
+        if (job === null) {
+          // Not this node's job as master: what its worker ran of it, if anything.
+          const runs = await api.runs(jobId);
+          if (runs.length === 0) throw new NoSuchJobError(jobId);
+          if (options.download !== undefined)
+            throw new TransferError(
+              `--download: this node is not the master of job ${jobId}, which holds its accepted outputs; this worker's own outputs are in its blob store: ${runs.flatMap((run) => (run.outputsDigest === null ? [] : [`cimesh fetch ${run.outputsDigest} <folder>`])).join(", ") || "none"}`,
+            );
+          if (options.json === true) out(JSON.stringify(runs, null, 2));
+          else printRunResults(jobId, runs);
+          return;
+        }
+        if (options.download !== undefined) {
+          await downloadOutputs(api, job, resolve(options.download), options.shard ?? null, options.maxBytes);
+          return;
+        }
+        if (options.shard !== undefined) throw new CliOptionError("--shard", "--download with it", options.shard);
+        if (options.json === true) {
+          out(JSON.stringify(job, null, 2));
+          return;
+        }
+        out(`job        ${job.jobId} "${job.name}" (project ${job.project})`);
+        out(`status     ${job.status}${job.reason === "" ? "" : ` (${job.reason})`}`);
+        out(`submitted  ${time(job.submittedAtMs)}; ended ${time(job.endedAtMs)}`);
+        job.acceptedDigests.forEach((digest, shard) => {
+          out(`shard ${shard}    ${digest ?? "no agreed result"}`);
+        });
+        for (const attempt of job.attempts) {
+          out(`  ${attemptLine(attempt)}`);
+          if (attempt.outputsDigest !== null) out(`    outputs ${attempt.outputsDigest}`);
+          if (attempt.logDigest !== null) out(`    log     ${attempt.logDigest}`);
+        }
+      },
+    );
 }
 
 /** Adds `fetch <cid> <folder>`: a tree from the mesh, through the running node. */
@@ -478,8 +542,11 @@ export function addRunCommand(): void {
       const { createExecutor, minRunDiskBytes, runDiskLimitBytes } = await import("../sandbox/index.ts");
       const { MissingBlobError, openBlobStore, packTree, unpackTree } = await import("../store/index.ts");
       const workRoot = await mkdtemp(join(tmpdir(), "cimesh-run-"));
-      // The node's blob store: it holds what `inputs:` packs here, and on a worker the trees the mesh sent it.
-      const store = await openBlobStore(join(dataDirOf(), "blobs"));
+      // A node's blob store where one is named (it holds the trees the mesh sent a worker, and keeps what this run
+      // packs); otherwise one in the temporary folder, removed with it: nothing is written where nobody said.
+      const named = dataDirNamed();
+      const blobsDir = named ? join(dataDirOf(), "blobs") : join(workRoot, "blobs");
+      const store = await openBlobStore(blobsDir);
       let inputsRoot = parsed.spec.inputsDigest;
       if (parsed.inputsFolder !== null)
         inputsRoot = (await packTree(resolve(dirname(path), parsed.inputsFolder), store)).root;
@@ -526,7 +593,7 @@ export function addRunCommand(): void {
                     await unpackTree(inputsRoot as string, store, folder, { limit }).catch((error: unknown) => {
                       if (!(error instanceof MissingBlobError)) throw error;
                       throw new TransferError(
-                        `inputs ${inputsRoot}: ${String(error)}; \`cimesh fetch ${inputsRoot} <folder>\` brings a tree from the mesh`,
+                        `inputs ${inputsRoot}: ${String(error)}; \`cimesh fetch ${inputsRoot} <folder>\` brings a tree from the mesh${named ? "" : ", and --data-dir names the node whose blob store holds it"}`,
                       );
                     });
                   },
@@ -535,8 +602,11 @@ export function addRunCommand(): void {
             },
           },
         );
+        // The digest replicas compare, as `cimesh result` shows a shard's: a run here agrees with the mesh's if equal.
+        const digest = resultDigest(report);
         process.stderr.write(
           `cimesh run: ${report.outcome}${report.exitCode === null ? "" : `, exit ${report.exitCode}`} after ${formatDuration(report.durationMs)}\n` +
+            `  shard ${options.shard}    ${digest}  (the result digest; \`cimesh result <job>\` shows the accepted one per shard)\n` +
             `  outputs ${report.outputsDigest ?? "-"}\n  log     ${report.logDigest ?? "-"}\n` +
             (report.summary === "" ? "" : `  ${report.summary}\n`),
         );

@@ -19,7 +19,10 @@ export interface JobSummary {
 export interface AttemptSummary {
   readonly attempt: number;
   readonly shard: number;
+  /** The worker's public key (hex), as the protocol names it. */
   readonly worker: string;
+  /** The same worker as people name it: its libp2p PeerId. */
+  readonly workerPeerId: string;
   readonly state: string;
   readonly outcome: string | null;
   readonly exitCode: number | null;
@@ -32,6 +35,8 @@ export interface AttemptSummary {
 
 export interface JobDetail extends JobSummary {
   readonly spec: JobSpec;
+  /** Why an open job is still open, in one line ("no worker offers match: …"); empty once it ended. */
+  readonly waiting: string;
   readonly attempts: readonly AttemptSummary[];
   readonly acceptedDigests: readonly (string | null)[];
 }

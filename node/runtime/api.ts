@@ -26,6 +26,7 @@ import { NodeRequestError } from "./errors.ts";
 import type { RunHistory, RunHistoryEntry } from "./history.ts";
 import type { FetchFrom } from "./inputs.ts";
 import type { NodeMetrics } from "./metrics.ts";
+import { waitingReason } from "./waiting.ts";
 
 /** Fetches the node remembers for the CLI to ask about; the oldest is forgotten first. */
 export const maxFetchRecords = 64;
@@ -50,7 +51,7 @@ export interface ApiParts {
   readonly metrics: NodeMetrics;
 }
 
-/** A master's key as the CLI shows it: its PeerId (the key itself when it is not one). */
+/** A node's key as the CLI shows it: its PeerId (the key itself when it is not one). */
 function peerIdOrKey(hex: string): string {
   try {
     return peerIdOfPublicKeyHex(hex).toString();
@@ -95,14 +96,17 @@ function summary(project: string, job: JobRecord): JobSummary {
   };
 }
 
-function detail(project: string, job: JobRecord): JobDetail {
+/** `waiting`: why the job is open (waiting.ts), empty once it ended. */
+function detail(project: string, job: JobRecord, waiting: string): JobDetail {
   return {
     ...summary(project, job),
     spec: job.spec,
+    waiting,
     attempts: job.attempts.map((attempt) => ({
       attempt: attempt.attempt,
       shard: attempt.shard,
       worker: attempt.worker,
+      workerPeerId: peerIdOrKey(attempt.worker),
       state: attempt.state,
       outcome: attempt.outcome,
       exitCode: attempt.exitCode,
@@ -214,7 +218,11 @@ export function nodeApi(parts: ApiParts): NodeApi {
     },
     async job(jobId: string) {
       const hit = findJob(jobId);
-      return hit === null ? null : detail(hit[0], hit[1]);
+      if (hit === null) return null;
+      const [project, job] = hit;
+      const state = driver.masterState(project);
+      const waiting = state === undefined ? "" : waitingReason(state, job, Date.now(), host.peerCount());
+      return detail(project, job, waiting);
     },
     async logs(jobId: string): Promise<LogLine[]> {
       const chunks = await store.logChunks(jobId);

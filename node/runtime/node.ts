@@ -513,6 +513,8 @@ export async function startNode(options: StartOptions): Promise<RunningNode> {
     addresses: host.multiaddrs(),
     masters: driver.masterProjects(),
     worker: workerParts !== null,
+    // What the worker resumed with: the config's, which every availability change is written to.
+    availability: workerParts === null ? null : config.worker.availability,
   });
 
   const api = nodeApi({
