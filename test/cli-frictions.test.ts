@@ -13,7 +13,7 @@
  * where bubblewrap is missing (`cimesh setup` installs it).
  */
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
-import { access, mkdtemp, readdir, readFile, rename, rm } from "node:fs/promises";
+import { access, mkdtemp, readdir, readFile, rename, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { noise } from "@chainsafe/libp2p-noise";
@@ -22,7 +22,9 @@ import { identify } from "@libp2p/identify";
 import { tcp } from "@libp2p/tcp";
 import test from "ava";
 import { createLibp2p } from "libp2p";
-import { dhtQueryTimeoutMs } from "../node/host/host.ts";
+import { dhtQueryTimeoutMs } from "../node/host/index.ts";
+import { openStoreOf } from "../node/runtime/index.ts";
+import { openNodeStore } from "../node/store/index.ts";
 import { cli, cliOk, cliPath, Mesh, type NodeProcess, until, writeJob } from "./mesh-harness.ts";
 
 /** Bound on a start that must fail: it should exit before it opens anything, in about the time the CLI loads. */
@@ -128,6 +130,29 @@ test("a bad --listen or --bootstrap, given or in config.yaml, exits at once nami
   // Nothing was opened: no store, no blob store, no control API, no lock.
   const left = await readdir(dataDir);
   for (const name of ["store", "blobs", "api.port", "api.token", "node.lock"]) t.false(left.includes(name), name);
+});
+
+test("a store held by another process is named: by its lock file (pid, no control API yet), or said to have none", async (t) => {
+  const dataDir = await mkdtemp(join(tmpdir(), "cimesh-held-"));
+  t.teardown(() => rm(dataDir, { recursive: true, force: true }));
+  // LevelDB's lock is per process: this one holds the store, another (a sleep) is named by the lock file.
+  const holding = await openNodeStore(join(dataDir, "store"));
+  t.teardown(() => holding.close());
+  const unnamed = await t.throwsAsync(openStoreOf(dataDir));
+  t.regex(unnamed?.message ?? "", /the store at .* is held by another process, which left no lock file naming it/);
+  const sleeper = spawn("sleep", ["60"], { stdio: "ignore" });
+  t.teardown(() => sleeper.kill("SIGKILL"));
+  const lock = { pid: sleeper.pid, apiPort: null, startedAtMs: Date.now(), args: ["60"] };
+  await writeFile(join(dataDir, "node.lock"), JSON.stringify(lock));
+  const named = await t.throwsAsync(openStoreOf(dataDir));
+  t.is(
+    named?.message,
+    `the store at ${join(dataDir, "store")} is held by cimesh pid ${sleeper.pid} (no control API yet: it is starting, or stuck before its control API came up); stop it with \`cimesh stop --data-dir ${dataDir}\``,
+  );
+  // A lock whose process is gone (or is another program under a reused pid) names nobody.
+  await writeFile(join(dataDir, "node.lock"), JSON.stringify({ ...lock, args: ["--data-dir", dataDir, "start"] }));
+  const stale = await t.throwsAsync(openStoreOf(dataDir));
+  t.regex(stale?.message ?? "", /which left no lock file naming it/);
 });
 
 /** `cimesh submit --wait` as a process whose output can be read while it runs. */

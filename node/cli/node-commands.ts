@@ -23,6 +23,7 @@ import {
   configTemplate,
   formatDuration,
   generateIdentity,
+  hexToBytes,
   loadConfig,
   lockFileName,
   lockHolder,
@@ -260,6 +261,11 @@ function availabilityLine(chosen: Availability, inForce: Availability | null): s
   return `availability: ${chosen}, as config.yaml's worker.availability says (\`cimesh availability\` changes it and keeps it there${now})`;
 }
 
+/** A node named as people name it: the PeerId of its public key (hex), or the text itself when it is no key. */
+function peerIdOfKey(hex: string): string {
+  return /^[0-9a-f]{64}$/.test(hex) ? peerIdOf(hexToBytes(hex)).toString() : hex;
+}
+
 function printStatus(status: NodeStatus): void {
   out(`peer id      ${status.peerId}`);
   out(`public key   ${status.publicKey}`);
@@ -280,7 +286,7 @@ function printStatus(status: NodeStatus): void {
     if (projects.length === 0) out("offering     nothing: no project's masters known yet (no keyset)");
     for (const [project, masters] of projects)
       out(
-        `offering     ${offering.freeSlots} slot(s) to ${project}'s ${masters.length} master(s): ${masters.map((key) => key.slice(0, 16)).join(", ")}`,
+        `offering     ${offering.freeSlots} slot(s) to ${project}'s ${masters.length} master(s): ${masters.map(peerIdOfKey).join(", ")}`,
       );
   }
   for (const [project, held] of Object.entries(status.offersHeld))

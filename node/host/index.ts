@@ -22,6 +22,7 @@ export {
 export {
   createHost,
   defaultHostLimits,
+  dhtQueryTimeoutMs,
   directProtocol,
   type GossipVerdict,
   gossipMessageId,

@@ -30,3 +30,5 @@ export {
 } from "./node.ts";
 export { createNodePorts, type NodePorts, openInbound } from "./ports.ts";
 export { keysetRecordRules } from "./records.ts";
+export { keepAvailability, levelLockedCode, openStoreOf, resumeAvailability } from "./startup.ts";
+export { waitingReason } from "./waiting.ts";
