@@ -331,7 +331,14 @@ export function addStopCommand(): void {
       const dataDir = dataDirOf();
       const holder = await lockHolder(dataDir);
       if (holder === null) throw new NothingToStopError(dataDir);
-      process.kill(holder.pid, "SIGTERM");
+      try {
+        process.kill(holder.pid, "SIGTERM");
+      } catch (error) {
+        throw new CimeshError(
+          "ERR_STOP_REFUSED",
+          `cimesh pid ${holder.pid}: expected to be allowed to signal it, but ${(error as NodeJS.ErrnoException).code ?? String(error)}: stop it as the user that started it`,
+        );
+      }
       // The node exits by itself within stopTimeoutMs of the signal; a little more for the process to end.
       const deadlineMs = Date.now() + stopTimeoutMs + runningCheckTimeoutMs;
       while (processRuns(holder.pid)) {
