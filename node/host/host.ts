@@ -85,6 +85,8 @@ const directLimits: RequestProtocolOptions = {
 const directAck = new Uint8Array(0);
 /** How long a DHT query may run. */
 export const dhtQueryTimeoutMs = 15_000;
+/** How long a record put on a node with connections but no DHT peer yet waits for one (a fresh connection's identify). */
+export const dhtPeerWaitMs = 2_000;
 /** How many providers a lookup collects before it stops. */
 export const maxProvidersPerLookup = 64;
 /**
@@ -229,8 +231,9 @@ export interface Host {
   /** Scores of every peer gossipsub knows. */
   scores(): Record<string, number>;
   /**
-   * Puts a record in the DHT. With no peer of the cimesh DHT in the routing table it fails at once with
-   * NoDhtPeersError (kad would wait for one up to its query timeout, then fail): try again when one joins.
+   * Puts a record in the DHT. With no peer of the cimesh DHT in the routing table it fails with NoDhtPeersError, at
+   * once or, while peers are connected, after dhtPeerWaitMs (kad would wait for one up to its query timeout, then
+   * fail): try again when one joins.
    */
   putRecord(kind: string, id: string, value: Uint8Array): Promise<void>;
   /** Peers of the cimesh DHT in the routing table: 0 on a lone node, or one whose peers speak no cimesh DHT. */
@@ -426,7 +429,7 @@ export async function createHost(options: HostOptions): Promise<Host> {
     penalize: (peerId, offence) => guard.charge(peerId, offence),
     isBanned: (peerId) => guard.banned(peerId),
     penalties: () => guard.status(),
-    ...recordMethods(dht, validators, options.recordSelectors ?? {}),
+    ...recordMethods(dht, validators, options.recordSelectors ?? {}, () => libp2p.getPeers().length),
     async stop() {
       stopBootstrap();
       await libp2p.stop();
@@ -797,14 +800,34 @@ function recordMethods(
   dht: KadDHT,
   validators: Readonly<Record<string, RecordValidator>>,
   selectors: Readonly<Record<string, RecordSelector>>,
+  connectedPeers: () => number,
 ): Pick<Host, "putRecord" | "getRecord" | "provide" | "findProviders" | "dhtPeerCount" | "onDhtPeer"> {
   const { routingTable } = dht as SingleKadDHT;
+  // kad's routing table is an event target ("peer:add"), which its public type leaves out.
+  const events = routingTable as unknown as EventTarget;
+  /** Whether the routing table has a peer, or gains one within limitMs. */
+  const dhtPeerWithin = (limitMs: number): Promise<boolean> => {
+    if (routingTable.size > 0) return Promise.resolve(true);
+    return new Promise((resolve) => {
+      const added = () => {
+        clearTimeout(timer);
+        resolve(true);
+      };
+      const timer = setTimeout(() => {
+        events.removeEventListener("peer:add", added);
+        resolve(routingTable.size > 0);
+      }, limitMs);
+      events.addEventListener("peer:add", added, { once: true });
+    });
+  };
   return {
     async putRecord(kind, id, value) {
       const validate = validators[kind];
       if (validate === undefined) throw new HostError(`record kind ${kind}: this node accepts no such record`);
       await validate(id, value); // publish nothing this node would itself refuse
-      if (routingTable.size === 0) throw new NoDhtPeersError(`/${dhtNamespace}/${kind}/${id.slice(0, 16)}`);
+      // A peer just connected joins the routing table once identify says it speaks our DHT: a moment, not a query.
+      const waitMs = connectedPeers() > 0 ? dhtPeerWaitMs : 0;
+      if (!(await dhtPeerWithin(waitMs))) throw new NoDhtPeersError(`/${dhtNamespace}/${kind}/${id.slice(0, 16)}`);
       const signal = AbortSignal.timeout(dhtQueryTimeoutMs);
       for await (const _event of dht.put(recordKey(kind, id), value, { signal })) {
         // draining the query is what runs it
@@ -839,8 +862,7 @@ function recordMethods(
     },
     dhtPeerCount: () => routingTable.size,
     onDhtPeer(handler) {
-      // kad's routing table is an event target ("peer:add"), which its public type leaves out.
-      (routingTable as unknown as EventTarget).addEventListener("peer:add", () => handler());
+      events.addEventListener("peer:add", () => handler());
     },
     async provide(name) {
       const signal = AbortSignal.timeout(dhtQueryTimeoutMs);
