@@ -204,6 +204,8 @@ export const awardSchema = z.strictObject({
   worker: publicKeySchema,
   attempt: attemptSchema,
   shard: shardSchema,
+  /** Awards of this shard before this one (0 on its first): what the job sees as CIMESH_ATTEMPT. */
+  shardAttempt: attemptSchema,
   leaseExpiresAtMs: timestampMsSchema,
   /** The job to run: an award made from a standing offer reaches a worker that never saw the job's announcement. */
   job: jobSpecSchema,

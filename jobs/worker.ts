@@ -10,8 +10,8 @@
  * - Work is pulled: free slots are offered, the master awards. A worker with
  *   free slots sends each master of its projects a signed standing offer
  *   ("k free slots, my dimensions and claims, until T"), renewed before it
- *   lapses, superseded when more slots come free, and withdrawn (0) once every
- *   slot is taken (fewer slots with some left are not told: see offerToSend).
+ *   lapses and superseded when more slots come free; slots taken are not told
+ *   (see offerToSend).
  *   The master counts each award it makes against the offer, awards from
  *   offers on hand at once, with no announcement; what offers cannot cover it
  *   announces, and a reluctant worker bids. A bid holds a slot until it is
@@ -617,7 +617,7 @@ function onAward(step: Step, master: string, award: Award): void {
       env: {
         CIMESH_PROJECT: award.project,
         CIMESH_JOB_ID: award.jobId,
-        CIMESH_ATTEMPT: String(award.attempt),
+        CIMESH_ATTEMPT: String(award.shardAttempt),
         CIMESH_SHARD_INDEX: String(award.shard),
         CIMESH_TOTAL_SHARDS: String(spec.shards),
       },
@@ -792,10 +792,12 @@ function offerSlots(step: Step): void {
 
 /**
  * What to offer a master now, or null for nothing (see offerSlots): the first offer in the project's turn; the
- * offer again when it nears its end or what it says of the worker changed; more slots in the project's turn; a
- * withdrawal (0) once every slot is taken. Fewer slots with some still free are not sent: a master that awards a slot
- * already taken is refused at once and gives the run to the next offer, which costs less than telling every master
- * of every award (each run would cost a message per project the worker serves).
+ * offer again when it nears its end or what it says of the worker changed; more slots than the master holds (what
+ * was offered less the awards it made since) in the project's turn. Slots taken are not told, not even the last
+ * one: a master that awards a slot already taken is refused at once, drops the offer and gives the run to the next
+ * one. That costs an award and a refusal only when a master picks a stale offer, where telling every master of every
+ * award cost a message per project the worker serves for each run (measured in the mixed-400 example: 5.4 offers per
+ * wanted run with withdrawals when full, 2.1 without, with the same claim latency and fewer messages per job).
  */
 function offerToSend(
   state: WorkerState,
@@ -812,7 +814,6 @@ function offerToSend(
     renewalAtMs(state, held) <= nowMs
   )
     return due ? offering : Math.min(offering, held.freeSlots);
-  if (offering === 0 && held.freeSlots > 0) return 0;
   if (due && offering > held.freeSlots) return offering;
   return null;
 }

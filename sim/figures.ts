@@ -27,7 +27,9 @@ export interface OfferKinds {
   more: number;
   /** Fewer (a slot was taken, by another master's award; 0 withdraws the offer). */
   fewer: number;
-  /** As many: a renewal before it lapses, or new availability or claims. */
+  /** As many, a renewal before the last one lapses. */
+  renewal: number;
+  /** As many, for another reason: an announcement heard with a slot free, new availability or claims. */
   same: number;
 }
 
@@ -52,7 +54,7 @@ export class Figures {
     spamBids: 0,
     wrongResultsSent: 0,
   };
-  readonly offerKinds: OfferKinds = { first: 0, more: 0, fewer: 0, same: 0 };
+  readonly offerKinds: OfferKinds = { first: 0, more: 0, fewer: 0, renewal: 0, same: 0 };
   openJobs = 0;
   submitted = 0;
   /** Runs the submitted jobs want: shards × replicas of each. */

@@ -50,6 +50,12 @@ export interface Metrics {
   readonly offersPerWantedRun: number;
   readonly bidsPerWantedRun: number;
   readonly offersAndBidsPerWantedRun: number;
+  /**
+   * The claim traffic jobs cause, over the wanted runs: bids, and offers that change what a master holds (a slot came
+   * free or was taken) or answer an announcement. A worker's first offer to a master and its renewals are what the
+   * worker costs by being there (the gossiped adverts these offers replaced), counted per worker hour instead.
+   */
+  readonly claimMessagesPerWantedRun: number;
   /** Runs awarded over the wanted runs: re-awards after lost leases, refusals, disputes and spot checks add to 1. */
   readonly awardsPerWantedRun: number;
   /** Offers sent, those that reached a master's machine, and each by what it changed (figures.ts, OfferKinds). */
@@ -213,6 +219,9 @@ export function collectMetrics(end: RunEnd): Metrics {
     offersPerWantedRun: round(figures.offers / wanted),
     bidsPerWantedRun: round(figures.bids / wanted),
     offersAndBidsPerWantedRun: round((figures.offers + figures.bids) / wanted),
+    claimMessagesPerWantedRun: round(
+      (figures.offers - figures.offerKinds.first - figures.offerKinds.renewal + figures.bids) / wanted,
+    ),
     awardsPerWantedRun: round(awards / wanted),
     offers: { sent: figures.offers, delivered: figures.offersDelivered, ...figures.offerKinds },
     messagesPerJob: round(totalMessages / Math.max(1, submitted)),

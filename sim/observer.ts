@@ -83,6 +83,8 @@ export class Observer {
   private readonly runners: ReadonlySet<number>[] = [];
   /** The free slots each master holds of each worker's offer, as the messages tell, by "worker index>master index". */
   private readonly lastOffers = new Map<string, number>();
+  /** When each worker's last offer to each master was issued and until when it stood: what tells a renewal. */
+  private readonly lastOfferTimes = new Map<string, [issuedAtMs: number, expiresAtMs: number]>();
 
   constructor(projects: number, sabotage: Sabotage | undefined, tracksReplays = false) {
     this.tracksReplays = tracksReplays;
@@ -173,7 +175,14 @@ export class Observer {
       this.figures.bids++;
       this.figures.interval.bids++;
     }
-    if (message.domain === "offer") this.observeOffer(from, to, Number(message.body.freeSlots));
+    if (message.domain === "offer")
+      this.observeOffer(
+        from,
+        to,
+        Number(message.body.freeSlots),
+        Number(message.body.issuedAtMs),
+        Number(message.body.expiresAtMs),
+      );
     if (message.domain === "award") {
       this.observeAward(String(message.body.jobId));
       // The award uses a slot of what the worker offered this master, and both sides count it so without a message.
@@ -233,17 +242,22 @@ export class Observer {
   }
 
   /** An offer of `freeSlots` from worker node `from` to master node `to`: counted by what it changed. */
-  private observeOffer(from: number, to: number, freeSlots: number): void {
+  private observeOffer(from: number, to: number, freeSlots: number, issuedAtMs: number, expiresAtMs: number): void {
     const figures = this.figures;
     figures.offers++;
     figures.interval.offers++;
     const key = `${from}>${to}`;
     const last = this.lastOffers.get(key);
+    const times = this.lastOfferTimes.get(key);
     this.lastOffers.set(key, freeSlots);
+    this.lastOfferTimes.set(key, [issuedAtMs, expiresAtMs]);
     const kinds = figures.offerKinds;
     if (last === undefined) kinds.first++;
     else if (freeSlots > last) kinds.more++;
     else if (freeSlots < last) kinds.fewer++;
+    // A worker renews an offer with a quarter of its life left (jitter aside): one sent with less than a third left
+    // of the last is a renewal, what a worker costs by being there, not what a job asked for.
+    else if (times !== undefined && times[1] - issuedAtMs <= (times[1] - times[0]) / 3) kinds.renewal++;
     else kinds.same++;
   }
 

@@ -184,6 +184,7 @@ function bodyOf(name: Name, header: Header, project: string, worker: Uint8Array)
         worker,
         attempt: 0,
         shard: 0,
+        shardAttempt: 0,
         leaseExpiresAtMs: header.issuedAtMs + minuteMs,
         job: typicalAnnouncement(project, header.issuedAtMs).job,
       };

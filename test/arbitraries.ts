@@ -676,6 +676,7 @@ export const arbAward: fc.Arbitrary<Award> = withHeader(
     worker: arbPublicKey,
     attempt: arbAttempt,
     shard: arbShard,
+    shardAttempt: arbAttempt,
     leaseExpiresAtMs: arbTimestampMs,
     job: arbJobSpec,
   }),

@@ -586,6 +586,7 @@ testProp(
       worker,
       attempt: maxAttemptNumber,
       shard: maxShards - 1,
+      shardAttempt: maxAttemptNumber,
       leaseExpiresAtMs: maxTimestampMs,
       job: announcement.job,
     };
@@ -629,6 +630,7 @@ const worstCases: readonly WorstCase[] = [
     worker,
     attempt: maxAttemptNumber,
     shard: maxShards - 1,
+    shardAttempt: maxAttemptNumber,
     leaseExpiresAtMs: maxTimestampMs,
     job: maximalJob,
   }),

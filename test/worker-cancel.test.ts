@@ -53,6 +53,7 @@ function running(): WorkerState {
     worker: identityFromSeed(new Uint8Array(32).fill(9)).publicKey,
     attempt: 5,
     shard: 1,
+    shardAttempt: 0,
     leaseExpiresAtMs: nowMs + 60_000,
     job,
   };
