@@ -330,9 +330,9 @@ testProp(
   ],
   (t, seed, sybilSpecs, volunteers, runners, replicas, quorumPick, shards, maxAttempts) => {
     const quorum = 1 + (quorumPick % replicas);
-    // The run budget below counts a silent identity's run as lost after a lease, as it was before awards had to be
-    // answered: answered-or-lost after awardAnswerMs, silent identities spend a job's run bound faster than a busy
-    // runner frees up (a known weakness: unanswered awards still count against the bound).
+    // Silent identities' awards are given a lease's time to be answered, so that they hold their slots as long as a
+    // run that vanished would; unanswered, they count against the shard's bound of unstarted awards
+    // (maxUnstartedAwardsPerShard), not its runs.
     const bench = new Bench({ awardAnswerMs: defaultMasterConfig.leaseMs }, seed);
     neverDecidesTheLie(bench);
     const sybils = sybilSpecs.map(([prefix, report]) => party(report, prefix === null ? {} : { prefix }));

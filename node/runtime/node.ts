@@ -30,6 +30,7 @@ import {
   networkPrefixOf,
   type Offence,
   PeerBans,
+  peerIdOfPublicKeyHex,
   publicKeyHexOf,
   serveBlobs,
 } from "../host/index.ts";
@@ -412,12 +413,33 @@ function feedFacts(driver: NodeDriver<Uint8Array>): NodeJS.Timeout {
   return setInterval(feed, factsIntervalMs);
 }
 
+/** Log fields that name a peer by its public key (the machines' own log events), as a key the user knows: a PeerId. */
+const peerFields = ["worker", "master", "signer"] as const;
+const publicKeyHexPattern = /^[0-9a-f]{64}$/;
+
+function namedByPeerId(fields: Readonly<Record<string, unknown>>): Record<string, unknown> {
+  let named: Record<string, unknown> | undefined;
+  for (const field of peerFields) {
+    const value = fields[field];
+    if (typeof value !== "string" || !publicKeyHexPattern.test(value)) continue;
+    named ??= { ...fields };
+    try {
+      named[field] = peerIdOfPublicKeyHex(value).toString();
+    } catch {
+      // Not a key after all: logged as it came.
+    }
+  }
+  return named ?? { ...fields };
+}
+
 export async function startNode(options: StartOptions): Promise<RunningNode> {
   const identity = await loadNodeIdentity(options.dataDir);
   const config = await loadConfig(options.dataDir);
   const self = hexOf(identity.publicKey);
   const log: NodeLog = (event, fields = {}) =>
-    process.stderr.write(`${JSON.stringify({ t: Date.now(), node: self.slice(0, 8), event, ...fields })}\n`);
+    process.stderr.write(
+      `${JSON.stringify({ t: Date.now(), node: self.slice(0, 8), event, ...namedByPeerId(fields) })}\n`,
+    );
   const events = new EventLog((event, fields) => log(event, fields));
   events.start();
   const portLog: NodeLog = (event, fields = {}) =>
