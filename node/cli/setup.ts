@@ -97,8 +97,16 @@ function sandboxNeeds(compileFilter: () => Promise<CompiledFilter>): SystemNeed[
   ];
 }
 
-/** What the project's own tests build inside the sandbox with (the mesh tests compile a C project). */
+/**
+ * What the project's own tests need: make and a C compiler to build inside the sandbox (the mesh tests compile a C
+ * project), and Chromium, which the browser tests drive with playwright-core.
+ */
 const testNeeds: readonly SystemNeed[] = [
+  {
+    what: "Chromium (/usr/bin/chromium, the browser tests' browser)",
+    present: async () => existsSync("/usr/bin/chromium"),
+    packages: { "apt-get": ["chromium"], dnf: ["chromium"] },
+  },
   {
     what: "make",
     present: async () => (await onPath("make")) !== null,
