@@ -1,5 +1,5 @@
 /**
- * `cimesh sim <scenario.yaml> [--seed N] [--out DIR]`: prints the seed and
+ * `cimesh sim <scenario.yaml> [--seed N] [--set field=value]... [--out DIR]`: prints the seed and
  * settings first, runs the scenario with a progress bar on stderr (for runs
  * longer than a second), writes metrics.json and report.html, and fails
  * loudly, with the command that reproduces it, when an invariant broke.
@@ -11,8 +11,11 @@ import { fileURLToPath } from "node:url";
 import cliProgress from "cli-progress";
 import { simulate } from "./engine.ts";
 import type { Metrics } from "./metrics.ts";
-import { renderReport } from "./report.ts";
+import { renderReport, reproduceCommand } from "./report.ts";
 import { maxScenarioFileBytes, parseScenario, type Scenario, ScenarioError } from "./scenario.ts";
+import { parseFieldValues, readScenarioSource, scenarioWith } from "./sweep-fields.ts";
+
+export { reproduceCommand } from "./report.ts";
 
 /** A run shows a progress bar once it has taken this long. */
 export const progressBarAfterMs = 1000;
@@ -22,26 +25,22 @@ export const maxSeed = 2 ** 31 - 1;
 export class InvariantError extends Error {
   readonly code = "ERR_SIM_INVARIANT";
   readonly seed: number;
-  constructor(metrics: Metrics, scenarioPath: string) {
+  constructor(metrics: Metrics, scenarioPath: string, sets: readonly string[] = []) {
     const lines = metrics.invariants.violations.map((v) => `  ${v.invariant} ${v.jobId}: ${v.detail}`);
     super(
       [
         `simulation ${metrics.scenario} broke ${metrics.invariants.violations.length} invariant(s) with seed ${metrics.seed}:`,
         ...lines,
-        `reproduce: ${reproduceCommand(scenarioPath, metrics.seed)}`,
+        `reproduce: ${reproduceCommand(scenarioPath, metrics.seed, sets)}`,
       ].join("\n"),
     );
     this.seed = metrics.seed;
   }
 }
 
-export function reproduceCommand(scenarioPath: string, seed: number): string {
-  return `npx cimesh sim ${scenarioPath} --seed ${seed}`;
-}
-
 /** Throws InvariantError when the run broke an invariant. */
-export function assertInvariants(metrics: Metrics, scenarioPath: string): void {
-  if (metrics.invariants.violations.length > 0) throw new InvariantError(metrics, scenarioPath);
+export function assertInvariants(metrics: Metrics, scenarioPath: string, sets: readonly string[] = []): void {
+  if (metrics.invariants.violations.length > 0) throw new InvariantError(metrics, scenarioPath, sets);
 }
 
 /** Where an example scenario of sim/scenarios/ is, by name. */
@@ -66,10 +65,25 @@ export function metricsJson(metrics: Metrics): string {
   return `${JSON.stringify(metrics, null, 2)}\n`;
 }
 
-export async function runSimCommand(scenarioPath: string, options: { seed?: number; out?: string }): Promise<number> {
+/** The scenario of the file, with `--set field=value` fields set and validated as the file is. */
+export function loadScenarioWith(path: string, sets: readonly string[]): Scenario {
+  if (sets.length === 0) return loadScenario(path);
+  const fields = sets.map((text) => parseFieldValues("--set", text));
+  return scenarioWith(
+    readScenarioSource(path),
+    fields.map((f) => ({ field: f.field, value: f.values[0], text: f.texts[0] as string })),
+    "--set",
+  );
+}
+
+export async function runSimCommand(
+  scenarioPath: string,
+  options: { seed?: number; out?: string; set?: readonly string[] },
+): Promise<number> {
   let scenario: Scenario;
+  const sets = options.set ?? [];
   try {
-    scenario = loadScenario(scenarioPath);
+    scenario = loadScenarioWith(scenarioPath, sets);
   } catch (error) {
     process.stderr.write(`cimesh: ${(error as Error).message}\n`);
     return 1;
@@ -113,7 +127,7 @@ export async function runSimCommand(scenarioPath: string, options: { seed?: numb
   const cpuMs = (cpu.user + cpu.system) / 1000;
   mkdirSync(out, { recursive: true });
   writeFileSync(join(out, "metrics.json"), metricsJson(metrics));
-  writeFileSync(join(out, "report.html"), renderReport(metrics));
+  writeFileSync(join(out, "report.html"), renderReport(metrics, { scenarioPath, sets }));
   const j = metrics.jobs;
   process.stdout.write(
     [
@@ -127,7 +141,7 @@ export async function runSimCommand(scenarioPath: string, options: { seed?: numb
     ].join("\n"),
   );
   try {
-    assertInvariants(metrics, scenarioPath);
+    assertInvariants(metrics, scenarioPath, sets);
   } catch (error) {
     process.stderr.write(`cimesh: ${(error as Error).message}\n`);
     return 1;
