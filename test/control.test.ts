@@ -259,7 +259,7 @@ test("bad requests get a JSON error with a fitting status", async (t) => {
     const unknown = await http(port, "GET", "/v1/nothing", { token });
     t.is(unknown.status, 404);
     t.is(errorOf(unknown).code, "ERR_NO_SUCH_ROUTE");
-    t.is((await http(port, "GET", "/", { token })).status, 404);
+    t.is((await http(port, "GET", "/v2/nothing", { token })).status, 404);
 
     const missing = await http(port, "GET", "/v1/jobs/nope", { token });
     t.is(missing.status, 404);

@@ -32,6 +32,7 @@ import {
 } from "./job-commands.ts";
 import {
   addAvailabilityCommand,
+  addDashboardCommand,
   addIdCommand,
   addInitCommand,
   addStartCommand,
@@ -52,6 +53,7 @@ addStartCommand();
 addStopCommand();
 addSubmitCommand();
 addStatusCommand();
+addDashboardCommand();
 addJobsCommand();
 addLogsCommand();
 addResultCommand();

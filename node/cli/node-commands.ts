@@ -3,6 +3,8 @@
  * mesh and serve the control API until stopped), status, and the worker's
  * availability.
  */
+import { spawn } from "node:child_process";
+import { accessSync, constants } from "node:fs";
 import { mkdir } from "node:fs/promises";
 import { join } from "node:path";
 import { Argument } from "commander";
@@ -12,6 +14,7 @@ import {
   type ControlClient,
   ControlRequestError,
   connectControl,
+  loginCodeLifetimeMs,
   type NodeStatus,
   portFileName,
 } from "../control/index.ts";
@@ -364,5 +367,47 @@ export function addAvailabilityCommand(): void {
     .action(async (state: "eager" | "reluctant" | "paused" | "offline") => {
       const status = await client().setAvailability(state);
       out(`availability ${status.availability ?? state}`);
+    });
+}
+
+/** Whether a desktop is there to open a browser on: a display and xdg-open on the PATH. */
+function desktopOpener(): string | null {
+  if ((process.env.DISPLAY ?? "") === "" && (process.env.WAYLAND_DISPLAY ?? "") === "") return null;
+  for (const folder of (process.env.PATH ?? "").split(":")) {
+    if (folder === "") continue;
+    const candidate = join(folder, "xdg-open");
+    try {
+      accessSync(candidate, constants.X_OK);
+      return candidate;
+    } catch {
+      // not in this folder
+    }
+  }
+  return null;
+}
+
+/** Adds `dashboard`: a one-time login address for the node's web page, opened in a browser where a desktop is. */
+export function addDashboardCommand(): void {
+  program
+    .command("dashboard")
+    .description(
+      "print (and, on a desktop, open) a one-time address that logs a browser in to this node's web page on 127.0.0.1",
+    )
+    .option("--no-open", "only print the address, even on a desktop")
+    .action(async (options: { open: boolean }) => {
+      const control = client();
+      const { path } = await control.loginCode();
+      const url = `http://127.0.0.1:${control.port}${path}`;
+      out(url);
+      out(
+        `works once, within ${Math.round(loginCodeLifetimeMs / 60_000)} minutes; it logs the browser that opens it in to this node (the session lasts until the node restarts)`,
+      );
+      const opener = options.open ? desktopOpener() : null;
+      if (opener !== null) {
+        const child = spawn(opener, [url], { stdio: "ignore", detached: true });
+        child.on("error", () => undefined);
+        child.unref();
+        out("opened in your browser");
+      }
     });
 }

@@ -94,6 +94,17 @@ export interface NodeStatus {
   readonly addresses: readonly string[];
   readonly roles: { readonly master: readonly string[]; readonly worker: boolean };
   readonly availability: Availability | null;
+  /** The volunteer's own choice (kept in config.yaml), which a rule or a missing sandbox may override; null without a worker. */
+  readonly availabilityChosen?: Availability | null;
+  /** The worker's rules: time windows (local minutes, days 0 = Sunday) and load ceiling; null without a worker. */
+  readonly availabilityRules?: {
+    readonly windows: readonly {
+      readonly days: readonly number[];
+      readonly startMinute: number;
+      readonly endMinute: number;
+    }[];
+    readonly maxLoadAverage: number | null;
+  } | null;
   readonly running: number;
   readonly slots: number;
   /** What each busy slot of the worker runs; empty on a node without a worker. */

@@ -23,11 +23,20 @@
  * JSON. It needs the token like every route (a scraper sends it as a bearer
  * token): what the node runs and for whom is no one's business but whoever
  * may read its data folder.
+ *
+ * The same port serves the dashboard (dashboard.ts, node/dashboard/): GET /
+ * (the page), GET /login and /assets/* (no session needed; they hold no
+ * secret), POST /login {code} (a one-time code for a session cookie), POST
+ * /v1/login-codes (bearer token only: `cimesh dashboard`) and GET /v1/events
+ * (server-sent events). Every route but those public ones takes the session
+ * cookie as well as the token; every request's Host must name this node (421
+ * otherwise) and a state-changing one's Origin must be this node's (403).
  */
 import { randomBytes, timingSafeEqual } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { mkdir, readFile, unlink } from "node:fs/promises";
 import { createServer, type IncomingMessage, request, type ServerResponse } from "node:http";
+import { createRequire } from "node:module";
 import type { AddressInfo } from "node:net";
 import { join } from "node:path";
 import { z } from "zod";
@@ -44,6 +53,18 @@ import {
 import { type Availability, type JobSpec, jobSpecSchema } from "../../jobs/index.ts";
 import { writeFileAtomic } from "../files/index.ts";
 import type { FetchStatus, JobDetail, JobSummary, LogLine, NodeApi, NodeStatus, RunSummary } from "./api.ts";
+import {
+  changesState,
+  dashboardAssets,
+  hostAllowed,
+  loggedOutPage,
+  originAllowed,
+  publicRoute,
+  Sessions,
+  securityHeaders,
+  sendAsset,
+  sessionCookie,
+} from "./dashboard.ts";
 
 export const controlHost = "127.0.0.1";
 export const tokenFileName = "api.token";
@@ -140,6 +161,7 @@ function send(res: ServerResponse, status: number, value: unknown, headers: Reco
     "content-type": "application/json; charset=utf-8",
     "content-length": String(Buffer.byteLength(body)),
     "cache-control": "no-store",
+    ...securityHeaders,
     ...headers,
   });
   res.end(body);
@@ -160,6 +182,7 @@ function sendText(res: ServerResponse, status: number, answer: TextAnswer): void
     "content-type": answer.contentType,
     "content-length": String(Buffer.byteLength(answer.text)),
     "cache-control": "no-store",
+    ...securityHeaders,
   });
   res.end(answer.text);
 }
@@ -361,6 +384,79 @@ function authorized(req: IncomingMessage, token: Buffer): boolean {
   return given.length === token.length && timingSafeEqual(given, token);
 }
 
+/** Where the page redeems a login code for its session cookie (POST {code}), and serves itself (GET). */
+export const loginPath = "/login";
+/** Where `cimesh dashboard` asks for a one-time login code (POST, bearer token only). */
+export const loginCodesPath = "/v1/login-codes";
+/** The live stream the page listens to: server-sent events, a `snapshot` each time status, jobs or runs change. */
+export const eventsPath = "/v1/events";
+/** How often an event stream looks for changes. */
+export const eventIntervalMs = 1_000;
+/** A comment line on a quiet event stream this often, so that proxies and browsers keep it open. */
+export const eventKeepAliveMs = 15_000;
+/** Event streams open at once; past it the oldest is closed (a browser reconnects by itself). */
+export const maxEventStreams = 8;
+
+const loginBodySchema = z.strictObject({ code: z.string().regex(/^[0-9a-f]{1,128}$/) });
+
+/** The version of this package, as the page shows it. */
+const packageVersion: string = (() => {
+  try {
+    return (createRequire(import.meta.url)("cimesh/package.json") as { version: string }).version;
+  } catch {
+    return "unknown";
+  }
+})();
+
+/** What the page shows, in one message: the node's status, its jobs as master, its runs as worker, its version. */
+async function snapshotOf(api: NodeApi): Promise<string> {
+  const [status, jobs, runs] = await Promise.all([api.status(), api.jobs(), api.runs()]);
+  return toJson({ status, jobs, runs, version: packageVersion });
+}
+
+function serveEvents(api: NodeApi, res: ServerResponse, streams: Set<() => void>): void {
+  res.writeHead(200, {
+    ...securityHeaders,
+    "content-type": "text/event-stream; charset=utf-8",
+    "cache-control": "no-store",
+    connection: "keep-alive",
+  });
+  let last = "";
+  let quietMs = 0;
+  let busy = false;
+  const tick = async () => {
+    if (busy) return;
+    busy = true;
+    try {
+      const snapshot = await snapshotOf(api);
+      if (snapshot !== last) {
+        last = snapshot;
+        quietMs = 0;
+        res.write(`event: snapshot\ndata: ${snapshot}\n\n`);
+      } else {
+        quietMs += eventIntervalMs;
+        if (quietMs < eventKeepAliveMs) return;
+        quietMs = 0;
+        res.write(": keep-alive\n\n");
+      }
+    } catch (error) {
+      res.write(`event: failure\ndata: ${toJson({ message: (error as Error).message })}\n\n`);
+    } finally {
+      busy = false;
+    }
+  };
+  const timer = setInterval(() => void tick(), eventIntervalMs);
+  const end = () => {
+    clearInterval(timer);
+    streams.delete(end);
+    res.end();
+  };
+  streams.add(end);
+  while (streams.size > maxEventStreams) streams.values().next().value?.();
+  res.on("close", end);
+  void tick();
+}
+
 export interface ControlServer {
   readonly port: number;
   close(): Promise<void>;
@@ -381,19 +477,85 @@ export async function startControlServer(api: NodeApi, dataDir: string, port: nu
   await writeFileAtomic(tokenPath, tokenText, tokenFileMode);
 
   const routes = routesOf(api);
+  const sessions = new Sessions();
+  const assets = await dashboardAssets();
+  const streams = new Set<() => void>();
+  // Known once the server listens, before any request can arrive.
+  let boundPort = 0;
   const server = createServer((req, res) => {
     void (async () => {
       try {
-        if (!authorized(req, token)) {
+        // Before anything else: a page of another site that resolves its own name to 127.0.0.1 learns nothing.
+        if (!hostAllowed(req, boundPort)) {
           discard(req);
+          throw new ControlError(
+            421,
+            "ERR_HOST",
+            `Host: expected 127.0.0.1:${boundPort} or localhost:${boundPort}, got ${String(req.headers.host ?? "none").slice(0, 100)}`,
+          );
+        }
+        const path = new URL(req.url ?? "/", `http://${controlHost}`).pathname;
+        const nowMs = Date.now();
+        const viaToken = authorized(req, token);
+        const viaCookie = !viaToken && sessions.fromCookie(req, boundPort, nowMs);
+        if (changesState(req.method) && !originAllowed(req, boundPort, viaCookie || path === loginPath)) {
+          discard(req);
+          throw new ControlError(
+            403,
+            "ERR_ORIGIN",
+            `Origin: expected this node's own page (http://127.0.0.1:${boundPort}) for a request that changes something, got ${String(req.headers.origin ?? "none").slice(0, 100)}`,
+          );
+        }
+        if (path === loginPath && req.method === "POST") {
+          const body = await readJson(req, loginBodySchema);
+          const opened = sessions.redeem(body.code, nowMs);
+          if (opened === null)
+            throw new ControlError(
+              401,
+              "ERR_LOGIN_CODE",
+              "code: expected a login code from `cimesh dashboard` that was not used yet and is less than 5 minutes old; run `cimesh dashboard` again",
+            );
+          send(res, 200, { loggedIn: true }, { "set-cookie": sessionCookie(boundPort, opened.session) });
+          return;
+        }
+        if (publicRoute(path) && (req.method === "GET" || req.method === "HEAD")) {
+          const asset = assets.get(path);
+          if (asset === undefined) throw new ControlError(404, "ERR_NO_SUCH_ROUTE", `GET ${path}: no such file`);
+          sendAsset(res, asset);
+          return;
+        }
+        if (!viaToken && !viaCookie) {
+          discard(req);
+          if (path === "/" && req.method === "GET") {
+            sendAsset(res, { body: Buffer.from(loggedOutPage), type: "text/html; charset=utf-8" }, 401);
+            return;
+          }
           throw new ControlError(
             401,
             "ERR_UNAUTHORIZED",
             // No path: whoever asks without the token learns nothing of where this node keeps its files.
-            `expected the header \`Authorization: Bearer <token>\` with the token from ${tokenFileName} in this node's data folder (the cimesh CLI sends it for you)`,
+            `expected the header \`Authorization: Bearer <token>\` with the token from ${tokenFileName} in this node's data folder (the cimesh CLI sends it for you), or the session cookie \`cimesh dashboard\` logs a browser in with`,
           );
         }
-        const path = new URL(req.url ?? "/", `http://${controlHost}`).pathname;
+        if (path === "/" && req.method === "GET") {
+          const page = assets.get("/");
+          if (page === undefined)
+            throw new ControlError(500, "ERR_NO_DASHBOARD", "the dashboard's files are missing from this install");
+          sendAsset(res, page);
+          return;
+        }
+        if (path === loginCodesPath && req.method === "POST") {
+          // Only the token's holder mints codes: a browser session cannot make itself new ones.
+          if (!viaToken) throw new ControlError(403, "ERR_TOKEN_ONLY", `${loginCodesPath}: expected the bearer token`);
+          discard(req);
+          const issued = sessions.issueCode(nowMs);
+          send(res, 201, { ...issued, path: `${loginPath}#${issued.code}` });
+          return;
+        }
+        if (path === eventsPath && req.method === "GET") {
+          serveEvents(api, res, streams);
+          return;
+        }
         const route = routes.find((candidate) => candidate.pattern.test(path));
         if (route === undefined) {
           discard(req);
@@ -421,7 +583,13 @@ export async function startControlServer(api: NodeApi, dataDir: string, port: nu
           res.destroy();
           return;
         }
-        sendError(res, failure, failure.status === 413 || failure.status === 401 ? { connection: "close" } : {});
+        sendError(
+          res,
+          failure,
+          failure.status === 413 || failure.status === 401 || failure.status === 421 || failure.status === 403
+            ? { connection: "close" }
+            : {},
+        );
       }
     })();
   });
@@ -446,6 +614,7 @@ export async function startControlServer(api: NodeApi, dataDir: string, port: nu
     );
   }
   const bound = (server.address() as AddressInfo).port;
+  boundPort = bound;
   await writeFileAtomic(portPath, `${bound}\n`, tokenFileMode);
 
   let closed: Promise<void> | null = null;
@@ -453,6 +622,7 @@ export async function startControlServer(api: NodeApi, dataDir: string, port: nu
     port: bound,
     close() {
       closed ??= (async () => {
+        for (const end of streams) end();
         await new Promise<void>((resolve) => {
           server.close(() => resolve());
           server.closeAllConnections();
@@ -471,6 +641,8 @@ export async function startControlServer(api: NodeApi, dataDir: string, port: nu
 /** The control API of the node running in a data folder, as a NodeApi. */
 export interface ControlClient extends NodeApi {
   readonly port: number;
+  /** A one-time code that logs a browser in to the dashboard, and the path (with the code) that redeems it. */
+  loginCode(): Promise<{ readonly code: string; readonly expiresAtMs: number; readonly path: string }>;
 }
 
 export interface ControlClientOptions {
@@ -629,5 +801,7 @@ export function connectControl(dataDir: string, options: ControlClientOptions = 
     runLogs: async (jobId: string) =>
       (await call<LogLine[]>("GET", `/v1/runs/${encodeURIComponent(jobId)}/logs`)).value,
     metrics: async () => (await call<string>("GET", metricsPath, undefined, true)).value,
+    loginCode: async () =>
+      (await call<{ code: string; expiresAtMs: number; path: string }>("POST", loginCodesPath, {})).value,
   };
 }

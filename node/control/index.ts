@@ -1,7 +1,8 @@
 /**
  * node/control: the control API of a running node, JSON over HTTP on
- * 127.0.0.1 (control.ts), and the NodeApi both its server and its client
- * speak (api.ts).
+ * 127.0.0.1 (control.ts), the NodeApi both its server and its client
+ * speak (api.ts), and the browser's way in to the dashboard on the same port
+ * (dashboard.ts: sessions, Host and Origin checks, the page's files).
  */
 export type {
   BusySlot,
@@ -18,6 +19,9 @@ export {
   ControlRequestError,
   connectControl,
   controlTokenBytes,
+  eventsPath,
+  loginCodesPath,
+  loginPath,
   maxControlBodyBytes,
   metricsContentType,
   metricsPath,
@@ -26,3 +30,10 @@ export {
   startControlServer,
   tokenFileName,
 } from "./control.ts";
+export {
+  contentSecurityPolicy,
+  loginCodeLifetimeMs,
+  Sessions,
+  sessionCookieName,
+  sessionLifetimeMs,
+} from "./dashboard.ts";

@@ -155,6 +155,8 @@ export function nodeApi(parts: ApiParts): NodeApi {
       roles: { master: driver.masterProjects(), worker: worker !== null },
       // What the worker acts on: its volunteer's choice, unless a rule or a missing sandbox pauses it.
       availability: worker === null ? null : effectiveAvailability(worker),
+      availabilityChosen: worker === null ? null : worker.availability,
+      availabilityRules: worker === null ? null : structuredClone(worker.config.rules),
       running: worker === null ? 0 : Object.keys(worker.running).length,
       slots: worker?.config.slots ?? 0,
       busySlots: Object.values(worker?.running ?? {})
