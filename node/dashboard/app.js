@@ -317,8 +317,7 @@ class App extends Component {
     if (job === null) return html`<section><h2>${jobId}</h2><p>Loading…</p></section>`;
     return html`<section aria-labelledby="job-heading" id="job">
       <h2 id="job-heading">${job.jobId} “${job.name}”</h2>
-      <p>State: <strong class=${`status-${job.status}`} id="job-state">${job.status}</strong>${job.reason === "" ? "" : ` (${job.reason})`}
-        · ${job.spec.shards} shard(s) · submitted ${when(job.submittedAtMs)}${job.endedAtMs === null ? "" : ` · ended ${when(job.endedAtMs)}`}</p>
+      <p>State: <strong class=${`status-${job.status}`} id="job-state">${job.status}</strong>${job.reason === "" ? "" : ` (${job.reason})`}${` · ${job.spec.shards} shard(s)`} · submitted ${when(job.submittedAtMs)}${job.endedAtMs === null ? "" : ` · ended ${when(job.endedAtMs)}`}</p>
       ${job.waiting === "" ? null : html`<p id="job-waiting">Waiting: ${job.waiting}</p>`}
       ${job.status === "open" ? html`<p><button type="button" class="danger" onClick=${() => this.cancel(job.jobId)}>Cancel job</button></p>` : null}
       <h3>Verdicts</h3>
@@ -348,4 +347,6 @@ class App extends Component {
   }
 }
 
-render(h(App, null), document.getElementById("app"));
+const root = document.getElementById("app");
+root.textContent = ""; // the "Loading…" placeholder goes: preact adds to what the element holds
+render(h(App, null), root);
