@@ -194,6 +194,9 @@ export function verdictOf(
     const only = present[0] as (typeof present)[number];
     return { best: only.label, withinNoise: [], text: `only ${only.label}` };
   }
+  const first = (present[0] as (typeof present)[number]).d;
+  if (present.every((p) => p.d.min === first.min && p.d.max === first.min))
+    return { best: null, withinNoise: present.map((p) => p.label), text: `the same in every group (${first.min})` };
   const sign = metric.better === "lower" ? 1 : -1;
   let best = present[0] as (typeof present)[number];
   for (const p of present) if (sign * p.d.mean < sign * best.d.mean) best = p;

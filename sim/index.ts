@@ -7,6 +7,18 @@
  * The real-libp2p comparison (`compareGossipWithLibp2p`) loads libp2p only when
  * called, so `cimesh sim` starts fast.
  */
+export {
+  type Comparison,
+  comparisonJson,
+  type Distribution,
+  distribution,
+  keyMetrics,
+  readMetricsFile,
+  runFigures,
+  tQuantile975,
+} from "./compare.ts";
+export { compareFiles, comparisonTable, runCompareCommand } from "./compare-command.ts";
+export { renderComparison } from "./compare-report.ts";
 export { type RunOptions, Simulation, simulate } from "./engine.ts";
 export {
   type Delivery,
@@ -21,13 +33,14 @@ export type { Metrics, SeriesPoint } from "./metrics.ts";
 export type { EndedJob, Sabotage } from "./observer.ts";
 export { dayMs, simProjectId } from "./population.ts";
 export { simEpochMs } from "./queue.ts";
-export { renderReport } from "./report.ts";
+export { formatMs, formatNumber, renderReport } from "./report.ts";
 export { seededRng } from "./rng.ts";
 export {
   assertInvariants,
   exampleScenarioPath,
   InvariantError,
   loadScenario,
+  loadScenarioWith,
   maxSeed,
   metricsJson,
   reproduceCommand,
@@ -45,6 +58,16 @@ export {
   withoutSybilRules,
 } from "./scenario.ts";
 export { exactQuantile, Histogram, type Percentiles } from "./stats.ts";
+export {
+  runSweep,
+  runSweepCommand,
+  type SweepOptions,
+  type SweepOutcome,
+  sweepCombinations,
+  verdictLines,
+  writeSweep,
+} from "./sweep.ts";
+export { parseFieldValues, SweepFieldError } from "./sweep-fields.ts";
 export { fastEnvelopeBytes } from "./wire.ts";
 export { simJobId } from "./workload.ts";
 
