@@ -55,6 +55,7 @@ export {
   MasterInputError,
   type MasterState,
   type MasterStepOutput,
+  maxOfferSuspensionMs,
   offersHeld,
   type Reputation,
   restoreMaster,

@@ -195,7 +195,17 @@ export interface KnownWorker {
   readonly epoch: number;
   /** Awards this master made to that process: with the offer's awardsSeen, the slots of awards still in flight. */
   awardsMade: number;
+  /**
+   * Awards to it left unanswered in a row since it was last heard from, and until when nothing more is awarded from
+   * its offer (awardAnswerMs doubled for each, at most maxOfferSuspensionMs): a worker cut off by a partition never saw
+   * the award, so it keeps its offer standing and would not offer again for the rest of its lifetime.
+   */
+  unanswered?: number;
+  suspendedUntilMs?: number;
 }
+
+/** The longest a worker's offer is set aside after awards it left unanswered. */
+export const maxOfferSuspensionMs = 30 * 60_000;
 
 /** Offers of one tier looked at to award one job's runs: all of them up to this many, else this many drawn at random. */
 export const maxOfferCandidates = 256;
@@ -568,7 +578,7 @@ function workerOfWeightKnown(
       worker.availability !== "paused" &&
       worker.availability !== "offline" &&
       weightOf(state, key, worker.runner) >= minWeight &&
-      !workerUsedOnShard(job, key, shard) &&
+      !workerUsedOnShard(job, key, shard, worker.runner) &&
       isEligible(job.spec, worker)
     ) {
       found = worker;
@@ -755,8 +765,15 @@ function shuffled(bids: readonly PendingBid[], rng: Rng): PendingBid[] {
   return order;
 }
 
-function workerUsedOnShard(job: JobRecord, worker: string, shard: number): boolean {
-  return job.attempts.some((attempt) => attempt.worker === worker && attempt.shard === shard);
+/**
+ * Whether a worker may not run this shard (again): a worker runs a shard at most once, so no identity votes twice.
+ * A runner, the project's own machine, may run it again when every run of it there was lost (its award went
+ * unanswered across a partition, or its lease lapsed): it is who settles a shard whose results weigh too little.
+ */
+function workerUsedOnShard(job: JobRecord, worker: string, shard: number, runner = false): boolean {
+  return job.attempts.some(
+    (attempt) => attempt.worker === worker && attempt.shard === shard && (!runner || attempt.state !== "lost"),
+  );
 }
 
 function workerHasLiveAttempt(job: JobRecord, worker: string): boolean {
@@ -809,6 +826,30 @@ function award(step: Step, job: JobRecord, bid: PendingBid, shard: number): void
       job: job.spec,
     },
   });
+}
+
+/**
+ * An award to the worker went unanswered: its slot is given back (the award most likely never reached it, and a
+ * worker that did take it would refuse the next award into it), and nothing is awarded from its offer until the
+ * suspension ends or it is heard from.
+ */
+function suspendOffer(state: MasterState, worker: string, nowMs: number): void {
+  const known = state.workers[worker] ?? state.unproven[worker];
+  if (known === undefined) return;
+  known.unanswered = (known.unanswered ?? 0) + 1;
+  known.suspendedUntilMs = nowMs + Math.min(state.config.awardAnswerMs * 2 ** known.unanswered, maxOfferSuspensionMs);
+  known.freeSlots++;
+  known.awardsMade = Math.max(0, known.awardsMade - 1);
+  if (known.availability === "eager")
+    startOffering(state, worker, known.runner ? "runner" : worker in state.workers ? "proven" : "unproven");
+}
+
+/** The worker answered an award: it is there, and its offer is not set aside. */
+function heardFrom(state: MasterState, worker: string): void {
+  const known = state.workers[worker] ?? state.unproven[worker];
+  if (known === undefined || known.unanswered === undefined) return;
+  delete known.unanswered;
+  delete known.suspendedUntilMs;
 }
 
 /** Nothing more is awarded from what the worker offered, until it offers again. */
@@ -883,6 +924,7 @@ function offerCandidate(state: MasterState, job: JobRecord, worker: string, nowM
     stopOffering(state, worker);
     return undefined;
   }
+  if ((known.suspendedUntilMs ?? 0) > nowMs) return undefined;
   if ((job.spec.network && !known.network) || !isEligible(job.spec, known)) return undefined;
   return { worker, round: job.round, receivedAtMs: nowMs, runner: known.runner, prefix: known.prefix, offered: true };
 }
@@ -936,7 +978,7 @@ function pickBid(
     (bid) =>
       (minWeight === 0 || weightOf(state, bid.worker, bid.runner) >= minWeight) &&
       !used.has(bid.worker) &&
-      !workerUsedOnShard(job, bid.worker, shard) &&
+      !workerUsedOnShard(job, bid.worker, shard, bid.runner) &&
       // A bid holds one slot; an offer may hold more, each for another shard.
       (bid.offered === true || !workerHasLiveAttempt(job, bid.worker)) &&
       // The project's own machines are not who the prefix rule guards against.
@@ -1449,6 +1491,7 @@ function onLeaseRenew(step: Step, worker: string, renew: LeaseRenew): void {
     return;
   }
   attempt.answered = true;
+  heardFrom(state, worker);
   attempt.leaseExpiresAtMs = Math.max(attempt.leaseExpiresAtMs, nowMs + state.config.leaseMs);
   schedule(state, attempt.leaseExpiresAtMs, job.jobId);
   step.send(worker, {
@@ -1503,6 +1546,7 @@ function onResult(step: Step, worker: string, result: Result): void {
     return;
   }
   attempt.answered = true;
+  heardFrom(step.state, worker);
   attempt.outcome = result.outcome;
   attempt.exitCode = result.exitCode;
   attempt.outputsDigest = result.outputsDigest;
@@ -1695,8 +1739,10 @@ function onTimer(step: Step, job: JobRecord): void {
     attempt.state = "lost";
     const record = job.shards[attempt.shard] as ShardRecord;
     if (record.trustedAlone === attempt.worker) record.trustedAlone = null;
-    // A worker that let a run go unanswered may be gone: nothing more goes to its offer until it offers again.
-    dropOffer(state, attempt.worker);
+    // A worker whose run lapsed offers again when the slot frees (it kills the run when its lease ends); one that left
+    // an award unanswered may be gone, or cut off and never have seen it: its offer is set aside for a while.
+    if (unanswered) suspendOffer(state, attempt.worker, nowMs);
+    else dropOffer(state, attempt.worker);
     step.log(unanswered ? "award-unanswered" : "lease-lapsed", {
       jobId: job.jobId,
       attempt: attempt.attempt,

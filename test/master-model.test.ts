@@ -56,6 +56,7 @@ import {
   type MasterInput,
   MasterInputError,
   type MasterState,
+  maxOfferSuspensionMs,
   messageDomains,
   type OutboundMessage,
   type Outcome,
@@ -153,6 +154,9 @@ interface KnownOffer {
   readonly expiresAtMs: number;
   readonly availability: "eager" | "reluctant" | "paused" | "offline";
   freeSlots: number;
+  /** Awards left unanswered in a row, and until when nothing is awarded from the offer (doubling, bounded). */
+  unanswered?: number;
+  suspendedUntilMs?: number;
 }
 
 /** The known worker's offer, in either table. */
@@ -164,6 +168,7 @@ function knownOffer(model: Model, worker: string): KnownOffer | undefined {
 function offeredSlots(model: Model, worker: string): number {
   const offer = knownOffer(model, worker);
   if (offer === undefined || offer.availability !== "eager" || offer.expiresAtMs < model.nowMs) return 0;
+  if ((offer.suspendedUntilMs ?? 0) > model.nowMs) return 0;
   return offer.freeSlots;
 }
 
@@ -475,7 +480,10 @@ function checkAwards(
   const anchorMaybe = (worker: string) => span(worker)[1] >= quorumWeight;
   const weighedSure = (worker: string) => span(worker)[0] > 0;
   const weighedMaybe = (worker: string) => span(worker)[1] > 0;
-  const runs = new Map<string, { worker: string; shard: number; prefix: string; sure: boolean; maybe: boolean }[]>();
+  const runs = new Map<
+    string,
+    { worker: string; shard: number; prefix: string; sure: boolean; maybe: boolean; lost: boolean }[]
+  >();
   const used = new Map<string, Set<string>>();
   // A bid may close its window at once (enough bids): the bid the step took is a candidate too.
   const taken =
@@ -501,6 +509,7 @@ function checkAwards(
           prefix: job.attempts[index]?.prefix ?? "",
           maybe: a.state === "running" || a.state === "reported",
           sure: now === "running" || now === "reported",
+          lost: now === "lost",
         };
       });
       runs.set(jobId, held);
@@ -524,9 +533,10 @@ function checkAwards(
       fail(`${jobId}: attempt ${attempt} does not keep its bid's or offer's runner and prefix`);
     const onShard = held.filter((run) => run.shard === shard);
     const prefixes = new Set(distinctPrefixes ? onShard.map((run) => run.prefix).filter((p) => p !== "") : []);
-    // Open to the shard: never a worker that ran it, nor a volunteer on a prefix one of its runs came from.
+    // Open to the shard: never a worker that ran it (a runner again once every run of it there was lost), nor a
+    // volunteer on a prefix one of its runs came from.
     const openToShard = (candidate: Candidate) =>
-      !onShard.some((run) => run.worker === candidate.worker) &&
+      !onShard.some((run) => run.worker === candidate.worker && !(candidate.runner && run.lost)) &&
       (candidate.runner || candidate.prefix === "" || !prefixes.has(candidate.prefix));
     if (!openToShard(awardee))
       fail(`${jobId}: shard ${shard} awarded to ${effect.to.slice(0, 8)}, who ran it already or on a taken prefix`);
@@ -592,7 +602,7 @@ function checkAwards(
     if (fromBid === undefined && left <= 0) fail(`${who}: more awards from its offer than the slots it offered`);
     slots.set(effect.to, Math.max(0, left - 1));
     usedHere.add(effect.to);
-    held.push({ worker: effect.to, shard, prefix: record.prefix, sure: true, maybe: true });
+    held.push({ worker: effect.to, shard, prefix: record.prefix, sure: true, maybe: true, lost: false });
   }
 }
 
@@ -655,7 +665,12 @@ function checkState(model: Model, state: MasterState): void {
         needTimer(jobId, attempt.leaseExpiresAtMs, `the lease of attempt ${index}`);
       }
       const key = `${attempt.worker}/${attempt.shard}`;
-      if (workerShard.has(key)) fail(`${jobId}: worker ${attempt.worker} has two attempts on shard ${attempt.shard}`);
+      // A runner may run a shard again once every run of it there was lost.
+      const again = job.attempts
+        .slice(0, index)
+        .filter((earlier) => earlier.worker === attempt.worker && earlier.shard === attempt.shard);
+      if (workerShard.has(key) && !(isRunner(attempt.worker) && again.every((earlier) => earlier.state === "lost")))
+        fail(`${jobId}: worker ${attempt.worker} has two attempts on shard ${attempt.shard}`);
       workerShard.add(key);
       if (attempt.runner !== isRunner(attempt.worker) || attempt.prefix !== prefixOf(attempt.worker))
         fail(`${jobId}: attempt ${index} holds runner ${attempt.runner}, prefix ${attempt.prefix}: not its worker's`);
@@ -986,14 +1001,31 @@ function apply(model: Model, real: Real, input: MasterInput): readonly Effect[] 
   }
   checkEffects(model, state, input, effects, statusBefore);
   checkAwards(model, state, before, effects, input, slots);
-  // A run lost in this step (its lease lapsed, or its award went unanswered) drops its worker's offer: the worker
-  // may be gone, and nothing more goes to it until it offers again.
+  // A run lost in this step: a lapsed lease drops its worker's offer (the worker offers again when the slot frees);
+  // an award left unanswered gives its slot back and sets the offer aside, awardAnswerMs doubled per award left
+  // unanswered in a row, at most maxOfferSuspensionMs (a worker cut off never saw it).
   for (const [jobId, attempts] of before.attempts)
     attempts.forEach((attempt, index) => {
-      if (attempt.state !== "running" || state.jobs[jobId]?.attempts[index]?.state !== "lost") return;
+      const now = state.jobs[jobId]?.attempts[index];
+      if (attempt.state !== "running" || now?.state !== "lost") return;
       const offer = knownOffer(model, attempt.worker);
-      if (offer !== undefined) offer.freeSlots = 0;
+      if (offer === undefined) return;
+      // Unanswered once awardAnswerMs passed; a lease shorter than that lapses first, and drops the offer.
+      if (now.answered === false && now.awardedAtMs + state.config.awardAnswerMs <= model.nowMs) {
+        offer.unanswered = (offer.unanswered ?? 0) + 1;
+        offer.suspendedUntilMs =
+          model.nowMs + Math.min(state.config.awardAnswerMs * 2 ** offer.unanswered, maxOfferSuspensionMs);
+        offer.freeSlots++;
+      } else offer.freeSlots = 0;
     });
+  // A worker that answers an award it holds is there: its offer is not set aside any more.
+  if ((input.kind === "result" || input.kind === "lease-renew") && target?.live === true) {
+    const offer = knownOffer(model, input.signer);
+    if (offer !== undefined) {
+      delete offer.unanswered;
+      delete offer.suspendedUntilMs;
+    }
+  }
   // Every award the master made used a slot of the worker's offer, if it holds one.
   for (const effect of effects)
     if (effect.type === "send" && effect.message.domain === "award") {

@@ -439,7 +439,7 @@ test("a paused or reluctant worker sends no offer with a free slot, renewals inc
 
 // --- A worker that vanished with an offer -----------------------------------------------------------------------
 
-test("a worker killed with an outstanding offer costs no job more than one lease: its offer is awarded once, the run goes elsewhere when the award goes unanswered (before the lease lapses), and it is never awarded again", (t) => {
+test("a worker killed with an outstanding offer costs no job more than one lease: the run goes elsewhere when its award goes unanswered (before the lease lapses), and its offer is set aside for longer after each", (t) => {
   const loop = new Loop({ seed: 8 });
   const leaseMs = 30 * secondMs;
   const awardAnswerMs = 10 * secondMs;
@@ -477,11 +477,32 @@ test("a worker killed with an outstanding offer costs no job more than one lease
     );
     awardsToGone += job.attempts.filter((attempt) => attempt.worker === gone).length;
   }
-  t.log(`${awardsToGone} awards to the vanished worker of 2 slots over ${jobs} jobs; a lease of ${leaseMs} ms each`);
+  const times = [
+    ...new Set(
+      Array.from({ length: jobs }, (_, i) => jobOf(loop, master, `job-${i}`).attempts)
+        .flat()
+        .filter((attempt) => attempt.worker === gone)
+        .map((attempt) => attempt.awardedAtMs),
+    ),
+  ].sort((a, b) => a - b);
+  t.log(
+    `${awardsToGone} awards to the vanished worker of 2 slots over ${jobs} jobs, at ${times.map((at) => (at - start) / secondMs)} s`,
+  );
   t.true(awardsToGone >= 1, "its offer was awarded");
-  // Its second slot may be awarded before the first award's answer is due; none after that.
-  t.true(awardsToGone <= 2, `${awardsToGone} awards to a worker that offered two slots and vanished`);
-  t.is(loop.master(master).state.workers[gone]?.freeSlots, 0, "nothing of its offer is left to award");
+  // Its two slots may be awarded before the first answer is due; after that, each unanswered award sets its offer
+  // aside for awardAnswerMs doubled (a worker cut off by a partition comes back): the gaps grow.
+  const first = times[0] as number;
+  const later = times.filter((at) => at >= first + awardAnswerMs);
+  let previous = times.filter((at) => at < first + awardAnswerMs).at(-1) as number;
+  later.forEach((at, i) => {
+    // Lost awardAnswerMs after it was made, then set aside for awardAnswerMs × 2^(unanswered so far, at least i + 1).
+    t.true(
+      at - previous >= awardAnswerMs * (1 + 2 ** (i + 1)),
+      `award to the vanished worker at ${(at - start) / secondMs} s, ${at - previous} ms after the last`,
+    );
+    previous = at;
+  });
+  t.true(awardsToGone <= 2 * times.length, `${awardsToGone} awards at ${times.length} times`);
 });
 
 // --- Renewed before they lapse, superseded when a slot is taken -------------------------------------------------
@@ -794,8 +815,8 @@ testProp(
       },
       hangs: () => null,
     };
-    // Per master and worker: the slots the master may still award from, by the offers it took and the awards and
-    // refusals since.
+    // Per master and worker: the slots the master may still award from, by the offers it took and the awards,
+    // refusals and unanswered awards since.
     const allowed = new Map<string, number>();
     const original = loop.toMaster.bind(loop);
     loop.toMaster = (key: string, input: MasterInput) => {
@@ -821,6 +842,12 @@ testProp(
       // A worker that refused a run it held has no slot for this master until it offers again.
       if (refusing) allowed.set(`${key}/${input.signer}`, 0);
       for (const { node, effect } of loop.log.slice(from)) {
+        // An award left unanswered gives its slot back (it most likely never reached the worker).
+        if (node === key && effect.type === "log" && effect.event === "award-unanswered") {
+          const pair = `${key}/${String(effect.fields.worker)}`;
+          allowed.set(pair, (allowed.get(pair) ?? 0) + 1);
+          continue;
+        }
         if (node !== key || effect.type !== "send" || effect.message.domain !== "award") continue;
         const pair = `${key}/${effect.to}`;
         const left = (allowed.get(pair) ?? 0) - 1;
