@@ -23,6 +23,8 @@ const docsDir = fileURLToPath(new URL("../docs/", import.meta.url));
 const pageWaitMs = 60_000;
 /** How long the job's step sleeps after it prints: time to see its log live. */
 const jobSleepSeconds = 5;
+/** A phone's screen width in CSS pixels. */
+const phoneWidthPx = 390;
 /** How long a paused worker is watched not to take the job. */
 const pausedWatchMs = 3_000;
 
@@ -148,6 +150,13 @@ test.serial(
       await mkdir(docsDir, { recursive: true });
       await volunteer.screenshot({ path: join(docsDir, "dashboard-volunteer.png"), fullPage: true });
       await projectPage.screenshot({ path: join(docsDir, "dashboard-project.png"), fullPage: true });
+
+      // On a phone's width the page reads without sideways scrolling (wide tables scroll inside their own box).
+      for (const page of [volunteer, projectPage]) {
+        await page.setViewportSize({ width: phoneWidthPx, height: 800 });
+        const width = Number(await page.evaluate("document.documentElement.scrollWidth"));
+        t.true(width <= phoneWidthPx, `page ${page.url()} is ${width} px wide on a ${phoneWidthPx} px screen`);
+      }
       t.log(`browser test took ${Date.now() - startedMs} ms`);
     } finally {
       await browser?.close();
