@@ -127,9 +127,9 @@ function shortNumber(v) {
 function withUnit(unit) {
   return (u, splits) => splits.map((v) => (v == null ? "" : shortNumber(v) + (unit ? " " + unit : "")));
 }
-function fitAxis(u, values, axisIdx, cycleNum) {
+function fitAxis(u, values, axisIdx) {
+  // Always from the values drawn: uPlot computes the size from the same values it then draws, in every cycle.
   const axis = u.axes[axisIdx];
-  if (cycleNum > 1) return axis._size;
   let size = (axis.ticks.show ? axis.ticks.size : 0) + axis.gap + 4;
   if (values) {
     u.ctx.font = axis.font[0];
