@@ -10,6 +10,7 @@
 import { readdirSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import type { Metrics } from "./metrics.ts";
+import { formatMs, formatNumber } from "./report.ts";
 import { exactQuantile, round } from "./stats.ts";
 
 export type MetricUnit = "count" | "ms" | "ratio" | "index";
@@ -196,7 +197,11 @@ export function verdictOf(
   }
   const first = (present[0] as (typeof present)[number]).d;
   if (present.every((p) => p.d.min === first.min && p.d.max === first.min))
-    return { best: null, withinNoise: present.map((p) => p.label), text: `the same in every group (${first.min})` };
+    return {
+      best: null,
+      withinNoise: present.map((p) => p.label),
+      text: `the same in every group (${metric.unit === "ms" ? formatMs(first.min) : formatNumber(first.min, 4)})`,
+    };
   const sign = metric.better === "lower" ? 1 : -1;
   let best = present[0] as (typeof present)[number];
   for (const p of present) if (sign * p.d.mean < sign * best.d.mean) best = p;

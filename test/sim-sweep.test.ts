@@ -4,6 +4,8 @@
  * combination and reproduce command while the others' results are written; a bad swept field names the field;
  * `cimesh sim compare` compares runs made separately.
  */
+
+import { spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -25,6 +27,8 @@ import {
 const scenarioPath = "sim/scenarios/sweep-small.yaml";
 const sweeps = ["jobs.replicas=2,3,4", "network.medianLatency=20ms,40ms,80ms"];
 const seedsCount = 20;
+/** Bound on one `cimesh sim` process of these tests. */
+const cliWaitMs = 60_000;
 
 function tempDir(t: { teardown(fn: () => void): void }, prefix: string): string {
   const dir = mkdtempSync(join(tmpdir(), prefix));
@@ -150,4 +154,24 @@ test("cimesh sim compare: runs made separately side by side, each path one group
   t.regex(text, /#1: .*before \(3 run\(s\)\)/);
   t.regex(text, /claim latency p50 +\d/);
   t.throws(() => compareFiles([join(dir, "nowhere")]), { message: /nowhere: expected a metrics\.json file/ });
+});
+
+test("the command: cimesh sim --sweep writes the comparison and returns 0; sim compare --out writes compare.html; a bad field returns 1", async (t) => {
+  const dir = tempDir(t, "cimesh-sweep-cli-");
+  const run = (args: readonly string[]) =>
+    spawnSync(process.execPath, ["bin/cimesh.js", "sim", ...args], { encoding: "utf8", timeout: cliWaitMs });
+  const sweep = run([scenarioPath, "--sweep", "jobs.replicas=2,3", "--seeds", "2", "--threads", "1", "--out", dir]);
+  t.is(sweep.status, 0, sweep.stderr);
+  t.regex(sweep.stdout, /2 combination\(s\) × 2 seed\(s\) = 4 runs/);
+  t.regex(sweep.stdout, /invariants: held in all 4 runs/);
+  t.true(existsSync(join(dir, "comparison.html")));
+  const single = run([scenarioPath, "--set", "jobs.replicas=3", "--out", join(dir, "one")]);
+  t.is(single.status, 0, single.stderr);
+  const compare = run(["compare", join(dir, "one"), "--out", join(dir, "cmp")]);
+  t.is(compare.status, 0, compare.stderr);
+  t.true(existsSync(join(dir, "cmp", "compare.html")));
+  const bad = run([scenarioPath, "--sweep", "network.loss=0,2", "--out", join(dir, "bad")]);
+  t.is(bad.status, 1);
+  t.regex(bad.stderr, /--sweep network\.loss=2: network\.loss: expected at most 1, got 2/);
+  t.false(existsSync(join(dir, "bad")));
 });

@@ -2,6 +2,7 @@
  * `cimesh sim`: the simulator of sim/, loaded only when this command runs.
  * The CLI is the one part of node/ that uses sim/.
  */
+import type { Command } from "commander";
 import { collect, integer, program } from "./common.ts";
 
 const maxSeed = 2 ** 31 - 1;
@@ -81,8 +82,9 @@ export function addSimCommand(): void {
     .description("compare runs made separately: each argument a metrics.json or a directory of them (one group)")
     .argument("<runs...>", "metrics.json files or directories holding them")
     .option("--out <dir>", "where to write compare.json and compare.html (default sim-out/compare)")
-    .action(async (paths: string[], options: { out?: string }) => {
+    .action(async (paths: string[], _options: unknown, command: Command) => {
       const { runCompareCommand } = await import("../../sim/index.ts");
-      process.exitCode = runCompareCommand(paths, options);
+      // --out is the sim command's option too: commander hands it to whichever command it reads it for.
+      process.exitCode = runCompareCommand(paths, command.optsWithGlobals<{ out?: string }>());
     });
 }
