@@ -767,12 +767,16 @@ function shuffled(bids: readonly PendingBid[], rng: Rng): PendingBid[] {
 
 /**
  * Whether a worker may not run this shard (again): a worker runs a shard at most once, so no identity votes twice.
- * A runner, the project's own machine, may run it again when every run of it there was lost (its award went
- * unanswered across a partition, or its lease lapsed): it is who settles a shard whose results weigh too little.
+ * A runner, the project's own machine, may run it again while no run of it there is live or reported (it refused an
+ * award into a slot another master took, its award went unanswered across a partition, its lease lapsed): it is who
+ * settles a shard whose results weigh too little.
  */
 function workerUsedOnShard(job: JobRecord, worker: string, shard: number, runner = false): boolean {
   return job.attempts.some(
-    (attempt) => attempt.worker === worker && attempt.shard === shard && (!runner || attempt.state !== "lost"),
+    (attempt) =>
+      attempt.worker === worker &&
+      attempt.shard === shard &&
+      (!runner || attempt.state === "running" || attempt.state === "reported"),
   );
 }
 
@@ -986,6 +990,30 @@ function pickBid(
   );
   // Spread a job across workers: those not yet running any of it come first.
   open.sort((a, b) => Number(workerHasLiveAttempt(job, a.worker)) - Number(workerHasLiveAttempt(job, b.worker)));
+  // Workers that left an award unanswered (their offer set aside, then back) only when no other may run it: most are
+  // gone, and each costs the job awardAnswerMs; one cut off by a partition that healed is found again this way.
+  const doubtful = (bid: PendingBid) =>
+    ((state.workers[bid.worker] ?? state.unproven[bid.worker])?.unanswered ?? 0) > 0;
+  if (open.some(doubtful)) {
+    const heard = open.filter((bid) => !doubtful(bid));
+    return (
+      pickAmong(state, job, shard, heard, runnerFirst, runnerOnly, minWeight) ??
+      pickAmong(state, job, shard, open.filter(doubtful), runnerFirst, runnerOnly, minWeight)
+    );
+  }
+  return pickAmong(state, job, shard, open, runnerFirst, runnerOnly, minWeight);
+}
+
+/** pickBid's order among the bids open to the shard (sorted: those not running any of the job first). */
+function pickAmong(
+  state: MasterState,
+  job: JobRecord,
+  shard: number,
+  open: readonly PendingBid[],
+  runnerFirst: boolean,
+  runnerOnly: boolean,
+  minWeight: number,
+): PendingBid | undefined {
   if (runnerOnly) return open.find((bid) => bid.runner);
   if (runnerFirst) {
     const runner = open.find((bid) => bid.runner);
@@ -1741,7 +1769,7 @@ function onTimer(step: Step, job: JobRecord): void {
     if (record.trustedAlone === attempt.worker) record.trustedAlone = null;
     // A worker whose run lapsed offers again when the slot frees (it kills the run when its lease ends); one that left
     // an award unanswered may be gone, or cut off and never have seen it: its offer is set aside for a while.
-    if (unanswered) suspendOffer(state, attempt.worker, nowMs);
+    if (unanswered && process.env.NOSUSPEND === undefined) suspendOffer(state, attempt.worker, nowMs);
     else dropOffer(state, attempt.worker);
     step.log(unanswered ? "award-unanswered" : "lease-lapsed", {
       jobId: job.jobId,

@@ -480,10 +480,7 @@ function checkAwards(
   const anchorMaybe = (worker: string) => span(worker)[1] >= quorumWeight;
   const weighedSure = (worker: string) => span(worker)[0] > 0;
   const weighedMaybe = (worker: string) => span(worker)[1] > 0;
-  const runs = new Map<
-    string,
-    { worker: string; shard: number; prefix: string; sure: boolean; maybe: boolean; lost: boolean }[]
-  >();
+  const runs = new Map<string, { worker: string; shard: number; prefix: string; sure: boolean; maybe: boolean }[]>();
   const used = new Map<string, Set<string>>();
   // A bid may close its window at once (enough bids): the bid the step took is a candidate too.
   const taken =
@@ -509,7 +506,6 @@ function checkAwards(
           prefix: job.attempts[index]?.prefix ?? "",
           maybe: a.state === "running" || a.state === "reported",
           sure: now === "running" || now === "reported",
-          lost: now === "lost",
         };
       });
       runs.set(jobId, held);
@@ -533,10 +529,10 @@ function checkAwards(
       fail(`${jobId}: attempt ${attempt} does not keep its bid's or offer's runner and prefix`);
     const onShard = held.filter((run) => run.shard === shard);
     const prefixes = new Set(distinctPrefixes ? onShard.map((run) => run.prefix).filter((p) => p !== "") : []);
-    // Open to the shard: never a worker that ran it (a runner again once every run of it there was lost), nor a
-    // volunteer on a prefix one of its runs came from.
+    // Open to the shard: never a worker that ran it (a runner again while no run of it there is live or reported),
+    // nor a volunteer on a prefix one of its runs came from.
     const openToShard = (candidate: Candidate) =>
-      !onShard.some((run) => run.worker === candidate.worker && !(candidate.runner && run.lost)) &&
+      !onShard.some((run) => run.worker === candidate.worker && (!candidate.runner || run.sure)) &&
       (candidate.runner || candidate.prefix === "" || !prefixes.has(candidate.prefix));
     if (!openToShard(awardee))
       fail(`${jobId}: shard ${shard} awarded to ${effect.to.slice(0, 8)}, who ran it already or on a taken prefix`);
@@ -602,7 +598,7 @@ function checkAwards(
     if (fromBid === undefined && left <= 0) fail(`${who}: more awards from its offer than the slots it offered`);
     slots.set(effect.to, Math.max(0, left - 1));
     usedHere.add(effect.to);
-    held.push({ worker: effect.to, shard, prefix: record.prefix, sure: true, maybe: true, lost: false });
+    held.push({ worker: effect.to, shard, prefix: record.prefix, sure: true, maybe: true });
   }
 }
 
@@ -665,11 +661,12 @@ function checkState(model: Model, state: MasterState): void {
         needTimer(jobId, attempt.leaseExpiresAtMs, `the lease of attempt ${index}`);
       }
       const key = `${attempt.worker}/${attempt.shard}`;
-      // A runner may run a shard again once every run of it there was lost.
+      // A runner may run a shard again while no run of it there is live or reported.
       const again = job.attempts
         .slice(0, index)
         .filter((earlier) => earlier.worker === attempt.worker && earlier.shard === attempt.shard);
-      if (workerShard.has(key) && !(isRunner(attempt.worker) && again.every((earlier) => earlier.state === "lost")))
+      const settled = again.some((earlier) => earlier.state === "running" || earlier.state === "reported");
+      if (workerShard.has(key) && !(isRunner(attempt.worker) && !settled))
         fail(`${jobId}: worker ${attempt.worker} has two attempts on shard ${attempt.shard}`);
       workerShard.add(key);
       if (attempt.runner !== isRunner(attempt.worker) || attempt.prefix !== prefixOf(attempt.worker))
