@@ -4,7 +4,8 @@
  * `cimesh dashboard` prints and clicks "paused": a submitted job is not taken, and the project's page shows why
  * (explain). The paused choice survives a restart of the volunteer's node; after it, "eager" lets the job run: its
  * live log appears on the volunteer's page while it runs and it lands in the history with its outcome; the project's
- * page shows the job's attempts and verdict. Screenshots of both pages go to docs/. Needs bubblewrap (the job runs
+ * page shows the job's attempts and verdict. Screenshots of both pages go to docs/ with CIMESH_UPDATE_SCREENSHOTS=1
+ * (the README shows them). Needs bubblewrap (the job runs
  * in the sandbox) and Chromium.
  */
 import { existsSync } from "node:fs";
@@ -147,9 +148,14 @@ test.serial(
       t.regex(attempts, /succeeded, exit 0/);
       await projectPage.locator("#job-log", { hasText: "dashboard says hello" }).waitFor({ timeout: pageWaitMs });
 
-      await mkdir(docsDir, { recursive: true });
-      await volunteer.screenshot({ path: join(docsDir, "dashboard-volunteer.png"), fullPage: true });
-      await projectPage.screenshot({ path: join(docsDir, "dashboard-project.png"), fullPage: true });
+      // The README's screenshots are rewritten with CIMESH_UPDATE_SCREENSHOTS=1; otherwise they go to a temporary
+      // folder, so a test run leaves the checkout as it was.
+      const shotsDir =
+        process.env.CIMESH_UPDATE_SCREENSHOTS === "1" ? docsDir : await mkdtemp(join(tmpdir(), "cimesh-shots-"));
+      await mkdir(shotsDir, { recursive: true });
+      await volunteer.screenshot({ path: join(shotsDir, "dashboard-volunteer.png"), fullPage: true });
+      await projectPage.screenshot({ path: join(shotsDir, "dashboard-project.png"), fullPage: true });
+      if (shotsDir !== docsDir) await rm(shotsDir, { recursive: true, force: true });
 
       // On a phone's width the page reads without sideways scrolling (wide tables scroll inside their own box).
       for (const page of [volunteer, projectPage]) {
