@@ -277,6 +277,8 @@ export type WorkerInput =
   | { readonly kind: "result-ack"; readonly signer: string; readonly ack: ResultAck }
   | { readonly kind: "execution-finished"; readonly report: ExecutionReport }
   | { readonly kind: "set-availability"; readonly availability: Availability }
+  /** The volunteer's new time windows and load ceiling, replacing the config's: in force from this step. */
+  | { readonly kind: "rules"; readonly rules: AvailabilityRules }
   | { readonly kind: "facts"; readonly facts: WorkerFacts }
   /** The outcome of the capability spec self-checks the node ran: the claims adverts and bids rest on. */
   | { readonly kind: "specs"; readonly specs: WorkerAdvert["specs"] }
@@ -326,6 +328,36 @@ export function createWorker(
 
 function jobKey(project: string, jobId: string): string {
   return `${project}/${jobId}`;
+}
+
+/** Windows a worker's rules may hold. */
+export const maxRuleWindows = 32;
+/** Minutes in a day: a window's start and end are below it. */
+export const minutesPerDay = 24 * 60;
+
+/** The rules, copied, once every window and the ceiling are within range (a RangeError names the field otherwise). */
+export function checkedRules(rules: AvailabilityRules): AvailabilityRules {
+  if (rules.windows.length > maxRuleWindows)
+    throw new RangeError(`rules.windows: expected at most ${maxRuleWindows}, got ${rules.windows.length}`);
+  const windows = rules.windows.map((window, index) => {
+    for (const day of window.days)
+      if (!Number.isInteger(day) || day < 0 || day > 6)
+        throw new RangeError(`rules.windows[${index}].days: expected days 0 (Sunday) to 6, got ${day}`);
+    for (const field of ["startMinute", "endMinute"] as const) {
+      const minute = window[field];
+      if (!Number.isInteger(minute) || minute < 0 || minute >= minutesPerDay)
+        throw new RangeError(`rules.windows[${index}].${field}: expected 0..${minutesPerDay - 1}, got ${minute}`);
+    }
+    return {
+      days: [...new Set(window.days)].sort((a, b) => a - b),
+      startMinute: window.startMinute,
+      endMinute: window.endMinute,
+    };
+  });
+  const ceiling = rules.maxLoadAverage;
+  if (ceiling !== null && !(ceiling > 0 && Number.isFinite(ceiling)))
+    throw new RangeError(`rules.maxLoadAverage: expected a positive number or null, got ${ceiling}`);
+  return { windows, maxLoadAverage: ceiling };
 }
 
 /** Availability after the volunteer's rules: outside a window, or above the load ceiling, eager and reluctant act paused. */
@@ -941,6 +973,9 @@ export function stepWorker(state: WorkerState, input: WorkerInput, nowMs: number
       state.availability = input.availability;
       if (input.availability === "offline")
         for (const run of Object.values(state.running)) kill(step, run, "the worker went offline");
+      break;
+    case "rules":
+      state.config = { ...state.config, rules: checkedRules(input.rules) };
       break;
     case "facts":
       state.facts = input.facts;
