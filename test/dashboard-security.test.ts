@@ -9,8 +9,9 @@ import { type IncomingHttpHeaders, request } from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import test from "ava";
+import { anchorFromGenesis, identityFromSeed } from "../crypto/index.ts";
 import type { Availability } from "../jobs/index.ts";
-import type { NodeApi, NodeStatus } from "../node/control/index.ts";
+import type { NodeApi, NodeStatus, RulesBody } from "../node/control/index.ts";
 import {
   connectControl,
   loginCodeLifetimeMs,
@@ -20,8 +21,13 @@ import {
   tokenFileName,
 } from "../node/control/index.ts";
 
-function fakeNode(): NodeApi & { availability(): Availability } {
+/** A project id the fake node trusts. */
+const trustedProject = anchorFromGenesis([identityFromSeed(new Uint8Array(32).fill(5)).publicKey], 1).project;
+
+function fakeNode(): NodeApi & { availability(): Availability; rules(): RulesBody; trustRemoved(): string[] } {
   let availability: Availability = "eager";
+  let rules: RulesBody = { windows: [], maxLoadAverage: null };
+  const trustRemoved: string[] = [];
   const status = (): NodeStatus => ({
     peerId: "12D3KooWfake",
     publicKey: "ab".repeat(32),
@@ -36,13 +42,25 @@ function fakeNode(): NodeApi & { availability(): Availability } {
     peers: 0,
     peerScores: {},
     peerPenalties: { penalized: [], banned: [], bansTotal: 0, rateLimited: { gossip: 0, requests: 0 } },
-    trusted: [],
+    trusted: [{ project: trustedProject, share: 1, keysetVersion: null }],
+    availabilityRules: rules,
+    trustRemoved,
   });
   const none = async () => {
     throw new Error("not in this test");
   };
   return {
     availability: () => availability,
+    rules: () => rules,
+    trustRemoved: () => [...trustRemoved],
+    async setRules(given: RulesBody) {
+      rules = given;
+      return status();
+    },
+    async removeTrust(project: string) {
+      trustRemoved.push(project);
+      return status();
+    },
     status: async () => status(),
     submit: none,
     jobs: async () => [],
@@ -190,6 +208,69 @@ test("a state-changing request from another Origin is refused with 403 and chang
     t.is(node.availability(), "paused");
     t.is((await ask(port, "POST", "/v1/availability", bearer, { availability: "eager" })).status, 200);
     t.is(node.availability(), "eager");
+  });
+});
+
+test("the rules and trust-removal routes refuse no session, a foreign Host and a foreign Origin, and check what they are sent", async (t) => {
+  await withServer(async (port, token, node, dataDir) => {
+    const cookie = await logIn(port, dataDir);
+    const own = { cookie, origin: `http://127.0.0.1:${port}` };
+    const rules: RulesBody = {
+      windows: [{ days: [1, 2], startMinute: 9 * 60, endMinute: 17 * 60 }],
+      maxLoadAverage: 3,
+    };
+    const changes: [string, string, unknown][] = [
+      ["POST", "/v1/rules", rules],
+      ["DELETE", `/v1/trust/${trustedProject}`, undefined],
+      ["POST", `/v1/trust/${trustedProject}/remove`, undefined],
+    ];
+    for (const [method, path, body] of changes) {
+      t.is((await ask(port, method, path, {}, body)).status, 401, `${method} ${path} without a session`);
+      t.is((await ask(port, method, path, { ...own, host: "evil.example" }, body)).status, 421, `${path}: Host`);
+      for (const origin of ["http://evil.example", `http://localhost:${port + 1}`]) {
+        const answer = await ask(port, method, path, { cookie, origin }, body);
+        t.is(answer.status, 403, `${method} ${path} from ${origin}`);
+      }
+      t.is((await ask(port, method, path, { cookie }, body)).status, 403, `${method} ${path} with no Origin`);
+      t.is(
+        (await ask(port, method, path, { authorization: `Bearer ${token}`, origin: "http://evil.example" }, body))
+          .status,
+        403,
+      );
+    }
+    t.deepEqual(node.rules(), { windows: [], maxLoadAverage: null }, "nothing changed");
+    t.deepEqual(node.trustRemoved(), []);
+
+    const wrong: [unknown, RegExp][] = [
+      [
+        { windows: [{ days: [7], startMinute: 0, endMinute: 60 }], maxLoadAverage: null },
+        /windows\[0\]\.days\[0\].*0 \(Sunday\) to 6/,
+      ],
+      [
+        { windows: [{ days: [], startMinute: 0, endMinute: 1440 }], maxLoadAverage: null },
+        /windows\[0\]\.endMinute.*minute of the day/,
+      ],
+      [{ windows: [], maxLoadAverage: 0 }, /maxLoadAverage.*above 0/],
+      [{ windows: [] }, /maxLoadAverage/],
+    ];
+    for (const [body, field] of wrong) {
+      const answer = await ask(port, "POST", "/v1/rules", own, body);
+      t.is(answer.status, 400, JSON.stringify(body));
+      t.regex(JSON.parse(answer.body).error.message, field);
+    }
+    const badProject = await ask(port, "DELETE", "/v1/trust/not-a-project", own);
+    t.is(badProject.status, 400);
+    t.regex(JSON.parse(badProject.body).error.message, /project: expected a project id/);
+    t.deepEqual(node.rules(), { windows: [], maxLoadAverage: null });
+
+    const set = await ask(port, "POST", "/v1/rules", own, rules);
+    t.is(set.status, 200, set.body);
+    t.deepEqual(node.rules(), rules);
+    t.deepEqual(JSON.parse(set.body).availabilityRules, rules, "the answer is the status with the new rules");
+    const removed = await ask(port, "DELETE", `/v1/trust/${trustedProject}`, own);
+    t.is(removed.status, 200, removed.body);
+    t.deepEqual(JSON.parse(removed.body).trustRemoved, [trustedProject]);
+    t.is((await ask(port, "POST", `/v1/trust/${trustedProject}/remove`, own)).status, 200, "the POST form too");
   });
 });
 

@@ -86,6 +86,25 @@ export interface BusySlot {
   readonly shard: number;
   readonly attempt: number;
   readonly sinceMs: number;
+  /** What the run's processes use now, read from /proc; absent when the node cannot tell (no pid yet, not Linux). */
+  readonly usage?: {
+    readonly processes: number;
+    /** CPU time the run's live processes used so far. */
+    readonly cpuMs: number;
+    /** Share of one core used since the previous reading (100 = a whole core); null at the first. */
+    readonly cpuPercent: number | null;
+    readonly memoryBytes: number;
+  };
+}
+
+/** A worker's time windows (local minutes, days 0 = Sunday, end before start wraps past midnight) and load ceiling. */
+export interface RulesBody {
+  readonly windows: readonly {
+    readonly days: readonly number[];
+    readonly startMinute: number;
+    readonly endMinute: number;
+  }[];
+  readonly maxLoadAverage: number | null;
 }
 
 export interface NodeStatus {
@@ -140,6 +159,10 @@ export interface NodeStatus {
     readonly rateLimited: { readonly gossip: number; readonly requests: number };
   };
   readonly trusted: readonly { project: string; share: number; keysetVersion: string | null }[];
+  /** Projects removed from config.yaml while the node runs: it serves them until its next start. */
+  readonly trustRemoved?: readonly string[];
+  /** The blob cache (job inputs and outputs): bytes held and the quota (null: none, a master's store). */
+  readonly cache?: { readonly usedBytes: number; readonly quotaBytes: number | null };
 }
 
 /** A tree fetch the node runs for the CLI (`cimesh fetch`, `cimesh result --download`). */
@@ -167,6 +190,10 @@ export interface NodeApi {
   explain(jobId: string): Promise<string>;
   cancel(jobId: string, reason: string): Promise<JobSummary>;
   setAvailability(availability: Availability): Promise<NodeStatus>;
+  /** Replaces the worker's time windows and load ceiling, at once and in config.yaml. Absent: this node cannot. */
+  setRules?(rules: RulesBody): Promise<NodeStatus>;
+  /** Removes a trusted project from config.yaml, as `cimesh trust remove` does; in force at the next start. */
+  removeTrust?(project: string): Promise<NodeStatus>;
   /**
    * Starts fetching the tree `root` into `destination` (an absolute path, absent or an empty folder); a tree that
    * would unpack past `limit` (default: the node's download limit) is refused before a byte is written.

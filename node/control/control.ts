@@ -51,8 +51,8 @@ import {
   schemaErrorFrom,
 } from "../../crypto/index.ts";
 import { type Availability, type JobSpec, jobSpecSchema } from "../../jobs/index.ts";
-import { writeFileAtomic } from "../files/index.ts";
-import type { FetchStatus, JobDetail, JobSummary, LogLine, NodeApi, NodeStatus, RunSummary } from "./api.ts";
+import { maxAvailabilityWindows, maxLoadAverageCeiling, writeFileAtomic } from "../files/index.ts";
+import type { FetchStatus, JobDetail, JobSummary, LogLine, NodeApi, NodeStatus, RulesBody, RunSummary } from "./api.ts";
 import {
   changesState,
   dashboardAssets,
@@ -140,6 +140,30 @@ const submitBodySchema = z.strictObject({
 });
 const cancelBodySchema = z.strictObject({ reason: reasonSchema.optional() });
 const availabilityBodySchema = z.strictObject({ availability: availabilitySchema });
+/** Minutes in a day: a window's start and end are below it. */
+const minutesPerDay = 24 * 60;
+const minuteOfDaySchema = z
+  .number()
+  .int()
+  .min(0)
+  .max(minutesPerDay - 1, `expected a minute of the day, 0..${minutesPerDay - 1}`);
+/** The worker's rules as the page sends them: the fields of config.yaml's worker.rules, in minutes and day numbers. */
+const rulesBodySchema = z.strictObject({
+  windows: z
+    .array(
+      z.strictObject({
+        days: z.array(z.number().int().min(0).max(6, "expected a day number, 0 (Sunday) to 6")).max(7).default([]),
+        startMinute: minuteOfDaySchema,
+        endMinute: minuteOfDaySchema,
+      }),
+    )
+    .max(maxAvailabilityWindows),
+  maxLoadAverage: z
+    .number()
+    .gt(0, "expected a load average above 0, or null for no ceiling")
+    .max(maxLoadAverageCeiling)
+    .nullable(),
+});
 /** Peers a fetch may be told to ask first. */
 export const maxFetchProviderHints = 16;
 const fetchBodySchema = z.strictObject({
@@ -245,6 +269,25 @@ async function readJson<T>(req: IncomingMessage, schema: z.ZodType<T>): Promise<
     throw new ControlError(400, problem.code, problem.message);
   }
   return result.data;
+}
+
+/** `cimesh trust remove` through the API: the project id from the path, checked. */
+async function removeTrusted(api: NodeApi, raw: string): Promise<NodeStatus> {
+  let project: string;
+  try {
+    project = decodeURIComponent(raw);
+  } catch {
+    project = raw;
+  }
+  if (!projectIdSchema.safeParse(project).success)
+    throw new ControlError(
+      400,
+      "ERR_BAD_PROJECT",
+      `project: expected a project id, got ${JSON.stringify(project.slice(0, 80))}`,
+    );
+  if (api.removeTrust === undefined)
+    throw new ControlError(404, "ERR_NO_TRUST_REMOVE", "project: this node cannot remove a trusted project");
+  return api.removeTrust(project);
 }
 
 function jobIdOf(raw: string): string {
@@ -363,6 +406,29 @@ function routesOf(api: NodeApi): { pattern: RegExp; methods: Record<string, Rout
     {
       pattern: /^\/metrics$/,
       methods: { GET: async () => [200, new TextAnswer(await api.metrics(), metricsContentType)] },
+    },
+    {
+      pattern: /^\/v1\/rules$/,
+      methods: {
+        POST: async (req) => {
+          const body = await readJson(req, rulesBodySchema);
+          if (api.setRules === undefined)
+            throw new ControlError(404, "ERR_NO_RULES", "rules: this node cannot change its rules while it runs");
+          return [200, await api.setRules(body)];
+        },
+      },
+    },
+    {
+      pattern: /^\/v1\/trust\/([^/]+)$/,
+      methods: {
+        DELETE: async (_req, [raw]) => [200, await removeTrusted(api, raw as string)],
+      },
+    },
+    {
+      pattern: /^\/v1\/trust\/([^/]+)\/remove$/,
+      methods: {
+        POST: async (_req, [raw]) => [200, await removeTrusted(api, raw as string)],
+      },
     },
     {
       pattern: /^\/v1\/availability$/,
@@ -781,6 +847,9 @@ export function connectControl(dataDir: string, options: ControlClientOptions = 
       (await call<JobSummary>("POST", jobPath(jobId, "/cancel"), { reason })).value,
     setAvailability: async (availability: Availability) =>
       (await call<NodeStatus>("POST", "/v1/availability", { availability })).value,
+    setRules: async (rules: RulesBody) => (await call<NodeStatus>("POST", "/v1/rules", rules)).value,
+    removeTrust: async (project: string) =>
+      (await call<NodeStatus>("POST", `/v1/trust/${encodeURIComponent(project)}/remove`)).value,
     startFetch: async (
       root: string,
       destination: string,

@@ -12,6 +12,7 @@ export type {
   LogLine,
   NodeApi,
   NodeStatus,
+  RulesBody,
   RunSummary,
 } from "./api.ts";
 export {

@@ -14,6 +14,8 @@ export {
   defaultConfig,
   hexToBytes,
   loadConfig,
+  maxAvailabilityWindows,
+  maxLoadAverageCeiling,
   type NodeConfig,
   parseConfig,
   saveConfig,

@@ -8,6 +8,7 @@ import { readdir } from "node:fs/promises";
 import { isAbsolute } from "node:path";
 import {
   type Availability,
+  checkedRules,
   effectiveAvailability,
   explainJob,
   type JobRecord,
@@ -18,7 +19,17 @@ import {
   offersHeld,
   type WorkerInput,
 } from "../../jobs/index.ts";
-import type { FetchStatus, JobDetail, JobSummary, LogLine, NodeApi, NodeStatus, RunSummary } from "../control/index.ts";
+import type {
+  BusySlot,
+  FetchStatus,
+  JobDetail,
+  JobSummary,
+  LogLine,
+  NodeApi,
+  NodeStatus,
+  RulesBody,
+  RunSummary,
+} from "../control/index.ts";
 import { type Host, peerIdOfPublicKeyHex } from "../host/index.ts";
 import type { BlobStore, NodeStore, UnpackLimit } from "../store/index.ts";
 import { unpackTree } from "../store/index.ts";
@@ -26,6 +37,7 @@ import { NodeRequestError } from "./errors.ts";
 import type { RunHistory, RunHistoryEntry } from "./history.ts";
 import type { FetchFrom } from "./inputs.ts";
 import type { NodeMetrics } from "./metrics.ts";
+import { type RunUsage, RunUsageMeter } from "./procstat.ts";
 import { waitingReason } from "./waiting.ts";
 
 /** Fetches the node remembers for the CLI to ask about; the oldest is forgotten first. */
@@ -49,6 +61,10 @@ export interface ApiParts {
   /** The worker's own runs; null on a node without a worker. */
   readonly history: RunHistory | null;
   readonly metrics: NodeMetrics;
+  /** The host pid of a running job's first process (the executor's); absent on a node without a worker. */
+  readonly pidOf?: (runId: string) => number | null;
+  /** Projects removed from config.yaml since the node started (served until the next start). */
+  readonly trustRemoved?: ReadonlySet<string>;
 }
 
 /** A node's key as the CLI shows it: its PeerId (the key itself when it is not one). */
@@ -119,6 +135,13 @@ function detail(project: string, job: JobRecord, waiting: string): JobDetail {
   };
 }
 
+/** A run's usage as its busy slot shows it; nothing when it was not read. */
+function usageField(usage: RunUsage | undefined): Pick<BusySlot, "usage"> {
+  if (usage === undefined) return {};
+  const { processes, cpuMs, cpuPercent, memoryBytes } = usage;
+  return { usage: { processes, cpuMs, cpuPercent, memoryBytes } };
+}
+
 /** A master's input, resolved once stepped (and its writes stored), rejected with what the machine threw. */
 function masterStepped(driver: NodeDriver<Uint8Array>, project: string, input: MasterInput): Promise<void> {
   return new Promise((resolve, reject) =>
@@ -146,8 +169,20 @@ export function nodeApi(parts: ApiParts): NodeApi {
     if (hit === null) throw new NodeRequestError(404, `job ${jobId}: no such job on this node`);
     return hit;
   };
+  const meter = new RunUsageMeter();
+  const usageOfRuns = async (runIds: readonly string[]): Promise<Map<string, RunUsage>> => {
+    const pidOf = parts.pidOf;
+    if (pidOf === undefined) return new Map();
+    const runs = runIds.flatMap((runId) => {
+      const pid = pidOf(runId);
+      return pid === null ? [] : [{ runId, pid }];
+    });
+    const read = await meter.read(runs, Date.now()).catch(() => []);
+    return new Map(read.map((usage) => [usage.runId, usage]));
+  };
   const status = async (): Promise<NodeStatus> => {
     const worker = driver.workerState();
+    const usage = await usageOfRuns(Object.keys(worker?.running ?? {}));
     return {
       peerId: host.peerId,
       publicKey: self,
@@ -167,6 +202,7 @@ export function nodeApi(parts: ApiParts): NodeApi {
           shard: run.shard,
           attempt: run.attempt,
           sinceMs: run.startedAtMs,
+          ...usageField(usage.get(run.runId)),
         }))
         .sort((a, b) => a.sinceMs - b.sinceMs),
       offering:
@@ -185,6 +221,8 @@ export function nodeApi(parts: ApiParts): NodeApi {
         share: parts.shares[project] ?? 0,
         keysetVersion: entry.keyset === null ? null : `${entry.keyset.rootVersion}.${entry.keyset.version}`,
       })),
+      trustRemoved: [...(parts.trustRemoved ?? [])],
+      cache: { usedBytes: blobs.usedBytes(), quotaBytes: blobs.quotaBytes },
     };
   };
   return {
@@ -259,6 +297,17 @@ export function nodeApi(parts: ApiParts): NodeApi {
       if (parts.sandboxProblem !== "" && availability !== "paused" && availability !== "offline")
         throw new NodeRequestError(409, parts.sandboxProblem);
       await workerStepped(driver, { kind: "set-availability", availability });
+      return status();
+    },
+    async setRules(rules: RulesBody) {
+      if (driver.workerState() === null)
+        throw new NodeRequestError(400, "rules: this node is not a worker (start it with --worker)");
+      try {
+        checkedRules(rules);
+      } catch (error) {
+        throw new NodeRequestError(400, (error as Error).message);
+      }
+      await workerStepped(driver, { kind: "rules", rules });
       return status();
     },
     ...fetchApi(parts),

@@ -43,7 +43,7 @@ import { heldBytes, runCarrier, treeFetcher } from "./inputs.ts";
 import { createNodeMetrics, folderBytes, jobStates, type NodeMetrics } from "./metrics.ts";
 import { createNodePorts, type NodeLog, type NodePorts } from "./ports.ts";
 import { keysetKeeper, keysetRecordRules, publishSpecs, specChecker, validateSpecRecord } from "./records.ts";
-import { keepAvailability, openStoreOf, resumeAvailability } from "./startup.ts";
+import { forgetTrust, keepAvailability, keepRules, openStoreOf, resumeAvailability } from "./startup.ts";
 
 /** How often a worker hands its machine the local time and load average, the facts its availability rules read. */
 export const factsIntervalMs = 30_000;
@@ -539,6 +539,7 @@ export async function startNode(options: StartOptions): Promise<RunningNode> {
     availability: workerParts === null ? null : config.worker.availability,
   });
 
+  const trustRemoved = new Set<string>();
   const api = nodeApi({
     driver,
     host,
@@ -550,6 +551,8 @@ export async function startNode(options: StartOptions): Promise<RunningNode> {
     sandboxProblem: workerParts?.sandboxProblem ?? "",
     history,
     metrics,
+    ...(workerParts === null ? {} : { pidOf: (runId: string) => workerParts.executor.pidOf?.(runId) ?? null }),
+    trustRemoved,
   });
   const running = driver;
   return {
@@ -558,6 +561,17 @@ export async function startNode(options: StartOptions): Promise<RunningNode> {
       const status = await api.setAvailability(availability);
       await keepAvailability(options.dataDir, availability);
       return status;
+    },
+    async setRules(rules) {
+      await api.setRules?.(rules);
+      await keepRules(options.dataDir, rules);
+      return api.status();
+    },
+    async removeTrust(project) {
+      await forgetTrust(options.dataDir, project);
+      trustRemoved.add(project);
+      log("trust-removed", { project, inForce: "at the next start" });
+      return api.status();
     },
     peerId: host.peerId,
     addresses: () => host.multiaddrs(),

@@ -5,7 +5,7 @@
  * availability change in the config, so a restart resumes it.
  */
 import { join } from "node:path";
-import type { Availability, NodeDriver } from "../../jobs/index.ts";
+import type { Availability, AvailabilityRules, NodeDriver } from "../../jobs/index.ts";
 import { configPath, heldText, loadConfig, lockHolder, saveConfig } from "../files/index.ts";
 import { type NodeStore, openNodeStore } from "../store/index.ts";
 import { NodeRequestError, NodeStartError } from "./errors.ts";
@@ -56,4 +56,41 @@ export async function keepAvailability(dataDir: string, availability: Availabili
       `availability: ${availability} is in force, but ${configPath(dataDir)} could not keep it for the next start (${(error as Error).message}); fix the file, then set it again`,
     );
   }
+}
+
+/** Writes the worker's time windows and load ceiling into the config (its comments kept), so the next start keeps them. */
+export async function keepRules(dataDir: string, rules: AvailabilityRules): Promise<void> {
+  try {
+    const config = await loadConfig(dataDir);
+    const copied = {
+      windows: rules.windows.map((window) => ({ ...window, days: [...window.days] })),
+      maxLoadAverage: rules.maxLoadAverage,
+    };
+    await saveConfig(dataDir, { ...config, worker: { ...config.worker, rules: copied } });
+  } catch (error) {
+    throw new NodeRequestError(
+      500,
+      `rules: the new rules are in force, but ${configPath(dataDir)} could not keep them for the next start (${(error as Error).message}); fix the file, then set them again`,
+    );
+  }
+}
+
+/**
+ * Forgets a trusted project in the config, as `cimesh trust remove` does (and drops it from masters): the node's
+ * trust is read at its start, so the running node serves the project until it restarts.
+ */
+export async function forgetTrust(dataDir: string, project: string): Promise<{ wasMaster: boolean }> {
+  const config = await loadConfig(dataDir);
+  if (!config.trust.some((entry) => entry.project === project))
+    throw new NodeRequestError(
+      404,
+      `project: expected a project trusted in ${configPath(dataDir)} (${config.trust.map((entry) => entry.project).join(", ") || "none"}), got ${project}`,
+    );
+  const wasMaster = config.masters.includes(project);
+  await saveConfig(dataDir, {
+    ...config,
+    trust: config.trust.filter((entry) => entry.project !== project),
+    masters: config.masters.filter((item) => item !== project),
+  });
+  return { wasMaster };
 }

@@ -149,6 +149,8 @@ export interface Executor {
   run(request: ExecutionRequest, hooks: RunHooks): Promise<ExecutionReport>;
   /** Ends a run at once (outcome `killed`, with the reason in its summary); false when no such run is going. */
   kill(runId: string, reason: string): boolean;
+  /** The host pid of the run's first process (bubblewrap's, in a sandbox) while it runs; null before it starts or once over. */
+  pidOf?(runId: string): number | null;
 }
 
 /** Gives what `prepare` wrote to the job's uid, so a build can write beside its sources. */
@@ -163,6 +165,8 @@ interface RunHandle {
   /** Bytes of disk measured when the run was stopped for using more than its limit. */
   diskOverBytes: number | null;
   stop: (() => void) | null;
+  /** The run's first process, once started. */
+  pid: number | null;
 }
 
 interface Settings {
@@ -432,6 +436,7 @@ export function createExecutor(options: ExecutorOptions): Executor {
       try {
         ended = await supervise(plan, job.timeoutMs, handle, log, (pid) => {
           childPid = pid;
+          handle.pid = pid;
         });
       } finally {
         await watch.stop();
@@ -516,13 +521,16 @@ export function createExecutor(options: ExecutorOptions): Executor {
     probe,
     async run(request, hooks) {
       if (runs.has(request.runId)) throw new DuplicateRunError(request.runId);
-      const handle: RunHandle = { killReason: null, diskOverBytes: null, stop: null };
+      const handle: RunHandle = { killReason: null, diskOverBytes: null, stop: null, pid: null };
       runs.set(request.runId, handle);
       try {
         return await execute(request, hooks, handle);
       } finally {
         runs.delete(request.runId);
       }
+    },
+    pidOf(runId) {
+      return runs.get(runId)?.pid ?? null;
     },
     kill(runId, reason) {
       const handle = runs.get(runId);
