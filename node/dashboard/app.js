@@ -36,6 +36,31 @@ function duration(ms) {
 const short = (text, n = 12) =>
   text === null || text === undefined ? "–" : text.length > n ? `${text.slice(0, n)}…` : text;
 
+const dayNames = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
+/** Minutes in a day: a window's start and end are below it. */
+const minutesPerDay = 24 * 60;
+const clock = (minute) => `${String(Math.floor(minute / 60)).padStart(2, "0")}:${String(minute % 60).padStart(2, "0")}`;
+/** "HH:MM" from a time input as minutes after midnight, or null. */
+function minuteOf(text) {
+  const match = /^(\d{2}):(\d{2})$/.exec(text);
+  if (match === null) return null;
+  const minute = Number(match[1]) * 60 + Number(match[2]);
+  return minute < minutesPerDay ? minute : null;
+}
+function bytes(n) {
+  if (n === null || n === undefined) return "–";
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let value = n;
+  let unit = 0;
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024;
+    unit++;
+  }
+  return `${unit === 0 ? value : value.toFixed(1)} ${units[unit]}`;
+}
+const windowText = (w) =>
+  `${w.days.length === 0 ? "every day" : w.days.map((d) => dayNames[d]).join(",")} ${clock(w.startMinute)}–${clock(w.endMinute)}`;
+
 /** Log lines as one text per attempt and stream, in order. */
 function logText(lines) {
   const parts = new Map();
@@ -63,6 +88,11 @@ class App extends Component {
     jobId: null,
     jobLog: "",
     explain: "",
+    /** The rules being edited (windows with "HH:MM" times, the ceiling as typed), or null when the form is closed. */
+    rulesDraft: null,
+    rulesNote: "",
+    /** The project whose removal waits for a second click, or null. */
+    confirmRemove: null,
   };
 
   componentDidMount() {
@@ -127,6 +157,59 @@ class App extends Component {
     this.act(
       api("POST", "/v1/availability", { availability }).then((status) =>
         this.setState({ snapshot: { ...this.state.snapshot, status } }),
+      ),
+    );
+  }
+
+  editRules(rules) {
+    const current = rules ?? { windows: [], maxLoadAverage: null };
+    this.setState({
+      rulesNote: "",
+      rulesDraft: {
+        windows: current.windows.map((w) => ({
+          days: [...w.days],
+          start: clock(w.startMinute),
+          end: clock(w.endMinute),
+        })),
+        ceiling: current.maxLoadAverage === null ? "" : String(current.maxLoadAverage),
+      },
+    });
+  }
+
+  changeDraft(change) {
+    this.setState({ rulesDraft: change(this.state.rulesDraft) });
+  }
+
+  saveRules(event) {
+    event.preventDefault();
+    const draft = this.state.rulesDraft;
+    const windows = [];
+    for (const [index, w] of draft.windows.entries()) {
+      const startMinute = minuteOf(w.start);
+      const endMinute = minuteOf(w.end);
+      if (startMinute === null || endMinute === null) {
+        this.setState({ error: `window ${index + 1}: expected a start and an end time` });
+        return;
+      }
+      windows.push({ days: [...w.days].sort((a, b) => a - b), startMinute, endMinute });
+    }
+    const ceiling = draft.ceiling.trim();
+    const maxLoadAverage = ceiling === "" ? null : Number(ceiling);
+    this.act(
+      api("POST", "/v1/rules", { windows, maxLoadAverage }).then((status) =>
+        this.setState({
+          snapshot: { ...this.state.snapshot, status },
+          rulesDraft: null,
+          rulesNote: "Saved to config.yaml; in force now.",
+        }),
+      ),
+    );
+  }
+
+  removeProject(project) {
+    this.act(
+      api("DELETE", `/v1/trust/${encodeURIComponent(project)}`).then((status) =>
+        this.setState({ snapshot: { ...this.state.snapshot, status }, confirmRemove: null }),
       ),
     );
   }
@@ -197,16 +280,7 @@ class App extends Component {
                   ? html`; in force now: <strong>${status.availability}</strong> (by a rule or for want of a sandbox)`
                   : null
               }. Kept in config.yaml across restarts.</p>
-              <p>Time windows: ${
-                rules === undefined || rules === null || rules.windows.length === 0
-                  ? "none (any time)"
-                  : rules.windows
-                      .map(
-                        (w) =>
-                          `${w.days.length === 0 ? "every day" : `days ${w.days.join(",")}`} ${String(Math.floor(w.startMinute / 60)).padStart(2, "0")}:${String(w.startMinute % 60).padStart(2, "0")}–${String(Math.floor(w.endMinute / 60)).padStart(2, "0")}:${String(w.endMinute % 60).padStart(2, "0")}`,
-                      )
-                      .join("; ")
-              }. Load ceiling: ${rules?.maxLoadAverage ?? "none"}. <span class="note">(set in config.yaml under worker)</span></p>
+              ${this.rulesSection(rules)}
               <p>Slots: ${status.running} of ${status.slots} busy.</p>`
             : html`<p>This node runs no worker (start it with <code>--worker</code>).</p>`
         }
@@ -217,10 +291,11 @@ class App extends Component {
           status.trusted.length === 0
             ? html`<p>None: add one with <code>cimesh trust add</code>.</p>`
             : html`<div class="table"><table>
-                <thead><tr><th scope="col">Project</th><th scope="col">Share</th><th scope="col">Measured slice (run time)</th><th scope="col">Keyset</th></tr></thead>
+                <thead><tr><th scope="col">Project</th><th scope="col">Share</th><th scope="col">Measured slice (run time)</th><th scope="col">Keyset</th><th scope="col">Trust</th></tr></thead>
                 <tbody>${status.trusted.map(
                   (p) => html`<tr><td class="mono">${p.project}</td><td>${p.share}</td>
-                    <td>${totalMs === 0 ? "–" : `${Math.round((100 * (spentMs[p.project] ?? 0)) / totalMs)}%`}</td><td>${p.keysetVersion ?? "none yet"}</td></tr>`,
+                    <td>${totalMs === 0 ? "–" : `${Math.round((100 * (spentMs[p.project] ?? 0)) / totalMs)}%`}</td><td>${p.keysetVersion ?? "none yet"}</td>
+                    <td>${this.trustCell(p.project, status.trustRemoved ?? [])}</td></tr>`,
                 )}</tbody></table></div>`
         }
       </section>
@@ -233,6 +308,7 @@ class App extends Component {
                 (run) => html`<article class="run-now">
                   <h3>${run.jobId} “${run.name}”, shard ${run.shard} of ${run.shards}, attempt ${run.attempt}</h3>
                   <p>Since ${when(run.startedAtMs)} · project <span class="mono">${short(run.project)}</span> · master <span class="mono">${short(run.master, 16)}</span></p>
+                  ${this.usageLine(status.busySlots.find((slot) => slot.jobId === run.jobId && slot.attempt === run.attempt))}
                   <pre aria-label=${`Live log of ${run.jobId}`} class="live-log">${this.state.liveLogs[run.jobId] ?? ""}</pre>
                 </article>`,
               )
@@ -281,9 +357,75 @@ class App extends Component {
             .map(([peer, score]) => `${short(peer, 16)} ${score.toFixed(1)}`)
             .join("; ") || "–"
         }</dd>
+        <dt>Cache</dt><dd id="cache-use">${
+          status.cache === undefined
+            ? "–"
+            : `${bytes(status.cache.usedBytes)} used of ${status.cache.quotaBytes === null ? "no quota" : `${bytes(status.cache.quotaBytes)} quota (${Math.round((100 * status.cache.usedBytes) / Math.max(1, status.cache.quotaBytes))}%)`}`
+        }</dd>
+        <dt>Running jobs</dt><dd id="jobs-use">${
+          status.busySlots.length === 0
+            ? "none"
+            : html`<ul>${status.busySlots.map(
+                (slot) => html`<li>${slot.jobId} shard ${slot.shard}: ${this.usageText(slot)}</li>`,
+              )}</ul>`
+        }</dd>
         <dt>Version</dt><dd>cimesh ${version}</dd>
       </dl>
     </section>`;
+  }
+
+  usageText(slot) {
+    const usage = slot?.usage;
+    if (usage === undefined) return "CPU and memory not known yet";
+    const share = usage.cpuPercent === null ? "…" : `${Math.round(usage.cpuPercent)}%`;
+    return `CPU ${share} of a core (${(usage.cpuMs / 1000).toFixed(1)} s in all), memory ${bytes(usage.memoryBytes)}, ${usage.processes} process(es)`;
+  }
+
+  usageLine(slot) {
+    return html`<p class="usage">${this.usageText(slot)}</p>`;
+  }
+
+  trustCell(project, removed) {
+    if (removed.includes(project))
+      return html`<span class="note">removed from config.yaml: takes effect at the next start</span>`;
+    if (this.state.confirmRemove !== project)
+      return html`<button type="button" aria-label=${`Remove ${project}`} onClick=${() => this.setState({ confirmRemove: project })}>remove</button>`;
+    return html`<span role="group" aria-label="Confirm removal">Stop trusting it (at the next start)?
+      <button type="button" class="danger" onClick=${() => this.removeProject(project)}>Yes, remove</button>
+      <button type="button" onClick=${() => this.setState({ confirmRemove: null })}>Keep it</button></span>`;
+  }
+
+  rulesSection(rules) {
+    const draft = this.state.rulesDraft;
+    const shown = html`<p id="rules-now">Time windows: ${
+      rules === undefined || rules === null || rules.windows.length === 0
+        ? "none (any time)"
+        : rules.windows.map(windowText).join("; ")
+    }. Load ceiling: ${rules?.maxLoadAverage ?? "none"}.${this.state.rulesNote === "" ? "" : ` ${this.state.rulesNote}`}</p>`;
+    if (draft === null)
+      return html`${shown}<p><button type="button" aria-expanded="false" aria-controls="rules-form" onClick=${() => this.editRules(rules)}>Edit time windows and load ceiling</button></p>`;
+    const update = (index, change) =>
+      this.changeDraft((d) => ({ ...d, windows: d.windows.map((w, i) => (i === index ? change(w) : w)) }));
+    return html`${shown}
+      <form id="rules-form" class="rules" onSubmit=${(event) => this.saveRules(event)}>
+        <p class="note">The worker takes jobs only inside one of the windows (none: at any time; an end before the start runs past midnight; no day ticked: every day) and while the load average is at or under the ceiling.</p>
+        ${draft.windows.map(
+          (w, index) => html`<fieldset class="window">
+            <legend>Window ${index + 1}</legend>
+            <span class="days">${dayNames.map(
+              (name, day) => html`<label><input type="checkbox" checked=${w.days.includes(day)}
+                onChange=${(event) => update(index, (x) => ({ ...x, days: event.currentTarget.checked ? [...x.days, day] : x.days.filter((d) => d !== day) }))} />${name}</label>`,
+            )}</span>
+            <label>From <input type="time" required value=${w.start} onInput=${(event) => update(index, (x) => ({ ...x, start: event.currentTarget.value }))} /></label>
+            <label>Until <input type="time" required value=${w.end} onInput=${(event) => update(index, (x) => ({ ...x, end: event.currentTarget.value }))} /></label>
+            <button type="button" onClick=${() => this.changeDraft((d) => ({ ...d, windows: d.windows.filter((_, i) => i !== index) }))}>Remove window ${index + 1}</button>
+          </fieldset>`,
+        )}
+        <p><button type="button" onClick=${() => this.changeDraft((d) => ({ ...d, windows: [...d.windows, { days: [], start: "09:00", end: "17:00" }] }))}>Add a window</button></p>
+        <p><label>Load ceiling (1-minute load average; empty for none) <input id="load-ceiling" type="number" min="0" step="0.1" inputmode="decimal" value=${draft.ceiling}
+          onInput=${(event) => this.changeDraft((d) => ({ ...d, ceiling: event.currentTarget.value }))} /></label></p>
+        <p><button type="submit">Save rules</button> <button type="button" onClick=${() => this.setState({ rulesDraft: null })}>Cancel</button></p>
+      </form>`;
   }
 
   project({ status, jobs }) {
