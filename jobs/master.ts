@@ -229,7 +229,10 @@ export interface AttemptRecord {
   readonly prefix: string;
   readonly awardedAtMs: number;
   leaseExpiresAtMs: number;
-  /** The worker answered the award (a renewal or a result); absent in a record kept before answers were asked for. */
+  /**
+   * The worker answered the award by starting it (a renewal, or a result other than a refusal); absent in a record
+   * kept before answers were asked for.
+   */
   answered?: boolean;
   state: AttemptState;
   digest: string | null;
@@ -431,13 +434,18 @@ function runBound(spec: JobSpec): number {
   return Math.max(spec.maxAttempts, spec.replicas);
 }
 
-/** Awards of a shard its worker never started: refused at once, or lost without an answer. */
+/**
+ * Awards of a shard its worker never started: refused at once (before the lease renewal a worker sends as it starts a
+ * run), or lost without an answer. A run refused after it started (its inputs past the job's disk, its sandbox
+ * failed) was the job's run, and counts toward maxAttempts.
+ */
 function unstartedAwards(job: JobRecord, shard: number): number {
   let unstarted = 0;
   for (const attempt of job.attempts)
     if (
       attempt.shard === shard &&
-      (attempt.state === "refused" || (attempt.state === "lost" && attempt.answered === false))
+      attempt.answered === false &&
+      (attempt.state === "refused" || attempt.state === "lost")
     )
       unstarted++;
   return unstarted;
@@ -1573,7 +1581,8 @@ function onResult(step: Step, worker: string, result: Result): void {
     });
     return;
   }
-  attempt.answered = true;
+  // A refusal is an answer, but not a start: `answered` keeps whether the run had started (unstartedAwards).
+  if (result.outcome !== "refused") attempt.answered = true;
   heardFrom(step.state, worker);
   attempt.outcome = result.outcome;
   attempt.exitCode = result.exitCode;

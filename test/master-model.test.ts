@@ -697,7 +697,7 @@ function checkState(model: Model, state: MasterState): void {
         fail(`${jobId}: shard ${shard} counts ${record.runsAwarded} runs, holds ${onShard.length}`);
       // Awards refused or unanswered are bounded apart from the runs started.
       const unstarted = onShard.filter(
-        (attempt) => attempt.state === "refused" || (attempt.state === "lost" && attempt.answered === false),
+        (attempt) => attempt.answered === false && (attempt.state === "refused" || attempt.state === "lost"),
       ).length;
       if (onShard.length - unstarted > runBound)
         fail(`${jobId}: ${onShard.length - unstarted} runs started on shard ${shard}, bound ${runBound}`);

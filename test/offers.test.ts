@@ -374,6 +374,7 @@ test("an award that finds its slot taken (one slot offered to two masters) is re
   t.is(refusal?.body.outcome, "refused");
   t.is(refusal?.atMs, start + loop.latencyMs, "refused the moment the award came");
   t.is(jobB.attempts[0]?.state, "refused");
+  t.is(jobB.attempts[0]?.answered, false, "refused at once, never started: it counts apart from the job's runs");
   t.is(jobB.attempts[1]?.worker, next, "the next offer took the run");
   t.is(jobB.attempts[1]?.awardedAtMs, start + 2 * loop.latencyMs, "in the step the refusal arrived: no lease waited");
   t.false(

@@ -905,10 +905,9 @@ test("cancel: a job that was announced is cancelled on its topic too, once, sinc
   t.deepEqual(verdictsOf(loop, "unheard"), []);
 });
 
-test("retry bound: workers that always refuse make the job fail after maxUnstartedAwardsPerShard awards, naming the bound", (t) => {
+test("retry bound: workers whose runs are refused as they start (no sandbox) make the job fail after maxAttempts runs, naming the bound", (t) => {
   const loop = new Loop({ seed: 14 });
-  const maxUnstarted = 3;
-  const master = loop.addMaster({ project, maxUnstartedAwardsPerShard: maxUnstarted });
+  const master = loop.addMaster({ project });
   const refuses: Behaviour = (run, worker) => ({
     ...(honest(run, worker) as Report),
     outcome: "refused",
@@ -920,23 +919,24 @@ test("retry bound: workers that always refuse make the job fail after maxUnstart
   addWorkers(loop, 6, refuses);
   loop.offerAll();
   const start = loop.nowMs;
-  const maxAttempts = 2;
+  const maxAttempts = 3;
   loop.toMaster(master, { kind: "submit", jobId: "refused", job: jobSpec(start + hourMs, { maxAttempts }) });
   loop.run(start + 30 * minuteMs);
 
   const job = jobOf(loop, master, "refused");
   t.is(job.status, "failed");
   t.regex(job.reason, /the bound/);
-  t.regex(job.reason, new RegExp(`0 runs started and ${maxUnstarted} awards refused or unanswered`));
-  t.is(job.attempts.length, maxUnstarted);
-  t.is(job.shards[0]?.runsAwarded, maxUnstarted);
-  t.true(job.attempts.every((attempt) => attempt.state === "refused"));
-  t.is(new Set(job.attempts.map((attempt) => attempt.worker)).size, maxUnstarted, "never the same worker twice");
+  // Each worker started its run (a lease renewal) before it refused: the runs count toward maxAttempts.
+  t.regex(job.reason, new RegExp(`${maxAttempts} runs started and 0 awards refused or unanswered`));
+  t.is(job.attempts.length, maxAttempts);
+  t.is(job.shards[0]?.runsAwarded, maxAttempts);
+  t.true(job.attempts.every((attempt) => attempt.state === "refused" && attempt.answered === true));
+  t.is(new Set(job.attempts.map((attempt) => attempt.worker)).size, maxAttempts, "never the same worker twice");
   const awards = loop.log.filter(
     ({ effect }) =>
       effect.type === "send" && effect.message.domain === "award" && effect.message.body.jobId === "refused",
   );
-  t.is(awards.length, maxUnstarted, "the master never awarded more than the bound");
+  t.is(awards.length, maxAttempts, "the master never awarded more runs than the bound");
   verdictOf(t, loop, job);
 });
 
@@ -1172,7 +1172,7 @@ testProp(
       for (let shard = 0; shard < shards; shard++) {
         const runs = job.attempts.filter((attempt) => attempt.shard === shard);
         const unstarted = runs.filter(
-          (attempt) => attempt.state === "refused" || (attempt.state === "lost" && attempt.answered === false),
+          (attempt) => attempt.answered === false && (attempt.state === "refused" || attempt.state === "lost"),
         ).length;
         t.true(
           runs.length - unstarted <= bound,
