@@ -4,7 +4,9 @@
  * `cimesh dashboard` prints and clicks "paused": a submitted job is not taken, and the project's page shows why
  * (explain). The paused choice survives a restart of the volunteer's node; after it, "eager" lets the job run: its
  * live log appears on the volunteer's page while it runs and it lands in the history with its outcome; the project's
- * page shows the job's attempts and verdict. Screenshots of both pages go to docs/ with CIMESH_UPDATE_SCREENSHOTS=1
+ * page shows the job's attempts and verdict. While the job runs, the node panel shows its CPU and memory, and the
+ * blob cache's use against its quota; then the volunteer edits the time windows and load ceiling with the keyboard
+ * (in force at once, in config.yaml) and removes the project after a confirm step. Screenshots of both pages go to docs/ with CIMESH_UPDATE_SCREENSHOTS=1
  * (the README shows them). Needs bubblewrap (the job runs
  * in the sandbox) and Chromium.
  */
@@ -15,6 +17,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import test from "ava";
 import { type Browser, type BrowserContext, chromium, type Page } from "playwright-core";
+import { loadConfig } from "../node/files/index.ts";
 import { probeSandbox } from "../node/sandbox/index.ts";
 import { cliOk, Mesh, writeJob } from "./mesh-harness.ts";
 
@@ -133,6 +136,10 @@ test.serial(
       // Eager: the job runs; its log shows live while it sleeps, then the history has it.
       await volunteer.getByRole("button", { name: "eager" }).click();
       await volunteer.locator(".live-log").filter({ hasText: "dashboard says hello" }).waitFor({ timeout: pageWaitMs });
+      // What the running job uses, from its process tree in /proc, while it sleeps.
+      const jobsUse = volunteer.locator("#jobs-use").filter({ hasText: /dash-1 shard 0: CPU .* memory \d/ });
+      await jobsUse.waitFor({ timeout: pageWaitMs });
+      t.log(`the running job's use on the node panel: ${await jobsUse.textContent()}`);
       // .live-log is drawn only for a run the node reports running: the log was seen while the run went on.
       const row = volunteer.locator("#history tr", { hasText: "dash-1" });
       await row.filter({ hasText: "succeeded" }).waitFor({ timeout: pageWaitMs });
@@ -163,6 +170,29 @@ test.serial(
         const width = Number(await page.evaluate("document.documentElement.scrollWidth"));
         t.true(width <= phoneWidthPx, `page ${page.url()} is ${width} px wide on a ${phoneWidthPx} px screen`);
       }
+      await volunteer.setViewportSize({ width: 1100, height: 900 });
+      t.regex((await volunteer.locator("#cache-use").textContent()) ?? "", /^\d.* used of \d.* quota \(\d+%\)$/);
+
+      // The rules, edited with the keyboard: in force at once and kept in config.yaml.
+      await volunteer.getByRole("button", { name: "Edit time windows and load ceiling" }).click();
+      await volunteer.getByRole("button", { name: "Add a window" }).press("Enter");
+      await volunteer.getByLabel("Mon").check();
+      await volunteer.getByLabel("From").fill("08:00");
+      await volunteer.getByLabel("Until").fill("20:30");
+      await volunteer.getByLabel(/Load ceiling/).fill("1000");
+      await volunteer.getByLabel(/Load ceiling/).press("Enter");
+      await volunteer
+        .locator("#rules-now", { hasText: "Mon 08:00–20:30. Load ceiling: 1000. Saved to config.yaml; in force now." })
+        .waitFor({ timeout: pageWaitMs });
+      const rules = { windows: [{ days: [1], startMinute: 8 * 60, endMinute: 20 * 60 + 30 }], maxLoadAverage: 1000 };
+      t.deepEqual((await worker.control.status()).availabilityRules, rules, "the worker acts on them");
+      t.deepEqual((await loadConfig(workerDir)).worker.rules, rules, "config.yaml keeps them");
+
+      // The project removed, after a confirm step: out of config.yaml, in force at the next start.
+      await volunteer.getByRole("button", { name: `Remove ${project}` }).click();
+      await volunteer.getByRole("button", { name: "Yes, remove" }).click();
+      await volunteer.getByText("takes effect at the next start").waitFor({ timeout: pageWaitMs });
+      t.deepEqual((await loadConfig(workerDir)).trust, []);
       t.log(`browser test took ${Date.now() - startedMs} ms`);
     } finally {
       await browser?.close();
