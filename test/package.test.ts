@@ -5,12 +5,12 @@
  * Node.js does not strip types. The bin launcher, on a Node.js older than
  * package.json's engines, says so in one line.
  */
-import { spawn } from "node:child_process";
 import { copyFile, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { delimiter, dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import test from "ava";
+import { type ProcessRun, runProcess, userEnv } from "./processes.ts";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
 const launcherPath = join(root, "bin", "cimesh.js");
@@ -25,45 +25,12 @@ const packageTestTimeoutMs = 12 * 60_000;
 /** An old Node.js: /usr/bin/node is the system's, older than the project's on some machines (Node 20 on this one). */
 const systemNodePath = "/usr/bin/node";
 
-interface Run {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-/** The environment a user's shell would give: no npm_* settings of the `npm test` that runs ava, and this Node.js first. */
-function userEnv(): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = {};
-  for (const [name, value] of Object.entries(process.env))
-    if (!name.toLowerCase().startsWith("npm_") && name !== "CIMESH_HOME") env[name] = value;
-  env.PATH = [dirname(process.execPath), process.env.PATH ?? ""].join(delimiter);
-  return env;
-}
+type Run = ProcessRun;
 
 function run(file: string, args: readonly string[], cwd: string, timeoutMs: number): Promise<Run> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(file, args, { cwd, env: userEnv(), stdio: ["ignore", "pipe", "pipe"] });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.on("data", (chunk: Buffer) => {
-      stdout += chunk.toString("utf8");
-    });
-    child.stderr.on("data", (chunk: Buffer) => {
-      stderr += chunk.toString("utf8");
-    });
-    const timer = setTimeout(() => {
-      child.kill("SIGKILL");
-      reject(new Error(`${file} ${args.join(" ")}: still running after ${timeoutMs} ms\n${stdout}\n${stderr}`));
-    }, timeoutMs);
-    child.on("error", (error) => {
-      clearTimeout(timer);
-      reject(error);
-    });
-    child.on("close", (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-  });
+  // This Node.js first on the PATH, as a user who runs it would have it.
+  const path = [dirname(process.execPath), process.env.PATH ?? ""].join(delimiter);
+  return runProcess(file, args, { cwd, env: userEnv(path), timeoutMs });
 }
 
 async function tempDir(t: import("ava").ExecutionContext, prefix: string): Promise<string> {

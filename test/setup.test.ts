@@ -5,7 +5,6 @@
  * asked and installs nothing). Where bubblewrap can make a sandbox, setup
  * passes.
  */
-import { spawn } from "node:child_process";
 import { realpathSync } from "node:fs";
 import { chmod, mkdir, mkdtemp, readFile, rm, symlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -13,46 +12,18 @@ import { delimiter, dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import test from "ava";
 import { locateExecutable, probeSandbox } from "../node/sandbox/index.ts";
+import { type ProcessRun, runProcess, userEnv } from "./processes.ts";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
 const launcherPath = join(root, "bin", "cimesh.js");
 /** Bound on one setup run: a seccomp compile and one sandbox, or npm starting and running it. */
 const setupTimeoutMs = 90_000;
 
-interface Run {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
+type Run = ProcessRun;
 
+/** Runs a command with only `path` on the PATH (a machine without bubblewrap, made by PATH). */
 function run(file: string, args: readonly string[], path: string): Promise<Run> {
-  return new Promise((resolve, reject) => {
-    const env: NodeJS.ProcessEnv = {};
-    for (const [name, value] of Object.entries(process.env))
-      if (!name.toLowerCase().startsWith("npm_") && name !== "CIMESH_HOME") env[name] = value;
-    env.PATH = path;
-    const child = spawn(file, args, { cwd: root, env, stdio: ["ignore", "pipe", "pipe"] });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.on("data", (chunk: Buffer) => {
-      stdout += chunk.toString("utf8");
-    });
-    child.stderr.on("data", (chunk: Buffer) => {
-      stderr += chunk.toString("utf8");
-    });
-    const timer = setTimeout(() => {
-      child.kill("SIGKILL");
-      reject(new Error(`${file} ${args.join(" ")}: still running after ${setupTimeoutMs} ms\n${stdout}\n${stderr}`));
-    }, setupTimeoutMs);
-    child.on("error", (error) => {
-      clearTimeout(timer);
-      reject(error);
-    });
-    child.on("close", (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-  });
+  return runProcess(file, args, { cwd: root, env: userEnv(path), timeoutMs: setupTimeoutMs });
 }
 
 /** A PATH of one folder with node (the one running the tests) and sh: no bubblewrap, make, cc or package manager. */
