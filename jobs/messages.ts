@@ -65,6 +65,14 @@ export const maxDurationMs = maxJobTimeoutMs * 2;
 export const maxCachedInputBytes = 2 ** 53 - 1;
 export const maxRunningJobs = 256;
 export const maxReportRefChars = 256;
+/** Locks one job may hold at once (a project's lock and a worker's lock of the same name are one entry). */
+export const maxLocksPerJob = 8;
+/** The most holders a lock may allow: a count above it would be no bound at all. */
+export const maxLockCount = 100_000;
+/** Local locks one worker may declare, and so name in an offer. */
+export const maxWorkerLocks = 16;
+/** A lock name: lowercase letters, digits, '.', '_' and '-', starting with a letter or digit. */
+export const maxLockNameChars = 64;
 
 export const maxAnnouncementBytes = 64 * 1024;
 export const maxBidBytes = 2 * 1024;
@@ -125,6 +133,33 @@ export const envNameSchema = z
     "expected an environment variable name: a letter or '_', then letters, digits or '_'",
   );
 
+export const lockNameSchema = z
+  .string()
+  .regex(
+    new RegExp(`^[a-z0-9][a-z0-9._-]{0,${maxLockNameChars - 1}}$`),
+    `expected a lock name: up to ${maxLockNameChars} lowercase letters, digits, '.', '_' or '-', starting with a letter or digit`,
+  );
+
+/**
+ * A lock a job holds while each of its runs runs: at most `count` runs naming it run at once across the project's
+ * mesh (the master's bound), and on a worker that declares a lock of the same name, at most as many as it declares.
+ */
+export const jobLockSchema = z.strictObject({
+  name: lockNameSchema,
+  count: z.number().int().min(1).max(maxLockCount),
+});
+
+export const jobLocksSchema = z
+  .array(jobLockSchema)
+  .max(maxLocksPerJob)
+  .refine((locks) => new Set(locks.map((lock) => lock.name)).size === locks.length, "expected each lock named once");
+
+/** A worker's local lock in its offer: how many more runs naming it the worker takes now. */
+export const offerLockSchema = z.strictObject({
+  name: lockNameSchema,
+  free: z.number().int().min(0).max(maxLockCount),
+});
+
 export const resourcesSchema = z.strictObject({
   cpus: z.number().int().min(1).max(maxJobCpus),
   memoryBytes: z.number().int().min(1).max(maxJobMemoryBytes),
@@ -160,6 +195,8 @@ export const jobSpecSchema = z
     priority: z.number().int().min(0).max(maxPriority),
     maxAttempts: z.number().int().min(1).max(maxAttemptsPerJob),
     deadlineMs: timestampMsSchema,
+    /** Locks each run of the job holds; absent means none. */
+    locks: jobLocksSchema.optional(),
   })
   .refine((job) => job.quorum <= job.replicas, { path: ["quorum"], message: "expected at most replicas" });
 
@@ -243,6 +280,8 @@ export const offerSchema = z
     awardsSeen: z.number().int().min(0).max(maxAwardsSeen),
     dimensions: dimensionsSchema,
     specs: z.array(specClaimSchema).max(maxSpecsPerAdvert),
+    /** The worker's local locks and the runs naming each it takes now; absent means it declares none. */
+    locks: z.array(offerLockSchema).max(maxWorkerLocks).optional(),
   })
   .refine((offer) => offer.freeSlots <= offer.totalSlots, {
     path: ["freeSlots"],
@@ -332,6 +371,8 @@ export const reportSchema = z.strictObject({
 
 export type JobSpec = z.infer<typeof jobSpecSchema>;
 export type Resources = z.infer<typeof resourcesSchema>;
+export type JobLock = z.infer<typeof jobLockSchema>;
+export type OfferLock = z.infer<typeof offerLockSchema>;
 export type JobAnnouncement = z.infer<typeof jobAnnouncementSchema>;
 export type Bid = z.infer<typeof bidSchema>;
 export type Award = z.infer<typeof awardSchema>;
