@@ -40,6 +40,13 @@
  * - Offers (and nothing else a worker says) go to the project's masters
  *   directly, never to every worker: the masters are the announcers of the
  *   project's keyset, which the shell core hands over ("masters").
+ * - Local locks (the volunteer's semaphores, `locks: { vm: 1 }`): a job whose
+ *   `locks` names a lock this worker declares takes one of its count here from
+ *   its award (or its bid) until its run ends; the worker never bids for, nor
+ *   takes, a job that would exceed one (an award that would is refused at
+ *   once, as one that finds its slot taken), and its offers say how many runs
+ *   naming each lock it takes now, so a master awards such jobs elsewhere. A
+ *   job that names no lock of this worker costs the check nothing.
  * - The state is plain data, updated in place; every table has a bound.
  */
 import { type Dimensions, isEligible, maxSpecsPerAdvert, type WorkerAdvert } from "../capabilities/index.ts";
@@ -51,14 +58,18 @@ import {
   type JobAnnouncement,
   type JobSpec,
   type LeaseRenew,
+  lockNameSchema,
   maxAwardsSeen,
   maxBidLifetimeMs,
   maxCachedInputBytes,
   maxLeaseRenewLifetimeMs,
+  maxLockCount,
   maxLogChunkLifetimeMs,
   maxOfferLifetimeMs,
   maxResultLifetimeMs,
   maxRunningJobs,
+  maxWorkerLocks,
+  type OfferLock,
   type Outcome,
   type Reject,
   type Result,
@@ -125,6 +136,8 @@ export interface WorkerConfig {
   readonly resultDeliveryMs: number;
   /** Results kept waiting for an acknowledgement; the oldest is given up first. Default 1,024. */
   readonly maxOutboxResults: number;
+  /** Local semaphores by name: runs of jobs naming a lock that run here at once, at most its count. Default none. */
+  readonly locks: Readonly<Record<string, number>>;
 }
 
 /** How long a log chunk a worker sends is valid. */
@@ -149,6 +162,7 @@ export const defaultWorkerConfig: Omit<WorkerConfig, "shares" | "dimensions" | "
   maxResultRetryWaitMs: 10_000,
   resultDeliveryMs: 60 * 60_000,
   maxOutboxResults: 1024,
+  locks: {},
 };
 
 export interface Candidate {
@@ -184,6 +198,8 @@ export interface RunRecord {
   /** How long a lease the master granted with the award: renewals come at a third of it, whatever renewIntervalMs says. */
   readonly leaseGrantedMs: number;
   lastRenewAtMs: number;
+  /** The worker's local locks the run holds (the job's locks this worker declares); absent when none. */
+  readonly locks?: readonly string[];
 }
 
 /** A result waiting for its master's acknowledgement. */
@@ -299,6 +315,16 @@ export function createWorker(
   }
   if (!(full.offerLifetimeMs >= 1 && full.offerLifetimeMs <= maxOfferLifetimeMs))
     throw new RangeError(`offerLifetimeMs: expected 1..${maxOfferLifetimeMs}, got ${full.offerLifetimeMs}`);
+  const lockNames = Object.keys(full.locks);
+  if (lockNames.length > maxWorkerLocks)
+    throw new RangeError(`locks: expected at most ${maxWorkerLocks} locks, got ${lockNames.length}`);
+  for (const name of lockNames) {
+    if (!lockNameSchema.safeParse(name).success)
+      throw new RangeError(`locks.${name}: expected a lock name (lowercase letters, digits, '.', '_', '-')`);
+    const count = full.locks[name] as number;
+    if (!Number.isInteger(count) || count < 1 || count > maxLockCount)
+      throw new RangeError(`locks.${name}: expected a count of 1..${maxLockCount}, got ${count}`);
+  }
   for (const [project, share] of Object.entries(full.shares)) {
     if (!(share > 0) || !Number.isFinite(share))
       throw new RangeError(`shares.${project}: expected a positive weight, got ${share}`);
@@ -403,6 +429,39 @@ function freeSlots(state: WorkerState): number {
   return state.config.slots - Object.keys(state.running).length - Object.keys(state.pending).length;
 }
 
+/** The job's locks that this worker declares: what a run of it takes here. Empty (and cheap) for most jobs. */
+function localLocksOf(state: WorkerState, job: JobSpec): string[] {
+  if (job.locks === undefined || job.locks.length === 0) return [];
+  const declared = state.config.locks;
+  const names: string[] = [];
+  for (const lock of job.locks) if (Object.hasOwn(declared, lock.name)) names.push(lock.name);
+  return names;
+}
+
+/** Runs and pending bids that hold a local lock now. */
+function lockHolders(state: WorkerState, name: string): number {
+  let holders = 0;
+  for (const run of Object.values(state.running)) if (run.locks?.includes(name) === true) holders++;
+  for (const pending of Object.values(state.pending))
+    if (pending.job.locks?.some((lock) => lock.name === name) === true) holders++;
+  return holders;
+}
+
+/** The first of these local locks with no count left, or undefined when one more run may take each. */
+function fullLock(state: WorkerState, names: readonly string[]): string | undefined {
+  return names.find((name) => lockHolders(state, name) >= (state.config.locks[name] as number));
+}
+
+/** Each declared local lock with the runs naming it this worker takes now: what its offers say. */
+function offerLocks(state: WorkerState): OfferLock[] | undefined {
+  const names = Object.keys(state.config.locks);
+  if (names.length === 0) return undefined;
+  return names.map((name) => ({
+    name,
+    free: Math.max(0, (state.config.locks[name] as number) - lockHolders(state, name)),
+  }));
+}
+
 function dropCandidate(state: WorkerState, key: string): void {
   if (!(key in state.candidates)) return;
   delete state.candidates[key];
@@ -460,6 +519,8 @@ function bidWhileFree(step: Step): void {
         Object.values(state.running).some((run) => run.project === candidate.project && run.jobId === candidate.jobId)
       )
         continue;
+      // A bid holds the job's local locks as it holds a slot: none is bid for that would exceed one.
+      if (fullLock(state, localLocksOf(state, candidate.job)) !== undefined) continue;
       const score = projectLoad(state, candidate.project, nowMs) / (state.config.shares[candidate.project] as number);
       if (
         best === undefined ||
@@ -622,6 +683,14 @@ function onAward(step: Step, master: string, award: Award): void {
     refuseNow("no free slot: another award took the slot offered");
     return;
   }
+  const locks = localLocksOf(state, spec);
+  const full = fullLock(state, locks);
+  if (full !== undefined) {
+    refuseNow(
+      `local lock ${full}: its ${state.config.locks[full]} taken on this worker by runs of other jobs naming it`,
+    );
+    return;
+  }
   const run: RunRecord = {
     runId,
     project: award.project,
@@ -633,6 +702,7 @@ function onAward(step: Step, master: string, award: Award): void {
     leaseExpiresAtMs: award.leaseExpiresAtMs,
     leaseGrantedMs: Math.max(0, award.leaseExpiresAtMs - nowMs),
     lastRenewAtMs: nowMs,
+    ...(locks.length > 0 ? { locks } : {}),
   };
   state.running[runId] = run;
   // The master hears at once that the award was taken: one it does not hear of soon is lost, and the run goes elsewhere.
@@ -803,6 +873,7 @@ function offerSlots(step: Step): void {
         claimsVersion: state.claimsVersion,
         awardsSeen,
       };
+      const locks = offerLocks(state);
       step.send(master, {
         domain: "offer",
         body: {
@@ -816,6 +887,7 @@ function offerSlots(step: Step): void {
           awardsSeen,
           dimensions: state.config.dimensions,
           specs: state.config.specs,
+          ...(locks !== undefined ? { locks } : {}),
         },
       });
     }

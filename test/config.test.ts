@@ -223,6 +223,7 @@ worker:
     disk: null
     tools: [{ name: gcc, version: 13.2.0 }]
   labels: [gpu]
+  locks: { vm: 1, staging-db: 2 }
 trust:
   - project: ${project}
     roots: [${rootHex}]
@@ -256,6 +257,7 @@ quorum:
       },
       dimensions: { cores: 4, memoryBytes: 8 * 2 ** 30, diskBytes: null, tools: [{ name: "gcc", version: "13.2.0" }] },
       labels: ["gpu"],
+      locks: { vm: 1, "staging-db": 2 },
     },
     trust: [{ project, roots: [rootHex], threshold: 1, share: 2.5 }],
     masters: [project],
@@ -291,6 +293,8 @@ test("config mistakes name their line and field", (t) => {
       "worker.rules.windows[0].days[0]",
     ],
     ["worker:\n  availability: sleepy\n", 2, "worker.availability"],
+    ["worker:\n  locks:\n    vm: 0\n", 3, "worker.locks.vm"],
+    ["worker:\n  locks:\n    Big VM: 1\n", 3, "worker.locks.Big VM"],
     ["mdns: true\nwrker: {}\n", 2, "wrker"],
     ["apiPort: 70000\n", 1, "apiPort"],
     ["quorum:\n  spotCheckFraction: 2\n", 2, "quorum.spotCheckFraction"],

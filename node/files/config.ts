@@ -29,7 +29,10 @@ import {
   type AvailabilityRules,
   defaultMasterConfig,
   defaultWorkerConfig,
+  lockNameSchema,
+  maxLockCount,
   maxOfferLifetimeMs,
+  maxWorkerLocks,
 } from "../../jobs/index.ts";
 import { type AddressRole, addressProblem } from "./addresses.ts";
 import { FileFieldError, parseSizeBytes, readYaml, validateYaml } from "./yamlfile.ts";
@@ -53,6 +56,15 @@ export const rootKeyHexChars = 64;
 export const defaultListenAddresses = ["/ip4/0.0.0.0/tcp/0"];
 export const defaultApiPort = 0;
 export const defaultCacheQuotaBytes = 10 * 1024 ** 3;
+/** Most reservations a relay may be told to hold. */
+export const maxRelayReservations = 10_000;
+/** A relay's limits when the config names none (reachability.relayLimits). */
+export const defaultRelayLimits = {
+  maxReservations: 64,
+  dataBytes: 8 * 1024 * 1024,
+  durationMs: 2 * 60_000,
+  reservationTtlMs: 60 * 60_000,
+};
 
 /** A project this node trusts: its first roots and threshold (which its id is made from) and its share of this worker. */
 export interface TrustEntry {
@@ -81,6 +93,8 @@ export interface WorkerSettings {
   rules: { windows: { days: number[]; startMinute: number; endMinute: number }[]; maxLoadAverage: number | null };
   dimensions: DimensionOverrides;
   labels: string[];
+  /** Local semaphores: a job naming one of these locks takes one of its count here while it runs. */
+  locks: Record<string, number>;
 }
 
 /** Protocol timings. The defaults suit a real mesh; tests and small LAN meshes may shorten them. */
@@ -117,6 +131,27 @@ export interface NodeConfig {
   masters: string[];
   timing: TimingSettings;
   quorum: QuorumSettings;
+  reachability: ReachabilitySettings;
+}
+
+/** On or off, or `auto`: decided at start from the node's roles and addresses (node/runtime). */
+export type AutoSwitch = boolean | "auto";
+
+/** How the node reaches and is reached from behind a home router (node/host/nat.ts). */
+export interface ReachabilitySettings {
+  /** Relay for nodes behind NAT; auto: when this node is a project's master and listens beyond loopback. */
+  relay: AutoSwitch;
+  /** What this node allows each reservation when it relays: per relayed connection, bytes and time. */
+  relayLimits: {
+    maxReservations: number;
+    dataBytes: number;
+    durationMs: number;
+    reservationTtlMs: number;
+  };
+  /** Reserve a slot on a relay and advertise its address; auto: when this node relays for no one and listens beyond loopback. */
+  reserveRelay: AutoSwitch;
+  /** Ask the home router for a port mapping by UPnP. */
+  upnp: boolean;
 }
 
 /** What a master believes of results (jobs/master.ts, the Sybil rules): for the projects this node is master of. */
@@ -261,6 +296,10 @@ const workerSchema = z.strictObject({
       tools: dimensions.tools,
     })),
   labels: z.array(labelSchema).max(maxLabels).default([]),
+  locks: z
+    .record(lockNameSchema, z.number().int().min(1).max(maxLockCount))
+    .refine((locks) => Object.keys(locks).length <= maxWorkerLocks, `expected at most ${maxWorkerLocks} locks`)
+    .default({}),
 });
 
 const timingMsSchema = (defaultMs: number) =>
@@ -305,6 +344,35 @@ const quorumSchema = z.strictObject({
   spotCheckFraction: z.number().min(0).max(1).default(defaultMasterConfig.spotCheckFraction),
 });
 
+const autoSwitchSchema = z.union([z.boolean(), z.literal("auto")], {
+  error: "expected true, false or auto",
+});
+
+const reachabilitySchema = z.strictObject({
+  relay: autoSwitchSchema.default("auto"),
+  relayLimits: z
+    .strictObject({
+      maxReservations: z
+        .number()
+        .int()
+        .min(1)
+        .max(maxRelayReservations)
+        .default(defaultRelayLimits.maxReservations),
+      data: sizeSchema.default(defaultRelayLimits.dataBytes),
+      durationMs: z.number().int().min(minTimingMs).max(maxTimingMs).default(defaultRelayLimits.durationMs),
+      reservationTtlMs: z
+        .number()
+        .int()
+        .min(minTimingMs)
+        .max(maxTimingMs)
+        .default(defaultRelayLimits.reservationTtlMs),
+    })
+    .prefault({})
+    .transform(({ data, ...rest }) => ({ ...rest, dataBytes: data })),
+  reserveRelay: autoSwitchSchema.default("auto"),
+  upnp: z.boolean().default(false),
+});
+
 export const nodeConfigSchema = z
   .preprocess(
     (value) => (value === null || value === undefined ? {} : value),
@@ -318,6 +386,7 @@ export const nodeConfigSchema = z
       masters: z.array(projectIdSchema).max(maxMasterProjects).default([]),
       timing: timingSchema.prefault({}),
       quorum: quorumSchema.prefault({}),
+      reachability: reachabilitySchema.prefault({}),
     }),
   )
   .superRefine((config, ctx) => {
@@ -411,11 +480,23 @@ export function configFileForm(config: NodeConfig): Record<string, unknown> {
         tools: worker.dimensions.tools,
       },
       labels: worker.labels,
+      locks: { ...worker.locks },
     },
     trust: config.trust.map((entry) => ({ ...entry })),
     masters: config.masters,
     timing: { ...config.timing },
     quorum: { ...config.quorum },
+    reachability: {
+      relay: config.reachability.relay,
+      relayLimits: {
+        maxReservations: config.reachability.relayLimits.maxReservations,
+        data: config.reachability.relayLimits.dataBytes,
+        durationMs: config.reachability.relayLimits.durationMs,
+        reservationTtlMs: config.reachability.relayLimits.reservationTtlMs,
+      },
+      reserveRelay: config.reachability.reserveRelay,
+      upnp: config.reachability.upnp,
+    },
   };
 }
 
@@ -454,6 +535,8 @@ worker:
     tools: []
   # Labels capability specs may require, e.g. [gpu, fast-disk].
   labels: []
+  # Local semaphores: a job whose \`locks\` names one takes one of its count here while it runs, e.g. { vm: 1 }.
+  locks: {}
   # Space for job inputs and outputs kept between jobs; the least recently used go first.
   cacheQuota: 10GiB
 
@@ -480,6 +563,17 @@ quorum:
   validRunsForFullWeight: 5 # consecutive agreeing results after which a worker weighs 1
   distinctPrefixes: true # replicas of one shard go to distinct network prefixes (IPv4 /24, IPv6 /48)
   spotCheckFraction: 0.1 # share of shards whose first run goes to a runner, whose result has the last word
+
+# Behind a home router (NAT): how this node reaches and is reached. See the README, "Behind a home router".
+reachability:
+  relay: auto # relay for nodes behind NAT (auto: when this node is a project's master and listens beyond loopback)
+  relayLimits: # what a relay allows each reservation, per relayed connection; the relay cuts it past either
+    maxReservations: 64
+    data: 8MiB
+    durationMs: 120000
+    reservationTtlMs: 3600000
+  reserveRelay: auto # reserve a slot on a relay, advertise its address (auto: when no relay and beyond loopback)
+  upnp: false # ask the home router for a port mapping by UPnP
 `;
 
 /**

@@ -116,6 +116,8 @@ const jobFileSchema = mappingOf({
   maxAttempts: z.unknown().optional(),
   deadline: z.string().optional(),
   deadlineMs: z.unknown().optional(),
+  locks: z.unknown().optional(),
+  image: z.unknown().optional(),
 });
 
 /** Two spellings of one field (a unit or milliseconds): at most one may be given. */
@@ -231,6 +233,10 @@ export function parseJobFile(text: string, fileName: string, nowMs: number): Par
       shape.deadline !== undefined
         ? deadlineOf(file, shape.deadline, nowMs)
         : (shape.deadlineMs ?? nowMs + defaultJobDeadlineInMs),
+    // Absent rather than empty when the file names none: a job without locks signs the same bytes as before locks.
+    ...(shape.locks === undefined || shape.locks === null ? {} : { locks: shape.locks }),
+    // Absent when the file names none: a job without an image signs the same bytes as before images.
+    ...(shape.image === undefined || shape.image === null ? {} : { image: shape.image }),
   };
   const result = jobSpecSchema.safeParse(draft);
   if (!result.success) {

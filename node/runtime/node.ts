@@ -174,6 +174,7 @@ async function prepareWorker(
       specs: [],
       slots: config.worker.slots,
       allowNetwork: config.worker.allowNetwork,
+      locks: config.worker.locks,
       rules: config.worker.rules,
       renewIntervalMs: config.timing.renewIntervalMs,
       offerLifetimeMs: config.timing.offerLifetimeMs,
