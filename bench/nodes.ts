@@ -286,7 +286,7 @@ export function spawnTracked(
 }
 
 /**
- * Starts `cimesh start <flags>` on `dataDir`, its event lines to `board`,
+ * Starts `cimesh start <flags>` on `dataDir` (Node.js given `nodeFlags`), its event lines to `board`,
  * and waits (at most nodeStartTimeoutMs) for its "listening on" line. The
  * process is in `started` even if it never listens.
  */
@@ -297,8 +297,9 @@ export async function startNode(
   board: EventBoard,
   started: Started[],
   stderrTailLines: number,
+  nodeFlags: readonly string[] = [],
 ): Promise<MeshNode> {
-  const node = spawnTracked(name, [cliPath, "start", ...flags, "--data-dir", dataDir], started, {
+  const node = spawnTracked(name, [...nodeFlags, cliPath, "start", ...flags, "--data-dir", dataDir], started, {
     stderrTailLines,
     stdin: "ignore",
     onLine: (line) => board.record(name, line),

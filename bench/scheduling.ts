@@ -133,10 +133,10 @@ function bidThroughput(verify: boolean, jobs: number, bidsPerJob: number): Rate 
  * with in-memory ports: every message sealed by its sender and opened by each receiver, every admission made
  * (keyset trust, replay ledger), persistence a no-op (bench/master-store.ts measures the store).
  */
-function jobsThroughput(
+export function jobsThroughput(
   jobCount: number,
   workerCount: number,
-): { jobsPerSecond: number; messagesPerJob: number; verifiesPerJob: number } {
+): { jobsPerSecond: number; jobsPerCpuSecond: number; messagesPerJob: number; verifiesPerJob: number } {
   const rng = seededRng(11);
   const root = identity(99);
   const masterId = identity(100);
@@ -212,7 +212,8 @@ function jobsThroughput(
     self: hexOf(masterId.publicKey),
     ports: portsFor(masterId),
     trust,
-    masters: [{ project, bidWindowMs: 100 }],
+    // Weight off (as bench/nodes.ts benchQuorum): one worker, new to the master, decides its shards alone.
+    masters: [{ project, bidWindowMs: 100, quorumWeight: 0, distinctPrefixes: false }],
     worker: null,
     stored: stored(),
   });
@@ -235,6 +236,7 @@ function jobsThroughput(
   messages = 0;
   verifies = 0;
   const started = performance.now();
+  const cpuStart = process.cpuUsage();
   for (let j = 0; j < jobCount; j++) {
     master.toMaster(project, { kind: "submit", jobId: `job-${j}`, job: jobSpec(nowMs + 3_600_000) });
     for (let guard = 0; guard < 10_000; guard++) {
@@ -249,10 +251,12 @@ function jobsThroughput(
     }
   }
   const elapsedMs = performance.now() - started;
+  const cpu = process.cpuUsage(cpuStart);
   const done = Object.values(master.masterState(project)?.jobs ?? {}).filter((job) => job.status === "passed").length;
   if (done !== jobCount) throw new Error(`bench: expected ${jobCount} jobs passed, got ${done}`);
   return {
     jobsPerSecond: (jobCount * 1000) / elapsedMs,
+    jobsPerCpuSecond: (jobCount * 1e6) / Math.max(1, cpu.user + cpu.system),
     messagesPerJob: messages / jobCount,
     verifiesPerJob: verifies / jobCount,
   };
@@ -278,7 +282,7 @@ export function benchScheduling() {
   );
   console.log(`time per bid beyond the raw verify:                        ${(coreShare * 1e6).toFixed(1)} µs`);
   const runs: number[] = [];
-  let last = { jobsPerSecond: 0, messagesPerJob: 0, verifiesPerJob: 0 };
+  let last = { jobsPerSecond: 0, jobsPerCpuSecond: 0, messagesPerJob: 0, verifiesPerJob: 0 };
   for (let i = 0; i < 5; i++) {
     last = jobsThroughput(400, 1);
     runs.push(last.jobsPerSecond);

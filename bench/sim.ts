@@ -34,7 +34,7 @@ export const perWorkerArrivalsMs = 10 * 60_000;
 /** Messages per worker per hour may grow this much from the smallest mesh to the largest and still be flat. */
 export const maxPerWorkerGrowthRatio = 1.5;
 
-interface ChildFigures {
+export interface ChildFigures {
   readonly scenario: string;
   readonly signatures: string;
   readonly wallMs: number;
@@ -97,13 +97,13 @@ function runChild(name: string, signatures: "real" | "fast", scale: number): voi
 }
 
 /** A run stopped at childTimeoutMs. */
-interface Stopped {
+export interface Stopped {
   readonly scenario: string;
   readonly signatures: string;
   readonly stoppedAfterMs: number;
 }
 
-function inChild(name: string, signatures: "real" | "fast", scale: number): ChildFigures | Stopped {
+export function inChild(name: string, signatures: "real" | "fast", scale: number): ChildFigures | Stopped {
   const child = spawnSync(
     process.execPath,
     [

@@ -229,7 +229,7 @@ export interface TransferThroughput {
   readonly loadAverageAfter: readonly number[];
 }
 
-async function benchThroughput(): Promise<TransferThroughput> {
+export async function benchThroughput(measuredRounds = throughputRounds): Promise<TransferThroughput> {
   const root = await mkdtemp(join(tmpdir(), "cimesh-bench-transfer-"));
   const started: Started[] = [];
   const forget = killOnExit(started);
@@ -282,7 +282,7 @@ async function benchThroughput(): Promise<TransferThroughput> {
     const client = host;
 
     const rounds: ThroughputRound[] = [];
-    for (let round = 0; round < throughputWarmupRounds + throughputRounds; round++) {
+    for (let round = 0; round < throughputWarmupRounds + measuredRounds; round++) {
       const plainFolder = join(root, `plain-${round}`);
       let startMs = performance.now();
       await copyPlain(served.tcpPort, paths, plainFolder);
@@ -330,7 +330,7 @@ async function benchThroughput(): Promise<TransferThroughput> {
     const result: TransferThroughput = {
       treeBytes,
       files: treeFileCount,
-      rounds: throughputRounds,
+      rounds: measuredRounds,
       warmupRounds: throughputWarmupRounds,
       setup:
         "serving side in a child process (bench/transfer-serve.ts): libp2p host + blob store, and a node:net server; " +
@@ -348,7 +348,7 @@ async function benchThroughput(): Promise<TransferThroughput> {
       loadAverageAfter: loadNow(),
     };
     const line = (name: string, value: string) => console.log(`${name.padEnd(44)} ${value}`);
-    line(`libp2p fetch (median of ${throughputRounds})`, fmtRate(result.libp2pFetchMBps));
+    line(`libp2p fetch (median of ${measuredRounds})`, fmtRate(result.libp2pFetchMBps));
     line("plain TCP copy into files (node:net)", fmtRate(result.plainTcpCopyMBps));
     line(
       "ratio libp2p / plain (goal ≥ 0.5)",
