@@ -269,6 +269,30 @@ function peerIdOfKey(hex: string): string {
   return /^[0-9a-f]{64}$/.test(hex) ? peerIdOf(hexToBytes(hex)).toString() : hex;
 }
 
+/** How the node is reached, in words: `cimesh status`'s reachable line (and the relay line of a relay). */
+export function reachabilityLines(reach: NodeStatus["reachability"]): string[] {
+  if (reach === undefined || reach === null)
+    return ["reachable    on loopback only: no NAT services (AutoNAT, relays)"];
+  const lines: string[] = [];
+  if (reach.kind === "public")
+    lines.push(`reachable    public: ${reach.confirmed.join(", ")} dialled back by peers (AutoNAT)`);
+  else if (reach.kind === "relayed")
+    lines.push(
+      `reachable    behind NAT, through relay ${reach.relays.join(", ")} (${reach.relayAddresses.length} relay address(es))`,
+    );
+  else lines.push("reachable    not known yet: no address confirmed by AutoNAT and no relay reservation");
+  if (reach.holePunched.length > 0)
+    lines.push(`hole punched direct after a hole punch with ${reach.holePunched.join(", ")}`);
+  if (reach.relayedPeers > 0) lines.push(`relayed      ${reach.relayedPeers} peer(s) reached only through a relay now`);
+  const service = reach.relayService;
+  if (service !== null)
+    lines.push(
+      `relay for    others: ${service.reservations} of ${service.limits.maxReservations} reservation(s); each relayed connection ${service.limits.dataBytes} bytes, ${service.limits.durationMs} ms`,
+    );
+  if (reach.upnp) lines.push("upnp         port mapping asked of the router");
+  return lines;
+}
+
 function printStatus(status: NodeStatus): void {
   out(`peer id      ${status.peerId}`);
   out(`public key   ${status.publicKey}`);
@@ -295,6 +319,7 @@ function printStatus(status: NodeStatus): void {
   for (const [project, held] of Object.entries(status.offersHeld))
     out(`offers held  ${project}: ${held.freeSlots} slot(s) of ${held.workers} worker(s)`);
   out(`peers        ${status.peers}`);
+  for (const line of reachabilityLines(status.reachability)) out(line);
   for (const entry of status.trusted)
     out(`trusts       ${entry.project}  share ${entry.share}  keyset ${entry.keysetVersion ?? "none yet"}`);
 }

@@ -99,13 +99,19 @@ function sandboxNeeds(compileFilter: () => Promise<CompiledFilter>): SystemNeed[
 
 /**
  * What the project's own tests need: make and a C compiler to build inside the sandbox (the mesh tests compile a C
- * project), and Chromium, which the browser tests drive with playwright-core.
+ * project), Chromium, which the browser tests drive with playwright-core, and ip and nft for the NAT test's network
+ * namespaces.
  */
 const testNeeds: readonly SystemNeed[] = [
   {
     what: "Chromium (/usr/bin/chromium, the browser tests' browser)",
     present: async () => existsSync("/usr/bin/chromium"),
     packages: { "apt-get": ["chromium"], dnf: ["chromium"] },
+  },
+  {
+    what: "ip (iproute2) and nft (nftables): the NAT test's network namespaces and masquerade",
+    present: async () => (await onPath("ip")) !== null && (await onPath("nft")) !== null,
+    packages: { "apt-get": ["iproute2", "nftables"], dnf: ["iproute", "nftables"] },
   },
   {
     what: "make",

@@ -163,6 +163,31 @@ export interface NodeStatus {
   readonly trustRemoved?: readonly string[];
   /** The blob cache (job inputs and outputs): bytes held and the quota (null: none, a master's store). */
   readonly cache?: { readonly usedBytes: number; readonly quotaBytes: number | null };
+  /**
+   * How the node is reached (node/host/nat.ts): `public` (a peer dialled a direct address back, AutoNAT), `relayed`
+   * (behind NAT, through the relays named), `unknown`; the peers reached directly after a hole punch; as a relay, its
+   * limits and reservations held. Null on a node with no NAT services (one on loopback).
+   */
+  readonly reachability?: ReachabilityStatus | null;
+}
+
+export interface ReachabilityStatus {
+  readonly kind: "public" | "relayed" | "unknown";
+  readonly confirmed: readonly string[];
+  readonly relays: readonly string[];
+  readonly relayAddresses: readonly string[];
+  readonly holePunched: readonly string[];
+  readonly relayedPeers: number;
+  readonly relayService: {
+    readonly limits: {
+      readonly maxReservations: number;
+      readonly dataBytes: number;
+      readonly durationMs: number;
+      readonly reservationTtlMs: number;
+    };
+    readonly reservations: number;
+  } | null;
+  readonly upnp: boolean;
 }
 
 /** A tree fetch the node runs for the CLI (`cimesh fetch`, `cimesh result --download`). */

@@ -12,6 +12,7 @@ export type {
   LogLine,
   NodeApi,
   NodeStatus,
+  ReachabilityStatus,
   RulesBody,
   RunSummary,
 } from "./api.ts";

@@ -47,6 +47,22 @@ function minuteOf(text) {
   const minute = Number(match[1]) * 60 + Number(match[2]);
   return minute < minutesPerDay ? minute : null;
 }
+/** How the node is reached, in words (the status's reachability: AutoNAT, relays, hole punches). */
+function reachabilityText(reach) {
+  if (reach === null || reach === undefined) return "on loopback only: no NAT services";
+  const parts = [];
+  if (reach.kind === "public") parts.push(`public: ${reach.confirmed.join(", ")} dialled back by peers`);
+  else if (reach.kind === "relayed")
+    parts.push(`behind NAT, through relay ${reach.relays.map((p) => short(p, 16)).join(", ")}`);
+  else parts.push("not known yet: no address confirmed, no relay reservation");
+  if (reach.holePunched.length > 0)
+    parts.push(`direct after a hole punch with ${reach.holePunched.map((p) => short(p, 16)).join(", ")}`);
+  if (reach.relayService !== null)
+    parts.push(
+      `relays for others: ${reach.relayService.reservations} reservation(s), ${bytes(reach.relayService.limits.dataBytes)} and ${Math.round(reach.relayService.limits.durationMs / 1000)} s per relayed connection`,
+    );
+  return parts.join("; ");
+}
 function bytes(n) {
   if (n === null || n === undefined) return "–";
   const units = ["B", "KiB", "MiB", "GiB", "TiB"];
@@ -352,6 +368,7 @@ class App extends Component {
         <dt>Addresses</dt><dd class="mono">${status.addresses.join(" ")}</dd>
         <dt>Roles</dt><dd>${status.roles.worker ? "worker" : "no worker"}; master of ${status.roles.master.length === 0 ? "none" : status.roles.master.map((p) => short(p)).join(", ")}</dd>
         <dt>Peers</dt><dd>${status.peers}</dd>
+        <dt>Reachable</dt><dd id="reachability">${reachabilityText(status.reachability)}</dd>
         <dt>Peer scores</dt><dd class="mono">${
           Object.entries(status.peerScores)
             .map(([peer, score]) => `${short(peer, 16)} ${score.toFixed(1)}`)

@@ -67,6 +67,7 @@ export const blobProtocolOptions: RequestProtocolOptions = {
   maxResponseBytes: maxBlobBytes + 1,
   maxInboundStreams: 64,
   timeoutMs: blobRequestTimeoutMs,
+  bulk: true,
 };
 
 export class FetchError extends CimeshError {

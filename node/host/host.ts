@@ -49,6 +49,15 @@ import { CimeshError, type Identity, maxEnvelopeBytes } from "../../crypto/index
 import { peerIdOf, toLibp2pPrivateKey } from "../files/index.ts";
 import { type LogWrite, type RateLimit, RateLimiter } from "./limits.ts";
 import {
+  connectionFor,
+  type NatOptions,
+  natServices,
+  type Reachability,
+  ReachabilityWatch,
+  relaySearchAddress,
+  relayTransport,
+} from "./nat.ts";
+import {
   defaultPenaltyLimits,
   type Offence,
   PeerPenalties,
@@ -129,6 +138,11 @@ export interface RequestProtocolOptions {
   readonly maxInboundStreams: number;
   /** The whole life of one request stream. */
   readonly timeoutMs: number;
+  /**
+   * Answers may be large (blobs): on a relayed connection such a request waits for a hole punch or must fit in the
+   * relay's limits left (node/host/nat.ts). Without it, the protocol's frames are small and may use a relayed one.
+   */
+  readonly bulk?: boolean;
 }
 
 /** Checks a DHT record before this node stores or believes it: throws to refuse. */
@@ -162,6 +176,11 @@ export interface HostOptions {
   readonly limits?: Partial<HostLimits>;
   /** libp2p's own metrics (connections, streams, bytes, the DHT), e.g. @libp2p/prometheus-metrics. Default: none. */
   readonly metrics?: Libp2pOptions["metrics"];
+  /**
+   * Reaching and being reached behind NAT (node/host/nat.ts): AutoNAT, DCUtR, a relay slot, relaying for others, UPnP.
+   * Absent: none of it (a node on loopback or in memory).
+   */
+  readonly nat?: NatOptions;
 }
 
 export interface HostLimits {
@@ -220,6 +239,8 @@ export interface Host {
   request(peerId: string, protocol: string, bytes: Uint8Array, options: RequestProtocolOptions): Promise<Uint8Array>;
   /** Closes every connection to a peer (one that misbehaved). */
   hangUp(peerId: string): Promise<void>;
+  /** How this node is reached (public, through a relay, hole punches); null when the host has no NAT services. */
+  reachability(): Reachability | null;
   /** Charges a peer for an offence (the runtime, for what admission refused); past the bound, bans and hangs up on it. */
   penalize(peerId: string, offence: Offence): void;
   /** Whether a peer is refused now. */
@@ -410,6 +431,7 @@ export async function createHost(options: HostOptions): Promise<Host> {
   const direct = new DirectDoor();
   await serveDirect(libp2p, () => direct.handler(), options, guard);
   const setPeerMet = watchPeersMet(libp2p);
+  const reach = options.nat === undefined ? null : new ReachabilityWatch(libp2p, options.nat);
   const stopBootstrap = await keepBootstrapped(libp2p, options.bootstrap);
 
   return {
@@ -426,6 +448,7 @@ export async function createHost(options: HostOptions): Promise<Host> {
     async hangUp(peerId) {
       await libp2p.hangUp(peerIdFromString(peerId)).catch(() => undefined);
     },
+    reachability: () => reach?.status() ?? null,
     penalize: (peerId, offence) => guard.charge(peerId, offence),
     isBanned: (peerId) => guard.banned(peerId),
     penalties: () => guard.status(),
@@ -445,10 +468,12 @@ async function startLibp2p(
   guard: PeerGuard,
 ) {
   const usesMemory = listen.some((address) => address.startsWith("/memory/"));
+  const { nat } = options;
+  const transports = usesMemory ? [memory()] : [tcp()];
   return createLibp2p({
     privateKey: toLibp2pPrivateKey(options.identity),
-    addresses: { listen },
-    transports: usesMemory ? [memory()] : [tcp()],
+    addresses: { listen: nat?.reserveRelay === true ? [...listen, relaySearchAddress] : listen },
+    transports: nat === undefined ? transports : [...transports, relayTransport()],
     connectionEncrypters: [noise()],
     streamMuxers: [yamux({ streamOptions: { initialStreamWindowSize: yamuxStreamWindowBytes } })],
     connectionManager: { maxConnections, dialTimeout: dialTimeoutMs },
@@ -461,6 +486,7 @@ async function startLibp2p(
       ping: ping(),
       dht: dhtService(validators, options.recordSelectors ?? {}, options.log),
       pubsub: gossipService(options, guard),
+      ...(nat === undefined ? {} : natServices(nat)),
     },
   });
 }
@@ -762,7 +788,8 @@ async function serveRequests(
         signal.removeEventListener("abort", onAbort);
       }
     },
-    { maxInboundStreams: limits.maxInboundStreams },
+    // A relayed connection may carry every request: a bulk one's asker keeps to the relay's limits (node/host/nat.ts).
+    { maxInboundStreams: limits.maxInboundStreams, runOnLimitedConnection: true },
   );
 }
 
@@ -777,7 +804,9 @@ async function requestOnce(
   if (bytes.length > limits.maxRequestBytes)
     throw new HostError(`${protocol} request: expected at most ${limits.maxRequestBytes} bytes, got ${bytes.length}`);
   const signal = AbortSignal.timeout(limits.timeoutMs);
-  const stream = await libp2p.dialProtocol(peerIdFromString(peerId), protocol, { signal });
+  const maxBytes = bytes.length + limits.maxResponseBytes;
+  const { connection, settle } = await connectionFor(libp2p, peerId, { bulk: limits.bulk === true, maxBytes }, signal);
+  const stream = await connection.newStream(protocol, { signal, runOnLimitedConnection: true });
   const onAbort = () => stream.abort(new HostError(`${protocol}: expected an answer within ${limits.timeoutMs} ms`));
   signal.addEventListener("abort", onAbort);
   try {
@@ -786,7 +815,9 @@ async function requestOnce(
     answer.catch(() => undefined);
     if (!stream.send(lp.encode.single(bytes))) await stream.onDrain({ signal });
     await stream.close({ signal });
-    return await answer;
+    const response = await answer;
+    settle(bytes.length + response.length);
+    return response;
   } catch (error) {
     stream.abort(error instanceof Error ? error : new Error(String(error)));
     throw error;

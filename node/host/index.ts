@@ -1,6 +1,7 @@
 /**
  * node/host: the node on the network. A libp2p host (transports, gossipsub,
- * the Kademlia DHT and its records, the direct protocol) and the blob
+ * the Kademlia DHT and its records, the direct protocol; AutoNAT, relays and
+ * hole punching for nodes behind NAT) and the blob
  * protocol that serves and fetches content-addressed trees over it.
  */
 export {
@@ -39,6 +40,18 @@ export {
   requestTurnWaitMs,
 } from "./host.ts";
 export { EventLog, type EventLogLimits, type LogWrite, type RateLimit, RateLimiter } from "./limits.ts";
+export {
+  connectionFor,
+  holePunchWaitMs,
+  isRelayed,
+  minRelayTimeLeftMs,
+  type NatOptions,
+  type Reachability,
+  RelayLimitError,
+  type RelayLimits,
+  relayMarginBytes,
+  relaySearchAddress,
+} from "./nat.ts";
 export {
   banMs,
   banPoints,

@@ -223,6 +223,7 @@ export function nodeApi(parts: ApiParts): NodeApi {
       })),
       trustRemoved: [...(parts.trustRemoved ?? [])],
       cache: { usedBytes: blobs.usedBytes(), quotaBytes: blobs.quotaBytes },
+      reachability: host.reachability(),
     };
   };
   return {

@@ -27,6 +27,7 @@ import {
   EventLog,
   type Host,
   type LogWrite,
+  type NatOptions,
   networkPrefixOf,
   type Offence,
   PeerBans,
@@ -34,6 +35,7 @@ import {
   publicKeyHexOf,
   serveBlobs,
 } from "../host/index.ts";
+import { openImageCache } from "../images/index.ts";
 import { createExecutor, type Executor, neutralWorkRoot } from "../sandbox/index.ts";
 import { type BlobStore, type NodeStore, openBlobStore } from "../store/index.ts";
 import { nodeApi } from "./api.ts";
@@ -212,9 +214,11 @@ async function startHost(
   const testMesh = process.env.CIMESH_TEST_MESH === "1";
   const keysets = keysetRecordRules(trustOf);
   const note: LogWrite = (event, fields) => events.note(event, fields);
+  const listen = options.listen.length > 0 ? [...options.listen] : config.listen;
   return createHost({
     identity,
-    listen: options.listen.length > 0 ? [...options.listen] : config.listen,
+    listen,
+    nat: natOptionsOf(config, listen, options.master && config.masters.length > 0),
     bootstrap: [...options.bootstrap, ...config.bootstrap],
     ipColocationWeight: testMesh && process.env[keepColocationEnv] !== "1" ? 0 : undefined,
     mdns: config.mdns && !testMesh,
@@ -224,6 +228,25 @@ async function startHost(
     log: note,
     metrics: metrics.libp2p,
   });
+}
+
+/** Whether a listen address can be reached from another machine at all (not loopback, not in-process memory). */
+function beyondLoopback(address: string): boolean {
+  return !/^\/(ip4\/127\.|ip6\/::1\/|memory\/)/.test(address);
+}
+
+/**
+ * The NAT services of a node (node/host/nat.ts) from its config's reachability section: `auto` relays for others on a
+ * project's master and reserves a relay slot on any other node, both only when the node listens beyond loopback. A
+ * node on loopback alone (or in memory) with every switch on auto gets none of it.
+ */
+export function natOptionsOf(config: NodeConfig, listen: readonly string[], master: boolean): NatOptions | undefined {
+  const { reachability } = config;
+  const wide = listen.some(beyondLoopback);
+  const relay = reachability.relay === "auto" ? master && wide : reachability.relay;
+  const reserveRelay = reachability.reserveRelay === "auto" ? !relay && wide : reachability.reserveRelay;
+  if (!wide && !relay && !reserveRelay && !reachability.upnp) return undefined;
+  return { relay: relay ? { ...reachability.relayLimits } : null, reserveRelay, upnp: reachability.upnp };
 }
 
 /** What an admission's verdict costs the peer that sent the message, or null when nothing. */
@@ -465,6 +488,9 @@ export async function startNode(options: StartOptions): Promise<RunningNode> {
   const fetchFrom = treeFetcher(host, blobs, new PeerBans(), log);
 
   const driverOf = () => driver as NodeDriver<Uint8Array>;
+  // Unpacked images beside the run folders (a neutral path, as the sandbox shows it), one copy per image CID.
+  const images =
+    workerParts === null ? null : await openImageCache(join(neutralWorkRoot(options.dataDir), "images"), blobs);
   const runs =
     workerParts === null
       ? null
@@ -475,6 +501,7 @@ export async function startNode(options: StartOptions): Promise<RunningNode> {
             blobs,
             fetchFrom,
             log,
+            images,
             corruptOutputsDigest: options.faultInjectCorruptResults ? corruptOutputsDigest : null,
           }),
           history,
