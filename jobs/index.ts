@@ -42,6 +42,7 @@ export { hexOf, keyOf } from "./effects.ts";
 export {
   type AttemptRecord,
   type AttemptState,
+  blockingLock,
   createMaster,
   defaultMasterConfig,
   explainJob,
@@ -49,6 +50,8 @@ export {
   type JobStatus,
   jobView,
   type KnownWorker,
+  type LockHold,
+  lockWaitText,
   type MasterChanges,
   type MasterConfig,
   type MasterInput,

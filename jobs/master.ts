@@ -65,6 +65,18 @@
  *   The other runs go to the heaviest workers first (equals at random).
  * - Only runners may run a shard alone (BOINC's adaptive replication), unless
  *   the project opts in for volunteers.
+ *
+ * Locks (mesh-wide semaphores): a job's `locks` name the project locks each of
+ * its runs holds. An award holds them from when it is made until its run ends
+ * (a result, a refusal), it is lost unanswered, or its lease lapses; a run the
+ * master cancelled holds them until its result comes or its lease lapses, since
+ * the worker may still be stopping it. A run may take a lock only while fewer
+ * runs hold it than the least count any of them (and the job itself) names, so
+ * no holder ever runs beside more holders than its own count allows. A job
+ * that wants runs while a lock is full waits for that lock: it is not announced
+ * and takes no offer, and it is planned again (highest priority, then oldest,
+ * first) when a holder lets go. The holds are kept in the attempt records
+ * (`locksHeld`), so a restarted master rebuilds them from its store.
  */
 import { explainPoolText, isEligible } from "../capabilities/index.ts";
 import { maxReasonChars } from "../crypto/index.ts";
@@ -73,6 +85,7 @@ import type { Rng, StepOutput } from "./effects.ts";
 import { keyOf, StepContext } from "./effects.ts";
 import {
   type Bid,
+  type JobLock,
   type JobSpec,
   type LeaseRenew,
   type LogChunk,
@@ -196,6 +209,12 @@ export interface KnownWorker {
   /** Awards this master made to that process: with the offer's awardsSeen, the slots of awards still in flight. */
   awardsMade: number;
   /**
+   * The worker's local locks and the runs naming each it takes, as its offer said less the awards this master made
+   * of jobs naming them since; absent when it declares none. A hint, so that such jobs go elsewhere: the worker
+   * refuses at once an award that would exceed one.
+   */
+  locks?: Record<string, number>;
+  /**
    * Awards to it left unanswered in a row since it was last heard from, and until when nothing more is awarded from
    * its offer (awardAnswerMs doubled for each, at most maxOfferSuspensionMs): a worker cut off by a partition never saw
    * the award, so it keeps its offer standing and would not offer again for the rest of its lifetime.
@@ -234,6 +253,11 @@ export interface AttemptRecord {
    * kept before answers were asked for.
    */
   answered?: boolean;
+  /**
+   * The run holds its job's project locks (see the file comment): from the award until its run ends, is refused, is
+   * lost, or its lease lapses. Absent for a job without locks.
+   */
+  locksHeld?: boolean;
   state: AttemptState;
   digest: string | null;
   outcome: Outcome | null;
@@ -351,7 +375,17 @@ export interface MasterState {
    * hungry job at every offer, it cost a busy master a scan of every worker with a record each time.
    */
   weightKnownCache: Record<string, [provenVersion: number, awards: number, validUntilMs: number, known: boolean]>;
+  /**
+   * The runs holding each project lock, with the count each one's job names: derived from the attempt records whose
+   * locksHeld is set (restoreMaster rebuilds it).
+   */
+  lockHolders: Record<string, LockHold[]>;
+  /** Open jobs that want runs while a lock they name is full, by the lock they wait for: planned when it frees. */
+  lockWaits: Record<string, string>;
 }
+
+/** A run holding a project lock: its job, its attempt, and the count its job names for the lock. */
+export type LockHold = [jobId: string, attempt: number, count: number];
 
 export type MasterInput =
   | { readonly kind: "submit"; readonly jobId: string; readonly job: JobSpec }
@@ -415,6 +449,8 @@ export function createMaster(config: Partial<MasterConfig> & { project: string }
     offering: { runner: [], proven: [], unproven: [] },
     offeringAt: {},
     hungry: {},
+    lockHolders: {},
+    lockWaits: {},
   };
 }
 
@@ -428,7 +464,102 @@ class Step extends StepContext<MasterState> {
   readonly removedJobs = new Set<string>();
   readonly changedReputations = new Set<string>();
   readonly removedReputations = new Set<string>();
+  /** Locks a run let go of in this step: the jobs waiting for them are planned again before the step ends. */
+  readonly releasedLocks = new Set<string>();
 }
+
+/**
+ * The first lock of the job that one more run may not take now, or undefined: a lock is full while as many runs hold
+ * it as the least count named by them and by this job.
+ */
+export function blockingLock(state: MasterState, spec: JobSpec): string | undefined {
+  if (spec.locks === undefined || spec.locks.length === 0) return undefined;
+  for (const lock of spec.locks) {
+    const holders = state.lockHolders[lock.name];
+    if (holders === undefined) continue;
+    let limit = lock.count;
+    for (const hold of holders) limit = Math.min(limit, hold[2]);
+    if (holders.length >= limit) return lock.name;
+  }
+  return undefined;
+}
+
+function takeLocks(state: MasterState, job: JobRecord, attempt: AttemptRecord): void {
+  const locks = job.spec.locks;
+  if (locks === undefined || locks.length === 0) return;
+  attempt.locksHeld = true;
+  for (const lock of locks) addHold(state, lock, [job.jobId, attempt.attempt, lock.count]);
+}
+
+function addHold(state: MasterState, lock: JobLock, hold: LockHold): void {
+  const holders = state.lockHolders[lock.name];
+  if (holders === undefined) state.lockHolders[lock.name] = [hold];
+  else holders.push(hold);
+}
+
+/** The run lets go of its job's locks (its run ended, was refused or lost, or its lease lapsed). */
+function releaseLocks(step: Step, job: JobRecord, attempt: AttemptRecord): void {
+  if (attempt.locksHeld !== true) return;
+  const { state } = step;
+  attempt.locksHeld = false;
+  step.changedJobs.add(job.jobId);
+  for (const lock of job.spec.locks ?? []) {
+    const holders = state.lockHolders[lock.name];
+    if (holders === undefined) continue;
+    const index = holders.findIndex((hold) => hold[0] === job.jobId && hold[1] === attempt.attempt);
+    if (index >= 0) holders.splice(index, 1);
+    if (holders.length === 0) delete state.lockHolders[lock.name];
+    step.releasedLocks.add(lock.name);
+  }
+}
+
+/** Runs the master cancelled whose lease has lapsed since: they let go of their locks (the worker stopped them). */
+function releaseLapsedHolds(step: Step, job: JobRecord): void {
+  if (job.spec.locks === undefined) return;
+  for (const attempt of job.attempts)
+    if (attempt.locksHeld === true && attempt.state === "cancelled" && attempt.leaseExpiresAtMs <= step.nowMs)
+      releaseLocks(step, job, attempt);
+}
+
+/** The job wants runs while `lock` is full: it waits for it, unannounced and out of the offers' way. */
+function waitForLock(step: Step, job: JobRecord, lock: string): void {
+  const { state } = step;
+  delete state.hungry[job.jobId];
+  job.reannounceAtMs = null;
+  if (state.lockWaits[job.jobId] === lock) return;
+  state.lockWaits[job.jobId] = lock;
+  step.log("lock-wait", { jobId: job.jobId, lock });
+}
+
+/** Plans again the jobs waiting for a lock a run let go of in this step, highest priority first, then the oldest. */
+function wakeLockWaiters(step: Step): void {
+  const { state } = step;
+  // Planning takes locks but lets none go, so one pass would do; the bound only guards against a mistake.
+  for (let pass = 0; pass < maxLockWakePasses && step.releasedLocks.size > 0; pass++) {
+    const released = new Set(step.releasedLocks);
+    step.releasedLocks.clear();
+    const waiting: JobRecord[] = [];
+    for (const jobId in state.lockWaits) {
+      const job = state.jobs[jobId];
+      if (job === undefined || job.status !== "open") delete state.lockWaits[jobId];
+      else if (released.has(state.lockWaits[jobId] as string)) waiting.push(job);
+    }
+    waiting.sort(
+      (a, b) =>
+        b.spec.priority - a.spec.priority ||
+        a.submittedAtMs - b.submittedAtMs ||
+        (a.jobId < b.jobId ? -1 : a.jobId > b.jobId ? 1 : 0),
+    );
+    for (const job of waiting) {
+      delete state.lockWaits[job.jobId];
+      step.changedJobs.add(job.jobId);
+      planNext(step, job);
+    }
+  }
+}
+
+/** Passes of wakeLockWaiters in one step. */
+const maxLockWakePasses = 4;
 
 function runBound(spec: JobSpec): number {
   return Math.max(spec.maxAttempts, spec.replicas);
@@ -814,6 +945,7 @@ function award(step: Step, job: JobRecord, bid: PendingBid, shard: number): void
     summary: "",
   };
   job.attempts.push(attempt);
+  takeLocks(state, job, attempt);
   (job.shards[shard] as ShardRecord).runsAwarded++;
   schedule(state, attempt.leaseExpiresAtMs, job.jobId);
   schedule(state, nowMs + state.config.awardAnswerMs, job.jobId);
@@ -822,6 +954,9 @@ function award(step: Step, job: JobRecord, bid: PendingBid, shard: number): void
   if (known !== undefined) {
     known.awardsMade++;
     known.freeSlots = Math.max(0, known.freeSlots - 1);
+    if (known.locks !== undefined)
+      for (const lock of job.spec.locks ?? [])
+        if (lock.name in known.locks) known.locks[lock.name] = Math.max(0, (known.locks[lock.name] as number) - 1);
     if (known.freeSlots === 0) stopOffering(state, bid.worker);
   }
   step.send(bid.worker, {
@@ -938,6 +1073,11 @@ function offerCandidate(state: MasterState, job: JobRecord, worker: string, nowM
   }
   if ((known.suspendedUntilMs ?? 0) > nowMs) return undefined;
   if ((job.spec.network && !known.network) || !isEligible(job.spec, known)) return undefined;
+  // A worker whose local lock the job names, with none of it left, would refuse the award.
+  if (job.spec.locks !== undefined && known.locks !== undefined) {
+    const locks = known.locks;
+    if (job.spec.locks.some((lock) => locks[lock.name] === 0)) return undefined;
+  }
   return { worker, round: job.round, receivedAtMs: nowMs, runner: known.runner, prefix: known.prefix, offered: true };
 }
 
@@ -1120,6 +1260,7 @@ function awardShardRuns(
   const runnerOnly = awaitsRunner(state, job, groups, runnerDigests, nowMs);
   const minWeight = weightWanted(state, job, shard, groups, nowMs);
   while (needed > 0) {
+    if (blockingLock(state, job.spec) !== undefined) break;
     const bid = pickBid(
       state,
       job,
@@ -1189,23 +1330,32 @@ function planNext(step: Step, job: JobRecord): void {
   const { state, nowMs } = step;
   if (job.status !== "open") {
     delete state.hungry[job.jobId];
+    delete state.lockWaits[job.jobId];
     return;
   }
   evaluate(step, job);
   if (job.status !== "open") {
     delete state.hungry[job.jobId];
+    delete state.lockWaits[job.jobId];
     return;
   }
   let needed = totalRunsNeeded(state, job, nowMs);
-  if (needed > 0) {
+  if (needed > 0 && blockingLock(state, job.spec) === undefined) {
     awardFromOffers(step, job);
     needed = totalRunsNeeded(state, job, nowMs);
   }
   if (needed === 0) {
     delete state.hungry[job.jobId];
+    delete state.lockWaits[job.jobId];
     job.reannounceAtMs = null;
     return;
   }
+  const lock = blockingLock(state, job.spec);
+  if (lock !== undefined) {
+    waitForLock(step, job, lock);
+    return;
+  }
+  delete state.lockWaits[job.jobId];
   state.hungry[job.jobId] = leastWeightWanted(state, job, nowMs);
   if (job.windowEndsAtMs !== null) return;
   if (job.reannounceAtMs !== null && job.reannounceAtMs > nowMs) return;
@@ -1350,6 +1500,7 @@ function end(step: Step, job: JobRecord, status: Exclude<JobStatus, "open">, rea
   for (const attempt of job.attempts)
     if (attempt.state === "running") cancelAttempt(step, job, attempt, `job ${status}: ${job.reason}`);
   delete state.hungry[job.jobId];
+  delete state.lockWaits[job.jobId];
   // Only an announced job is held by workers other than those it was awarded to (told directly above).
   const heldElsewhere = job.announcements > 0;
   if (status === "cancelled" && heldElsewhere) {
@@ -1389,7 +1540,11 @@ function end(step: Step, job: JobRecord, status: Exclude<JobStatus, "open">, rea
 function evictEndedJobs(step: Step): boolean {
   const { state } = step;
   while (state.jobOrder.length >= state.config.maxJobs) {
-    const index = state.jobOrder.findIndex((id) => state.jobs[id]?.status !== "open");
+    // A job whose cancelled runs still hold locks is kept until they let go: its record is what holds them.
+    const index = state.jobOrder.findIndex((id) => {
+      const job = state.jobs[id];
+      return job !== undefined && job.status !== "open" && !job.attempts.some((attempt) => attempt.locksHeld === true);
+    });
     if (index < 0) return false;
     const [id] = state.jobOrder.splice(index, 1);
     delete state.jobs[id as string];
@@ -1472,6 +1627,11 @@ function onBid(step: Step, worker: string, bid: Bid, runner: boolean, prefix: st
   }
   if (totalRunsNeeded(state, job, nowMs) === 0) {
     reject(step, job.jobId, worker, bid.round, "no run wanted now");
+    return;
+  }
+  const lock = blockingLock(state, job.spec);
+  if (lock !== undefined) {
+    reject(step, job.jobId, worker, bid.round, `waiting for lock ${lock}: as many runs hold it as its count`);
     return;
   }
   if (job.bids.length >= state.config.maxBidsPerWindow) {
@@ -1571,6 +1731,8 @@ function onResult(step: Step, worker: string, result: Result): void {
     return;
   }
   acknowledge(step, worker, result);
+  // The run ended (or never started): whatever became of the attempt, it holds no lock now.
+  releaseLocks(step, job, attempt);
   if (attempt.state !== "running") {
     // Late (the lease lapsed, the shard was decided) or a duplicate: counted once or not at all, never twice.
     step.log("result-ignored", {
@@ -1677,6 +1839,9 @@ function onOffer(step: Step, worker: string, offer: Offer, runner: boolean, pref
     network: offer.network,
     epoch: offer.epoch,
     awardsMade,
+    ...(offer.locks !== undefined
+      ? { locks: Object.fromEntries(offer.locks.map((lock) => [lock.name, lock.free])) }
+      : {}),
   };
   if (isProven(state, worker, runner)) holdProven(state, worker, known);
   else {
@@ -1728,7 +1893,11 @@ function onOffer(step: Step, worker: string, offer: Offer, runner: boolean, pref
     if (totalRunsNeeded(state, job, step.nowMs) === 0) {
       delete state.hungry[job.jobId];
       job.reannounceAtMs = null;
-    } else state.hungry[job.jobId] = leastWeightWanted(state, job, step.nowMs);
+    } else {
+      const lock = blockingLock(state, job.spec);
+      if (lock !== undefined) waitForLock(step, job, lock);
+      else state.hungry[job.jobId] = leastWeightWanted(state, job, step.nowMs);
+    }
   }
 }
 
@@ -1774,6 +1943,7 @@ function onTimer(step: Step, job: JobRecord): void {
     const unanswered = attempt.answered === false && attempt.awardedAtMs + state.config.awardAnswerMs <= nowMs;
     if (attempt.leaseExpiresAtMs > nowMs && !unanswered) continue;
     attempt.state = "lost";
+    releaseLocks(step, job, attempt);
     const record = job.shards[attempt.shard] as ShardRecord;
     if (record.trustedAlone === attempt.worker) record.trustedAlone = null;
     // A worker whose run lapsed offers again when the slot frees (it kills the run when its lease ends); one that left
@@ -1806,6 +1976,7 @@ function onTick(step: Step): void {
     const job = state.jobs[jobId];
     if (job === undefined) continue;
     step.changedJobs.add(jobId);
+    releaseLapsedHolds(step, job);
     onTimer(step, job);
   }
 }
@@ -1864,6 +2035,7 @@ export function stepMaster(state: MasterState, input: MasterInput, nowMs: number
       onTick(step);
       break;
   }
+  wakeLockWaiters(step);
   const named = jobOfInput(input);
   if (named !== null && named in state.jobs) step.changedJobs.add(named);
   const next = peekTimer(state.timers);
@@ -1899,7 +2071,16 @@ export function restoreMaster(
   for (const job of ordered) {
     state.jobs[job.jobId] = job;
     state.jobOrder.push(job.jobId);
+    // The runs that held locks hold them still: a running one until its lease (extended by the restart) or its
+    // result, a cancelled one until its lease lapses or its result comes.
+    for (const attempt of job.attempts) {
+      if (attempt.locksHeld !== true) continue;
+      for (const lock of job.spec.locks ?? []) addHold(state, lock, [job.jobId, attempt.attempt, lock.count]);
+      if (attempt.state !== "running") schedule(state, attempt.leaseExpiresAtMs, job.jobId);
+    }
     if (job.status !== "open") continue;
+    // A job naming locks may have been waiting for one: it is planned at the restart, and waits again if it must.
+    if (job.spec.locks !== undefined && job.spec.locks.length > 0) schedule(state, 0, job.jobId);
     schedule(state, job.spec.deadlineMs, job.jobId);
     if (job.windowEndsAtMs !== null) schedule(state, job.windowEndsAtMs, job.jobId);
     if (job.reannounceAtMs !== null) schedule(state, job.reannounceAtMs, job.jobId);
@@ -1925,6 +2106,26 @@ export function offersHeld(state: MasterState, nowMs: number): { workers: number
     }
   return { workers, freeSlots };
 }
+
+/**
+ * Why a job waits for a lock, in words ("" when it does not): the lock, its holders and the count that bounds them.
+ * What `cimesh explain` and the job's waiting line say.
+ */
+export function lockWaitText(state: MasterState, jobId: string): string {
+  const job = state.jobs[jobId];
+  const lock = state.lockWaits[jobId];
+  if (job === undefined || job.status !== "open" || lock === undefined) return "";
+  const holders = state.lockHolders[lock] ?? [];
+  let limit = job.spec.locks?.find((named) => named.name === lock)?.count ?? 0;
+  for (const hold of holders) limit = Math.min(limit, hold[2]);
+  const jobs = [...new Set(holders.map((hold) => hold[0]))];
+  const shown = jobs.slice(0, maxHoldersShown).join(", ");
+  const more = jobs.length > maxHoldersShown ? ` and ${jobs.length - maxHoldersShown} more` : "";
+  return `waiting for lock ${lock}: ${holders.length} of ${limit} held (by runs of ${shown}${more})`;
+}
+
+/** Jobs named as holders of a lock in a waiting line; the rest are counted. */
+export const maxHoldersShown = 5;
 
 /** What the master knows about a job, for `cimesh status` and `explain`. */
 export function jobView(state: MasterState, jobId: string): JobRecord | undefined {
@@ -1956,6 +2157,12 @@ export function explainJob(state: MasterState, jobId: string, nowMs: number): st
       `shard ${shard}: ${standing}, ${record.runsAwarded - unstarted} of at most ${runBound(job.spec)} runs started, ${unstarted} of at most ${state.config.maxUnstartedAwardsPerShard} awards refused or unanswered`,
     );
   });
+  for (const lock of job.spec.locks ?? [])
+    lines.push(
+      `lock ${lock.name} (count ${lock.count}): ${state.lockHolders[lock.name]?.length ?? 0} run(s) hold it, ${job.attempts.filter((attempt) => attempt.locksHeld === true).length} of them this job's`,
+    );
+  const waiting = lockWaitText(state, jobId);
+  if (waiting !== "") lines.push(waiting);
   const workers = knownWorkers(state).filter((worker) => worker.expiresAtMs >= nowMs);
   lines.push(explainPoolText(job.spec, workers));
   const unavailable = workers.filter(

@@ -5,7 +5,7 @@
  * It decides nothing; `cimesh explain` gives the whole picture.
  */
 import { explainPoolText, matchJob } from "../../capabilities/index.ts";
-import type { JobRecord, KnownWorker, MasterState } from "../../jobs/index.ts";
+import { type JobRecord, type KnownWorker, lockWaitText, type MasterState } from "../../jobs/index.ts";
 
 function plural(count: number, one: string, many: string): string {
   return `${count} ${count === 1 ? one : many}`;
@@ -42,6 +42,8 @@ export function waitingReason(state: MasterState, job: JobRecord, nowMs: number,
     (shard, index) => shard.decidedDigest === null && shard.failure === "" && !busyShards.has(index),
   ).length;
   const under = running.length === 0 ? "" : `${plural(running.length, "run", "runs")} under way`;
+  const lockWait = lockWaitText(state, job.jobId);
+  if (lockWait !== "") return under === "" ? lockWait : `${under}; ${lockWait}`;
   if (wanting === 0) return under === "" ? "waiting for the quorum of each shard" : `${under}, waiting for results`;
   const why = wantingReason(state, job, nowMs, peers);
   return under === "" ? why : `${under}; ${plural(wanting, "shard waits", "shards wait")}: ${why}`;
