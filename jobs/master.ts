@@ -550,8 +550,8 @@ function wakeLockWaiters(step: Step): void {
         a.submittedAtMs - b.submittedAtMs ||
         (a.jobId < b.jobId ? -1 : a.jobId > b.jobId ? 1 : 0),
     );
+    // Each stays listed while planned: one that must wait on for the same lock does not begin a new wait.
     for (const job of waiting) {
-      delete state.lockWaits[job.jobId];
       step.changedJobs.add(job.jobId);
       planNext(step, job);
     }

@@ -63,6 +63,8 @@ export class Figures {
   offers = 0;
   /** Offers that reached a master's machine. */
   offersDelivered = 0;
+  /** Times a job that wanted runs began to wait for a project lock its holders filled. */
+  lockWaits = 0;
   interval: SeriesInterval = { messages: 0, offers: 0, bids: 0, verdicts: 0, claims: [], verdictTimes: [] };
 
   constructor(projects: number) {

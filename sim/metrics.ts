@@ -91,6 +91,8 @@ export interface Metrics {
     }[];
   };
   readonly security: Record<string, number>;
+  /** Times a job that wanted runs began to wait for a project lock (the scenario's jobs.locks) its holders filled. */
+  readonly lockWaits: number;
   readonly invariants: { readonly checked: readonly string[]; readonly violations: readonly Violation[] };
   readonly series: readonly SeriesPoint[];
 }
@@ -255,6 +257,7 @@ export function collectMetrics(end: RunEnd): Metrics {
       perProject,
     },
     security: observer.figures.security,
+    lockWaits: observer.figures.lockWaits,
     invariants: { checked: invariantNames, violations: observer.invariants.listed() },
     series: end.series,
   };

@@ -232,8 +232,12 @@ export class Observer {
     for (const copy of ends) this.observeEnd(master, copy);
   }
 
-  /** A machine's log line: the master's "trusted-alone" tells the quorum check to expect one result. */
+  /**
+   * A machine's log line: the master's "trusted-alone" tells the quorum check to expect one result; its "lock-wait"
+   * is a job beginning to wait for a full project lock.
+   */
   logged(event: string, fields: Readonly<Record<string, unknown>>): void {
+    if (event === "lock-wait") this.figures.lockWaits++;
     if (event !== "trusted-alone") return;
     const truth = this.jobs.get(String(fields.jobId));
     if (truth === undefined) return;

@@ -9,7 +9,7 @@
  * milliseconds; fractions are numbers in [0, 1].
  */
 import { z } from "zod";
-import { defaultMasterConfig, defaultWorkerConfig, maxOfferLifetimeMs } from "../jobs/index.ts";
+import { defaultMasterConfig, defaultWorkerConfig, jobLocksSchema, maxOfferLifetimeMs } from "../jobs/index.ts";
 import {
   describeValue,
   FileFieldError,
@@ -114,6 +114,8 @@ const jobsSchema = z.strictObject({
   deadline: duration(maxDrainMs).default(4 * 3_600_000),
   /** Fraction of jobs whose honest outcome is a failing test (the verdict is "failed", agreed by quorum). */
   failing: fraction.default(0),
+  /** Project locks every job holds while each of its runs runs, e.g. [{ name: staging-db, count: 2 }]. */
+  locks: jobLocksSchema.default([]),
 });
 
 const networkSchema = z.strictObject({

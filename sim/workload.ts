@@ -36,6 +36,7 @@ export function simJobSpec(jobs: Scenario["jobs"], deadlineMs: number, durationM
     priority: 0,
     maxAttempts: jobs.maxAttempts,
     deadlineMs,
+    ...(jobs.locks.length > 0 ? { locks: jobs.locks } : {}),
   };
 }
 
