@@ -1759,7 +1759,7 @@ function onResult(step: Step, worker: string, result: Result): void {
     dropOffer(step.state, worker);
   } else {
     attempt.state = "reported";
-    attempt.digest = resultDigest(result);
+    attempt.digest = resultDigest(result, job.spec);
   }
   planNext(step, job);
 }

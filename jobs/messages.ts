@@ -197,6 +197,8 @@ export const jobSpecSchema = z
     deadlineMs: timestampMsSchema,
     /** Locks each run of the job holds; absent means none. */
     locks: jobLocksSchema.optional(),
+    /** The root filesystem the steps run in: the CID of a tree (`cimesh image import`); absent means the worker's own system. */
+    image: digestSchema.optional(),
   })
   .refine((job) => job.quorum <= job.replicas, { path: ["quorum"], message: "expected at most replicas" });
 

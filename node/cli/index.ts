@@ -14,12 +14,13 @@
  * The commands live in one file per group: node-commands.ts (init, id, start,
  * stop, status, availability), project-commands.ts (project, trust, spec),
  * job-commands.ts (submit, jobs, logs, result, fetch, explain, cancel, run),
- * sim-command.ts (sim) and setup.ts (setup); common.ts holds the root
+ * image-commands.ts (image import), sim-command.ts (sim) and setup.ts (setup); common.ts holds the root
  * command and what they share. This file adds the commands, in the order
  * `cimesh --help` lists them, and runs the one asked for.
  */
 import { CimeshError } from "../../crypto/index.ts";
 import { program } from "./common.ts";
+import { addImageCommand } from "./image-commands.ts";
 import {
   addCancelCommand,
   addExplainCommand,
@@ -49,6 +50,7 @@ addIdCommand();
 addProjectCommand();
 addTrustCommand();
 addSpecCommand();
+addImageCommand();
 addStartCommand();
 addStopCommand();
 addSubmitCommand();

@@ -539,7 +539,9 @@ export function addRunCommand(): void {
       const parsed = parseJobFile(text, path, Date.now());
       if (options.shard >= parsed.spec.shards)
         throw new CliOptionError("--shard", `below the job's shards (${parsed.spec.shards})`, options.shard);
-      const { createExecutor, minRunDiskBytes, runDiskLimitBytes } = await import("../sandbox/index.ts");
+      const { createExecutor, minRunDiskBytes, neutralWorkRoot, runDiskLimitBytes } = await import(
+        "../sandbox/index.ts"
+      );
       const { MissingBlobError, openBlobStore, packTree, unpackTree } = await import("../store/index.ts");
       const workRoot = await mkdtemp(join(tmpdir(), "cimesh-run-"));
       // A node's blob store where one is named (it holds the trees the mesh sent a worker, and keeps what this run
@@ -550,6 +552,21 @@ export function addRunCommand(): void {
       let inputsRoot = parsed.spec.inputsDigest;
       if (parsed.inputsFolder !== null)
         inputsRoot = (await packTree(resolve(dirname(path), parsed.inputsFolder), store)).root;
+      const image = parsed.spec.image;
+      // With a node's data folder, the image is unpacked where that node's runs find it (and reused if it is there).
+      const images =
+        image === undefined
+          ? null
+          : await (await import("../images/index.ts")).openImageCache(
+              named ? join(neutralWorkRoot(dataDirOf()), "images") : join(workRoot, "images"),
+              store,
+            );
+      const missingTree = (what: string, root: string, error: unknown): never => {
+        if (!(error instanceof MissingBlobError)) throw error;
+        throw new TransferError(
+          `${what} ${root}: ${String(error)}; \`cimesh fetch ${root} <folder>\` brings a tree from the mesh${named ? "" : ", and --data-dir names the node whose blob store holds it"}`,
+        );
+      };
       const executor = createExecutor({
         workRoot,
         allowUnsandboxed: options.allowUnsandboxed === true,
@@ -581,21 +598,28 @@ export function addRunCommand(): void {
           },
           {
             prepare:
-              inputsRoot === null
+              inputsRoot === null && images === null
                 ? undefined
                 : async (folder) => {
+                    let imageRoot: string | null = null;
+                    if (images !== null && image !== undefined) {
+                      // The same tree a worker runs in, from the blob store, unpacked once and bound read-only.
+                      const ready = await images
+                        .ready(image)
+                        .catch((error: unknown) => missingTree("image", image, error));
+                      imageRoot = ready.root;
+                    }
+                    if (inputsRoot === null) return { imageRoot };
                     // Held to the run's disk as a worker holds them, so the job runs here as it would there.
                     const declared = parsed.spec.resources.diskBytes;
                     const limit = {
                       maxBytes: runDiskLimitBytes(declared),
                       name: `the job's resources.diskBytes (${declared} declared, at least ${minRunDiskBytes} for any run)`,
                     };
-                    await unpackTree(inputsRoot as string, store, folder, { limit }).catch((error: unknown) => {
-                      if (!(error instanceof MissingBlobError)) throw error;
-                      throw new TransferError(
-                        `inputs ${inputsRoot}: ${String(error)}; \`cimesh fetch ${inputsRoot} <folder>\` brings a tree from the mesh${named ? "" : ", and --data-dir names the node whose blob store holds it"}`,
-                      );
-                    });
+                    await unpackTree(inputsRoot, store, folder, { limit }).catch((error: unknown) =>
+                      missingTree("inputs", inputsRoot as string, error),
+                    );
+                    return { imageRoot };
                   },
             onLog: (chunk) => {
               (chunk.stream === "stdout" ? process.stdout : process.stderr).write(chunk.data);
@@ -603,7 +627,7 @@ export function addRunCommand(): void {
           },
         );
         // The digest replicas compare, as `cimesh result` shows a shard's: a run here agrees with the mesh's if equal.
-        const digest = resultDigest(report);
+        const digest = resultDigest(report, parsed.spec);
         process.stderr.write(
           `cimesh run: ${report.outcome}${report.exitCode === null ? "" : `, exit ${report.exitCode}`} after ${formatDuration(report.durationMs)}\n` +
             `  shard ${options.shard}    ${digest}  (the result digest; \`cimesh result <job>\` shows the accepted one per shard)\n` +

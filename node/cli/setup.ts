@@ -99,8 +99,8 @@ function sandboxNeeds(compileFilter: () => Promise<CompiledFilter>): SystemNeed[
 
 /**
  * What the project's own tests need: make and a C compiler to build inside the sandbox (the mesh tests compile a C
- * project), Chromium, which the browser tests drive with playwright-core, and ip and nft for the NAT test's network
- * namespaces.
+ * project), Chromium, which the browser tests drive with playwright-core, ip and nft for the NAT test's network
+ * namespaces, and umoci with a static busybox, from which the image tests make an OCI image offline.
  */
 const testNeeds: readonly SystemNeed[] = [
   {
@@ -112,6 +112,11 @@ const testNeeds: readonly SystemNeed[] = [
     what: "ip (iproute2) and nft (nftables): the NAT test's network namespaces and masquerade",
     present: async () => (await onPath("ip")) !== null && (await onPath("nft")) !== null,
     packages: { "apt-get": ["iproute2", "nftables"], dnf: ["iproute", "nftables"] },
+  },
+  {
+    what: "umoci and a static busybox: the image tests lay out and import an OCI image made offline",
+    present: async () => (await onPath("umoci")) !== null && existsSync("/bin/busybox"),
+    packages: { "apt-get": ["umoci", "busybox-static"], dnf: ["umoci", "busybox"] },
   },
   {
     what: "make",

@@ -54,7 +54,9 @@ export interface RunHistoryEntry {
   readonly exitCode: number | null;
   /** The run's duration as the executor measured it (what the master is told); null while it runs. */
   readonly durationMs: number | null;
-  /** What replicas compare (jobs/digest.ts): of outcome, exit code and outputs digest. */
+  /** The image the run's steps ran in (the job's `image`); absent for a job without one. */
+  readonly image?: string;
+  /** What replicas compare (jobs/digest.ts): of outcome, exit code and outputs digest (and the job's image). */
   readonly resultDigest: string | null;
   readonly outputsDigest: string | null;
   readonly logDigest: string | null;
@@ -295,6 +297,7 @@ export async function openRunHistory(db: Level<string, string>, options: RunHist
         shards: run.job.shards,
         attempt: run.attempt,
         master,
+        ...(run.job.image === undefined ? {} : { image: run.job.image }),
         startedAtMs: atMs,
         endedAtMs: null,
         outcome: null,
@@ -339,7 +342,7 @@ export async function openRunHistory(db: Level<string, string>, options: RunHist
         outcome: report.outcome,
         exitCode: report.exitCode,
         durationMs: report.durationMs,
-        resultDigest: resultDigest(report),
+        resultDigest: resultDigest(report, entry),
         outputsDigest: report.outputsDigest,
         logDigest: report.logDigest,
         summary: report.summary,

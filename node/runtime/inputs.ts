@@ -16,6 +16,7 @@ import {
   type PeerBans,
   peerIdOfPublicKeyHex,
 } from "../host/index.ts";
+import type { ImageCache } from "../images/index.ts";
 import { minRunDiskBytes, runDiskLimitBytes } from "../sandbox/index.ts";
 import { type BlobStore, treeBlobs, type UnpackLimit, unpackTree } from "../store/index.ts";
 import type { NodeLog, RunCarrier } from "./ports.ts";
@@ -60,6 +61,13 @@ export class InputsDeadlineError extends CimeshError {
   }
 }
 
+/** A job names an image this node cannot make ready. */
+export class ImageUnavailableError extends CimeshError {
+  constructor(message: string) {
+    super("ERR_IMAGE_UNAVAILABLE", message);
+  }
+}
+
 /** Fetches a tree from the peers given (PeerIds or public keys), then the DHT's providers of it, verifying every blob. */
 export function treeFetcher(host: Host, blobs: BlobStore, bans: PeerBans, log: NodeLog): FetchFrom {
   return async (root, hints, options = {}) => {
@@ -94,11 +102,65 @@ export async function heldBytes(blobs: BlobStore, root: string): Promise<number>
   return (await treeBlobs(root, blobs).catch(() => ({ heldBytes: 0 }))).heldBytes;
 }
 
+/** Fetches a tree within the deadline its size allows (InputsDeadlineError past it); the caller pins. */
+async function fetchWithinDeadline(
+  fetchFrom: FetchFrom,
+  deadline: InputsDeadline,
+  what: string,
+  root: string,
+  master: string,
+  options: Pick<FetchFromOptions, "pin" | "limit">,
+): Promise<{ report: Awaited<ReturnType<FetchFrom>>; allowedMs: number; startedMs: number; signal: AbortSignal }> {
+  const startedMs = Date.now();
+  const stop = new AbortController();
+  let totalBytes: number | null = null;
+  let doneBytes = 0;
+  const dropped: string[] = [];
+  let allowedMs = inputsDeadlineMs(deadline, null);
+  const expire = () => {
+    const size =
+      totalBytes === null
+        ? "before its manifest was in"
+        : `${doneBytes} of ${totalBytes} bytes fetched (${deadline.minBytesPerSecond} bytes/s allowed for them)`;
+    stop.abort(
+      new InputsDeadlineError(
+        `${what} ${root}: expected it ready within ${allowedMs} ms (${deadline.baseMs} ms and its bytes ` +
+          `at ${deadline.minBytesPerSecond} bytes/s), but after ${Date.now() - startedMs} ms: ${size}; ` +
+          `${dropped.length} provider(s) dropped for stalling or lying`,
+      ),
+    );
+  };
+  let timer = setTimeout(expire, allowedMs);
+  const onProgress = (done: number, total: number) => {
+    doneBytes = done;
+    if (totalBytes !== null) return;
+    // The manifest is in: the deadline grows with the bytes to move.
+    totalBytes = total;
+    allowedMs = inputsDeadlineMs(deadline, total);
+    clearTimeout(timer);
+    timer = setTimeout(expire, Math.max(0, startedMs + allowedMs - Date.now()));
+  };
+  try {
+    const report = await fetchFrom(root, [master], {
+      ...options,
+      onProgress,
+      signal: stop.signal,
+      onDropped: (peerId) => dropped.push(peerId),
+    });
+    return { report, allowedMs, startedMs, signal: stop.signal };
+  } catch (error) {
+    throw stop.signal.aborted ? stop.signal.reason : error;
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 /**
  * Runs on this worker: their inputs are fetched from the run's master (and the DHT) and unpacked before the first
  * step, within the run's disk (the job's resources.diskBytes, at least minRunDiskBytes) and the inputs' deadline, pinned until the run ends, and
  * their outputs provided in the DHT after it. Inputs past the disk or the deadline refuse the run (the executor
- * reports the error as the run's summary).
+ * reports the error as the run's summary). A job's image is fetched the same way (verified, within the cache's
+ * quota, pinned while the run runs) and unpacked once into the image cache, whose copy every later run shares.
  */
 export function runCarrier(options: {
   readonly executor: RunCarrier["executor"];
@@ -110,8 +172,11 @@ export function runCarrier(options: {
   readonly corruptOutputsDigest: string | null;
   /** Default defaultInputsDeadline. */
   readonly inputsDeadline?: InputsDeadline;
+  /** Where images are unpacked, shared between runs; null: jobs with an image are refused. */
+  readonly images?: ImageCache | null;
 }): RunCarrier {
   const { host, blobs, fetchFrom, log } = options;
+  const images = options.images ?? null;
   const deadline = options.inputsDeadline ?? defaultInputsDeadline;
   const pins = new Map<string, () => void>();
   const release = (runId: string) => {
@@ -121,9 +186,7 @@ export function runCarrier(options: {
   return {
     executor: options.executor,
     async prepare(run: ExecutionRequest, master: string, folder: string) {
-      const root = run.job.inputsDigest;
-      if (root === null) return;
-      const releases: (() => void)[] = [blobs.pin([root])];
+      const releases: (() => void)[] = [];
       pins.set(run.runId, () => {
         for (const undo of releases) undo();
       });
@@ -132,49 +195,58 @@ export function runCarrier(options: {
         releases.push(undo);
         return undo;
       };
+      let imageRoot: string | null = null;
+      const image = run.job.image;
+      if (image !== undefined) {
+        if (images === null) throw new ImageUnavailableError(`image ${image}: this node keeps no image cache`);
+        pin([image]);
+        // An image lives in the cache beside everything else: it must fit the quota, unpacked, or it is refused.
+        const quota = blobs.quotaBytes;
+        const limit: UnpackLimit | undefined =
+          quota === null ? undefined : { maxBytes: quota, name: `this worker's cache quota (worker.cacheQuota)` };
+        const startedMs = Date.now();
+        try {
+          const { report, allowedMs } = await fetchWithinDeadline(fetchFrom, deadline, "image", image, master, {
+            pin,
+            ...(limit === undefined ? {} : { limit }),
+          });
+          const ready = await images.ready(image, limit);
+          releases.push(ready.release);
+          imageRoot = ready.root;
+          const counters = images.counters();
+          log("image-ready", {
+            runId: run.runId,
+            image,
+            fetchedBlobs: report.fetchedBlobs,
+            fetchedBytes: report.fetchedBytes,
+            totalBytes: report.totalBytes,
+            unpacked: ready.unpacked,
+            imageUnpacks: counters.unpacks,
+            imageReuses: counters.reuses,
+            tookMs: Date.now() - startedMs,
+            deadlineMs: allowedMs,
+          });
+        } catch (error) {
+          log("image-refused", { runId: run.runId, image, tookMs: Date.now() - startedMs, error: String(error) });
+          throw error;
+        }
+        void host.provide(image).catch(() => undefined);
+      }
+      const root = run.job.inputsDigest;
+      if (root === null) return { imageRoot };
+      pin([root]);
       // The inputs share the run's disk: what the job declares, with the floor every run gets (the sandbox's measure).
       const limit: UnpackLimit = {
         maxBytes: runDiskLimitBytes(run.job.resources.diskBytes),
         name: `the job's resources.diskBytes (${run.job.resources.diskBytes} declared, at least ${minRunDiskBytes} for any run)`,
       };
       const startedMs = Date.now();
-      const stop = new AbortController();
-      let totalBytes: number | null = null;
-      let doneBytes = 0;
-      const dropped: string[] = [];
-      let allowedMs = inputsDeadlineMs(deadline, null);
-      const expire = () => {
-        const size =
-          totalBytes === null
-            ? "before its manifest was in"
-            : `${doneBytes} of ${totalBytes} bytes fetched (${deadline.minBytesPerSecond} bytes/s allowed for them)`;
-        stop.abort(
-          new InputsDeadlineError(
-            `inputs ${root}: expected them ready within ${allowedMs} ms (${deadline.baseMs} ms and the inputs' bytes ` +
-              `at ${deadline.minBytesPerSecond} bytes/s), but after ${Date.now() - startedMs} ms: ${size}; ` +
-              `${dropped.length} provider(s) dropped for stalling or lying`,
-          ),
-        );
-      };
-      let timer = setTimeout(expire, allowedMs);
-      const onProgress = (done: number, total: number) => {
-        doneBytes = done;
-        if (totalBytes !== null) return;
-        // The manifest is in: the deadline grows with the bytes to move.
-        totalBytes = total;
-        allowedMs = inputsDeadlineMs(deadline, total);
-        clearTimeout(timer);
-        timer = setTimeout(expire, Math.max(0, startedMs + allowedMs - Date.now()));
-      };
       try {
-        const report = await fetchFrom(root, [master], {
-          onProgress,
+        const { report, allowedMs, signal } = await fetchWithinDeadline(fetchFrom, deadline, "inputs", root, master, {
           pin,
           limit,
-          signal: stop.signal,
-          onDropped: (peerId) => dropped.push(peerId),
         });
-        const unpacked = await unpackTree(root, blobs, folder, { limit, signal: stop.signal });
+        const unpacked = await unpackTree(root, blobs, folder, { limit, signal });
         log("inputs-ready", {
           runId: run.runId,
           root,
@@ -186,15 +258,14 @@ export function runCarrier(options: {
           deadlineMs: allowedMs,
           askedPeers: report.askedPeers,
           droppedPeers: report.droppedPeers,
+          bytesByPeer: report.bytesByPeer,
         });
       } catch (error) {
-        const refusal = stop.signal.aborted ? stop.signal.reason : error;
-        log("inputs-refused", { runId: run.runId, root, tookMs: Date.now() - startedMs, error: String(refusal) });
-        throw refusal;
-      } finally {
-        clearTimeout(timer);
+        log("inputs-refused", { runId: run.runId, root, tookMs: Date.now() - startedMs, error: String(error) });
+        throw error;
       }
       void host.provide(root).catch(() => undefined);
+      return { imageRoot };
     },
     async finished(run: ExecutionRequest, report: ExecutionReport | null) {
       release(run.runId);

@@ -18,7 +18,7 @@ import {
   type StampedMessage,
 } from "../../jobs/index.ts";
 import type { Host } from "../host/index.ts";
-import type { Executor } from "../sandbox/index.ts";
+import type { Executor, PreparedRun } from "../sandbox/index.ts";
 import type { NodeStore } from "../store/index.ts";
 
 /** Tries of one direct message before it is given up (the protocol's leases, outbox and re-announcements cover the rest). */
@@ -64,7 +64,7 @@ export type NodeLog = (event: string, fields?: Record<string, unknown>) => void;
 /** How a run is carried out: the executor, and what to do before it starts (fetch and unpack inputs). */
 export interface RunCarrier {
   readonly executor: Executor;
-  prepare(run: ExecutionRequest, master: string, folder: string): Promise<void>;
+  prepare(run: ExecutionRequest, master: string, folder: string): Promise<PreparedRun | undefined>;
   /** After a run, whatever its end: release its pins, provide its outputs. */
   finished(run: ExecutionRequest, report: ExecutionReport | null): Promise<ExecutionReport | null>;
 }
@@ -114,7 +114,10 @@ export function createNodePorts(options: NodePortsOptions): NodePorts {
     log("execution-started", { project: run.project.slice(0, 12), jobId: run.jobId, attempt: run.attempt });
     void runs.executor
       .run(run, {
-        prepare: run.job.inputsDigest === null ? undefined : (folder) => runs.prepare(run, master, folder),
+        prepare:
+          run.job.inputsDigest === null && run.job.image === undefined
+            ? undefined
+            : (folder) => runs.prepare(run, master, folder),
         onLog: (chunk) => driver().runOutput(run.runId, chunk),
       })
       .then(

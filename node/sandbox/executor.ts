@@ -30,6 +30,7 @@ import { diskMeter, runDiskLimitBytes, watchDisk } from "./disk.ts";
 import { OutputRefusedError, outputsDigest, rawSha256Cid } from "./outputs.ts";
 import {
   defaultBwrapPath,
+  ImageSandboxError,
   installHint,
   killGroup,
   locateExecutable,
@@ -128,13 +129,21 @@ export interface LogChunk {
   readonly data: Uint8Array;
 }
 
+/** What a run's preparation made ready beside its work folder. */
+export interface PreparedRun {
+  /** The host folder of the job's image, unpacked and read-only (node/images): the steps' root filesystem. */
+  readonly imageRoot?: string | null;
+}
+
 export interface RunHooks {
   onLog(chunk: LogChunk): void;
   /**
-   * Fills the run's work folder before the first step (the job's inputs, unpacked). What it writes is handed to
-   * the job's uid; if it throws, the run ends refused with its message.
+   * Fills the run's work folder before the first step (the job's inputs, unpacked) and makes its image ready. What
+   * it writes into the work folder is handed to the job's uid; if it throws, the run ends refused with its message.
+   * A job that names an image is refused unless this returns the image's folder.
    */
-  prepare?(workFolder: string): Promise<void>;
+  // biome-ignore lint/suspicious/noConfusingVoidType: a hook that only fills the work folder returns nothing.
+  prepare?(workFolder: string): Promise<PreparedRun | undefined | void>;
 }
 
 export interface Executor {
@@ -393,15 +402,26 @@ export function createExecutor(options: ExecutorOptions): Executor {
       fileBytes: diskLimitBytes,
     };
     const steps = job.steps.map((step) => step.run);
+    if (job.image !== undefined && !sandbox.ok) {
+      return report("refused", {
+        summary: `refused: the job runs in image ${job.image}, which needs the sandbox, and ${sandbox.reason}`,
+      });
+    }
     const folders = await makeRunFolders(settings.workRoot);
     try {
+      let imageRoot: string | null = null;
       if (hooks.prepare !== undefined) {
         try {
-          await hooks.prepare(folders.work);
+          imageRoot = (await hooks.prepare(folders.work))?.imageRoot ?? null;
           if (runsAsRoot()) await handOver(folders.work);
         } catch (error) {
-          return report("refused", { summary: `refused: the job's inputs could not be made ready: ${String(error)}` });
+          return report("refused", {
+            summary: `refused: the job's inputs or image could not be made ready: ${String(error)}`,
+          });
         }
+      }
+      if (job.image !== undefined && imageRoot === null) {
+        return report("refused", { summary: `refused: the job's image ${job.image} was not made ready on this node` });
       }
       let plan: SpawnPlan;
       if (sandbox.ok) {
@@ -412,7 +432,12 @@ export function createExecutor(options: ExecutorOptions): Executor {
         }
         const seccompFile = await writeSeccompFilter(folders, sandbox.seccomp);
         const env = sandboxEnv({ home: sandboxWorkPath, tmp: "/tmp" }, job.env, request.env);
-        plan = await sandboxPlan({ bwrap, folders, seccompFile, network, limits, env, steps });
+        try {
+          plan = await sandboxPlan({ bwrap, folders, seccompFile, network, limits, env, steps, imageRoot });
+        } catch (error) {
+          if (!(error instanceof ImageSandboxError)) throw error;
+          return report("refused", { summary: `refused: ${error.message}` });
+        }
       } else {
         settings.warn(
           `run ${request.runId} (job ${request.jobId} of project ${request.project}) runs WITHOUT a sandbox ` +

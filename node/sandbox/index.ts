@@ -12,10 +12,11 @@ export {
   ExecutorOptionError,
   type ExecutorOptions,
   type LogChunk,
+  type PreparedRun,
   SandboxUnavailableError,
 } from "./executor.ts";
 export { maxOutputDepth, maxOutputFilesPerRun, OutputRefusedError, resolveInside } from "./outputs.ts";
-export { locateExecutable, neutralWorkRoot, probeSandbox, type SandboxProbe } from "./sandbox.ts";
+export { ensureWorkRoot, locateExecutable, neutralWorkRoot, probeSandbox, type SandboxProbe } from "./sandbox.ts";
 export {
   type CompiledFilter,
   compileSeccompFilter,

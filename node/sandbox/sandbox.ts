@@ -68,9 +68,21 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { createHash } from "node:crypto";
 import { accessSync, closeSync, constants as fsConstants, openSync } from "node:fs";
-import { access, chmod, chown, lstat, mkdir, mkdtemp, readdir, readlink, rm, writeFile } from "node:fs/promises";
+import {
+  access,
+  chmod,
+  chown,
+  lstat,
+  mkdir,
+  mkdtemp,
+  readdir,
+  readlink,
+  realpath,
+  rm,
+  writeFile,
+} from "node:fs/promises";
 import { tmpdir } from "node:os";
-import { delimiter, isAbsolute, join } from "node:path";
+import { basename, delimiter, dirname, isAbsolute, join } from "node:path";
 import { type CompiledFilter, compileSeccompFilter, SeccompUnavailableError } from "./seccomp.ts";
 
 /** The uid and gid a job runs as: "nobody", which owns nothing on the host. */
@@ -131,6 +143,25 @@ const systemEtcPaths = [
 const networkEtcPaths = ["/etc/resolv.conf", "/etc/gai.conf", "/etc/host.conf"];
 
 /**
+ * Where, in a sandbox whose root is an image, the host's prlimit, env and the
+ * folder of the host's dynamic loader (with the libraries they need) are
+ * bound read-only: the chain that sets the limits runs the host's tools
+ * (through the loader, since the image may have no libc at all), then execs
+ * the image's /bin/sh. An image's own entry of this name is not shown.
+ */
+export const imageToolsPath = "/.cimesh";
+/** The host's dynamic loader, per architecture: the first present is used (its real path's folder holds libc). */
+const hostLoaderPaths = [
+  "/lib64/ld-linux-x86-64.so.2",
+  "/lib/ld-linux-aarch64.so.1",
+  "/lib/ld-linux-armhf.so.3",
+  "/lib/ld-linux-riscv64-lp64d.so.1",
+  "/lib64/ld64.so.2",
+];
+/** Top-level entries of an image the sandbox makes itself, so the image's own are not bound. */
+const imageManagedNames = new Set(["proc", "dev", "tmp", "work", "etc", imageToolsPath.slice(1)]);
+
+/**
  * Runs each step with /bin/sh -c, in order, and stops at the first that fails,
  * with its exit code. It reports each step's start and exit on fd 3 (closed for
  * the steps themselves) so the executor can name the failing step without
@@ -172,6 +203,12 @@ export interface RunFolders {
 
 export interface SandboxSpec {
   readonly bwrap: string;
+  /**
+   * The host folder of an unpacked image (node/images), read-only: it is the
+   * job's root filesystem instead of the host's /usr. Absent or null: the
+   * host's system, as for every job without an image.
+   */
+  readonly imageRoot?: string | null;
   readonly folders: RunFolders;
   /** The compiled seccomp filter, written where sandboxPlan expects it (writeSeccompFilter). */
   readonly seccompFile: string;
@@ -236,13 +273,14 @@ function limitedDriver(
   limits: SandboxLimits,
   env: Readonly<Record<string, string>>,
   steps: readonly string[],
+  tools: HostTools = { prlimit: [prlimitPath], env: [envPath] },
 ): string[] {
   const assignments = Object.entries(env).map(([name, value]) => `${name}=${value}`);
   return [
-    prlimitPath,
+    ...tools.prlimit,
     ...limitArgs(limits),
     "--",
-    envPath,
+    ...tools.env,
     "-i",
     ...assignments,
     "/bin/sh",
@@ -251,6 +289,70 @@ function limitedDriver(
     "cimesh-job",
     ...steps,
   ];
+}
+
+/** How the limit chain starts prlimit and env: directly on the host's system, through the host's loader in an image. */
+interface HostTools {
+  readonly prlimit: readonly string[];
+  readonly env: readonly string[];
+}
+
+/** The host's dynamic loader (its real path), or null where none of hostLoaderPaths is present. */
+async function hostLoader(): Promise<string | null> {
+  for (const path of hostLoaderPaths) {
+    try {
+      return await realpath(path);
+    } catch {
+      // Not this architecture's: try the next.
+    }
+  }
+  return null;
+}
+
+/** A job names an image, but this host cannot run the limit chain inside one. */
+export class ImageSandboxError extends Error {}
+
+/**
+ * The mounts of a sandbox whose root is the image at imageRoot: each
+ * top-level entry of the image bound read-only (those the sandbox makes
+ * itself aside), each entry of its /etc bound read-only into the sandbox's own
+ * /etc (so the generated account files and, with network, the host's name
+ * resolution files sit beside them), and the host's tools at imageToolsPath.
+ */
+async function imageRootArgs(
+  imageRoot: string,
+  network: boolean,
+): Promise<{ readonly args: string[]; readonly tools: HostTools }> {
+  const loader = await hostLoader();
+  if (loader === null) {
+    throw new ImageSandboxError(
+      `a job with an image needs the host's dynamic loader (one of ${hostLoaderPaths.join(", ")}) to set its limits; none is here`,
+    );
+  }
+  const args: string[] = [];
+  for (const name of (await readdir(imageRoot)).sort()) {
+    if (imageManagedNames.has(name)) continue;
+    args.push("--ro-bind", join(imageRoot, name), `/${name}`);
+  }
+  args.push("--perms", "0755", "--dir", "/etc");
+  const ownEtc = new Set<string>([
+    ...generatedEtcNames,
+    ...(network ? networkEtcPaths.map((path) => basename(path)) : []),
+  ]);
+  const imageEtc = join(imageRoot, "etc");
+  const etcNames = await readdir(imageEtc).catch(() => [] as string[]);
+  for (const name of etcNames.sort()) {
+    if (!ownEtc.has(name)) args.push("--ro-bind", join(imageEtc, name), `/etc/${name}`);
+  }
+  if (network) for (const path of networkEtcPaths) args.push("--ro-bind-try", path, path);
+  const lib = `${imageToolsPath}/lib`;
+  const viaLoader = (tool: string): string[] => [`${lib}/${basename(loader)}`, "--library-path", lib, tool];
+  args.push("--ro-bind", dirname(loader), lib);
+  args.push("--ro-bind", prlimitPath, `${imageToolsPath}/prlimit`, "--ro-bind", envPath, `${imageToolsPath}/env`);
+  return {
+    args,
+    tools: { prlimit: viaLoader(`${imageToolsPath}/prlimit`), env: viaLoader(`${imageToolsPath}/env`) },
+  };
 }
 
 /** Mirrors the host's /bin, /lib... : a symlink stays a symlink (merged /usr), a real folder is bound read-only. */
@@ -318,10 +420,17 @@ export async function sandboxPlan(spec: SandboxSpec): Promise<SpawnPlan> {
   if (network) args.push("--share-net");
   args.push("--uid", String(sandboxUid), "--gid", String(sandboxGid));
   args.push("--as-pid-1", "--hostname", "cimesh", "--die-with-parent", "--new-session");
-  args.push("--ro-bind", "/usr", "/usr", ...(await systemRootArgs()));
-  // bubblewrap makes missing parents mode 0700 and owned by root, which the job could not read.
-  args.push("--perms", "0755", "--dir", "/etc");
-  for (const path of [...systemEtcPaths, ...(network ? networkEtcPaths : [])]) args.push("--ro-bind-try", path, path);
+  let tools: HostTools | undefined;
+  if (spec.imageRoot !== undefined && spec.imageRoot !== null) {
+    const image = await imageRootArgs(spec.imageRoot, network);
+    args.push(...image.args);
+    tools = image.tools;
+  } else {
+    args.push("--ro-bind", "/usr", "/usr", ...(await systemRootArgs()));
+    // bubblewrap makes missing parents mode 0700 and owned by root, which the job could not read.
+    args.push("--perms", "0755", "--dir", "/etc");
+    for (const path of [...systemEtcPaths, ...(network ? networkEtcPaths : [])]) args.push("--ro-bind-try", path, path);
+  }
   for (const [index, name] of generatedEtcNames.entries()) {
     args.push("--perms", "0644", "--file", fdOf(index + 1), `/etc/${name}`);
   }
@@ -332,7 +441,7 @@ export async function sandboxPlan(spec: SandboxSpec): Promise<SpawnPlan> {
   args.push("--remount-ro", "/dev", "--remount-ro", "/");
   args.push("--seccomp", fdOf(0));
   args.push("--chdir", sandboxWorkPath, "--clearenv", "--");
-  args.push(...limitedDriver(limits, spec.env, spec.steps));
+  args.push(...limitedDriver(limits, spec.env, spec.steps, tools));
   // bubblewrap gets none of the node's environment, and the job gets only its own, through `env -i` (limitedDriver).
   // Run by root, the node starts bubblewrap as the job's uid: bubblewrap then makes an unprivileged user namespace.
   const root = runsAsRoot();

@@ -778,10 +778,21 @@ async function storeTree(
 }
 
 export interface PackOptions {
-  /** Skip what the tree's .gitignore files exclude (the `ignore` package, git's rules). Default true. `.git` is always skipped. */
+  /** Skip what the tree's .gitignore files exclude (the `ignore` package, git's rules). Default true. `.git` is skipped, but in a rootfs. */
   readonly respectGitignore?: boolean;
   /** Called as bytes are packed, first with 0. */
   readonly onProgress?: (doneBytes: number, totalBytes: number) => void;
+  /**
+   * The folder is a root filesystem (an image): an absolute symlink target is a path inside the folder, as it is
+   * for the processes that will run in it, and `.git` is packed like any other folder. Default false: an absolute
+   * target must name the folder itself.
+   */
+  readonly rootfs?: boolean;
+  /**
+   * Told of each symlink that leads nowhere inside the folder, which is then left out of the tree (an image's
+   * /etc/mtab to /proc, say). Default: such a link is refused (TreeLinkError). A link leading out is always refused.
+   */
+  readonly onDanglingLink?: (path: string) => void;
 }
 
 export interface PackResult {
@@ -833,7 +844,8 @@ export async function packTree(folder: string, store: BlobStore, options: PackOp
   const collected: Collected = { files: new Map(), dirs: new Set(), totalBytes: 0 };
   const refuse: Refuse = (rel, expected) => new TreePackError(rel, expected);
   const refuseLink: Refuse = (rel, expected) => new TreeLinkError(rel, expected);
-  const absoluteRoots = [...new Set([rootReal, given])];
+  // "" as a root: every absolute target is read from the folder's top (resolveInside strips the root's text).
+  const absoluteRoots = options.rootfs === true ? [""] : [...new Set([rootReal, given])];
   // Real paths of the folders being walked, from the top down: a link back to one of them is a loop.
   const walking = new Set<string>();
 
@@ -852,7 +864,7 @@ export async function packTree(folder: string, store: BlobStore, options: PackOp
       }
     }
     for (const name of await namesOf(realDir, relDir, refuse)) {
-      if (name === ".git") continue;
+      if (name === ".git" && options.rootfs !== true) continue;
       const rel = relDir === "" ? name : `${relDir}/${name}`;
       const problem = treePathProblem(rel);
       if (problem !== null) throw new TreePackError(rel, problem);
@@ -867,6 +879,10 @@ export async function packTree(folder: string, store: BlobStore, options: PackOp
           refuse: refuseLink,
         });
         if (target === null) {
+          if (options.onDanglingLink !== undefined) {
+            options.onDanglingLink(rel);
+            continue;
+          }
           throw new TreeLinkError(rel, "a symlink to a file or folder inside the folder, got one that leads nowhere");
         }
         real = target;
