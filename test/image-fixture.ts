@@ -12,8 +12,8 @@
  * /etc/removed-later (a whiteout), makes /opt opaque (hiding /opt/old) and adds /opt/kept.
  */
 import { spawn } from "node:child_process";
-import { existsSync } from "node:fs";
-import { chmod, copyFile, mkdir, mkdtemp, rm, symlink, writeFile } from "node:fs/promises";
+import { existsSync, rmSync } from "node:fs";
+import { chmod, copyFile, cp, mkdir, mkdtemp, rm, symlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { ExecutionContext } from "ava";
@@ -81,14 +81,10 @@ with tarfile.open(sys.argv[1], "w", format=tarfile.PAX_FORMAT) as out:
   });
 }
 
-/**
- * Makes the test image's OCI layout at `<root>/layout` (tag "latest") and
- * returns its path. `extraLayers` are added on top, in order (umoci raw add-layer).
- */
-export async function makeTestImage(
-  root: string,
-  extraLayers: readonly (readonly LayerEntry[])[] = [],
-): Promise<string> {
+/** The two-layer base image, made once per test process and copied for each caller. */
+let base: Promise<string> | null = null;
+
+async function makeBaseImage(root: string): Promise<string> {
   const layout = join(root, "layout");
   const bundle = join(root, "bundle");
   await mkdir(root, { recursive: true });
@@ -96,13 +92,14 @@ export async function makeTestImage(
   await umoci(root, ["new", "--image", `${layout}:latest`]);
   await umoci(root, ["unpack", "--rootless", "--image", `${layout}:latest`, bundle]);
   const rootfs = join(bundle, "rootfs");
-  for (const dir of ["bin", "etc", "usr/local/bin", "opt"]) await mkdir(join(rootfs, dir), { recursive: true });
+  for (const dir of ["bin", "etc", "usr/local/bin", "usr/local/sbin", "opt"]) {
+    await mkdir(join(rootfs, dir), { recursive: true });
+  }
   await copyFile(busyboxPath, join(rootfs, "bin/busybox"));
   await chmod(join(rootfs, "bin/busybox"), 0o755);
   await symlink("busybox", join(rootfs, "bin/sh"));
   await symlink("/bin/busybox", join(rootfs, "bin/ls"));
   // Set-uid root: run as `id`, it would show euid 0 if the bit gave privilege.
-  await mkdir(join(rootfs, "usr/local/sbin"), { recursive: true });
   await copyFile(busyboxPath, join(rootfs, "usr/local/sbin/id"));
   await chmod(join(rootfs, "usr/local/sbin/id"), 0o4755);
   await writeFile(join(rootfs, "usr/local/bin/image-tool"), `#!/bin/sh\necho "${imageToolOutput}"\n`);
@@ -119,6 +116,25 @@ export async function makeTestImage(
     { name: "opt/kept", data: "from the second layer\n" },
   ]);
   await umoci(root, ["raw", "add-layer", "--image", `${layout}:latest`, join(root, "second.tar")]);
+  return layout;
+}
+
+/**
+ * Makes the test image's OCI layout at `<root>/layout` (tag "latest") and
+ * returns its path. `extraLayers` are added on top, in order (umoci raw add-layer).
+ */
+export async function makeTestImage(
+  root: string,
+  extraLayers: readonly (readonly LayerEntry[])[] = [],
+): Promise<string> {
+  base ??= (async () => {
+    const folder = await mkdtemp(join(tmpdir(), "cimesh-test-image-"));
+    process.once("exit", () => rmSync(folder, { recursive: true, force: true }));
+    return makeBaseImage(folder);
+  })();
+  const layout = join(root, "layout");
+  await mkdir(root, { recursive: true });
+  await cp(await base, layout, { recursive: true });
   for (const [index, entries] of extraLayers.entries()) {
     const file = join(root, `extra-${index}.tar`);
     await writeLayer(file, entries);
