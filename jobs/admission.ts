@@ -20,7 +20,10 @@
  *    master takes offers, bids, results, log chunks and a worker's lease
  *    renewals for the projects it is master of; the worker takes awards,
  *    rejects, cancels, renewals and acknowledgements only from an announcer of
- *    a project it trusts. A keyset may come directly too (rule 2).
+ *    a project it trusts. A keyset may come directly too (rule 2). A report
+ *    (a push-only build) goes to the report desk of the project it names,
+ *    which keeps a replay ledger of its own (jobs/reports.ts); the answer to a
+ *    report goes to the node's reporter, from an announcer of the project.
  * 5. The signature, only now: opening checked size, form, schema and time,
  *    and the rules above need no verification, so what fails them costs a
  *    decode, not a signature check. A bad signature is a forgery.
@@ -59,6 +62,7 @@ import {
 } from "../crypto/index.ts";
 import { hexOf as hexOfKey } from "./effects.ts";
 import type { MasterInput } from "./master.ts";
+import type { ReportDeskInput, ReporterInput } from "./reports.ts";
 import {
   directSide,
   masterInputOf,
@@ -141,7 +145,11 @@ export type AdmissionReason = (typeof admissionReasons)[number];
 /** A machine input admission produced: for the master of a project, or for the node's worker. */
 export type Delivery =
   | { readonly machine: "master"; readonly project: string; readonly input: MasterInput }
-  | { readonly machine: "worker"; readonly input: WorkerInput };
+  | { readonly machine: "worker"; readonly input: WorkerInput }
+  /** A push-only build's report, for the report desk of the project this node is master of (jobs/reports.ts). */
+  | { readonly machine: "desk"; readonly project: string; readonly input: ReportDeskInput }
+  /** A master's answer to a report this node sent: every node has a reporter. */
+  | { readonly machine: "reporter"; readonly input: ReporterInput };
 
 export interface AdmissionContext {
   readonly trust: ReadonlyMap<string, ProjectTrust>;
@@ -305,6 +313,8 @@ function admitDirect(
       "signer-not-sender",
       `${name}: signed by ${signerHex.slice(0, 16)}…, sent by ${peer.slice(0, 16)}…`,
     );
+  if (name === "report" || name === "reportAck")
+    return admitReportMessage(name, signerHex, prefix, opened, context, nowMs);
   const side = directSide(name, body, signerHex) === null ? null : (to ?? directSide(name, body, signerHex));
   if (side === null) return judged(context, "reject", "not-direct", `${name} travels on a topic`);
   const project = body.project ?? "";
@@ -320,6 +330,33 @@ function admitDirect(
   if (problem !== null) return problem;
   const input = workerInputOf(name, signerHex, body);
   return taken(context, opened, input === null ? [] : [{ machine: "worker", input }], nowMs);
+}
+
+/**
+ * A report goes to the desk of the project it names, on a node that is its master; the desk judges it (policy, its
+ * own replay ledger, rate limits). A report's answer must come from an announcer of a project this node pins and is
+ * ledgered like everything announcers sign; every node has a reporter to take it.
+ */
+function admitReportMessage(
+  name: "report" | "reportAck",
+  signer: string,
+  prefix: string,
+  opened: OpenedMessage,
+  context: AdmissionContext,
+  nowMs: number,
+): Admission {
+  const project = opened.body.project ?? "";
+  if (name === "report") {
+    if (!context.isMasterOf(project)) return judged(context, "ignore", "no-machine", `not master of ${project}`);
+    const forged = signatureProblem(context, opened, name);
+    if (forged !== null) return forged;
+    const report = opened.body as unknown as ReportDeskInput["report"];
+    return takenUnledgered(context, [{ machine: "desk", project, input: { kind: "report", signer, prefix, report } }]);
+  }
+  const problem = announcerProblem(project, opened.signer, context, nowMs) ?? signatureProblem(context, opened, name);
+  if (problem !== null) return problem;
+  const ack = opened.body as unknown as Extract<ReporterInput, { kind: "ack" }>["ack"];
+  return taken(context, opened, [{ machine: "reporter", input: { kind: "ack", signer, ack } }], nowMs);
 }
 
 /** A bad signature as a verdict (a forgery), or null when it verifies or opening already verified it. */

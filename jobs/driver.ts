@@ -38,6 +38,21 @@ import {
   restoreMaster,
   stepMaster,
 } from "./master.ts";
+import {
+  createReportDesk,
+  createReporter,
+  type ReportDeskConfig,
+  type ReportDeskInput,
+  type ReportDeskMeta,
+  type ReportDeskState,
+  type ReporterInput,
+  type ReporterState,
+  type ReportRecord,
+  reportDeskMeta,
+  restoreReportDesk,
+  stepReportDesk,
+  stepReporter,
+} from "./reports.ts";
 import { topicRoute } from "./routing.ts";
 import { type ExecutionReport, logChunkOf, stepWorker, type WorkerInput, type WorkerState } from "./worker.ts";
 
@@ -74,7 +89,15 @@ export type StoreWrite =
       readonly floorExpiresAtMs: number;
     }
   | { readonly space: "keyset"; readonly project: string; readonly bytes: Uint8Array }
-  | { readonly space: "seq"; readonly reservedUpTo: number };
+  | { readonly space: "seq"; readonly reservedUpTo: number }
+  | { readonly space: "reporter"; readonly state: ReporterState }
+  | {
+      readonly space: "report";
+      readonly project: string;
+      readonly reportId: string;
+      readonly record: ReportRecord | null;
+    }
+  | { readonly space: "report-desk"; readonly project: string; readonly meta: ReportDeskMeta };
 
 /** What a node's store held when it started: the machines' persisted records, its ledger, keysets and sequence. */
 export interface StoredNode {
@@ -86,6 +109,13 @@ export interface StoredNode {
   readonly ledger: ReplayLedger;
   readonly keysets: ReadonlyMap<string, Uint8Array>;
   readonly seqReservedUpTo: number;
+  /** The reporter's outbox and answers (jobs/reports.ts); absent or null: none yet. */
+  readonly reporter?: ReporterState | null;
+  /** Each report desk's records and meta, by project; absent: none yet. */
+  readonly desks?: ReadonlyMap<
+    string,
+    { readonly records: readonly ReportRecord[]; readonly meta: ReportDeskMeta | null }
+  >;
 }
 
 export type LogFields = Readonly<Record<string, string | number | boolean | null>>;
@@ -127,7 +157,12 @@ export interface DriverOptions<W> {
   /** A fresh worker built from today's config, or null: the stored worker keeps its state under this config. */
   readonly worker: WorkerState | null;
   readonly stored: StoredNode;
+  /** The report policy and limits of each project this node is master of; a master project not named has the defaults. */
+  readonly reportDesks?: readonly (Partial<ReportDeskConfig> & { project: string })[];
 }
+
+/** The wake-up key of the reporter: no project id (hex) can be it, and the worker's is "". */
+const reporterRole = "reporter:";
 
 type Task = () => void | Promise<void>;
 type Done = (error?: unknown) => void;
@@ -143,6 +178,8 @@ export class NodeDriver<W> {
   private ledger: ReplayLedger;
   private readonly masters = new Map<string, MasterState>();
   private worker: WorkerState | null;
+  private readonly desks = new Map<string, ReportDeskState>();
+  private reporter: ReporterState;
   private readonly wakeUps = new Map<string, number>();
   private askedWakeAtMs: number | null = null;
   private seqNext: number;
@@ -169,6 +206,17 @@ export class NodeDriver<W> {
         saved === undefined ? createMaster(config) : restoreMaster(config, saved.jobs, saved.reputation),
       );
     }
+    for (const project of this.masters.keys()) {
+      const config = options.reportDesks?.find((desk) => desk.project === project) ?? { project };
+      const saved = stored.desks?.get(project);
+      this.desks.set(
+        project,
+        saved === undefined ? createReportDesk(config) : restoreReportDesk(config, saved.records, saved.meta),
+      );
+    }
+    // The stored outbox carries on under today's defaults.
+    const reporter = createReporter(options.self);
+    this.reporter = stored.reporter == null ? reporter : { ...stored.reporter, config: reporter.config };
     const fresh = options.worker;
     // The stored worker carries on (availability, usage, outbox) under today's config.
     this.worker = fresh === null ? null : stored.worker === null ? fresh : { ...stored.worker, config: fresh.config };
@@ -182,17 +230,18 @@ export class NodeDriver<W> {
   start(): void {
     this.started = true;
     for (const project of this.masters.keys()) this.toMaster(project, { kind: "restart" });
-    if (this.worker !== null) {
-      this.toWorker({ kind: "restart" });
-      for (const project of this.trustByProject.keys()) this.tellMasters(project);
-    }
+    if (this.worker !== null) this.toWorker({ kind: "restart" });
+    this.toReporter({ kind: "restart" });
+    for (const project of this.trustByProject.keys()) this.tellMasters(project);
   }
 
   /** Tells the worker who the project's masters are now (its keyset's announcers): where its offers go. */
   private tellMasters(project: string): void {
     const trust = this.trustByProject.get(project);
-    if (this.worker === null || trust === undefined) return;
-    this.toWorker({ kind: "masters", project, masters: announcersOf(trust, this.ports.nowMs()) });
+    if (trust === undefined) return;
+    const masters = announcersOf(trust, this.ports.nowMs());
+    if (this.worker !== null) this.toWorker({ kind: "masters", project, masters });
+    this.toReporter({ kind: "masters", project, masters });
   }
 
   /** An inbound message: admitted at once (the verdict is the gossip validator's answer), stepped in turn. */
@@ -222,6 +271,14 @@ export class NodeDriver<W> {
     this.enqueue(() => this.stepWorkerNow(input), done);
   }
 
+  toReporter(input: ReporterInput, done?: Done): void {
+    this.enqueue(() => this.stepReporterNow(input), done);
+  }
+
+  toDesk(project: string, input: ReportDeskInput, done?: Done): void {
+    this.enqueue(() => this.stepDeskNow(project, input), done);
+  }
+
   /** Output of a running job: sent to the run's master as log chunks, built by jobs/worker.ts. */
   runOutput(runId: string, chunk: { stream: "stdout" | "stderr"; offset: number; data: Uint8Array }): void {
     this.enqueue(() => {
@@ -245,6 +302,7 @@ export class NodeDriver<W> {
       if (atMs > nowMs) continue;
       this.wakeUps.delete(role);
       if (role === "") this.toWorker({ kind: "tick" });
+      else if (role === reporterRole) this.toReporter({ kind: "tick" });
       else this.toMaster(role, { kind: "tick" });
     }
     this.askWakeUp();
@@ -295,6 +353,14 @@ export class NodeDriver<W> {
 
   workerState(): WorkerState | null {
     return this.worker;
+  }
+
+  reporterState(): ReporterState {
+    return this.reporter;
+  }
+
+  reportDesk(project: string): ReportDeskState | undefined {
+    return this.desks.get(project);
   }
 
   trust(): ReadonlyMap<string, ProjectTrust> {
@@ -361,8 +427,20 @@ export class NodeDriver<W> {
   }
 
   private deliver(delivery: Delivery): void {
-    if (delivery.machine === "master") this.toMaster(delivery.project, delivery.input);
-    else this.toWorker(delivery.input);
+    switch (delivery.machine) {
+      case "master":
+        this.toMaster(delivery.project, delivery.input);
+        break;
+      case "worker":
+        this.toWorker(delivery.input);
+        break;
+      case "desk":
+        this.toDesk(delivery.project, delivery.input);
+        break;
+      case "reporter":
+        this.toReporter(delivery.input);
+        break;
+    }
   }
 
   private stepMasterNow(project: string, input: MasterInput): void | Promise<void> {
@@ -380,6 +458,24 @@ export class NodeDriver<W> {
     }
     for (const worker of out.changes.removedReputations)
       writes.push({ space: "reputation", project, worker, record: null });
+    return this.commit(out.effects, writes, project);
+  }
+
+  private stepReporterNow(input: ReporterInput): void | Promise<void> {
+    const out = stepReporter(this.reporter, input, this.ports.nowMs(), this.ports.rng);
+    this.reporter = out.state;
+    return this.commit(out.effects, [{ space: "reporter", state: out.state }], reporterRole);
+  }
+
+  private stepDeskNow(project: string, input: ReportDeskInput): void | Promise<void> {
+    const desk = this.desks.get(project);
+    if (desk === undefined) return;
+    const out = stepReportDesk(desk, input, this.ports.nowMs(), this.ports.rng);
+    const writes: StoreWrite[] = [];
+    for (const reportId of out.changes.recorded)
+      writes.push({ space: "report", project, reportId, record: out.state.records[reportId] ?? null });
+    for (const reportId of out.changes.forgotten) writes.push({ space: "report", project, reportId, record: null });
+    if (out.changes.meta) writes.push({ space: "report-desk", project, meta: reportDeskMeta(out.state) });
     return this.commit(out.effects, writes, project);
   }
 

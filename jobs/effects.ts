@@ -14,6 +14,8 @@ import type {
   LogChunk,
   Offer,
   Reject,
+  Report,
+  ReportAck,
   Result,
   ResultAck,
   Verdict,
@@ -40,7 +42,9 @@ export type OutboundMessage =
   | { readonly domain: "result"; readonly body: Unsequenced<Result> }
   | { readonly domain: "resultAck"; readonly body: Unsequenced<ResultAck> }
   | { readonly domain: "verdict"; readonly body: Unsequenced<Verdict> }
-  | { readonly domain: "cancel"; readonly body: Unsequenced<Cancel> };
+  | { readonly domain: "cancel"; readonly body: Unsequenced<Cancel> }
+  | { readonly domain: "report"; readonly body: Unsequenced<Report> }
+  | { readonly domain: "reportAck"; readonly body: Unsequenced<ReportAck> };
 
 /** A stretch of a run's output, as the master stores it (appended by offset: the same chunk twice is stored once). */
 export interface LogChunkRecord {

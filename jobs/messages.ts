@@ -64,7 +64,9 @@ export const maxExitCode = 255;
 export const maxDurationMs = maxJobTimeoutMs * 2;
 export const maxCachedInputBytes = 2 ** 53 - 1;
 export const maxRunningJobs = 256;
-export const maxReportRefChars = 256;
+/** A reported build's source stamp: the repository's URL and its revision (a commit id, a tag). */
+export const maxSourceUrlChars = 2048;
+export const maxSourceRevisionChars = 256;
 /** Locks one job may hold at once (a project's lock and a worker's lock of the same name are one entry). */
 export const maxLocksPerJob = 8;
 /** The most holders a lock may allow: a count above it would be no bound at all. */
@@ -89,7 +91,9 @@ export const maxResultBytes = 16 * 1024;
  */
 export const maxVerdictBytes = 64 * 1024;
 export const maxCancelBytes = 4 * 1024;
-export const maxReportBytes = 16 * 1024;
+/** A report names up to maxStepsPerJob steps and maxSpecsPerAdvert spec claims beside the reporter's dimensions. */
+export const maxReportBytes = 64 * 1024;
+export const maxReportAckBytes = 4 * 1024;
 export const maxResultAckBytes = 2 * 1024;
 
 export const maxAnnouncementLifetimeMs = hourMs;
@@ -102,7 +106,9 @@ export const maxLogChunkLifetimeMs = dayMs;
 export const maxResultLifetimeMs = 7 * dayMs;
 export const maxVerdictLifetimeMs = 30 * dayMs;
 export const maxCancelLifetimeMs = 7 * dayMs;
-export const maxReportLifetimeMs = 30 * dayMs;
+/** A report is signed anew at each try of its delivery: its lifetime covers one try, not the wait in the outbox. */
+export const maxReportLifetimeMs = hourMs;
+export const maxReportAckLifetimeMs = 10 * minuteMs;
 export const maxResultAckLifetimeMs = 10 * minuteMs;
 
 /** A content id as text: multibase base32 CIDv1 ('b' then lowercase base32). */
@@ -362,13 +368,62 @@ export const resultAckSchema = z.strictObject({
   attempt: attemptSchema,
 });
 
-/** A push-only build: a worker ran a project's job on its own initiative (a scheduled or local run) and reports it. */
-export const reportSchema = z.strictObject({
+/** A source stamp: the repository and the revision a build was made of (URL@REV on the command line). */
+export const sourceStampSchema = z.strictObject({
+  url: z.string().min(1).max(maxSourceUrlChars),
+  revision: z.string().min(1).max(maxSourceRevisionChars),
+});
+
+/** One step of a reported build, as the reporter's sandbox ran it; a step after a failing one did not run (skipped). */
+export const reportStepSchema = z.strictObject({
+  name: z.string().max(maxNameChars),
+  outcome: z.enum(["succeeded", "failed", "skipped"]),
+  exitCode: z.number().int().min(-maxExitCode).max(maxExitCode).nullable(),
+  durationMs: z.number().int().min(0).max(maxDurationMs),
+});
+
+/** A report's id, chosen by its reporter: `report-` then letters, digits or '-', apart from every job id's form. */
+export const reportIdSchema = z
+  .string()
+  .regex(/^report-[a-z0-9-]{1,57}$/, "expected a report id: 'report-' then up to 57 lowercase letters, digits or '-'");
+
+/**
+ * A push-only build (Tinderbox style): a node ran a project's job file on its own initiative, in its own sandbox,
+ * and reports what came of it to the project's masters. `jobDigest` names the job file's bytes; `specs` are the
+ * capability specs the reporter's self-checks passed; `logDigest` and `outputsDigest` are trees in the reporter's
+ * blob store, which the master fetches through the mesh.
+ */
+export const reportSchema = z
+  .strictObject({
+    ...signedHeaderShape,
+    project: projectIdSchema,
+    reportId: reportIdSchema,
+    jobName: z.string().min(1).max(maxNameChars),
+    jobDigest: digestSchema,
+    source: sourceStampSchema.nullable(),
+    shard: shardSchema,
+    shards: z.number().int().min(1).max(maxShards),
+    dimensions: dimensionsSchema,
+    specs: z.array(specClaimSchema).max(maxSpecsPerAdvert),
+    steps: z.array(reportStepSchema).min(1).max(maxStepsPerJob),
+    ...resultFields,
+    startedAtMs: timestampMsSchema,
+    endedAtMs: timestampMsSchema,
+  })
+  .refine((report) => report.startedAtMs <= report.endedAtMs, {
+    path: ["endedAtMs"],
+    message: "expected at or after startedAtMs",
+  })
+  .refine((report) => report.shard < report.shards, { path: ["shard"], message: "expected below shards" });
+
+/** The master's answer to a report: taken (recorded now, or before: a report sent again), or refused and why. */
+export const reportAckSchema = z.strictObject({
   ...signedHeaderShape,
   project: projectIdSchema,
-  ref: z.string().min(1).max(maxReportRefChars),
-  specUuids: z.array(specUuidSchema).max(maxRequiredSpecs),
-  ...resultFields,
+  reportId: reportIdSchema,
+  reporter: publicKeySchema,
+  verdict: z.enum(["accepted", "duplicate", "refused"]),
+  reason: reasonSchema,
 });
 
 export type JobSpec = z.infer<typeof jobSpecSchema>;
@@ -388,6 +443,9 @@ export type Result = z.infer<typeof resultSchema>;
 export type Verdict = z.infer<typeof verdictSchema>;
 export type Cancel = z.infer<typeof cancelSchema>;
 export type Report = z.infer<typeof reportSchema>;
+export type ReportStep = z.infer<typeof reportStepSchema>;
+export type SourceStamp = z.infer<typeof sourceStampSchema>;
+export type ReportAck = z.infer<typeof reportAckSchema>;
 export type ResultAck = z.infer<typeof resultAckSchema>;
 
 export const jobAnnouncementDomain = defineDomain("cimesh/job-announcement/v1", jobAnnouncementSchema, {
@@ -438,6 +496,10 @@ export const reportDomain = defineDomain("cimesh/report/v1", reportSchema, {
   maxBytes: maxReportBytes,
   maxLifetimeMs: maxReportLifetimeMs,
 });
+export const reportAckDomain = defineDomain("cimesh/report-ack/v1", reportAckSchema, {
+  maxBytes: maxReportAckBytes,
+  maxLifetimeMs: maxReportAckLifetimeMs,
+});
 
 /** Every single-signed message type of the protocol; keysets are multi-signed and verified apart (crypto/keyset.ts). */
 export const messageDomains = {
@@ -454,6 +516,7 @@ export const messageDomains = {
   verdict: verdictDomain,
   cancel: cancelDomain,
   report: reportDomain,
+  reportAck: reportAckDomain,
 } as const;
 
 export const messageRegistry: DomainRegistry = createDomainRegistry(Object.values(messageDomains));

@@ -54,6 +54,7 @@ export function directSide(
     case "bid":
     case "result":
     case "logChunk":
+    case "report":
       return "master";
     case "leaseRenew":
       return body.worker !== undefined && hexOf(body.worker) === signer ? "master" : "worker";
@@ -61,6 +62,7 @@ export function directSide(
     case "reject":
     case "cancel":
     case "resultAck":
+    case "reportAck":
       return "worker";
     default:
       return null;

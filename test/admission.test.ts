@@ -206,7 +206,22 @@ function bodyOf(name: Name, header: Header, project: string, worker: Uint8Array)
     case "resultAck":
       return { ...header, ...job, worker, attempt: 0 };
     case "report":
-      return { ...header, project, ref: "refs/heads/main", specUuids: [], ...outcome };
+      return {
+        ...header,
+        project,
+        reportId: "report-1",
+        jobName: "nightly",
+        jobDigest: "bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy",
+        source: null,
+        shard: 0,
+        shards: 1,
+        dimensions,
+        specs: [],
+        steps: [{ name: "build", outcome: "succeeded", exitCode: 0, durationMs: 1 }],
+        ...outcome,
+        startedAtMs: header.issuedAtMs - 2,
+        endedAtMs: header.issuedAtMs - 1,
+      };
   }
 }
 
@@ -306,7 +321,12 @@ function nameOf(signer: string): string {
 /** A delivery in words: the machine, the project for a master, the input's kind and signer. */
 function describe(delivery: Delivery): string {
   const signer = "signer" in delivery.input ? delivery.input.signer : "";
-  const project = delivery.machine === "master" ? (delivery.project === P ? " P" : ` ${delivery.project}`) : "";
+  const project =
+    delivery.machine === "master" || delivery.machine === "desk"
+      ? delivery.project === P
+        ? " P"
+        : ` ${delivery.project}`
+      : "";
   return `${delivery.machine}${project} ${delivery.input.kind} by ${nameOf(signer)}`;
 }
 
@@ -779,6 +799,22 @@ const cases: readonly Case[] = [
     verdict: "accept",
     reason: "taken",
     deliveries: ["worker result-ack by announcer"],
+  },
+  {
+    title: "a report sent by its signer is taken by the project's report desk, with no ledger entry",
+    channel: direct(w1),
+    opened: message("report", { signer: w1 }),
+    node: { masterOf: [P] },
+    verdict: "accept",
+    reason: "taken",
+    deliveries: ["desk P report by w1"],
+  },
+  {
+    title: "a report to a node that is not the project's master is ignored",
+    channel: direct(w1),
+    opened: message("report", { signer: w1 }),
+    verdict: "ignore",
+    reason: "no-machine",
   },
   {
     title: "an announcement sent direct is rejected: it travels on a topic",
@@ -1421,6 +1457,12 @@ function oracle(
     event.name === "logChunk" ||
     (event.name === "leaseRenew" && worker === signer);
   const toWorker = ["award", "reject", "cancel", "resultAck", "leaseRenew"].includes(event.name) && !toMaster;
+  if (event.name === "report") {
+    // A push-only build goes to the project's report desk, which keeps its own replay ledger.
+    if (!setup.masterOf.includes(bodyProject)) return judged("ignore", "no-machine");
+    if (event.forged) return forged;
+    return { kind: "take", delivery: `desk ${bodyProject === P ? "P" : bodyProject} ${who("report")}`, ledger: false };
+  }
   if (toMaster) {
     if (!setup.masterOf.includes(bodyProject)) return judged("ignore", "no-machine");
     if (event.forged) return forged;

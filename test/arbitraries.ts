@@ -104,10 +104,11 @@ import {
   maxOutputsPerJob,
   maxPriority,
   maxReplicas,
-  maxReportRefChars,
   maxRequiredSpecs,
   maxRunningJobs,
   maxShards,
+  maxSourceRevisionChars,
+  maxSourceUrlChars,
   maxStepsPerJob,
   maxSummaryChars,
   maxWantedRuns,
@@ -117,6 +118,8 @@ import {
   outcomeSchema,
   type Reject,
   type Report,
+  type ReportAck,
+  type ReportStep,
   type Resources,
   type Result,
   type ResultAck,
@@ -785,14 +788,72 @@ export const arbCancel: fc.Arbitrary<Cancel> = withHeader(
   }),
 );
 
-/** Report bodies (at most about 14 KiB of maxReportBytes' 16). */
+/** One step of a reported build. */
+const arbReportStep = record<ReportStep>({
+  name: arbText(maxNameChars),
+  outcome: fc.constantFrom("succeeded" as const, "failed" as const, "skipped" as const),
+  exitCode: nullable(int(-maxExitCode, maxExitCode)),
+  durationMs: int(0, maxDurationMs),
+});
+
+/** A report id: 'report-' then lowercase letters, digits or '-'. */
+export const arbReportId: fc.Arbitrary<string> = pattern(`${lower}${digits}`, `${lower}${digits}-`, 56, 12).map(
+  (rest) => `report-${rest}`,
+);
+
+/**
+ * Report bodies: typical ones (a few steps and specs, a source stamp or none), and large variants that fill the
+ * steps, the spec claims or the summary. Start and end are ordered, the shard below the shards.
+ */
 export const arbReport: fc.Arbitrary<Report> = withHeader(
   messageDomains.report,
+  fc
+    .tuple(
+      record({
+        project: arbProjectId,
+        reportId: arbReportId,
+        jobName: arbText(maxNameChars, 1),
+        jobDigest: arbDigest,
+        source: nullable(
+          record({
+            url: mostly(fc.constantFrom("https://example.org/repo.git", "git@host:x/y"), arbText(maxSourceUrlChars, 1)),
+            revision: mostly(fc.constantFrom("main", "0123abcd"), arbText(maxSourceRevisionChars, 1)),
+          }),
+        ),
+        dimensions: arbDimensions(
+          fc.array(record({ name: arbShortToolName, version: arbText(16, 1) }), { maxLength: fewItems }),
+          fc.array(arbLabel, { maxLength: fewItems }),
+        ),
+        specs: mostly(fc.array(arbSpecClaim, { maxLength: fewItems }), manyOf(arbSpecClaim, maxSpecsPerAdvert)),
+        steps: mostly(
+          fc.array(arbReportStep, { minLength: 1, maxLength: fewItems }),
+          manyOf(arbReportStep, maxStepsPerJob, 1),
+        ),
+        ...resultFields,
+      }),
+      int(1, maxShards),
+      int(0, maxShards - 1),
+      arbTimestampMs,
+      arbTimestampMs,
+    )
+    .map(([fields, shards, shard, a, b]) => ({
+      ...fields,
+      shards,
+      shard: shard % shards,
+      startedAtMs: Math.min(a, b),
+      endedAtMs: Math.max(a, b),
+    })),
+);
+
+/** Report acknowledgement bodies. */
+export const arbReportAck: fc.Arbitrary<ReportAck> = withHeader(
+  messageDomains.reportAck,
   record({
     project: arbProjectId,
-    ref: mostly(fc.constantFrom("refs/heads/main", "nightly", "v1.2.3"), arbText(maxReportRefChars, 1)),
-    specUuids: arrayOf(arbSpecUuid, maxRequiredSpecs),
-    ...resultFields,
+    reportId: arbReportId,
+    reporter: arbPublicKey,
+    verdict: fc.constantFrom("accepted" as const, "duplicate" as const, "refused" as const),
+    reason: arbText(maxReasonChars),
   }),
 );
 
@@ -867,6 +928,7 @@ export interface MessageArbitraries {
   readonly verdict: fc.Arbitrary<Verdict>;
   readonly cancel: fc.Arbitrary<Cancel>;
   readonly report: fc.Arbitrary<Report>;
+  readonly reportAck: fc.Arbitrary<ReportAck>;
   readonly keyset: fc.Arbitrary<KeysetBody>;
 }
 
@@ -884,6 +946,7 @@ export const arbitraries: MessageArbitraries = {
   verdict: arbVerdict,
   cancel: arbCancel,
   report: arbReport,
+  reportAck: arbReportAck,
   keyset: arbKeyset,
 };
 

@@ -275,6 +275,7 @@ quorum:
       distinctPrefixes: true,
       spotCheckFraction: 0.25,
     },
+    reports: { from: "volunteers", perReporterPerHour: 12, perProjectPerHour: 1000 },
   });
 });
 

@@ -5,7 +5,7 @@
  */
 import { fc, testProp } from "@fast-check/ava";
 import test, { type ExecutionContext } from "ava";
-import { maxSlots, maxSpecsPerAdvert } from "../capabilities/index.ts";
+import { maxSlots, maxSpecsPerAdvert, maxSpecVersion } from "../capabilities/index.ts";
 import {
   acceptKeyset,
   anchorFromGenesis,
@@ -61,10 +61,11 @@ import {
   maxOutputsPerJob,
   maxPriority,
   maxReplicas,
-  maxReportRefChars,
   maxRequiredSpecs,
   maxRunningJobs,
   maxShards,
+  maxSourceRevisionChars,
+  maxSourceUrlChars,
   maxStepsPerJob,
   maxSummaryChars,
   maxWantedRuns,
@@ -449,11 +450,13 @@ testProp(
 );
 
 testProp(
-  "schema: an uppercase spec UUID is refused as body.specUuids[0]",
+  "schema: a report's uppercase spec UUID, or an end before its start, is refused by its field",
   [arbitraries.report],
   (t, body) => {
-    const specUuids = [typicalSpecUuid.toUpperCase(), ...body.specUuids.slice(1)];
-    assertSchemaError(t, messageDomains.report, { ...body, specUuids }, "body.specUuids[0]");
+    const claim = { uuid: typicalSpecUuid.toUpperCase(), version: 1, passed: true, checkedAtMs: body.issuedAtMs };
+    assertSchemaError(t, messageDomains.report, { ...body, specs: [claim] }, "body.specs[0].uuid");
+    const endedAtMs = body.startedAtMs - 1;
+    if (endedAtMs >= 0) assertSchemaError(t, messageDomains.report, { ...body, endedAtMs }, "body.endedAtMs");
   },
   schemaRuns,
 );
@@ -699,14 +702,49 @@ const worstCases: readonly WorstCase[] = [
   worstCase("report", messageDomains.report, {
     ...header(messageDomains.report),
     project,
-    ref: wide(maxReportRefChars),
-    specUuids: Array.from({ length: maxRequiredSpecs }, () => typicalSpecUuid),
+    reportId: `report-${"a".repeat(57)}`,
+    jobName: wide(maxNameChars),
+    jobDigest: longestDigest,
+    source: { url: wide(maxSourceUrlChars), revision: wide(maxSourceRevisionChars) },
+    shard: maxShards - 1,
+    shards: maxShards,
+    dimensions: {
+      os: "linux",
+      arch: "x64",
+      cores: 64,
+      memoryBytes: 2 ** 40,
+      diskBytes: 2 ** 44,
+      tools: [],
+      labels: [],
+    },
+    specs: Array.from({ length: maxSpecsPerAdvert }, () => ({
+      uuid: typicalSpecUuid,
+      version: maxSpecVersion,
+      passed: true,
+      checkedAtMs: maxTimestampMs,
+    })),
+    steps: Array.from({ length: maxStepsPerJob }, () => ({
+      name: wide(maxNameChars),
+      outcome: "skipped" as const,
+      exitCode: -maxExitCode,
+      durationMs: maxDurationMs,
+    })),
     exitCode: maxExitCode,
     outcome: "refused",
     outputsDigest: longestDigest,
     logDigest: longestDigest,
     summary: wide(maxSummaryChars),
     durationMs: maxDurationMs,
+    startedAtMs: maxTimestampMs,
+    endedAtMs: maxTimestampMs,
+  }),
+  worstCase("reportAck", messageDomains.reportAck, {
+    ...header(messageDomains.reportAck),
+    project,
+    reportId: `report-${"a".repeat(57)}`,
+    reporter: worker,
+    verdict: "duplicate",
+    reason: wide(maxReasonChars),
   }),
 ];
 

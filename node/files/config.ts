@@ -28,8 +28,10 @@ import {
   type Availability,
   type AvailabilityRules,
   defaultMasterConfig,
+  defaultReportDeskConfig,
   defaultWorkerConfig,
   lockNameSchema,
+  maxListedReporters,
   maxLockCount,
   maxOfferLifetimeMs,
   maxWorkerLocks,
@@ -132,7 +134,21 @@ export interface NodeConfig {
   timing: TimingSettings;
   quorum: QuorumSettings;
   reachability: ReachabilitySettings;
+  reports: ReportSettings;
 }
+
+/** Who may report builds made on their own (`cimesh report`) to the projects in `masters`, and how many (jobs/reports.ts). */
+export interface ReportSettings {
+  /** "volunteers": any node that pins the project; or only these reporters' public keys (hex). */
+  from: "volunteers" | string[];
+  /** Reports accepted from one reporter per hour. */
+  perReporterPerHour: number;
+  /** Reports accepted from all reporters per hour, per project. */
+  perProjectPerHour: number;
+}
+
+/** A rate limit of reports per hour: more than this is no limit worth the name. */
+export const maxReportsPerHour = 100_000;
 
 /** On or off, or `auto`: decided at start from the node's roles and addresses (node/runtime). */
 export type AutoSwitch = boolean | "auto";
@@ -352,25 +368,38 @@ const reachabilitySchema = z.strictObject({
   relay: autoSwitchSchema.default("auto"),
   relayLimits: z
     .strictObject({
-      maxReservations: z
-        .number()
-        .int()
-        .min(1)
-        .max(maxRelayReservations)
-        .default(defaultRelayLimits.maxReservations),
+      maxReservations: z.number().int().min(1).max(maxRelayReservations).default(defaultRelayLimits.maxReservations),
       data: sizeSchema.default(defaultRelayLimits.dataBytes),
       durationMs: z.number().int().min(minTimingMs).max(maxTimingMs).default(defaultRelayLimits.durationMs),
-      reservationTtlMs: z
-        .number()
-        .int()
-        .min(minTimingMs)
-        .max(maxTimingMs)
-        .default(defaultRelayLimits.reservationTtlMs),
+      reservationTtlMs: z.number().int().min(minTimingMs).max(maxTimingMs).default(defaultRelayLimits.reservationTtlMs),
     })
     .prefault({})
     .transform(({ data, ...rest }) => ({ ...rest, dataBytes: data })),
   reserveRelay: autoSwitchSchema.default("auto"),
   upnp: z.boolean().default(false),
+});
+
+const reportsSchema = z.strictObject({
+  from: z
+    .union([
+      z.literal("volunteers"),
+      z
+        .array(z.string().regex(/^[0-9a-f]{64}$/, "expected a reporter's public key: 64 lowercase hex digits"))
+        .max(maxListedReporters),
+    ])
+    .default("volunteers"),
+  perReporterPerHour: z
+    .number()
+    .int()
+    .min(1)
+    .max(maxReportsPerHour)
+    .default(defaultReportDeskConfig.maxReportsPerReporter),
+  perProjectPerHour: z
+    .number()
+    .int()
+    .min(1)
+    .max(maxReportsPerHour)
+    .default(defaultReportDeskConfig.maxReportsPerProject),
 });
 
 export const nodeConfigSchema = z
@@ -387,6 +416,7 @@ export const nodeConfigSchema = z
       timing: timingSchema.prefault({}),
       quorum: quorumSchema.prefault({}),
       reachability: reachabilitySchema.prefault({}),
+      reports: reportsSchema.prefault({}),
     }),
   )
   .superRefine((config, ctx) => {
@@ -486,6 +516,10 @@ export function configFileForm(config: NodeConfig): Record<string, unknown> {
     masters: config.masters,
     timing: { ...config.timing },
     quorum: { ...config.quorum },
+    reports: {
+      ...config.reports,
+      from: config.reports.from === "volunteers" ? "volunteers" : [...config.reports.from],
+    },
     reachability: {
       relay: config.reachability.relay,
       relayLimits: {
@@ -563,6 +597,12 @@ quorum:
   validRunsForFullWeight: 5 # consecutive agreeing results after which a worker weighs 1
   distinctPrefixes: true # replicas of one shard go to distinct network prefixes (IPv4 /24, IPv6 /48)
   spotCheckFraction: 0.1 # share of shards whose first run goes to a runner, whose result has the last word
+
+# Builds volunteers make on their own schedule and report (cimesh report), for the projects in \`masters\`.
+reports:
+  from: volunteers # volunteers (any node that pins the project), or a list of reporters' public keys (hex)
+  perReporterPerHour: 12 # reports accepted from one reporter per hour; more are refused as rate-limited
+  perProjectPerHour: 1000 # reports accepted from all reporters per hour
 
 # Behind a home router (NAT): how this node reaches and is reached. See the README, "Behind a home router".
 reachability:

@@ -10,6 +10,9 @@
  *   entry each, so a master of 100,000 jobs writes per step what changed.
  * - ledger: the replay window of each signer, one small entry per message.
  * - keysets, logs, meta (the reserved signing sequence, the ledger's floor).
+ * - reporter: the reporter's outbox and answers, whole (bounded); reports and
+ *   reportDesks: each report desk's recorded reports, one entry each, and its
+ *   replay ledger and rate windows (jobs/reports.ts).
  */
 import { Level } from "level";
 import {
@@ -23,6 +26,9 @@ import type {
   JobRecord,
   LogChunkRecord,
   MasterState,
+  ReportDeskMeta,
+  ReporterState,
+  ReportRecord,
   Reputation,
   StoredNode,
   StoreWrite,
@@ -65,6 +71,9 @@ export async function openNodeStore(path: string): Promise<NodeStore> {
   const legacyMachines = json<MasterState | WorkerState>("machines");
   const keysets = db.sublevel<string, Uint8Array>("keysets", { valueEncoding: "view" });
   const logs = db.sublevel<string, Uint8Array>("logs", { valueEncoding: "view" });
+  const reporterLevel = json<ReporterState>("reporter");
+  const reports = json<ReportRecord>("reports");
+  const reportDesks = json<ReportDeskMeta>("reportDesks");
   /** Orders ledger entries by when they were last written, so a restart keeps the most recent signers. */
   let touched = 0;
 
@@ -112,6 +121,21 @@ export async function openNodeStore(path: string): Promise<NodeStore> {
     return masters;
   };
 
+  const loadDesks = async () => {
+    const desks = new Map<string, { records: ReportRecord[]; meta: ReportDeskMeta | null }>();
+    const of = (project: string) => {
+      let entry = desks.get(project);
+      if (entry === undefined) {
+        entry = { records: [], meta: null };
+        desks.set(project, entry);
+      }
+      return entry;
+    };
+    for await (const [key, record] of reports.iterator()) of(key.slice(0, key.indexOf("/"))).records.push(record);
+    for await (const [project, meta] of reportDesks.iterator()) of(project).meta = meta;
+    return desks;
+  };
+
   return {
     db,
     async load(ledgerLimits = defaultReplayLedgerLimits) {
@@ -123,6 +147,8 @@ export async function openNodeStore(path: string): Promise<NodeStore> {
         ledger: await loadLedger(ledgerLimits),
         keysets: stored,
         seqReservedUpTo: (await meta.get("seqReserved")) ?? 0,
+        reporter: (await reporterLevel.get("state")) ?? null,
+        desks: await loadDesks(),
       };
     },
     async persist(batch) {
@@ -167,6 +193,16 @@ export async function openNodeStore(path: string): Promise<NodeStore> {
           }
           case "seq":
             ops.put("seqReserved", write.reservedUpTo, { sublevel: meta });
+            break;
+          case "reporter":
+            ops.put("state", write.state, { sublevel: reporterLevel });
+            break;
+          case "report":
+            if (write.record === null) ops.del(`${write.project}/${write.reportId}`, { sublevel: reports });
+            else ops.put(`${write.project}/${write.reportId}`, write.record, { sublevel: reports });
+            break;
+          case "report-desk":
+            ops.put(write.project, write.meta, { sublevel: reportDesks });
             break;
         }
       }
