@@ -47,6 +47,14 @@ test.serial(
         "both workers' offers held by the master",
         async () => ((await master.control.status()).offersHeld[project]?.workers ?? 0) >= 2,
       );
+      // An image the project node does not hold: refused at submit, before any worker is asked to fetch it.
+      const unknown = "bafyreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy";
+      const lacking = await cli(masterDir, [
+        "submit",
+        await writeJob(mesh, "no-image", project, { image: unknown, steps: ["true"] }),
+      ]);
+      t.is(lacking.code, 1);
+      t.regex(lacking.stderr, /image: expected an image this node's blob store holds/);
       const fields = (id: string) => ({
         id,
         image,

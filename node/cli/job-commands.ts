@@ -147,6 +147,19 @@ export function addSubmitCommand(): void {
         out(`packed ${packed.files} file(s), ${packed.bytes} bytes of ${folder}: ${packed.root}`);
         spec = { ...spec, inputsDigest: packed.root };
       }
+      if (spec.image !== undefined) {
+        // Workers fetch the image from the master: a job naming one it does not hold would be refused by every worker.
+        const { openBlobStore, treeBlobs } = await import("../store/index.ts");
+        const store = await openBlobStore(join(dataDirOf(), "blobs"));
+        const held = await treeBlobs(spec.image, store).catch(() => null);
+        if (held === null || held.missing.length > 0) {
+          throw new TransferError(
+            `${path}: image: expected an image this node's blob store holds, got ${spec.image}, which it ` +
+              `${held === null ? "lacks" : `holds only in part (${held.missing.length} blobs missing)`}; ` +
+              "`cimesh image import <oci-layout|docker-save.tar>` with this --data-dir stores one",
+          );
+        }
+      }
       const summary = await api.submit(parsed.project, parsed.jobId ?? "", spec);
       if (options.json === true) out(JSON.stringify(summary));
       else out(`submitted ${summary.jobId} (project ${summary.project}): ${summary.status}`);

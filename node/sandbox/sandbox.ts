@@ -16,6 +16,13 @@
  *   root and /dev are remounted read-only last, because bubblewrap's own tmpfs
  *   for them is writable by the job and unbounded in size otherwise. Nothing
  *   else of the host is visible: not the node's data folder, keys, /root or /home.
+ * - A job with an image: each top-level entry of the unpacked image (node/images)
+ *   bound read-only in place of /usr and the rest, its /etc entries bound
+ *   beside the generated files; the host's prlimit, env and the folder of its
+ *   dynamic loader bound read-only at imageToolsPath, because the limits are
+ *   set inside the namespaces (below) and the image may have no libc: the
+ *   chain runs them through the host's loader, then execs the image's /bin/sh.
+ *   Everything else (namespaces, filter, uid, limits, /work, /tmp) is the same.
  * - What the job can learn of the host: /proc/self/mountinfo names the host
  *   path of each bind (a bind's root within its filesystem is always shown),
  *   so run folders live under a neutral workRoot (neutralWorkRoot: a folder
