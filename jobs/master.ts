@@ -78,7 +78,7 @@
  * first) when a holder lets go. The holds are kept in the attempt records
  * (`locksHeld`), so a restarted master rebuilds them from its store.
  */
-import { explainPoolText, isEligible } from "../capabilities/index.ts";
+import { explainPoolText, isEligible, maxSlots } from "../capabilities/index.ts";
 import { maxReasonChars } from "../crypto/index.ts";
 import { resultDigest } from "./digest.ts";
 import type { Rng, StepOutput } from "./effects.ts";
@@ -214,6 +214,11 @@ export interface KnownWorker {
    * refuses at once an award that would exceed one.
    */
   locks?: Record<string, number>;
+  /**
+   * For a worker that declares locks: the locks of it named by each of the last awards made to its process, newest
+   * last, at most its slots. An offer that crosses awards in flight counts their locks taken, as it counts their slots.
+   */
+  awardLocks?: string[][];
   /**
    * Awards to it left unanswered in a row since it was last heard from, and until when nothing more is awarded from
    * its offer (awardAnswerMs doubled for each, at most maxOfferSuspensionMs): a worker cut off by a partition never saw
@@ -954,9 +959,18 @@ function award(step: Step, job: JobRecord, bid: PendingBid, shard: number): void
   if (known !== undefined) {
     known.awardsMade++;
     known.freeSlots = Math.max(0, known.freeSlots - 1);
-    if (known.locks !== undefined)
+    if (known.locks !== undefined) {
+      const named: string[] = [];
       for (const lock of job.spec.locks ?? [])
-        if (lock.name in known.locks) known.locks[lock.name] = Math.max(0, (known.locks[lock.name] as number) - 1);
+        if (lock.name in known.locks) {
+          known.locks[lock.name] = Math.max(0, (known.locks[lock.name] as number) - 1);
+          named.push(lock.name);
+        }
+      const recent = known.awardLocks ?? [];
+      recent.push(named);
+      if (recent.length > maxSlots) recent.shift();
+      known.awardLocks = recent;
+    }
     if (known.freeSlots === 0) stopOffering(state, bid.worker);
   }
   step.send(bid.worker, {
@@ -1839,9 +1853,7 @@ function onOffer(step: Step, worker: string, offer: Offer, runner: boolean, pref
     network: offer.network,
     epoch: offer.epoch,
     awardsMade,
-    ...(offer.locks !== undefined
-      ? { locks: Object.fromEntries(offer.locks.map((lock) => [lock.name, lock.free])) }
-      : {}),
+    ...(offer.locks !== undefined ? offeredLocks(offer, held, inFlight) : {}),
   };
   if (isProven(state, worker, runner)) holdProven(state, worker, known);
   else {
@@ -1899,6 +1911,20 @@ function onOffer(step: Step, worker: string, offer: Offer, runner: boolean, pref
       else state.hungry[job.jobId] = leastWeightWanted(state, job, step.nowMs);
     }
   }
+}
+
+/** A worker's local locks as its offer says, less those named by the awards in flight to it (see KnownWorker). */
+function offeredLocks(
+  offer: Offer,
+  held: KnownWorker | undefined,
+  inFlight: number,
+): Pick<KnownWorker, "locks" | "awardLocks"> {
+  const locks: Record<string, number> = {};
+  for (const lock of offer.locks ?? []) locks[lock.name] = lock.free;
+  const recent = held !== undefined && held.epoch === offer.epoch ? (held.awardLocks ?? []) : [];
+  for (const named of recent.slice(Math.max(0, recent.length - inFlight)))
+    for (const name of named) if (name in locks) locks[name] = Math.max(0, (locks[name] as number) - 1);
+  return { locks, awardLocks: recent };
 }
 
 /** Drops the unproven worker heard of first, in constant time on average: listing the table per advert made a flood cost O(n) each. */
