@@ -148,3 +148,46 @@ test("a master rebuilt mid-job from its job records and reputations through JSON
   t.is(loop.master(master).state.jobs.a?.status, "passed");
   t.is(loop.master(master).state.jobs.a?.attempts.length, 4, "two replicas on each of two shards, none lost");
 });
+
+test("lock holds survive JSON and a master restart mid-job: the restored master keeps the bound, and every job still finishes", (t) => {
+  const loop = new Loop({ seed: 23 });
+  const master = loop.addMaster({ project });
+  const slow = (run: Parameters<typeof honest>[0], worker: string) => ({
+    ...(honest(run, worker) as NonNullable<ReturnType<typeof honest>>),
+    durationMs: 20_000,
+  });
+  for (let n = 0; n < 5; n++)
+    loop.addWorker({ shares: { [project]: 1 }, dimensions, specs: [] }, slow, "eager", runnerFacts(n));
+  loop.offerAll();
+  const locks = [{ name: "staging-db", count: 2 }];
+  for (let n = 0; n < 6; n++)
+    loop.toMaster(master, {
+      kind: "submit",
+      jobId: `deploy-${n}`,
+      job: spec(loop.nowMs + 3_600_000, { replicas: 1, quorum: 1, shards: 1, locks }),
+    });
+  const holding = () =>
+    Object.values(loop.master(master).state.jobs).flatMap((job) =>
+      job.attempts.filter((attempt) => attempt.locksHeld === true),
+    ).length;
+  let most = 0;
+  const step = (untilMs: number) => {
+    while (loop.nowMs < untilMs) {
+      loop.run(loop.nowMs + 500);
+      most = Math.max(most, holding());
+    }
+  };
+  step(loop.nowMs + 5_000);
+  const before = loop.master(master).state;
+  t.is(before.lockHolders["staging-db"]?.length, 2, "two runs hold the lock of count 2");
+  t.is(Object.keys(before.lockWaits).length, 4, "four jobs wait for it");
+  loop.stopMaster(master);
+  step(loop.nowMs + 5_000);
+  loop.restartMaster(master);
+  const after = loop.master(master).state;
+  t.deepEqual(after.lockHolders, before.lockHolders, "the holds come back from the job records");
+  step(loop.nowMs + 600_000);
+  t.is(most, 2, "never more than two holders, across the restart");
+  for (const job of Object.values(loop.master(master).state.jobs)) t.is(job.status, "passed", job.jobId);
+  t.deepEqual(loop.master(master).state.lockHolders, {});
+});
