@@ -14,7 +14,7 @@
  * The commands live in one file per group: node-commands.ts (init, id, start,
  * stop, status, availability), project-commands.ts (project, trust, spec),
  * job-commands.ts (submit, jobs, logs, result, fetch, explain, cancel, run),
- * image-commands.ts (image import), sim-command.ts (sim) and setup.ts (setup); common.ts holds the root
+ * report-command.ts (report: a push-only build), image-commands.ts (image import), sim-command.ts (sim) and setup.ts (setup); common.ts holds the root
  * command and what they share. This file adds the commands, in the order
  * `cimesh --help` lists them, and runs the one asked for.
  */
@@ -41,6 +41,7 @@ import {
   addStopCommand,
 } from "./node-commands.ts";
 import { addProjectCommand, addSpecCommand, addTrustCommand } from "./project-commands.ts";
+import { addReportCommand } from "./report-command.ts";
 import { addSetupCommand } from "./setup.ts";
 import { addSimCommand } from "./sim-command.ts";
 
@@ -64,6 +65,7 @@ addExplainCommand();
 addCancelCommand();
 addAvailabilityCommand();
 addRunCommand();
+addReportCommand();
 addSimCommand();
 
 function describeFailure(error: unknown): string {

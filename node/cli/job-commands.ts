@@ -6,14 +6,24 @@
  * use it, not when the CLI starts: see index.ts.
  */
 import { randomBytes } from "node:crypto";
-import { mkdtemp, rm } from "node:fs/promises";
+import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import cliProgress from "cli-progress";
 import { CimeshError } from "../../crypto/index.ts";
-import { resultDigest } from "../../jobs/index.ts";
-import type { FetchStatus, JobDetail, JobSummary, LogLine, NodeApi, RunSummary } from "../control/index.ts";
+import { type ExecutionReport, resultDigest } from "../../jobs/index.ts";
+import type {
+  FetchStatus,
+  JobDetail,
+  JobSummary,
+  LogLine,
+  NodeApi,
+  ReportDetail,
+  ReportSummary,
+  RunSummary,
+} from "../control/index.ts";
 import { formatDuration, maxJobFileBytes, parseJobFile, parseSizeBytes } from "../files/index.ts";
+import type { LogChunk, StepEvent } from "../sandbox/index.ts";
 import {
   CliOptionError,
   client,
@@ -124,6 +134,45 @@ function logPrinter() {
   };
 }
 
+/**
+ * The image a job's required capability specs name (those this node published: `<data-dir>/specs`), or null: a
+ * spec with an image is that image's signed name and version, so a job requiring it runs in it. Two specs naming
+ * different images, or a job naming another image than its spec, cannot run: refused here.
+ */
+async function imageOfSpecs(
+  required: readonly string[],
+  jobImage: string | undefined,
+  path: string,
+): Promise<{ image: string; name: string } | null> {
+  if (required.length === 0) return null;
+  const { loadPublishedSpecs } = await import("../files/index.ts");
+  const { openEnvelope } = await import("../../crypto/index.ts");
+  const { capabilitySpecDomain } = await import("../../capabilities/index.ts");
+  let found: { image: string; name: string } | null = null;
+  for (const bytes of await loadPublishedSpecs(dataDirOf())) {
+    let body: { uuid: string; name: string; version: number; image?: string };
+    try {
+      body = openEnvelope(capabilitySpecDomain, bytes, Date.now()).body;
+    } catch {
+      continue; // expired or unreadable: the node does not publish it either
+    }
+    if (!required.includes(body.uuid) || body.image === undefined) continue;
+    const name = `${body.uuid} (${body.name}, version ${body.version})`;
+    const others: (string | undefined)[] = [found?.image, jobImage];
+    for (const other of others) {
+      if (other !== undefined && other !== body.image) {
+        throw new CliOptionError(
+          `${path}: image`,
+          `the image of capability spec ${name}, ${body.image}, which its jobs run in`,
+          other,
+        );
+      }
+    }
+    found = { image: body.image, name };
+  }
+  return found;
+}
+
 /** Adds `submit <job.yaml>`: sends a job file to the running master, and with --wait follows it to its end. */
 export function addSubmitCommand(): void {
   program
@@ -146,6 +195,11 @@ export function addSubmitCommand(): void {
         const packed = await packTree(folder, store, { onProgress: progress.update }).finally(progress.stop);
         out(`packed ${packed.files} file(s), ${packed.bytes} bytes of ${folder}: ${packed.root}`);
         spec = { ...spec, inputsDigest: packed.root };
+      }
+      const specImage = await imageOfSpecs(spec.requiredSpecs, spec.image, path);
+      if (specImage !== null && spec.image === undefined) {
+        out(`image ${specImage.image}: from capability spec ${specImage.name}`);
+        spec = { ...spec, image: specImage.image };
       }
       if (spec.image !== undefined) {
         // Workers fetch the image from the master: a job naming one it does not hold would be refused by every worker.
@@ -212,6 +266,7 @@ async function fetchInto(
   folder: string,
   providers: readonly string[],
   limit: DownloadLimit | null,
+  say = true,
 ): Promise<void> {
   let status: FetchStatus | null = await api.startFetch(cid, folder, providers, limit ?? undefined);
   const progress = progressBar(`fetching ${cid.slice(0, 12)}…`);
@@ -227,9 +282,10 @@ async function fetchInto(
   if (status === null)
     throw new TransferError(`fetch of ${cid}: the node forgot it (did it restart?); run the command again`);
   if (status.state === "failed") throw new TransferError(`fetch of ${cid} failed: ${status.error}`);
-  out(
-    `fetched ${cid} into ${folder}: ${status.files} file(s), ${status.totalBytes} bytes (${status.fetchedBytes} over the network)`,
-  );
+  if (say)
+    out(
+      `fetched ${cid} into ${folder}: ${status.files} file(s), ${status.totalBytes} bytes (${status.fetchedBytes} over the network)`,
+    );
 }
 
 async function waitForJob(api: NodeApi, jobId: string, giveUpAtMs: number): Promise<boolean> {
@@ -280,6 +336,57 @@ function runLine(run: RunSummary): string {
   return `${run.jobId}  shard ${run.shard} of ${run.shards}, attempt ${run.attempt}  ${runState(run)}${when}  ${run.name}  (project ${shortKey(run.project)})`;
 }
 
+/** One reported build, as `jobs` lists it: marked as a report, never a scheduled job. */
+function reportLine(report: ReportSummary): string {
+  const exit = report.exitCode === null ? "" : `, exit ${report.exitCode}`;
+  const source = report.source === "" ? "" : `  ${report.source}`;
+  return `${report.reportId}  [report]  ${report.outcome}${exit}  ${report.jobName}${source}  (by ${shortKey(report.reporterPeerId)}; received ${time(report.receivedAtMs)})`;
+}
+
+/** `result <report>`: what a reported build says, step by step. */
+function printReport(detail: ReportDetail): void {
+  const { report } = detail;
+  out(
+    `report     ${detail.reportId} "${detail.jobName}" (project ${detail.project}): a build reported by a volunteer, not a scheduled job`,
+  );
+  out(`reporter   ${detail.reporterPeerId}`);
+  out(
+    `outcome    ${report.outcome}${report.exitCode === null ? "" : `, exit ${report.exitCode}`} after ${formatDuration(report.durationMs)}`,
+  );
+  out(`source     ${detail.source === "" ? "-" : detail.source}`);
+  out(`job file   ${report.jobDigest} (shard ${report.shard} of ${report.shards})`);
+  out(`built      ${time(report.startedAtMs)} to ${time(report.endedAtMs)}; received ${time(detail.receivedAtMs)}`);
+  out(
+    `machine    ${report.dimensions.os}/${report.dimensions.arch}, ${report.dimensions.cores} cores; specs passed: ${report.specs.map((claim) => claim.uuid).join(", ") || "none"}`,
+  );
+  for (const [index, step] of report.steps.entries())
+    out(
+      `  step ${index + 1} ${JSON.stringify(step.name)}: ${step.outcome}${step.exitCode === null ? "" : `, exit ${step.exitCode}`}, ${formatDuration(step.durationMs)}`,
+    );
+  out(`outputs    ${report.outputsDigest ?? "-"}`);
+  out(`log        ${report.logDigest ?? "-"}`);
+  if (report.summary !== "") out(`summary    ${report.summary.split("\n")[0]}`);
+}
+
+/** A reported build's log: its tree fetched through the mesh from the reporter (by CID), printed stream by stream. */
+async function printReportLogs(api: NodeApi, detail: ReportDetail): Promise<void> {
+  const cid = detail.report.logDigest;
+  if (cid === null) throw new TransferError(`report ${detail.reportId}: it names no log`);
+  const folder = await mkdtemp(join(tmpdir(), "cimesh-report-log-"));
+  try {
+    const destination = join(folder, "log");
+    await fetchInto(api, cid, destination, [detail.reporterPeerId], null, false);
+    for (const stream of ["stdout", "stderr"] as const) {
+      const text = await readFile(join(destination, `${stream}.log`), "utf8").catch(() => "");
+      if (text === "") continue;
+      out(`==> report ${detail.reportId}, ${stream} <==`);
+      process.stdout.write(text.endsWith("\n") ? text : `${text}\n`);
+    }
+  } finally {
+    await rm(folder, { recursive: true, force: true });
+  }
+}
+
 /**
  * Adds `jobs`: the running master's jobs and the runs its worker did. A node that is both shows both, each under its
  * heading; a master alone shows its jobs as they always were.
@@ -291,18 +398,38 @@ export function addJobsCommand(): void {
     .option("--json", 'print JSON: {"master": the jobs or null, "worker": the runs or null}')
     .action(async (options: { json?: boolean }) => {
       const api = client();
-      const [status, jobs, runs] = await Promise.all([api.status(), api.jobs(), api.runs()]);
+      const [status, jobs, runs, reports] = await Promise.all([
+        api.status(),
+        api.jobs(),
+        api.runs(),
+        api.reports?.() ?? Promise.resolve([]),
+      ]);
       // A view for each role the node has now, and for what it kept of a role it had before.
       const masterView = status.roles.master.length > 0 || jobs.length > 0;
       const workerView = status.roles.worker || runs.length > 0;
       if (options.json === true) {
-        out(JSON.stringify({ master: masterView ? jobs : null, worker: workerView ? runs : null }, null, 2));
+        out(
+          JSON.stringify(
+            {
+              master: masterView ? jobs : null,
+              reports: masterView ? reports : null,
+              worker: workerView ? runs : null,
+            },
+            null,
+            2,
+          ),
+        );
         return;
       }
       if (masterView || !workerView) {
         if (workerView) out(`jobs of the projects this node is master of (${status.roles.master.length}):`);
         if (jobs.length === 0) out("no jobs: submit one with `cimesh submit job.yaml`");
         for (const job of [...jobs].sort((a, b) => a.submittedAtMs - b.submittedAtMs)) out(summaryLine(job));
+        if (reports.length > 0) {
+          out("");
+          out("builds volunteers made on their own and reported (push-only, oldest first):");
+          for (const report of reports) out(reportLine(report));
+        }
       }
       if (!workerView) return;
       if (masterView) out("");
@@ -323,7 +450,9 @@ export function addLogsCommand(): void {
       const api = client();
       const job = await api.job(jobId);
       if (job === null) {
-        await printRunLogs(api, jobId, options.follow === true);
+        const reported = (await api.report?.(jobId)) ?? null;
+        if (reported !== null) await printReportLogs(api, reported);
+        else await printRunLogs(api, jobId, options.follow === true);
         return;
       }
       const print = logPrinter();
@@ -462,6 +591,22 @@ export function addResultCommand(): void {
       async (jobId: string, options: { json?: boolean; download?: string; shard?: number; maxBytes?: string }) => {
         const api = client();
         const job = await api.job(jobId);
+        const reported = job === null ? ((await api.report?.(jobId)) ?? null) : null;
+        if (reported !== null) {
+          if (options.download !== undefined) {
+            const cid = reported.report.outputsDigest;
+            if (cid === null) throw new TransferError(`report ${jobId}: its build made no outputs`);
+            await fetchInto(
+              api,
+              cid,
+              resolve(options.download),
+              [reported.reporterPeerId],
+              maxBytesOption(options.maxBytes),
+            );
+          } else if (options.json === true) out(JSON.stringify(reported, null, 2));
+          else printReport(reported);
+          return;
+        }
         if (job === null) {
           // Not this node's job as master: what its worker ran of it, if anything.
           const runs = await api.runs(jobId);
@@ -549,109 +694,137 @@ export function addRunCommand(): void {
     .option("--allow-unsandboxed", "run bare where bubblewrap is missing (the job gets your user's access)")
     .action(async (path: string, options: { shard: number; allowNetwork?: boolean; allowUnsandboxed?: boolean }) => {
       const text = await readInputFile(path, maxJobFileBytes, "a job file");
-      const parsed = parseJobFile(text, path, Date.now());
+      const asWritten = parseJobFile(text, path, Date.now());
+      // The image a required spec names, as submit puts it in the job: the run here is then the mesh's run.
+      const specImage = await imageOfSpecs(asWritten.spec.requiredSpecs, asWritten.spec.image, path);
+      const parsed =
+        specImage === null || asWritten.spec.image !== undefined
+          ? asWritten
+          : { ...asWritten, spec: { ...asWritten.spec, image: specImage.image } };
       if (options.shard >= parsed.spec.shards)
         throw new CliOptionError("--shard", `below the job's shards (${parsed.spec.shards})`, options.shard);
-      const { createExecutor, minRunDiskBytes, neutralWorkRoot, runDiskLimitBytes } = await import(
-        "../sandbox/index.ts"
-      );
-      const { MissingBlobError, openBlobStore, packTree, unpackTree } = await import("../store/index.ts");
-      const workRoot = await mkdtemp(join(tmpdir(), "cimesh-run-"));
-      // A node's blob store where one is named (it holds the trees the mesh sent a worker, and keeps what this run
-      // packs); otherwise one in the temporary folder, removed with it: nothing is written where nobody said.
-      const named = dataDirNamed();
-      const blobsDir = named ? join(dataDirOf(), "blobs") : join(workRoot, "blobs");
-      const store = await openBlobStore(blobsDir);
-      let inputsRoot = parsed.spec.inputsDigest;
-      if (parsed.inputsFolder !== null)
-        inputsRoot = (await packTree(resolve(dirname(path), parsed.inputsFolder), store)).root;
-      const image = parsed.spec.image;
-      // With a node's data folder, the image is unpacked where that node's runs find it (and reused if it is there).
-      const images =
-        image === undefined
-          ? null
-          : await (await import("../images/index.ts")).openImageCache(
-              named ? join(neutralWorkRoot(dataDirOf()), "images") : join(workRoot, "images"),
-              store,
-            );
-      const missingTree = (what: string, root: string, error: unknown): never => {
-        if (!(error instanceof MissingBlobError)) throw error;
-        throw new TransferError(
-          `${what} ${root}: ${String(error)}; \`cimesh fetch ${root} <folder>\` brings a tree from the mesh${named ? "" : ", and --data-dir names the node whose blob store holds it"}`,
-        );
+      const onLog = (chunk: LogChunk) => {
+        (chunk.stream === "stdout" ? process.stdout : process.stderr).write(chunk.data);
       };
-      const executor = createExecutor({
-        workRoot,
-        allowUnsandboxed: options.allowUnsandboxed === true,
-        allowNetwork: options.allowNetwork === true,
-        blobStore: store,
-      });
-      const runId = `local-${randomBytes(6).toString("hex")}`;
-      const jobId = parsed.jobId ?? "local";
-      const onSignal = () => executor.kill(runId, "interrupted");
-      process.on("SIGINT", onSignal);
-      process.on("SIGTERM", onSignal);
-      try {
-        const report = await executor.run(
-          {
-            runId,
-            project: parsed.project,
-            jobId,
-            attempt: 0,
-            shard: options.shard,
-            job: parsed.spec,
-            // What a worker sets (jobs/worker.ts), so the job cannot tell the difference.
-            env: {
-              CIMESH_PROJECT: parsed.project,
-              CIMESH_JOB_ID: jobId,
-              CIMESH_ATTEMPT: "0",
-              CIMESH_SHARD_INDEX: String(options.shard),
-              CIMESH_TOTAL_SHARDS: String(parsed.spec.shards),
-            },
-          },
-          {
-            prepare:
-              inputsRoot === null && images === null
-                ? undefined
-                : async (folder) => {
-                    let imageRoot: string | null = null;
-                    if (images !== null && image !== undefined) {
-                      // The same tree a worker runs in, from the blob store, unpacked once and bound read-only.
-                      const ready = await images
-                        .ready(image)
-                        .catch((error: unknown) => missingTree("image", image, error));
-                      imageRoot = ready.root;
-                    }
-                    if (inputsRoot === null) return { imageRoot };
-                    // Held to the run's disk as a worker holds them, so the job runs here as it would there.
-                    const declared = parsed.spec.resources.diskBytes;
-                    const limit = {
-                      maxBytes: runDiskLimitBytes(declared),
-                      name: `the job's resources.diskBytes (${declared} declared, at least ${minRunDiskBytes} for any run)`,
-                    };
-                    await unpackTree(inputsRoot, store, folder, { limit }).catch((error: unknown) =>
-                      missingTree("inputs", inputsRoot as string, error),
-                    );
-                    return { imageRoot };
-                  },
-            onLog: (chunk) => {
-              (chunk.stream === "stdout" ? process.stdout : process.stderr).write(chunk.data);
-            },
-          },
-        );
-        // The digest replicas compare, as `cimesh result` shows a shard's: a run here agrees with the mesh's if equal.
-        const digest = resultDigest(report, parsed.spec);
-        process.stderr.write(
-          `cimesh run: ${report.outcome}${report.exitCode === null ? "" : `, exit ${report.exitCode}`} after ${formatDuration(report.durationMs)}\n` +
-            `  shard ${options.shard}    ${digest}  (the result digest; \`cimesh result <job>\` shows the accepted one per shard)\n` +
-            `  outputs ${report.outputsDigest ?? "-"}\n  log     ${report.logDigest ?? "-"}\n` +
-            (report.summary === "" ? "" : `  ${report.summary}\n`),
-        );
-        process.exitCode = report.outcome === "succeeded" ? 0 : 1;
-      } finally {
-        process.off("SIGINT", onSignal);
-        process.off("SIGTERM", onSignal);
-        await rm(workRoot, { recursive: true, force: true });
-      }
+      const report = await runJobFileHere(path, parsed, { ...options, nodeStore: false }, { onLog });
+      // The digest replicas compare, as `cimesh result` shows a shard's: a run here agrees with the mesh's if equal.
+      const digest = resultDigest(report, parsed.spec);
+      process.stderr.write(
+        `cimesh run: ${report.outcome}${report.exitCode === null ? "" : `, exit ${report.exitCode}`} after ${formatDuration(report.durationMs)}\n` +
+          `  shard ${options.shard}    ${digest}  (the result digest; \`cimesh result <job>\` shows the accepted one per shard)\n` +
+          `  outputs ${report.outputsDigest ?? "-"}\n  log     ${report.logDigest ?? "-"}\n` +
+          (report.summary === "" ? "" : `  ${report.summary}\n`),
+      );
+      process.exitCode = report.outcome === "succeeded" ? 0 : 1;
     });
+}
+
+/** How `cimesh run` and `cimesh report` run a job file here. */
+export interface LocalRunOptions {
+  readonly shard: number;
+  readonly allowNetwork?: boolean;
+  readonly allowUnsandboxed?: boolean;
+  /** Use the node's blob store (its data folder's) even when no --data-dir names it: what is packed must be served. */
+  readonly nodeStore: boolean;
+}
+
+/**
+ * Runs a parsed job file here, in the sandbox a worker uses, with the environment a worker sets, and resolves with
+ * the executor's report. Outputs are packed into the node's blob store where one is named (or `nodeStore` asks for
+ * it), else into a temporary one removed with the run's folder.
+ */
+export async function runJobFileHere(
+  path: string,
+  parsed: ReturnType<typeof parseJobFile>,
+  options: LocalRunOptions,
+  hooks: { readonly onLog: (chunk: LogChunk) => void; readonly onStep?: (event: StepEvent) => void },
+): Promise<ExecutionReport> {
+  const { createExecutor, minRunDiskBytes, neutralWorkRoot, runDiskLimitBytes } = await import("../sandbox/index.ts");
+  const { MissingBlobError, openBlobStore, packTree, unpackTree } = await import("../store/index.ts");
+  const workRoot = await mkdtemp(join(tmpdir(), "cimesh-run-"));
+  // A node's blob store where one is named (it holds the trees the mesh sent a worker, and keeps what this run
+  // packs); otherwise one in the temporary folder, removed with it: nothing is written where nobody said.
+  const named = dataDirNamed() || options.nodeStore;
+  const blobsDir = named ? join(dataDirOf(), "blobs") : join(workRoot, "blobs");
+  const store = await openBlobStore(blobsDir);
+  let inputsRoot = parsed.spec.inputsDigest;
+  if (parsed.inputsFolder !== null)
+    inputsRoot = (await packTree(resolve(dirname(path), parsed.inputsFolder), store)).root;
+  const image = parsed.spec.image;
+  // With a node's data folder, the image is unpacked where that node's runs find it (and reused if it is there).
+  const images =
+    image === undefined
+      ? null
+      : await (await import("../images/index.ts")).openImageCache(
+          named ? join(neutralWorkRoot(dataDirOf()), "images") : join(workRoot, "images"),
+          store,
+        );
+  const missingTree = (what: string, root: string, error: unknown): never => {
+    if (!(error instanceof MissingBlobError)) throw error;
+    throw new TransferError(
+      `${what} ${root}: ${String(error)}; \`cimesh fetch ${root} <folder>\` brings a tree from the mesh${named ? "" : ", and --data-dir names the node whose blob store holds it"}`,
+    );
+  };
+  const executor = createExecutor({
+    workRoot,
+    allowUnsandboxed: options.allowUnsandboxed === true,
+    allowNetwork: options.allowNetwork === true,
+    blobStore: store,
+  });
+  const runId = `local-${randomBytes(6).toString("hex")}`;
+  const jobId = parsed.jobId ?? "local";
+  const onSignal = () => executor.kill(runId, "interrupted");
+  process.on("SIGINT", onSignal);
+  process.on("SIGTERM", onSignal);
+  try {
+    const report = await executor.run(
+      {
+        runId,
+        project: parsed.project,
+        jobId,
+        attempt: 0,
+        shard: options.shard,
+        job: parsed.spec,
+        // What a worker sets (jobs/worker.ts), so the job cannot tell the difference.
+        env: {
+          CIMESH_PROJECT: parsed.project,
+          CIMESH_JOB_ID: jobId,
+          CIMESH_ATTEMPT: "0",
+          CIMESH_SHARD_INDEX: String(options.shard),
+          CIMESH_TOTAL_SHARDS: String(parsed.spec.shards),
+        },
+      },
+      {
+        prepare:
+          inputsRoot === null && images === null
+            ? undefined
+            : async (folder) => {
+                let imageRoot: string | null = null;
+                if (images !== null && image !== undefined) {
+                  // The same tree a worker runs in, from the blob store, unpacked once and bound read-only.
+                  const ready = await images.ready(image).catch((error: unknown) => missingTree("image", image, error));
+                  imageRoot = ready.root;
+                }
+                if (inputsRoot === null) return { imageRoot };
+                // Held to the run's disk as a worker holds them, so the job runs here as it would there.
+                const declared = parsed.spec.resources.diskBytes;
+                const limit = {
+                  maxBytes: runDiskLimitBytes(declared),
+                  name: `the job's resources.diskBytes (${declared} declared, at least ${minRunDiskBytes} for any run)`,
+                };
+                await unpackTree(inputsRoot, store, folder, { limit }).catch((error: unknown) =>
+                  missingTree("inputs", inputsRoot as string, error),
+                );
+                return { imageRoot };
+              },
+        onLog: hooks.onLog,
+        onStep: hooks.onStep,
+      },
+    );
+    return report;
+  } finally {
+    process.off("SIGINT", onSignal);
+    process.off("SIGTERM", onSignal);
+    await rm(workRoot, { recursive: true, force: true });
+  }
 }

@@ -2,7 +2,7 @@
  * What a running node offers its control API (control.ts) and so the CLI:
  * the shape both sides agree on. JSON in and out; keys are hex strings.
  */
-import type { Availability, JobSpec } from "../../jobs/index.ts";
+import type { Availability, JobSpec, ReportDelivery, ReportFacts } from "../../jobs/index.ts";
 
 export interface JobSummary {
   readonly project: string;
@@ -204,6 +204,35 @@ export interface FetchStatus {
   readonly error: string;
 }
 
+/**
+ * A push-only build the node's master recorded (jobs/reports.ts): a build a volunteer made on its own and reported,
+ * a kind of its own, never a job the master scheduled.
+ */
+export interface ReportSummary {
+  readonly kind: "report";
+  readonly project: string;
+  readonly reportId: string;
+  readonly jobName: string;
+  /** The reporter's public key (hex), and the same as people name it: its PeerId. */
+  readonly reporter: string;
+  readonly reporterPeerId: string;
+  readonly outcome: string;
+  readonly exitCode: number | null;
+  /** The source stamp as URL@REV; empty when the report names none. */
+  readonly source: string;
+  readonly startedAtMs: number;
+  readonly endedAtMs: number;
+  readonly receivedAtMs: number;
+}
+
+export interface ReportDetail extends ReportSummary {
+  /** Everything the report says: job digest, shard, dimensions, specs passed, steps, log and outputs CIDs, summary. */
+  readonly report: ReportFacts;
+}
+
+/** What `cimesh report` hands the node: a report's facts but the reporter's dimensions and specs, which the node adds. */
+export type ReportDraft = Omit<ReportFacts, "dimensions" | "specs">;
+
 export interface NodeApi {
   status(): Promise<NodeStatus>;
   /** Stores the job, then announces it; resolves once stored (the acknowledgement). */
@@ -236,4 +265,11 @@ export interface NodeApi {
   runLogs(jobId: string): Promise<readonly LogLine[]>;
   /** Every metric of the node in Prometheus's text exposition format. */
   metrics(): Promise<string>;
+  /** Queues a push-only build's report in the reporter's outbox (kept until a master answers); the same id twice is one. */
+  queueReport?(draft: ReportDraft): Promise<ReportDelivery>;
+  /** Where a report this node queued stands: waiting, answered (accepted, duplicate, refused) or given up. */
+  reportDelivery?(reportId: string): Promise<ReportDelivery>;
+  /** The reports this node's masters recorded, oldest first. */
+  reports?(): Promise<readonly ReportSummary[]>;
+  report?(reportId: string): Promise<ReportDetail | null>;
 }

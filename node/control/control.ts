@@ -50,9 +50,27 @@ import {
   reasonSchema,
   schemaErrorFrom,
 } from "../../crypto/index.ts";
-import { type Availability, type JobSpec, jobSpecSchema } from "../../jobs/index.ts";
+import {
+  type Availability,
+  type JobSpec,
+  jobSpecSchema,
+  type ReportDelivery,
+  reportIdSchema,
+} from "../../jobs/index.ts";
 import { maxAvailabilityWindows, maxLoadAverageCeiling, writeFileAtomic } from "../files/index.ts";
-import type { FetchStatus, JobDetail, JobSummary, LogLine, NodeApi, NodeStatus, RulesBody, RunSummary } from "./api.ts";
+import type {
+  FetchStatus,
+  JobDetail,
+  JobSummary,
+  LogLine,
+  NodeApi,
+  NodeStatus,
+  ReportDetail,
+  ReportDraft,
+  ReportSummary,
+  RulesBody,
+  RunSummary,
+} from "./api.ts";
 import {
   changesState,
   dashboardAssets,
@@ -325,6 +343,32 @@ function controlErrorOf(error: unknown): ControlError {
   );
 }
 
+/** A report's draft: checked field by field by the node (the report schema), which adds its dimensions and specs. */
+const reportBodySchema = z.strictObject({ draft: z.record(z.string(), z.unknown()) });
+
+/** A report id from a path, or a 400 naming what a report id is. */
+function reportIdOf(raw: string): string {
+  const id = decodeURIComponent(raw);
+  const parsed = reportIdSchema.safeParse(id);
+  if (!parsed.success)
+    throw new ControlError(400, "ERR_BAD_REPORT_ID", `report id: ${parsed.error.issues[0]?.message ?? "malformed"}`);
+  return id;
+}
+
+/** The report routes of a node that has them (a NodeApi may leave them out). */
+function reportApi(api: NodeApi) {
+  const need = <T>(method: T | undefined): T => {
+    if (method === undefined) throw new ControlError(404, "ERR_NO_REPORTS", "reports: this node does not take them");
+    return method;
+  };
+  return {
+    queue: (draft: ReportDraft) => need(api.queueReport)(draft),
+    delivery: (reportId: string) => need(api.reportDelivery)(reportId),
+    list: () => need(api.reports)(),
+    one: (reportId: string) => need(api.report)(reportId),
+  };
+}
+
 function newJobId(): string {
   return `job-${randomBytes(6).toString("hex")}`;
 }
@@ -395,6 +439,32 @@ function routesOf(api: NodeApi): { pattern: RegExp; methods: Record<string, Rout
       },
     },
     { pattern: /^\/v1\/runs$/, methods: { GET: async () => [200, await api.runs()] } },
+    {
+      pattern: /^\/v1\/reports$/,
+      methods: {
+        GET: async () => [200, await reportApi(api).list()],
+        POST: async (req) => {
+          const body = await readJson(req, reportBodySchema);
+          return [202, await reportApi(api).queue(body.draft as unknown as ReportDraft)];
+        },
+      },
+    },
+    {
+      pattern: /^\/v1\/reports\/([^/]+)$/,
+      methods: {
+        GET: async (_req, [id]) => {
+          const reportId = reportIdOf(id as string);
+          const report = await reportApi(api).one(reportId);
+          if (report === null)
+            throw new ControlError(404, "ERR_NO_SUCH_REPORT", `report ${reportId}: no such report on this node`);
+          return [200, report];
+        },
+      },
+    },
+    {
+      pattern: /^\/v1\/reports\/([^/]+)\/delivery$/,
+      methods: { GET: async (_req, [id]) => [200, await reportApi(api).delivery(reportIdOf(id as string))] },
+    },
     {
       pattern: /^\/v1\/runs\/([^/]+)$/,
       methods: { GET: async (_req, [id]) => [200, await api.runs(jobIdOf(id as string))] },
@@ -870,6 +940,18 @@ export function connectControl(dataDir: string, options: ControlClientOptions = 
     runLogs: async (jobId: string) =>
       (await call<LogLine[]>("GET", `/v1/runs/${encodeURIComponent(jobId)}/logs`)).value,
     metrics: async () => (await call<string>("GET", metricsPath, undefined, true)).value,
+    queueReport: async (draft: ReportDraft) => (await call<ReportDelivery>("POST", "/v1/reports", { draft })).value,
+    reportDelivery: async (reportId: string) =>
+      (await call<ReportDelivery>("GET", `/v1/reports/${encodeURIComponent(reportId)}/delivery`)).value,
+    reports: async () => (await call<ReportSummary[]>("GET", "/v1/reports")).value,
+    async report(reportId: string) {
+      try {
+        return (await call<ReportDetail>("GET", `/v1/reports/${encodeURIComponent(reportId)}`)).value;
+      } catch (error) {
+        if (error instanceof ControlRequestError && error.code === "ERR_NO_SUCH_REPORT") return null;
+        throw error;
+      }
+    },
     loginCode: async () =>
       (await call<{ code: string; expiresAtMs: number; path: string }>("POST", loginCodesPath, {})).value,
   };

@@ -13,6 +13,9 @@ export type {
   NodeApi,
   NodeStatus,
   ReachabilityStatus,
+  ReportDetail,
+  ReportDraft,
+  ReportSummary,
   RulesBody,
   RunSummary,
 } from "./api.ts";

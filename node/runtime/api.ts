@@ -6,6 +6,8 @@
 import { randomBytes } from "node:crypto";
 import { readdir } from "node:fs/promises";
 import { isAbsolute } from "node:path";
+import type { Dimensions } from "../../capabilities/index.ts";
+import { schemaErrorFrom } from "../../crypto/index.ts";
 import {
   type Availability,
   checkedRules,
@@ -17,6 +19,13 @@ import {
   type NodeDriver,
   offerStatus,
   offersHeld,
+  type ReportDelivery,
+  type ReporterInput,
+  type ReportFacts,
+  type ReportRecord,
+  reportDelivery,
+  reporterHasRoom,
+  reportSchema,
   type WorkerInput,
 } from "../../jobs/index.ts";
 import type {
@@ -27,6 +36,9 @@ import type {
   LogLine,
   NodeApi,
   NodeStatus,
+  ReportDetail,
+  ReportDraft,
+  ReportSummary,
   RulesBody,
   RunSummary,
 } from "../control/index.ts";
@@ -65,6 +77,8 @@ export interface ApiParts {
   readonly pidOf?: (runId: string) => number | null;
   /** Projects removed from config.yaml since the node started (served until the next start). */
   readonly trustRemoved?: ReadonlySet<string>;
+  /** What the node's reports say of this machine: the worker's dimensions, or those detected on a node without one. */
+  readonly dimensions?: Dimensions;
 }
 
 /** A node's key as the CLI shows it: its PeerId (the key itself when it is not one). */
@@ -135,6 +149,24 @@ function detail(project: string, job: JobRecord, waiting: string): JobDetail {
   };
 }
 
+function reportSummary(project: string, record: ReportRecord): ReportSummary {
+  const { report } = record;
+  return {
+    kind: "report",
+    project,
+    reportId: record.reportId,
+    jobName: report.jobName,
+    reporter: record.reporter,
+    reporterPeerId: peerIdOrKey(record.reporter),
+    outcome: report.outcome,
+    exitCode: report.exitCode,
+    source: report.source === null ? "" : `${report.source.url}@${report.source.revision}`,
+    startedAtMs: report.startedAtMs,
+    endedAtMs: report.endedAtMs,
+    receivedAtMs: record.receivedAtMs,
+  };
+}
+
 /** A run's usage as its busy slot shows it; nothing when it was not read. */
 function usageField(usage: RunUsage | undefined): Pick<BusySlot, "usage"> {
   if (usage === undefined) return {};
@@ -146,6 +178,12 @@ function usageField(usage: RunUsage | undefined): Pick<BusySlot, "usage"> {
 function masterStepped(driver: NodeDriver<Uint8Array>, project: string, input: MasterInput): Promise<void> {
   return new Promise((resolve, reject) =>
     driver.toMaster(project, input, (error) => (error === undefined ? resolve() : reject(error))),
+  );
+}
+
+function reporterStepped(driver: NodeDriver<Uint8Array>, input: ReporterInput): Promise<void> {
+  return new Promise((resolve, reject) =>
+    driver.toReporter(input, (error) => (error === undefined ? resolve() : reject(error))),
   );
 }
 
@@ -327,6 +365,78 @@ export function nodeApi(parts: ApiParts): NodeApi {
       }));
     },
     metrics: () => parts.metrics.text(),
+    ...reportsApi(parts),
+  };
+}
+
+/** Push-only builds: the reporter's outbox (what `cimesh report` queues) and the reports this node's masters recorded. */
+function reportsApi(parts: ApiParts): Required<Pick<NodeApi, "queueReport" | "reportDelivery" | "reports" | "report">> {
+  const { driver, host, blobs } = parts;
+  const records = (): [string, ReportRecord][] =>
+    driver.masterProjects().flatMap((project) => {
+      const desk = driver.reportDesk(project);
+      return desk === undefined
+        ? []
+        : desk.order.flatMap((id) => {
+            const record = desk.records[id];
+            return record === undefined ? [] : [[project, record] as [string, ReportRecord]];
+          });
+    });
+  return {
+    async queueReport(draft: ReportDraft): Promise<ReportDelivery> {
+      const worker = driver.workerState();
+      const dimensions = worker?.config.dimensions ?? parts.dimensions;
+      if (dimensions === undefined) throw new NodeRequestError(500, "dimensions: this node cannot tell its own");
+      const specs = (worker?.config.specs ?? []).filter((claim) => claim.passed);
+      const nowMs = Date.now();
+      const checked = reportSchema.safeParse({
+        ...draft,
+        dimensions,
+        specs,
+        issuedAtMs: nowMs,
+        expiresAtMs: nowMs,
+        seq: 0,
+      });
+      if (!checked.success) throw new NodeRequestError(400, schemaErrorFrom("draft", checked.error).message);
+      const { issuedAtMs: _issued, expiresAtMs: _expires, seq: _seq, ...facts } = checked.data;
+      if (!driver.trust().has(facts.project))
+        throw new NodeRequestError(
+          400,
+          `project: expected a project this node trusts (\`cimesh trust add\`), whose masters it knows; got ${facts.project}`,
+        );
+      const known = reportDelivery(driver.reporterState(), facts.reportId);
+      if (known.state === "unknown" && !reporterHasRoom(driver.reporterState()))
+        throw new NodeRequestError(
+          503,
+          `reports: the outbox holds ${driver.reporterState().config.maxOutboxReports} reports no master has answered yet; try again once they are delivered`,
+        );
+      for (const [field, cid] of [
+        ["logDigest", facts.logDigest],
+        ["outputsDigest", facts.outputsDigest],
+      ] as const) {
+        if (cid === null) continue;
+        if (!(await blobs.has(cid)))
+          throw new NodeRequestError(
+            400,
+            `${field}: expected the tree ${cid} in this node's blob store (cimesh report packs it there)`,
+          );
+        void host.provide(cid).catch(() => undefined);
+      }
+      await reporterStepped(driver, { kind: "queue", facts: facts as ReportFacts });
+      return reportDelivery(driver.reporterState(), facts.reportId);
+    },
+    async reportDelivery(reportId: string) {
+      return reportDelivery(driver.reporterState(), reportId);
+    },
+    async reports() {
+      return records().map(([project, record]) => reportSummary(project, record));
+    },
+    async report(reportId: string): Promise<ReportDetail | null> {
+      const hit = records().find(([, record]) => record.reportId === reportId);
+      if (hit === undefined) return null;
+      const [project, record] = hit;
+      return { ...reportSummary(project, record), report: record.report };
+    },
   };
 }
 

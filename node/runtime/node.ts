@@ -19,7 +19,14 @@ import { join } from "node:path";
 import type { WorkerAdvert } from "../../capabilities/index.ts";
 import type { Identity, ProjectTrust } from "../../crypto/index.ts";
 import { trustFromAnchor } from "../../crypto/index.ts";
-import { createWorker, hexOf, type MasterConfig, NodeDriver, type WorkerState } from "../../jobs/index.ts";
+import {
+  createWorker,
+  hexOf,
+  type MasterConfig,
+  NodeDriver,
+  type ReportDeskConfig,
+  type WorkerState,
+} from "../../jobs/index.ts";
 import type { NodeApi } from "../control/index.ts";
 import { loadConfig, loadIdentity, loadProjectKeyset, type NodeConfig } from "../files/index.ts";
 import {
@@ -41,7 +48,7 @@ import { type BlobStore, type NodeStore, openBlobStore } from "../store/index.ts
 import { nodeApi } from "./api.ts";
 import { NodeStartError } from "./errors.ts";
 import { openRunHistory, type RunHistory, recordedRuns } from "./history.ts";
-import { heldBytes, runCarrier, treeFetcher } from "./inputs.ts";
+import { defaultInputsDeadline, heldBytes, imagePreparer, runCarrier, treeFetcher } from "./inputs.ts";
 import { createNodeMetrics, folderBytes, jobStates, type NodeMetrics } from "./metrics.ts";
 import { createNodePorts, type NodeLog, type NodePorts } from "./ports.ts";
 import { keysetKeeper, keysetRecordRules, publishSpecs, specChecker, validateSpecRecord } from "./records.ts";
@@ -200,6 +207,21 @@ function masterConfigs(options: StartOptions, config: NodeConfig): (Partial<Mast
     validRunsForFullWeight,
     distinctPrefixes,
     spotCheckFraction,
+  }));
+}
+
+/** Each master project's report desk: who may report builds made on their own, and how many (config.yaml's reports). */
+function reportDeskConfigs(
+  options: StartOptions,
+  config: NodeConfig,
+): (Partial<ReportDeskConfig> & { project: string })[] {
+  if (!options.master) return [];
+  const { from, perReporterPerHour, perProjectPerHour } = config.reports;
+  return config.masters.map((project) => ({
+    project,
+    policy: from === "volunteers" ? { from } : { from: "listed", keys: from },
+    maxReportsPerReporter: perReporterPerHour,
+    maxReportsPerProject: perProjectPerHour,
   }));
 }
 
@@ -514,7 +536,15 @@ export async function startNode(options: StartOptions): Promise<RunningNode> {
   const checkSpecs =
     workerParts === null || workerParts.sandboxProblem !== ""
       ? undefined
-      : specChecker({ host, executor: workerParts.executor, driver: driverOf, log });
+      : specChecker({
+          host,
+          executor: workerParts.executor,
+          driver: driverOf,
+          log,
+          ...(images === null
+            ? {}
+            : { prepareImage: imagePreparer({ blobs, fetchFrom, images, deadline: defaultInputsDeadline }) }),
+        });
   const basePorts: NodePorts = createNodePorts({
     identity,
     host,
@@ -531,6 +561,7 @@ export async function startNode(options: StartOptions): Promise<RunningNode> {
     ports,
     trust,
     masters: masterConfigs(options, config),
+    reportDesks: reportDeskConfigs(options, config),
     worker: workerParts?.worker ?? null,
     stored: await store.load(),
   });
@@ -581,6 +612,8 @@ export async function startNode(options: StartOptions): Promise<RunningNode> {
     metrics,
     ...(workerParts === null ? {} : { pidOf: (runId: string) => workerParts.executor.pidOf?.(runId) ?? null }),
     trustRemoved,
+    // What this node's reports say of the machine, when it runs no worker that knows.
+    dimensions: workerParts?.worker.config.dimensions ?? (await detectDimensions(options.dataDir, config)),
   });
   const running = driver;
   return {

@@ -144,7 +144,17 @@ export interface RunHooks {
    */
   // biome-ignore lint/suspicious/noConfusingVoidType: a hook that only fills the work folder returns nothing.
   prepare?(workFolder: string): Promise<PreparedRun | undefined | void>;
+  /**
+   * Told as each step starts and exits (from the step driver's status channel, never the job's log): what a
+   * reported build times per step. A job could write to the channel through /proc and mislabel only its own steps.
+   */
+  onStep?(event: StepEvent): void;
 }
+
+/** A step starting, or exiting with its code. */
+export type StepEvent =
+  | { readonly kind: "start"; readonly index: number }
+  | { readonly kind: "exit"; readonly index: number; readonly exitCode: number };
 
 export interface Executor {
   /** Whether a sandbox can be made here, and why not: probed once, on first use, then remembered. */
@@ -287,6 +297,7 @@ function supervise(
   handle: RunHandle,
   log: RunLog,
   started: (pid: number) => void,
+  onStep?: (event: StepEvent) => void,
 ): Promise<Ended> {
   return new Promise((settle) => {
     let timedOut = false;
@@ -304,8 +315,18 @@ function supervise(
     }, timeoutMs);
     child.stdout?.on("data", (data: Buffer) => log.write("stdout", data));
     child.stderr?.on("data", (data: Buffer) => log.write("stderr", data));
+    let told = 0;
     child.stdio[3]?.on("data", (data: Buffer) => {
       if (status.length < maxStatusBytes) status += data.toString("latin1");
+      if (onStep === undefined) return;
+      const end = status.lastIndexOf("\n") + 1;
+      for (const line of status.slice(told, end).split("\n")) {
+        const start = /^start (\d+)$/.exec(line);
+        if (start !== null) onStep({ kind: "start", index: Number(start[1]) });
+        const exit = /^exit (\d+) (\d+)$/.exec(line);
+        if (exit !== null) onStep({ kind: "exit", index: Number(exit[1]), exitCode: Number(exit[2]) });
+      }
+      told = Math.max(told, end);
     });
     let drain: NodeJS.Timeout | undefined;
     child.on("exit", () => {
@@ -459,10 +480,17 @@ export function createExecutor(options: ExecutorOptions): Executor {
       });
       let ended: Ended;
       try {
-        ended = await supervise(plan, job.timeoutMs, handle, log, (pid) => {
-          childPid = pid;
-          handle.pid = pid;
-        });
+        ended = await supervise(
+          plan,
+          job.timeoutMs,
+          handle,
+          log,
+          (pid) => {
+            childPid = pid;
+            handle.pid = pid;
+          },
+          hooks.onStep,
+        );
       } finally {
         await watch.stop();
       }

@@ -14,6 +14,7 @@ export {
   type LogChunk,
   type PreparedRun,
   SandboxUnavailableError,
+  type StepEvent,
 } from "./executor.ts";
 export { maxOutputDepth, maxOutputFilesPerRun, OutputRefusedError, resolveInside } from "./outputs.ts";
 export { ensureWorkRoot, locateExecutable, neutralWorkRoot, probeSandbox, type SandboxProbe } from "./sandbox.ts";
