@@ -12,12 +12,16 @@
  * fetch goes on with the others. So is a peer that stalls: anyone may claim
  * to provide a tree, and one that takes requests and answers none would
  * otherwise hold each blob for the protocol's whole time limit. A provider
- * is asked at most maxRequestsPerProvider blobs at once, and it stalls when,
- * with requests outstanding, it completes no answer for blobStallMs, or holds
- * one request for maxRequestsPerProvider × blobStallMs (answering others to
- * look alive). The host's request gives a whole answer or none, so progress
- * is counted in answers: an honest provider needs about
- * maxRequestsPerProvider × treeChunkBytes per blobStallMs of upload. A peer
+ * is asked minRequestsPerProvider blobs at once until it has answered; then
+ * as many as it answers in half of blobStallMs at the rate it has shown in this
+ * fetch (at most maxRequestsPerProvider), so a fast provider is kept busy
+ * while the next answers are on their way, and a slow one is never asked more
+ * than it can answer within the stall time. It stalls when, with requests
+ * outstanding, it completes no answer for blobStallMs, or holds one request
+ * for blobStallMs times the requests it was allowed when it was asked
+ * (answering others to look alive). The host's request gives a whole answer
+ * or none, so progress is counted in answers: an honest provider needs about
+ * minRequestsPerProvider × treeChunkBytes per blobStallMs of upload. A peer
  * that merely lacks a blob or fails to answer is asked no more for that blob,
  * and nothing else happens to it; the blob is asked next of the providers
  * that have sent a good blob in this fetch, so stallers cost one stall, not
@@ -48,8 +52,10 @@ export const maxConcurrentBlobFetches = 32;
 export const maxProvidersPerFetch = 16;
 /** Of those, providers named by the DHT (anyone can claim to provide a tree there): a random few of those found. */
 export const maxDhtProvidersPerFetch = 8;
-/** Blobs one fetch asks of one provider at once: few, so an honest provider completes one within blobStallMs. */
-export const maxRequestsPerProvider = 2;
+/** Blobs one fetch asks at once of a provider that has answered none yet: few, so an honest one completes one within blobStallMs. */
+export const minRequestsPerProvider = 2;
+/** Blobs one fetch asks at once of a provider that answers fast: enough to keep a local link busy. */
+export const maxRequestsPerProvider = 8;
 /** A provider with requests outstanding that completes no answer for this long stalls: dropped and banned. */
 export const blobStallMs = 5_000;
 /** How long a peer that sent a wrong blob, or stalled, is asked for nothing. */
@@ -141,11 +147,16 @@ export interface FetchReport {
   readonly droppedPeers: readonly string[];
   /** Providers this fetch asked for something. */
   readonly askedPeers: number;
+  /** Bytes each provider sent that were kept (by PeerId): where the tree came from. */
+  readonly bytesByPeer: Readonly<Record<string, number>>;
 }
 
 /** One provider during one fetch: its requests outstanding, and since when it owes an answer. */
 interface ProviderState {
   inFlight: number;
+  /** When it was first asked, and how many answers it has completed since: its rate in this fetch. */
+  readonly firstAskedMs: number;
+  answers: number;
   /** When it last completed an answer, or got work while it had none. */
   sinceMs: number;
 }
@@ -186,6 +197,7 @@ export async function fetchTree(
   const proven = new Set<string>();
   let fetchedBlobs = 0;
   let fetchedBytes = 0;
+  const bytesByPeer = new Map<string, number>();
   let failed = false;
 
   // Lanes waiting for a provider's slot, or for more providers, are woken by any change.
@@ -236,22 +248,30 @@ export async function fetchTree(
   const stateOf = (peerId: string): ProviderState => {
     let state = states.get(peerId);
     if (state === undefined) {
-      state = { inFlight: 0, sinceMs: Date.now() };
+      state = { inFlight: 0, sinceMs: Date.now(), firstAskedMs: Date.now(), answers: 0 };
       states.set(peerId, state);
     }
     return state;
   };
 
+  /** Requests the provider may hold at once: what it answers in half the stall time at its rate so far, within bounds. */
+  const windowOf = (state: ProviderState): number => {
+    if (state.answers === 0) return minRequestsPerProvider;
+    const answersPerHalfStall = (state.answers * stallMs) / (2 * Math.max(1, Date.now() - state.firstAskedMs));
+    return Math.min(maxRequestsPerProvider, Math.max(minRequestsPerProvider, Math.floor(answersPerHalfStall)));
+  };
+
   /** Resolves when the provider stalls (see the file's comment), unless `until` is aborted first. */
-  const stallOf = async (state: ProviderState, sentMs: number, until: AbortSignal): Promise<Asked> => {
+  const stallOf = async (state: ProviderState, sentMs: number, window: number, until: AbortSignal): Promise<Asked> => {
+    const holdMs = stallMs * window;
     for (;;) {
       const nowMs = Date.now();
       const silentMs = nowMs - state.sinceMs;
       const heldMs = nowMs - sentMs;
       if (silentMs >= stallMs) return { kind: "stalled", why: `stalled: completed no answer for ${silentMs} ms` };
-      if (heldMs >= stallMs * maxRequestsPerProvider)
+      if (heldMs >= holdMs)
         return { kind: "stalled", why: `stalled: held one request for ${heldMs} ms while answering others` };
-      const waitMs = Math.min(state.sinceMs + stallMs, sentMs + stallMs * maxRequestsPerProvider) - nowMs;
+      const waitMs = Math.min(state.sinceMs + stallMs, sentMs + holdMs) - nowMs;
       try {
         await sleep(Math.max(1, waitMs), undefined, { signal: until });
       } catch {
@@ -264,18 +284,20 @@ export async function fetchTree(
   const ask = async (peerId: string, cid: string): Promise<Asked> => {
     const state = stateOf(peerId);
     const sentMs = Date.now();
+    const window = windowOf(state);
     if (state.inFlight === 0) state.sinceMs = sentMs;
     state.inFlight += 1;
     const settled = new AbortController();
     const answered = host.request(peerId, blobProtocol, new TextEncoder().encode(cid), blobProtocolOptions).then(
       (response): Asked => {
         state.sinceMs = Date.now();
+        state.answers += 1;
         return { kind: "answer", response };
       },
       (error: unknown): Asked => ({ kind: "failed", why: String(error) }),
     );
     try {
-      return await Promise.race([answered, stallOf(state, sentMs, settled.signal), abortedAsked]);
+      return await Promise.race([answered, stallOf(state, sentMs, window, settled.signal), abortedAsked]);
     } finally {
       settled.abort();
       state.inFlight -= 1;
@@ -306,7 +328,10 @@ export async function fetchTree(
           `blob ${cid}: expected one of ${live.length} provider(s) to send it, but ${problems.join("; ") || "every one was dropped or banned"}`,
         );
       }
-      const peerId = candidates.find((candidate) => (states.get(candidate)?.inFlight ?? 0) < maxRequestsPerProvider);
+      const peerId = candidates.find((candidate) => {
+        const state = states.get(candidate);
+        return state === undefined || state.inFlight < windowOf(state);
+      });
       if (peerId === undefined) {
         await nextChange();
         continue;
@@ -342,6 +367,7 @@ export async function fetchTree(
       proven.add(peerId);
       fetchedBlobs += 1;
       fetchedBytes += bytes.length;
+      bytesByPeer.set(peerId, (bytesByPeer.get(peerId) ?? 0) + bytes.length);
       return;
     }
   };
@@ -389,6 +415,7 @@ export async function fetchTree(
       totalBytes: plan.totalBytes,
       droppedPeers: dropped,
       askedPeers: states.size,
+      bytesByPeer: Object.fromEntries(bytesByPeer),
     };
   } finally {
     signal?.removeEventListener("abort", onAbort);

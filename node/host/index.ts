@@ -16,6 +16,7 @@ export {
   maxDhtProvidersPerFetch,
   maxProvidersPerFetch,
   maxRequestsPerProvider,
+  minRequestsPerProvider,
   misbehaviourBanMs,
   PeerBans,
   serveBlobs,
