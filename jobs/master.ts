@@ -68,9 +68,10 @@
  *
  * Locks (mesh-wide semaphores): a job's `locks` name the project locks each of
  * its runs holds. An award holds them from when it is made until its run ends
- * (a result, a refusal), it is lost unanswered, or its lease lapses; a run the
- * master cancelled holds them until its result comes or its lease lapses, since
- * the worker may still be stopping it. A run may take a lock only while fewer
+ * (a result, a refusal), it is lost unanswered, or its lease lapses; a run
+ * whose lease lapsed, or that the master cancelled, holds them until its
+ * result comes or lockReleaseGraceMs past its lease, since its worker stops it
+ * only when the cancel or the lapse reaches it, and a kill takes a moment. A run may take a lock only while fewer
  * runs hold it than the least count any of them (and the job itself) names, so
  * no holder ever runs beside more holders than its own count allows. A job
  * that wants runs while a lock is full waits for that lock: it is not announced
@@ -163,6 +164,11 @@ export interface MasterConfig {
    * offer with probability 0.7 at first, 32 in a row about once in 90,000 shards.
    */
   readonly maxUnstartedAwardsPerShard: number;
+  /**
+   * A run whose lease lapsed, or that this master cancelled, holds its job's locks this much past its lease: its worker
+   * kills the run when the lease lapses, and the kill takes a moment. Default 5 s.
+   */
+  readonly lockReleaseGraceMs: number;
 }
 
 export const defaultMasterConfig: Omit<MasterConfig, "project"> = {
@@ -186,6 +192,7 @@ export const defaultMasterConfig: Omit<MasterConfig, "project"> = {
   trustVolunteersAlone: false,
   maxUnprovenWorkers: 10_000,
   maxUnstartedAwardsPerShard: 32,
+  lockReleaseGraceMs: 5_000,
 };
 
 /** What the master keeps of a worker's standing offer: what to award from, and the eligible pool to count. */
@@ -518,11 +525,16 @@ function releaseLocks(step: Step, job: JobRecord, attempt: AttemptRecord): void 
   }
 }
 
-/** Runs the master cancelled whose lease has lapsed since: they let go of their locks (the worker stopped them). */
+/** When a run that is no longer running (lost, cancelled) lets go of its locks: its worker has stopped it by then. */
+function holdEndsAtMs(state: MasterState, attempt: AttemptRecord): number {
+  return attempt.leaseExpiresAtMs + state.config.lockReleaseGraceMs;
+}
+
+/** Runs lost or cancelled whose lease and grace have passed since: they let go of their locks. */
 function releaseLapsedHolds(step: Step, job: JobRecord): void {
   if (job.spec.locks === undefined) return;
   for (const attempt of job.attempts)
-    if (attempt.locksHeld === true && attempt.state === "cancelled" && attempt.leaseExpiresAtMs <= step.nowMs)
+    if (attempt.locksHeld === true && attempt.state !== "running" && holdEndsAtMs(step.state, attempt) <= step.nowMs)
       releaseLocks(step, job, attempt);
 }
 
@@ -1490,6 +1502,7 @@ function clipReason(text: string): string {
 
 function cancelAttempt(step: Step, job: JobRecord, attempt: AttemptRecord, reason: string): void {
   attempt.state = "cancelled";
+  if (attempt.locksHeld === true) schedule(step.state, holdEndsAtMs(step.state, attempt), job.jobId);
   step.send(attempt.worker, {
     domain: "cancel",
     body: {
@@ -1969,7 +1982,10 @@ function onTimer(step: Step, job: JobRecord): void {
     const unanswered = attempt.answered === false && attempt.awardedAtMs + state.config.awardAnswerMs <= nowMs;
     if (attempt.leaseExpiresAtMs > nowMs && !unanswered) continue;
     attempt.state = "lost";
-    releaseLocks(step, job, attempt);
+    // An award never answered most likely never started: it lets go at once. A run whose lease lapsed holds on until
+    // its worker has surely killed it.
+    if (unanswered) releaseLocks(step, job, attempt);
+    else if (attempt.locksHeld === true) schedule(state, holdEndsAtMs(state, attempt), job.jobId);
     const record = job.shards[attempt.shard] as ShardRecord;
     if (record.trustedAlone === attempt.worker) record.trustedAlone = null;
     // A worker whose run lapsed offers again when the slot frees (it kills the run when its lease ends); one that left
@@ -2098,11 +2114,11 @@ export function restoreMaster(
     state.jobs[job.jobId] = job;
     state.jobOrder.push(job.jobId);
     // The runs that held locks hold them still: a running one until its lease (extended by the restart) or its
-    // result, a cancelled one until its lease lapses or its result comes.
+    // result, a lost or cancelled one until its lease and grace pass or its result comes.
     for (const attempt of job.attempts) {
       if (attempt.locksHeld !== true) continue;
       for (const lock of job.spec.locks ?? []) addHold(state, lock, [job.jobId, attempt.attempt, lock.count]);
-      if (attempt.state !== "running") schedule(state, attempt.leaseExpiresAtMs, job.jobId);
+      if (attempt.state !== "running") schedule(state, holdEndsAtMs(state, attempt), job.jobId);
     }
     if (job.status !== "open") continue;
     // A job naming locks may have been waiting for one: it is planned at the restart, and waits again if it must.

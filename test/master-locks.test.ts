@@ -9,9 +9,9 @@
  *
  * The model keeps, from the master's own effects, which awards a worker may be
  * running: every award, from when it went out until the worker reported on it
- * (a result of any outcome), its lease lapsed (the last lease the master told
- * the worker, in the award or a renewal), or, unanswered (the master never
- * renewed it), its answer window passed. After every step no lock has more of
+ * (a result of any outcome), its lease lapsed and the kill's grace passed (the
+ * last lease the master told the worker, in the award or a renewal), or,
+ * unanswered (the master never renewed it), its answer window passed. After every step no lock has more of
  * those than the least count their jobs name. A drain phase of honest workers
  * then ends every job, and none fails for want of its lock.
  */
@@ -55,6 +55,7 @@ const config: Partial<MasterConfig> & { project: string } = {
   project,
   leaseMs: 2_000,
   awardAnswerMs: 1_000,
+  lockReleaseGraceMs: 500,
   restartGraceMs: 3_000,
   bidWindowMs: 250,
   reannounceIntervalMs: 5_000,
@@ -117,8 +118,9 @@ type Command =
   | { readonly kind: "advance"; readonly ms: number }
   | { readonly kind: "crash" };
 
+/** Whether a worker may be running the award: it stops a run when its lease lapses, and the kill takes the grace. */
 function live(model: Model, award: Award): boolean {
-  if (award.reported || model.nowMs >= award.leaseUntilMs) return false;
+  if (award.reported || model.nowMs >= award.leaseUntilMs + (config.lockReleaseGraceMs as number)) return false;
   return award.answered || model.nowMs < award.awardedAtMs + (config.awardAnswerMs as number);
 }
 
@@ -550,7 +552,9 @@ test("master locks: a job behind a full lock waits, says so in explain, is not a
   startRun(model, model.awards[0] as Award);
   advance(model, model.nowMs + 1_500);
   t.is(model.awards.length, 1, "the lock is held while the lease runs");
-  advance(model, model.nowMs + 1_000);
+  advance(model, model.nowMs + 700);
+  t.is(model.awards.length, 1, "a lapsed run holds the lock a grace past its lease: its worker may be killing it");
+  advance(model, model.nowMs + 300);
   t.is(model.awards.length, 2, "the lapsed lease let go of the lock");
   t.deepEqual([model.awards[1]?.jobId, model.awards[1]?.worker], ["first", workers[1]]);
   t.is(model.state.lockWaits.second, "staging-db");
@@ -562,7 +566,11 @@ test("master locks: a job behind a full lock waits, says so in explain, is not a
   t.is(model.awards.length, 3);
   t.deepEqual([model.awards[2]?.jobId, model.awards[2]?.worker], ["second", workers[2]]);
   t.is(model.state.lockWaits.second, undefined);
-  t.is(model.lockWaits, 1, "the second job waited once, however often it was planned");
+  t.is(
+    model.lockWaits,
+    2,
+    "the second job waited once, however often it was planned; the first while its lapsed run's hold ran out",
+  );
   t.false(
     model.state.jobs.second?.announcements !== 0,
     "a job waiting for a lock is not announced: no worker could take it",
