@@ -152,16 +152,21 @@ export class Mesh {
     return { project, trustArgs: ["trust", "add", project, "--roots", roots, "--threshold", threshold] };
   }
 
-  /** Starts `cimesh start`; `env` adds to (or, with undefined, removes from) the test environment. */
+  /**
+   * Starts `cimesh start`; `env` adds to (or, with undefined, removes from) the test environment; `netns` runs it in
+   * that network namespace (`ip netns exec`, as root), where its control API is out of this process's reach.
+   */
   async start(
     name: string,
     dataDir: string,
     flags: readonly string[],
-    options: { readonly env?: Readonly<Record<string, string | undefined>> } = {},
+    options: { readonly env?: Readonly<Record<string, string | undefined>>; readonly netns?: string } = {},
   ): Promise<NodeProcess> {
     const env: Record<string, string | undefined> = { ...testEnv, ...options.env };
     for (const [key, value] of Object.entries(env)) if (value === undefined) delete env[key];
-    const child = spawn(process.execPath, [cliPath, "start", ...flags, "--data-dir", dataDir], {
+    const argv = [process.execPath, cliPath, "start", ...flags, "--data-dir", dataDir];
+    if (options.netns !== undefined) argv.unshift("ip", "netns", "exec", options.netns);
+    const child = spawn(argv[0] as string, argv.slice(1), {
       env,
       stdio: ["ignore", "pipe", "pipe"],
     });
@@ -191,7 +196,11 @@ export class Mesh {
       exited.then(() => {
         throw new Error(`node ${name} exited before it listened: ${stderrTail}${stdout}`);
       }),
-    ]);
+    ]).catch((error: unknown) => {
+      // Not yet among the nodes stopAll stops: a node that never listened is killed here.
+      child.kill("SIGKILL");
+      throw error;
+    });
     const peerId = address.slice(address.lastIndexOf("/") + 1);
     const node: NodeProcess = {
       name,

@@ -66,7 +66,7 @@ test("setup --check without bubblewrap on the PATH: one line naming it, exit 1",
   oneLine(
     t,
     withApt,
-    /bubblewrap \(bwrap on the PATH, the job sandbox\), make and a C compiler \(cc\) are missing: run `(sudo )?apt-get update -qq && (sudo )?apt-get install -y -qq bubblewrap make gcc libc6-dev`, or `npx cimesh setup --with-test-deps` as root/,
+    /bubblewrap \(bwrap on the PATH, the job sandbox\), iproute2 with nftables \(ip, nft: the NAT test's network namespaces\), umoci and a static busybox: the image tests lay out and import an OCI image made offline, make and a C compiler \(cc\) are missing: run `(sudo )?apt-get update -qq && (sudo )?apt-get install -y -qq bubblewrap iproute2 nftables umoci busybox-static make gcc libc6-dev`, or `npx cimesh setup --with-test-deps` as root/,
   );
   t.is(await readFile(log, "utf8").catch(() => ""), "", "--check runs no package manager");
 });

@@ -109,8 +109,11 @@ const testNeeds: readonly SystemNeed[] = [
     packages: { "apt-get": ["chromium"], dnf: ["chromium"] },
   },
   {
-    what: "ip (iproute2) and nft (nftables): the NAT test's network namespaces and masquerade",
-    present: async () => (await onPath("ip")) !== null && (await onPath("nft")) !== null,
+    what: "iproute2 with nftables (ip, nft: the NAT test's network namespaces)",
+    // Outside node_modules: under npm, node_modules/.bin comes first on the PATH and holds @vercel/nft's `nft`.
+    present: async () =>
+      (await onPath("ip")) !== null &&
+      (existsSync("/usr/sbin/nft") || !((await onPath("nft")) ?? "node_modules").includes("node_modules")),
     packages: { "apt-get": ["iproute2", "nftables"], dnf: ["iproute", "nftables"] },
   },
   {

@@ -52,6 +52,7 @@ import {
   connectionFor,
   type NatOptions,
   natServices,
+  ownAddresses,
   type Reachability,
   ReachabilityWatch,
   relaySearchAddress,
@@ -436,7 +437,7 @@ export async function createHost(options: HostOptions): Promise<Host> {
 
   return {
     peerId: libp2p.peerId.toString(),
-    multiaddrs: () => libp2p.getMultiaddrs().map((address) => address.toString()),
+    multiaddrs: () => ownAddresses(libp2p),
     peerCount: () => libp2p.getPeers().length,
     ...gossipMethods(libp2p, pubsub, guard),
     send: (toPublicKeyHex, bytes, sendOptions) =>

@@ -1,6 +1,7 @@
 /**
- * Reaching nodes behind home routers, with libp2p's own answers: AutoNAT (peers dial us back to say which of our
- * addresses are reachable), circuit relay v2 (a reachable node relays for others, within limits of data and time per
+ * Reaching nodes behind home routers, with libp2p's own answers: AutoNAT v2 (peers dial our addresses back, on a
+ * fresh connection, to say which are reachable; AutoNAT v1's dial-back reuses the connection the question came on,
+ * which libp2p 3 then closes, and confirmed nothing in the NAT test), circuit relay v2 (a reachable node relays for others, within limits of data and time per
  * relayed connection; a node behind NAT reserves a slot on one and advertises the relay's address), DCUtR (a relayed
  * connection is upgraded to a direct one by a hole punch where both NATs allow) and UPnP (opt-in: the router is asked
  * for a port mapping).
@@ -11,13 +12,14 @@
  * here, with a margin for framing and libp2p's own traffic), and otherwise fails at once so the fetch asks another
  * provider: a transfer never starts that the relay would cut.
  */
-import { autoNAT } from "@libp2p/autonat";
+import { autoNATv2 } from "@libp2p/autonat-v2";
 import { circuitRelayServer, circuitRelayTransport } from "@libp2p/circuit-relay-v2";
 import { dcutr } from "@libp2p/dcutr";
 import type { Connection, Libp2p } from "@libp2p/interface";
 import type { AddressManager } from "@libp2p/interface-internal";
 import { peerIdFromString } from "@libp2p/peer-id";
 import { uPnPNAT } from "@libp2p/upnp-nat";
+import { isPrivate } from "@libp2p/utils";
 import type { Multiaddr } from "@multiformats/multiaddr";
 import { CimeshError } from "../../crypto/index.ts";
 
@@ -99,7 +101,7 @@ export function relayTransport() {
 /** libp2p services of the options: AutoNAT and DCUtR always, the relay and UPnP when asked. */
 export function natServices(options: NatOptions): Record<string, (components: never) => unknown> {
   const services: Record<string, (components: never) => unknown> = {
-    autonat: autoNAT() as (components: never) => unknown,
+    autonat: autoNATv2() as (components: never) => unknown,
     dcutr: dcutr() as (components: never) => unknown,
   };
   if (options.relay !== null)
@@ -114,6 +116,26 @@ export function natServices(options: NatOptions): Record<string, (components: ne
     }) as (components: never) => unknown;
   if (options.upnp) services.upnp = uPnPNAT() as (components: never) => unknown;
   return services;
+}
+
+/**
+ * This node's addresses: those libp2p advertises (verified, or private and so taken as is) and, after them, the ones
+ * it listens on that wait for AutoNAT's verdict (a public address is advertised only once a peer dialled it back, but
+ * the node listens on it from the start, and says so).
+ */
+export function ownAddresses(libp2p: Libp2p): string[] {
+  const advertised = libp2p.getMultiaddrs().map(String);
+  const suffix = `/p2p/${libp2p.peerId.toString()}`;
+  const waiting = addressManagerOf(libp2p)
+    .getAddressesWithMetadata()
+    .filter((address) => address.type === "transport" && !address.verified)
+    .map((address) => `${address.multiaddr.toString()}${suffix}`)
+    .filter((address) => !advertised.includes(address));
+  return [...advertised, ...waiting];
+}
+
+function addressManagerOf(libp2p: Libp2p): AddressManager {
+  return (libp2p as unknown as { components: { addressManager: AddressManager } }).components.addressManager;
 }
 
 /** Watches how this node is reached: AutoNAT's confirmed addresses, relay reservations, hole punches. */
@@ -139,11 +161,10 @@ export class ReachabilityWatch {
   }
 
   status(): Reachability {
-    const addressManager = (this.libp2p as unknown as { components: { addressManager: AddressManager } }).components
-      .addressManager;
-    const confirmed = addressManager
+    const confirmed = addressManagerOf(this.libp2p)
       .getAddressesWithMetadata()
-      .filter((address) => address.verified && !isRelayed(address.multiaddr))
+      // libp2p counts private and loopback addresses as verified without asking anyone: only public ones say "public".
+      .filter((address) => address.verified && !isRelayed(address.multiaddr) && isPrivate(address.multiaddr) !== true)
       .map((address) => address.multiaddr.toString());
     const relayAddresses = this.libp2p
       .getMultiaddrs()
