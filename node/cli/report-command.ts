@@ -201,7 +201,16 @@ export function addReportCommand(): void {
           await sleep(Math.min(deliveryPollMs, Math.max(0, giveUpAtMs - Date.now())));
           delivery = await api.reportDelivery(reportId);
         }
-        if (options.json === true) out(JSON.stringify({ reportId, outcome: report.outcome, logDigest, delivery }));
+        if (options.json === true)
+          out(
+            JSON.stringify({
+              reportId,
+              outcome: report.outcome,
+              logDigest,
+              outputsDigest: report.outputsDigest,
+              delivery,
+            }),
+          );
         else {
           process.stderr.write(
             `cimesh report: ${report.outcome}${report.exitCode === null ? "" : `, exit ${report.exitCode}`} after ${formatDuration(report.durationMs)}\n` +
