@@ -544,10 +544,18 @@ const packageVersion: string = (() => {
   }
 })();
 
-/** What the page shows, in one message: the node's status, its jobs as master, its runs as worker, its version. */
+/**
+ * What the page shows, in one message: the node's status, its jobs as master, the builds volunteers reported to it
+ * (push-only, apart from its jobs), its runs as worker, its version.
+ */
 async function snapshotOf(api: NodeApi): Promise<string> {
-  const [status, jobs, runs] = await Promise.all([api.status(), api.jobs(), api.runs()]);
-  return toJson({ status, jobs, runs, version: packageVersion });
+  const [status, jobs, runs, reports] = await Promise.all([
+    api.status(),
+    api.jobs(),
+    api.runs(),
+    api.reports?.() ?? Promise.resolve([]),
+  ]);
+  return toJson({ status, jobs, reports, runs, version: packageVersion });
 }
 
 function serveEvents(api: NodeApi, res: ServerResponse, streams: Set<() => void>): void {

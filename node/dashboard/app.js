@@ -445,7 +445,7 @@ class App extends Component {
       </form>`;
   }
 
-  project({ status, jobs }) {
+  project({ status, jobs, reports = [] }) {
     const { job, jobId } = this.state;
     return html`
       <section aria-labelledby="jobs-heading">
@@ -468,8 +468,29 @@ class App extends Component {
                   )}</tbody></table></div>`
         }
       </section>
+      ${this.reportsSection(reports)}
       ${jobId === null ? null : this.jobSection(jobId, job)}
       ${this.nodeSection(status, this.state.snapshot.version)}`;
+  }
+
+  /** Builds volunteers made on their own and reported (push-only): a kind of their own, never a scheduled job. */
+  reportsSection(reports) {
+    if (reports.length === 0) return null;
+    return html`<section aria-labelledby="reports-heading">
+      <h2 id="reports-heading">Reported builds</h2>
+      <p>Builds volunteers made on their own schedule and reported (<code>cimesh report</code>); the master scheduled none of them. <code>cimesh logs</code> and <code>cimesh result</code> take their ids.</p>
+      <div class="table"><table id="reports">
+        <thead><tr><th scope="col">Report</th><th scope="col">Job</th><th scope="col">Outcome</th><th scope="col">Source</th><th scope="col">Reporter</th><th scope="col">Received</th></tr></thead>
+        <tbody>${[...reports].reverse().map(
+          (r) => html`<tr>
+            <td>${r.reportId}</td><td>${r.jobName}</td>
+            <td class=${`outcome-${r.outcome}`}>${r.outcome}${r.exitCode === null ? "" : `, exit ${r.exitCode}`}</td>
+            <td class="mono">${r.source === "" ? "–" : r.source}</td>
+            <td class="mono">${short(r.reporterPeerId, 20)}</td>
+            <td>${when(r.receivedAtMs)}</td>
+          </tr>`,
+        )}</tbody></table></div>
+    </section>`;
   }
 
   jobSection(jobId, job) {
