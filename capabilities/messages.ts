@@ -29,6 +29,8 @@ export const maxSpecsPerAdvert = 64;
 export const maxToolsPerWorker = 128;
 export const maxProjectsPerAdvert = 64;
 export const maxSpecVersion = Number.MAX_SAFE_INTEGER;
+/** Characters of an image's CID (a sha2-256 CIDv1 in base32 is 59). */
+export const maxImageCidChars = 128;
 
 /** RFC 9562 UUID, lowercase text form. */
 export const specUuidSchema = z
@@ -81,6 +83,15 @@ export const capabilitySpecSchema = z.strictObject({
     steps: z.array(stepSchema).max(maxSelfCheckSteps),
     timeoutMs: z.number().int().min(1).max(maxSelfCheckTimeoutMs),
   }),
+  /**
+   * The image (a tree's CID, `cimesh image import`) the spec's jobs and its self-check run in, instead of the
+   * worker's own system: the spec is then the image's signed name and version. Absent: host tools, as before.
+   */
+  image: z
+    .string()
+    .max(maxImageCidChars)
+    .regex(/^b[a-z2-7]+$/, "expected a content id: 'b' then lowercase base32 (CIDv1)")
+    .optional(),
 });
 
 export const availabilitySchema = z.enum(["eager", "reluctant", "paused", "offline"]);

@@ -276,6 +276,7 @@ const specFileSchema = mappingOf({
     timeout: durationText.optional(),
     timeoutMs: z.unknown().optional(),
   }).optional(),
+  image: z.unknown().optional(),
 });
 
 function specFilePath(file: YamlFile, path: FieldPath): FieldPath {
@@ -342,7 +343,21 @@ export function parseSpecFile(text: string, fileName: string, nowMs: number): Ca
           ? parseDurationMs(selfCheck.timeout)
           : (selfCheck.timeoutMs ?? defaultSelfCheckTimeoutMs),
     },
+    // Absent when the file names none: a spec of host tools signs the same bytes as before images.
+    ...(shape.image === undefined || shape.image === null ? {} : { image: shape.image }),
   };
+  if (
+    shape.image !== undefined &&
+    shape.image !== null &&
+    Array.isArray(requirements.tools) &&
+    requirements.tools.length > 0
+  ) {
+    throw fieldProblem(
+      file,
+      ["requirements", "tools"],
+      "expected no tools when the spec names an image (its jobs run in the image, not on the worker's system): remove them",
+    );
+  }
   const result = capabilitySpecSchema.safeParse(draft);
   if (!result.success) {
     throw new FileFieldError(

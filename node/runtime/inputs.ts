@@ -155,6 +155,65 @@ async function fetchWithinDeadline(
   }
 }
 
+/** What makes an image ready on this node: the store it is fetched into, the fetch, the cache of unpacked copies. */
+export interface ImageSources {
+  readonly blobs: BlobStore;
+  readonly fetchFrom: FetchFrom;
+  readonly images: ImageCache;
+  readonly deadline: InputsDeadline;
+}
+
+/**
+ * Fetches an image (every blob verified; pinned through `pin`) from `hint` and the DHT within its deadline and the
+ * store's quota (an image past the quota, unpacked, is refused once its manifest is in), then has the cache unpack
+ * it, or find it unpacked. The caller releases `ready` when its run ends.
+ */
+export async function readyImage(
+  sources: ImageSources,
+  image: string,
+  hint: string,
+  pin: (cids: readonly string[]) => () => void,
+) {
+  pin([image]);
+  // An image lives in the cache beside everything else: it must fit the quota, unpacked, or it is refused.
+  const quota = sources.blobs.quotaBytes;
+  const limit: UnpackLimit | undefined =
+    quota === null ? undefined : { maxBytes: quota, name: `this worker's cache quota (worker.cacheQuota)` };
+  const fetched = await fetchWithinDeadline(sources.fetchFrom, sources.deadline, "image", image, hint, {
+    pin,
+    ...(limit === undefined ? {} : { limit }),
+  });
+  const ready = await sources.images.ready(image, limit);
+  return { ...fetched, ready };
+}
+
+/** For the spec checker: an image made ready from `hint` (a spec's signer), with a release that also drops its pins. */
+export function imagePreparer(sources: ImageSources) {
+  return async (image: string, hint: string): Promise<{ root: string; release: () => void }> => {
+    const releases: (() => void)[] = [];
+    const pin = (cids: readonly string[]) => {
+      const undo = sources.blobs.pin(cids);
+      releases.push(undo);
+      return undo;
+    };
+    let root: string;
+    try {
+      const { ready } = await readyImage(sources, image, hint, pin);
+      releases.push(ready.release);
+      root = ready.root;
+    } catch (error) {
+      for (const undo of releases) undo();
+      throw error;
+    }
+    return {
+      root,
+      release: () => {
+        for (const undo of releases) undo();
+      },
+    };
+  };
+}
+
 /**
  * Runs on this worker: their inputs are fetched from the run's master (and the DHT) and unpacked before the first
  * step, within the run's disk (the job's resources.diskBytes, at least minRunDiskBytes) and the inputs' deadline, pinned until the run ends, and
@@ -199,18 +258,14 @@ export function runCarrier(options: {
       const image = run.job.image;
       if (image !== undefined) {
         if (images === null) throw new ImageUnavailableError(`image ${image}: this node keeps no image cache`);
-        pin([image]);
-        // An image lives in the cache beside everything else: it must fit the quota, unpacked, or it is refused.
-        const quota = blobs.quotaBytes;
-        const limit: UnpackLimit | undefined =
-          quota === null ? undefined : { maxBytes: quota, name: `this worker's cache quota (worker.cacheQuota)` };
         const startedMs = Date.now();
         try {
-          const { report, allowedMs } = await fetchWithinDeadline(fetchFrom, deadline, "image", image, master, {
+          const { report, allowedMs, ready } = await readyImage(
+            { blobs, fetchFrom, images, deadline },
+            image,
+            master,
             pin,
-            ...(limit === undefined ? {} : { limit }),
-          });
-          const ready = await images.ready(image, limit);
+          );
           releases.push(ready.release);
           imageRoot = ready.root;
           const counters = images.counters();

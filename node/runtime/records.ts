@@ -33,7 +33,7 @@ import {
   type ProjectTrust,
   trustFromAnchor,
 } from "../../crypto/index.ts";
-import type { NodeDriver } from "../../jobs/index.ts";
+import { hexOf, type NodeDriver } from "../../jobs/index.ts";
 import { loadPublishedSpecs, parseJobFile } from "../files/index.ts";
 import { type Host, NoDhtPeersError } from "../host/index.ts";
 import type { Executor } from "../sandbox/index.ts";
@@ -204,13 +204,16 @@ type SpecClaim = WorkerAdvert["specs"][number];
 
 /**
  * Capability specs a job requires: found in the DHT, checked as the project's own (signed by its announcer), then
- * proven by running the spec's self-check in the sandbox. The outcomes are the claims the worker machine advertises.
+ * proven by running the spec's self-check in the sandbox (in the spec's image, fetched from its signer and the DHT,
+ * when it names one). The outcomes are the claims the worker machine advertises.
  */
 export function specChecker(options: {
   readonly host: Host;
   readonly executor: Executor;
   readonly driver: () => NodeDriver<Uint8Array>;
   readonly log: NodeLog;
+  /** Makes an image ready from a hinted peer (hex public key); without it, a spec naming an image is not met. */
+  readonly prepareImage?: (image: string, hint: string) => Promise<{ root: string; release: () => void }>;
 }) {
   const { host, executor, driver, log } = options;
   const claims = new Map<string, SpecClaim>();
@@ -225,12 +228,14 @@ export function specChecker(options: {
       return null;
     }
     let spec: CapabilitySpec;
+    let signer: string;
     try {
       const opened = openEnvelope(capabilitySpecDomain, bytes, Date.now());
       const projectTrust = driver().trust().get(project);
       if (projectTrust === undefined) return null;
       checkAnnouncer(projectTrust, opened.signer, Date.now());
       spec = opened.body;
+      signer = hexOf(opened.signer);
     } catch (error) {
       log("spec-refused", { uuid, why: String(error) });
       return null;
@@ -247,16 +252,32 @@ export function specChecker(options: {
         name: `self-check of ${spec.name}`,
         steps: spec.selfCheck.steps,
         timeoutMs: spec.selfCheck.timeoutMs,
+        ...(spec.image === undefined ? {} : { image: spec.image }),
       }),
       `self-check of spec ${uuid}`,
       checkedAtMs,
     );
+    const image = spec.image;
+    const prepareImage = options.prepareImage;
+    let release = () => {};
     const report = await executor
       .run(
         { runId: `spec/${uuid}/${checkedAtMs}`, project, jobId: `spec-${uuid}`, attempt: 0, shard: 0, job, env: {} },
-        { onLog: () => undefined },
+        {
+          onLog: () => undefined,
+          ...(image === undefined || prepareImage === undefined
+            ? {}
+            : {
+                prepare: async () => {
+                  const ready = await prepareImage(image, signer);
+                  release = ready.release;
+                  return { imageRoot: ready.root };
+                },
+              }),
+        },
       )
-      .catch((error: unknown) => ({ outcome: "refused", summary: String(error) }));
+      .catch((error: unknown) => ({ outcome: "refused", summary: String(error) }))
+      .finally(() => release());
     const passed = report.outcome === "succeeded";
     log("spec-checked", { uuid, version: spec.version, passed, summary: report.summary });
     return { uuid, version: spec.version, passed, checkedAtMs };
