@@ -15,6 +15,7 @@ import test from "ava";
 import * as tar from "tar";
 import { decodeManifest } from "../crypto/index.ts";
 import { resultDigest } from "../jobs/index.ts";
+import { parseJobFile, parseSpecFile } from "../node/files/index.ts";
 import { ImageImportError, importImage, layerEntryProblem } from "../node/images/index.ts";
 import { openBlobStore, TreeLinkError, unpackTree } from "../node/store/index.ts";
 import { imageTestsOr, imageToolOutput, type LayerEntry, makeTestImage } from "./image-fixture.ts";
@@ -174,6 +175,26 @@ test.serial(
     }
   },
 );
+
+test("job and spec files: image names a CID (else the field and what was expected), a spec with an image takes no host tools; files without one sign what they always did", (t) => {
+  const cid = "bafyreies6pqcbw34mgdo22wcl252xxorazlav4p2pi3oxh63mhq6wd766m";
+  const now = Date.now();
+  const job = (extra: string) => parseJobFile(`project: ${project}\nname: j\nsteps: [true]\n${extra}`, "job.yaml", now);
+  t.is(job(`image: ${cid}\n`).spec.image, cid);
+  t.false("image" in job("").spec, "no image field at all: the job signs the bytes it did before images");
+  t.throws(() => job("image: debian:bookworm\n"), { message: /job\.yaml:4: image: expected a content id/ });
+  const spec = (extra: string) =>
+    parseSpecFile(
+      `uuid: 7d3f1a2b-6c4e-4b8a-9e21-0a1b2c3d4e5f\nname: s\nselfCheck:\n  steps: [image-tool]\n${extra}`,
+      "spec.yaml",
+      now,
+    );
+  t.is(spec(`image: ${cid}\n`).image, cid);
+  t.false("image" in spec(""));
+  t.throws(() => spec(`image: ${cid}\nrequirements:\n  tools: [{ name: node, range: ">=22" }]\n`), {
+    message: /requirements\.tools: expected no tools when the spec names an image/,
+  });
+});
 
 test("the result digest covers a job's image; a job without one keeps the digest it always had", (t) => {
   const result = { outcome: "succeeded" as const, exitCode: 0, outputsDigest: "bafyoutputs" };
