@@ -951,12 +951,22 @@ export function connectControl(dataDir: string, options: ControlClientOptions = 
     queueReport: async (draft: ReportDraft) => (await call<ReportDelivery>("POST", "/v1/reports", { draft })).value,
     reportDelivery: async (reportId: string) =>
       (await call<ReportDelivery>("GET", `/v1/reports/${encodeURIComponent(reportId)}/delivery`)).value,
-    reports: async () => (await call<ReportSummary[]>("GET", "/v1/reports")).value,
+    async reports() {
+      try {
+        return (await call<ReportSummary[]>("GET", "/v1/reports")).value;
+      } catch (error) {
+        // A node that takes no reports has recorded none.
+        if (error instanceof ControlRequestError && error.code === "ERR_NO_REPORTS") return [];
+        throw error;
+      }
+    },
     async report(reportId: string) {
+      if (!reportIdSchema.safeParse(reportId).success) return null;
       try {
         return (await call<ReportDetail>("GET", `/v1/reports/${encodeURIComponent(reportId)}`)).value;
       } catch (error) {
-        if (error instanceof ControlRequestError && error.code === "ERR_NO_SUCH_REPORT") return null;
+        if (error instanceof ControlRequestError && ["ERR_NO_SUCH_REPORT", "ERR_NO_REPORTS"].includes(error.code))
+          return null;
         throw error;
       }
     },
