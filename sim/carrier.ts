@@ -47,6 +47,9 @@ export class Carrier {
     gossipControl: 0,
     direct: 0,
     directDropped: 0,
+    /** Direct messages that went through a relay to a worker behind NAT, and their latency in all (both hops). */
+    directRelayed: 0,
+    directRelayedMs: 0,
     deliveriesDropped: 0,
   };
   readonly gossipLatency = new Histogram();
@@ -118,7 +121,19 @@ export class Carrier {
     const driver = receiver.driver;
     const sender = world.nodes[from] as SimNode;
     const channel = { kind: "direct", peer: sender.key, prefix: sender.prefix } as const;
-    world.at(world.nowMs + world.network.latencyMs(from, to, wire.size), () => {
+    const relay = world.network.routeOf(from, to);
+    let delayMs: number;
+    if (relay === null) delayMs = world.network.latencyMs(from, to, wire.size);
+    else {
+      if (!world.network.reachable(from, relay) || !world.network.reachable(relay, to)) {
+        this.counters.directDropped = (this.counters.directDropped as number) + 1;
+        return;
+      }
+      delayMs = world.network.latencyMs(from, relay, wire.size) + world.network.latencyMs(relay, to, wire.size);
+      this.counters.directRelayed = (this.counters.directRelayed as number) + 1;
+      this.counters.directRelayedMs = (this.counters.directRelayedMs as number) + Math.round(delayMs);
+    }
+    world.at(world.nowMs + delayMs, () => {
       if (receiver.throwaway !== null && receiver.online) {
         receiver.throwaway.direct(wire);
         return;

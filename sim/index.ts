@@ -30,6 +30,7 @@ export {
 } from "./gossip.ts";
 export { invariantNames, type Violation } from "./invariants.ts";
 export type { Metrics, SeriesPoint } from "./metrics.ts";
+export { Network, type NetworkParams } from "./network.ts";
 export type { EndedJob, Sabotage } from "./observer.ts";
 export { dayMs, simProjectId } from "./population.ts";
 export { simEpochMs } from "./queue.ts";

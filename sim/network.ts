@@ -4,6 +4,12 @@
  * plus its transfer time), messages are lost with a fixed probability, and
  * each active partition cuts every link across it. These are the links the
  * gossip model (sim/gossip.ts) and direct messages travel.
+ *
+ * A fraction of the workers (`behindNat`) sit behind NAT: nobody can dial them. Relays are modelled at the connection
+ * level only: such a worker holds a reservation on one master (its relay, a standing connection); a direct message to
+ * it from a node it has no connection with goes through that relay (two hops of latency and transfer), until the
+ * worker itself sends to that node (it dials out, and the connection then carries both ways). No data or time limit,
+ * no hole punching.
  */
 import type { Links } from "./gossip.ts";
 import { hashUnit, logNormalTable, normalTableCount, type Rng } from "./rng.ts";
@@ -13,7 +19,14 @@ export interface NetworkParams {
   readonly latencySigma: number;
   readonly bandwidthMbps: number;
   readonly loss: number;
+  /** Fraction of the workers behind NAT (unreachable by incoming dials). */
+  readonly behindNat?: number;
 }
+
+/** The hash stream that picks which workers are behind NAT. */
+const natStream = 11;
+/** The hash stream that picks each NATed worker's relay among the masters. */
+const relayStream = 12;
 
 /** A partition that may come and go: a fraction of the nodes on the far side, the masters too if `mastersSplit`. */
 export interface PartitionParams {
@@ -39,6 +52,10 @@ export class Network {
   /** Each node's place on the latency ring, in [0, 1). */
   private positions = new Float64Array(1024);
   private readonly latencyTable: Float64Array;
+  /** Node pairs (ordered low, high) with a connection that a NATed one of them opened by dialling out. */
+  private readonly connected = new Set<number>();
+  /** The masters' indices, as of when the world had `count` nodes. */
+  private mastersOf: { count: number; masters: number[] } = { count: -1, masters: [] };
 
   constructor(
     seed: number,
@@ -119,6 +136,47 @@ export class Network {
     const transfer = (bytes * 8) / (net.bandwidthMbps * 1000);
     const spread = this.latencyTable[Math.floor(this.rng() * normalTableCount)] as number;
     return median * spread + transfer;
+  }
+
+  /** Whether a node is a worker behind NAT: drawn from the seed, not from the generator. */
+  behindNat(node: number): boolean {
+    const fraction = this.params.behindNat ?? 0;
+    return fraction > 0 && this.nodes[node]?.role === "worker" && hashUnit(this.seed, natStream, node) < fraction;
+  }
+
+  /** The master a NATed worker holds its relay reservation on (the masters are the relays), or null when none is. */
+  relayOf(node: number): number | null {
+    if (this.mastersOf.count !== this.nodes.length) {
+      const masters: number[] = [];
+      for (let index = 0; index < this.nodes.length; index++)
+        if (this.nodes[index]?.role === "master") masters.push(index);
+      this.mastersOf = { count: this.nodes.length, masters };
+    }
+    const { masters } = this.mastersOf;
+    if (masters.length === 0) return null;
+    return masters[Math.floor(hashUnit(this.seed, relayStream, node) * masters.length)] as number;
+  }
+
+  /**
+   * How a direct message from `from` reaches `to`: null when directly (a dial, or a connection open), else the relay
+   * it goes through. Sending opens a connection when the sender is behind NAT and the receiver is not: it dialled out.
+   */
+  routeOf(from: number, to: number): number | null {
+    const key = from < to ? from * 2 ** 26 + to : to * 2 ** 26 + from;
+    // A NATed sender dials out; it cannot dial another NATed node, which it reaches through that one's relay.
+    if (this.behindNat(from) && !this.behindNat(to)) this.connected.add(key);
+    if (!this.behindNat(to) || this.connected.has(key)) return null;
+    const relay = this.relayOf(to);
+    return relay === null || relay === from ? null : relay;
+  }
+
+  /** A node went down: the connections NATed workers had opened with it are gone (they dial again when they send). */
+  forget(node: number): void {
+    if ((this.params.behindNat ?? 0) === 0) return;
+    for (const key of this.connected) {
+      const low = Math.floor(key / 2 ** 26);
+      if (low === node || key - low * 2 ** 26 === node) this.connected.delete(key);
+    }
   }
 
   /** Whether the network loses one message (a draw only when it loses any). */

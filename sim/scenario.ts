@@ -130,6 +130,11 @@ const networkSchema = z.strictObject({
    * behind one NAT or on one campus do; the others each have a prefix of their own.
    */
   sharedPrefix: fraction.default(0.1),
+  /**
+   * Fraction of the honest workers behind NAT: no one can dial them; a message to one that has not dialled its sender
+   * goes through its relay, a master (sim/network.ts).
+   */
+  behindNat: fraction.default(0),
 });
 
 const gossipSchema = z.strictObject({

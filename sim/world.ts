@@ -269,6 +269,7 @@ export class SimWorld {
     for (const runId of [...node.executing.keys()]) this.endRun(node, runId);
     if (!keepProcess) node.driver = null;
     for (const topic of node.topics) this.gossip.leave(topic, node.index);
+    this.network.forget(node.index);
   }
 
   /** Seals a message as node `from` (see Wires.seal). */
