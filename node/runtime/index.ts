@@ -21,6 +21,7 @@ export { createNodeMetrics, type MetricSources, type NodeMetrics } from "./metri
 export {
   corruptOutputsDigest,
   keepColocationEnv,
+  natOptionsOf,
   offenceOf,
   type RunningNode,
   type StartOptions,
