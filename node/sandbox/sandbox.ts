@@ -165,6 +165,8 @@ const hostLoaderPaths = [
   "/lib/ld-linux-riscv64-lp64d.so.1",
   "/lib64/ld64.so.2",
 ];
+/** Entries of an image's root and of its /etc bound one by one, together: each is a mount bubblewrap makes. */
+export const maxImageBoundEntries = 1024;
 /** Top-level entries of an image the sandbox makes itself, so the image's own are not bound. */
 const imageManagedNames = new Set(["proc", "dev", "tmp", "work", "etc", imageToolsPath.slice(1)]);
 
@@ -348,6 +350,13 @@ async function imageRootArgs(
   ]);
   const imageEtc = join(imageRoot, "etc");
   const etcNames = await readdir(imageEtc).catch(() => [] as string[]);
+  const bound = args.length / 3 + etcNames.length;
+  if (bound > maxImageBoundEntries) {
+    throw new ImageSandboxError(
+      `image ${basename(imageRoot)}: expected at most ${maxImageBoundEntries} entries in its root and /etc together ` +
+        `(each is a mount), got ${bound}`,
+    );
+  }
   for (const name of etcNames.sort()) {
     if (!ownEtc.has(name)) args.push("--ro-bind", join(imageEtc, name), `/etc/${name}`);
   }
