@@ -20,10 +20,12 @@
  * With CIMESH_LEAN_SNAPSHOTS=<folder>, the worker writes a V8 heap snapshot
  * into that folder at each of its two readings (for the memory breakdown).
  */
-import { readFileSync } from "node:fs";
+import { spawnSync } from "node:child_process";
+import { cpSync, existsSync, readFileSync, rmSync } from "node:fs";
 import { mkdir, mkdtemp, rm } from "node:fs/promises";
 import { loadavg, tmpdir } from "node:os";
 import { join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
 import { parseJobFile } from "../node/index.ts";
 import {
   EventBoard,
@@ -63,6 +65,8 @@ const signedJobsPerRun = 400;
 const stderrTailLines = 200;
 /** Wait for a heap snapshot to be written after the signal. */
 const snapshotSettleMs = 20_000;
+/** Bound on building the CLI's JavaScript. */
+const buildTimeoutMs = 5 * 60_000;
 
 const bytesPerKiB = 1024;
 const bytesPerMiB = 1024 * 1024;
@@ -91,8 +95,38 @@ export interface WorkerMemory {
   readonly loadAverageAfter: readonly number[];
 }
 
+/**
+ * The CLI as an installed package runs it: JavaScript built from the sources (as `npm run build` does, into
+ * bench/out/lean-dist so dist/ is left alone), not TypeScript stripped as it loads (which keeps Node.js's stripper,
+ * about 20 MiB, in every process). Returns the built CLI's entry.
+ */
+function buildCli(): string {
+  const outDir = fileURLToPath(new URL("./out/lean-dist/", import.meta.url));
+  const repo = fileURLToPath(new URL("../", import.meta.url));
+  rmSync(outDir, { recursive: true, force: true });
+  const tsc = join(repo, "node_modules", "typescript", "bin", "tsc");
+  // Emitted even with a type error elsewhere in the tree (`npx tsc --noEmit` is the check, not this bench).
+  const args = [
+    tsc,
+    "-p",
+    "tsconfig.build.json",
+    "--outDir",
+    outDir,
+    "--declaration",
+    "false",
+    "--noEmitOnError",
+    "false",
+  ];
+  const built = spawnSync(process.execPath, args, { cwd: repo, encoding: "utf8", timeout: buildTimeoutMs });
+  const entry = join(outDir, "node", "cli", "index.js");
+  if (!existsSync(entry))
+    throw new Error(`building the CLI into ${outDir}: exit ${built.status}: ${built.stdout.slice(-2000)}`);
+  cpSync(join(repo, "node", "dashboard"), join(outDir, "node", "dashboard"), { recursive: true });
+  return entry;
+}
+
 /** One master and one worker (real processes, loopback); the worker's memory idle, then after jobCount jobs. */
-async function workerMemory(): Promise<WorkerMemory> {
+async function workerMemory(entry: string): Promise<WorkerMemory> {
   const root = await mkdtemp(join(tmpdir(), "cimesh-bench-lean-"));
   const started: Started[] = [];
   const forget = killOnExit(started);
@@ -107,7 +141,7 @@ async function workerMemory(): Promise<WorkerMemory> {
     const masterDir = await initNode(root, "master");
     const trust = await initProject(masterDir);
     const { project } = trust;
-    const master = await startNode("master", masterDir, ["--master"], board, started, stderrTailLines);
+    const master = await startNode("master", masterDir, ["--master"], board, started, stderrTailLines, [], entry);
     const workerDir = await initNode(root, "worker");
     await trustProject(workerDir, trust);
     const worker = await startNode(
@@ -118,6 +152,7 @@ async function workerMemory(): Promise<WorkerMemory> {
       started,
       stderrTailLines,
       workerFlags,
+      entry,
     );
     await until(
       "the worker to hold the project keyset and the master to see it",
@@ -179,45 +214,76 @@ async function workerMemory(): Promise<WorkerMemory> {
   }
 }
 
+/** The parts a run measures: all, or those named in CIMESH_LEAN_PARTS (comma-separated), to profile one. */
+const leanParts = ["signed", "memory", "transfer", "scale10k"] as const;
+function partsWanted(): Set<string> {
+  const named = process.env.CIMESH_LEAN_PARTS;
+  if (named === undefined || named === "") return new Set(leanParts);
+  const parts = named.split(",");
+  const unknown = parts.filter((part) => !(leanParts as readonly string[]).includes(part));
+  if (unknown.length > 0) throw new Error(`CIMESH_LEAN_PARTS: expected some of ${leanParts.join(",")}, got ${unknown}`);
+  return new Set(parts);
+}
+
 export async function benchLean(): Promise<unknown> {
   const load: Record<string, unknown> = { start: loadNow() };
+  const wanted = partsWanted();
+  const figures: Record<string, number> = {};
+  const detail: Record<string, unknown> = {};
 
-  const signed = Array.from({ length: signedRuns }, () => jobsThroughput(signedJobsPerRun, 1));
-  const signedJobsPerSecond = median(signed.map((run) => run.jobsPerCpuSecond));
-  console.log(
-    `signed jobs per CPU second, 1 master + 1 worker node: ${Math.round(signedJobsPerSecond)} (wall: ${Math.round(median(signed.map((run) => run.jobsPerSecond)))}/s; median of ${signedRuns} × ${signedJobsPerRun}; goal ≥ 1,000)`,
-  );
-  load.afterSigned = loadNow();
+  if (wanted.has("signed")) {
+    const signed = Array.from({ length: signedRuns }, () => jobsThroughput(signedJobsPerRun, 1));
+    const perCpuSecond = median(signed.map((run) => run.jobsPerCpuSecond));
+    console.log(
+      `signed jobs per CPU second, 1 master + 1 worker node: ${Math.round(perCpuSecond)} (wall: ${Math.round(median(signed.map((run) => run.jobsPerSecond)))}/s; median of ${signedRuns} × ${signedJobsPerRun}; goal ≥ 1,000)`,
+    );
+    figures.signedJobsPerSecond = Math.round(perCpuSecond);
+    detail.signedJobs = signed;
+    load.afterSigned = loadNow();
+  }
 
-  const memory = await workerMemory();
-  load.afterMemory = loadNow();
+  if (wanted.has("memory")) {
+    const memory = await workerMemory(buildCli());
+    figures.workerIdleRssMiB = memory.idle.VmRSS as number;
+    figures.workerRssAfter1000JobsMiB = memory.afterJobs.VmRSS as number;
+    detail.workerMemory = memory;
+    load.afterMemory = loadNow();
+  }
 
-  const transfer = await benchThroughput(transferRounds);
-  load.afterTransfer = loadNow();
+  if (wanted.has("transfer")) {
+    const transfer = await benchThroughput(transferRounds);
+    figures.transferRatioToTcp = Number(transfer.ratio.toFixed(3));
+    detail.transfer = transfer;
+    load.afterTransfer = loadNow();
+  }
 
-  const scale = Array.from({ length: scale10kRuns }, () => inChild("scale-10k", "fast", 1));
-  const finished = scale.flatMap((run) => ("cpuMs" in run ? [run] : []));
-  if (finished.length === 0) throw new Error(`scale-10k: expected a finished run, got ${JSON.stringify(scale)}`);
-  const scale10kCpuSeconds = median(finished.map((run) => run.cpuMs / 1000));
-  const scale10kPeakRssMiB = toMiB(median(finished.map((run) => run.maxRssBytes)));
-  console.log(
-    `scale-10k: ${scale10kCpuSeconds.toFixed(1)} s CPU, peak RSS ${scale10kPeakRssMiB} MiB (goal < 60 s, < 2 GB); ${JSON.stringify(finished[0])}`,
-  );
-  load.end = loadNow();
+  if (wanted.has("scale10k")) {
+    const scale = Array.from({ length: scale10kRuns }, () => inChild("scale-10k", "fast", 1));
+    const finished = scale.flatMap((run) => ("cpuMs" in run ? [run] : []));
+    if (finished.length === 0) throw new Error(`scale-10k: expected a finished run, got ${JSON.stringify(scale)}`);
+    figures.scale10kCpuSeconds = median(finished.map((run) => run.cpuMs / 1000));
+    figures.scale10kPeakRssMiB = toMiB(median(finished.map((run) => run.maxRssBytes)));
+    console.log(
+      `scale-10k: ${figures.scale10kCpuSeconds.toFixed(1)} s CPU, peak RSS ${figures.scale10kPeakRssMiB} MiB (goal < 60 s, < 2 GB); ${JSON.stringify(finished[0])}`,
+    );
+    detail.scale10k = scale;
+    load.end = loadNow();
+  }
 
-  const lean = {
-    scale10kCpuSeconds,
-    scale10kPeakRssMiB,
-    transferRatioToTcp: Number(transfer.ratio.toFixed(3)),
-    workerIdleRssMiB: memory.idle.VmRSS,
-    workerRssAfter1000JobsMiB: memory.afterJobs.VmRSS,
-    signedJobsPerSecond: Math.round(signedJobsPerSecond),
-  };
+  const order = [
+    "scale10kCpuSeconds",
+    "scale10kPeakRssMiB",
+    "transferRatioToTcp",
+    "workerIdleRssMiB",
+    "workerRssAfter1000JobsMiB",
+    "signedJobsPerSecond",
+  ];
+  const lean = Object.fromEntries(order.filter((key) => key in figures).map((key) => [key, figures[key]]));
   console.log(`lean: ${JSON.stringify(lean)}; load average ${JSON.stringify(load)}`);
   return {
     ...lean,
     repeats: { scale10k: scale10kRuns, transfer: transferRounds, signedJobs: signedRuns },
-    detail: { scale10k: scale, transfer, workerMemory: memory, signedJobs: signed },
+    detail,
     loadAverage: load,
   };
 }

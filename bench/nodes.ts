@@ -286,7 +286,8 @@ export function spawnTracked(
 }
 
 /**
- * Starts `cimesh start <flags>` on `dataDir` (Node.js given `nodeFlags`), its event lines to `board`,
+ * Starts `cimesh start <flags>` on `dataDir` (Node.js given `nodeFlags`; the CLI's sources, or the JavaScript
+ * built from them at `entry`), its event lines to `board`,
  * and waits (at most nodeStartTimeoutMs) for its "listening on" line. The
  * process is in `started` even if it never listens.
  */
@@ -298,8 +299,9 @@ export async function startNode(
   started: Started[],
   stderrTailLines: number,
   nodeFlags: readonly string[] = [],
+  entry: string = cliPath,
 ): Promise<MeshNode> {
-  const node = spawnTracked(name, [...nodeFlags, cliPath, "start", ...flags, "--data-dir", dataDir], started, {
+  const node = spawnTracked(name, [...nodeFlags, entry, "start", ...flags, "--data-dir", dataDir], started, {
     stderrTailLines,
     stdin: "ignore",
     onLine: (line) => board.record(name, line),

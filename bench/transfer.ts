@@ -31,7 +31,7 @@
  * temp folder removed, on failure too.
  */
 import { createCipheriv, createHash } from "node:crypto";
-import { createWriteStream } from "node:fs";
+import { createWriteStream, readFileSync } from "node:fs";
 import { mkdir, mkdtemp, rm, stat, writeFile } from "node:fs/promises";
 import { connect } from "node:net";
 import { loadavg, tmpdir } from "node:os";
@@ -103,6 +103,8 @@ const jobTimeoutMs = 5 * 60_000;
 const stderrTailLines = 200;
 
 const bytesPerMB = 1_000_000;
+/** Linux's USER_HZ: the unit of /proc/<pid>/stat's CPU times. */
+const clockTicksPerSecond = 100;
 
 // --- small helpers -----------------------------------------------------------------------------------------------
 
@@ -113,6 +115,15 @@ function within<T>(what: string, limitMs: number, work: Promise<T>): Promise<T> 
     timer = setTimeout(() => reject(new Error(`expected ${what} within ${limitMs} ms`)), limitMs);
   });
   return Promise.race([work, timeout]).finally(() => clearTimeout(timer));
+}
+
+/** CPU time (user + system) of this process and of process `pid` (from /proc/<pid>/stat), in ms. */
+function cpuOfBoth(pid: number): number {
+  const own = process.cpuUsage();
+  const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]?.split(" ") ?? [];
+  const ticks = Number(fields[11]) + Number(fields[12]);
+  if (!Number.isFinite(ticks)) throw new Error(`/proc/${pid}/stat: expected utime and stime`);
+  return (own.user + own.system) / 1000 + (ticks * 1000) / clockTicksPerSecond;
 }
 
 const loadNow = () => loadavg().map((value) => Number(value.toFixed(2)));
@@ -203,6 +214,9 @@ async function copyPlain(port: number, paths: readonly string[], folder: string 
 
 interface ThroughputRound {
   readonly plainCopyMs: number;
+  /** CPU time of both processes (this one and the server) during the plain copy, and during the libp2p fetch. */
+  readonly plainCopyCpuMs: number;
+  readonly libp2pFetchCpuMs: number;
   readonly plainDiscardMs: number;
   readonly libp2pFetchMs: number;
   readonly unpackMs: number;
@@ -222,6 +236,8 @@ export interface TransferThroughput {
   readonly plainTcpDiscardMBps: number;
   /** median libp2p fetch ÷ median plain TCP copy (the goal: ≥ 0.5). */
   readonly ratio: number;
+  /** Median over rounds of plain copy CPU ÷ libp2p fetch CPU (both processes): the ratio a machine of its own would give where CPU bounds both. */
+  readonly cpuRatio: number;
   /** The median of each round's own ratio (the two copies of one round ran seconds apart). */
   readonly ratioMedianOfRounds: number;
   readonly roundsMs: readonly ThroughputRound[];
@@ -271,6 +287,7 @@ export async function benchThroughput(measuredRounds = throughputRounds): Promis
         throw new Error(`the serving process exited before it listened: ${server.entry.stderrTail()}`);
       }),
     ]);
+    const serverPid = server.entry.child.pid as number;
     const serverAddress = served.address.includes("/p2p/") ? served.address : `${served.address}/p2p/${served.peerId}`;
     host = await createHost({
       identity: identityFromSeed(createHash("sha256").update("cimesh-bench-transfer:client").digest()),
@@ -284,9 +301,11 @@ export async function benchThroughput(measuredRounds = throughputRounds): Promis
     const rounds: ThroughputRound[] = [];
     for (let round = 0; round < throughputWarmupRounds + measuredRounds; round++) {
       const plainFolder = join(root, `plain-${round}`);
+      let cpuStart = cpuOfBoth(serverPid);
       let startMs = performance.now();
       await copyPlain(served.tcpPort, paths, plainFolder);
       const plainCopyMs = performance.now() - startMs;
+      const plainCopyCpuMs = cpuOfBoth(serverPid) - cpuStart;
       await rm(plainFolder, { recursive: true, force: true });
 
       startMs = performance.now();
@@ -296,6 +315,7 @@ export async function benchThroughput(measuredRounds = throughputRounds): Promis
       const fetchStore = join(root, `fetch-${round}`);
       const unpacked = join(root, `unpack-${round}`);
       const store = await openBlobStore(fetchStore);
+      cpuStart = cpuOfBoth(serverPid);
       startMs = performance.now();
       const report = await within(
         "a libp2p fetch of the tree",
@@ -303,6 +323,7 @@ export async function benchThroughput(measuredRounds = throughputRounds): Promis
         fetchTree(client, store, packed.root, [served.peerId], { bans: new PeerBans() }),
       );
       const libp2pFetchMs = performance.now() - startMs;
+      const libp2pFetchCpuMs = cpuOfBoth(serverPid) - cpuStart;
       if (report.fetchedBytes < treeBytes || report.droppedPeers.length > 0)
         throw new Error(
           `libp2p fetch: expected ${treeBytes} bytes from an honest server, got ${JSON.stringify(report)}`,
@@ -315,11 +336,12 @@ export async function benchThroughput(measuredRounds = throughputRounds): Promis
       await rm(unpacked, { recursive: true, force: true });
 
       const counted = round >= throughputWarmupRounds;
-      if (counted) rounds.push({ plainCopyMs, plainDiscardMs, libp2pFetchMs, unpackMs });
+      if (counted)
+        rounds.push({ plainCopyMs, plainCopyCpuMs, plainDiscardMs, libp2pFetchMs, libp2pFetchCpuMs, unpackMs });
       console.log(
         `  ${counted ? `round ${round - throughputWarmupRounds + 1}` : "warm-up"}: plain copy ${fmtRate(mbPerSecond(treeBytes, plainCopyMs))}, ` +
           `plain discard ${fmtRate(mbPerSecond(treeBytes, plainDiscardMs))}, libp2p fetch ${fmtRate(mbPerSecond(treeBytes, libp2pFetchMs))} ` +
-          `(${report.fetchedBlobs} blobs), unpack ${fmtRate(mbPerSecond(treeBytes, unpackMs))}`,
+          `(${report.fetchedBlobs} blobs), unpack ${fmtRate(mbPerSecond(treeBytes, unpackMs))}; CPU of both processes: plain copy ${fmtMs(plainCopyCpuMs)}, libp2p fetch ${fmtMs(libp2pFetchCpuMs)}`,
       );
     }
 
@@ -343,6 +365,7 @@ export async function benchThroughput(measuredRounds = throughputRounds): Promis
       plainTcpDiscardMBps: rate((round) => round.plainDiscardMs),
       ratio: libp2pFetchMBps / plainTcpCopyMBps,
       ratioMedianOfRounds: median(rounds.map((round) => round.plainCopyMs / round.libp2pFetchMs)),
+      cpuRatio: median(rounds.map((round) => round.plainCopyCpuMs / round.libp2pFetchCpuMs)),
       roundsMs: rounds,
       loadAverageBefore,
       loadAverageAfter: loadNow(),
@@ -354,6 +377,7 @@ export async function benchThroughput(measuredRounds = throughputRounds): Promis
       "ratio libp2p / plain (goal ≥ 0.5)",
       `${result.ratio.toFixed(2)}   (median of per-round ratios ${result.ratioMedianOfRounds.toFixed(2)})`,
     );
+    line("CPU ratio plain copy / libp2p fetch", result.cpuRatio.toFixed(2));
     line("plain TCP read and discarded", fmtRate(result.plainTcpDiscardMBps));
     line("unpack (unpackTree, after the fetch)", fmtRate(result.unpackMBps));
     line("libp2p fetch + unpack", fmtRate(result.libp2pFetchAndUnpackMBps));
