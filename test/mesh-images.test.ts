@@ -11,6 +11,7 @@
 import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import test from "ava";
+import { parseExposition, sampleValue } from "./exposition.ts";
 import { imageTestsOr, makeTestImage } from "./image-fixture.ts";
 import { cli, cliOk, Mesh, type NodeEvent, type NodeProcess, until, writeJob } from "./mesh-harness.ts";
 
@@ -119,6 +120,10 @@ test.serial(
         t.is(reused.unpacked, false, `${worker.name}: the second job found the image unpacked`);
         t.is(reused.imageUnpacks, 1, `${worker.name} unpacked the image once in all`);
         t.is(reused.imageReuses, 1);
+        // The worker's own counters say the same (GET /metrics).
+        const samples = parseExposition(await worker.control.metrics());
+        t.is(sampleValue(samples, "cimesh_image_unpacks_total"), 1, `${worker.name}'s metrics: one unpack`);
+        t.is(sampleValue(samples, "cimesh_image_reuses_total"), 1, `${worker.name}'s metrics: one reuse`);
       }
       const outputs = new Set(
         [...one.attempts, ...two.attempts].map((attempt) => attempt.outputsDigest).filter((cid) => cid !== null),

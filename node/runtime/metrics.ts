@@ -43,6 +43,8 @@ export interface MetricSources {
   storeBytes(): Promise<number>;
   blobCacheBytes(): number;
   historyEntries(): number;
+  /** The worker's image cache: images it unpacked, and runs that found theirs unpacked already; absent or null without one. */
+  images?(): { readonly unpacks: number; readonly reuses: number } | null;
 }
 
 export interface NodeMetrics {
@@ -185,6 +187,24 @@ export function createNodeMetrics(options: { readonly dataDir: string }): NodeMe
         registers,
         collect() {
           this.set(sources.blobCacheBytes());
+        },
+      });
+      new Counter({
+        name: "cimesh_image_unpacks_total",
+        help: "Images the worker unpacked into its image cache since it started (one per image CID it kept)",
+        registers,
+        collect() {
+          this.reset();
+          this.inc(sources.images?.()?.unpacks ?? 0);
+        },
+      });
+      new Counter({
+        name: "cimesh_image_reuses_total",
+        help: "Runs that found their image unpacked already, since the worker started",
+        registers,
+        collect() {
+          this.reset();
+          this.inc(sources.images?.()?.reuses ?? 0);
         },
       });
       new Gauge({

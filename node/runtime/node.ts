@@ -42,7 +42,7 @@ import {
   publicKeyHexOf,
   serveBlobs,
 } from "../host/index.ts";
-import { openImageCache } from "../images/index.ts";
+import { type ImageCache, openImageCache } from "../images/index.ts";
 import { createExecutor, type Executor, neutralWorkRoot } from "../sandbox/index.ts";
 import { type BlobStore, type NodeStore, openBlobStore } from "../store/index.ts";
 import { nodeApi } from "./api.ts";
@@ -399,7 +399,14 @@ function countedPorts(ports: NodePorts, metrics: NodeMetrics, self: string): Nod
 /** What the metrics' gauges read of a running node. */
 function bindMetrics(
   metrics: NodeMetrics,
-  parts: { driver: NodeDriver<Uint8Array>; host: Host; blobs: BlobStore; history: RunHistory; dataDir: string },
+  parts: {
+    driver: NodeDriver<Uint8Array>;
+    host: Host;
+    blobs: BlobStore;
+    history: RunHistory;
+    dataDir: string;
+    images: ImageCache | null;
+  },
 ): void {
   const { driver, host, blobs, history } = parts;
   metrics.bind({
@@ -419,6 +426,7 @@ function bindMetrics(
     storeBytes: () => folderBytes(join(parts.dataDir, "store")),
     blobCacheBytes: () => blobs.usedBytes(),
     historyEntries: () => history.list().length,
+    images: () => parts.images?.counters() ?? null,
   });
 }
 
@@ -568,7 +576,7 @@ export async function startNode(options: StartOptions): Promise<RunningNode> {
   for (const [project, bytes] of ownKeysets) driver.receiveKeysetRecord(project, bytes);
   wireInbound(host, driver, trust.keys(), events, () => stopping);
   if (workerParts !== null) resumeAvailability(driver, config.worker.availability);
-  bindMetrics(metrics, { driver, host, blobs, history, dataDir: options.dataDir });
+  bindMetrics(metrics, { driver, host, blobs, history, dataDir: options.dataDir, images });
   driver.start();
 
   const keysets = keysetKeeper({
