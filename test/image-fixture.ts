@@ -17,7 +17,7 @@ import { chmod, copyFile, cp, mkdir, mkdtemp, rm, symlink, writeFile } from "nod
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { ExecutionContext } from "ava";
-import { probeSandbox } from "../node/sandbox/index.ts";
+import { neutralWorkRoot, probeSandbox } from "../node/sandbox/index.ts";
 import { runProcess } from "./processes.ts";
 
 export const busyboxPath = "/bin/busybox";
@@ -173,4 +173,9 @@ export async function imageTestsOr(t: ExecutionContext): Promise<boolean> {
   if (missing === null) return true;
   t.fail(`needs umoci, busybox-static, python3 and bubblewrap (cimesh setup --with-test-deps as root): ${missing}`);
   return false;
+}
+
+/** Removes the work roots (and so the unpacked images) of nodes' data folders: they live under /var/tmp, not the test's folder. */
+export async function removeWorkRoots(dataDirs: readonly string[]): Promise<void> {
+  await Promise.all(dataDirs.map((dir) => rm(neutralWorkRoot(dir), { recursive: true, force: true })));
 }

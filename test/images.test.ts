@@ -18,7 +18,7 @@ import { resultDigest } from "../jobs/index.ts";
 import { parseJobFile, parseSpecFile } from "../node/files/index.ts";
 import { ImageImportError, importImage, layerEntryProblem } from "../node/images/index.ts";
 import { openBlobStore, TreeLinkError, unpackTree } from "../node/store/index.ts";
-import { imageTestsOr, imageToolOutput, type LayerEntry, makeTestImage } from "./image-fixture.ts";
+import { imageTestsOr, imageToolOutput, type LayerEntry, makeTestImage, removeWorkRoots } from "./image-fixture.ts";
 import { cli, cliOk, Mesh } from "./mesh-harness.ts";
 
 const project = "bck7szfextxphxrul77ca2uw65rs2d66blt2qaxjjgrbsrrpfqmqq";
@@ -248,6 +248,7 @@ test.serial(
       t.regex(bare.stderr, /step 1 .* failed/);
     } finally {
       await mesh.stopAll();
+      await removeWorkRoots([...mesh.peerIds.keys()]);
     }
   },
 );

@@ -12,7 +12,7 @@ import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import test from "ava";
 import { parseExposition, sampleValue } from "./exposition.ts";
-import { imageTestsOr, makeTestImage } from "./image-fixture.ts";
+import { imageTestsOr, makeTestImage, removeWorkRoots } from "./image-fixture.ts";
 import { cli, cliOk, Mesh, type NodeEvent, type NodeProcess, until, writeJob } from "./mesh-harness.ts";
 
 const specUuid = "7d3f1a2b-6c4e-4b8a-9e21-0a1b2c3d4e5f";
@@ -186,6 +186,7 @@ test.serial(
       t.not((await ended(master, "image-3")).status, "passed");
     } finally {
       await mesh.stopAll();
+      await removeWorkRoots([...mesh.peerIds.keys()]);
     }
   },
 );
