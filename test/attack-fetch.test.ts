@@ -335,7 +335,7 @@ test("a run whose inputs are not ready by their deadline is refused, with a summ
   const error = await t.throwsAsync(carrier.prepare(run, "master", await tempDir(t)), {
     instanceOf: InputsDeadlineError,
   });
-  t.regex(error?.message ?? "", /expected them ready within 300 ms .* but after \d+ ms: before its manifest was in/);
+  t.regex(error?.message ?? "", /expected it ready within 300 ms .* but after \d+ ms: before its manifest was in/);
   t.is(events.at(-1)?.event, "inputs-refused");
 });
 
