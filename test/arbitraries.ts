@@ -98,6 +98,9 @@ import {
   maxJobMemoryBytes,
   maxJobProcesses,
   maxJobTimeoutMs,
+  maxLockCount,
+  maxLockNameChars,
+  maxLocksPerJob,
   maxLogChunkBytes,
   maxLogOffsetBytes,
   maxOutputPathChars,
@@ -112,6 +115,7 @@ import {
   maxStepsPerJob,
   maxSummaryChars,
   maxWantedRuns,
+  maxWorkerLocks,
   messageDomains,
   type Offer,
   type Outcome,
@@ -456,11 +460,23 @@ const arbSpecClaim = record<SpecClaim>({
   checkedAtMs: arbTimestampMs,
 });
 
+/** A lock name (lockNameSchema): a lowercase letter or digit, then up to maxLockNameChars - 1 of them, '.', '_', '-'. */
+const arbLockName: fc.Arbitrary<string> = pattern(`${lower}${digits}`, `${lower}${digits}._-`, maxLockNameChars - 1);
+
+/** A worker's local locks in its offer: absent mostly, else up to maxWorkerLocks distinct names. */
+const arbOfferLocks = fc.option(
+  fc.uniqueArray(record({ name: arbLockName, free: mostly(int(0, 4), int(0, maxLockCount)) }), {
+    maxLength: maxWorkerLocks,
+    selector: (lock) => lock.name,
+  }),
+  { nil: undefined },
+);
+
 /**
  * Standing offer bodies: one project, the worker's slots, dimensions and spec claims. Typical: up to 8 specs, tools
  * (name and version up to their maximum) and labels, about 6 KiB at worst. Large variants fill one array: 64 specs
- * (6 KiB), 128 tools of names and versions up to 16 characters (10 KiB) or 32 labels of 64 characters (2 KiB). Worst
- * case about 12 KiB of maxOfferBytes (16 KiB).
+ * (6 KiB), 128 tools of names and versions up to 16 characters (10 KiB) or 32 labels of 64 characters (2 KiB); any
+ * may carry up to maxWorkerLocks local locks (about 1.4 KiB). Worst case about 13.5 KiB of maxOfferBytes (16 KiB).
  */
 export const arbOffer: fc.Arbitrary<Offer> = (() => {
   const tool = record({ name: arbToolName, version: arbVersionLike(maxVersionChars) });
@@ -482,8 +498,9 @@ export const arbOffer: fc.Arbitrary<Offer> = (() => {
             awardsSeen: mostly(int(0, 64), int(0, maxAwardsSeen)),
           }),
           arbSlots,
+          arbOfferLocks,
         )
-        .map(([fields, slots]) => ({ ...fields, ...slots })),
+        .map(([fields, slots, locks]) => ({ ...fields, ...slots, ...(locks === undefined ? {} : { locks }) })),
     );
   const typicalSpecs = fc.array(arbSpecClaim, { maxLength: fewItems });
   return mostly(
@@ -575,6 +592,16 @@ interface JobParts {
   outputs: fc.Arbitrary<string[]>;
 }
 
+/** A job's locks (jobLocksSchema): absent mostly, else up to maxLocksPerJob distinct names. */
+const arbJobLocks = fc.option(
+  fc.uniqueArray(record({ name: arbLockName, count: mostly(int(1, 8), int(1, maxLockCount)) }), {
+    minLength: 1,
+    maxLength: maxLocksPerJob,
+    selector: (lock) => lock.name,
+  }),
+  { nil: undefined },
+);
+
 function jobSpecOf(parts: JobParts): fc.Arbitrary<JobSpec> {
   return fc
     .tuple(
@@ -595,8 +622,9 @@ function jobSpecOf(parts: JobParts): fc.Arbitrary<JobSpec> {
         deadlineMs: arbTimestampMs,
       }),
       arbReplication,
+      arbJobLocks,
     )
-    .map(([fields, replication]) => ({ ...fields, ...replication }));
+    .map(([fields, replication, locks]) => ({ ...fields, ...replication, ...(locks === undefined ? {} : { locks }) }));
 }
 
 /**
