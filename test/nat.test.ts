@@ -89,6 +89,13 @@ async function removeBlobs(dataDir: string): Promise<number> {
   return removed;
 }
 
+/** The root of the tree `cimesh submit` packed. */
+function rootOf(submitOutput: string): string {
+  const root = /packed .*: (baf\S+)/.exec(submitOutput)?.[1];
+  if (root === undefined) throw new Error(`submit printed no packed root: ${submitOutput}`);
+  return root;
+}
+
 function runFixture(ns: string, args: readonly string[]): Promise<string> {
   return new Promise((resolve, reject) => {
     execFile(
@@ -187,23 +194,30 @@ test.serial(
     const small = join(mesh.root, "small");
     await mkdir(small, { recursive: true });
     await writeFile(join(small, "data.bin"), randomBytes(2 * mib + 4321));
-    const job = (id: string, inputs: string) =>
-      writeJob(mesh, id, project, { id, inputs, network: false, steps: ["sha256sum data.bin"], timeout: "1m" });
-    await inNsOk(lab.publicNs, masterDir, ["submit", await job("on-a", "small")]);
+    const job = (id: string, inputs: Record<string, string>) =>
+      writeJob(mesh, id, project, { id, ...inputs, network: false, steps: ["sha256sum data.bin"], timeout: "1m" });
+    const smallRoot = rootOf(await inNsOk(lab.publicNs, masterDir, ["submit", await job("on-a", { inputs: "small" })]));
     const onA = await jobEnded(lab.publicNs, masterDir, "on-a");
     t.is(onA.status, "passed", onA.reason);
     const readyA = workerA.events.find((event) => event.event === "inputs-ready");
     t.true(Number(readyA?.fetchedBytes) > 2 * mib, "A fetched the inputs from the master");
 
-    // The master's copy removed; A paused, B eager: job 2, same inputs, runs on B, which can get them only from A.
-    t.true((await removeBlobs(masterDir)) > 0, "the master held blobs to remove");
+    // Job 2, same inputs (named by their root), submitted while both workers are paused; then the master's copy is
+    // removed and B made eager: it runs job 2, and can get the inputs only from A.
     await inNsOk(homeA.lan, dirA, ["availability", "paused"]);
+    await inNsOk(lab.publicNs, masterDir, ["submit", await job("on-b", { inputsDigest: smallRoot })]);
+    t.true((await removeBlobs(masterDir)) > 0, "the master held blobs to remove");
     await inNsOk(homeB.lan, dirB, ["availability", "eager"]);
-    await inNsOk(lab.publicNs, masterDir, ["submit", await job("on-b", "small")]);
-    const onB = await jobEnded(lab.publicNs, masterDir, "on-b");
+    const onB = await jobEnded(lab.publicNs, masterDir, "on-b").catch((error: unknown) => {
+      const seen = workerB.events.filter((event) => /inputs|blob|award|refus|run/.test(event.event));
+      t.log(`B's events: ${JSON.stringify(seen).slice(0, 3000)}`);
+      throw error;
+    });
     t.is(onB.status, "passed", onB.reason);
     const readyB = workerB.events.find((event) => event.event === "inputs-ready");
-    t.true(Number(readyB?.fetchedBytes) > 2 * mib, "B fetched the inputs, from A: no one else held them");
+    t.true(Number(readyB?.fetchedBytes) > 2 * mib, "B fetched the inputs");
+    const bytesFromA = (readyB?.bytesByPeer as Record<string, number> | undefined)?.[workerA.peerId] ?? 0;
+    t.true(bytesFromA > 2 * mib, `B fetched them from A, the only node that held them (${bytesFromA} bytes)`);
     const reachB = (await statusIn(homeB.lan, dirB)).reachability;
     const punched = reachB?.holePunched.includes(workerA.peerId) === true;
     t.log(
@@ -218,9 +232,9 @@ test.serial(
     await writeFile(join(large, "data.bin"), randomBytes(6 * mib + 1234));
     await inNsOk(homeB.lan, dirB, ["availability", "paused"]);
     await inNsOk(homeA.lan, dirA, ["availability", "eager"]);
-    const submitted = await inNsOk(lab.publicNs, masterDir, ["submit", await job("large-on-a", "large")]);
-    const largeRoot = /packed .*: (baf\S+)/.exec(submitted)?.[1];
-    if (largeRoot === undefined) return t.fail(`submit printed no packed root: ${submitted}`);
+    const largeRoot = rootOf(
+      await inNsOk(lab.publicNs, masterDir, ["submit", await job("large-on-a", { inputs: "large" })]),
+    );
     t.is((await jobEnded(lab.publicNs, masterDir, "large-on-a")).status, "passed");
     const providerAddress = `${masterAddress}/p2p-circuit/p2p/${workerA.peerId}`;
     const out = await runFixture(homeB.lan, [masterAddress, providerAddress, largeRoot, join(mesh.root, "cut-store")]);

@@ -41,6 +41,7 @@ import {
   OversizeError,
   parseTreeCid,
   type TreeManifest,
+  treeChunkBytes,
 } from "../../crypto/index.ts";
 import { type BlobStore, checkUnpackLimit, treeBlobs, type UnpackLimit } from "../store/index.ts";
 import type { Host, RequestProtocolOptions } from "./host.ts";
@@ -67,6 +68,12 @@ export const blobRequestTimeoutMs = 60_000;
 
 const statusFound = 0;
 const statusMissing = 1;
+
+/**
+ * A manifest's size as a request over a relayed connection reserves of the relay's limits; a larger one is refused
+ * at its length prefix there (and asked elsewhere), so the relay never has to cut it.
+ */
+export const relayedManifestBytes = 1024 * 1024;
 
 export const blobProtocolOptions: RequestProtocolOptions = {
   maxRequestBytes: maxCidChars,
@@ -281,21 +288,27 @@ export async function fetchTree(
   };
 
   /** One request to one provider, ended early by a stall or by the caller's signal. */
-  const ask = async (peerId: string, cid: string): Promise<Asked> => {
+  const ask = async (peerId: string, cid: string, kind: "blob" | "manifest"): Promise<Asked> => {
     const state = stateOf(peerId);
     const sentMs = Date.now();
     const window = windowOf(state);
     if (state.inFlight === 0) state.sinceMs = sentMs;
     state.inFlight += 1;
     const settled = new AbortController();
-    const answered = host.request(peerId, blobProtocol, new TextEncoder().encode(cid), blobProtocolOptions).then(
-      (response): Asked => {
-        state.sinceMs = Date.now();
-        state.answers += 1;
-        return { kind: "answer", response };
-      },
-      (error: unknown): Asked => ({ kind: "failed", why: String(error) }),
-    );
+    const answered = host
+      .request(peerId, blobProtocol, new TextEncoder().encode(cid), {
+        ...blobProtocolOptions,
+        // A chunk is at most treeChunkBytes: what a relayed connection must have room for.
+        expectedResponseBytes: kind === "manifest" ? relayedManifestBytes + 1 : treeChunkBytes + 1,
+      })
+      .then(
+        (response): Asked => {
+          state.sinceMs = Date.now();
+          state.answers += 1;
+          return { kind: "answer", response };
+        },
+        (error: unknown): Asked => ({ kind: "failed", why: String(error) }),
+      );
     try {
       return await Promise.race([answered, stallOf(state, sentMs, window, settled.signal), abortedAsked]);
     } finally {
@@ -337,7 +350,7 @@ export async function fetchTree(
         continue;
       }
       tried.add(peerId);
-      const asked = await ask(peerId, cid);
+      const asked = await ask(peerId, cid, kind);
       if (asked.kind === "aborted") continue;
       if (asked.kind === "failed") {
         problems.push(`${peerId.slice(-8)}: ${asked.why}`);

@@ -144,6 +144,12 @@ export interface RequestProtocolOptions {
    * relay's limits left (node/host/nat.ts). Without it, the protocol's frames are small and may use a relayed one.
    */
   readonly bulk?: boolean;
+  /**
+   * The largest answer this one request expects (a chunk's size, say), when below maxResponseBytes: what a bulk request
+   * on a relayed connection reserves of the relay's limits, and the most it takes there (a longer answer is refused at
+   * its length prefix).
+   */
+  readonly expectedResponseBytes?: number;
 }
 
 /** Checks a DHT record before this node stores or believes it: throws to refuse. */
@@ -805,14 +811,16 @@ async function requestOnce(
   if (bytes.length > limits.maxRequestBytes)
     throw new HostError(`${protocol} request: expected at most ${limits.maxRequestBytes} bytes, got ${bytes.length}`);
   const signal = AbortSignal.timeout(limits.timeoutMs);
-  const maxBytes = bytes.length + limits.maxResponseBytes;
+  const expected = Math.min(limits.expectedResponseBytes ?? limits.maxResponseBytes, limits.maxResponseBytes);
+  const maxBytes = bytes.length + expected;
   const { connection, settle } = await connectionFor(libp2p, peerId, { bulk: limits.bulk === true, maxBytes }, signal);
+  const maxAnswerBytes = connection.limits === undefined ? limits.maxResponseBytes : expected;
   const stream = await connection.newStream(protocol, { signal, runOnLimitedConnection: true });
   const onAbort = () => stream.abort(new HostError(`${protocol}: expected an answer within ${limits.timeoutMs} ms`));
   signal.addEventListener("abort", onAbort);
   try {
     // Listen before closing our side: close() ends our writing only, the answer still comes.
-    const answer = firstFrame(stream, limits.maxResponseBytes);
+    const answer = firstFrame(stream, maxAnswerBytes);
     answer.catch(() => undefined);
     if (!stream.send(lp.encode.single(bytes))) await stream.onDrain({ signal });
     await stream.close({ signal });
