@@ -10,7 +10,16 @@
  * last one written.
  */
 import { createReplayLedger, type SignerWindow } from "../crypto/index.ts";
-import type { JobRecord, Reputation, StoredNode, StoreWrite, WorkerState } from "../jobs/index.ts";
+import type {
+  JobRecord,
+  ReportDeskMeta,
+  ReporterState,
+  ReportRecord,
+  Reputation,
+  StoredNode,
+  StoreWrite,
+  WorkerState,
+} from "../jobs/index.ts";
 
 export class SimStore {
   private worker: WorkerState | null = null;
@@ -21,6 +30,9 @@ export class SimStore {
   private floorExpiresAtMs = Number.NEGATIVE_INFINITY;
   private readonly keysets = new Map<string, Uint8Array>();
   private seqReservedUpTo = 0;
+  private reporter: ReporterState | null = null;
+  /** Each report desk's records by id, and its meta, by project. */
+  private readonly desks = new Map<string, { records: Map<string, ReportRecord>; meta: ReportDeskMeta | null }>();
   /** Log bytes the masters stored, for the figures. */
   logBytes = 0;
 
@@ -65,8 +77,29 @@ export class SimStore {
         case "seq":
           this.seqReservedUpTo = write.reservedUpTo;
           break;
+        case "reporter":
+          this.reporter = write.state;
+          break;
+        case "report": {
+          const desk = this.deskOf(write.project);
+          if (write.record === null) desk.records.delete(write.reportId);
+          else desk.records.set(write.reportId, write.record);
+          break;
+        }
+        case "report-desk":
+          this.deskOf(write.project).meta = write.meta;
+          break;
       }
     }
+  }
+
+  private deskOf(project: string) {
+    let desk = this.desks.get(project);
+    if (desk === undefined) {
+      desk = { records: new Map(), meta: null };
+      this.desks.set(project, desk);
+    }
+    return desk;
   }
 
   /** The job record last persisted for a project's job, if any. */
@@ -91,6 +124,10 @@ export class SimStore {
       ledger,
       keysets: new Map(this.keysets),
       seqReservedUpTo: this.seqReservedUpTo,
+      reporter: this.reporter,
+      desks: new Map(
+        [...this.desks].map(([project, desk]) => [project, { records: [...desk.records.values()], meta: desk.meta }]),
+      ),
     };
   }
 }

@@ -56,6 +56,16 @@ async function report(
   return { code: run.code, json, stderr: run.stderr };
 }
 
+/** A tree into a folder through a node's control API (what `cimesh fetch` asks), bounded. */
+async function fetchThrough(node: NodeProcess, cid: string, folder: string, providers: readonly string[] = []) {
+  const started = await node.control.startFetch(cid, folder, providers);
+  const done = await until(`${node.name} to fetch ${cid}`, async () => {
+    const status = await node.control.fetchStatus(started.id);
+    return status !== null && status.state !== "fetching" ? status : null;
+  });
+  if (done.state !== "done") throw new Error(`${node.name} could not fetch ${cid}: ${done.error}`);
+}
+
 function events(node: NodeProcess, event: string): Record<string, unknown>[] {
   return node.events.filter((entry) => entry.event === event) as Record<string, unknown>[];
 }
@@ -65,22 +75,29 @@ test.serial(
   async (t) => {
     t.timeout(300_000);
     const mesh = await Mesh.create();
+    const beganMs = Date.now();
+    const phase = (what: string) => t.log(`${what} at ${Math.round((Date.now() - beganMs) / 1000)} s`);
     try {
-      const masterDir = await mesh.initNode("master");
+      // Made at once where one does not wait for another, to save time on a busy machine.
+      const names = ["alice", "bob", "carol"];
+      const [masterDir = "", ...volunteerDirs] = await Promise.all(
+        ["master", ...names].map((name) => mesh.initNode(name)),
+      );
       const { project, trustArgs } = await mesh.initProject(masterDir);
       const port = await freePort();
       await mesh.configure(masterDir, [
         [["listen"], [`/ip4/127.0.0.1/tcp/${port}`]],
         [["reports"], { from: "volunteers", perReporterPerHour: 2, perProjectPerHour: 100 }],
       ]);
-      let master = await mesh.start("master", masterDir, ["--master"]);
-      const volunteers: NodeProcess[] = [];
-      for (const name of ["alice", "bob", "carol"]) {
-        const dir = await mesh.initNode(name);
-        await cliOk(dir, trustArgs);
-        // No --worker: a volunteer that takes no orders, only reports what it built.
-        volunteers.push(await mesh.start(name, dir, ["--bootstrap", master.address]));
-      }
+      const [started] = await Promise.all([
+        mesh.start("master", masterDir, ["--master"]),
+        ...volunteerDirs.map((dir) => cliOk(dir, trustArgs)),
+      ]);
+      let master = started as NodeProcess;
+      // No --worker: volunteers that take no orders, only report what they built.
+      const volunteers = await Promise.all(
+        volunteerDirs.map((dir, index) => mesh.start(names[index] as string, dir, ["--bootstrap", master.address])),
+      );
       const [alice, bob, carol] = volunteers as [NodeProcess, NodeProcess, NodeProcess];
       const job = await writeJob(mesh, "nightly", project, {
         steps: [
@@ -93,6 +110,7 @@ test.serial(
         outputs: ["out"],
       });
 
+      phase("mesh up");
       // 1. A volunteer that trusts the project builds and reports: the master records it as a report, not a job.
       const first = await report(alice.dataDir, job, ["--source", "https://example.org/nightly.git@0123abcd"]);
       t.is(first.code, 0, first.stderr);
@@ -115,7 +133,7 @@ test.serial(
       // Outputs and log, fetched through the mesh from the reporter, against the reporter's own copies.
       const outputsCid = first.json.outputsDigest as string;
       await cliOk(masterDir, ["result", first.json.reportId, "--download", join(mesh.root, "m-out")]);
-      await cliOk(alice.dataDir, ["fetch", outputsCid, join(mesh.root, "a-out")]);
+      await fetchThrough(alice, outputsCid, join(mesh.root, "a-out"));
       for (const file of ["out/blob.bin", "out/note.txt"]) {
         const [there, here] = await Promise.all([
           readFile(join(mesh.root, "m-out", file)),
@@ -124,12 +142,13 @@ test.serial(
         t.true(there.equals(here), `${file} differs`);
       }
       t.is((await readFile(join(mesh.root, "m-out", "out/blob.bin"))).length, 65_536);
-      await cliOk(masterDir, ["fetch", first.json.logDigest, join(mesh.root, "m-log")]);
-      await cliOk(alice.dataDir, ["fetch", first.json.logDigest, join(mesh.root, "a-log")]);
+      await fetchThrough(master, first.json.logDigest, join(mesh.root, "m-log"), [alice.peerId]);
+      await fetchThrough(alice, first.json.logDigest, join(mesh.root, "a-log"));
       for (const file of ["stdout.log", "stderr.log"])
         t.true((await readFile(join(mesh.root, "m-log", file))).equals(await readFile(join(mesh.root, "a-log", file))));
       t.is(await readFile(join(mesh.root, "m-log", "stdout.log"), "utf8"), "hello stdout\n");
 
+      phase("recorded and downloaded");
       // 2. Over the rate limit (two an hour per reporter): the third is refused, and says why.
       t.is((await report(alice.dataDir, job)).code, 0);
       const third = await report(alice.dataDir, job);
@@ -137,6 +156,7 @@ test.serial(
       t.is(third.json.delivery.verdict, "refused");
       t.regex(third.json.delivery.reason ?? "", /^rate-limited: reporter \S+ 2 reports within 3600000 ms, at most 2/);
 
+      phase("rate limit");
       // 3. The same signed bytes twice: recorded once, the copy refused as a replay (no answer to it).
       const replayId = "report-replayed-once";
       const fixture = await new Promise<string>((resolve, reject) =>
@@ -154,6 +174,7 @@ test.serial(
       t.is(events(master, "report-accepted").filter((entry) => entry.reportId === replayId).length, 1);
       t.is((await master.control.reports?.())?.filter((entry) => entry.reportId === replayId).length, 1);
 
+      phase("replay");
       // 4. The master is down: bob's report waits in his node's outbox (exit 4) and arrives once the master is back.
       // The master comes back taking reports only from alice's and bob's keys.
       await master.stop();
@@ -175,6 +196,7 @@ test.serial(
         return delivery?.state === "done" && delivery.verdict === "accepted";
       });
 
+      phase("delivered after the master came back");
       // 5. A key the policy does not list: refused, and says why.
       const stranger = await report(carol.dataDir, job);
       t.is(stranger.code, 3, stranger.stderr);
