@@ -276,6 +276,12 @@ quorum:
       spotCheckFraction: 0.25,
     },
     reports: { from: "volunteers", perReporterPerHour: 12, perProjectPerHour: 1000 },
+    reachability: {
+      relay: "auto",
+      reserveRelay: "auto",
+      upnp: false,
+      relayLimits: { maxReservations: 64, dataBytes: 8388608, durationMs: 120000, reservationTtlMs: 3600000 },
+    },
   });
 });
 
