@@ -195,81 +195,127 @@ export async function fetchTree(
   const parsed = parseTreeCid(root, "root");
   if (parsed.kind !== "manifest")
     throw new FetchError(`root: expected the CID of a tree manifest (dag-cbor), got a raw blob CID ${root}`);
-  const stallMs = options.stallMs ?? blobStallMs;
-  const { signal } = options;
-  const live = [...new Set(providers)].slice(0, maxProvidersPerFetch);
-  const states = new Map<string, ProviderState>();
-  const dropped: string[] = [];
+  const fetch = new TreeFetch(host, store, root, providers, options);
+  try {
+    return await fetch.run();
+  } finally {
+    fetch.close();
+  }
+}
+
+/** One fetch of one tree: its providers, their states, what it has dropped and what it has kept. */
+class TreeFetch {
+  private readonly stallMs: number;
+  private readonly live: string[];
+  private readonly states = new Map<string, ProviderState>();
+  private readonly dropped: string[] = [];
   /** Providers that sent a good blob in this fetch. */
-  const proven = new Set<string>();
-  let fetchedBlobs = 0;
-  let fetchedBytes = 0;
-  const bytesByPeer = new Map<string, number>();
-  let failed = false;
-
-  // Lanes waiting for a provider's slot, or for more providers, are woken by any change.
-  let waiting: (() => void)[] = [];
-  const changed = () => {
-    const woken = waiting;
-    waiting = [];
-    for (const wake of woken) wake();
+  private readonly proven = new Set<string>();
+  private readonly bytesByPeer = new Map<string, number>();
+  private fetchedBlobs = 0;
+  private fetchedBytes = 0;
+  private failed = false;
+  /** Lanes waiting for a provider's slot, or for more providers, are woken by any change. */
+  private waiting: (() => void)[] = [];
+  /** One promise per fetch (not a listener per request) that every request races against. */
+  private readonly abortedAsked: Promise<Asked>;
+  private resolveAborted: (asked: Asked) => void = () => undefined;
+  private readonly onAbort = () => {
+    this.resolveAborted({ kind: "aborted" });
+    this.changed();
   };
-  const nextChange = () => new Promise<void>((resolve) => waiting.push(resolve));
-  // One promise per fetch (not a listener per request) that every request races against.
-  let resolveAborted: (asked: Asked) => void = () => undefined;
-  const abortedAsked = new Promise<Asked>((resolve) => {
-    resolveAborted = resolve;
-  });
-  const onAbort = () => {
-    resolveAborted({ kind: "aborted" });
-    changed();
-  };
-  if (signal?.aborted === true) onAbort();
-  signal?.addEventListener("abort", onAbort);
+  private laterPending: boolean;
+  /** Settles once options.moreProviders has been added to the live providers (or failed). */
+  private readonly later: Promise<void>;
 
-  let laterPending = options.moreProviders !== undefined;
-  const later = (options.moreProviders ?? Promise.resolve([]))
-    .catch(() => [] as readonly string[])
-    .then((found) => {
-      const fresh = found.filter((peerId) => !live.includes(peerId));
-      const room = Math.max(0, maxProvidersPerFetch - live.length);
-      live.push(...shuffled(fresh).slice(0, Math.min(room, maxDhtProvidersPerFetch)));
-      laterPending = false;
-      changed();
+  private readonly host: Pick<Host, "request" | "hangUp">;
+  private readonly store: BlobStore;
+  private readonly root: string;
+  private readonly options: FetchOptions;
+
+  constructor(
+    host: Pick<Host, "request" | "hangUp">,
+    store: BlobStore,
+    root: string,
+    providers: readonly string[],
+    options: FetchOptions,
+  ) {
+    this.host = host;
+    this.store = store;
+    this.root = root;
+    this.options = options;
+    this.stallMs = options.stallMs ?? blobStallMs;
+    this.live = [...new Set(providers)].slice(0, maxProvidersPerFetch);
+    this.abortedAsked = new Promise<Asked>((resolve) => {
+      this.resolveAborted = resolve;
     });
+    const { signal } = options;
+    if (signal?.aborted === true) this.onAbort();
+    signal?.addEventListener("abort", this.onAbort);
+    this.laterPending = options.moreProviders !== undefined;
+    this.later = (options.moreProviders ?? Promise.resolve([]))
+      .catch(() => [] as readonly string[])
+      .then((found) => {
+        const fresh = found.filter((peerId) => !this.live.includes(peerId));
+        const room = Math.max(0, maxProvidersPerFetch - this.live.length);
+        this.live.push(...shuffled(fresh).slice(0, Math.min(room, maxDhtProvidersPerFetch)));
+        this.laterPending = false;
+        this.changed();
+      });
+  }
 
-  const stopped = (): FetchError | null => {
-    if (signal?.aborted === true) return new FetchError(`tree ${root}: fetch stopped: ${String(signal.reason)}`);
+  close(): void {
+    this.options.signal?.removeEventListener("abort", this.onAbort);
+  }
+
+  private changed(): void {
+    const woken = this.waiting;
+    this.waiting = [];
+    for (const wake of woken) wake();
+  }
+
+  private nextChange(): Promise<void> {
+    return new Promise<void>((resolve) => this.waiting.push(resolve));
+  }
+
+  private stopped(): FetchError | null {
+    const { signal } = this.options;
+    if (signal?.aborted === true) return new FetchError(`tree ${this.root}: fetch stopped: ${String(signal.reason)}`);
     return null;
-  };
+  }
 
-  const drop = (peerId: string, why: string, kind: DropKind) => {
-    if (dropped.includes(peerId)) return;
-    dropped.push(peerId);
-    options.bans.ban(peerId, Date.now());
-    options.onDropped?.(peerId, why, kind);
-    void host.hangUp(peerId);
-    changed();
-  };
-  const usable = (peerId: string) => !dropped.includes(peerId) && !options.bans.isBanned(peerId, Date.now());
-  const stateOf = (peerId: string): ProviderState => {
-    let state = states.get(peerId);
+  private drop(peerId: string, why: string, kind: DropKind): void {
+    if (this.dropped.includes(peerId)) return;
+    this.dropped.push(peerId);
+    this.options.bans.ban(peerId, Date.now());
+    this.options.onDropped?.(peerId, why, kind);
+    void this.host.hangUp(peerId);
+    this.changed();
+  }
+
+  private usable(peerId: string): boolean {
+    return !this.dropped.includes(peerId) && !this.options.bans.isBanned(peerId, Date.now());
+  }
+
+  private stateOf(peerId: string): ProviderState {
+    let state = this.states.get(peerId);
     if (state === undefined) {
       state = { inFlight: 0, sinceMs: Date.now(), firstAskedMs: Date.now(), answers: 0 };
-      states.set(peerId, state);
+      this.states.set(peerId, state);
     }
     return state;
-  };
+  }
 
   /** Requests the provider may hold at once: what it answers in half the stall time at its rate so far, within bounds. */
-  const windowOf = (state: ProviderState): number => {
+  private windowOf(state: ProviderState): number {
     if (state.answers === 0) return minRequestsPerProvider;
-    const answersPerHalfStall = (state.answers * stallMs) / (2 * Math.max(1, Date.now() - state.firstAskedMs));
+    const answersPerHalfStall = (state.answers * this.stallMs) / (2 * Math.max(1, Date.now() - state.firstAskedMs));
     return Math.min(maxRequestsPerProvider, Math.max(minRequestsPerProvider, Math.floor(answersPerHalfStall)));
-  };
+  }
 
   /** Resolves when the provider stalls (see the file's comment), unless `until` is aborted first. */
-  const stallOf = async (state: ProviderState, sentMs: number, window: number, until: AbortSignal): Promise<Asked> => {
+  private async stallOf(state: ProviderState, sentMs: number, window: number, until: AbortSignal): Promise<Asked> {
+    const { stallMs } = this;
     const holdMs = stallMs * window;
     for (;;) {
       const nowMs = Date.now();
@@ -285,17 +331,17 @@ export async function fetchTree(
         return { kind: "aborted" };
       }
     }
-  };
+  }
 
   /** One request to one provider, ended early by a stall or by the caller's signal. */
-  const ask = async (peerId: string, cid: string, kind: "blob" | "manifest"): Promise<Asked> => {
-    const state = stateOf(peerId);
+  private async ask(peerId: string, cid: string, kind: "blob" | "manifest"): Promise<Asked> {
+    const state = this.stateOf(peerId);
     const sentMs = Date.now();
-    const window = windowOf(state);
+    const window = this.windowOf(state);
     if (state.inFlight === 0) state.sinceMs = sentMs;
     state.inFlight += 1;
     const settled = new AbortController();
-    const answered = host
+    const answered = this.host
       .request(peerId, blobProtocol, new TextEncoder().encode(cid), {
         ...blobProtocolOptions,
         // A chunk is at most treeChunkBytes: what a relayed connection must have room for.
@@ -310,47 +356,86 @@ export async function fetchTree(
         (error: unknown): Asked => ({ kind: "failed", why: String(error) }),
       );
     try {
-      return await Promise.race([answered, stallOf(state, sentMs, window, settled.signal), abortedAsked]);
+      return await Promise.race([answered, this.stallOf(state, sentMs, window, settled.signal), this.abortedAsked]);
     } finally {
       settled.abort();
       state.inFlight -= 1;
-      changed();
+      this.changed();
     }
-  };
+  }
+
+  /**
+   * The provider to ask next for a blob, skipping those tried: "full" when every
+   * candidate's window is full, "finding" when none is left but more providers are
+   * still being found, null when none is left at all.
+   */
+  private nextProvider(start: number, tried: ReadonlySet<string>): string | "full" | "finding" | null {
+    const { live } = this;
+    const rotated = live.map((_, offset) => live[(start + offset) % live.length] as string);
+    // A blob asked again (its first provider failed it) goes to those that have sent a good blob first.
+    const order =
+      tried.size === 0
+        ? rotated
+        : [
+            ...rotated.filter((peerId) => this.proven.has(peerId)),
+            ...rotated.filter((peerId) => !this.proven.has(peerId)),
+          ];
+    const candidates = order.filter((peerId) => !tried.has(peerId) && this.usable(peerId));
+    if (candidates.length === 0) return this.laterPending ? "finding" : null;
+    const peerId = candidates.find((candidate) => {
+      const state = this.states.get(candidate);
+      return state === undefined || state.inFlight < this.windowOf(state);
+    });
+    return peerId ?? "full";
+  }
+
+  /** Stores what a provider answered, verified; the problem to note when it is not the blob. */
+  private async keep(
+    peerId: string,
+    cid: string,
+    kind: "blob" | "manifest",
+    response: Uint8Array,
+  ): Promise<string | null> {
+    if (response[0] !== statusFound) return "does not have it";
+    const bytes = response.subarray(1);
+    try {
+      // The store verifies the bytes against the CID before it keeps them: one hash per blob, not two.
+      if (kind === "manifest") await this.store.putManifest(bytes, cid);
+      else await this.store.put(bytes, cid);
+    } catch (error) {
+      if (!(error instanceof BlobMismatchError || error instanceof OversizeError)) throw error;
+      this.drop(peerId, String(error), "wrong-blob");
+      return "sent a wrong blob";
+    }
+    this.proven.add(peerId);
+    this.fetchedBlobs += 1;
+    this.fetchedBytes += bytes.length;
+    this.bytesByPeer.set(peerId, (this.bytesByPeer.get(peerId) ?? 0) + bytes.length);
+    return null;
+  }
 
   /** One blob from the first provider that has it, starting at `start` so concurrent fetches spread out. */
-  const fetchOne = async (cid: string, kind: "blob" | "manifest", start: number): Promise<void> => {
+  private async fetchOne(cid: string, kind: "blob" | "manifest", start: number): Promise<void> {
     const problems: string[] = [];
     const tried = new Set<string>();
     for (;;) {
-      const stop = stopped();
+      const stop = this.stopped();
       if (stop !== null) throw stop;
-      const rotated = live.map((_, offset) => live[(start + offset) % live.length] as string);
-      // A blob asked again (its first provider failed it) goes to those that have sent a good blob first.
-      const order =
-        tried.size === 0
-          ? rotated
-          : [...rotated.filter((peerId) => proven.has(peerId)), ...rotated.filter((peerId) => !proven.has(peerId))];
-      const candidates = order.filter((peerId) => !tried.has(peerId) && usable(peerId));
-      if (candidates.length === 0) {
-        if (laterPending) {
-          await Promise.race([later, nextChange()]);
-          continue;
-        }
+      const peerId = this.nextProvider(start, tried);
+      if (peerId === null)
         throw new FetchError(
-          `blob ${cid}: expected one of ${live.length} provider(s) to send it, but ${problems.join("; ") || "every one was dropped or banned"}`,
+          `blob ${cid}: expected one of ${this.live.length} provider(s) to send it, but ${problems.join("; ") || "every one was dropped or banned"}`,
         );
+      if (peerId === "finding") {
+        await Promise.race([this.later, this.nextChange()]);
+        continue;
       }
-      const peerId = candidates.find((candidate) => {
-        const state = states.get(candidate);
-        return state === undefined || state.inFlight < windowOf(state);
-      });
-      if (peerId === undefined) {
-        await nextChange();
+      if (peerId === "full") {
+        await this.nextChange();
         continue;
       }
       tried.add(peerId);
-      const asked = await ask(peerId, cid, kind);
+      const asked = await this.ask(peerId, cid, kind);
       if (asked.kind === "aborted") continue;
       if (asked.kind === "failed") {
         problems.push(`${peerId.slice(-8)}: ${asked.why}`);
@@ -358,35 +443,19 @@ export async function fetchTree(
       }
       if (asked.kind === "stalled") {
         problems.push(`${peerId.slice(-8)}: ${asked.why}`);
-        drop(peerId, asked.why, "stalled");
+        this.drop(peerId, asked.why, "stalled");
         continue;
       }
-      const { response } = asked;
-      if (response[0] !== statusFound) {
-        problems.push(`${peerId.slice(-8)}: does not have it`);
-        continue;
-      }
-      const bytes = response.subarray(1);
-      try {
-        // The store verifies the bytes against the CID before it keeps them: one hash per blob, not two.
-        if (kind === "manifest") await store.putManifest(bytes, cid);
-        else await store.put(bytes, cid);
-      } catch (error) {
-        if (!(error instanceof BlobMismatchError || error instanceof OversizeError)) throw error;
-        problems.push(`${peerId.slice(-8)}: sent a wrong blob`);
-        drop(peerId, String(error), "wrong-blob");
-        continue;
-      }
-      proven.add(peerId);
-      fetchedBlobs += 1;
-      fetchedBytes += bytes.length;
-      bytesByPeer.set(peerId, (bytesByPeer.get(peerId) ?? 0) + bytes.length);
-      return;
+      const problem = await this.keep(peerId, cid, kind, asked.response);
+      if (problem === null) return;
+      problems.push(`${peerId.slice(-8)}: ${problem}`);
     }
-  };
+  }
 
-  try {
-    if (!(await store.has(root))) await fetchOne(root, "manifest", 0);
+  /** The manifest first (checked against the unpack limit), then every missing chunk over a bounded number of lanes. */
+  async run(): Promise<FetchReport> {
+    const { root, store, options } = this;
+    if (!(await store.has(root))) await this.fetchOne(root, "manifest", 0);
     const manifestBytes = await store.get(root);
     if (manifestBytes === null) throw new FetchError(`root ${root}: the manifest vanished from the store`);
     const manifest = decodeManifest(manifestBytes);
@@ -403,19 +472,19 @@ export async function fetchTree(
       Math.min(options.concurrency ?? maxConcurrentBlobFetches, maxConcurrentBlobFetches),
     );
     const lane = async (laneIndex: number) => {
-      while (next < missing.length && !failed) {
+      while (next < missing.length && !this.failed) {
         const index = next++;
         const cid = missing[index] as string;
-        const before = fetchedBytes;
-        await fetchOne(cid, "blob", index + laneIndex);
-        doneBytes += fetchedBytes - before;
+        const before = this.fetchedBytes;
+        await this.fetchOne(cid, "blob", index + laneIndex);
+        doneBytes += this.fetchedBytes - before;
         options.onProgress?.(doneBytes, plan.totalBytes);
       }
     };
     await Promise.all(
       Array.from({ length: Math.min(concurrency, missing.length) }, (_, index) =>
         lane(index).catch((error: unknown) => {
-          failed = true;
+          this.failed = true;
           throw error;
         }),
       ),
@@ -423,14 +492,12 @@ export async function fetchTree(
     return {
       root,
       manifest,
-      fetchedBlobs,
-      fetchedBytes,
+      fetchedBlobs: this.fetchedBlobs,
+      fetchedBytes: this.fetchedBytes,
       totalBytes: plan.totalBytes,
-      droppedPeers: dropped,
-      askedPeers: states.size,
-      bytesByPeer: Object.fromEntries(bytesByPeer),
+      droppedPeers: this.dropped,
+      askedPeers: this.states.size,
+      bytesByPeer: Object.fromEntries(this.bytesByPeer),
     };
-  } finally {
-    signal?.removeEventListener("abort", onAbort);
   }
 }
