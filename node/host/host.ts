@@ -480,7 +480,7 @@ async function startLibp2p(
   return createLibp2p({
     privateKey: toLibp2pPrivateKey(options.identity),
     addresses: { listen: nat?.reserveRelay === true ? [...listen, relaySearchAddress] : listen },
-    transports: nat === undefined ? transports : [...transports, relayTransport()],
+    transports: nat === undefined ? transports : [...transports, await relayTransport()],
     connectionEncrypters: [noise()],
     streamMuxers: [yamux({ streamOptions: { initialStreamWindowSize: yamuxStreamWindowBytes } })],
     connectionManager: { maxConnections, dialTimeout: dialTimeoutMs },
@@ -493,7 +493,7 @@ async function startLibp2p(
       ping: ping(),
       dht: dhtService(validators, options.recordSelectors ?? {}, options.log),
       pubsub: gossipService(options, guard),
-      ...(nat === undefined ? {} : natServices(nat)),
+      ...(nat === undefined ? {} : await natServices(nat)),
     },
   });
 }

@@ -12,13 +12,9 @@
  * here, with a margin for framing and libp2p's own traffic), and otherwise fails at once so the fetch asks another
  * provider: a transfer never starts that the relay would cut.
  */
-import { autoNATv2 } from "@libp2p/autonat-v2";
-import { circuitRelayServer, circuitRelayTransport } from "@libp2p/circuit-relay-v2";
-import { dcutr } from "@libp2p/dcutr";
 import type { Connection, Libp2p } from "@libp2p/interface";
 import type { AddressManager } from "@libp2p/interface-internal";
 import { peerIdFromString } from "@libp2p/peer-id";
-import { uPnPNAT } from "@libp2p/upnp-nat";
 import { isPrivate } from "@libp2p/utils";
 import type { Multiaddr } from "@multiformats/multiaddr";
 import { CimeshError } from "../../crypto/index.ts";
@@ -93,13 +89,22 @@ export function isRelayed(address: Multiaddr | string): boolean {
   return address.toString().includes("/p2p-circuit");
 }
 
-/** The transport that dials and listens on relay addresses. */
-export function relayTransport() {
+/**
+ * The transport that dials and listens on relay addresses. Its package, like each NAT service's, is imported only by
+ * a node that uses it: a node on loopback (most workers on one machine) loads none of their code.
+ */
+export async function relayTransport() {
+  const { circuitRelayTransport } = await import("@libp2p/circuit-relay-v2");
   return circuitRelayTransport({ reservationCompletionTimeout: 10_000 });
 }
 
 /** libp2p services of the options: AutoNAT and DCUtR always, the relay and UPnP when asked. */
-export function natServices(options: NatOptions): Record<string, (components: never) => unknown> {
+export async function natServices(options: NatOptions): Promise<Record<string, (components: never) => unknown>> {
+  const [{ autoNATv2 }, { circuitRelayServer }, { dcutr }] = await Promise.all([
+    import("@libp2p/autonat-v2"),
+    import("@libp2p/circuit-relay-v2"),
+    import("@libp2p/dcutr"),
+  ]);
   const services: Record<string, (components: never) => unknown> = {
     autonat: autoNATv2() as (components: never) => unknown,
     dcutr: dcutr() as (components: never) => unknown,
@@ -114,7 +119,10 @@ export function natServices(options: NatOptions): Record<string, (components: ne
         defaultDurationLimit: options.relay.durationMs,
       },
     }) as (components: never) => unknown;
-  if (options.upnp) services.upnp = uPnPNAT() as (components: never) => unknown;
+  if (options.upnp) {
+    const { uPnPNAT } = await import("@libp2p/upnp-nat");
+    services.upnp = uPnPNAT() as (components: never) => unknown;
+  }
   return services;
 }
 
