@@ -30,7 +30,7 @@
  * A tree is checked against the caller's unpack limit as soon as its manifest
  * is in: one that would unpack past it is refused before any chunk is asked for.
  */
-import { readFile } from "node:fs/promises";
+import { open } from "node:fs/promises";
 import { setTimeout as sleep } from "node:timers/promises";
 import {
   BlobMismatchError,
@@ -111,15 +111,33 @@ export async function serveBlobs(host: Host, store: BlobStore): Promise<void> {
   await host.handleRequests(blobProtocol, blobProtocolOptions, async (request) => {
     const { cid } = parseTreeCid(new TextDecoder().decode(request));
     // Served as stored, unhashed: the asker verifies every blob against its CID, and drops a server that sends a wrong one.
-    const bytes = await readFile(store.pathOf(cid)).catch((error: NodeJS.ErrnoException) =>
-      error.code === "ENOENT" ? null : Promise.reject(error),
-    );
-    if (bytes === null) return Uint8Array.of(statusMissing);
-    const response = new Uint8Array(bytes.length + 1);
-    response[0] = statusFound;
-    response.set(bytes, 1);
-    return response;
+    return (await readFoundResponse(store.pathOf(cid))) ?? Uint8Array.of(statusMissing);
   });
+}
+
+/**
+ * The found answer for the blob file at `path` (statusFound, then its bytes), or null when there is no such file. The
+ * file is read straight into the answer behind its status byte: one buffer and no copy per blob served.
+ */
+async function readFoundResponse(path: string): Promise<Uint8Array | null> {
+  const file = await open(path, "r").catch((error: NodeJS.ErrnoException) =>
+    error.code === "ENOENT" ? null : Promise.reject(error),
+  );
+  if (file === null) return null;
+  try {
+    const { size } = await file.stat();
+    const response = new Uint8Array(size + 1);
+    response[0] = statusFound;
+    let filled = 1;
+    while (filled < response.length) {
+      const { bytesRead } = await file.read(response, filled, response.length - filled, filled - 1);
+      if (bytesRead === 0) break;
+      filled += bytesRead;
+    }
+    return filled === response.length ? response : response.subarray(0, filled);
+  } finally {
+    await file.close();
+  }
 }
 
 /** Why a peer was dropped from a fetch: it sent a blob that is not what was asked, or it stalled. */
