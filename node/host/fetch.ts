@@ -117,7 +117,7 @@ export async function serveBlobs(host: Host, store: BlobStore): Promise<void> {
 
 /**
  * The found answer for the blob file at `path` (statusFound, then its bytes), or null when there is no such file. The
- * file is read straight into the answer behind its status byte: one buffer and no copy per blob served.
+ * file is read straight into the answer behind its status byte: one buffer, neither zeroed nor copied, per blob served.
  */
 async function readFoundResponse(path: string): Promise<Uint8Array | null> {
   const file = await open(path, "r").catch((error: NodeJS.ErrnoException) =>
@@ -126,7 +126,8 @@ async function readFoundResponse(path: string): Promise<Uint8Array | null> {
   if (file === null) return null;
   try {
     const { size } = await file.stat();
-    const response = new Uint8Array(size + 1);
+    // Not zeroed first: every byte is either read into or cut off below.
+    const response = Buffer.allocUnsafe(size + 1);
     response[0] = statusFound;
     let filled = 1;
     while (filled < response.length) {
