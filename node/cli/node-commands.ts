@@ -113,11 +113,24 @@ export function addIdCommand(): void {
 }
 
 /**
- * V8 flags a worker-only node runs with: memory over speed, as its CPU goes to its jobs' sandboxes. A young
- * generation of 1 MiB semi-spaces (V8 grows them to 16 MiB, resident ever after) and V8's memory-saving mode (smaller
- * heap growth steps, denser code and objects).
+ * V8 flags a worker-only node runs with: memory over speed, as its CPU goes to its jobs' sandboxes. Savings are of the
+ * idle worker's VmRSS in `npm run bench -- lean` (memory part), each against the flags before it:
+ * - `--max-semi-space-size=1`: a young generation of 1 MiB semi-spaces (V8 grows them to 16 MiB, resident ever after);
+ * - `--optimize-for-size`: V8's memory-saving mode (smaller heap growth steps, denser code and objects);
+ * - `--no-opt`: no TurboFan, whose compiler pages of the node binary and optimized code stay resident (5 MiB);
+ * - `--no-sparkplug`: no baseline machine code beside the bytecode (3 MiB);
+ * - `--bytecode-old-age=1`: a function not run since the last full GC loses its bytecode, compiled again if it runs
+ *   (3 MiB): most of a worker's code (startup, config, the master's half of the protocol) runs once.
+ * The cost is CPU in JavaScript: a 200 MB blob fetch over noise and yamux on loopback took about a fifth more CPU (both
+ * processes) at the same MB/s; jobs run in their sandboxes, untouched.
  */
-export const workerV8Flags: readonly string[] = ["--max-semi-space-size=1", "--optimize-for-size"];
+export const workerV8Flags: readonly string[] = [
+  "--max-semi-space-size=1",
+  "--optimize-for-size",
+  "--no-opt",
+  "--no-sparkplug",
+  "--bytecode-old-age=1",
+];
 /** glibc malloc arenas of a worker-only node (unless MALLOC_ARENA_MAX is set): each thread's own arena keeps pages. */
 export const workerMallocArenas = "2";
 
