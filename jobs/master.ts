@@ -111,7 +111,8 @@ export interface MasterConfig {
   /** Lease an award carries; a worker renews it well before it lapses. Default 60 s. */
   readonly leaseMs: number;
   /**
-   * A worker answers an award at once (a lease renewal as it starts the run, or a refusal): an award unanswered this
+   * A worker answers an award within seconds (a first lease renewal soon after it starts the run, the run's result if
+   * it ends sooner, or a refusal): an award unanswered this
    * long is lost, and the run goes elsewhere, rather than wait out a lease for a worker that vanished with its offer
    * standing. Default 15 s.
    */
@@ -1713,10 +1714,14 @@ function onLeaseRenew(step: Step, worker: string, renew: LeaseRenew): void {
     });
     return;
   }
+  // The first renewal answers the award: the worker holds the award's lease, a few seconds short of this one, and
+  // renews within a third of it, so the answer needs no reply (one signed message less per run).
+  const answersAward = attempt.answered === false;
   attempt.answered = true;
   heardFrom(state, worker);
   attempt.leaseExpiresAtMs = Math.max(attempt.leaseExpiresAtMs, nowMs + state.config.leaseMs);
   schedule(state, attempt.leaseExpiresAtMs, job.jobId);
+  if (answersAward) return;
   step.send(worker, {
     domain: "leaseRenew",
     body: {
@@ -1770,8 +1775,9 @@ function onResult(step: Step, worker: string, result: Result): void {
     });
     return;
   }
-  // A refusal is an answer, but not a start: `answered` keeps whether the run had started (unstartedAwards).
-  if (result.outcome !== "refused") attempt.answered = true;
+  // A refusal with durationMs 0 is an answer, but not a start: `answered` keeps whether the run had started
+  // (unstartedAwards). Any other result says the run started, whether or not its first renewal came before it.
+  if (result.outcome !== "refused" || result.durationMs > 0) attempt.answered = true;
   heardFrom(step.state, worker);
   attempt.outcome = result.outcome;
   attempt.exitCode = result.exitCode;

@@ -30,6 +30,13 @@
  *   the slot before the others hear of it; among announcements, the same
  *   order picks what to bid on. Only eager workers offer slots; reluctant
  *   ones bid on re-announcements, paused ones take nothing new.
+ * - A run is accepted (its master told it started, by a first lease renewal)
+ *   acceptanceDelayMs after it starts; a run that ends sooner is answered by
+ *   its result alone, so a short run costs four signed messages (offer,
+ *   award, result, acknowledgement), not six. A refusal says whether its run
+ *   had started: durationMs 0 for an award refused at once, at least 1 for a
+ *   run that started (the master counts the one against the awards that
+ *   never ran, the other against the job's attempts).
  * - A finished run's result stays in the outbox, and is sent again with a
  *   backoff, until its master acknowledges it (resultAck) or it expires: a
  *   master that is restarting still gets it, and the outbox is persisted with
@@ -112,6 +119,12 @@ export interface WorkerConfig {
   readonly pendingBidMs: number;
   /** How often a running job's lease is renewed; sooner under a shorter lease (renewDueAtMs). Default 20 s (a third of the master's default lease). */
   readonly renewIntervalMs: number;
+  /**
+   * How long after a run starts the worker tells its master it took the award (its first lease renewal), unless the
+   * run ended sooner: then its result is the answer. Well under the master's awardAnswerMs (15 s by default), after
+   * which an award unanswered is lost. Default 1 s.
+   */
+  readonly acceptanceDelayMs: number;
   /** Half-life of the usage that fair share compares. Default 1 day. */
   readonly usageHalfLifeMs: number;
   /** Announcements held while waiting for a slot. Default 1,024. */
@@ -150,6 +163,7 @@ export const defaultWorkerConfig: Omit<WorkerConfig, "shares" | "dimensions" | "
   rules: { windows: [], maxLoadAverage: null },
   pendingBidMs: 5_000,
   renewIntervalMs: 20_000,
+  acceptanceDelayMs: 1_000,
   usageHalfLifeMs: 24 * 60 * 60 * 1000,
   maxCandidates: 1024,
   maxSeenRounds: 4096,
@@ -198,6 +212,8 @@ export interface RunRecord {
   /** How long a lease the master granted with the award: renewals come at a third of it, whatever renewIntervalMs says. */
   readonly leaseGrantedMs: number;
   lastRenewAtMs: number;
+  /** Present while the master has not been told the run started (see acceptanceDelayMs); absent once it has. */
+  acceptancePending?: true;
   /** The worker's local locks the run holds (the job's locks this worker declares); absent when none. */
   readonly locks?: readonly string[];
 }
@@ -620,7 +636,13 @@ function report(step: Step, runId: string, master: string, result: Unsequenced<R
   step.send(master, { domain: "result", body: result });
 }
 
-function refusal(step: Step, run: Pick<RunRecord, "project" | "jobId" | "attempt" | "shard">, reason: string) {
+/** A refusal's result: durationMs 0 for an award refused at once, at least 1 for a run that had started (see the house rules). */
+function refusal(
+  step: Step,
+  run: Pick<RunRecord, "project" | "jobId" | "attempt" | "shard">,
+  reason: string,
+  startedAtMs: number | null,
+) {
   return {
     ...step.header(maxResultLifetimeMs),
     project: run.project,
@@ -632,12 +654,12 @@ function refusal(step: Step, run: Pick<RunRecord, "project" | "jobId" | "attempt
     outputsDigest: null,
     logDigest: null,
     summary: reason,
-    durationMs: 0,
+    durationMs: startedAtMs === null ? 0 : Math.max(1, step.nowMs - startedAtMs),
   };
 }
 
 function refuse(step: Step, award: Award, master: string, reason: string): void {
-  report(step, runIdOf(award.project, award.jobId, award.attempt), master, refusal(step, award, reason));
+  report(step, runIdOf(award.project, award.jobId, award.attempt), master, refusal(step, award, reason, null));
 }
 
 function offerKey(project: string, master: string): string {
@@ -702,11 +724,11 @@ function onAward(step: Step, master: string, award: Award): void {
     leaseExpiresAtMs: award.leaseExpiresAtMs,
     leaseGrantedMs: Math.max(0, award.leaseExpiresAtMs - nowMs),
     lastRenewAtMs: nowMs,
+    // The master hears that the award was taken acceptanceDelayMs from now (renewDueAtMs), or by the run's result.
+    acceptancePending: true,
     ...(locks.length > 0 ? { locks } : {}),
   };
   state.running[runId] = run;
-  // The master hears at once that the award was taken: one it does not hear of soon is lost, and the run goes elsewhere.
-  renewLease(step, run);
   step.effects.push({
     type: "start-execution",
     run: {
@@ -781,7 +803,8 @@ function onFinished(step: Step, finished: ExecutionReport): void {
     outputsDigest: finished.outputsDigest,
     logDigest: finished.logDigest,
     summary: finished.summary,
-    durationMs: finished.durationMs,
+    // A refusal of a run that started says so (durationMs at least 1), whether or not its acceptance went out.
+    durationMs: finished.outcome === "refused" ? Math.max(1, finished.durationMs) : finished.durationMs,
   });
 }
 
@@ -816,7 +839,7 @@ function onRestart(step: Step): void {
   for (const run of Object.values(state.running)) {
     delete state.running[run.runId];
     addUsage(state, run.project, nowMs - run.startedAtMs, nowMs);
-    report(step, run.runId, run.master, refusal(step, run, "the worker restarted while the job ran"));
+    report(step, run.runId, run.master, refusal(step, run, "the worker restarted while the job ran", run.startedAtMs));
   }
   state.pending = {};
   for (const entry of Object.values(state.outbox)) entry.nextTryAtMs = nowMs;
@@ -969,9 +992,10 @@ function onTick(step: Step): void {
   }
 }
 
-/** Asks the run's master to renew its lease; the first, as the run starts, is the award's answer. */
+/** Asks the run's master to renew its lease; the first (acceptanceDelayMs after the run starts) is the award's answer. */
 function renewLease(step: Step, run: RunRecord): void {
   run.lastRenewAtMs = step.nowMs;
+  delete run.acceptancePending;
   step.send(run.master, {
     domain: "leaseRenew",
     body: {
@@ -991,7 +1015,9 @@ function renewLease(step: Step, run: RunRecord): void {
  * that is shorter. A fixed interval alone lost every run under a master whose lease is shorter than the interval.
  */
 function renewDueAtMs(state: WorkerState, run: RunRecord): number {
-  return run.lastRenewAtMs + Math.max(1, Math.min(state.config.renewIntervalMs, Math.floor(run.leaseGrantedMs / 3)));
+  const intervalMs = Math.min(state.config.renewIntervalMs, Math.floor(run.leaseGrantedMs / 3));
+  if (run.acceptancePending === true) return run.startedAtMs + Math.min(state.config.acceptanceDelayMs, intervalMs);
+  return run.lastRenewAtMs + Math.max(1, intervalMs);
 }
 
 function nextWake(state: WorkerState, nowMs: number): number | null {

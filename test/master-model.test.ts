@@ -955,6 +955,9 @@ function apply(model: Model, real: Real, input: MasterInput): readonly Effect[] 
   );
 
   const before = snapshot(real.state);
+  // Whether the targeted attempt's award was answered before this step: its first renewal answers it, with no reply.
+  const answeredBefore =
+    target === null ? undefined : real.state.jobs[target.jobId]?.attempts[target.attempt]?.answered;
   const output = stepMaster(real.state, input, model.nowMs, real.rng);
   real.state = output.state;
   const { state, effects, changes } = output;
@@ -1082,8 +1085,11 @@ function apply(model: Model, real: Real, input: MasterInput): readonly Effect[] 
     );
     if (target.live) {
       const record = state.jobs[target.jobId]?.attempts[target.attempt];
-      if (renewals.length !== 1 || record === undefined || record.leaseExpiresAtMs < model.nowMs + leaseMs)
-        fail(`${target.jobId}: a renewal of live attempt ${target.attempt} did not extend its lease`);
+      const replies = answeredBefore === false ? 0 : 1;
+      if (renewals.length !== replies || record === undefined || record.leaseExpiresAtMs < model.nowMs + leaseMs)
+        fail(
+          `${target.jobId}: a renewal of live attempt ${target.attempt} did not extend its lease with ${replies} replies`,
+        );
     } else if (renewals.length > 0) fail(`${target.jobId}: renewed attempt ${target.attempt}, which is not live`);
   }
   if (input.kind === "log-chunk" && target !== null) {

@@ -15,6 +15,7 @@ import {
   canServe,
   createMaster,
   defaultMasterConfig,
+  defaultWorkerConfig,
   type ExecutionReport,
   type ExecutionRequest,
   explainJob,
@@ -96,6 +97,13 @@ let runnerPrefixes = 0;
  * decide a shard under the default quorum rules), each on a network prefix of its own; otherwise volunteers without a
  * record, whose results weigh nothing until they earn it.
  */
+/** The worker vanishes just after its run's acceptance went out (a run lost mid-way, not an award left unanswered). */
+function vanishOnceAccepted(loop: Loop, worker: string): void {
+  loop.at(loop.nowMs + defaultWorkerConfig.acceptanceDelayMs + 1, () => {
+    loop.worker(worker).vanished = true;
+  });
+}
+
 function addWorkers(
   loop: Loop,
   count: number,
@@ -265,11 +273,12 @@ test("a worker that vanishes mid-job loses its lease; the job is re-awarded, com
   const loop = new Loop({ seed: 2 });
   const master = loop.addMaster({ project, leaseMs });
   let vanished: string | null = null;
-  // The first worker to start a run vanishes with it: it neither finishes, nor renews, nor hears anything again.
+  // The first worker to start a run vanishes with it, once it told its master the run started: it neither finishes,
+  // nor renews, nor hears anything again.
   const vanishOnce: Behaviour = (run, worker) => {
     if (vanished !== null) return honest(run, worker);
     vanished = worker;
-    loop.worker(worker).vanished = true;
+    vanishOnceAccepted(loop, worker);
     return null;
   };
   addRunners(loop, 3, vanishOnce);
@@ -286,7 +295,7 @@ test("a worker that vanishes mid-job loses its lease; the job is re-awarded, com
   t.is(first.worker, lost);
 
   // Just after the lease lapses, before the new run can finish: a late result from the lost attempt arrives.
-  loop.run(first.awardedAtMs + leaseMs + 100);
+  loop.run(first.leaseExpiresAtMs + 100);
   t.is(first.state, "lost");
   t.is(job.status, "open");
   loop.toMaster(master, { kind: "result", signer: lost, result: lateResult(loop, "job-v", first.attempt) });
@@ -944,7 +953,7 @@ test("retry bound: workers that always vanish make each shard fail after maxAtte
   const loop = new Loop({ seed: 15 });
   const master = loop.addMaster({ project, leaseMs: 30 * secondMs });
   const vanishes: Behaviour = (_run, worker) => {
-    loop.worker(worker).vanished = true;
+    vanishOnceAccepted(loop, worker);
     return null;
   };
   addWorkers(loop, 12, vanishes);
