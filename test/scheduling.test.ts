@@ -98,7 +98,7 @@ let runnerPrefixes = 0;
  * record, whose results weigh nothing until they earn it.
  */
 /** The worker vanishes just after its run's acceptance went out (a run lost mid-way, not an award left unanswered). */
-function vanishOnceAccepted(loop: Loop, worker: string): void {
+function vanishAfterAcceptance(loop: Loop, worker: string): void {
   loop.at(loop.nowMs + defaultWorkerConfig.acceptanceDelayMs + 1, () => {
     loop.worker(worker).vanished = true;
   });
@@ -278,7 +278,7 @@ test("a worker that vanishes mid-job loses its lease; the job is re-awarded, com
   const vanishOnce: Behaviour = (run, worker) => {
     if (vanished !== null) return honest(run, worker);
     vanished = worker;
-    vanishOnceAccepted(loop, worker);
+    vanishAfterAcceptance(loop, worker);
     return null;
   };
   addRunners(loop, 3, vanishOnce);
@@ -953,7 +953,7 @@ test("retry bound: workers that always vanish make each shard fail after maxAtte
   const loop = new Loop({ seed: 15 });
   const master = loop.addMaster({ project, leaseMs: 30 * secondMs });
   const vanishes: Behaviour = (_run, worker) => {
-    vanishOnceAccepted(loop, worker);
+    vanishAfterAcceptance(loop, worker);
     return null;
   };
   addWorkers(loop, 12, vanishes);
