@@ -1386,9 +1386,9 @@ function planNext(step: Step, job: JobRecord): void {
   state.hungry[job.jobId] = leastWeightWanted(state, job, nowMs);
   if (job.windowEndsAtMs !== null) return;
   if (job.reannounceAtMs !== null && job.reannounceAtMs > nowMs) return;
-  if (!announcementAnswerable(state, job, nowMs)) {
-    // Every worker known to could run it is eager: each offers a slot as one frees, and the offer is awarded at once.
-    // Look again later: offers lapse, and a worker may turn reluctant.
+  if (!announcementAnswerable(state, job, state.hungry[job.jobId] as number, nowMs)) {
+    // Every known worker that could run it, with the weight its next run must carry, is eager: each offers a slot as
+    // one frees, and the offer is awarded at once. Look again later: offers lapse, and a worker may turn reluctant.
     job.reannounceAtMs = nowMs + state.config.reannounceIntervalMs;
     schedule(state, job.reannounceAtMs, job.jobId);
     return;
@@ -1406,13 +1406,29 @@ function planNext(step: Step, job: JobRecord): void {
 }
 
 /**
- * Whether an announcement could draw an answer the offers will not bring: a known reluctant worker could bid (eager
- * ones offer, never bid), or no known worker could run the job at all (an announcement reaches the workers this
- * master has not heard of). Announcing to eager workers that are all busy would flood the topic for nothing.
+ * Whether an announcement could draw an answer the offers will not bring: a known reluctant worker that carries the
+ * weight the job's next run needs could bid (eager ones offer, never bid), or no known worker with that weight could
+ * run the job at all (an announcement reaches the workers this master has not heard of). Announcing to eager workers
+ * that are all busy would flood the topic for nothing, and so would announcing, for a run that must carry weight, to
+ * workers whose results weigh nothing here: every bid of theirs is rejected, and every eager one among them offers
+ * again, at each re-announcement.
  */
-function announcementAnswerable(state: MasterState, job: JobRecord, nowMs: number): boolean {
-  const pool = eligiblePool(state, job.spec, nowMs);
-  return pool.reluctant > 0 || pool.eager === 0;
+function announcementAnswerable(state: MasterState, job: JobRecord, minWeight: number, nowMs: number): boolean {
+  if (minWeight === 0) {
+    const pool = eligiblePool(state, job.spec, nowMs);
+    return pool.reluctant > 0 || pool.eager === 0;
+  }
+  let eager = 0;
+  for (const table of [state.workers, state.unproven])
+    for (const key in table) {
+      const worker = table[key] as KnownWorker;
+      if (worker.expiresAtMs < nowMs || worker.availability === "paused" || worker.availability === "offline") continue;
+      if ((job.spec.network && !worker.network) || !isEligible(job.spec, worker)) continue;
+      if (weightOf(state, key, worker.runner) < minWeight) continue;
+      if (worker.availability === "reluctant") return true;
+      eager++;
+    }
+  return eager === 0;
 }
 
 /** Decides shards that reached quorum, fails shards that can no longer, and ends the job when every shard is settled. */
