@@ -148,7 +148,7 @@ export class Carrier {
       }
       if (wire.original === undefined && wire.forged !== true)
         for (const tap of this.tapsByMaster.get(to) ?? []) tap.replayer?.overheard(wire);
-      if (wire.domain !== "offer") {
+      if (!this.world.observer.watchesOfferHeld(wire)) {
         driver.receive(channel, wire);
         return;
       }

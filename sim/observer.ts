@@ -153,6 +153,11 @@ export class Observer {
         this.observeResult(wire.from, delivery.input.result);
   }
 
+  /** Whether what a wire does to the offers a master holds is checked (offerHeld): for an offer, it is. */
+  watchesOfferHeld(wire: ObservedWire): boolean {
+    return wire.domain === "offer";
+  }
+
   /**
    * An offer of `worker` reached master node `master` directly: the sequence number of the offer its machine held of
    * that worker before and after (undefined: none). Going back to an older offer is a violation.
