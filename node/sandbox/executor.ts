@@ -36,6 +36,7 @@ import {
   locateExecutable,
   makeRunFolders,
   probeSandbox,
+  type RunFolders,
   removeRunFolders,
   runsAsRoot,
   type SandboxProbe,
@@ -384,6 +385,214 @@ function unrunnable(request: ExecutionRequest): string | null {
   return null;
 }
 
+/** What a run reports, its duration counted from `startedMs`: fields not given are null, the summary cut to size. */
+type Reporter = (outcome: Outcome, fields: Partial<ExecutionReport> & { summary: string }) => ExecutionReport;
+
+function reporterOf(request: ExecutionRequest, startedMs: number): Reporter {
+  return (outcome, fields) => ({
+    runId: request.runId,
+    outcome,
+    exitCode: null,
+    outputsDigest: null,
+    logDigest: null,
+    ...fields,
+    summary: fields.summary.slice(0, maxSummaryChars),
+    durationMs: Math.min(Math.round(performance.now() - startedMs), maxDurationMs),
+  });
+}
+
+/** The job's limits as the sandbox enforces them. */
+function limitsOf(request: ExecutionRequest): RunLimits {
+  const { resources } = request.job;
+  return {
+    processes: resources.processes,
+    memoryBytes: resources.memoryBytes,
+    fileBytes: runDiskLimitBytes(resources.diskBytes),
+  };
+}
+
+interface RunLimits {
+  readonly processes: number;
+  readonly memoryBytes: number;
+  readonly fileBytes: number;
+}
+
+/**
+ * Makes the run's inputs (and image) ready in its folders and plans how its steps are started: in bubblewrap, or
+ * bare when the sandbox is unavailable and allowUnsandboxed is set. A string says why the run is refused.
+ */
+async function planRun(
+  settings: Settings,
+  request: ExecutionRequest,
+  hooks: RunHooks,
+  sandbox: SandboxProbe,
+  folders: RunFolders,
+): Promise<SpawnPlan | string> {
+  const { job } = request;
+  let imageRoot: string | null = null;
+  if (hooks.prepare !== undefined) {
+    try {
+      imageRoot = (await hooks.prepare(folders.work))?.imageRoot ?? null;
+      if (runsAsRoot()) await handOver(folders.work);
+    } catch (error) {
+      return `refused: the job's inputs or image could not be made ready: ${String(error)}`;
+    }
+  }
+  if (job.image !== undefined && imageRoot === null)
+    return `refused: the job's image ${job.image} was not made ready on this node`;
+  const limits = limitsOf(request);
+  const steps = job.steps.map((step) => step.run);
+  if (!sandbox.ok) {
+    settings.warn(
+      `run ${request.runId} (job ${request.jobId} of project ${request.project}) runs WITHOUT a sandbox ` +
+        `because allowUnsandboxed is set and ${sandbox.reason}: its steps can read whatever this node's user ` +
+        "(uid 65534 when the node runs as root) can read on this machine, and use its network",
+    );
+    const env = sandboxEnv({ home: folders.work, tmp: folders.tmp }, job.env, request.env);
+    return unsandboxedPlan({ folders, limits, env, steps });
+  }
+  const bwrap = await locateExecutable(settings.bwrapPath);
+  if (bwrap === null) throw new SandboxUnavailableError(`bubblewrap (${settings.bwrapPath}) is gone`);
+  if (sandbox.seccomp === null || sandbox.seccomp === undefined)
+    throw new SandboxUnavailableError("the probe compiled no seccomp filter");
+  const seccompFile = await writeSeccompFilter(folders, sandbox.seccomp);
+  const env = sandboxEnv({ home: sandboxWorkPath, tmp: "/tmp" }, job.env, request.env);
+  const network = job.network && settings.allowNetwork;
+  try {
+    return await sandboxPlan({ bwrap, folders, seccompFile, network, limits, env, steps, imageRoot });
+  } catch (error) {
+    if (!(error instanceof ImageSandboxError)) throw error;
+    return `refused: ${error.message}`;
+  }
+}
+
+/** How the steps ran, with the disk the run used (measured at the end too) and its log. */
+interface Ran {
+  readonly ended: Ended;
+  readonly usedBytes: number;
+  readonly log: RunLog;
+}
+
+/** Runs the plan under the job's timeout, stopping it if it uses more disk than its limit. */
+async function runPlan(
+  settings: Settings,
+  request: ExecutionRequest,
+  hooks: RunHooks,
+  handle: RunHandle,
+  plan: SpawnPlan,
+  folders: RunFolders,
+  sandboxed: boolean,
+): Promise<Ran> {
+  const diskLimitBytes = runDiskLimitBytes(request.job.resources.diskBytes);
+  const log = new RunLog(settings, hooks.onLog);
+  const jobFolders = [folders.work, folders.tmp];
+  // Open files without a name are looked for through the sandbox's own /proc; a bare run has none of its own.
+  let childPid: number | null = null;
+  const meter = diskMeter(jobFolders, diskLimitBytes, () => (sandboxed ? childPid : null));
+  const watch = watchDisk(meter, diskLimitBytes, (usedBytes) => {
+    handle.diskOverBytes = usedBytes;
+    handle.stop?.();
+  });
+  let ended: Ended;
+  try {
+    ended = await supervise(
+      plan,
+      request.job.timeoutMs,
+      handle,
+      log,
+      (pid) => {
+        childPid = pid;
+        handle.pid = pid;
+      },
+      hooks.onStep,
+    );
+  } finally {
+    await watch.stop();
+  }
+  // What the job left behind counts too, once it has ended (a quick job may pass the limit between two checks).
+  const usedBytes = handle.diskOverBytes ?? (await diskMeter(jobFolders, diskLimitBytes, () => null).measure());
+  return { ended, usedBytes, log };
+}
+
+/** What a run that ended says: killed, over its disk, timed out, not started, or its steps' exit; outputs packed. */
+async function concludeRun(
+  settings: Settings,
+  request: ExecutionRequest,
+  handle: RunHandle,
+  ran: Ran,
+  folders: RunFolders,
+  report: Reporter,
+): Promise<ExecutionReport> {
+  const { job } = request;
+  const { ended, usedBytes, log } = ran;
+  const diskLimitBytes = runDiskLimitBytes(job.resources.diskBytes);
+  const notes = log.notes();
+  if (job.network && !settings.allowNetwork) notes.push("ran without network: this worker does not allow it");
+  const logDigest = log.digest();
+  const failedStep = ended.startedSteps > 0 ? ended.startedSteps - 1 : 0;
+  const stepName = (index: number) => `step ${index + 1} ${JSON.stringify(job.steps[index]?.name ?? "?")}`;
+  const withNotes = (text: string) => [text, ...notes].join("; ");
+
+  if (handle.killReason !== null)
+    return report("killed", {
+      logDigest,
+      summary: withNotes(`killed in ${stepName(failedStep)}: ${handle.killReason}`),
+    });
+  if (usedBytes > diskLimitBytes) {
+    const stopped = handle.diskOverBytes !== null ? "stopped in" : "ended";
+    return report("failed", {
+      logDigest,
+      summary: withNotes(
+        `${stopped} ${stepName(failedStep)} using more disk than allowed: at least ${usedBytes} bytes in /work ` +
+          `and /tmp, over its limit of ${diskLimitBytes} bytes (resources.diskBytes ${job.resources.diskBytes}` +
+          `${diskLimitBytes > job.resources.diskBytes ? ", raised to the minimum every run gets" : ""})`,
+      ),
+    });
+  }
+  if (ended.timedOut)
+    return report("timed-out", {
+      logDigest,
+      summary: withNotes(`timed out after ${job.timeoutMs} ms in ${stepName(failedStep)}`),
+    });
+  if (ended.spawnError !== null)
+    return report("refused", { summary: `refused: could not start the job (${ended.spawnError.message})` });
+  if (ended.startedSteps === 0)
+    return report("refused", {
+      logDigest,
+      summary: withNotes(
+        `refused: the sandbox did not start (exit ${ended.code ?? ended.signal}); its stderr says why`,
+      ),
+    });
+
+  let outcome: Outcome;
+  let summary: string;
+  if (ended.code === 0) {
+    outcome = "succeeded";
+    summary = `${job.steps.length} step${job.steps.length === 1 ? "" : "s"} passed`;
+  } else if (ended.code !== null) {
+    outcome = "failed";
+    summary = `${stepName(failedStep)} failed with exit code ${ended.stepExits.get(failedStep) ?? ended.code}`;
+  } else {
+    outcome = "failed";
+    summary = `ended by ${ended.signal} in ${stepName(failedStep)}`;
+  }
+  // Outputs only of a job that ended on its own: a killed one left them half-written.
+  let digest: string | null = null;
+  try {
+    const store = settings.blobStore;
+    if (store === null) digest = await outputsDigest(folders.work, job.outputs);
+    else if (job.outputs.length > 0) digest = await packOutputs(folders.work, job.outputs, store);
+  } catch (error) {
+    // With a store, a tree past its limits (or a full store) fails the run as a refused output does.
+    const refused =
+      error instanceof OutputRefusedError || (settings.blobStore !== null && error instanceof CimeshError);
+    if (!refused) throw error;
+    outcome = "failed";
+    summary = `${summary}; ${error.message}`;
+  }
+  return report(outcome, { exitCode: ended.code, outputsDigest: digest, logDigest, summary: withNotes(summary) });
+}
+
 export function createExecutor(options: ExecutorOptions): Executor {
   const settings = settingsOf(options);
   let probed: Promise<SandboxProbe> | null = null;
@@ -395,176 +604,24 @@ export function createExecutor(options: ExecutorOptions): Executor {
   };
 
   async function execute(request: ExecutionRequest, hooks: RunHooks, handle: RunHandle): Promise<ExecutionReport> {
-    const startedMs = performance.now();
-    const { job } = request;
-    const report = (outcome: Outcome, fields: Partial<ExecutionReport> & { summary: string }): ExecutionReport => ({
-      runId: request.runId,
-      outcome,
-      exitCode: null,
-      outputsDigest: null,
-      logDigest: null,
-      ...fields,
-      summary: fields.summary.slice(0, maxSummaryChars),
-      durationMs: Math.min(Math.round(performance.now() - startedMs), maxDurationMs),
-    });
-
+    const report = reporterOf(request, performance.now());
     const sandbox = await probe();
     if (!sandbox.ok && !settings.allowUnsandboxed) throw new SandboxUnavailableError(sandbox.reason);
     const problem = unrunnable(request);
     if (problem !== null) return report("refused", { summary: `refused: ${problem}` });
     if (handle.killReason !== null)
       return report("killed", { summary: `killed before it started: ${handle.killReason}` });
-
-    const network = job.network && settings.allowNetwork;
-    const diskLimitBytes = runDiskLimitBytes(job.resources.diskBytes);
-    const limits = {
-      processes: job.resources.processes,
-      memoryBytes: job.resources.memoryBytes,
-      fileBytes: diskLimitBytes,
-    };
-    const steps = job.steps.map((step) => step.run);
-    if (job.image !== undefined && !sandbox.ok) {
+    const { image } = request.job;
+    if (image !== undefined && !sandbox.ok)
       return report("refused", {
-        summary: `refused: the job runs in image ${job.image}, which needs the sandbox, and ${sandbox.reason}`,
+        summary: `refused: the job runs in image ${image}, which needs the sandbox, and ${sandbox.reason}`,
       });
-    }
     const folders = await makeRunFolders(settings.workRoot);
     try {
-      let imageRoot: string | null = null;
-      if (hooks.prepare !== undefined) {
-        try {
-          imageRoot = (await hooks.prepare(folders.work))?.imageRoot ?? null;
-          if (runsAsRoot()) await handOver(folders.work);
-        } catch (error) {
-          return report("refused", {
-            summary: `refused: the job's inputs or image could not be made ready: ${String(error)}`,
-          });
-        }
-      }
-      if (job.image !== undefined && imageRoot === null) {
-        return report("refused", { summary: `refused: the job's image ${job.image} was not made ready on this node` });
-      }
-      let plan: SpawnPlan;
-      if (sandbox.ok) {
-        const bwrap = await locateExecutable(settings.bwrapPath);
-        if (bwrap === null) throw new SandboxUnavailableError(`bubblewrap (${settings.bwrapPath}) is gone`);
-        if (sandbox.seccomp === null || sandbox.seccomp === undefined) {
-          throw new SandboxUnavailableError("the probe compiled no seccomp filter");
-        }
-        const seccompFile = await writeSeccompFilter(folders, sandbox.seccomp);
-        const env = sandboxEnv({ home: sandboxWorkPath, tmp: "/tmp" }, job.env, request.env);
-        try {
-          plan = await sandboxPlan({ bwrap, folders, seccompFile, network, limits, env, steps, imageRoot });
-        } catch (error) {
-          if (!(error instanceof ImageSandboxError)) throw error;
-          return report("refused", { summary: `refused: ${error.message}` });
-        }
-      } else {
-        settings.warn(
-          `run ${request.runId} (job ${request.jobId} of project ${request.project}) runs WITHOUT a sandbox ` +
-            `because allowUnsandboxed is set and ${sandbox.reason}: its steps can read whatever this node's user ` +
-            "(uid 65534 when the node runs as root) can read on this machine, and use its network",
-        );
-        const env = sandboxEnv({ home: folders.work, tmp: folders.tmp }, job.env, request.env);
-        plan = unsandboxedPlan({ folders, limits, env, steps });
-      }
-
-      const log = new RunLog(settings, hooks.onLog);
-      const jobFolders = [folders.work, folders.tmp];
-      // Open files without a name are looked for through the sandbox's own /proc; a bare run has none of its own.
-      let childPid: number | null = null;
-      const meter = diskMeter(jobFolders, diskLimitBytes, () => (sandbox.ok ? childPid : null));
-      const watch = watchDisk(meter, diskLimitBytes, (usedBytes) => {
-        handle.diskOverBytes = usedBytes;
-        handle.stop?.();
-      });
-      let ended: Ended;
-      try {
-        ended = await supervise(
-          plan,
-          job.timeoutMs,
-          handle,
-          log,
-          (pid) => {
-            childPid = pid;
-            handle.pid = pid;
-          },
-          hooks.onStep,
-        );
-      } finally {
-        await watch.stop();
-      }
-      // What the job left behind counts too, once it has ended (a quick job may pass the limit between two checks).
-      const usedBytes = handle.diskOverBytes ?? (await diskMeter(jobFolders, diskLimitBytes, () => null).measure());
-      const notes = log.notes();
-      if (job.network && !network) notes.push("ran without network: this worker does not allow it");
-      const logDigest = log.digest();
-      const failedStep = ended.startedSteps > 0 ? ended.startedSteps - 1 : 0;
-      const stepName = (index: number) => `step ${index + 1} ${JSON.stringify(job.steps[index]?.name ?? "?")}`;
-      const withNotes = (text: string) => [text, ...notes].join("; ");
-
-      if (handle.killReason !== null) {
-        return report("killed", {
-          logDigest,
-          summary: withNotes(`killed in ${stepName(failedStep)}: ${handle.killReason}`),
-        });
-      }
-      if (usedBytes > diskLimitBytes) {
-        const stopped = handle.diskOverBytes !== null ? "stopped in" : "ended";
-        return report("failed", {
-          logDigest,
-          summary: withNotes(
-            `${stopped} ${stepName(failedStep)} using more disk than allowed: at least ${usedBytes} bytes in /work ` +
-              `and /tmp, over its limit of ${diskLimitBytes} bytes (resources.diskBytes ${job.resources.diskBytes}` +
-              `${diskLimitBytes > job.resources.diskBytes ? ", raised to the minimum every run gets" : ""})`,
-          ),
-        });
-      }
-      if (ended.timedOut) {
-        return report("timed-out", {
-          logDigest,
-          summary: withNotes(`timed out after ${job.timeoutMs} ms in ${stepName(failedStep)}`),
-        });
-      }
-      if (ended.spawnError !== null) {
-        return report("refused", { summary: `refused: could not start the job (${ended.spawnError.message})` });
-      }
-      if (ended.startedSteps === 0) {
-        return report("refused", {
-          logDigest,
-          summary: withNotes(
-            `refused: the sandbox did not start (exit ${ended.code ?? ended.signal}); its stderr says why`,
-          ),
-        });
-      }
-
-      let outcome: Outcome;
-      let summary: string;
-      if (ended.code === 0) {
-        outcome = "succeeded";
-        summary = `${job.steps.length} step${job.steps.length === 1 ? "" : "s"} passed`;
-      } else if (ended.code !== null) {
-        outcome = "failed";
-        summary = `${stepName(failedStep)} failed with exit code ${ended.stepExits.get(failedStep) ?? ended.code}`;
-      } else {
-        outcome = "failed";
-        summary = `ended by ${ended.signal} in ${stepName(failedStep)}`;
-      }
-      // Outputs only of a job that ended on its own: a killed one left them half-written.
-      let digest: string | null = null;
-      try {
-        const store = settings.blobStore;
-        if (store === null) digest = await outputsDigest(folders.work, job.outputs);
-        else if (job.outputs.length > 0) digest = await packOutputs(folders.work, job.outputs, store);
-      } catch (error) {
-        // With a store, a tree past its limits (or a full store) fails the run as a refused output does.
-        const refused =
-          error instanceof OutputRefusedError || (settings.blobStore !== null && error instanceof CimeshError);
-        if (!refused) throw error;
-        outcome = "failed";
-        summary = `${summary}; ${error.message}`;
-      }
-      return report(outcome, { exitCode: ended.code, outputsDigest: digest, logDigest, summary: withNotes(summary) });
+      const plan = await planRun(settings, request, hooks, sandbox, folders);
+      if (typeof plan === "string") return report("refused", { summary: plan });
+      const ran = await runPlan(settings, request, hooks, handle, plan, folders, sandbox.ok);
+      return await concludeRun(settings, request, handle, ran, folders, report);
     } finally {
       await removeRunFolders(folders.root);
     }
