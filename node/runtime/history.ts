@@ -179,6 +179,152 @@ function checkLimit(name: string, value: number, min: number): number {
   return value;
 }
 
+type EntriesLevel = ReturnType<typeof entriesLevelOf>;
+type LogsLevel = ReturnType<typeof logsLevelOf>;
+
+function entriesLevelOf(db: Level<string, string>) {
+  return db.sublevel<string, RunHistoryEntry>("runs", { valueEncoding: "json" });
+}
+
+function logsLevelOf(db: Level<string, string>) {
+  return db.sublevel<string, Uint8Array>("run-logs", { valueEncoding: "view" });
+}
+
+/** The history's writes, queued and carried out in order: puts and deletes in batches, a run's log cleared between them. */
+class HistoryWrites {
+  private readonly db: Level<string, string>;
+  private readonly entriesLevel: EntriesLevel;
+  private readonly logsLevel: LogsLevel;
+  private readonly onWriteError: ((error: unknown) => void) | undefined;
+  private readonly queue: Pending[] = [];
+  private closed = false;
+  /** The writing under way, or null when the queue is empty. */
+  writing: Promise<void> | null = null;
+
+  constructor(
+    db: Level<string, string>,
+    entriesLevel: EntriesLevel,
+    logsLevel: LogsLevel,
+    onWriteError?: (error: unknown) => void,
+  ) {
+    this.db = db;
+    this.entriesLevel = entriesLevel;
+    this.logsLevel = logsLevel;
+    this.onWriteError = onWriteError;
+  }
+
+  enqueue(...items: Pending[]): void {
+    if (this.closed) return;
+    this.queue.push(...items);
+    this.writing ??= this.writeAll().finally(() => {
+      this.writing = null;
+    });
+  }
+
+  /** Every write queued so far is done. */
+  async flushed(): Promise<void> {
+    while (this.writing !== null) await this.writing;
+  }
+
+  /** Flushed, then nothing more is written. */
+  async close(): Promise<void> {
+    await this.flushed();
+    this.closed = true;
+  }
+
+  private async writeAll(): Promise<void> {
+    while (this.queue.length > 0) {
+      const taken = coalesced(this.queue.splice(0));
+      try {
+        let ops: BatchOperation[] = [];
+        for (const item of taken) {
+          if (item.kind === "clear-log") {
+            if (ops.length > 0) await this.db.batch(ops as never);
+            ops = [];
+            await this.logsLevel.clear({ gte: `${pad(item.seq)}/`, lt: `${pad(item.seq)}/\xff` });
+          } else if (item.kind === "put-entry")
+            ops.push({ type: "put", key: pad(item.entry.seq), value: item.entry, sublevel: this.entriesLevel });
+          else if (item.kind === "del-entry")
+            ops.push({ type: "del", key: pad(item.seq), sublevel: this.entriesLevel });
+          else ops.push({ type: "put", key: logKey(item), value: item.data, sublevel: this.logsLevel });
+        }
+        if (ops.length > 0) await this.db.batch(ops as never);
+      } catch (error) {
+        this.onWriteError?.(error);
+      }
+    }
+  }
+}
+
+/** Logs whose run is gone (a process stopped between dropping a run and clearing its log): one look per run. */
+async function dropOrphanLogs(logsLevel: LogsLevel, entries: ReadonlyMap<number, RunHistoryEntry>): Promise<void> {
+  for (let from = ""; ; ) {
+    const [key] = await logsLevel.keys({ gt: from, limit: 1 }).all();
+    if (key === undefined) break;
+    const seq = Number(key.slice(0, historySeqDigits));
+    if (!entries.has(seq)) await logsLevel.clear({ gte: `${pad(seq)}/`, lt: `${pad(seq)}/\xff` });
+    from = `${pad(seq)}/\xff`;
+  }
+}
+
+/** A kept run's log, chunk by chunk, as stored. */
+async function chunksOf(logsLevel: LogsLevel, entry: RunHistoryEntry): Promise<HistoryLogChunk[]> {
+  const chunks: HistoryLogChunk[] = [];
+  for await (const [key, data] of logsLevel.iterator({ gte: `${pad(entry.seq)}/`, lt: `${pad(entry.seq)}/\xff` })) {
+    const [, stream, offset] = key.split("/");
+    chunks.push({
+      seq: entry.seq,
+      attempt: entry.attempt,
+      shard: entry.shard,
+      stream: stream as "stdout" | "stderr",
+      offset: Number(offset),
+      data: new Uint8Array(data),
+    });
+  }
+  return chunks;
+}
+
+/** The entry of a run that starts now: nothing ended, no log yet. */
+function startedEntry(seq: number, run: ExecutionRequest, master: string, atMs: number): RunHistoryEntry {
+  return {
+    seq,
+    runId: run.runId,
+    project: run.project,
+    jobId: run.jobId,
+    name: run.job.name,
+    shard: run.shard,
+    shards: run.job.shards,
+    attempt: run.attempt,
+    master,
+    ...(run.job.image === undefined ? {} : { image: run.job.image }),
+    startedAtMs: atMs,
+    endedAtMs: null,
+    outcome: null,
+    exitCode: null,
+    durationMs: null,
+    resultDigest: null,
+    outputsDigest: null,
+    logDigest: null,
+    summary: "",
+    logBytes: { stdout: 0, stderr: 0 },
+  };
+}
+
+/** The entry of a run that ended now with `report`. */
+function endedEntry(entry: RunHistoryEntry, report: Omit<ExecutionReport, "runId">, atMs: number): RunHistoryEntry {
+  return {
+    ...entry,
+    endedAtMs: atMs,
+    outcome: report.outcome,
+    exitCode: report.exitCode,
+    durationMs: report.durationMs,
+    resultDigest: resultDigest(report, entry),
+    outputsDigest: report.outputsDigest,
+    logDigest: report.logDigest,
+    summary: report.summary,
+  };
+}
+
 /**
  * Opens the history in `db` (the node's level store): loads the kept runs, marks those found under way as
  * interrupted, and drops what is past the bound (a smaller limit than the last process had, or a log left behind).
@@ -190,8 +336,9 @@ export async function openRunHistory(db: Level<string, string>, options: RunHist
     options.maxLogBytesPerStream ?? maxRunHistoryLogBytesPerStream,
     0,
   );
-  const entriesLevel = db.sublevel<string, RunHistoryEntry>("runs", { valueEncoding: "json" });
-  const logsLevel = db.sublevel<string, Uint8Array>("run-logs", { valueEncoding: "view" });
+  const entriesLevel = entriesLevelOf(db);
+  const logsLevel = logsLevelOf(db);
+  const writes = new HistoryWrites(db, entriesLevel, logsLevel, options.onWriteError);
 
   /** Kept runs by sequence; a Map keeps them in the order they began. */
   const entries = new Map<number, RunHistoryEntry>();
@@ -200,39 +347,6 @@ export async function openRunHistory(db: Level<string, string>, options: RunHist
   for await (const [, entry] of entriesLevel.iterator()) entries.set(entry.seq, entry);
   let nextSeq = Math.max(0, ...entries.keys()) + 1;
 
-  const queue: Pending[] = [];
-  let writing: Promise<void> | null = null;
-  let closed = false;
-  /** Writes what is queued, in order: puts and deletes in batches, a run's log cleared between them. */
-  const writeAll = async (): Promise<void> => {
-    while (queue.length > 0) {
-      const taken = coalesced(queue.splice(0));
-      try {
-        let ops: BatchOperation[] = [];
-        for (const item of taken) {
-          if (item.kind === "clear-log") {
-            if (ops.length > 0) await db.batch(ops as never);
-            ops = [];
-            await logsLevel.clear({ gte: `${pad(item.seq)}/`, lt: `${pad(item.seq)}/\xff` });
-          } else if (item.kind === "put-entry")
-            ops.push({ type: "put", key: pad(item.entry.seq), value: item.entry, sublevel: entriesLevel });
-          else if (item.kind === "del-entry") ops.push({ type: "del", key: pad(item.seq), sublevel: entriesLevel });
-          else ops.push({ type: "put", key: logKey(item), value: item.data, sublevel: logsLevel });
-        }
-        if (ops.length > 0) await db.batch(ops as never);
-      } catch (error) {
-        options.onWriteError?.(error);
-      }
-    }
-  };
-  const enqueue = (...items: Pending[]) => {
-    if (closed) return;
-    queue.push(...items);
-    writing ??= writeAll().finally(() => {
-      writing = null;
-    });
-  };
-
   /** Drops the oldest ended runs past maxEntries; a run under way is never dropped (slots bound them). */
   const prune = () => {
     let excess = entries.size - maxEntries;
@@ -240,7 +354,7 @@ export async function openRunHistory(db: Level<string, string>, options: RunHist
       if (excess <= 0) break;
       if (entry.endedAtMs === null) continue;
       entries.delete(entry.seq);
-      enqueue({ kind: "del-entry", seq: entry.seq }, { kind: "clear-log", seq: entry.seq });
+      writes.enqueue({ kind: "del-entry", seq: entry.seq }, { kind: "clear-log", seq: entry.seq });
       excess--;
     }
   };
@@ -254,64 +368,20 @@ export async function openRunHistory(db: Level<string, string>, options: RunHist
       summary: "the node stopped while the run was under way",
     };
     entries.set(entry.seq, interrupted);
-    enqueue({ kind: "put-entry", entry: interrupted });
+    writes.enqueue({ kind: "put-entry", entry: interrupted });
   }
   prune();
-  await writing;
-  // Logs whose run is gone (a process stopped between dropping a run and clearing its log): one look per run.
-  for (let from = ""; ; ) {
-    const [key] = await logsLevel.keys({ gt: from, limit: 1 }).all();
-    if (key === undefined) break;
-    const seq = Number(key.slice(0, historySeqDigits));
-    if (!entries.has(seq)) await logsLevel.clear({ gte: `${pad(seq)}/`, lt: `${pad(seq)}/\xff` });
-    from = `${pad(seq)}/\xff`;
-  }
-
-  const chunksOf = async (entry: RunHistoryEntry): Promise<HistoryLogChunk[]> => {
-    const chunks: HistoryLogChunk[] = [];
-    for await (const [key, data] of logsLevel.iterator({ gte: `${pad(entry.seq)}/`, lt: `${pad(entry.seq)}/\xff` })) {
-      const [, stream, offset] = key.split("/");
-      chunks.push({
-        seq: entry.seq,
-        attempt: entry.attempt,
-        shard: entry.shard,
-        stream: stream as "stdout" | "stderr",
-        offset: Number(offset),
-        data: new Uint8Array(data),
-      });
-    }
-    return chunks;
-  };
+  await writes.flushed();
+  await dropOrphanLogs(logsLevel, entries);
 
   return {
     maxEntries,
     maxLogBytesPerStream,
     started(run, master, atMs) {
-      const entry: RunHistoryEntry = {
-        seq: nextSeq++,
-        runId: run.runId,
-        project: run.project,
-        jobId: run.jobId,
-        name: run.job.name,
-        shard: run.shard,
-        shards: run.job.shards,
-        attempt: run.attempt,
-        master,
-        ...(run.job.image === undefined ? {} : { image: run.job.image }),
-        startedAtMs: atMs,
-        endedAtMs: null,
-        outcome: null,
-        exitCode: null,
-        durationMs: null,
-        resultDigest: null,
-        outputsDigest: null,
-        logDigest: null,
-        summary: "",
-        logBytes: { stdout: 0, stderr: 0 },
-      };
+      const entry = startedEntry(nextSeq++, run, master, atMs);
       entries.set(entry.seq, entry);
       active.set(run.runId, entry);
-      enqueue({ kind: "put-entry", entry });
+      writes.enqueue({ kind: "put-entry", entry });
       prune();
       return entry;
     },
@@ -324,7 +394,7 @@ export async function openRunHistory(db: Level<string, string>, options: RunHist
       const updated = { ...entry, logBytes: { ...entry.logBytes, [chunk.stream]: kept } };
       active.set(runId, updated);
       entries.set(entry.seq, updated);
-      enqueue({
+      writes.enqueue({
         kind: "put-log",
         seq: entry.seq,
         stream: chunk.stream,
@@ -336,19 +406,9 @@ export async function openRunHistory(db: Level<string, string>, options: RunHist
       const entry = active.get(runId);
       if (entry === undefined) return null;
       active.delete(runId);
-      const done: RunHistoryEntry = {
-        ...entry,
-        endedAtMs: atMs,
-        outcome: report.outcome,
-        exitCode: report.exitCode,
-        durationMs: report.durationMs,
-        resultDigest: resultDigest(report, entry),
-        outputsDigest: report.outputsDigest,
-        logDigest: report.logDigest,
-        summary: report.summary,
-      };
+      const done = endedEntry(entry, report, atMs);
       entries.set(entry.seq, done);
-      enqueue({ kind: "put-entry", entry: done });
+      writes.enqueue({ kind: "put-entry", entry: done });
       prune();
       if (active.size === 0) for (const wake of noneRunningWaiters.splice(0)) wake();
       return done;
@@ -357,21 +417,16 @@ export async function openRunHistory(db: Level<string, string>, options: RunHist
     list: () => [...entries.values()],
     ofJob: (jobId) => [...entries.values()].filter((entry) => entry.jobId === jobId),
     async logs(jobId) {
-      await writing;
+      await writes.writing;
       const runs = [...entries.values()].filter((entry) => entry.jobId === jobId);
-      return (await Promise.all(runs.map(chunksOf))).flat();
+      return (await Promise.all(runs.map((entry) => chunksOf(logsLevel, entry)))).flat();
     },
-    async flushed() {
-      while (writing !== null) await writing;
-    },
+    flushed: () => writes.flushed(),
     noneRunning() {
       if (active.size === 0) return Promise.resolve();
       return new Promise((resolve) => noneRunningWaiters.push(resolve));
     },
-    async close() {
-      while (writing !== null) await writing;
-      closed = true;
-    },
+    close: () => writes.close(),
   };
 }
 
