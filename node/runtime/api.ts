@@ -193,20 +193,36 @@ function workerStepped(driver: NodeDriver<Uint8Array>, input: WorkerInput): Prom
   );
 }
 
-export function nodeApi(parts: ApiParts): NodeApi {
-  const { driver, host, store, blobs, self } = parts;
-  const findJob = (jobId: string): [string, JobRecord] | null => {
-    for (const project of driver.masterProjects()) {
-      const job = driver.masterState(project)?.jobs[jobId];
-      if (job !== undefined) return [project, job];
-    }
-    return null;
-  };
-  const found = (jobId: string): [string, JobRecord] => {
-    const hit = findJob(jobId);
-    if (hit === null) throw new NodeRequestError(404, `job ${jobId}: no such job on this node`);
-    return hit;
-  };
+/** The job a master of this node holds under `jobId`, with its project, or null. */
+function findJob(driver: NodeDriver<Uint8Array>, jobId: string): [string, JobRecord] | null {
+  for (const project of driver.masterProjects()) {
+    const job = driver.masterState(project)?.jobs[jobId];
+    if (job !== undefined) return [project, job];
+  }
+  return null;
+}
+
+function foundJob(driver: NodeDriver<Uint8Array>, jobId: string): [string, JobRecord] {
+  const hit = findJob(driver, jobId);
+  if (hit === null) throw new NodeRequestError(404, `job ${jobId}: no such job on this node`);
+  return hit;
+}
+
+/** Log chunks as the API shows them: text. */
+function logLines(
+  chunks: readonly { attempt: number; stream: LogLine["stream"]; offset: number; data: Uint8Array }[],
+): LogLine[] {
+  return chunks.map((chunk) => ({
+    attempt: chunk.attempt,
+    stream: chunk.stream,
+    offset: chunk.offset,
+    text: Buffer.from(chunk.data).toString("utf8"),
+  }));
+}
+
+/** The node's status: its roles, the worker's slots and what runs in them (with their usage), trust, peers. */
+function statusApi(parts: ApiParts): () => Promise<NodeStatus> {
+  const { driver, host, blobs, self } = parts;
   const meter = new RunUsageMeter();
   const usageOfRuns = async (runIds: readonly string[]): Promise<Map<string, RunUsage>> => {
     const pidOf = parts.pidOf;
@@ -218,7 +234,7 @@ export function nodeApi(parts: ApiParts): NodeApi {
     const read = await meter.read(runs, Date.now()).catch(() => []);
     return new Map(read.map((usage) => [usage.runId, usage]));
   };
-  const status = async (): Promise<NodeStatus> => {
+  return async () => {
     const worker = driver.workerState();
     const usage = await usageOfRuns(Object.keys(worker?.running ?? {}));
     return {
@@ -264,8 +280,12 @@ export function nodeApi(parts: ApiParts): NodeApi {
       reachability: host.reachability(),
     };
   };
+}
+
+/** A master's jobs: submit, list, show, logs, explain, cancel. */
+function jobsApi(parts: ApiParts): Pick<NodeApi, "submit" | "jobs" | "job" | "logs" | "explain" | "cancel"> {
+  const { driver, host, store, blobs } = parts;
   return {
-    status,
     async submit(project: string, jobId: string, spec: JobSpec) {
       if (driver.masterState(project) === undefined)
         throw new NodeRequestError(
@@ -273,7 +293,7 @@ export function nodeApi(parts: ApiParts): NodeApi {
           `project: expected one this node is master for (${driver.masterProjects().join(", ") || "none: start with --master"}), got ${project}`,
         );
       const id = jobId === "" ? `job-${randomBytes(6).toString("hex")}` : jobId;
-      if (findJob(id) !== null)
+      if (findJob(driver, id) !== null)
         throw new NodeRequestError(409, `jobId: expected a new id, ${id} was already submitted`);
       if (spec.inputsDigest !== null) {
         if (!(await blobs.has(spec.inputsDigest)))
@@ -296,7 +316,7 @@ export function nodeApi(parts: ApiParts): NodeApi {
         );
     },
     async job(jobId: string) {
-      const hit = findJob(jobId);
+      const hit = findJob(driver, jobId);
       if (hit === null) return null;
       const [project, job] = hit;
       const state = driver.masterState(project);
@@ -304,16 +324,10 @@ export function nodeApi(parts: ApiParts): NodeApi {
       return detail(project, job, waiting);
     },
     async logs(jobId: string): Promise<LogLine[]> {
-      const chunks = await store.logChunks(jobId);
-      return chunks.map((chunk) => ({
-        attempt: chunk.attempt,
-        stream: chunk.stream,
-        offset: chunk.offset,
-        text: Buffer.from(chunk.data).toString("utf8"),
-      }));
+      return logLines(await store.logChunks(jobId));
     },
     async explain(jobId: string) {
-      const [project, job] = found(jobId);
+      const [project, job] = foundJob(driver, jobId);
       const text = explainJob(driver.masterState(project) as never, jobId, Date.now());
       const specs = job.spec.requiredSpecs;
       if (job.status !== "open" || specs.length === 0) return text;
@@ -326,10 +340,20 @@ export function nodeApi(parts: ApiParts): NodeApi {
       return [text, ...lines].join("\n");
     },
     async cancel(jobId: string, reason: string) {
-      const [project] = found(jobId);
+      const [project] = foundJob(driver, jobId);
       await masterStepped(driver, project, { kind: "cancel", jobId, reason });
       return summary(project, driver.masterState(project)?.jobs[jobId] as JobRecord);
     },
+  };
+}
+
+/** A worker's side: availability and rules (answered with the status), the runs it did and their logs. */
+function workerApi(
+  parts: ApiParts,
+  status: () => Promise<NodeStatus>,
+): Pick<NodeApi, "setAvailability" | "setRules" | "runs" | "runLogs"> {
+  const { driver } = parts;
+  return {
     async setAvailability(availability: Availability) {
       if (driver.workerState() === null)
         throw new NodeRequestError(400, "availability: this node is not a worker (start it with --worker)");
@@ -349,21 +373,24 @@ export function nodeApi(parts: ApiParts): NodeApi {
       await workerStepped(driver, { kind: "rules", rules });
       return status();
     },
-    ...fetchApi(parts),
     async runs(jobId?: string) {
       const history = parts.history;
       if (history === null) return [];
       return (jobId === undefined ? history.list() : history.ofJob(jobId)).map(runSummary);
     },
     async runLogs(jobId: string): Promise<LogLine[]> {
-      const chunks = (await parts.history?.logs(jobId)) ?? [];
-      return chunks.map((chunk) => ({
-        attempt: chunk.attempt,
-        stream: chunk.stream,
-        offset: chunk.offset,
-        text: Buffer.from(chunk.data).toString("utf8"),
-      }));
+      return logLines((await parts.history?.logs(jobId)) ?? []);
     },
+  };
+}
+
+export function nodeApi(parts: ApiParts): NodeApi {
+  const status = statusApi(parts);
+  return {
+    status,
+    ...jobsApi(parts),
+    ...workerApi(parts, status),
+    ...fetchApi(parts),
     metrics: () => parts.metrics.text(),
     ...reportsApi(parts),
   };
