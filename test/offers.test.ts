@@ -346,6 +346,38 @@ test("with the eager slots taken and reluctant workers known, the job is announc
   t.true(reluctant.includes(job.attempts[0]?.worker as string));
 });
 
+test("a job whose next run must carry weight is not announced to workers whose results weigh nothing: it waits for the busy runner's offer, and the idle volunteers send nothing for it", (t) => {
+  const loop = new Loop({ seed: 8 });
+  const master = loop.addMaster({ project, spotCheckFraction: 0 });
+  const { reannounceIntervalMs } = loop.master(master).state.config;
+  const [runner] = addWorkers(loop, 1, { runner: true, behaviour: taking(5 * reannounceIntervalMs) });
+  // Volunteers with no record here: their results weigh nothing, eager or reluctant.
+  const volunteers = addWorkers(loop, 3);
+  const reluctant = addWorkers(loop, 3, { availability: "reluctant" });
+  if (runner === undefined) return t.fail();
+  loop.offerAll();
+  const start = loop.nowMs;
+  loop.toMaster(master, { kind: "submit", jobId: "first", job: jobSpec(start + hourMs) });
+  t.is(jobOf(loop, master, "first").attempts[0]?.worker, runner, "the runner's offer took the first job");
+  loop.toMaster(master, { kind: "submit", jobId: "second", job: jobSpec(start + hourMs) });
+  const job = jobOf(loop, master, "second");
+  t.true(volunteers.includes(job.attempts[0]?.worker as string), "a volunteer's offer took the second job's first run");
+  // Its result weighs nothing: the shard needs a run with weight, and only the runner, busy, has it.
+  loop.run(start + 4 * reannounceIntervalMs);
+  t.is(job.status, "open");
+  t.is(job.attempts.length, 1, "no run given to a worker whose result could not settle the shard");
+  t.deepEqual(announcements(loop, "second"), [], "no announcement: no known reluctant worker carries the weight");
+  t.deepEqual(sent(loop, "bid"), [], "so no bid to reject");
+  const volunteerOffers = [...volunteers, ...reluctant].flatMap((worker) =>
+    sent(loop, "offer", worker).filter((offer) => offer.atMs > start),
+  );
+  t.true(volunteerOffers.length <= volunteers.length, "each idle volunteer offered at most once more (its slot freed)");
+
+  loop.run(start + 12 * reannounceIntervalMs);
+  t.is(job.status, "passed", job.reason);
+  t.is(job.attempts[1]?.worker, runner, "the runner's offer, once its slot freed, took the run the shard needed");
+});
+
 // --- An award whose slot was taken ------------------------------------------------------------------------------
 
 test("an award that finds its slot taken (one slot offered to two masters) is refused at once, and its master awards the next offer in the step the refusal arrives", (t) => {
