@@ -35,7 +35,7 @@
 import { randomBytes, timingSafeEqual } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { mkdir, readFile, unlink } from "node:fs/promises";
-import { createServer, type IncomingMessage, request, type ServerResponse } from "node:http";
+import type { IncomingMessage, ServerResponse } from "node:http";
 import { createRequire } from "node:module";
 import type { AddressInfo } from "node:net";
 import { join } from "node:path";
@@ -83,6 +83,13 @@ import {
   sendAsset,
   sessionCookie,
 } from "./dashboard.ts";
+
+/**
+ * node:http is taken as Node.js's CommonJS module, not imported: the ES module facade of node:http reads every
+ * export once, and its lazy `WebSocket` loads undici (fetch) and compiles undici's HTTP parser to WebAssembly, about
+ * 2 MiB of a node's resident memory, for what no process here uses (the control API and its client are node:http).
+ */
+const { createServer, request } = process.getBuiltinModule("node:http");
 
 export const controlHost = "127.0.0.1";
 export const tokenFileName = "api.token";
