@@ -27,6 +27,7 @@ import { loadavg, tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseJobFile } from "../node/index.ts";
+import { bundleCli } from "../scripts/bundle-cli.ts";
 import {
   EventBoard,
   initNode,
@@ -103,11 +104,11 @@ export interface WorkerMemory {
 }
 
 /**
- * The CLI as an installed package runs it: JavaScript built from the sources (as `npm run build` does, into
- * bench/out/lean-dist so dist/ is left alone), not TypeScript stripped as it loads (which keeps Node.js's stripper,
- * about 20 MiB, in every process). Returns the built CLI's entry.
+ * The CLI as an installed package runs it: JavaScript built from the sources and the CLI bundled (as `npm run build`
+ * does, into bench/out/lean-dist so dist/ is left alone), not TypeScript stripped as it loads (which keeps Node.js's
+ * stripper, about 20 MiB, in every process). Returns the bundled CLI's entry.
  */
-function buildCli(): string {
+async function buildCli(): Promise<string> {
   const outDir = fileURLToPath(new URL("./out/lean-dist/", import.meta.url));
   const repo = fileURLToPath(new URL("../", import.meta.url));
   rmSync(outDir, { recursive: true, force: true });
@@ -129,7 +130,7 @@ function buildCli(): string {
   if (!existsSync(entry))
     throw new Error(`building the CLI into ${outDir}: exit ${built.status}: ${built.stdout.slice(-2000)}`);
   cpSync(join(repo, "node", "dashboard"), join(outDir, "node", "dashboard"), { recursive: true });
-  return entry;
+  return await bundleCli(outDir);
 }
 
 /** One master and one worker (real processes, loopback); the worker's memory idle, then after jobCount jobs. */
@@ -253,7 +254,7 @@ export async function benchLean(): Promise<unknown> {
   }
 
   if (wanted.has("memory")) {
-    const memory = await workerMemory(buildCli());
+    const memory = await workerMemory(await buildCli());
     figures.workerIdleRssMiB = memory.idle.VmRSS as number;
     figures.workerRssAfter1000JobsMiB = memory.afterJobs.VmRSS as number;
     detail.workerMemory = memory;

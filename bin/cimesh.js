@@ -5,15 +5,16 @@
  * engines), in plain JavaScript any Node.js that loads ES modules parses, so an
  * older Node.js prints one line saying what cimesh needs and exits 1, with no
  * stack trace. Then it runs the CLI: inside node_modules (an installed
- * package, where Node.js does not strip types) the JavaScript the build
- * emitted into dist/; in a clone, the TypeScript sources themselves.
+ * package, where Node.js does not strip types) the bundle the build made of
+ * it (dist/node/cli/cimesh.js and its chunks: scripts/bundle-cli.ts); in a
+ * clone, the TypeScript sources themselves.
  */
 import { existsSync, readFileSync } from "node:fs";
 import { dirname, join, sep } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 
 const packageRoot = dirname(dirname(fileURLToPath(import.meta.url)));
-const builtEntry = join(packageRoot, "dist", "node", "cli", "index.js");
+const builtEntry = join(packageRoot, "dist", "node", "cli", "cimesh.js");
 const sourceEntry = join(packageRoot, "node", "cli", "index.ts");
 
 /** A version as [major, minor, patch]; missing parts are 0. */

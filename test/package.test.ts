@@ -1,8 +1,8 @@
 /**
  * cimesh as a package: `npm pack` builds it (JavaScript and declarations in
- * dist/), the tarball installs into a new folder, and the `cimesh` in that
- * folder's node_modules/.bin runs on the Node.js running these tests, where
- * Node.js does not strip types. The bin launcher, on a Node.js older than
+ * dist/, the CLI bundled), the tarball installs into a new folder, and the
+ * `cimesh` in that folder's node_modules/.bin (the bundle) runs on the
+ * Node.js running these tests, where Node.js does not strip types. The bin launcher, on a Node.js older than
  * package.json's engines, says so in one line.
  */
 import { copyFile, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
@@ -69,6 +69,7 @@ test("npm pack builds a package whose cimesh runs from node_modules/.bin: --help
   for (const needed of [
     "package.json",
     "bin/cimesh.js",
+    "dist/node/cli/cimesh.js",
     "dist/node/cli/index.js",
     "dist/node/index.js",
     "dist/node/index.d.ts",
@@ -182,5 +183,5 @@ test("the launcher runs the TypeScript sources in a clone, and says so in one li
   const dir = await tempDir(t, "cimesh-launcher-");
   const copy = await launcherCopy(join(dir, "node_modules", "cimesh"), { engines: { node: ">=20" } });
   const result = await run(process.execPath, [copy, "--help"], dir, commandTimeoutMs);
-  oneLine(t, result, /dist\/node\/cli\/index\.js is missing: this copy of cimesh was not built/);
+  oneLine(t, result, /dist\/node\/cli\/cimesh\.js is missing: this copy of cimesh was not built/);
 });
