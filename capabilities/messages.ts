@@ -3,7 +3,7 @@
  * (DESIGN.md, Messages). Every string, array and number has a named limit.
  */
 
-import { z } from "zod";
+import * as z from "zod";
 import { defineDomain, maxNameChars, projectIdSchema, signedHeaderShape, timestampMsSchema } from "../crypto/index.ts";
 
 export const maxSpecBytes = 64 * 1024;

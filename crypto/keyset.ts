@@ -21,7 +21,7 @@
  */
 import { sha256 } from "@noble/hashes/sha2.js";
 import { base32 } from "multiformats/bases/base32";
-import { z } from "zod";
+import * as z from "zod";
 import { bytesEqual, encodeCanonical } from "./encoding.ts";
 import { defineDomain, maxClockSkewMs, openMultiEnvelope, sealMultiEnvelope } from "./envelope.ts";
 import {

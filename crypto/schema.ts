@@ -2,7 +2,8 @@
  * Schema building blocks shared by every message body, and the one place that
  * turns a zod failure into a SchemaError naming the field and what was expected.
  */
-import { type ZodError, type ZodType, z } from "zod";
+import type { ZodError, ZodType } from "zod";
+import * as z from "zod";
 import { SchemaError } from "./errors.ts";
 import { publicKeyBytes, signatureBytes } from "./keys.ts";
 

@@ -4,7 +4,7 @@
  * string, array, map and number has a named limit, units in the name.
  */
 
-import { z } from "zod";
+import * as z from "zod";
 import {
   availabilitySchema,
   capabilitySpecDomain,

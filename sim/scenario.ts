@@ -8,7 +8,7 @@
  * Durations are `250ms`, `90s`, `30m`, `1h30m`, `2d` or a whole number of
  * milliseconds; fractions are numbers in [0, 1].
  */
-import { z } from "zod";
+import * as z from "zod";
 import { defaultMasterConfig, defaultWorkerConfig, jobLocksSchema, maxOfferLifetimeMs } from "../jobs/index.ts";
 import {
   describeValue,

@@ -39,7 +39,7 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 import { createRequire } from "node:module";
 import type { AddressInfo } from "node:net";
 import { join } from "node:path";
-import { z } from "zod";
+import * as z from "zod";
 import { availabilitySchema } from "../../capabilities/index.ts";
 import {
   CimeshError,

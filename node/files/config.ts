@@ -14,7 +14,7 @@ import { mkdir, open, readFile, rename, unlink } from "node:fs/promises";
 import { join } from "node:path";
 import { isDeepStrictEqual } from "node:util";
 import { Document, isMap, isScalar, parseDocument, visit } from "yaml";
-import { z } from "zod";
+import * as z from "zod";
 import {
   availabilitySchema,
   labelSchema,

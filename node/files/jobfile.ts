@@ -10,7 +10,7 @@
  * capabilitySpecSchema), whose field paths are mapped back to the file's.
  */
 import { randomUUID } from "node:crypto";
-import { z } from "zod";
+import * as z from "zod";
 import { type CapabilitySpec, capabilitySpecSchema, maxSpecLifetimeMs } from "../../capabilities/index.ts";
 import { idSchema, maxNameChars, projectIdSchema } from "../../crypto/index.ts";
 import { type JobSpec, jobSpecSchema } from "../../jobs/index.ts";

@@ -9,7 +9,7 @@
  */
 import { readFile, unlink } from "node:fs/promises";
 import { join } from "node:path";
-import { z } from "zod";
+import * as z from "zod";
 import { CimeshError } from "../../crypto/index.ts";
 import { writeFileAtomic } from "./config.ts";
 
