@@ -44,7 +44,7 @@ import {
 } from "../host/index.ts";
 import { type ImageCache, openImageCache } from "../images/index.ts";
 import { createExecutor, type Executor, neutralWorkRoot } from "../sandbox/index.ts";
-import { type BlobStore, type NodeStore, openBlobStore } from "../store/index.ts";
+import { type BlobStore, type NodeStore, openBlobStore, workerStoreMemory } from "../store/index.ts";
 import { nodeApi } from "./api.ts";
 import { NodeStartError } from "./errors.ts";
 import { openRunHistory, type RunHistory, recordedRuns } from "./history.ts";
@@ -500,7 +500,10 @@ export async function startNode(options: StartOptions): Promise<RunningNode> {
     floodableEvents.has(event) ? events.note(event, fields) : log(event, fields);
   const { trust, shares, ownKeysets } = await loadTrust(options, config);
   const metrics = createNodeMetrics({ dataDir: options.dataDir });
-  const store: NodeStore = await openStoreOf(options.dataDir);
+  const store: NodeStore = await openStoreOf(
+    options.dataDir,
+    options.worker && !options.master ? workerStoreMemory : undefined,
+  );
   // Opened on every node, so a node started without --worker still shows what it ran as one.
   const history = await openRunHistory(store.db, {
     onWriteError: (error) => log("history-write-failed", { error: String(error) }),

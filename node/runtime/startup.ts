@@ -7,7 +7,7 @@
 import { join } from "node:path";
 import type { Availability, AvailabilityRules, NodeDriver } from "../../jobs/index.ts";
 import { configPath, heldText, loadConfig, lockHolder, saveConfig } from "../files/index.ts";
-import { type NodeStore, openNodeStore } from "../store/index.ts";
+import { type NodeStore, openNodeStore, type StoreMemory } from "../store/index.ts";
 import { NodeRequestError, NodeStartError } from "./errors.ts";
 
 /** LevelDB's code for a store whose lock another process holds. */
@@ -19,11 +19,14 @@ function lockedByOther(error: unknown): boolean {
   return false;
 }
 
-/** The node's store; a store another process holds fails naming that process, when its lock file says which. */
-export async function openStoreOf(dataDir: string): Promise<NodeStore> {
+/**
+ * The node's store, with LevelDB's memory sizes when given (else its defaults); a store another process holds fails
+ * naming that process, when its lock file says which.
+ */
+export async function openStoreOf(dataDir: string, memory?: StoreMemory): Promise<NodeStore> {
   const path = join(dataDir, "store");
   try {
-    return await openNodeStore(path);
+    return await openNodeStore(path, memory);
   } catch (error) {
     if (!lockedByOther(error)) throw error;
     const holder = await lockHolder(dataDir);

@@ -21,4 +21,11 @@ export {
   unpackedEntryBytes,
   unpackTree,
 } from "./blobs.ts";
-export { maxStoredLogBytesPerStream, type NodeStore, openNodeStore, type StoredLogChunk } from "./level.ts";
+export {
+  maxStoredLogBytesPerStream,
+  type NodeStore,
+  openNodeStore,
+  type StoredLogChunk,
+  type StoreMemory,
+  workerStoreMemory,
+} from "./level.ts";
