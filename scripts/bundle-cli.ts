@@ -16,6 +16,11 @@
  *   scenarios and its sweep worker's module beside its own files: the bundle
  *   imports tsc's dist/sim/index.js;
  * - LevelDB (level, classic-level), a native addon found by its own path.
+ * One module is left out by name: node:https as prom-client's Pushgateway
+ * requires it (prom-client loads the Pushgateway with everything else, and
+ * node:https brings TLS, about 2 MiB of every node's resident memory).
+ * cimesh never pushes metrics (Prometheus scrapes GET /metrics), so there it
+ * is a module whose every use throws, saying why.
  *
  * Usage: node scripts/bundle-cli.ts [out] (default dist). Legal comments of
  * the bundled packages go to a .LEGAL.txt beside the output file that holds
@@ -42,6 +47,22 @@ const simulatorOutside: Plugin = {
   },
 };
 
+/** prom-client's Pushgateway module: its `require("https")` gets withoutHttps (see the file's comment). */
+const pushgatewayModule = /[\\/]node_modules[\\/]prom-client[\\/]lib[\\/]pushgateway\.js$/;
+const withoutHttps = `module.exports = new Proxy({}, { get(_, name) {
+  throw new Error("node:https." + String(name) + ": not in this bundle of cimesh (scripts/bundle-cli.ts): prom-client's Pushgateway is not used");
+} });`;
+
+const pushgatewayWithoutHttps: Plugin = {
+  name: "pushgateway-without-https",
+  setup(bundle) {
+    bundle.onResolve({ filter: /^(node:)?https$/ }, (args) =>
+      pushgatewayModule.test(args.importer) ? { path: "https", namespace: "without-https" } : undefined,
+    );
+    bundle.onLoad({ filter: /.*/, namespace: "without-https" }, () => ({ contents: withoutHttps, loader: "js" }));
+  },
+};
+
 /** Bundles the CLI into `outDir`/node/cli/; returns the entry's path. */
 export async function bundleCli(outDir: string): Promise<string> {
   const cliDir = join(resolve(outDir), "node", "cli");
@@ -60,7 +81,7 @@ export async function bundleCli(outDir: string): Promise<string> {
     legalComments: "linked",
     chunkNames: "chunk-[hash]",
     external: [...unbundledPackages],
-    plugins: [simulatorOutside],
+    plugins: [simulatorOutside, pushgatewayWithoutHttps],
     // The CommonJS packages in the bundle call require() for Node.js's modules: an ES module has none of its own.
     banner: {
       js: 'import{createRequire as __cimeshRequire}from"node:module";const require=__cimeshRequire(import.meta.url);',
