@@ -105,6 +105,8 @@ export {
   timestampMsSchema,
 } from "./schema.ts";
 export {
+  type BlobBytes,
+  blobLength,
   chunkCountOf,
   chunkSizeOf,
   cidOfBlob,
@@ -113,6 +115,7 @@ export {
   dagCborCodecCode,
   decodeManifest,
   encodeManifest,
+  isBlobBytes,
   manifestBytes,
   manifestChunks,
   maxBlobBytes,

@@ -104,12 +104,34 @@ function quote(text: string, maxChars = 80): string {
   return JSON.stringify(shown);
 }
 
-function sha256Of(bytes: Uint8Array): Uint8Array {
-  return new Uint8Array(createHash("sha256").update(bytes).digest());
+/**
+ * A blob's bytes: one array, or the pieces they arrived in, in order (a blob read off the network is hashed and
+ * written piece by piece, never joined into one copy).
+ */
+export type BlobBytes = Uint8Array | readonly Uint8Array[];
+
+/** Whether `bytes` is a BlobBytes: a Uint8Array, or an array of them. */
+export function isBlobBytes(bytes: unknown): bytes is BlobBytes {
+  return bytes instanceof Uint8Array || (Array.isArray(bytes) && bytes.every((piece) => piece instanceof Uint8Array));
 }
 
-function cidOf(code: number, bytes: Uint8Array): string {
-  if (!(bytes instanceof Uint8Array)) throw new MalformedCidError("blob", "something that is not bytes");
+/** The length of a BlobBytes, in bytes. */
+export function blobLength(bytes: BlobBytes): number {
+  if (bytes instanceof Uint8Array) return bytes.length;
+  let length = 0;
+  for (const piece of bytes) length += piece.length;
+  return length;
+}
+
+function sha256Of(bytes: BlobBytes): Uint8Array {
+  const hash = createHash("sha256");
+  if (bytes instanceof Uint8Array) hash.update(bytes);
+  else for (const piece of bytes) hash.update(piece);
+  return new Uint8Array(hash.digest());
+}
+
+function cidOf(code: number, bytes: BlobBytes): string {
+  if (!isBlobBytes(bytes)) throw new MalformedCidError("blob", "something that is not bytes");
   return CID.createV1(code, createDigest(sha256MultihashCode, sha256Of(bytes))).toString();
 }
 
@@ -181,9 +203,9 @@ export function parseTreeCid(text: string, what = "cid"): { cid: string; kind: T
 }
 
 /** Throws BlobMismatchError unless `bytes` hash to `cid` (of either kind); parse errors as parseTreeCid. */
-export function verifyBlob(cid: string, bytes: Uint8Array): void {
+export function verifyBlob(cid: string, bytes: BlobBytes): void {
   const parsed = parseCid(cid, "cid");
-  if (!(bytes instanceof Uint8Array)) throw new BlobMismatchError(parsed.cid, "something that is not bytes");
+  if (!isBlobBytes(bytes)) throw new BlobMismatchError(parsed.cid, "something that is not bytes");
   const digest = sha256Of(bytes);
   if (!bytesEqual(digest, parsed.digest)) {
     throw new BlobMismatchError(

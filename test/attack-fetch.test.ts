@@ -101,34 +101,36 @@ function fakeHost(peers: ReadonlyMap<string, Behaviour>) {
   const asked: { peerId: string; cid: string }[] = [];
   const hungUp: string[] = [];
   const open = new Map<string, ((error: Error) => void)[]>();
-  const host: Pick<Host, "request" | "hangUp"> = {
-    async request(peerId, _protocol, bytes) {
+  const host: Pick<Host, "requestPieces" | "hangUp"> = {
+    async requestPieces(peerId, _protocol, bytes) {
       const cid = new TextDecoder().decode(bytes);
       asked.push({ peerId, cid });
       const behaviour = peers.get(peerId);
       if (behaviour === undefined) throw new Error(`dial ${peerId}: no such peer`);
       const pending = () =>
-        new Promise<Uint8Array>((_resolve, reject) => {
+        new Promise<Uint8Array[]>((_resolve, reject) => {
           open.set(peerId, [...(open.get(peerId) ?? []), reject]);
         });
       switch (behaviour.kind) {
         case "serve": {
           await new Promise((resolve) => setTimeout(resolve, behaviour.delayMs ?? 0));
           const blob = await behaviour.store.get(cid);
-          if (blob === null) return Uint8Array.of(1);
+          if (blob === null) return [Uint8Array.of(1)];
           const answer = new Uint8Array(blob.length + 1);
           answer.set(blob, 1);
-          return answer;
+          // In pieces, as a noise connection hands them over: the status byte alone, then the blob cut unevenly.
+          const cut = Math.floor(answer.length / 3);
+          return [answer.subarray(0, 1), answer.subarray(1, cut), answer.subarray(cut)];
         }
         case "stall":
           return pending();
         case "trickle": {
           if (asked.filter((request) => request.peerId === peerId).length === 1) return pending();
           await new Promise((resolve) => setTimeout(resolve, behaviour.everyMs));
-          return Uint8Array.of(1);
+          return [Uint8Array.of(1)];
         }
         case "empty":
-          return Uint8Array.of(1);
+          return [Uint8Array.of(1)];
       }
     },
     async hangUp(peerId) {

@@ -388,6 +388,36 @@ test("put verifies what it is given, refuses what is not a chunk or manifest, an
   t.deepEqual(await readdir(join(store.root, "tmp")), [], "no temporary file is left behind");
 });
 
+test("put takes a blob as the pieces it arrived in: verified, written and counted as the joined bytes", async (t) => {
+  const store = await openBlobStore(await tempDir(t));
+  const blob = new Uint8Array(randomBytes(treeChunkBytes));
+  const cid = cidOfBlob(blob);
+  // Uneven pieces, an empty one among them, as a noise connection hands a blob over.
+  const cuts = [0, 1, 65_519, 65_519, 300_000, treeChunkBytes];
+  const pieces = cuts.slice(1).map((end, index) => blob.subarray(cuts[index], end));
+  const wrong = pieces.map((piece) => piece.slice());
+  const flipped = wrong[3] as Uint8Array;
+  flipped[7] = (flipped[7] as number) ^ 1;
+  const mismatch = await t.throwsAsync(store.put(wrong, cid), { instanceOf: BlobMismatchError });
+  t.is(mismatch?.expected, cid);
+  t.false(await store.has(cid));
+  await t.throwsAsync(store.put([...pieces, Uint8Array.of(0)], cid), { instanceOf: OversizeError });
+  t.is(await store.put(pieces, cid), cid);
+  t.deepEqual(await store.get(cid), blob);
+  t.is(await store.sizeOf(cid), treeChunkBytes);
+  t.is(store.usedBytes(), treeChunkBytes);
+  const manifest = encodeManifest({
+    version: 1,
+    chunkBytes: treeChunkBytes,
+    files: [{ path: "a", sizeBytes: treeChunkBytes, executable: false, chunks: [cid] }],
+    dirs: [],
+  });
+  const manifestCid = cidOfManifest(manifest);
+  t.is(await store.put([manifest.subarray(0, 5), manifest.subarray(5)], manifestCid), manifestCid);
+  t.deepEqual(await store.get(manifestCid), new Uint8Array(manifest));
+  t.deepEqual(await readdir(join(store.root, "tmp")), [], "no temporary file is left behind");
+});
+
 // --- quota and eviction ---------------------------------------------------------------------------------------
 
 test("the quota is never exceeded across many puts of mixed sizes", async (t) => {

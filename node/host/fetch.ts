@@ -34,6 +34,7 @@ import { open } from "node:fs/promises";
 import { setTimeout as sleep } from "node:timers/promises";
 import {
   BlobMismatchError,
+  blobLength,
   CimeshError,
   decodeManifest,
   maxBlobBytes,
@@ -188,7 +189,8 @@ interface ProviderState {
 }
 
 type Asked =
-  | { readonly kind: "answer"; readonly response: Uint8Array }
+  /** The answer as the pieces it arrived in: a status byte, then the blob. */
+  | { readonly kind: "answer"; readonly response: readonly Uint8Array[] }
   | { readonly kind: "failed"; readonly why: string }
   | { readonly kind: "stalled"; readonly why: string }
   | { readonly kind: "aborted" };
@@ -205,7 +207,7 @@ function shuffled<T>(items: readonly T[]): T[] {
 
 /** Fetches every blob of the tree `root` the store lacks, from `providers` (PeerIds) and then options.moreProviders, verifying each. */
 export async function fetchTree(
-  host: Pick<Host, "request" | "hangUp">,
+  host: Pick<Host, "requestPieces" | "hangUp">,
   store: BlobStore,
   root: string,
   providers: readonly string[],
@@ -247,13 +249,13 @@ class TreeFetch {
   /** Settles once options.moreProviders has been added to the live providers (or failed). */
   private readonly later: Promise<void>;
 
-  private readonly host: Pick<Host, "request" | "hangUp">;
+  private readonly host: Pick<Host, "requestPieces" | "hangUp">;
   private readonly store: BlobStore;
   private readonly root: string;
   private readonly options: FetchOptions;
 
   constructor(
-    host: Pick<Host, "request" | "hangUp">,
+    host: Pick<Host, "requestPieces" | "hangUp">,
     store: BlobStore,
     root: string,
     providers: readonly string[],
@@ -361,7 +363,7 @@ class TreeFetch {
     state.inFlight += 1;
     const settled = new AbortController();
     const answered = this.host
-      .request(peerId, blobProtocol, new TextEncoder().encode(cid), {
+      .requestPieces(peerId, blobProtocol, new TextEncoder().encode(cid), {
         ...blobProtocolOptions,
         // A chunk is at most treeChunkBytes: what a relayed connection must have room for.
         expectedResponseBytes: kind === "manifest" ? relayedManifestBytes + 1 : treeChunkBytes + 1,
@@ -413,14 +415,17 @@ class TreeFetch {
     peerId: string,
     cid: string,
     kind: "blob" | "manifest",
-    response: Uint8Array,
+    response: readonly Uint8Array[],
   ): Promise<string | null> {
-    if (response[0] !== statusFound) return "does not have it";
-    const bytes = response.subarray(1);
+    const pieces = response.filter((piece) => piece.length > 0);
+    if (pieces[0]?.[0] !== statusFound) return "does not have it";
+    // The blob's pieces behind the status byte: hashed and written as they are, not joined (it is up to 1 MiB).
+    const blob = [(pieces[0] as Uint8Array).subarray(1), ...pieces.slice(1)];
+    const length = blobLength(blob);
     try {
       // The store verifies the bytes against the CID before it keeps them: one hash per blob, not two.
-      if (kind === "manifest") await this.store.putManifest(bytes, cid);
-      else await this.store.put(bytes, cid);
+      if (kind === "manifest") await this.store.putManifest(Buffer.concat(blob), cid);
+      else await this.store.put(blob, cid);
     } catch (error) {
       if (!(error instanceof BlobMismatchError || error instanceof OversizeError)) throw error;
       this.drop(peerId, String(error), "wrong-blob");
@@ -428,8 +433,8 @@ class TreeFetch {
     }
     this.proven.add(peerId);
     this.fetchedBlobs += 1;
-    this.fetchedBytes += bytes.length;
-    this.bytesByPeer.set(peerId, (this.bytesByPeer.get(peerId) ?? 0) + bytes.length);
+    this.fetchedBytes += length;
+    this.bytesByPeer.set(peerId, (this.bytesByPeer.get(peerId) ?? 0) + length);
     return null;
   }
 

@@ -244,6 +244,16 @@ export interface Host {
   handleRequests(protocol: string, options: RequestProtocolOptions, handler: RequestHandler): Promise<void>;
   /** One request to a peer (by PeerId) on a request/response protocol; dials it if needed. */
   request(peerId: string, protocol: string, bytes: Uint8Array, options: RequestProtocolOptions): Promise<Uint8Array>;
+  /**
+   * As request, the answer as the pieces it arrived in (decrypted noise messages, about 64 KiB each), not joined
+   * into one copy: for a large answer its taker hashes and writes piece by piece (a blob).
+   */
+  requestPieces(
+    peerId: string,
+    protocol: string,
+    bytes: Uint8Array,
+    options: RequestProtocolOptions,
+  ): Promise<Uint8Array[]>;
   /** Closes every connection to a peer (one that misbehaved). */
   hangUp(peerId: string): Promise<void>;
   /** How this node is reached (public, through a relay, hole punches); null when the host has no NAT services. */
@@ -326,8 +336,24 @@ function kindOf(key: Uint8Array): [string, string] {
 
 /** The first length-prefixed frame of a stream, at most maxBytes long. */
 async function firstFrame(stream: Stream, maxBytes: number): Promise<Uint8Array> {
-  for await (const frame of lp.decode(stream, { maxDataLength: maxBytes })) return frame.subarray();
+  return joinPieces(await firstFramePieces(stream, maxBytes));
+}
+
+/** The first length-prefixed frame of a stream, at most maxBytes long, as the pieces it arrived in (not copied). */
+async function firstFramePieces(stream: Stream, maxBytes: number): Promise<Uint8Array[]> {
+  for await (const frame of lp.decode(stream, { maxDataLength: maxBytes })) return [...frame];
   throw new HostError("stream: expected a frame, the stream ended first");
+}
+
+function joinPieces(pieces: readonly Uint8Array[]): Uint8Array {
+  if (pieces.length === 1) return pieces[0] as Uint8Array;
+  const joined = new Uint8Array(pieces.reduce((length, piece) => length + piece.length, 0));
+  let offset = 0;
+  for (const piece of pieces) {
+    joined.set(piece, offset);
+    offset += piece.length;
+  }
+  return joined;
 }
 
 /** gossipsub as the host uses it: the class has the peer score its public service type omits. */
@@ -451,7 +477,9 @@ export async function createHost(options: HostOptions): Promise<Host> {
     onDirect: (handler) => direct.open(handler),
     onPeerMet: (handler) => setPeerMet(handler),
     handleRequests: (protocol, limits, handler) => serveRequests(libp2p, protocol, limits, handler, options, guard),
-    request: (peerId, protocol, bytes, limits) => requestOnce(libp2p, peerId, protocol, bytes, limits),
+    request: async (peerId, protocol, bytes, limits) =>
+      joinPieces(await requestOnce(libp2p, peerId, protocol, bytes, limits)),
+    requestPieces: (peerId, protocol, bytes, limits) => requestOnce(libp2p, peerId, protocol, bytes, limits),
     async hangUp(peerId) {
       await libp2p.hangUp(peerIdFromString(peerId)).catch(() => undefined);
     },
@@ -800,14 +828,14 @@ async function serveRequests(
   );
 }
 
-/** One request to a peer (by PeerId) on a request/response protocol, dialling it if needed; its answer. */
+/** One request to a peer (by PeerId) on a request/response protocol, dialling it if needed; its answer's pieces. */
 async function requestOnce(
   libp2p: Libp2p,
   peerId: string,
   protocol: string,
   bytes: Uint8Array,
   limits: RequestProtocolOptions,
-): Promise<Uint8Array> {
+): Promise<Uint8Array[]> {
   if (bytes.length > limits.maxRequestBytes)
     throw new HostError(`${protocol} request: expected at most ${limits.maxRequestBytes} bytes, got ${bytes.length}`);
   const signal = AbortSignal.timeout(limits.timeoutMs);
@@ -820,12 +848,12 @@ async function requestOnce(
   signal.addEventListener("abort", onAbort);
   try {
     // Listen before closing our side: close() ends our writing only, the answer still comes.
-    const answer = firstFrame(stream, maxAnswerBytes);
+    const answer = firstFramePieces(stream, maxAnswerBytes);
     answer.catch(() => undefined);
     if (!stream.send(lp.encode.single(bytes))) await stream.onDrain({ signal });
     await stream.close({ signal });
     const response = await answer;
-    settle(bytes.length + response.length);
+    settle(bytes.length + response.reduce((length, piece) => length + piece.length, 0));
     return response;
   } catch (error) {
     stream.abort(error instanceof Error ? error : new Error(String(error)));

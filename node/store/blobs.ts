@@ -51,7 +51,9 @@ import {
 import { dirname, isAbsolute, join, posix, relative, resolve } from "node:path";
 import ignore, { type Ignore } from "ignore";
 import {
+  type BlobBytes,
   BlobMismatchError,
+  blobLength,
   CimeshError,
   chunkCountOf,
   chunkSizeOf,
@@ -59,6 +61,7 @@ import {
   cidOfManifest,
   decodeManifest,
   encodeManifest,
+  isBlobBytes,
   manifestBytes,
   manifestChunks,
   maxTreeBytes,
@@ -197,8 +200,10 @@ export interface BlobStore {
    * bytes are verified against it (BlobMismatchError) and, for a manifest,
    * decoded (TreeManifestError). Written atomically; counts as a use; evicts
    * when over the quota (BlobQuotaError when pinned blobs leave no room).
+   * The bytes may be the pieces they arrived in: hashed and written piece by
+   * piece, never joined.
    */
-  put(bytes: Uint8Array, expectedCid?: string): Promise<string>;
+  put(bytes: BlobBytes, expectedCid?: string): Promise<string>;
   /** Stores an encoded manifest (checked by decodeManifest) under its dag-cbor CID; as put otherwise. */
   putManifest(bytes: Uint8Array, expectedCid?: string): Promise<string>;
   /** Size of the blob's file, or null when absent. */
@@ -472,17 +477,62 @@ async function evictDownTo(
 }
 
 /** The CID `put` stores bytes under, once they are checked against expectedCid (see BlobStore.put). */
-function checkedBlobCid(bytes: Uint8Array, expectedCid: string | undefined): string {
-  if (!(bytes instanceof Uint8Array)) throw new BlobStoreOptionError("put(bytes)", "bytes", typeof bytes);
+function checkedBlobCid(bytes: BlobBytes, expectedCid: string | undefined): string {
+  if (!isBlobBytes(bytes)) throw new BlobStoreOptionError("put(bytes)", "bytes", typeof bytes);
+  const length = blobLength(bytes);
   if (expectedCid === undefined) {
-    if (bytes.length > treeChunkBytes) throw new OversizeError("blob", bytes.length, treeChunkBytes);
-    return cidOfBlob(bytes);
+    if (length > treeChunkBytes) throw new OversizeError("blob", length, treeChunkBytes);
+    return cidOfBlob(joined(bytes));
   }
   const { cid, kind } = parseTreeCid(expectedCid, "expectedCid");
-  if (kind === "manifest") return checkedManifestCid(bytes, cid);
-  if (bytes.length > treeChunkBytes) throw new OversizeError(`blob ${cid}`, bytes.length, treeChunkBytes);
+  // A manifest is decoded whole: small, and joined only here.
+  if (kind === "manifest") return checkedManifestCid(joined(bytes), cid);
+  if (length > treeChunkBytes) throw new OversizeError(`blob ${cid}`, length, treeChunkBytes);
   verifyBlob(cid, bytes);
   return cid;
+}
+
+/** One array of a blob's bytes: the array itself, or its pieces joined. */
+function joined(bytes: BlobBytes): Uint8Array {
+  if (bytes instanceof Uint8Array) return bytes;
+  return bytes.length === 1 ? (bytes[0] as Uint8Array) : Buffer.concat(bytes);
+}
+
+/** Writes a new file (it must not exist) holding `bytes`: one write of all its pieces at once (writev). */
+async function writeNewFile(path: string, bytes: BlobBytes): Promise<void> {
+  if (bytes instanceof Uint8Array) {
+    await writeFile(path, bytes, { flag: "wx", mode: 0o644 });
+    return;
+  }
+  const file = await open(path, "wx", 0o644);
+  try {
+    let pieces = bytes.filter((piece) => piece.length > 0);
+    let position = 0;
+    while (pieces.length > 0) {
+      const { bytesWritten } = await file.writev(pieces.slice(0, maxWritevPieces), position);
+      if (bytesWritten === 0) throw new Error(`${path}: the file system took no bytes`);
+      position += bytesWritten;
+      pieces = piecesAfter(pieces, bytesWritten);
+    }
+  } finally {
+    await file.close();
+  }
+}
+
+/** Pieces a single writev takes at most (Linux's IOV_MAX). */
+const maxWritevPieces = 1024;
+
+/** What is left of `pieces` once their first `count` bytes are gone. */
+function piecesAfter(pieces: readonly Uint8Array[], count: number): Uint8Array[] {
+  let left = count;
+  let index = 0;
+  while (index < pieces.length && left >= (pieces[index] as Uint8Array).length) {
+    left -= (pieces[index] as Uint8Array).length;
+    index += 1;
+  }
+  const rest = pieces.slice(index);
+  if (left > 0 && rest.length > 0) rest[0] = (rest[0] as Uint8Array).subarray(left);
+  return rest;
 }
 
 /** The CID `putManifest` stores an encoded manifest under, once it is decoded and checked against expectedCid. */
@@ -572,7 +622,7 @@ class DiskBlobStore implements BlobStore {
     return bytes;
   }
 
-  async put(bytes: Uint8Array, expectedCid?: string): Promise<string> {
+  async put(bytes: BlobBytes, expectedCid?: string): Promise<string> {
     return this.store(bytes, checkedBlobCid(bytes, expectedCid));
   }
 
@@ -580,27 +630,28 @@ class DiskBlobStore implements BlobStore {
     return this.store(bytes, checkedManifestCid(bytes, expectedCid));
   }
 
-  private async store(bytes: Uint8Array, cid: string): Promise<string> {
+  private async store(bytes: BlobBytes, cid: string): Promise<string> {
     const path = blobFileOf(this.root, cid);
-    this.index.checkRoom(this.quotaBytes, cid, bytes.length);
+    const length = blobLength(bytes);
+    this.index.checkRoom(this.quotaBytes, cid, length);
     let temp: string | null = null;
     try {
       const present = await this.sizeOf(cid);
-      if (present !== bytes.length) {
+      if (present !== length) {
         temp = join(this.root, blobTempDirName, `${cid}.${process.pid}.${randomBytes(6).toString("hex")}`);
-        await writeFile(temp, bytes, { flag: "wx", mode: 0o644 });
+        await writeNewFile(temp, bytes);
       }
       await this.locked(async () => {
-        this.index.checkRoom(this.quotaBytes, cid, bytes.length);
+        this.index.checkRoom(this.quotaBytes, cid, length);
         if (temp !== null) {
           await mkdir(dirname(path), { recursive: true });
           await rename(temp, path);
           temp = null;
         }
         const usedMs = this.tick();
-        this.index.note(cid, bytes.length, usedMs);
+        this.index.note(cid, length, usedMs);
         await touch(path, usedMs);
-        await this.journal.append(cid, bytes.length);
+        await this.journal.append(cid, length);
         await this.journal.read(this.index, () => this.tick());
         if (this.quotaBytes !== null && this.index.used > this.quotaBytes) await this.evictLocked(new Set([cid]));
       });
