@@ -58,6 +58,7 @@ import {
   relaySearchAddress,
   relayTransport,
 } from "./nat.ts";
+import { noiseCrypto } from "./noise-crypto.ts";
 import {
   defaultPenaltyLimits,
   type Offence,
@@ -509,7 +510,7 @@ async function startLibp2p(
     privateKey: toLibp2pPrivateKey(options.identity),
     addresses: { listen: nat?.reserveRelay === true ? [...listen, relaySearchAddress] : listen },
     transports: nat === undefined ? transports : [...transports, await relayTransport()],
-    connectionEncrypters: [noise()],
+    connectionEncrypters: [noise({ crypto: noiseCrypto })],
     streamMuxers: [yamux({ streamOptions: { initialStreamWindowSize: yamuxStreamWindowBytes } })],
     connectionManager: { maxConnections, dialTimeout: dialTimeoutMs },
     connectionGater: guard.gater(),
