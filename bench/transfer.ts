@@ -15,8 +15,11 @@
  *      connection, received here into files (the same bytes, the same disk);
  *      also received and discarded, the socket's own ceiling.
  *    The three are interleaved round by round (so a burst of load on this
- *    shared machine falls on all of them), after one warm-up round; medians
- *    of `throughputRounds` rounds. The figure is libp2p fetch ÷ plain copy.
+ *    shared machine falls on all of them), the two copies into files taking
+ *    turns going first, after one warm-up round; medians of
+ *    `throughputRounds` rounds. The source tree and the served store are
+ *    flushed to disk before the first round, so their writeback falls on no
+ *    round. The figure is libp2p fetch ÷ plain copy.
  * 2. The time a cached worker saves on a repeated job: real `cimesh start`
  *    processes (a master and one worker, TCP on 127.0.0.1). Each round packs
  *    a fresh `cachedJobFileCount` × `cachedJobFileBytes` folder (the job file
@@ -32,7 +35,7 @@
  */
 import { createCipheriv, createHash } from "node:crypto";
 import { createWriteStream, readFileSync } from "node:fs";
-import { mkdir, mkdtemp, rm, stat, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, open, readdir, rm, stat, writeFile } from "node:fs/promises";
 import { connect } from "node:net";
 import { loadavg, tmpdir } from "node:os";
 import { dirname, join } from "node:path";
@@ -162,6 +165,19 @@ async function writeTree(folder: string, seed: string, fileCount: number, fileBy
   return paths;
 }
 
+/** fsyncs every file under `folder`: its dirty pages go to disk now. */
+async function flushFiles(folder: string): Promise<void> {
+  for (const entry of await readdir(folder, { recursive: true, withFileTypes: true })) {
+    if (!entry.isFile()) continue;
+    const file = await open(join(entry.parentPath, entry.name), "r");
+    try {
+      await file.sync();
+    } finally {
+      await file.close();
+    }
+  }
+}
+
 // --- part 1: throughput ------------------------------------------------------------------------------------------
 
 interface Served {
@@ -238,6 +254,9 @@ export interface TransferThroughput {
   readonly ratio: number;
   /** Median over rounds of plain copy CPU ÷ libp2p fetch CPU (both processes): the ratio a machine of its own would give where CPU bounds both. */
   readonly cpuRatio: number;
+  /** Medians over rounds of the CPU time of both processes during the plain copy, and during the libp2p fetch. */
+  readonly plainCopyCpuMedianMs: number;
+  readonly libp2pFetchCpuMedianMs: number;
   /** The median of each round's own ratio (the two copies of one round ran seconds apart). */
   readonly ratioMedianOfRounds: number;
   readonly roundsMs: readonly ThroughputRound[];
@@ -267,6 +286,9 @@ export async function benchThroughput(measuredRounds = throughputRounds): Promis
     console.log(
       `${"pack (packTree, this process)".padEnd(44)} ${fmtMs(packMs)}   ${fmtRate(mbPerSecond(treeBytes, packMs))}`,
     );
+    // Written back now rather than during some round (the kernel writes dirty pages back about 30 s later).
+    await flushFiles(source);
+    await flushFiles(serverStore);
 
     const serverSeed = createHash("sha256").update("cimesh-bench-transfer:server").digest("hex");
     // Its stdin stays open: the serving process stops when this one ends.
@@ -300,40 +322,53 @@ export async function benchThroughput(measuredRounds = throughputRounds): Promis
 
     const rounds: ThroughputRound[] = [];
     for (let round = 0; round < throughputWarmupRounds + measuredRounds; round++) {
-      const plainFolder = join(root, `plain-${round}`);
-      let cpuStart = cpuOfBoth(serverPid);
-      let startMs = performance.now();
-      await copyPlain(served.tcpPort, paths, plainFolder);
-      const plainCopyMs = performance.now() - startMs;
-      const plainCopyCpuMs = cpuOfBoth(serverPid) - cpuStart;
-      await rm(plainFolder, { recursive: true, force: true });
-
-      startMs = performance.now();
-      await copyPlain(served.tcpPort, paths, null);
-      const plainDiscardMs = performance.now() - startMs;
-
-      const fetchStore = join(root, `fetch-${round}`);
-      const unpacked = join(root, `unpack-${round}`);
-      const store = await openBlobStore(fetchStore);
-      cpuStart = cpuOfBoth(serverPid);
-      startMs = performance.now();
-      const report = await within(
-        "a libp2p fetch of the tree",
-        copyTimeoutMs,
-        fetchTree(client, store, packed.root, [served.peerId], { bans: new PeerBans() }),
-      );
-      const libp2pFetchMs = performance.now() - startMs;
-      const libp2pFetchCpuMs = cpuOfBoth(serverPid) - cpuStart;
-      if (report.fetchedBytes < treeBytes || report.droppedPeers.length > 0)
-        throw new Error(
-          `libp2p fetch: expected ${treeBytes} bytes from an honest server, got ${JSON.stringify(report)}`,
+      const plainCopy = async () => {
+        const plainFolder = join(root, `plain-${round}`);
+        const cpuStart = cpuOfBoth(serverPid);
+        const startMs = performance.now();
+        await copyPlain(served.tcpPort, paths, plainFolder);
+        const plainCopyMs = performance.now() - startMs;
+        const plainCopyCpuMs = cpuOfBoth(serverPid) - cpuStart;
+        await rm(plainFolder, { recursive: true, force: true });
+        return { plainCopyMs, plainCopyCpuMs };
+      };
+      const libp2pFetch = async () => {
+        const fetchStore = join(root, `fetch-${round}`);
+        const unpacked = join(root, `unpack-${round}`);
+        const store = await openBlobStore(fetchStore);
+        const cpuStart = cpuOfBoth(serverPid);
+        let startMs = performance.now();
+        const report = await within(
+          "a libp2p fetch of the tree",
+          copyTimeoutMs,
+          fetchTree(client, store, packed.root, [served.peerId], { bans: new PeerBans() }),
         );
-      startMs = performance.now();
-      const written = await unpackTree(packed.root, store, unpacked);
-      const unpackMs = performance.now() - startMs;
-      if (written.bytes !== treeBytes) throw new Error(`unpack: expected ${treeBytes} bytes, got ${written.bytes}`);
-      await rm(fetchStore, { recursive: true, force: true });
-      await rm(unpacked, { recursive: true, force: true });
+        const libp2pFetchMs = performance.now() - startMs;
+        const libp2pFetchCpuMs = cpuOfBoth(serverPid) - cpuStart;
+        if (report.fetchedBytes < treeBytes || report.droppedPeers.length > 0)
+          throw new Error(
+            `libp2p fetch: expected ${treeBytes} bytes from an honest server, got ${JSON.stringify(report)}`,
+          );
+        startMs = performance.now();
+        const written = await unpackTree(packed.root, store, unpacked);
+        const unpackMs = performance.now() - startMs;
+        if (written.bytes !== treeBytes) throw new Error(`unpack: expected ${treeBytes} bytes, got ${written.bytes}`);
+        await rm(fetchStore, { recursive: true, force: true });
+        await rm(unpacked, { recursive: true, force: true });
+        return { libp2pFetchMs, libp2pFetchCpuMs, unpackMs, fetchedBlobs: report.fetchedBlobs };
+      };
+      const plainDiscard = async () => {
+        const startMs = performance.now();
+        await copyPlain(served.tcpPort, paths, null);
+        return performance.now() - startMs;
+      };
+      // The two copies take turns going first: neither always follows the other's writes and deletions.
+      const plainFirst = round % 2 === 0;
+      const plainEarly = plainFirst ? await plainCopy() : null;
+      const fetchedEarly = plainFirst ? null : await libp2pFetch();
+      const plainDiscardMs = await plainDiscard();
+      const { libp2pFetchMs, libp2pFetchCpuMs, unpackMs, fetchedBlobs } = fetchedEarly ?? (await libp2pFetch());
+      const { plainCopyMs, plainCopyCpuMs } = plainEarly ?? (await plainCopy());
 
       const counted = round >= throughputWarmupRounds;
       if (counted)
@@ -341,7 +376,7 @@ export async function benchThroughput(measuredRounds = throughputRounds): Promis
       console.log(
         `  ${counted ? `round ${round - throughputWarmupRounds + 1}` : "warm-up"}: plain copy ${fmtRate(mbPerSecond(treeBytes, plainCopyMs))}, ` +
           `plain discard ${fmtRate(mbPerSecond(treeBytes, plainDiscardMs))}, libp2p fetch ${fmtRate(mbPerSecond(treeBytes, libp2pFetchMs))} ` +
-          `(${report.fetchedBlobs} blobs), unpack ${fmtRate(mbPerSecond(treeBytes, unpackMs))}; CPU of both processes: plain copy ${fmtMs(plainCopyCpuMs)}, libp2p fetch ${fmtMs(libp2pFetchCpuMs)}`,
+          `(${fetchedBlobs} blobs), unpack ${fmtRate(mbPerSecond(treeBytes, unpackMs))}; CPU of both processes: plain copy ${fmtMs(plainCopyCpuMs)}, libp2p fetch ${fmtMs(libp2pFetchCpuMs)}`,
       );
     }
 
@@ -366,6 +401,8 @@ export async function benchThroughput(measuredRounds = throughputRounds): Promis
       ratio: libp2pFetchMBps / plainTcpCopyMBps,
       ratioMedianOfRounds: median(rounds.map((round) => round.plainCopyMs / round.libp2pFetchMs)),
       cpuRatio: median(rounds.map((round) => round.plainCopyCpuMs / round.libp2pFetchCpuMs)),
+      plainCopyCpuMedianMs: median(rounds.map((round) => round.plainCopyCpuMs)),
+      libp2pFetchCpuMedianMs: median(rounds.map((round) => round.libp2pFetchCpuMs)),
       roundsMs: rounds,
       loadAverageBefore,
       loadAverageAfter: loadNow(),
@@ -378,6 +415,10 @@ export async function benchThroughput(measuredRounds = throughputRounds): Promis
       `${result.ratio.toFixed(2)}   (median of per-round ratios ${result.ratioMedianOfRounds.toFixed(2)})`,
     );
     line("CPU ratio plain copy / libp2p fetch", result.cpuRatio.toFixed(2));
+    line(
+      "CPU of both processes (median)",
+      `plain copy ${fmtMs(result.plainCopyCpuMedianMs)}, libp2p fetch ${fmtMs(result.libp2pFetchCpuMedianMs)}`,
+    );
     line("plain TCP read and discarded", fmtRate(result.plainTcpDiscardMBps));
     line("unpack (unpackTree, after the fetch)", fmtRate(result.unpackMBps));
     line("libp2p fetch + unpack", fmtRate(result.libp2pFetchAndUnpackMBps));
