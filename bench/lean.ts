@@ -47,8 +47,8 @@ import { jobsThroughput } from "./scheduling.ts";
 import { inChild } from "./sim.ts";
 import { benchThroughput } from "./transfer.ts";
 
-/** Runs of the 10,000-worker day (minutes of CPU each). */
-const scale10kRuns = 1;
+/** Runs of the 10,000-worker day (about a minute of CPU each). */
+const scale10kRuns = 3;
 /** Measured rounds of the transfer throughput (200 MB each way, three ways). */
 const transferRounds = 3;
 /** Trivial jobs the worker runs before its second reading. */
