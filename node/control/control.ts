@@ -35,7 +35,7 @@
 import { randomBytes, timingSafeEqual } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { mkdir, readFile, unlink } from "node:fs/promises";
-import type { IncomingMessage, ServerResponse } from "node:http";
+import type { IncomingMessage, Server, ServerResponse } from "node:http";
 import { createRequire } from "node:module";
 import type { AddressInfo } from "node:net";
 import { join } from "node:path";
@@ -613,140 +613,169 @@ export interface ControlServer {
   close(): Promise<void>;
 }
 
+/** What the control server answers with: the API's routes and the server's own state. */
+interface ControlContext {
+  readonly api: NodeApi;
+  readonly token: Buffer;
+  readonly routes: ReturnType<typeof routesOf>;
+  readonly sessions: Sessions;
+  readonly assets: Awaited<ReturnType<typeof dashboardAssets>>;
+  readonly streams: Set<() => void>;
+  /** Known once the server listens, before any request can arrive. */
+  boundPort: number;
+}
+
+/** Who asks, as the checks every request passes first establish it. */
+interface Caller {
+  readonly path: string;
+  readonly nowMs: number;
+  readonly viaToken: boolean;
+  readonly viaCookie: boolean;
+}
+
 /**
- * Serves `api` on 127.0.0.1:`port` (0 = any), writes a fresh token to
- * `<dataDir>/api.token` and the port to `<dataDir>/api.port`.
+ * The checks every request passes before anything else: its Host (a page of another site that resolves its own name
+ * to 127.0.0.1 learns nothing) and, for a request that changes something, its Origin.
  */
-export async function startControlServer(api: NodeApi, dataDir: string, port: number): Promise<ControlServer> {
-  if (!Number.isInteger(port) || port < 0 || port > 65_535)
-    throw new ControlStartError(`apiPort: expected 0 (any) to 65535, got ${port}`);
-  const tokenText = randomBytes(controlTokenBytes).toString("hex");
-  const token = Buffer.from(tokenText, "utf8");
-  const tokenPath = join(dataDir, tokenFileName);
-  const portPath = join(dataDir, portFileName);
-  await mkdir(dataDir, { recursive: true, mode: 0o700 });
-  await writeFileAtomic(tokenPath, tokenText, tokenFileMode);
+function callerOf(context: ControlContext, req: IncomingMessage): Caller {
+  const boundPort = context.boundPort;
+  if (!hostAllowed(req, boundPort)) {
+    discard(req);
+    throw new ControlError(
+      421,
+      "ERR_HOST",
+      `Host: expected 127.0.0.1:${boundPort} or localhost:${boundPort}, got ${String(req.headers.host ?? "none").slice(0, 100)}`,
+    );
+  }
+  const path = new URL(req.url ?? "/", `http://${controlHost}`).pathname;
+  const nowMs = Date.now();
+  const viaToken = authorized(req, context.token);
+  const viaCookie = !viaToken && context.sessions.fromCookie(req, boundPort, nowMs);
+  if (changesState(req.method) && !originAllowed(req, boundPort, viaCookie || path === loginPath)) {
+    discard(req);
+    throw new ControlError(
+      403,
+      "ERR_ORIGIN",
+      `Origin: expected this node's own page (http://127.0.0.1:${boundPort}) for a request that changes something, got ${String(req.headers.origin ?? "none").slice(0, 100)}`,
+    );
+  }
+  return { path, nowMs, viaToken, viaCookie };
+}
 
-  const routes = routesOf(api);
-  const sessions = new Sessions();
-  const assets = await dashboardAssets();
-  const streams = new Set<() => void>();
-  // Known once the server listens, before any request can arrive.
-  let boundPort = 0;
-  const server = createServer((req, res) => {
-    void (async () => {
-      try {
-        // Before anything else: a page of another site that resolves its own name to 127.0.0.1 learns nothing.
-        if (!hostAllowed(req, boundPort)) {
-          discard(req);
-          throw new ControlError(
-            421,
-            "ERR_HOST",
-            `Host: expected 127.0.0.1:${boundPort} or localhost:${boundPort}, got ${String(req.headers.host ?? "none").slice(0, 100)}`,
-          );
-        }
-        const path = new URL(req.url ?? "/", `http://${controlHost}`).pathname;
-        const nowMs = Date.now();
-        const viaToken = authorized(req, token);
-        const viaCookie = !viaToken && sessions.fromCookie(req, boundPort, nowMs);
-        if (changesState(req.method) && !originAllowed(req, boundPort, viaCookie || path === loginPath)) {
-          discard(req);
-          throw new ControlError(
-            403,
-            "ERR_ORIGIN",
-            `Origin: expected this node's own page (http://127.0.0.1:${boundPort}) for a request that changes something, got ${String(req.headers.origin ?? "none").slice(0, 100)}`,
-          );
-        }
-        if (path === loginPath && req.method === "POST") {
-          const body = await readJson(req, loginBodySchema);
-          const opened = sessions.redeem(body.code, nowMs);
-          if (opened === null)
-            throw new ControlError(
-              401,
-              "ERR_LOGIN_CODE",
-              "code: expected a login code from `cimesh dashboard` that was not used yet and is less than 5 minutes old; run `cimesh dashboard` again",
-            );
-          send(res, 200, { loggedIn: true }, { "set-cookie": sessionCookie(boundPort, opened.session) });
-          return;
-        }
-        if (publicRoute(path) && (req.method === "GET" || req.method === "HEAD")) {
-          const asset = assets.get(path);
-          if (asset === undefined) throw new ControlError(404, "ERR_NO_SUCH_ROUTE", `GET ${path}: no such file`);
-          sendAsset(res, asset);
-          return;
-        }
-        if (!viaToken && !viaCookie) {
-          discard(req);
-          if (path === "/" && req.method === "GET") {
-            sendAsset(res, { body: Buffer.from(loggedOutPage), type: "text/html; charset=utf-8" }, 401);
-            return;
-          }
-          throw new ControlError(
-            401,
-            "ERR_UNAUTHORIZED",
-            // No path: whoever asks without the token learns nothing of where this node keeps its files.
-            `expected the header \`Authorization: Bearer <token>\` with the token from ${tokenFileName} in this node's data folder (the cimesh CLI sends it for you), or the session cookie \`cimesh dashboard\` logs a browser in with`,
-          );
-        }
-        if (path === "/" && req.method === "GET") {
-          const page = assets.get("/");
-          if (page === undefined)
-            throw new ControlError(500, "ERR_NO_DASHBOARD", "the dashboard's files are missing from this install");
-          sendAsset(res, page);
-          return;
-        }
-        if (path === loginCodesPath && req.method === "POST") {
-          // Only the token's holder mints codes: a browser session cannot make itself new ones.
-          if (!viaToken) throw new ControlError(403, "ERR_TOKEN_ONLY", `${loginCodesPath}: expected the bearer token`);
-          discard(req);
-          const issued = sessions.issueCode(nowMs);
-          send(res, 201, { ...issued, path: `${loginPath}#${issued.code}` });
-          return;
-        }
-        if (path === eventsPath && req.method === "GET") {
-          serveEvents(api, res, streams);
-          return;
-        }
-        const route = routes.find((candidate) => candidate.pattern.test(path));
-        if (route === undefined) {
-          discard(req);
-          throw new ControlError(
-            404,
-            "ERR_NO_SUCH_ROUTE",
-            `${req.method} ${path}: no such route; the routes are under /v1/, and ${metricsPath}`,
-          );
-        }
-        const handler = route.methods[req.method ?? ""];
-        if (handler === undefined) {
-          discard(req);
-          const allowed = Object.keys(route.methods).join(", ");
-          const error = new ControlError(405, "ERR_METHOD", `${req.method} ${path}: expected ${allowed}`);
-          sendError(res, error, { allow: allowed });
-          return;
-        }
-        const params = (route.pattern.exec(path) ?? []).slice(1);
-        const [status, value] = await handler(req, params);
-        if (value instanceof TextAnswer) sendText(res, status, value);
-        else send(res, status, value);
-      } catch (error) {
-        const failure = controlErrorOf(error);
-        if (res.headersSent) {
-          res.destroy();
-          return;
-        }
-        sendError(
-          res,
-          failure,
-          failure.status === 413 || failure.status === 401 || failure.status === 421 || failure.status === 403
-            ? { connection: "close" }
-            : {},
-        );
-      }
-    })();
-  });
-  server.requestTimeout = controlRequestTimeoutMs;
-  server.headersTimeout = Math.min(controlRequestTimeoutMs, 20_000);
+/** What anyone may ask without the token or a session: a login, the dashboard's files, the logged-out page. True when answered. */
+async function servedWithoutAuth(
+  context: ControlContext,
+  caller: Caller,
+  req: IncomingMessage,
+  res: ServerResponse,
+): Promise<boolean> {
+  const { path, nowMs } = caller;
+  if (path === loginPath && req.method === "POST") {
+    const body = await readJson(req, loginBodySchema);
+    const opened = context.sessions.redeem(body.code, nowMs);
+    if (opened === null)
+      throw new ControlError(
+        401,
+        "ERR_LOGIN_CODE",
+        "code: expected a login code from `cimesh dashboard` that was not used yet and is less than 5 minutes old; run `cimesh dashboard` again",
+      );
+    send(res, 200, { loggedIn: true }, { "set-cookie": sessionCookie(context.boundPort, opened.session) });
+    return true;
+  }
+  if (publicRoute(path) && (req.method === "GET" || req.method === "HEAD")) {
+    const asset = context.assets.get(path);
+    if (asset === undefined) throw new ControlError(404, "ERR_NO_SUCH_ROUTE", `GET ${path}: no such file`);
+    sendAsset(res, asset);
+    return true;
+  }
+  if (caller.viaToken || caller.viaCookie) return false;
+  discard(req);
+  if (path === "/" && req.method === "GET") {
+    sendAsset(res, { body: Buffer.from(loggedOutPage), type: "text/html; charset=utf-8" }, 401);
+    return true;
+  }
+  throw new ControlError(
+    401,
+    "ERR_UNAUTHORIZED",
+    // No path: whoever asks without the token learns nothing of where this node keeps its files.
+    `expected the header \`Authorization: Bearer <token>\` with the token from ${tokenFileName} in this node's data folder (the cimesh CLI sends it for you), or the session cookie \`cimesh dashboard\` logs a browser in with`,
+  );
+}
 
+/** What a caller with the token or a session asks: the dashboard, login codes, the event stream, the API's routes. */
+async function serveAuthorized(
+  context: ControlContext,
+  caller: Caller,
+  req: IncomingMessage,
+  res: ServerResponse,
+): Promise<void> {
+  const { path, nowMs } = caller;
+  if (path === "/" && req.method === "GET") {
+    const page = context.assets.get("/");
+    if (page === undefined)
+      throw new ControlError(500, "ERR_NO_DASHBOARD", "the dashboard's files are missing from this install");
+    sendAsset(res, page);
+    return;
+  }
+  if (path === loginCodesPath && req.method === "POST") {
+    // Only the token's holder mints codes: a browser session cannot make itself new ones.
+    if (!caller.viaToken) throw new ControlError(403, "ERR_TOKEN_ONLY", `${loginCodesPath}: expected the bearer token`);
+    discard(req);
+    const issued = context.sessions.issueCode(nowMs);
+    send(res, 201, { ...issued, path: `${loginPath}#${issued.code}` });
+    return;
+  }
+  if (path === eventsPath && req.method === "GET") {
+    serveEvents(context.api, res, context.streams);
+    return;
+  }
+  const route = context.routes.find((candidate) => candidate.pattern.test(path));
+  if (route === undefined) {
+    discard(req);
+    throw new ControlError(
+      404,
+      "ERR_NO_SUCH_ROUTE",
+      `${req.method} ${path}: no such route; the routes are under /v1/, and ${metricsPath}`,
+    );
+  }
+  const handler = route.methods[req.method ?? ""];
+  if (handler === undefined) {
+    discard(req);
+    const allowed = Object.keys(route.methods).join(", ");
+    const error = new ControlError(405, "ERR_METHOD", `${req.method} ${path}: expected ${allowed}`);
+    sendError(res, error, { allow: allowed });
+    return;
+  }
+  const params = (route.pattern.exec(path) ?? []).slice(1);
+  const [status, value] = await handler(req, params);
+  if (value instanceof TextAnswer) sendText(res, status, value);
+  else send(res, status, value);
+}
+
+/** One request, answered; a failure is answered as a ControlError (the connection closed after a refusal of who asks). */
+async function serveRequest(context: ControlContext, req: IncomingMessage, res: ServerResponse): Promise<void> {
+  try {
+    const caller = callerOf(context, req);
+    if (await servedWithoutAuth(context, caller, req, res)) return;
+    await serveAuthorized(context, caller, req, res);
+  } catch (error) {
+    const failure = controlErrorOf(error);
+    if (res.headersSent) {
+      res.destroy();
+      return;
+    }
+    sendError(
+      res,
+      failure,
+      failure.status === 413 || failure.status === 401 || failure.status === 421 || failure.status === 403
+        ? { connection: "close" }
+        : {},
+    );
+  }
+}
+
+/** Listens on controlHost:`port`; a port in use is refused with what to do (the token file is removed again). */
+async function listenOn(server: Server, port: number, dataDir: string, tokenPath: string): Promise<number> {
   try {
     await new Promise<void>((resolve, reject) => {
       server.once("error", reject);
@@ -764,8 +793,38 @@ export async function startControlServer(api: NodeApi, dataDir: string, port: nu
         : `control API on ${controlHost}:${port}: ${(error as Error).message}`,
     );
   }
-  const bound = (server.address() as AddressInfo).port;
-  boundPort = bound;
+  return (server.address() as AddressInfo).port;
+}
+
+/**
+ * Serves `api` on 127.0.0.1:`port` (0 = any), writes a fresh token to
+ * `<dataDir>/api.token` and the port to `<dataDir>/api.port`.
+ */
+export async function startControlServer(api: NodeApi, dataDir: string, port: number): Promise<ControlServer> {
+  if (!Number.isInteger(port) || port < 0 || port > 65_535)
+    throw new ControlStartError(`apiPort: expected 0 (any) to 65535, got ${port}`);
+  const tokenText = randomBytes(controlTokenBytes).toString("hex");
+  const tokenPath = join(dataDir, tokenFileName);
+  const portPath = join(dataDir, portFileName);
+  await mkdir(dataDir, { recursive: true, mode: 0o700 });
+  await writeFileAtomic(tokenPath, tokenText, tokenFileMode);
+
+  const context: ControlContext = {
+    api,
+    token: Buffer.from(tokenText, "utf8"),
+    routes: routesOf(api),
+    sessions: new Sessions(),
+    assets: await dashboardAssets(),
+    streams: new Set<() => void>(),
+    boundPort: 0,
+  };
+  const server = createServer((req, res) => {
+    void serveRequest(context, req, res);
+  });
+  server.requestTimeout = controlRequestTimeoutMs;
+  server.headersTimeout = Math.min(controlRequestTimeoutMs, 20_000);
+  const bound = await listenOn(server, port, dataDir, tokenPath);
+  context.boundPort = bound;
   await writeFileAtomic(portPath, `${bound}\n`, tokenFileMode);
 
   let closed: Promise<void> | null = null;
@@ -773,7 +832,7 @@ export async function startControlServer(api: NodeApi, dataDir: string, port: nu
     port: bound,
     close() {
       closed ??= (async () => {
-        for (const end of streams) end();
+        for (const end of context.streams) end();
         await new Promise<void>((resolve) => {
           server.close(() => resolve());
           server.closeAllConnections();
@@ -809,6 +868,106 @@ function readRunFile(path: string): string | null {
   }
 }
 
+/** The node a client talks to: its control API's port and token, and how long a request may take. */
+interface ControlTarget {
+  readonly dataDir: string;
+  readonly port: number;
+  readonly tokenText: string;
+  readonly timeoutMs: number;
+}
+
+/** A node's answer, read whole: a success as JSON (or, with `asText`, text), a failure as a ControlRequestError. */
+function answerOf<T>(
+  port: number,
+  statusCode: number | undefined,
+  body: Buffer,
+  asText: boolean,
+): { status: number; value: T } {
+  const status = statusCode ?? 0;
+  const succeeded = status >= 200 && status < 300;
+  if (asText && succeeded) return { status, value: body.toString("utf8") as T };
+  let value: unknown;
+  try {
+    value = JSON.parse(body.toString("utf8"));
+  } catch {
+    throw new ControlRequestError(
+      statusCode ?? 502,
+      "ERR_BAD_RESPONSE",
+      `answer from the node at ${controlHost}:${port}: expected JSON; is another program on that port?`,
+    );
+  }
+  if (succeeded) return { status, value: value as T };
+  const error = (value as { error?: { code?: unknown; message?: unknown } } | null)?.error;
+  throw new ControlRequestError(
+    status,
+    typeof error?.code === "string" ? error.code : "ERR_NODE",
+    typeof error?.message === "string" ? error.message : `the node answered ${status}`,
+  );
+}
+
+/** One request; with `asText`, a successful answer is taken as text rather than JSON (the metrics). */
+function controlCall<T>(
+  target: ControlTarget,
+  method: "GET" | "POST",
+  path: string,
+  body?: unknown,
+  asText = false,
+): Promise<{ status: number; value: T }> {
+  const { dataDir, port, tokenText, timeoutMs } = target;
+  return new Promise((resolve, reject) => {
+    const payload = body === undefined ? undefined : Buffer.from(toJson(body), "utf8");
+    const req = request(
+      {
+        host: controlHost,
+        port,
+        path,
+        method,
+        agent: false,
+        headers: {
+          authorization: `Bearer ${tokenText}`,
+          accept: "application/json",
+          ...(payload === undefined
+            ? {}
+            : { "content-type": "application/json", "content-length": String(payload.length) }),
+        },
+      },
+      (res) => {
+        const chunks: Buffer[] = [];
+        let received = 0;
+        res.on("data", (chunk: Buffer) => {
+          received += chunk.length;
+          if (received > maxControlResponseBytes) {
+            req.destroy(
+              new ControlRequestError(
+                502,
+                "ERR_RESPONSE_TOO_LARGE",
+                `answer from the node: expected at most ${maxControlResponseBytes} bytes`,
+              ),
+            );
+            return;
+          }
+          chunks.push(chunk);
+        });
+        res.on("end", () => {
+          try {
+            resolve(answerOf<T>(port, res.statusCode, Buffer.concat(chunks), asText));
+          } catch (error) {
+            reject(error);
+          }
+        });
+        res.on("error", reject);
+      },
+    );
+    req.setTimeout(timeoutMs, () => req.destroy(new ControlTimeoutError(port, timeoutMs)));
+    req.on("error", (error: NodeJS.ErrnoException) => {
+      if (error.code === "ECONNREFUSED" || error.code === "ECONNRESET")
+        reject(new NoNodeRunningError(dataDir, `nothing answers on ${controlHost}:${port}`));
+      else reject(error);
+    });
+    req.end(payload);
+  });
+}
+
 /**
  * Connects to the node running in `dataDir` (reads its api.port and
  * api.token). Throws NoNodeRunningError when there is none; a request to a
@@ -823,91 +982,9 @@ export function connectControl(dataDir: string, options: ControlClientOptions = 
     throw new NoNodeRunningError(dataDir, `${portFileName} holds no port`);
   const timeoutMs = options.timeoutMs ?? controlClientTimeoutMs;
 
-  /** One request; with `asText`, a successful answer is taken as text rather than JSON (the metrics). */
-  const call = <T>(
-    method: "GET" | "POST",
-    path: string,
-    body?: unknown,
-    asText = false,
-  ): Promise<{ status: number; value: T }> =>
-    new Promise((resolve, reject) => {
-      const payload = body === undefined ? undefined : Buffer.from(toJson(body), "utf8");
-      const req = request(
-        {
-          host: controlHost,
-          port,
-          path,
-          method,
-          agent: false,
-          headers: {
-            authorization: `Bearer ${tokenText}`,
-            accept: "application/json",
-            ...(payload === undefined
-              ? {}
-              : { "content-type": "application/json", "content-length": String(payload.length) }),
-          },
-        },
-        (res) => {
-          const chunks: Buffer[] = [];
-          let received = 0;
-          res.on("data", (chunk: Buffer) => {
-            received += chunk.length;
-            if (received > maxControlResponseBytes) {
-              req.destroy(
-                new ControlRequestError(
-                  502,
-                  "ERR_RESPONSE_TOO_LARGE",
-                  `answer from the node: expected at most ${maxControlResponseBytes} bytes`,
-                ),
-              );
-              return;
-            }
-            chunks.push(chunk);
-          });
-          res.on("end", () => {
-            const succeeded = (res.statusCode ?? 0) >= 200 && (res.statusCode ?? 0) < 300;
-            if (asText && succeeded) {
-              resolve({ status: res.statusCode ?? 200, value: Buffer.concat(chunks).toString("utf8") as T });
-              return;
-            }
-            let value: unknown;
-            try {
-              value = JSON.parse(Buffer.concat(chunks).toString("utf8"));
-            } catch {
-              reject(
-                new ControlRequestError(
-                  res.statusCode ?? 502,
-                  "ERR_BAD_RESPONSE",
-                  `answer from the node at ${controlHost}:${port}: expected JSON; is another program on that port?`,
-                ),
-              );
-              return;
-            }
-            const status = res.statusCode ?? 0;
-            if (status >= 200 && status < 300) {
-              resolve({ status, value: value as T });
-              return;
-            }
-            const error = (value as { error?: { code?: unknown; message?: unknown } } | null)?.error;
-            reject(
-              new ControlRequestError(
-                status,
-                typeof error?.code === "string" ? error.code : "ERR_NODE",
-                typeof error?.message === "string" ? error.message : `the node answered ${status}`,
-              ),
-            );
-          });
-          res.on("error", reject);
-        },
-      );
-      req.setTimeout(timeoutMs, () => req.destroy(new ControlTimeoutError(port, timeoutMs)));
-      req.on("error", (error: NodeJS.ErrnoException) => {
-        if (error.code === "ECONNREFUSED" || error.code === "ECONNRESET")
-          reject(new NoNodeRunningError(dataDir, `nothing answers on ${controlHost}:${port}`));
-        else reject(error);
-      });
-      req.end(payload);
-    });
+  const target: ControlTarget = { dataDir, port, tokenText, timeoutMs };
+  const call = <T>(method: "GET" | "POST", path: string, body?: unknown, asText = false) =>
+    controlCall<T>(target, method, path, body, asText);
 
   const jobPath = (jobId: string, suffix = "") => `/v1/jobs/${encodeURIComponent(jobId)}${suffix}`;
   return {
