@@ -486,10 +486,8 @@ function namedByPeerId(fields: Readonly<Record<string, unknown>>): Record<string
   return named ?? { ...fields };
 }
 
-export async function startNode(options: StartOptions): Promise<RunningNode> {
-  const identity = await loadNodeIdentity(options.dataDir);
-  const config = await loadConfig(options.dataDir);
-  const self = hexOf(identity.publicKey);
+/** The node's log (JSON lines on stderr, peers named by PeerId), and the one its ports use, where floods are counted. */
+function nodeLogs(self: string): { log: NodeLog; events: EventLog; portLog: NodeLog } {
   const log: NodeLog = (event, fields = {}) =>
     process.stderr.write(
       `${JSON.stringify({ t: Date.now(), node: self.slice(0, 8), event, ...namedByPeerId(fields) })}\n`,
@@ -498,6 +496,94 @@ export async function startNode(options: StartOptions): Promise<RunningNode> {
   events.start();
   const portLog: NodeLog = (event, fields = {}) =>
     floodableEvents.has(event) ? events.note(event, fields) : log(event, fields);
+  return { log, events, portLog };
+}
+
+type WorkerParts = Awaited<ReturnType<typeof prepareWorker>>;
+
+/** What a worker's runs are carried out with: the images, the runs (recorded in the history) and the specs' checks. */
+interface WorkerCarriers {
+  readonly images: ImageCache | null;
+  readonly runs: ReturnType<typeof recordedRuns> | null;
+  readonly checkSpecs: ReturnType<typeof specChecker> | undefined;
+}
+
+async function workerCarriers(
+  options: StartOptions,
+  workerParts: WorkerParts | null,
+  parts: {
+    readonly host: Host;
+    readonly blobs: BlobStore;
+    readonly fetchFrom: ReturnType<typeof treeFetcher>;
+    readonly history: RunHistory;
+    readonly metrics: NodeMetrics;
+    readonly log: NodeLog;
+    readonly driver: () => NodeDriver<Uint8Array>;
+  },
+): Promise<WorkerCarriers> {
+  if (workerParts === null) return { images: null, runs: null, checkSpecs: undefined };
+  const { host, blobs, fetchFrom, history, metrics, log, driver } = parts;
+  // Unpacked images beside the run folders (a neutral path, as the sandbox shows it), one copy per image CID.
+  const images = await openImageCache(join(neutralWorkRoot(options.dataDir), "images"), blobs);
+  const runs = recordedRuns(
+    runCarrier({
+      executor: workerParts.executor,
+      host,
+      blobs,
+      fetchFrom,
+      log,
+      images,
+      corruptOutputsDigest: options.faultInjectCorruptResults ? corruptOutputsDigest : null,
+    }),
+    history,
+    {
+      masterOf: (runId) => driver().workerState()?.running[runId]?.master ?? "",
+      log,
+      onEnded: (entry) => metrics.runEnded(entry.outcome ?? "refused"),
+    },
+  );
+  const checkSpecs =
+    workerParts.sandboxProblem !== ""
+      ? undefined
+      : specChecker({
+          host,
+          executor: workerParts.executor,
+          driver,
+          log,
+          prepareImage: imagePreparer({ blobs, fetchFrom, images, deadline: defaultInputsDeadline }),
+        });
+  return { images, runs, checkSpecs };
+}
+
+/** Keysets and specs kept published and fetched: now, every keysetRepublishMs, and when a DHT peer first joins. */
+function keepRecords(
+  options: StartOptions,
+  config: NodeConfig,
+  host: Host,
+  driver: () => NodeDriver<Uint8Array>,
+  ownKeysets: Map<string, Uint8Array>,
+  log: NodeLog,
+  stopping: () => boolean,
+): ReturnType<typeof setInterval> {
+  const keysets = keysetKeeper({ host, driver, ownKeysets, log, republishMs: config.timing.keysetRepublishMs });
+  // A keyset put that found no DHT peer goes in as soon as one joins.
+  host.onDhtPeer(() => {
+    if (!stopping() && keysets.waitingForDhtPeers()) void keysets.publish();
+  });
+  const timer = setInterval(() => {
+    void keysets.publish();
+    void keysets.fetch();
+    if (driver().masterProjects().length > 0) void publishSpecs(host, options.dataDir, log);
+  }, config.timing.keysetRepublishMs);
+  void keysets.publish();
+  return timer;
+}
+
+export async function startNode(options: StartOptions): Promise<RunningNode> {
+  const identity = await loadNodeIdentity(options.dataDir);
+  const config = await loadConfig(options.dataDir);
+  const self = hexOf(identity.publicKey);
+  const { log, events, portLog } = nodeLogs(self);
   const { trust, shares, ownKeysets } = await loadTrust(options, config);
   const metrics = createNodeMetrics({ dataDir: options.dataDir });
   const store: NodeStore = await openStoreOf(
@@ -521,41 +607,15 @@ export async function startNode(options: StartOptions): Promise<RunningNode> {
   const fetchFrom = treeFetcher(host, blobs, new PeerBans(), log);
 
   const driverOf = () => driver as NodeDriver<Uint8Array>;
-  // Unpacked images beside the run folders (a neutral path, as the sandbox shows it), one copy per image CID.
-  const images =
-    workerParts === null ? null : await openImageCache(join(neutralWorkRoot(options.dataDir), "images"), blobs);
-  const runs =
-    workerParts === null
-      ? null
-      : recordedRuns(
-          runCarrier({
-            executor: workerParts.executor,
-            host,
-            blobs,
-            fetchFrom,
-            log,
-            images,
-            corruptOutputsDigest: options.faultInjectCorruptResults ? corruptOutputsDigest : null,
-          }),
-          history,
-          {
-            masterOf: (runId) => driverOf().workerState()?.running[runId]?.master ?? "",
-            log,
-            onEnded: (entry) => metrics.runEnded(entry.outcome ?? "refused"),
-          },
-        );
-  const checkSpecs =
-    workerParts === null || workerParts.sandboxProblem !== ""
-      ? undefined
-      : specChecker({
-          host,
-          executor: workerParts.executor,
-          driver: driverOf,
-          log,
-          ...(images === null
-            ? {}
-            : { prepareImage: imagePreparer({ blobs, fetchFrom, images, deadline: defaultInputsDeadline }) }),
-        });
+  const { images, runs, checkSpecs } = await workerCarriers(options, workerParts, {
+    host,
+    blobs,
+    fetchFrom,
+    history,
+    metrics,
+    log,
+    driver: driverOf,
+  });
   const basePorts: NodePorts = createNodePorts({
     identity,
     host,
@@ -582,24 +642,8 @@ export async function startNode(options: StartOptions): Promise<RunningNode> {
   bindMetrics(metrics, { driver, host, blobs, history, dataDir: options.dataDir, images });
   driver.start();
 
-  const keysets = keysetKeeper({
-    host,
-    driver: driverOf,
-    ownKeysets,
-    log,
-    republishMs: config.timing.keysetRepublishMs,
-  });
-  // A keyset put that found no DHT peer goes in as soon as one joins.
-  host.onDhtPeer(() => {
-    if (!stopping && keysets.waitingForDhtPeers()) void keysets.publish();
-  });
-  const keysetTimer = setInterval(() => {
-    void keysets.publish();
-    void keysets.fetch();
-    if (driverOf().masterProjects().length > 0) void publishSpecs(host, options.dataDir, log);
-  }, config.timing.keysetRepublishMs);
+  const keysetTimer = keepRecords(options, config, host, driverOf, ownKeysets, log, () => stopping);
   const factsTimer = workerParts === null ? null : feedFacts(driver);
-  void keysets.publish();
   log("started", {
     peerId: host.peerId,
     addresses: host.multiaddrs(),
