@@ -75,154 +75,192 @@ export interface StoreMemory {
  */
 export const workerStoreMemory: StoreMemory = { cacheBytes: 256 * 1024, writeBufferBytes: 256 * 1024 };
 
+type JsonLevel<V> = ReturnType<typeof jsonLevel<V>>;
+
+function jsonLevel<V>(db: Level<string, string>, name: string) {
+  return db.sublevel<string, V>(name, { valueEncoding: "json" });
+}
+
+/** The store's spaces (LevelDB sublevels), one per kind of record. */
+interface StoreSpaces {
+  readonly meta: JsonLevel<number>;
+  readonly worker: JsonLevel<WorkerState>;
+  readonly jobs: JsonLevel<JobRecord>;
+  readonly reputation: JsonLevel<Reputation>;
+  readonly ledger: JsonLevel<StoredWindow>;
+  /** Whole machine states, as an older cimesh wrote them. */
+  readonly legacyMachines: JsonLevel<MasterState | WorkerState>;
+  readonly keysets: ReturnType<typeof bytesLevel>;
+  readonly logs: ReturnType<typeof bytesLevel>;
+  readonly reporter: JsonLevel<ReporterState>;
+  readonly reports: JsonLevel<ReportRecord>;
+  readonly reportDesks: JsonLevel<ReportDeskMeta>;
+}
+
+function bytesLevel(db: Level<string, string>, name: string) {
+  return db.sublevel<string, Uint8Array>(name, { valueEncoding: "view" });
+}
+
+function spacesOf(db: Level<string, string>): StoreSpaces {
+  return {
+    meta: jsonLevel<number>(db, "meta"),
+    worker: jsonLevel<WorkerState>(db, "worker"),
+    jobs: jsonLevel<JobRecord>(db, "jobs"),
+    reputation: jsonLevel<Reputation>(db, "reputation"),
+    ledger: jsonLevel<StoredWindow>(db, "ledger"),
+    legacyMachines: jsonLevel<MasterState | WorkerState>(db, "machines"),
+    keysets: bytesLevel(db, "keysets"),
+    logs: bytesLevel(db, "logs"),
+    reporter: jsonLevel<ReporterState>(db, "reporter"),
+    reports: jsonLevel<ReportRecord>(db, "reports"),
+    reportDesks: jsonLevel<ReportDeskMeta>(db, "reportDesks"),
+  };
+}
+
+/** Orders ledger entries by when they were last written, so a restart keeps the most recent signers. */
+interface LedgerClock {
+  touched: number;
+}
+
+async function loadLedger(spaces: StoreSpaces, limits: ReplayLedgerLimits, clock: LedgerClock): Promise<ReplayLedger> {
+  const restored = createReplayLedger(limits);
+  const floor = await spaces.meta.get("ledgerFloorExpiresAtMs");
+  if (floor !== undefined) restored.floorExpiresAtMs = floor;
+  const entries: [string, SignerWindow, number][] = [];
+  for await (const [key, entry] of spaces.ledger.iterator()) {
+    const bitmap = new Uint32Array(limits.windowSeqs / 32);
+    bitmap.set(entry.bitmap.slice(0, bitmap.length));
+    entries.push([
+      Buffer.from(key, "hex").toString("latin1"),
+      { highestSeq: entry.highestSeq, bitmap, latestExpiresAtMs: entry.latestExpiresAtMs },
+      entry.touchedSeq,
+    ]);
+  }
+  // Least recently seen first, as the ledger keeps them; only the newest maxSigners survive.
+  entries.sort((a, b) => a[2] - b[2]);
+  clock.touched = Math.max(clock.touched, entries[entries.length - 1]?.[2] ?? 0);
+  for (const [key, window] of entries.slice(-limits.maxSigners)) restored.signers.set(key, window);
+  return restored;
+}
+
+/** The entry of `key` in `map`, made by `make` when missing. */
+function entryOf<V>(map: Map<string, V>, key: string, make: () => V): V {
+  let entry = map.get(key);
+  if (entry === undefined) {
+    entry = make();
+    map.set(key, entry);
+  }
+  return entry;
+}
+
+async function loadMasters(spaces: StoreSpaces) {
+  const masters = new Map<string, { jobs: JobRecord[]; reputation: Record<string, Reputation> }>();
+  const of = (project: string) => entryOf(masters, project, () => ({ jobs: [], reputation: {} }));
+  for await (const [key, record] of spaces.jobs.iterator()) of(key.slice(0, key.indexOf("/"))).jobs.push(record);
+  for await (const [key, record] of spaces.reputation.iterator())
+    of(key.slice(0, key.indexOf("/"))).reputation[key.slice(key.indexOf("/") + 1)] = record;
+  // A store written whole-state (by an older cimesh) still restarts its masters.
+  for await (const [key, state] of spaces.legacyMachines.iterator({ gt: "master/", lt: "master/\xff" })) {
+    const project = key.slice("master/".length);
+    if (masters.has(project)) continue;
+    const old = state as MasterState;
+    masters.set(project, { jobs: Object.values(old.jobs), reputation: old.reputation });
+  }
+  return masters;
+}
+
+async function loadDesks(spaces: StoreSpaces) {
+  const desks = new Map<string, { records: ReportRecord[]; meta: ReportDeskMeta | null }>();
+  const of = (project: string) => entryOf(desks, project, () => ({ records: [], meta: null }));
+  for await (const [key, record] of spaces.reports.iterator()) of(key.slice(0, key.indexOf("/"))).records.push(record);
+  for await (const [project, meta] of spaces.reportDesks.iterator()) of(project).meta = meta;
+  return desks;
+}
+
+type Batch = ReturnType<Level<string, string>["batch"]>;
+type StoreWriteOf = Parameters<NodeStore["persist"]>[0][number];
+
+/** One write of a step's batch, added to the LevelDB batch. */
+function addWrite(ops: Batch, spaces: StoreSpaces, write: StoreWriteOf, clock: LedgerClock): void {
+  switch (write.space) {
+    case "worker":
+      ops.put("state", write.state, { sublevel: spaces.worker });
+      break;
+    case "job":
+      if (write.record === null) ops.del(`${write.project}/${write.jobId}`, { sublevel: spaces.jobs });
+      else ops.put(`${write.project}/${write.jobId}`, write.record, { sublevel: spaces.jobs });
+      break;
+    case "reputation":
+      if (write.record === null) ops.del(`${write.project}/${write.worker}`, { sublevel: spaces.reputation });
+      else ops.put(`${write.project}/${write.worker}`, write.record, { sublevel: spaces.reputation });
+      break;
+    case "ledger":
+      clock.touched++;
+      ops.put(
+        Buffer.from(write.signer).toString("hex"),
+        {
+          highestSeq: write.window.highestSeq,
+          bitmap: [...write.window.bitmap],
+          latestExpiresAtMs: write.window.latestExpiresAtMs,
+          touchedSeq: clock.touched,
+        },
+        { sublevel: spaces.ledger },
+      );
+      if (Number.isFinite(write.floorExpiresAtMs))
+        ops.put("ledgerFloorExpiresAtMs", write.floorExpiresAtMs, { sublevel: spaces.meta });
+      break;
+    case "keyset":
+      ops.put(write.project, write.bytes, { sublevel: spaces.keysets });
+      break;
+    case "log": {
+      const { chunk } = write;
+      if (chunk.offset + chunk.data.length > maxStoredLogBytesPerStream) break;
+      const key = `${write.jobId}/${pad(chunk.attempt, 6)}/${chunk.stream}/${pad(chunk.offset, 13)}`;
+      ops.put(key, chunk.data, { sublevel: spaces.logs });
+      break;
+    }
+    case "seq":
+      ops.put("seqReserved", write.reservedUpTo, { sublevel: spaces.meta });
+      break;
+    case "reporter":
+      ops.put("state", write.state, { sublevel: spaces.reporter });
+      break;
+    case "report":
+      if (write.record === null) ops.del(`${write.project}/${write.reportId}`, { sublevel: spaces.reports });
+      else ops.put(`${write.project}/${write.reportId}`, write.record, { sublevel: spaces.reports });
+      break;
+    case "report-desk":
+      ops.put(write.project, write.meta, { sublevel: spaces.reportDesks });
+      break;
+  }
+}
+
 export async function openNodeStore(path: string, memory?: StoreMemory): Promise<NodeStore> {
   const sizes = memory === undefined ? {} : { cacheSize: memory.cacheBytes, writeBufferSize: memory.writeBufferBytes };
   const db = new Level<string, string>(path, { valueEncoding: "utf8", ...sizes });
   await db.open();
-  const json = <V>(name: string) => db.sublevel<string, V>(name, { valueEncoding: "json" });
-  const meta = json<number>("meta");
-  const workerLevel = json<WorkerState>("worker");
-  const jobs = json<JobRecord>("jobs");
-  const reputation = json<Reputation>("reputation");
-  const ledger = json<StoredWindow>("ledger");
-  const legacyMachines = json<MasterState | WorkerState>("machines");
-  const keysets = db.sublevel<string, Uint8Array>("keysets", { valueEncoding: "view" });
-  const logs = db.sublevel<string, Uint8Array>("logs", { valueEncoding: "view" });
-  const reporterLevel = json<ReporterState>("reporter");
-  const reports = json<ReportRecord>("reports");
-  const reportDesks = json<ReportDeskMeta>("reportDesks");
-  /** Orders ledger entries by when they were last written, so a restart keeps the most recent signers. */
-  let touched = 0;
-
-  const loadLedger = async (limits: ReplayLedgerLimits): Promise<ReplayLedger> => {
-    const restored = createReplayLedger(limits);
-    const floor = await meta.get("ledgerFloorExpiresAtMs");
-    if (floor !== undefined) restored.floorExpiresAtMs = floor;
-    const entries: [string, SignerWindow, number][] = [];
-    for await (const [key, entry] of ledger.iterator()) {
-      const bitmap = new Uint32Array(limits.windowSeqs / 32);
-      bitmap.set(entry.bitmap.slice(0, bitmap.length));
-      entries.push([
-        Buffer.from(key, "hex").toString("latin1"),
-        { highestSeq: entry.highestSeq, bitmap, latestExpiresAtMs: entry.latestExpiresAtMs },
-        entry.touchedSeq,
-      ]);
-    }
-    // Least recently seen first, as the ledger keeps them; only the newest maxSigners survive.
-    entries.sort((a, b) => a[2] - b[2]);
-    touched = Math.max(touched, entries[entries.length - 1]?.[2] ?? 0);
-    for (const [key, window] of entries.slice(-limits.maxSigners)) restored.signers.set(key, window);
-    return restored;
-  };
-
-  const loadMasters = async () => {
-    const masters = new Map<string, { jobs: JobRecord[]; reputation: Record<string, Reputation> }>();
-    const of = (project: string) => {
-      let entry = masters.get(project);
-      if (entry === undefined) {
-        entry = { jobs: [], reputation: {} };
-        masters.set(project, entry);
-      }
-      return entry;
-    };
-    for await (const [key, record] of jobs.iterator()) of(key.slice(0, key.indexOf("/"))).jobs.push(record);
-    for await (const [key, record] of reputation.iterator())
-      of(key.slice(0, key.indexOf("/"))).reputation[key.slice(key.indexOf("/") + 1)] = record;
-    // A store written whole-state (by an older cimesh) still restarts its masters.
-    for await (const [key, state] of legacyMachines.iterator({ gt: "master/", lt: "master/\xff" })) {
-      const project = key.slice("master/".length);
-      if (masters.has(project)) continue;
-      const old = state as MasterState;
-      masters.set(project, { jobs: Object.values(old.jobs), reputation: old.reputation });
-    }
-    return masters;
-  };
-
-  const loadDesks = async () => {
-    const desks = new Map<string, { records: ReportRecord[]; meta: ReportDeskMeta | null }>();
-    const of = (project: string) => {
-      let entry = desks.get(project);
-      if (entry === undefined) {
-        entry = { records: [], meta: null };
-        desks.set(project, entry);
-      }
-      return entry;
-    };
-    for await (const [key, record] of reports.iterator()) of(key.slice(0, key.indexOf("/"))).records.push(record);
-    for await (const [project, meta] of reportDesks.iterator()) of(project).meta = meta;
-    return desks;
-  };
+  const spaces = spacesOf(db);
+  const { logs } = spaces;
+  const clock: LedgerClock = { touched: 0 };
 
   return {
     db,
     async load(ledgerLimits = defaultReplayLedgerLimits) {
       const stored = new Map<string, Uint8Array>();
-      for await (const [project, bytes] of keysets.iterator()) stored.set(project, new Uint8Array(bytes));
+      for await (const [project, bytes] of spaces.keysets.iterator()) stored.set(project, new Uint8Array(bytes));
       return {
-        worker: (await workerLevel.get("state")) ?? null,
-        masters: await loadMasters(),
-        ledger: await loadLedger(ledgerLimits),
+        worker: (await spaces.worker.get("state")) ?? null,
+        masters: await loadMasters(spaces),
+        ledger: await loadLedger(spaces, ledgerLimits, clock),
         keysets: stored,
-        seqReservedUpTo: (await meta.get("seqReserved")) ?? 0,
-        reporter: (await reporterLevel.get("state")) ?? null,
-        desks: await loadDesks(),
+        seqReservedUpTo: (await spaces.meta.get("seqReserved")) ?? 0,
+        reporter: (await spaces.reporter.get("state")) ?? null,
+        desks: await loadDesks(spaces),
       };
     },
     async persist(batch) {
       const ops = db.batch();
-      for (const write of batch) {
-        switch (write.space) {
-          case "worker":
-            ops.put("state", write.state, { sublevel: workerLevel });
-            break;
-          case "job":
-            if (write.record === null) ops.del(`${write.project}/${write.jobId}`, { sublevel: jobs });
-            else ops.put(`${write.project}/${write.jobId}`, write.record, { sublevel: jobs });
-            break;
-          case "reputation":
-            if (write.record === null) ops.del(`${write.project}/${write.worker}`, { sublevel: reputation });
-            else ops.put(`${write.project}/${write.worker}`, write.record, { sublevel: reputation });
-            break;
-          case "ledger":
-            touched++;
-            ops.put(
-              Buffer.from(write.signer).toString("hex"),
-              {
-                highestSeq: write.window.highestSeq,
-                bitmap: [...write.window.bitmap],
-                latestExpiresAtMs: write.window.latestExpiresAtMs,
-                touchedSeq: touched,
-              },
-              { sublevel: ledger },
-            );
-            if (Number.isFinite(write.floorExpiresAtMs))
-              ops.put("ledgerFloorExpiresAtMs", write.floorExpiresAtMs, { sublevel: meta });
-            break;
-          case "keyset":
-            ops.put(write.project, write.bytes, { sublevel: keysets });
-            break;
-          case "log": {
-            const { chunk } = write;
-            if (chunk.offset + chunk.data.length > maxStoredLogBytesPerStream) break;
-            const key = `${write.jobId}/${pad(chunk.attempt, 6)}/${chunk.stream}/${pad(chunk.offset, 13)}`;
-            ops.put(key, chunk.data, { sublevel: logs });
-            break;
-          }
-          case "seq":
-            ops.put("seqReserved", write.reservedUpTo, { sublevel: meta });
-            break;
-          case "reporter":
-            ops.put("state", write.state, { sublevel: reporterLevel });
-            break;
-          case "report":
-            if (write.record === null) ops.del(`${write.project}/${write.reportId}`, { sublevel: reports });
-            else ops.put(`${write.project}/${write.reportId}`, write.record, { sublevel: reports });
-            break;
-          case "report-desk":
-            ops.put(write.project, write.meta, { sublevel: reportDesks });
-            break;
-        }
-      }
+      for (const write of batch) addWrite(ops, spaces, write, clock);
       await ops.write();
     },
     async logChunks(jobId) {
