@@ -103,6 +103,7 @@ export {
 } from "./reports.ts";
 export {
   announcementOf,
+  awardOf,
   directSide,
   type MessageDomainName,
   masterInputOf,

@@ -6,7 +6,7 @@
  */
 import { hexOf } from "./effects.ts";
 import type { MasterInput } from "./master.ts";
-import type { JobAnnouncement } from "./messages.ts";
+import type { Award, JobAnnouncement } from "./messages.ts";
 import { messageDomains } from "./messages.ts";
 import type { WorkerInput } from "./worker.ts";
 
@@ -105,6 +105,11 @@ export function masterInputOf(
 /** The job offer a message is, or null: for a listener (a test's actor, say) that wants announcements only. */
 export function announcementOf(name: MessageDomainName, body: unknown): JobAnnouncement | null {
   return name === "jobAnnouncement" ? (body as JobAnnouncement) : null;
+}
+
+/** The award a message is, or null: for a listener that answers awards only (a simulated attacker, say). */
+export function awardOf(name: MessageDomainName, body: unknown): Award | null {
+  return name === "award" ? (body as Award) : null;
 }
 
 /** The worker's input for a message it takes, or null. */

@@ -21,7 +21,13 @@
  *   reports the group's wrong digest for whatever it is awarded, soon,
  *   without running it.
  */
-import { announcementOf, type MessageDomainName, maxCachedInputBytes, type StampedMessage } from "../jobs/index.ts";
+import {
+  announcementOf,
+  awardOf,
+  type MessageDomainName,
+  maxCachedInputBytes,
+  type StampedMessage,
+} from "../jobs/index.ts";
 import type { Rng } from "./rng.ts";
 import { exponential } from "./rng.ts";
 
@@ -271,8 +277,8 @@ export class Throwaway<W extends { readonly body: unknown; readonly domain: stri
 
   /** A direct message reached it: an award is answered with the group's digest, without a run. */
   direct(wire: W): void {
-    if (wire.domain !== "award" || this.world.signerOf(wire) === null) return;
-    const award = wire.body as { project: string; jobId: string; attempt: number; shard: number };
+    const award = awardOf(wire.domain as MessageDomainName, wire.body);
+    if (award === null || this.world.signerOf(wire) === null) return;
     const world = this.world;
     const topic = world.topicOf(award.project);
     if (topic === undefined) return;
