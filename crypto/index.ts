@@ -116,6 +116,7 @@ export {
   decodeManifest,
   encodeManifest,
   isBlobBytes,
+  joinedBlob,
   manifestBytes,
   manifestChunks,
   maxBlobBytes,

@@ -123,6 +123,19 @@ export function blobLength(bytes: BlobBytes): number {
   return length;
 }
 
+/** A BlobBytes as one array: the array itself, a lone piece, or the pieces copied into one. */
+export function joinedBlob(bytes: BlobBytes): Uint8Array {
+  if (bytes instanceof Uint8Array) return bytes;
+  if (bytes.length === 1) return bytes[0] as Uint8Array;
+  const joined = new Uint8Array(blobLength(bytes));
+  let offset = 0;
+  for (const piece of bytes) {
+    joined.set(piece, offset);
+    offset += piece.length;
+  }
+  return joined;
+}
+
 function sha256Of(bytes: BlobBytes): Uint8Array {
   const hash = createHash("sha256");
   if (bytes instanceof Uint8Array) hash.update(bytes);

@@ -826,6 +826,12 @@ interface Pool {
   readonly eager: number;
 }
 
+/** Whether a known worker's offer is live, says it takes jobs, and it could run the job (its network included). */
+function availableFor(spec: JobSpec, worker: KnownWorker, nowMs: number): boolean {
+  if (worker.expiresAtMs < nowMs || worker.availability === "paused" || worker.availability === "offline") return false;
+  return (!spec.network || worker.network) && isEligible(spec, worker);
+}
+
 function eligiblePool(state: MasterState, spec: JobSpec, nowMs: number): Pool {
   const key = requirementKey(spec);
   const cached = state.poolCache[key];
@@ -837,8 +843,7 @@ function eligiblePool(state: MasterState, spec: JobSpec, nowMs: number): Pool {
   let eager = 0;
   let validUntilMs = Number.MAX_SAFE_INTEGER;
   for (const worker of eachKnownWorker(state)) {
-    if (worker.expiresAtMs < nowMs || worker.availability === "paused" || worker.availability === "offline") continue;
-    if ((spec.network && !worker.network) || !isEligible(spec, worker)) continue;
+    if (!availableFor(spec, worker, nowMs)) continue;
     validUntilMs = Math.min(validUntilMs, worker.expiresAtMs);
     if (worker.availability === "reluctant") reluctant++;
     else eager++;
@@ -1383,10 +1388,11 @@ function planNext(step: Step, job: JobRecord): void {
     return;
   }
   delete state.lockWaits[job.jobId];
-  state.hungry[job.jobId] = leastWeightWanted(state, job, nowMs);
+  const minWeight = leastWeightWanted(state, job, nowMs);
+  state.hungry[job.jobId] = minWeight;
   if (job.windowEndsAtMs !== null) return;
   if (job.reannounceAtMs !== null && job.reannounceAtMs > nowMs) return;
-  if (!announcementAnswerable(state, job, state.hungry[job.jobId] as number, nowMs)) {
+  if (!announcementAnswerable(state, job, minWeight, nowMs)) {
     // Every known worker that could run it, with the weight its next run must carry, is eager: each offers a slot as
     // one frees, and the offer is awarded at once. Look again later: offers lapse, and a worker may turn reluctant.
     job.reannounceAtMs = nowMs + state.config.reannounceIntervalMs;
@@ -1422,9 +1428,7 @@ function announcementAnswerable(state: MasterState, job: JobRecord, minWeight: n
   for (const table of [state.workers, state.unproven])
     for (const key in table) {
       const worker = table[key] as KnownWorker;
-      if (worker.expiresAtMs < nowMs || worker.availability === "paused" || worker.availability === "offline") continue;
-      if ((job.spec.network && !worker.network) || !isEligible(job.spec, worker)) continue;
-      if (weightOf(state, key, worker.runner) < minWeight) continue;
+      if (!availableFor(job.spec, worker, nowMs) || weightOf(state, key, worker.runner) < minWeight) continue;
       if (worker.availability === "reluctant") return true;
       eager++;
     }

@@ -2,8 +2,9 @@
  * cimesh as a package: `npm pack` builds it (JavaScript and declarations in
  * dist/, the CLI bundled), the tarball installs into a new folder, and the
  * `cimesh` in that folder's node_modules/.bin (the bundle) runs on the
- * Node.js running these tests, where Node.js does not strip types. The bin launcher, on a Node.js older than
- * package.json's engines, says so in one line.
+ * Node.js running these tests, where Node.js does not strip types. The bin
+ * launcher, on a Node.js older than package.json's engines, says so in one
+ * line.
  */
 import { copyFile, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";

@@ -37,6 +37,7 @@ import {
   blobLength,
   CimeshError,
   decodeManifest,
+  joinedBlob,
   maxBlobBytes,
   maxCidChars,
   OversizeError,
@@ -424,7 +425,7 @@ class TreeFetch {
     const length = blobLength(blob);
     try {
       // The store verifies the bytes against the CID before it keeps them: one hash per blob, not two.
-      if (kind === "manifest") await this.store.putManifest(Buffer.concat(blob), cid);
+      if (kind === "manifest") await this.store.putManifest(joinedBlob(blob), cid);
       else await this.store.put(blob, cid);
     } catch (error) {
       if (!(error instanceof BlobMismatchError || error instanceof OversizeError)) throw error;

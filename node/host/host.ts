@@ -45,7 +45,7 @@ import { createLibp2p, type Libp2pOptions } from "libp2p";
 import { CID } from "multiformats/cid";
 import * as raw from "multiformats/codecs/raw";
 import { create as createDigest } from "multiformats/hashes/digest";
-import { CimeshError, type Identity, maxEnvelopeBytes } from "../../crypto/index.ts";
+import { blobLength, CimeshError, type Identity, joinedBlob, maxEnvelopeBytes } from "../../crypto/index.ts";
 import { peerIdOf, toLibp2pPrivateKey } from "../files/index.ts";
 import { type LogWrite, type RateLimit, RateLimiter } from "./limits.ts";
 import {
@@ -337,24 +337,13 @@ function kindOf(key: Uint8Array): [string, string] {
 
 /** The first length-prefixed frame of a stream, at most maxBytes long. */
 async function firstFrame(stream: Stream, maxBytes: number): Promise<Uint8Array> {
-  return joinPieces(await firstFramePieces(stream, maxBytes));
+  return joinedBlob(await firstFramePieces(stream, maxBytes));
 }
 
 /** The first length-prefixed frame of a stream, at most maxBytes long, as the pieces it arrived in (not copied). */
 async function firstFramePieces(stream: Stream, maxBytes: number): Promise<Uint8Array[]> {
   for await (const frame of lp.decode(stream, { maxDataLength: maxBytes })) return [...frame];
   throw new HostError("stream: expected a frame, the stream ended first");
-}
-
-function joinPieces(pieces: readonly Uint8Array[]): Uint8Array {
-  if (pieces.length === 1) return pieces[0] as Uint8Array;
-  const joined = new Uint8Array(pieces.reduce((length, piece) => length + piece.length, 0));
-  let offset = 0;
-  for (const piece of pieces) {
-    joined.set(piece, offset);
-    offset += piece.length;
-  }
-  return joined;
 }
 
 /** gossipsub as the host uses it: the class has the peer score its public service type omits. */
@@ -479,7 +468,7 @@ export async function createHost(options: HostOptions): Promise<Host> {
     onPeerMet: (handler) => setPeerMet(handler),
     handleRequests: (protocol, limits, handler) => serveRequests(libp2p, protocol, limits, handler, options, guard),
     request: async (peerId, protocol, bytes, limits) =>
-      joinPieces(await requestOnce(libp2p, peerId, protocol, bytes, limits)),
+      joinedBlob(await requestOnce(libp2p, peerId, protocol, bytes, limits)),
     requestPieces: (peerId, protocol, bytes, limits) => requestOnce(libp2p, peerId, protocol, bytes, limits),
     async hangUp(peerId) {
       await libp2p.hangUp(peerIdFromString(peerId)).catch(() => undefined);
@@ -854,7 +843,7 @@ async function requestOnce(
     if (!stream.send(lp.encode.single(bytes))) await stream.onDrain({ signal });
     await stream.close({ signal });
     const response = await answer;
-    settle(bytes.length + response.reduce((length, piece) => length + piece.length, 0));
+    settle(bytes.length + blobLength(response));
     return response;
   } catch (error) {
     stream.abort(error instanceof Error ? error : new Error(String(error)));

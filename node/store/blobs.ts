@@ -62,6 +62,7 @@ import {
   decodeManifest,
   encodeManifest,
   isBlobBytes,
+  joinedBlob,
   manifestBytes,
   manifestChunks,
   maxTreeBytes,
@@ -482,20 +483,14 @@ function checkedBlobCid(bytes: BlobBytes, expectedCid: string | undefined): stri
   const length = blobLength(bytes);
   if (expectedCid === undefined) {
     if (length > treeChunkBytes) throw new OversizeError("blob", length, treeChunkBytes);
-    return cidOfBlob(joined(bytes));
+    return cidOfBlob(joinedBlob(bytes));
   }
   const { cid, kind } = parseTreeCid(expectedCid, "expectedCid");
   // A manifest is decoded whole: small, and joined only here.
-  if (kind === "manifest") return checkedManifestCid(joined(bytes), cid);
+  if (kind === "manifest") return checkedManifestCid(joinedBlob(bytes), cid);
   if (length > treeChunkBytes) throw new OversizeError(`blob ${cid}`, length, treeChunkBytes);
   verifyBlob(cid, bytes);
   return cid;
-}
-
-/** One array of a blob's bytes: the array itself, or its pieces joined. */
-function joined(bytes: BlobBytes): Uint8Array {
-  if (bytes instanceof Uint8Array) return bytes;
-  return bytes.length === 1 ? (bytes[0] as Uint8Array) : Buffer.concat(bytes);
 }
 
 /** Writes a new file (it must not exist) holding `bytes`: one write of all its pieces at once (writev). */
